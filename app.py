@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""CDK entry: config/platform.yaml -> one cell of stacks per region -> links -> compliance gate.
+
+`cdk synth` runs this file (cdk.json); `cdk synth -c config=other.yaml` or CONFIG=... picks another platform.
+A bad config or an open compliance finding ends with one clear message and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import aws_cdk as cdk
+
+from stacks.assembly import FEATURE_FLAGS, build, synthesize
+from stacks.platform import PlatformConfigError, load_platform
+
+DEFAULT_CONFIG = "config/platform.yaml"
+
+
+def main() -> int:
+    app = cdk.App(
+        outdir=os.environ.get("CDK_OUTDIR", "cdk.out"),
+        context=FEATURE_FLAGS,
+        analytics_reporting=False,
+        builtin_cloud_formation_validation=os.environ.get("CDK_VALIDATION", "true").lower() != "false",
+    )
+    config = app.node.try_get_context("config") or os.environ.get("CONFIG") or DEFAULT_CONFIG
+    try:
+        platform = load_platform(config)
+    except PlatformConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    result = synthesize(build(platform, app=app))
+    print(result.summary(), file=sys.stderr)
+    if not result.passed:
+        print(f"error: the compliance gate failed; see {result.outdir}/validation-report.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

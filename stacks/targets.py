@@ -1,0 +1,114 @@
+"""Targets and the exact ARNs they are invoked on, derived from the platform config in one place.
+
+A target is one place a request can go: (model, capacity, region). The VPC endpoint policies of the network
+stacks and the router's IAM policies both come from `invoke_grants`, so the two cannot disagree: a model added to
+the config widens both, and nothing else widens either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from stacks.platform import Capacity, Model, Platform, partition_of
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    model: str
+    capacity: Capacity
+    region: str
+    kind: str  # "bedrock" or "sagemaker": which runtime endpoint the request enters through
+    invoke_id: str  # what the runtime call names: model id, inference profile id, PT ARN or endpoint name
+    arns: tuple[str, ...]  # every resource the call may touch, for endpoint and IAM policies
+    max_in_flight: int | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/{self.capacity}/{self.region}"
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeGrants:
+    """Exact resource ARNs per runtime service, sorted and free of duplicates."""
+
+    bedrock: tuple[str, ...]
+    sagemaker: tuple[str, ...]
+
+
+def endpoint_name(platform: Platform, model: str) -> str:
+    """The SageMaker endpoint name of an escrow model; the same in every region."""
+    return f"{platform.name}-{model}"
+
+
+def model_targets(platform: Platform, model: Model) -> list[Target]:
+    targets: list[Target] = []
+    for region, offer in sorted(model.regions.items()):
+        partition = partition_of(region)
+        if offer.endpoint is not None:
+            name = endpoint_name(platform, model.name)
+            arn = f"arn:{partition}:sagemaker:{region}:{platform.account}:endpoint/{name}"
+            targets.append(
+                Target(model.name, "provisioned", region, "sagemaker", name, (arn,), offer.endpoint.max_in_flight)
+            )
+        if offer.provisioned is not None:
+            pt = offer.provisioned
+            targets.append(Target(model.name, "provisioned", region, "bedrock", pt.arn, (pt.arn,), pt.max_in_flight))
+        if offer.on_demand:
+            assert model.model_id is not None  # bedrock models always have one (schema)
+            profile = model.inference_profile
+            if profile is None:
+                arns: tuple[str, ...] = (f"arn:{partition}:bedrock:{region}::foundation-model/{model.model_id}",)
+                invoke_id = model.model_id
+            else:
+                # A cross-region profile routes to the foundation model in each of its regions: IAM needs them all.
+                arns = (
+                    f"arn:{partition}:bedrock:{region}:{platform.account}:inference-profile/{profile.id}",
+                    *(
+                        f"arn:{partition_of(r)}:bedrock:{r}::foundation-model/{model.model_id}"
+                        for r in profile.regions
+                    ),
+                )
+                invoke_id = profile.id
+            targets.append(Target(model.name, "on_demand", region, "bedrock", invoke_id, arns, None))
+    return targets
+
+
+def feature_targets(platform: Platform, feature_name: str) -> list[Target]:
+    """Every target a feature may use: its models, in its regions."""
+    feature = platform.features[feature_name]
+    return [
+        target
+        for model in feature.models
+        for target in model_targets(platform, platform.models[model])
+        if target.region in feature.regions
+    ]
+
+
+def used_targets(platform: Platform) -> list[Target]:
+    """Targets some feature uses, each once, in a stable order."""
+    seen: dict[str, Target] = {}
+    for feature in sorted(platform.features):
+        for target in feature_targets(platform, feature):
+            seen.setdefault(target.id, target)
+    return [seen[key] for key in sorted(seen)]
+
+
+def _grants(targets: Iterable[Target]) -> InvokeGrants:
+    bedrock: set[str] = set()
+    sagemaker: set[str] = set()
+    for target in targets:
+        (sagemaker if target.kind == "sagemaker" else bedrock).update(target.arns)
+    return InvokeGrants(tuple(sorted(bedrock)), tuple(sorted(sagemaker)))
+
+
+def endpoint_grants(platform: Platform, region: str) -> InvokeGrants:
+    """What may be invoked through `region`'s runtime VPC endpoints: the used targets located in that region."""
+    return _grants(t for t in used_targets(platform) if t.region == region)
+
+
+def router_grants(platform: Platform, region: str) -> InvokeGrants:
+    """What `region`'s router may invoke: every target of the features it serves, failover regions included."""
+    served = {f.name for f in platform.features_served_in(region)}
+    return _grants(t for name in sorted(served) for t in feature_targets(platform, name))
+

@@ -1,0 +1,60 @@
+"""Synthesizes the example platform once per test session; every infra test reads the shared templates."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from stacks.platform import Platform, load_platform
+
+if TYPE_CHECKING:
+    from stacks.assembly import Assembly, SynthResult
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "platform.yaml"
+
+Template = Mapping[str, Any]
+
+
+@pytest.fixture(scope="session")
+def platform() -> Platform:
+    return load_platform(EXAMPLE_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def assembly(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    from stacks.assembly import build  # CDK is imported only by the tests that synthesize
+
+    # CloudFormation's own validation stays on here: this is the one synthesis the suite keeps fully honest.
+    return build(platform, outdir=tmp_path_factory.mktemp("cdk.out"), cloudformation_validation=True)
+
+
+@pytest.fixture(scope="session")
+def synth(assembly: Assembly) -> SynthResult:
+    from stacks.assembly import synthesize
+
+    return synthesize(assembly)
+
+
+@pytest.fixture(scope="session")
+def templates(assembly: Assembly, synth: SynthResult) -> dict[str, Template]:
+    """Every template by stack name."""
+    return {
+        stack.stack_name: json.loads((synth.outdir / stack.template_file).read_text(encoding="utf-8"))
+        for stack in assembly.stacks
+    }
+
+
+def resources_of(template: Template, resource_type: str) -> dict[str, Mapping[str, Any]]:
+    """The resources of one type in a template, by logical id."""
+    return {
+        logical_id: resource
+        for logical_id, resource in template.get("Resources", {}).items()
+        if resource["Type"] == resource_type
+    }

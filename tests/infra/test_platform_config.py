@@ -1,0 +1,219 @@
+"""The platform schema stops a bad config with one message naming the file and the key, before any construct."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stacks.platform import Platform, PlatformConfigError, load_platform, parse_platform
+from stacks.targets import endpoint_grants, router_grants, used_targets
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "platform.yaml"
+SOURCE = "bad.yaml"
+
+
+def example() -> dict[str, Any]:
+    document = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def parse(document: dict[str, Any]) -> Platform:
+    return parse_platform(yaml.safe_dump(document), SOURCE)
+
+
+def rejects(mutate: Callable[[dict[str, Any]], None]) -> PlatformConfigError:
+    document = example()
+    mutate(document)
+    with pytest.raises(PlatformConfigError) as caught:
+        parse(document)
+    return caught.value
+
+
+def test_example_platform_is_valid() -> None:
+    platform = load_platform(EXAMPLE)
+    assert platform.region_names == ("us-east-1", "us-west-2")
+    assert set(platform.features) == {"summarize-thread", "nightly-recap", "redact-escrow"}
+    assert platform.models["llama-escrow"].kind == "sagemaker"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "words"),
+    [
+        pytest.param(
+            lambda d: d["regions"].__setitem__("mars-north-1", d["regions"].pop("us-west-2")),
+            "regions.mars-north-1",
+            "unknown region 'mars-north-1'",
+            id="unknown-region",
+        ),
+        pytest.param(
+            lambda d: d["regions"]["us-west-2"].__setitem__("vpc_cidr", "10.40.128.0/17"),
+            "regions.us-west-2.vpc_cidr",
+            "overlaps regions.us-east-1.vpc_cidr",
+            id="overlapping-cidrs",
+        ),
+        pytest.param(
+            lambda d: d["features"]["summarize-thread"]["models"].append("gpt-9"),
+            "features.summarize-thread.models[2]",
+            "unknown model 'gpt-9'",
+            id="unresolved-model",
+        ),
+        pytest.param(
+            lambda d: d["features"]["nightly-recap"].__setitem__("home_region", "eu-west-1"),
+            "features.nightly-recap.home_region",
+            "has no cell",
+            id="feature-region-without-cell",
+        ),
+        pytest.param(
+            lambda d: d["regions"]["us-east-1"].pop("vpc_cidr"),
+            "regions.us-east-1.vpc_cidr",
+            "missing required field",
+            id="missing-field",
+        ),
+        pytest.param(
+            lambda d: d["features"]["summarize-thread"].__setitem__("deadline_ms", "20s"),
+            "features.summarize-thread.deadline_ms",
+            "expected an integer, got str",
+            id="wrong-type",
+        ),
+        pytest.param(
+            lambda d: d["regions"]["us-east-1"].__setitem__("availability_zones", ["us-east-1a"]),
+            "regions.us-east-1.availability_zones",
+            "at least 2",
+            id="one-zone",
+        ),
+        pytest.param(
+            lambda d: d["regions"]["us-east-1"].__setitem__("availability_zones", ["us-east-1a", "us-west-2b"]),
+            "regions.us-east-1.availability_zones[1]",
+            "not a zone of us-east-1",
+            id="zone-of-another-region",
+        ),
+        pytest.param(
+            lambda d: d["features"]["summarize-thread"].__setitem__("first_capacity", "reserved"),
+            "features.summarize-thread.first_capacity",
+            "'provisioned' or 'on_demand'",
+            id="unknown-capacity",
+        ),
+        pytest.param(
+            lambda d: d["features"]["summarize-thread"].__setitem__("retries", 3),
+            "features.summarize-thread.retries",
+            "unknown field",
+            id="unknown-field",
+        ),
+        pytest.param(
+            lambda d: d["platform"].__setitem__("account", 111122223333),
+            "platform.account",
+            "expected a string, got int",
+            id="account-not-quoted",
+        ),
+        pytest.param(
+            lambda d: d["models"]["claude-sonnet"]["regions"]["us-east-1"]["provisioned"].__setitem__(
+                "arn", "arn:aws:bedrock:us-west-2:111122223333:provisioned-model/abc"
+            ),
+            "models.claude-sonnet.regions.us-east-1.provisioned.arn",
+            "must be in us-east-1",
+            id="pt-arn-other-region",
+        ),
+        pytest.param(
+            lambda d: d["models"]["llama-escrow"]["regions"]["us-east-1"]["endpoint"].__setitem__("min_instances", 1),
+            "models.llama-escrow.regions.us-east-1.endpoint.min_instances",
+            "out of range [2, 100]",
+            id="one-instance",
+        ),
+        pytest.param(
+            lambda d: d["models"]["nova-lite"]["regions"].__setitem__("eu-west-1", {"on_demand": True}),
+            "models.nova-lite.regions.eu-west-1",
+            "has no cell",
+            id="model-region-without-cell",
+        ),
+        pytest.param(
+            lambda d: d["features"]["nightly-recap"].__setitem__("failover_regions", ["us-west-2"]),
+            "features.nightly-recap.failover_regions",
+            "repeats the home region",
+            id="failover-is-home",
+        ),
+        pytest.param(
+            lambda d: d["platform"].__setitem__("log_retention_days", 42),
+            "platform.log_retention_days",
+            "not a CloudWatch Logs retention period",
+            id="retention-period",
+        ),
+    ],
+)
+def test_bad_config_names_file_and_key(mutate: Callable[[dict[str, Any]], None], key: str, words: str) -> None:
+    error = rejects(mutate)
+    assert error.source == SOURCE
+    assert error.key == key
+    assert words in str(error)
+    assert str(error).startswith(f"{SOURCE}: {key}: ")
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    with pytest.raises(PlatformConfigError, match=r"^bad\.yaml: line 2, column \d+: mapping values are not allowed"):
+        parse_platform("platform:\n  name: a: b\n", SOURCE)
+
+
+def test_missing_file_is_one_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(PlatformConfigError, match="cannot read the file"):
+        load_platform(tmp_path / "nope.yaml")
+
+
+def test_app_prints_one_line_without_traceback(tmp_path: Path) -> None:
+    document = example()
+    document["features"]["summarize-thread"]["models"] = ["claude-sonnet", "ghost"]
+    config = tmp_path / "platform.yaml"
+    config.write_text(yaml.safe_dump(document), encoding="utf-8")
+    env = {**os.environ, "CDK_OUTDIR": str(tmp_path / "out"), "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
+    run = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env={**env, "CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip() == f"error: {config}: features.summarize-thread.models[1]: unknown model 'ghost' " \
+        "(models: claude-sonnet, llama-escrow, nova-lite)"
+    assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_endpoint_grants_follow_the_config() -> None:
+    """A model added to the config widens the endpoint grants of its regions; nothing else does."""
+    before = parse(example())
+    document = example()
+    document["models"]["nova-pro"] = {
+        "kind": "bedrock",
+        "model_id": "amazon.nova-pro-v1:0",
+        "regions": {"us-west-2": {"on_demand": True}},
+    }
+    document["features"]["nightly-recap"]["models"].append("nova-pro")
+    after = parse(document)
+    added = "arn:aws:bedrock:us-west-2::foundation-model/amazon.nova-pro-v1:0"
+    assert set(endpoint_grants(after, "us-west-2").bedrock) - set(endpoint_grants(before, "us-west-2").bedrock) == {
+        added
+    }
+    assert endpoint_grants(after, "us-east-1") == endpoint_grants(before, "us-east-1")
+    for region in before.region_names:
+        assert "*" not in "".join(endpoint_grants(after, region).bedrock)
+
+
+def test_router_grants_cover_failover_regions() -> None:
+    platform = parse(example())
+    east = router_grants(platform, "us-east-1")
+    assert "arn:aws:bedrock:us-west-2:111122223333:provisioned-model/sonnetusw2pt01" in east.bedrock
+    assert "arn:aws:sagemaker:us-west-2:111122223333:endpoint/spillway-llama-escrow" in east.sagemaker
+    # Endpoint grants of each region are exactly the used targets located there.
+    for region in platform.region_names:
+        located = {arn for t in used_targets(platform) if t.region == region for arn in t.arns}
+        grants = endpoint_grants(platform, region)
+        assert set(grants.bedrock) | set(grants.sagemaker) == located
