@@ -14,6 +14,7 @@ import aws_cdk as cdk
 
 from stacks.assembly import FEATURE_FLAGS, build, synthesize
 from stacks.platform import PlatformConfigError, load_platform
+from stacks.routing import render_routing_table
 
 DEFAULT_CONFIG = "config/platform.yaml"
 
@@ -28,6 +29,8 @@ def main() -> int:
     config = app.node.try_get_context("config") or os.environ.get("CONFIG") or DEFAULT_CONFIG
     try:
         platform = load_platform(config)
+        for region in platform.region_names:  # the routers' tables too, before any stack exists
+            render_routing_table(platform, region)
     except PlatformConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -134,6 +134,9 @@ class Feature:
     failover_regions: tuple[str, ...]
     deadline_ms: int
     max_attempts: int
+    # Router knobs (attempt timeouts, expansion order, breaker thresholds), passed through to the routing table
+    # and validated there by the router's own loader (stacks/routing.py), so the two schemas cannot drift.
+    routing: Mapping[str, Any]
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -404,7 +407,7 @@ def _features(
         key = f"features.{name}"
         read.string(name, key, _NAME, "feature name (lowercase letters, digits, dashes)")
         data = read.fields(body, key, ("first_capacity", "models", "home_region"),
-                           ("failover_regions", "deadline_ms", "max_attempts"))  # fmt: skip
+                           ("failover_regions", "deadline_ms", "max_attempts", "routing"))  # fmt: skip
         first = data["first_capacity"]
         if first not in CAPACITIES:
             raise read.fail(f"{key}.first_capacity", f"expected 'provisioned' or 'on_demand', got {first!r}")
@@ -434,6 +437,7 @@ def _features(
             failover_regions=failover,
             deadline_ms=read.integer(data.get("deadline_ms", 30_000), f"{key}.deadline_ms", 100, 900_000),
             max_attempts=read.integer(data.get("max_attempts", 4), f"{key}.max_attempts", 1, 20),
+            routing=read.mapping(data.get("routing", {}), f"{key}.routing"),
         )
         if not any(region in models[m].regions for m in hierarchy for region in feature.regions):
             raise read.fail(f"{key}.models", "no model of the hierarchy is offered in the feature's regions")

@@ -75,13 +75,15 @@ def model_targets(platform: Platform, model: Model) -> list[Target]:
 
 
 def feature_targets(platform: Platform, feature_name: str) -> list[Target]:
-    """Every target a feature may use: its models, in its regions."""
+    """Every target a feature may use: its models, in its regions. A feature that starts on on-demand never
+    spills onto provisioned capacity (that is bought for the features that ask for it), so it gets none."""
     feature = platform.features[feature_name]
+    capacities = ("provisioned", "on_demand") if feature.first_capacity == "provisioned" else ("on_demand",)
     return [
         target
         for model in feature.models
         for target in model_targets(platform, platform.models[model])
-        if target.region in feature.regions
+        if target.region in feature.regions and target.capacity in capacities
     ]
 
 

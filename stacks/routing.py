@@ -1,0 +1,79 @@
+"""Renders the router's routing table for one cell from the platform config.
+
+The router never imports stacks; the stacks import the router's own loader instead, so every rendered table is
+validated by exactly the code that will read it, at synth time. A problem in a feature's `routing:` block is
+reported against the platform file's key, like every other config error.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from stacks.platform import Platform, PlatformConfigError
+from stacks.targets import feature_targets
+
+# lambdas/router is the Lambda asset and its own import root.
+ROUTER_ROOT = Path(__file__).resolve().parents[1] / "lambdas" / "router"
+if str(ROUTER_ROOT) not in sys.path:
+    sys.path.insert(0, str(ROUTER_ROOT))
+
+from spillway.config import RoutingConfigError, RoutingTable, parse_routing_table  # noqa: E402
+
+SCHEMA_VERSION = 1
+MAX_REQUEST_BYTES = 256 * 1024
+DEFAULT_MIN_ATTEMPT_MS = 250  # an attempt with less time left than this cannot be answered; don't start it
+
+
+def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
+    """The routing table of `region`'s router: the features it serves and every target they may use."""
+    features: dict[str, Any] = {}
+    targets: dict[str, Any] = {}
+    for feature in platform.features_served_in(region):
+        for target in feature_targets(platform, feature.name):
+            backend = (
+                {"kind": "sagemaker", "endpoint_name": target.invoke_id}
+                if target.kind == "sagemaker"
+                else {"kind": "bedrock", "model_id": target.invoke_id}
+            )
+            entry: dict[str, Any] = {
+                "model": target.model,
+                "capacity": target.capacity,
+                "region": target.region,
+                "backend": backend,
+            }
+            if target.max_in_flight is not None:
+                entry["max_in_flight"] = target.max_in_flight
+            targets[target.id] = entry
+        features[feature.name] = {
+            "attempt_timeout_ms": {"min": DEFAULT_MIN_ATTEMPT_MS, "max": feature.deadline_ms},
+            **feature.routing,
+            "first_capacity": feature.first_capacity,
+            "models": list(feature.models),
+            "home_region": feature.home_region,
+            "failover_regions": list(feature.failover_regions),
+            "deadline_ms": feature.deadline_ms,
+            "max_attempts": feature.max_attempts,
+        }
+    table = {
+        "version": SCHEMA_VERSION,
+        "targets": dict(sorted(targets.items())),
+        "features": dict(sorted(features.items())),
+        "limits": {"max_request_bytes": MAX_REQUEST_BYTES},
+    }
+    validate_routing_table(platform, table)
+    return table
+
+
+def validate_routing_table(platform: Platform, table: dict[str, Any]) -> RoutingTable:
+    """Load the table with the router's own loader; report a problem against the platform file's key."""
+    try:
+        return parse_routing_table(table)
+    except RoutingConfigError as error:
+        parts = error.path.split(".", 2)
+        if len(parts) == 3 and parts[0] == "features":
+            key = f"features.{parts[1]}.routing.{parts[2]}"
+        else:
+            key = f"(rendered routing table) {error.path}"
+        raise PlatformConfigError(platform.source, key, error.problem) from None

@@ -1,0 +1,61 @@
+"""CDK renders the routing table from the platform file; the router's own loader reads it back (the round trip)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from spillway.config import parse_routing_table
+from stacks.platform import PlatformConfigError, load_platform, parse_platform
+from stacks.routing import render_routing_table
+from stacks.targets import feature_targets
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "platform.yaml"
+
+
+def _document() -> dict[str, Any]:
+    document = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "us-west-2"])
+def test_round_trip_keeps_every_feature_and_target(region: str) -> None:
+    platform = load_platform(EXAMPLE)
+    table = parse_routing_table(render_routing_table(platform, region))
+    assert set(table.features) == {f.name for f in platform.features_served_in(region)}
+    for name, feature in table.features.items():
+        source = platform.features[name]
+        assert feature.models == source.models
+        assert (feature.home_region, feature.failover_regions) == (source.home_region, source.failover_regions)
+        assert feature.deadline_ms == source.deadline_ms
+        for target in feature_targets(platform, name):
+            rendered = table.targets[target.id]
+            ref = getattr(rendered.backend, "model_id", None) or getattr(rendered.backend, "endpoint_name", None)
+            assert ref == target.invoke_id
+
+
+def test_routing_knobs_reach_the_router() -> None:
+    table = parse_routing_table(render_routing_table(load_platform(EXAMPLE), "us-east-1"))
+    summarize = table.features["summarize-thread"]
+    assert (summarize.attempt_min_ms, summarize.attempt_max_ms) == (300, 8000)
+    assert summarize.breaker.ttft_ms == 2500
+    assert table.features["nightly-recap"].order == ("failover", "fallback")
+
+
+def test_on_demand_first_feature_gets_no_provisioned_target() -> None:
+    platform = load_platform(EXAMPLE)
+    assert {t.capacity for t in feature_targets(platform, "nightly-recap")} == {"on_demand"}
+
+
+def test_bad_routing_knob_is_reported_against_the_platform_key() -> None:
+    document = _document()
+    document["features"]["summarize-thread"]["routing"]["attempt_timeout_ms"] = {"min": 9000, "max": 100}
+    platform = parse_platform(yaml.safe_dump(document), "bad.yaml")
+    with pytest.raises(PlatformConfigError) as caught:
+        render_routing_table(platform, "us-east-1")
+    assert caught.value.key == "features.summarize-thread.routing.attempt_timeout_ms"
+    assert str(caught.value).startswith("bad.yaml: features.summarize-thread.routing.attempt_timeout_ms: min 9000")
