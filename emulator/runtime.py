@@ -1,0 +1,248 @@
+"""The regional runtime endpoint: Bedrock Converse and SageMaker InvokeEndpoint on one listener."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from emulator import wire
+from emulator.faults import ActiveFault, Fault, FaultKind
+from emulator.listener import Listener, RequestHandler
+from emulator.targets import Kind, TargetSpec, TargetState
+
+__all__ = ["RegionEndpoint"]
+
+FaultLookup = Callable[[str, Kind, str], ActiveFault | None]
+
+
+def _request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _route(raw_path: str) -> tuple[Kind, str] | None:
+    """(kind, decoded id) for a runtime path, matched on the raw (still percent-encoded) segments."""
+    parts = urlsplit(raw_path).path.split("/")
+    # "/model/{modelId}/converse" -> ["", "model", id, "converse"]
+    if len(parts) == 4 and parts[0] == "" and parts[1] == "model" and parts[3] == "converse":
+        return Kind.BEDROCK, unquote(parts[2])
+    if len(parts) == 4 and parts[0] == "" and parts[1] == "endpoints" and parts[3] == "invocations":
+        return Kind.SAGEMAKER, unquote(parts[2])
+    return None
+
+
+class RegionEndpoint:
+    """All targets of one region behind one loopback listener."""
+
+    def __init__(
+        self,
+        region: str,
+        clock: Callable[[], float],
+        find_fault: FaultLookup,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.region = region
+        self.clock = clock
+        self.find_fault = find_fault
+        self.listener = Listener(self.handle, host=host, port=port, name=region)
+        self._lock = threading.Lock()
+        self.states: dict[tuple[Kind, str], TargetState] = {}
+        self._by_wire_id: dict[tuple[Kind, str], TargetState] = {}
+        self.unrouted = 0
+
+    # Targets ------------------------------------------------------------------------------
+    def add(self, spec: TargetSpec) -> TargetState:
+        with self._lock:
+            ids = (spec.id, *spec.aliases)
+            for wire_id in ids:
+                if (spec.kind, wire_id) in self._by_wire_id:
+                    raise ValueError(f"{self.region}/{spec.kind.value}/{wire_id} is already a target")
+            state = TargetState(spec, self.clock)
+            self.states[(spec.kind, spec.id)] = state
+            for wire_id in ids:
+                self._by_wire_id[(spec.kind, wire_id)] = state
+            return state
+
+    def update(self, spec: TargetSpec) -> None:
+        with self._lock:
+            state = self.states[(spec.kind, spec.id)]
+            for wire_id in state.spec.aliases:
+                self._by_wire_id.pop((spec.kind, wire_id), None)
+            for wire_id in spec.aliases:
+                other = self._by_wire_id.get((spec.kind, wire_id))
+                if other is not None and other is not state:
+                    raise ValueError(f"alias {wire_id} belongs to another target")
+            for wire_id in spec.aliases:
+                self._by_wire_id[(spec.kind, wire_id)] = state
+            state.update(spec)
+
+    def remove(self, kind: Kind, target_id: str) -> None:
+        with self._lock:
+            state = self.states.pop((kind, target_id))
+            for wire_id in (state.spec.id, *state.spec.aliases):
+                self._by_wire_id.pop((kind, wire_id), None)
+
+    def lookup(self, kind: Kind, wire_id: str) -> TargetState | None:
+        with self._lock:
+            state = self._by_wire_id.get((kind, wire_id))
+            if state is None and kind is Kind.BEDROCK and ":foundation-model/" in wire_id:
+                # A foundation-model ARN reaches the model id it names.
+                state = self._by_wire_id.get((kind, wire_id.rsplit("/", 1)[-1]))
+            return state
+
+    # Requests -----------------------------------------------------------------------------
+    def handle(self, h: RequestHandler) -> None:
+        route = _route(h.path)
+        body = h.read_body()
+        if h.command != "POST" or route is None:
+            self._unrouted()
+            unknown = wire.WireError(404, "UnknownOperationException", {"message": "Unknown operation"})
+            self._send_error(h, Kind.BEDROCK, unknown)
+            return
+        kind, wire_id = route
+        state = self.lookup(kind, wire_id)
+        if state is None:
+            self._unrouted()
+            self._send_error(h, kind, self._not_found(kind, wire_id))
+            return
+        self._serve(h, kind, state, body)
+
+    def _unrouted(self) -> None:
+        with self._lock:
+            self.unrouted += 1
+
+    def _not_found(self, kind: Kind, wire_id: str) -> wire.WireError:
+        if kind is Kind.SAGEMAKER:
+            return wire.sagemaker_error(
+                "ValidationError", f"Endpoint {wire_id} of account 111122223333 not found."
+            )
+        if wire_id.startswith("arn:"):
+            return wire.bedrock_error("ResourceNotFoundException", "The requested resource could not be found.")
+        return wire.bedrock_error("ValidationException", "The provided model identifier is invalid.")
+
+    def _send_error(self, h: RequestHandler, kind: Kind, err: wire.WireError) -> None:
+        headers = {"Content-Type": "application/json", "x-amzn-RequestId": _request_id()}
+        headers.update(err.headers(kind))
+        h.reply(err.status, wire.dumps(err.body), headers)
+
+    def _error(self, h: RequestHandler, state: TargetState, code: str, message: str | None = None) -> None:
+        spec = state.spec
+        state.count("throttled" if code == "ThrottlingException" else "errors")
+        state.outcome(code)
+        self._send_error(h, spec.kind, wire.error_for(spec.kind, code, message, spec.id, self.region))
+
+    def _parse(self, kind: Kind, raw: bytes) -> tuple[wire.Prompt, str]:
+        """Read the request as the service would; ValueError carries the service's complaint."""
+        if kind is Kind.BEDROCK:
+            try:
+                payload = json.loads(raw or b"{}")
+            except ValueError as exc:
+                raise ValueError("The request body is not valid JSON.") from exc
+            if not isinstance(payload, dict):
+                raise ValueError("The request body must be a JSON object.")
+            return wire.converse_prompt(payload), "converse"
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError("the payload is not JSON") from exc
+        return wire.sagemaker_prompt(payload)
+
+    def _bad_request(self, h: RequestHandler, state: TargetState, problem: str) -> None:
+        spec = state.spec
+        if spec.kind is Kind.BEDROCK:
+            self._error(h, state, "ValidationException", problem)
+            return
+        # The container answers 4xx; SageMaker wraps that as ModelError (424).
+        state.count("errors")
+        state.outcome("ModelError")
+        err = wire.sagemaker_error("ModelError", endpoint=spec.id, region=self.region)
+        body = dict(err.body)
+        body.update(
+            ErrorCode="CLIENT_ERROR_FROM_MODEL",
+            OriginalStatusCode=400,
+            OriginalMessage=problem,
+            Message=f'Received client error (400) from primary with message "{problem}".',
+        )
+        self._send_error(h, spec.kind, wire.WireError(err.status, err.code, body))
+
+    def _answer_fault_now(self, h: RequestHandler, state: TargetState, fault: Fault) -> bool:
+        """Faults that answer before any capacity is used; True when the request is answered."""
+        if fault.kind is FaultKind.THROTTLE:
+            self._error(h, state, "ThrottlingException", fault.message)
+        elif fault.kind is FaultKind.ERROR:
+            self._error(h, state, wire.resolve_error(fault.error, state.spec.kind), fault.message)
+        elif fault.kind is FaultKind.RESET:
+            state.outcome("reset")
+            h.abort()
+        else:
+            return False
+        return True
+
+    def _serve(self, h: RequestHandler, kind: Kind, state: TargetState, raw: bytes) -> None:
+        state.count("requests")
+        started = time.monotonic()
+        try:
+            prompt, style = self._parse(kind, raw)
+        except ValueError as exc:
+            self._bad_request(h, state, str(exc))
+            return
+        spec = state.spec
+        active = self.find_fault(self.region, kind, spec.id)
+        fault = active.fault if active is not None else None
+        if fault is not None:
+            state.count("faulted")
+            if self._answer_fault_now(h, state, fault):
+                return
+        out_tokens, capped = wire.output_tokens_for(prompt, spec.output_tokens)
+        in_tokens = wire.estimate_tokens(prompt.input_text)
+        if state.admit(in_tokens + out_tokens) is not None:
+            self._error(h, state, "ThrottlingException")
+            return
+        try:
+            if fault is not None and fault.kind is FaultKind.HANG:
+                self._hang(h, state, fault)
+                return
+            delay = (spec.ttft_ms + spec.ms_per_token * out_tokens) / 1000.0
+            if fault is not None and fault.kind is FaultKind.SLOW_FIRST_TOKEN:
+                delay += fault.delay_s
+            if delay > 0 and h.closing.wait(delay):
+                h.abort()
+                return
+            latency_ms = int((time.monotonic() - started) * 1000)
+            good: Any
+            if kind is Kind.BEDROCK:
+                good = wire.converse_reply(prompt, out_tokens, capped, spec.echo, latency_ms)
+            else:
+                good = wire.sagemaker_reply(prompt, style, spec.id, out_tokens, capped=capped, echo=spec.echo)
+            headers = {"x-amzn-RequestId": _request_id()}
+            if kind is Kind.SAGEMAKER:
+                headers["x-Amzn-Invoked-Production-Variant"] = "AllTraffic"
+            if fault is not None and fault.kind is FaultKind.MALFORMED:
+                broken, content_type = wire.malformed_body(fault.malformed, good)
+                headers["Content-Type"] = content_type
+                state.outcome("malformed")
+                h.reply(200, broken, headers)
+                return
+            headers["Content-Type"] = "application/json"
+            state.count("served")
+            state.count("input_tokens", in_tokens)
+            state.count("output_tokens", out_tokens)
+            state.outcome("ok")
+            h.reply(200, wire.dumps(good), headers)
+        finally:
+            state.release()
+
+    def _hang(self, h: RequestHandler, state: TargetState, fault: Fault) -> None:
+        """Say nothing for the fault's time (a close or stop cuts it short and drops the connection)."""
+        state.outcome("hang")
+        if h.closing.wait(fault.delay_s):
+            h.abort()
+            return
+        err = wire.timeout_error(state.spec.kind, state.spec.id, self.region)
+        state.count("errors")
+        self._send_error(h, state.spec.kind, err)
