@@ -1,0 +1,425 @@
+"""The routing table: targets, features and their policies, loaded from JSON and validated once.
+
+The CDK side renders this JSON from config/platform.yaml; the router reads it (AppConfig, last known good, or the
+bundled default). Every validation error is a RoutingConfigError whose message starts with the JSON path of the
+bad key, e.g. ``features.summarize-thread.models[1]: unknown model 'x'``. Unknown keys are errors too, so a typo
+never silently falls back to a default.
+
+Schema (version 1)::
+
+    {
+      "version": 1,
+      "targets": {                                  # target id = "<model>/<capacity>/<region>" (the key)
+        "claude-sonnet/provisioned/us-east-1": {
+          "model": "claude-sonnet",                 # [A-Za-z0-9._:-]+, no "/"
+          "capacity": "provisioned",                # "provisioned" | "on_demand"
+          "region": "us-east-1",
+          "backend": {"kind": "bedrock", "model_id": "<model id, inference profile id or PT ARN>"}
+                   | {"kind": "sagemaker", "endpoint_name": "<endpoint>"},
+          "max_in_flight": 8                        # optional int >= 1: estimated concurrency of a provisioned
+        }                                           #   target, for predictive spillover
+      },
+      "features": {
+        "summarize-thread": {
+          "first_capacity": "provisioned",          # where a request goes first
+          "models": ["claude-sonnet", "nova-lite"], # the hierarchy, best first (fallback walks it)
+          "home_region": "us-east-1",
+          "failover_regions": ["us-west-2"],        # optional, in order; default []
+          "order": ["spill", "failover", "fallback"],  # optional: expansion order, innermost (tried first)
+                                                    #   to outermost; a dimension left out is not expanded
+          "deadline_ms": 20000,                     # the whole request, every attempt included
+          "attempt_timeout_ms": {"min": 300, "max": 8000},  # no attempt starts with less than min left;
+                                                    #   none gets more than max
+          "max_attempts": 4,                        # backend calls, not counting targets skipped unsent
+          "fallback_on_context_overflow": true,     # optional: a context-window overflow tries the next model
+          "breaker": {                              # optional; every key optional (defaults: BreakerPolicy)
+            "error_rate": 0.5, "slow_rate": 0.5, "window_s": 30, "min_requests": 5,
+            "consecutive_failures": 3, "latency_ms": 10000, "ttft_ms": 3000,
+            "cooldown_s": 5, "max_cooldown_s": 120, "half_open_trickle": 1,
+            "ramp_steps": [0.25, 0.5], "ramp_successes": 3, "capacity_cooldown_s": 1
+          }
+        }
+      },
+      "limits": {"max_request_bytes": 262144}      # optional
+    }
+
+Spill means provisioned -> on_demand of the same model; a feature whose first capacity is on_demand never
+spills onto provisioned capacity (that capacity is bought for the features that ask for it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+Capacity = Literal["provisioned", "on_demand"]
+CAPACITIES: tuple[Capacity, ...] = ("provisioned", "on_demand")
+DIMENSIONS = ("spill", "failover", "fallback")
+DEFAULT_ORDER = DIMENSIONS
+_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_FEATURE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_MAX_SECONDS = 3600.0
+
+
+class RoutingConfigError(ValueError):
+    """The routing table is invalid. `path` is the JSON path of the bad key."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class BedrockRef:
+    model_id: str
+    kind: Literal["bedrock"] = "bedrock"
+
+
+@dataclass(frozen=True, slots=True)
+class SageMakerRef:
+    endpoint_name: str
+    kind: Literal["sagemaker"] = "sagemaker"
+
+
+BackendRef = BedrockRef | SageMakerRef
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    id: str
+    model: str
+    capacity: Capacity
+    region: str
+    backend: BackendRef
+    max_in_flight: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    error_rate: float = 0.5  # unavailable/total over the window that opens the breaker
+    slow_rate: float = 0.5  # slow/total over the window that opens it
+    window_s: float = 30.0
+    min_requests: int = 5  # no rate verdict on fewer outcomes than this
+    consecutive_failures: int = 3
+    latency_ms: float | None = None  # over it, a served answer counts as slow
+    ttft_ms: float | None = None
+    cooldown_s: float = 5.0  # first cooldown; doubles on each failed recovery
+    max_cooldown_s: float = 120.0  # so a breaker never stays open forever
+    half_open_trickle: int = 1  # probes in flight at once while half-open
+    ramp_steps: tuple[float, ...] = (0.25, 0.5)  # share of traffic admitted after a good probe, step by step
+    ramp_successes: int = 3  # successes needed to climb one step
+    capacity_cooldown_s: float = 1.0  # skip a throttled target this long (or its Retry-After, capped)
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    name: str
+    first_capacity: Capacity
+    models: tuple[str, ...]
+    home_region: str
+    failover_regions: tuple[str, ...] = ()
+    order: tuple[str, ...] = DEFAULT_ORDER
+    deadline_ms: float = 20000.0
+    attempt_min_ms: float = 300.0
+    attempt_max_ms: float = 8000.0
+    max_attempts: int = 4
+    fallback_on_context_overflow: bool = True
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return (self.home_region, *self.failover_regions)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_request_bytes: int = 262144
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    version: int
+    targets: Mapping[str, Target]
+    features: Mapping[str, Feature]
+    limits: Limits = field(default_factory=Limits)
+
+
+def target_id(model: str, capacity: str, region: str) -> str:
+    return f"{model}/{capacity}/{region}"
+
+
+def load_routing_table(text: str | bytes) -> RoutingTable:
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RoutingConfigError("$", f"not valid JSON ({type(exc).__name__} at position {_pos(exc)})") from None
+    return parse_routing_table(raw)
+
+
+def load_routing_table_file(path: str | Path) -> RoutingTable:
+    return load_routing_table(Path(path).read_bytes())
+
+
+def parse_routing_table(raw: object) -> RoutingTable:
+    top = _obj(raw, "$")
+    _keys(top, "$", required={"version", "targets", "features"}, optional={"limits"})
+    version = _int(top["version"], "version", low=1)
+    if version != 1:
+        raise RoutingConfigError("version", f"unsupported version {version} (this router reads 1)")
+    targets = {tid: _target(tid, value) for tid, value in _obj(top["targets"], "targets").items()}
+    if not targets:
+        raise RoutingConfigError("targets", "at least one target is required")
+    features_raw = _obj(top["features"], "features")
+    if not features_raw:
+        raise RoutingConfigError("features", "at least one feature is required")
+    features = {name: _feature(name, value, targets) for name, value in features_raw.items()}
+    limits = Limits()
+    if "limits" in top:
+        lim = _obj(top["limits"], "limits")
+        _keys(lim, "limits", optional={"max_request_bytes"})
+        if "max_request_bytes" in lim:
+            limits = Limits(_int(lim["max_request_bytes"], "limits.max_request_bytes", low=1))
+    return RoutingTable(version=version, targets=targets, features=features, limits=limits)
+
+
+def _target(tid: str, raw: object) -> Target:
+    path = f"targets.{tid}"
+    obj = _obj(raw, path)
+    _keys(obj, path, required={"model", "capacity", "region", "backend"}, optional={"max_in_flight"})
+    model = _name(obj["model"], f"{path}.model")
+    capacity = _capacity(obj["capacity"], f"{path}.capacity")
+    region = _name(obj["region"], f"{path}.region")
+    expected = target_id(model, capacity, region)
+    if tid != expected:
+        raise RoutingConfigError(path, f"target id must be '<model>/<capacity>/<region>', here '{expected}'")
+    backend = _backend(obj["backend"], f"{path}.backend")
+    max_in_flight = None
+    if "max_in_flight" in obj:
+        max_in_flight = _int(obj["max_in_flight"], f"{path}.max_in_flight", low=1)
+        if capacity != "provisioned":
+            raise RoutingConfigError(f"{path}.max_in_flight", "only a provisioned target has a size")
+    return Target(tid, model, capacity, region, backend, max_in_flight)
+
+
+def _backend(raw: object, path: str) -> BackendRef:
+    obj = _obj(raw, path)
+    kind = obj.get("kind")
+    if kind == "bedrock":
+        _keys(obj, path, required={"kind", "model_id"})
+        return BedrockRef(_text(obj["model_id"], f"{path}.model_id"))
+    if kind == "sagemaker":
+        _keys(obj, path, required={"kind", "endpoint_name"})
+        return SageMakerRef(_text(obj["endpoint_name"], f"{path}.endpoint_name"))
+    raise RoutingConfigError(f"{path}.kind", f"must be 'bedrock' or 'sagemaker', not {kind!r}")
+
+
+def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
+    path = f"features.{name}"
+    if not _FEATURE.match(name):
+        raise RoutingConfigError(path, "a feature name is 1-64 of [A-Za-z0-9._-]")
+    obj = _obj(raw, path)
+    _keys(
+        obj,
+        path,
+        required={"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"},
+        optional={"failover_regions", "order", "breaker", "fallback_on_context_overflow"},
+    )
+    known_models = {t.model for t in targets.values()}
+    known_regions = {t.region for t in targets.values()}
+    first = _capacity(obj["first_capacity"], f"{path}.first_capacity")
+    models = _names(obj["models"], f"{path}.models", known_models, "model", nonempty=True)
+    home = _name(obj["home_region"], f"{path}.home_region")
+    if home not in known_regions:
+        raise RoutingConfigError(f"{path}.home_region", f"unknown region '{home}' (no target there)")
+    failover = _names(obj.get("failover_regions", []), f"{path}.failover_regions", known_regions, "region")
+    if home in failover:
+        at = failover.index(home)
+        raise RoutingConfigError(f"{path}.failover_regions[{at}]", f"'{home}' is the home region")
+    order = _order(obj.get("order", list(DEFAULT_ORDER)), f"{path}.order")
+    deadline = _num(obj["deadline_ms"], f"{path}.deadline_ms", low=1, high=_MAX_SECONDS * 1000)
+    timeout = _obj(obj["attempt_timeout_ms"], f"{path}.attempt_timeout_ms")
+    _keys(timeout, f"{path}.attempt_timeout_ms", required={"min", "max"})
+    t_min = _num(timeout["min"], f"{path}.attempt_timeout_ms.min", low=1)
+    t_max = _num(timeout["max"], f"{path}.attempt_timeout_ms.max", low=1)
+    if t_min > t_max:
+        raise RoutingConfigError(f"{path}.attempt_timeout_ms", f"min {t_min:g} is above max {t_max:g}")
+    if t_min > deadline:
+        raise RoutingConfigError(f"{path}.attempt_timeout_ms.min", f"{t_min:g} leaves no attempt in the deadline")
+    max_attempts = _int(obj["max_attempts"], f"{path}.max_attempts", low=1, high=32)
+    overflow = obj.get("fallback_on_context_overflow", True)
+    if not isinstance(overflow, bool):
+        raise RoutingConfigError(f"{path}.fallback_on_context_overflow", "must be true or false")
+    breaker = _breaker(obj.get("breaker", {}), f"{path}.breaker")
+    feature = Feature(
+        name=name,
+        first_capacity=first,
+        models=models,
+        home_region=home,
+        failover_regions=failover,
+        order=order,
+        deadline_ms=deadline,
+        attempt_min_ms=t_min,
+        attempt_max_ms=t_max,
+        max_attempts=max_attempts,
+        fallback_on_context_overflow=overflow,
+        breaker=breaker,
+    )
+    reachable = {
+        t.model
+        for t in targets.values()
+        if t.region in feature.regions and (t.capacity == first or ("spill" in order and first == "provisioned"))
+    }
+    for i, model in enumerate(models):
+        if model not in reachable:
+            raise RoutingConfigError(f"{path}.models[{i}]", f"model '{model}' has no target this feature may use")
+    primary = target_id(models[0], first, home)
+    if primary not in targets:
+        raise RoutingConfigError(f"{path}.first_capacity", f"no target '{primary}' for the first attempt")
+    return feature
+
+
+def _breaker(raw: object, path: str) -> BreakerPolicy:
+    obj = _obj(raw, path)
+    d = BreakerPolicy()
+    _keys(obj, path, optional=set(BreakerPolicy.__dataclass_fields__))
+    p = f"{path}."
+    rate = obj.get("error_rate", d.error_rate)
+    ramp_raw = obj.get("ramp_steps", list(d.ramp_steps))
+    if not isinstance(ramp_raw, list):
+        raise RoutingConfigError(f"{p}ramp_steps", "must be a list of fractions")
+    ramp = tuple(_num(v, f"{p}ramp_steps[{i}]", low=0.0, high=1.0) for i, v in enumerate(ramp_raw))
+    for i, step in enumerate(ramp):
+        if step <= 0 or (i and step <= ramp[i - 1]):
+            raise RoutingConfigError(f"{p}ramp_steps[{i}]", "steps must rise strictly within (0, 1]")
+    policy = BreakerPolicy(
+        error_rate=_num(rate, f"{p}error_rate", low=0.0, high=1.0),
+        slow_rate=_num(obj.get("slow_rate", rate), f"{p}slow_rate", low=0.0, high=1.0),
+        window_s=_num(obj.get("window_s", d.window_s), f"{p}window_s", low=1, high=_MAX_SECONDS),
+        min_requests=_int(obj.get("min_requests", d.min_requests), f"{p}min_requests", low=1),
+        consecutive_failures=_int(
+            obj.get("consecutive_failures", d.consecutive_failures), f"{p}consecutive_failures", low=1
+        ),
+        latency_ms=_opt_num(obj.get("latency_ms"), f"{p}latency_ms"),
+        ttft_ms=_opt_num(obj.get("ttft_ms"), f"{p}ttft_ms"),
+        cooldown_s=_num(obj.get("cooldown_s", d.cooldown_s), f"{p}cooldown_s", low=0.001, high=_MAX_SECONDS),
+        max_cooldown_s=_num(
+            obj.get("max_cooldown_s", d.max_cooldown_s), f"{p}max_cooldown_s", low=0.001, high=_MAX_SECONDS
+        ),
+        half_open_trickle=_int(obj.get("half_open_trickle", d.half_open_trickle), f"{p}half_open_trickle", low=1),
+        ramp_steps=ramp,
+        ramp_successes=_int(obj.get("ramp_successes", d.ramp_successes), f"{p}ramp_successes", low=1),
+        capacity_cooldown_s=_num(
+            obj.get("capacity_cooldown_s", d.capacity_cooldown_s), f"{p}capacity_cooldown_s", low=0, high=60
+        ),
+    )
+    if policy.error_rate == 0 or policy.slow_rate == 0:
+        raise RoutingConfigError(f"{p}error_rate", "a rate of 0 would open the breaker on the first outcome")
+    if policy.cooldown_s > policy.max_cooldown_s:
+        raise RoutingConfigError(f"{p}cooldown_s", f"{policy.cooldown_s:g} is above max_cooldown_s")
+    return policy
+
+
+def _order(raw: object, path: str) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise RoutingConfigError(path, f"must be a list drawn from {list(DIMENSIONS)}")
+    for i, item in enumerate(raw):
+        if item not in DIMENSIONS:
+            raise RoutingConfigError(f"{path}[{i}]", f"unknown dimension {item!r}, expected one of {DIMENSIONS}")
+        if item in raw[:i]:
+            raise RoutingConfigError(f"{path}[{i}]", f"'{item}' is listed twice")
+    return tuple(cast(list[str], raw))
+
+
+# -- small typed readers: each names the path of what it rejects -------------------------------------------------
+
+
+def _obj(raw: object, path: str) -> Mapping[str, Any]:
+    if not isinstance(raw, dict):
+        raise RoutingConfigError(path, f"must be an object, not {_kind(raw)}")
+    return cast(Mapping[str, Any], raw)
+
+
+def _keys(
+    obj: Mapping[str, Any],
+    path: str,
+    *,
+    required: AbstractSet[str] = frozenset(),
+    optional: AbstractSet[str] = frozenset(),
+) -> None:
+    for key in sorted(required - obj.keys()):
+        raise RoutingConfigError(f"{path}.{key}" if path != "$" else key, "is required")
+    for key in obj:
+        if key not in required and key not in optional:
+            raise RoutingConfigError(f"{path}.{key}" if path != "$" else key, "unknown key")
+
+
+def _text(raw: object, path: str) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise RoutingConfigError(path, f"must be a non-empty string, not {_kind(raw)}")
+    return raw
+
+
+def _name(raw: object, path: str) -> str:
+    value = _text(raw, path)
+    if not _NAME.match(value):
+        raise RoutingConfigError(path, f"'{value[:64]}' is not a name: use 1-128 of [A-Za-z0-9._:-]")
+    return value
+
+
+def _names(raw: object, path: str, known: set[str], what: str, *, nonempty: bool = False) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise RoutingConfigError(path, f"must be a list of {what}s, not {_kind(raw)}")
+    if nonempty and not raw:
+        raise RoutingConfigError(path, f"at least one {what} is required")
+    out: list[str] = []
+    for i, item in enumerate(raw):
+        value = _text(item, f"{path}[{i}]")
+        if value not in known:
+            raise RoutingConfigError(f"{path}[{i}]", f"unknown {what} '{value}'")
+        if value in out:
+            raise RoutingConfigError(f"{path}[{i}]", f"'{value}' is listed twice")
+        out.append(value)
+    return tuple(out)
+
+
+def _capacity(raw: object, path: str) -> Capacity:
+    if raw not in CAPACITIES:
+        raise RoutingConfigError(path, f"must be 'provisioned' or 'on_demand', not {raw!r}")
+    return raw  # narrowed to Capacity by the membership test
+
+
+def _num(raw: object, path: str, *, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise RoutingConfigError(path, f"must be a number, not {_kind(raw)}")
+    if low is not None and raw < low:
+        raise RoutingConfigError(path, f"{raw:g} is below {low:g}")
+    if high is not None and raw > high:
+        raise RoutingConfigError(path, f"{raw:g} is above {high:g}")
+    return float(raw)
+
+
+def _opt_num(raw: object, path: str) -> float | None:
+    return None if raw is None else _num(raw, path, low=1)
+
+
+def _int(raw: object, path: str, *, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise RoutingConfigError(path, f"must be an integer, not {_kind(raw)}")
+    _num(raw, path, low=low, high=high)
+    return raw
+
+
+def _kind(raw: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(raw), f"a {type(raw).__name__}")
+
+
+def _pos(exc: Exception) -> int:
+    return int(getattr(exc, "pos", getattr(exc, "start", -1)))

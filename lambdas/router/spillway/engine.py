@@ -1,0 +1,284 @@
+"""Execution: walk a plan under one deadline and return the answer with its route trace.
+
+Each attempt's timeout is the time left, capped by the feature's attempt maximum; no attempt starts with less than
+the attempt minimum left. Capacity errors spill to the next step at once; unavailable and "ours" errors move on and
+feed the breaker; a client error returns at once (a context-window overflow may fall back to the next model). A
+provisioned target estimated full is skipped before sending (predictive spillover). The engine never raises for a
+backend's failure: an unexpected exception from a backend is that attempt's "unavailable".
+
+Thread-safe: per-request state lives on the stack; shared state (breakers, requests in flight) has its own locks.
+Zero knowledge: the request is handed to backends and nothing else; the response is excluded from reprs; the
+trace holds target ids, classes, codes and timings only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from .capacity import InflightTracker
+from .config import Feature, RoutingTable, Target
+from .errors import BackendError, ErrorClass, from_exception
+from .health import Admission, Clock, HealthBoard, Verdict
+from .policy import Plan, Planner, PlanStep, StepKind
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BackendReply:
+    response: Mapping[str, Any] = field(repr=False)  # Converse-shaped; never logged
+    latency_ms: float = 0.0  # as the backend measured it
+    ttft_ms: float | None = None  # time to first token, when streamed
+    usage: Usage | None = None
+
+
+class Backend(Protocol):
+    """What the engine calls. Raise spillway.errors.BackendError (built with errors.classify) on failure."""
+
+    def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply: ...
+
+
+class Outcome(StrEnum):
+    """One trace entry's outcome: an attempt's class, or why a step was passed over without sending."""
+
+    OK = "ok"
+    SLOW = "slow"
+    CAPACITY = "capacity"
+    UNAVAILABLE = "unavailable"
+    CLIENT = "client"
+    OURS = "ours"
+    PREDICTED_FULL = "predicted_full"  # not sent: provisioned target estimated full
+    REFUSED = "refused"  # not sent: its breaker turned it away (half-open slot taken, ramp share, cooldown)
+
+
+class Status(StrEnum):
+    SERVED = "served"
+    CLIENT_ERROR = "client_error"
+    EXHAUSTED = "exhausted"  # 503 with Retry-After
+    DEADLINE = "deadline"  # 504
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    target: str
+    outcome: Outcome
+    code: str | None = None
+    latency_ms: float = 0.0
+    kind: StepKind = StepKind.PRIMARY
+
+    @property
+    def sent(self) -> bool:
+        return self.outcome not in _UNSENT
+
+
+_UNSENT = (Outcome.PREDICTED_FULL, Outcome.REFUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    status: Status
+    http_status: int
+    attempts: tuple[Attempt, ...]
+    elapsed_ms: float
+    response: Mapping[str, Any] | None = field(default=None, repr=False)
+    target: str | None = None  # the target that served
+    code: str | None = None  # the error code of a client error, or of the last failure
+    retry_after_s: int | None = None
+    usage: Usage | None = None
+    spilled: bool = False  # served by on-demand where the feature starts on provisioned
+    fell_back: bool = False  # served by a model after the first of the hierarchy
+    failed_over: bool = False  # served outside the home region
+    predicted_spill: bool = False  # some provisioned target was skipped as full before sending
+
+    @property
+    def attempts_sent(self) -> int:
+        return sum(1 for a in self.attempts if a.outcome not in _UNSENT)
+
+
+_ERROR_OUTCOME = {
+    ErrorClass.CAPACITY: Outcome.CAPACITY,
+    ErrorClass.UNAVAILABLE: Outcome.UNAVAILABLE,
+    ErrorClass.CLIENT: Outcome.CLIENT,
+    ErrorClass.OURS: Outcome.OURS,
+}
+_VERDICT = {
+    Outcome.CAPACITY: Verdict.CAPACITY,
+    Outcome.UNAVAILABLE: Verdict.FAILURE,
+    Outcome.OURS: Verdict.FAILURE,  # a misconfigured target is unusable: keep requests off it, and alarm
+    Outcome.CLIENT: Verdict.NEUTRAL,
+}
+
+
+class Engine:
+    def __init__(
+        self,
+        table: RoutingTable,
+        backends: Mapping[str, Backend],
+        *,
+        health: HealthBoard | None = None,
+        clock: Clock = time.monotonic,
+        tracker: InflightTracker | None = None,
+    ) -> None:
+        """`backends` maps a backend kind ("bedrock", "sagemaker") to its implementation. `clock` measures the
+        deadline and latencies (seconds); the health board keeps its own clock (epoch seconds, shareable)."""
+        self._planner = Planner(table)
+        self._backends = dict(backends)
+        self.health = health if health is not None else HealthBoard()
+        self._clock = clock
+        self.tracker = tracker if tracker is not None else InflightTracker(clock)
+
+    @property
+    def table(self) -> RoutingTable:
+        return self._planner.table
+
+    def update_table(self, table: RoutingTable) -> None:
+        """Swap in a new routing table (AppConfig refresh). Breakers are per target id and carry over."""
+        self._planner = Planner(table)
+
+    def plan(self, feature: str) -> Plan:
+        return self._planner.plan(feature, self.health)
+
+    def handle(self, feature: str, request: Mapping[str, Any], *, deadline_ms: float | None = None) -> RouteResult:
+        """Serve one request for `feature`. `deadline_ms` can only shorten the feature's deadline (e.g. to the
+        Lambda's remaining time). Never raises for a backend's failure."""
+        clock = self._clock
+        start = clock()
+        planner = self._planner
+        f = planner.table.features.get(feature)
+        if f is None:
+            return RouteResult(Status.CLIENT_ERROR, 404, (), 0.0, code="UnknownFeature")
+        budget_ms = f.deadline_ms if deadline_ms is None else min(f.deadline_ms, deadline_ms)
+        deadline = start + budget_ms / 1000.0
+        min_s = f.attempt_min_ms / 1000.0
+        max_s = f.attempt_max_ms / 1000.0
+        steps = planner.plan(feature, self.health).steps
+        trace: list[Attempt] = []
+        sent = 0
+        last_code: str | None = None
+        skip_model: str | None = None  # after a context-window overflow: a model too small for this request
+        out_of_time = False
+        for i, step in enumerate(steps):
+            if step.target.model == skip_model:
+                continue
+            if sent >= f.max_attempts:
+                break
+            remaining = deadline - clock()
+            if remaining < min_s:
+                out_of_time = True
+                break
+            # Never fail without sending at least once: the last step is forced if nothing was sent yet.
+            admission, level = self._admit(f, step, step.probe or (sent == 0 and i == len(steps) - 1), trace)
+            if admission is Admission.REFUSED:
+                continue
+            sent += 1
+            reply, error, latency_ms = self._send(step.target, request, min(remaining, max_s), level)
+            if reply is not None:
+                slow = _is_slow(f, latency_ms, reply)
+                self.health.finish(step.target.id, f.breaker, Verdict.SLOW if slow else Verdict.OK, admission)
+                outcome = Outcome.SLOW if slow else Outcome.OK
+                trace.append(Attempt(step.target.id, outcome, None, latency_ms, step.kind))
+                return self._served(f, step.target, reply, trace, clock() - start)
+            assert error is not None  # _send returns exactly one of reply and error
+            outcome = _ERROR_OUTCOME.get(error.error_class, Outcome.UNAVAILABLE)
+            self.health.finish(
+                step.target.id, f.breaker, _VERDICT[outcome], admission, retry_after_s=error.retry_after_s
+            )
+            trace.append(Attempt(step.target.id, outcome, error.code, latency_ms, step.kind))
+            last_code = error.code
+            if outcome is Outcome.CLIENT:
+                if error.context_overflow and f.fallback_on_context_overflow:
+                    skip_model = step.target.model
+                    continue
+                status = error.http_status
+                http = status if status is not None and 400 <= status < 500 and status != 429 else 400
+                return RouteResult(Status.CLIENT_ERROR, http, tuple(trace), (clock() - start) * 1000.0, code=error.code)
+        elapsed_s = clock() - start
+        if out_of_time or (sent and deadline - (start + elapsed_s) < min_s):
+            return RouteResult(Status.DEADLINE, 504, tuple(trace), elapsed_s * 1000.0, code=last_code)
+        return RouteResult(
+            Status.EXHAUSTED,
+            503,
+            tuple(trace),
+            elapsed_s * 1000.0,
+            code=last_code,
+            retry_after_s=self._retry_after(feature),
+        )
+
+    def _admit(self, f: Feature, step: PlanStep, force: bool, trace: list[Attempt]) -> tuple[Admission, int]:
+        """Ask the breaker, then (provisioned targets) the in-flight estimate. Returns the admission and the
+        concurrency level this request holds on the target (0 when untracked)."""
+        target = step.target
+        admission = self.health.begin(target.id, f.breaker, force=force)
+        if admission is Admission.REFUSED:
+            trace.append(Attempt(target.id, Outcome.REFUSED, kind=step.kind))
+            return admission, 0
+        if target.capacity != "provisioned":
+            return admission, 0
+        level = self.tracker.try_start(target.id, target.max_in_flight, force=force)
+        if level is None:
+            self.health.finish(target.id, f.breaker, Verdict.NEUTRAL, admission)  # give back a probe slot
+            trace.append(Attempt(target.id, Outcome.PREDICTED_FULL, kind=step.kind))
+            return Admission.REFUSED, 0
+        return admission, level
+
+    def _send(
+        self, target: Target, request: Mapping[str, Any], timeout_s: float, level: int
+    ) -> tuple[BackendReply, None, float] | tuple[None, BackendError, float]:
+        clock = self._clock
+        t0 = clock()
+        throttled = False
+        try:
+            backend = self._backends.get(target.backend.kind)
+            if backend is None:
+                return None, BackendError(ErrorClass.OURS, "NoBackendForKind"), 0.0
+            reply = backend.invoke(target, request, timeout_s)
+            return reply, None, (clock() - t0) * 1000.0
+        except Exception as exc:  # a backend's bug is that attempt's failure, never the caller's
+            error = from_exception(exc)
+            throttled = error.error_class is ErrorClass.CAPACITY
+            return None, error, (clock() - t0) * 1000.0
+        finally:
+            if level:
+                self.tracker.finish(target.id, level, throttled=throttled)
+
+    @staticmethod
+    def _served(f: Feature, target: Target, reply: BackendReply, trace: list[Attempt], elapsed_s: float) -> RouteResult:
+        return RouteResult(
+            Status.SERVED,
+            200,
+            tuple(trace),
+            elapsed_s * 1000.0,
+            response=reply.response,
+            target=target.id,
+            usage=reply.usage,
+            spilled=target.capacity != f.first_capacity,
+            fell_back=target.model != f.models[0],
+            failed_over=target.region != f.home_region,
+            predicted_spill=any(a.outcome is Outcome.PREDICTED_FULL for a in trace),
+        )
+
+    def _retry_after(self, feature: str) -> int:
+        """Seconds until the feature's first candidate may take traffic again, 1 to 60."""
+        now = self.health.clock()
+        soonest = 60.0
+        for step in self._planner.candidates(feature):
+            severity, ready_at = self.health.standing(step.target.id)
+            soonest = min(soonest, ready_at - now if severity else 1.0)
+        return int(min(60, max(1, math.ceil(soonest))))
+
+
+def _is_slow(f: Feature, latency_ms: float, reply: BackendReply) -> bool:
+    limit = f.breaker.latency_ms
+    if limit is not None and max(latency_ms, reply.latency_ms) > limit:
+        return True
+    ttft = f.breaker.ttft_ms
+    return ttft is not None and reply.ttft_ms is not None and reply.ttft_ms > ttft
