@@ -1,0 +1,399 @@
+"""The escrow network of one cell (one region): a VPC with isolated subnets only, PrivateLink endpoints closed to
+all but the security groups that need them, endpoint policies naming exact ARNs, and encrypted flow logs.
+
+Nothing here can reach or be reached from the internet: there is no internet gateway, NAT, egress-only gateway,
+elastic IP or public IP. The route tables hold the VPC's local route, the S3 and DynamoDB gateway endpoints'
+prefix lists and (added by stacks/links.py) the peered cells' CIDRs, so traffic can go nowhere else.
+
+Naming convention (the gateway endpoint policies allow only these names; later stacks MUST follow it)
+---------------------------------------------------------------------------------------------------
+- DynamoDB tables:  ``<platform>-<purpose>`` in the cell's region and account, e.g. ``spillway-health``;
+  the DynamoDB gateway allows ``arn:<partition>:dynamodb:<region>:<account>:table/<platform>-*`` and its indexes.
+- S3 buckets:       ``<platform>-<purpose>-<account>-<region>``, e.g. ``spillway-artifacts-111122223333-us-east-1``;
+  the S3 gateway allows ``arn:<partition>:s3:::<platform>-*-<account>-<region>`` and its objects.
+  ``bucket_name(platform, region, purpose)`` and ``table_name(platform, purpose)`` below build these names.
+- SageMaker model artifacts: each escrow model's ``model_data_url`` in the region is allowed read-only by its exact
+  object ARN, wherever the bucket is (configs may point to a bucket outside the convention).
+- Every statement that covers project resources requires ``aws:PrincipalAccount`` = the platform account.
+
+Endpoints and why
+-----------------
+Interface endpoints (private DNS on, one dedicated security group each, 443 only from the named client groups):
+``bedrock-runtime`` and ``sagemaker.runtime`` (the router's model calls; policies from ``targets.endpoint_grants``),
+``sts`` (credential and role calls by the router and SageMaker containers), ``logs`` and ``monitoring`` (logs and
+metrics), ``kms`` (decrypting CMK-encrypted environment, tables and logs), ``xray`` (traces), ``appconfig`` and
+``appconfigdata`` (the router reads its routing table through AppConfig), and, in regions that host an escrow
+SageMaker endpoint, ``ecr.api`` and ``ecr.dkr``: AWS lists them for SageMaker containers in VPCs without internet
+access; they cost two endpoints per such region and remove a hard-to-diagnose failure ("unable to pull image") if
+SageMaker pulls through the VPC. The ECR layers themselves are served from the regional
+``prod-<region>-starport-layer-bucket`` bucket through the S3 gateway.
+Gateway endpoints (free): S3 (model artifacts, ECR layers, project buckets) and DynamoDB (the router's health table).
+The SageMaker control-plane API (``api.sagemaker``) is not needed at run time: deployment goes through
+CloudFormation outside the VPC.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoint
+from stacks.platform import Platform
+from stacks.targets import endpoint_grants
+
+BEDROCK_RUNTIME = "bedrock-runtime"
+SAGEMAKER_RUNTIME = "sagemaker.runtime"
+RUNTIME_SERVICES = (BEDROCK_RUNTIME, SAGEMAKER_RUNTIME)
+
+BEDROCK_INVOKE_ACTIONS = (
+    # Converse is authorized as bedrock:InvokeModel and ConverseStream as bedrock:InvokeModelWithResponseStream:
+    # IAM has no bedrock:Converse action.
+    "bedrock:InvokeModel",
+    "bedrock:InvokeModelWithResponseStream",
+)
+SAGEMAKER_INVOKE_ACTIONS = ("sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream")
+DYNAMODB_DATA_ACTIONS = (
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:UpdateItem",
+)
+S3_PROJECT_ACTIONS = (
+    "s3:AbortMultipartUpload",
+    "s3:GetBucketLocation",
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:ListBucket",
+    "s3:ListMultipartUploadParts",
+    "s3:PutObject",
+)
+
+ROUTER = "router"
+MODEL = "model"
+
+
+@dataclass(frozen=True, slots=True)
+class _Interface:
+    name: str  # short name, also the suffix of com.amazonaws.<region>.<name>
+    clients: tuple[str, ...]  # which of the cell's security groups may use it
+    escrow_only: bool = False  # only in regions that host a SageMaker escrow endpoint
+
+
+INTERFACE_ENDPOINTS: tuple[_Interface, ...] = (
+    _Interface(BEDROCK_RUNTIME, (ROUTER,)),
+    _Interface(SAGEMAKER_RUNTIME, (ROUTER,)),
+    _Interface("sts", (ROUTER, MODEL)),
+    _Interface("logs", (ROUTER, MODEL)),
+    _Interface("monitoring", (ROUTER, MODEL)),
+    _Interface("kms", (ROUTER, MODEL)),
+    _Interface("xray", (ROUTER,)),
+    _Interface("appconfig", (ROUTER,)),
+    _Interface("appconfigdata", (ROUTER,)),
+    _Interface("ecr.api", (MODEL,), escrow_only=True),
+    _Interface("ecr.dkr", (MODEL,), escrow_only=True),
+)
+
+
+def bucket_name(platform: Platform, region: str, purpose: str) -> str:
+    """The name a project bucket must have to pass the S3 gateway endpoint of its region."""
+    return f"{platform.name}-{purpose}-{platform.account}-{region}"
+
+
+def table_name(platform: Platform, purpose: str) -> str:
+    """The name a project table must have to pass the DynamoDB gateway endpoint of its region."""
+    return f"{platform.name}-{purpose}"
+
+
+def isolated_subnet_cidrs(platform: Platform, region: str) -> tuple[str, ...]:
+    """The literal CIDRs of a cell's isolated subnets, one per availability zone, in zone order.
+
+    Each subnet gets 1/2^(k+1) of the VPC, where 2^k >= number of zones: half the VPC stays free for later subnets.
+    Literal values (not tokens) let other stacks and cdk-nag reason about them.
+    """
+    config = platform.regions[region]
+    network = ipaddress.IPv4Network(config.vpc_cidr)
+    bits = math.ceil(math.log2(len(config.availability_zones))) + 1
+    prefix = min(network.prefixlen + bits, 28)
+    subnets = list(network.subnets(new_prefix=prefix))
+    return tuple(str(s) for s in subnets[: len(config.availability_zones)])
+
+
+def escrow_artifacts(platform: Platform, region: str) -> tuple[str, ...]:
+    """The s3:// model_data_url of every escrow model hosted in `region`, sorted."""
+    return tuple(
+        sorted(
+            offer.endpoint.model_data_url
+            for model in platform.models.values()
+            for name, offer in model.regions.items()
+            if name == region and offer.endpoint is not None
+        )
+    )
+
+
+class NetworkStack(cdk.Stack):
+    """One cell's escrow network. See the module docstring for what it holds and why."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, platform: Platform, region: str, **kwargs: Any) -> None:
+        config = platform.regions[region]
+        self._zones = list(config.availability_zones)
+        kwargs.setdefault("stack_name", f"{platform.name}-network-{region}")
+        kwargs.setdefault("description", f"{platform.name} escrow network cell in {region} (isolated, PrivateLink only)")
+        kwargs.setdefault("cross_region_references", True)  # links read the VPC id from other regions
+        kwargs["env"] = cdk.Environment(account=platform.account, region=region)
+        super().__init__(scope, construct_id, **kwargs)
+        self.platform = platform
+        self.region_name = region
+        self.vpc_cidr = config.vpc_cidr
+        self.isolated_subnet_cidrs = isolated_subnet_cidrs(platform, region)
+        self._principal_account = {"StringEquals": {"aws:PrincipalAccount": platform.account}}
+
+        self.vpc = self._vpc(config.availability_zones)
+        self.isolated_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, one_per_az=True)
+        self.isolated_route_table_ids: tuple[str, ...] = tuple(
+            subnet.route_table.route_table_id for subnet in self.vpc.isolated_subnets
+        )
+
+        self.router_security_group = self._client_group(
+            "RouterSecurityGroup", "Router Lambda: HTTPS out to the endpoints, gateways and peered cells only"
+        )
+        self.model_security_group = self._client_group(
+            "ModelSecurityGroup", "SageMaker escrow endpoints: HTTPS out to the endpoints and gateways only"
+        )
+
+        # Flow logs first: the key and the log group are reused by later stacks of the cell.
+        self.log_key: kms.Key = LogsKey(self, "LogsKey", description=f"{platform.name} {region} CloudWatch Logs").key
+        self.flow_log_group = EncryptedLogGroup(
+            self,
+            "FlowLogs",
+            retention_days=platform.log_retention_days,
+            key=self.log_key,
+            log_group_name=f"/{platform.name}/{region}/vpc-flow-logs",
+        )
+        self.flow_log = self._flow_log()
+
+        self.endpoints: dict[str, PrivateInterfaceEndpoint] = self._interface_endpoints()
+        self.runtime_endpoints: Mapping[str, ec2.InterfaceVpcEndpoint] = {
+            name: self.endpoints[name].endpoint for name in RUNTIME_SERVICES
+        }
+        self.gateway_endpoints: dict[str, ec2.GatewayVpcEndpoint] = self._gateway_endpoints()
+
+    # The zones come from the config, so synthesis never looks them up.
+    @property
+    def availability_zones(self) -> list[str]:
+        return list(self._zones)
+
+    # --- VPC ---------------------------------------------------------------------------------------------------
+
+    def _vpc(self, zones: Sequence[str]) -> ec2.Vpc:
+        mask = ipaddress.IPv4Network(self.isolated_subnet_cidrs[0]).prefixlen
+        vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(self.vpc_cidr),
+            availability_zones=list(zones),
+            nat_gateways=0,
+            create_internet_gateway=False,
+            enable_dns_hostnames=True,  # required for private DNS of interface endpoints
+            enable_dns_support=True,
+            restrict_default_security_group=True,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(name="isolated", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=mask)
+            ],
+        )
+        actual = tuple(subnet.ipv4_cidr_block for subnet in vpc.isolated_subnets)
+        if actual != self.isolated_subnet_cidrs:
+            raise AssertionError(f"subnet plan {self.isolated_subnet_cidrs} differs from CDK's {actual}")
+        return vpc
+
+    def _client_group(self, construct_id: str, description: str) -> ec2.SecurityGroup:
+        group = ec2.SecurityGroup(self, construct_id, vpc=self.vpc, description=description, allow_all_outbound=False)
+        # The S3 and DynamoDB gateway endpoints are reached at their public prefix-list addresses, whose ids cannot
+        # be resolved offline; the isolated route tables confine this rule to the VPC, the gateway endpoints (with
+        # their scoped policies) and the peered cells.
+        group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS; routes reach only the VPC, gateway endpoints and peers"
+        )
+        return group
+
+    def _flow_log(self) -> ec2.CfnFlowLog:
+        stack = cdk.Stack.of(self)
+        role = iam.Role(
+            self,
+            "FlowLogsRole",
+            description="VPC flow logs delivery to their CMK-encrypted log group",
+            assumed_by=iam.ServicePrincipal(
+                "vpc-flow-logs.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:vpc-flow-log/*"},
+                },
+            ),
+        )
+        policy = iam.ManagedPolicy(
+            self,
+            "FlowLogsDelivery",
+            description="Write VPC flow logs to this cell's flow-log group only",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    resources=[self.flow_log_group.log_group.log_group_arn],
+                )
+            ],
+        )
+        role.add_managed_policy(policy)
+        flow_log = ec2.CfnFlowLog(
+            self,
+            "FlowLog",
+            resource_id=self.vpc.vpc_id,
+            resource_type="VPC",
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=self.flow_log_group.log_group.log_group_arn,
+            deliver_logs_permission_arn=role.role_arn,
+            max_aggregation_interval=60,
+        )
+        flow_log.node.add_dependency(policy)
+        return flow_log
+
+    # --- endpoints ---------------------------------------------------------------------------------------------
+
+    def _interface_endpoints(self) -> dict[str, PrivateInterfaceEndpoint]:
+        hosts_escrow = bool(escrow_artifacts(self.platform, self.region_name))
+        groups = {ROUTER: self.router_security_group, MODEL: self.model_security_group}
+        endpoints: dict[str, PrivateInterfaceEndpoint] = {}
+        for spec in INTERFACE_ENDPOINTS:
+            if spec.escrow_only and not hosts_escrow:
+                continue
+            construct_id = "".join(part.capitalize() for part in spec.name.replace("-", ".").split("."))
+            endpoint = PrivateInterfaceEndpoint(
+                self,
+                f"{construct_id}Endpoint",
+                vpc=self.vpc,
+                service=ec2.InterfaceVpcEndpointAwsService(spec.name),
+                subnets=self.isolated_subnets,
+                policy=self._interface_policy(spec.name),
+                description=f"{spec.name} endpoint: HTTPS from the {' and '.join(spec.clients)} security groups only",
+            )
+            for client in spec.clients:
+                endpoint.security_group.add_ingress_rule(
+                    ec2.Peer.security_group_id(groups[client].security_group_id),
+                    ec2.Port.tcp(443),
+                    f"HTTPS from the {client} security group",
+                )
+            endpoints[spec.name] = endpoint
+        return endpoints
+
+    def _interface_policy(self, service: str) -> list[iam.PolicyStatement]:
+        grants = endpoint_grants(self.platform, self.region_name)
+        if service == BEDROCK_RUNTIME:
+            return self._invoke_policy(BEDROCK_INVOKE_ACTIONS, grants.bedrock)
+        if service == SAGEMAKER_RUNTIME:
+            return self._invoke_policy(SAGEMAKER_INVOKE_ACTIONS, grants.sagemaker)
+        # Other AWS APIs: any action, by principals of this account only (a data perimeter on the endpoint).
+        return [
+            iam.PolicyStatement(
+                sid="ThisAccountOnly",
+                principals=[iam.AnyPrincipal()],
+                actions=["*"],
+                resources=["*"],
+                conditions=self._principal_account,
+            )
+        ]
+
+    def _invoke_policy(self, actions: Sequence[str], arns: Sequence[str]) -> list[iam.PolicyStatement]:
+        if not arns:
+            # Nothing to invoke in this region: the endpoint serves no one (an explicit deny, never a "*" grant).
+            return [
+                iam.PolicyStatement(
+                    sid="NoTargetsInThisRegion",
+                    effect=iam.Effect.DENY,
+                    principals=[iam.AnyPrincipal()],
+                    actions=list(actions),
+                    resources=["*"],
+                )
+            ]
+        return [
+            iam.PolicyStatement(
+                sid="InvokeConfiguredTargetsOnly",
+                principals=[iam.AnyPrincipal()],
+                actions=list(actions),
+                resources=list(arns),
+                conditions=self._principal_account,
+            )
+        ]
+
+    def _gateway_endpoints(self) -> dict[str, ec2.GatewayVpcEndpoint]:
+        subnets = [self.isolated_subnets]
+        s3 = self.vpc.add_gateway_endpoint("S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=subnets)
+        for statement in self._s3_policy():
+            s3.add_to_policy(statement)
+        dynamodb = self.vpc.add_gateway_endpoint(
+            "DynamoDbEndpoint", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB, subnets=subnets
+        )
+        dynamodb.add_to_policy(self._dynamodb_policy())
+        return {"s3": s3, "dynamodb": dynamodb}
+
+    def _s3_policy(self) -> list[iam.PolicyStatement]:
+        partition = self.platform.regions[self.region_name].partition
+        pattern = f"arn:{partition}:s3:::{bucket_name(self.platform, self.region_name, '*')}"
+        statements = [
+            iam.PolicyStatement(
+                sid="ProjectBuckets",
+                principals=[iam.AnyPrincipal()],
+                actions=list(S3_PROJECT_ACTIONS),
+                resources=[pattern, f"{pattern}/*"],
+                conditions=self._principal_account,
+            )
+        ]
+        artifacts = escrow_artifacts(self.platform, self.region_name)
+        if artifacts:
+            objects = []
+            for url in artifacts:
+                parsed = urlparse(url)
+                objects.append(f"arn:{partition}:s3:::{parsed.netloc}/{parsed.path.lstrip('/')}")
+            statements.append(
+                iam.PolicyStatement(
+                    sid="EscrowModelArtifacts",
+                    principals=[iam.AnyPrincipal()],
+                    actions=["s3:GetObject"],
+                    resources=objects,
+                    conditions=self._principal_account,
+                )
+            )
+            # ECR serves image layers from this AWS-owned bucket through pre-signed URLs (ECR's principal, not ours).
+            statements.append(
+                iam.PolicyStatement(
+                    sid="EcrImageLayers",
+                    principals=[iam.AnyPrincipal()],
+                    actions=["s3:GetObject"],
+                    resources=[f"arn:{partition}:s3:::prod-{self.region_name}-starport-layer-bucket/*"],
+                )
+            )
+        return statements
+
+    def _dynamodb_policy(self) -> iam.PolicyStatement:
+        partition = self.platform.regions[self.region_name].partition
+        table = f"arn:{partition}:dynamodb:{self.region_name}:{self.platform.account}:table/{self.platform.name}-*"
+        return iam.PolicyStatement(
+            sid="ProjectTables",
+            principals=[iam.AnyPrincipal()],
+            actions=list(DYNAMODB_DATA_ACTIONS),
+            resources=[table, f"{table}/index/*"],
+            conditions=self._principal_account,
+        )
