@@ -181,10 +181,17 @@ class Emulator:
         if self._control is not None:
             self._control.stop()
             self._control = None
-        for endpoint in list(self._regions.values()):
-            endpoint.listener.close(hold_port=False)
+        # Close the listeners side by side: each close waits for its serve loop to notice.
+        closers = [
+            threading.Thread(target=endpoint.listener.close, kwargs={"hold_port": False}, name="emulator-stop")
+            for endpoint in list(self._regions.values())
+        ]
         if self.appconfig is not None:
-            self.appconfig.stop()
+            closers.append(threading.Thread(target=self.appconfig.stop, name="emulator-stop"))
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
 
     @property
     def running(self) -> bool:

@@ -52,7 +52,10 @@ class TargetSpec:
     echo: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", Kind(self.kind))
+        try:
+            object.__setattr__(self, "kind", Kind(self.kind))
+        except ValueError:
+            raise ValueError(f"kind must be bedrock or sagemaker, not {self.kind!r}") from None
         object.__setattr__(self, "aliases", tuple(self.aliases))
         if not self.region or not self.id:
             raise ValueError("a target needs a region and an id")
