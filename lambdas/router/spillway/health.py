@@ -237,8 +237,7 @@ class HealthBoard:
         with self._lock:
             b = self._breakers.get(target_id)
             if b is None:
-                if verdict is Verdict.OK or verdict is Verdict.NEUTRAL:
-                    return  # the hot path: a healthy target stays without state
+                # Successes count too: the error rate needs the whole window, not just what followed a failure.
                 b = self._breakers[target_id] = _Breaker(target_id)
             events = self._refresh(b, now)
             self._feed(b, policy, verdict, admission=admission, retry_after_s=retry_after_s, now=now, events=events)
