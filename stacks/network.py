@@ -153,7 +153,9 @@ class NetworkStack(cdk.Stack):
         config = platform.regions[region]
         self._zones = list(config.availability_zones)
         kwargs.setdefault("stack_name", f"{platform.name}-network-{region}")
-        kwargs.setdefault("description", f"{platform.name} escrow network cell in {region} (isolated, PrivateLink only)")
+        kwargs.setdefault(
+            "description", f"{platform.name} escrow network cell in {region} (isolated, PrivateLink only)"
+        )
         kwargs.setdefault("cross_region_references", True)  # links read the VPC id from other regions
         kwargs["env"] = cdk.Environment(account=platform.account, region=region)
         super().__init__(scope, construct_id, **kwargs)
@@ -192,6 +194,9 @@ class NetworkStack(cdk.Stack):
             name: self.endpoints[name].endpoint for name in RUNTIME_SERVICES
         }
         self.gateway_endpoints: dict[str, ec2.GatewayVpcEndpoint] = self._gateway_endpoints()
+        # Peer region -> VPC peering connection id; filled by the links stack that owns each peering (stacks/links.py).
+        self.peering_connections: dict[str, str] = {}
+        self._contain_provider_logs()
 
     # The zones come from the config, so synthesis never looks them up.
     @property
@@ -241,7 +246,9 @@ class NetworkStack(cdk.Stack):
                 "vpc-flow-logs.amazonaws.com",
                 conditions={
                     "StringEquals": {"aws:SourceAccount": stack.account},
-                    "ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:vpc-flow-log/*"},
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:vpc-flow-log/*"
+                    },
                 },
             ),
         )
@@ -270,6 +277,24 @@ class NetworkStack(cdk.Stack):
         )
         flow_log.node.add_dependency(policy)
         return flow_log
+
+    def _contain_provider_logs(self) -> None:
+        """CDK's restrict-default-SG provider Lambda logs into a CMK-encrypted group with retention, not into an
+        implicit /aws/lambda group without either (its role's AWSLambdaBasicExecutionRole allows any group)."""
+        provider = self.node.try_find_child("Custom::VpcRestrictDefaultSGCustomResourceProvider")
+        if provider is None:
+            return
+        handler = provider.node.find_child("Handler")
+        assert isinstance(handler, cdk.CfnResource)
+        group = EncryptedLogGroup(
+            self,
+            "RestrictDefaultSgLogs",
+            retention_days=self.platform.log_retention_days,
+            key=self.log_key,
+            log_group_name=f"/{self.platform.name}/{self.region_name}/restrict-default-sg",
+        )
+        handler.add_property_override("LoggingConfig", {"LogGroup": group.log_group.log_group_name})
+        handler.add_dependency(group.log_group.node.default_child)  # type: ignore[arg-type]
 
     # --- endpoints ---------------------------------------------------------------------------------------------
 

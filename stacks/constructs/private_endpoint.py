@@ -59,7 +59,9 @@ class PrivateInterfaceEndpoint(Construct):
         """HTTPS from one client security group (and, if it restricts egress, HTTPS out of it to this endpoint)."""
         self.endpoint.connections.allow_from(client, ec2.Port.tcp(HTTPS), "HTTPS from a client security group")
 
-    def allow_from_cidrs(self, scope: Construct, cidrs: Iterable[str], description: str) -> list[ec2.CfnSecurityGroupIngress]:
+    def allow_from_cidrs(
+        self, scope: Construct, cidrs: Iterable[str], description: str
+    ) -> list[ec2.CfnSecurityGroupIngress]:
         """HTTPS from literal CIDRs (peered VPCs in other regions, where security-group references do not reach).
 
         The rules are separate resources created in `scope` (e.g. a links stack of the same region), so the stack
