@@ -16,6 +16,7 @@ import aws_cdk as cdk
 from stacks import compliance
 from stacks.compliance import ComplianceGate, Finding, read_findings
 from stacks.links import LinksStack
+from stacks.models import ModelsStack
 from stacks.network import NetworkStack
 from stacks.platform import Platform
 
@@ -25,6 +26,8 @@ FEATURE_FLAGS: dict[str, object] = {
     "@aws-cdk/aws-iam:minimizePolicies": True,
     "@aws-cdk/aws-kms:applyImportedAliasPermissionsToPrincipal": True,
     "@aws-cdk/aws-lambda:recognizeLayerVersion": True,
+    # Access logs are delivered under a bucket policy, not an ACL, so log buckets keep ACLs disabled.
+    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
     "@aws-cdk/core:checkSecretUsage": True,
     "@aws-cdk/core:validateSnapshotRemovalPolicy": True,
 }
@@ -37,10 +40,11 @@ class Assembly:
     gate: ComplianceGate
     networks: Mapping[str, NetworkStack]
     links: Mapping[str, LinksStack]
+    models: Mapping[str, ModelsStack]
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [*self.networks.values(), *self.links.values()]
+        return [*self.networks.values(), *self.links.values(), *self.models.values()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +101,18 @@ def build(
         links[region] = LinksStack(
             app, f"{platform.name}-links-{region}", platform=platform, region=region, networks=networks
         )
+    models: dict[str, ModelsStack] = {}
+    for region in platform.region_names:
+        models[region] = ModelsStack(
+            app, f"{platform.name}-models-{region}", platform=platform, region=region, network=networks[region]
+        )
     for network in networks.values():
         compliance.network(gate, network)
     for link in links.values():
         compliance.links(gate, link)
-    return Assembly(platform, app, gate, networks, links)
+    for model_stack in models.values():
+        compliance.models(gate, model_stack)
+    return Assembly(platform, app, gate, networks, links, models)
 
 
 def synthesize(assembly: Assembly) -> SynthResult:

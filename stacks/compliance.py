@@ -24,6 +24,7 @@ from constructs import IConstruct
 
 if TYPE_CHECKING:
     from stacks.links import LinksStack
+    from stacks.models import ModelsStack
     from stacks.network import NetworkStack
 
 LEDGER_FILE = "compliance-acknowledgements.json"
@@ -95,3 +96,74 @@ def network(gate: ComplianceGate, stack: NetworkStack) -> None:
 
 def links(gate: ComplianceGate, stack: LinksStack) -> None:
     """Cross-region reachability."""
+
+
+def models(gate: ComplianceGate, stack: ModelsStack) -> None:
+    """Model capacity cell: escrow endpoints, application inference profiles, opt-in Provisioned Throughput."""
+    for escrow in stack.escrow.values():
+        bucket_arn = _token_name(stack, escrow.bucket.node.default_child, "Arn")
+        logs_arn = _token_name(stack, escrow.log_group.node.default_child, "Arn")
+        policy = escrow.policy
+        gate.acknowledge(
+            policy,
+            f"AwsSolutions-IAM5[Resource::{bucket_arn}/{escrow_prefix(stack, escrow)}*]",
+            "The execution role reads the objects of its own artifact folder only (one model version's files); "
+            "the bucket is the model's own, encrypted with its own key, and its policy denies reads to any other "
+            "principal.",
+        )
+        gate.acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Only actions that IAM cannot scope to a resource: ecr:GetAuthorizationToken, ec2:Describe*, "
+            "cloudwatch:PutMetricData (limited by a namespace condition) and the ENI actions SageMaker needs for "
+            "the VPC config (limited to the cell's VPC by an ec2:Vpc condition); the image pull itself names the "
+            "one repository.",
+        )
+        gate.acknowledge(
+            policy,
+            f"AwsSolutions-IAM5[Resource::{logs_arn}:*]",
+            "The log streams of the endpoint's own CMK-encrypted log group: stream names are chosen by SageMaker "
+            "per instance, so the group's streams are named by the group ARN plus ':*', no other group.",
+        )
+        gate.acknowledge(
+            escrow.bucket,
+            "NIST.800.53.R5-S3BucketReplicationEnabled",
+            "Model artifacts are build outputs kept in the release pipeline and uploaded to each cell's own "
+            "bucket; a second region runs its own cell with its own copy, so replication adds no availability. "
+            "Versioning protects against overwrite.",
+        )
+    if stack.access_logs is not None:
+        gate.acknowledge(
+            stack.access_logs,
+            "NIST.800.53.R5-S3BucketReplicationEnabled",
+            "Server access logs of the cell's artifact buckets: request metadata only, versioned, TLS only and "
+            "expired after the platform's log retention; CloudTrail data events are the organisation's durable copy.",
+        )
+        gate.acknowledge(
+            stack.access_logs,
+            "NIST.800.53.R5-S3DefaultEncryptionKMS",
+            "S3 delivers server access logs only to SSE-S3 buckets (SSE-KMS targets are not supported); the bucket "
+            "holds request metadata, never model data, and public access is blocked with TLS enforced.",
+        )
+    if stack.provisioned is not None:
+        _provisioned_throughput(gate, stack)
+
+
+def escrow_prefix(stack: ModelsStack, escrow: object) -> str:
+    from stacks.models import EscrowModel
+
+    assert isinstance(escrow, EscrowModel)
+    name = next(n for n, e in stack.escrow.items() if e is escrow)
+    offer = stack.platform.models[name].regions[stack.region_name]
+    assert offer.endpoint is not None
+    return offer.endpoint.artifact_prefix
+
+
+def _token_name(stack: cdk.Stack, resource: IConstruct | None, attribute: str) -> str:
+    """How cdk-nag spells a resource attribute token in a finding id: <LogicalId.Attribute>."""
+    assert isinstance(resource, cdk.CfnElement)
+    return f"<{stack.resolve(resource.logical_id)}.{attribute}>"
+
+
+def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
+    """Only when the config buys Provisioned Throughput."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -40,7 +40,26 @@ _PROVISIONED_ARN = re.compile(
 _MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9.:-]{2,127}$")
 _IMAGE_URI = re.compile(r"^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/[a-z0-9._/-]+[:@][A-Za-z0-9._:-]+$")
 _S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$")
-_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_INSTANCE_TYPE = re.compile(r"^ml\.(?P<family>[a-z0-9-]+)\.[a-z0-9]+$")
+# Instance families with local NVMe storage: SageMaker refuses a KMS key on their endpoint config (the local volume
+# is encrypted by the instance's hardware module), and this platform requires a customer-managed key on every
+# endpoint config. Such a type would fail at deploy time; the schema says so at synth time instead.
+_LOCAL_STORAGE_FAMILIES = frozenset(
+    {
+        "c5d", "m5d", "r5d", "c6id", "m6id", "r6id", "g4dn", "g5", "g6", "g6e", "gr6", "p3dn", "p4d", "p4de",
+        "p5", "p5e", "p5en", "trn1", "trn1n", "x2idn",
+    }
+)  # fmt: skip
+# Application Auto Scaling schedule expressions: at(yyyy-mm-ddThh:mm:ss), rate(n unit), cron(6 fields).
+_SCHEDULE = re.compile(
+    r"^(at\(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\)"
+    r"|rate\([1-9][0-9]* (minute|minutes|hour|hours|day|days)\)"
+    r"|cron\(\S+ \S+ \S+ \S+ \S+ \S+\))$"
+)
+_TIMEZONE = re.compile(r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+-]+){1,2})$")
+_COST_CENTER = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{1,256}$")
+# Bedrock's commitment terms for Provisioned Throughput, as the config spells them, and as the API spells them.
+COMMITMENTS: Mapping[str, str | None] = {"NO_COMMITMENT": None, "ONE_MONTH": "OneMonth", "SIX_MONTHS": "SixMonths"}
 _RETENTION_DAYS = frozenset(
     {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
 )
@@ -57,6 +76,22 @@ class PlatformConfigError(ValueError):
 
 def partition_of(region: str) -> str:
     return "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def artifact_bucket_name(platform: str, model: str, account: str, region: str) -> str:
+    """The S3 bucket the models stack creates for one escrow model's artifacts in one region."""
+    return f"{platform}-{model}-{account}-{region}"
+
+
+def provisioned_model_name(platform: str, model: str, region: str) -> str:
+    """The name a purchased Provisioned Throughput gets in Bedrock (unique per account and region)."""
+    return f"{platform}-{model}-{region}"
+
+
+def purchase_sentence(model_units: int, commitment: str, model_id: str, region: str) -> str:
+    """What `acknowledge_cost` must say, word for word: a change of units, term, model or region invalidates it."""
+    term = "no commitment (billed hourly)" if commitment == "NO_COMMITMENT" else commitment
+    return f"I accept a paid Provisioned Throughput of {model_units} model unit(s) of {model_id} in {region}, term {term}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +114,38 @@ class InferenceProfile:
 
 
 @dataclass(frozen=True, slots=True)
-class Provisioned:
-    """Bedrock Provisioned Throughput: an existing ARN. Creating one is a paid commitment (opt-in, see models)."""
+class ProvisionedPurchase:
+    """Provisioned Throughput the models stack buys: a paid commitment, opted into twice (see `purchase_sentence`)."""
 
-    arn: str
+    model_units: int
+    commitment: str  # a key of COMMITMENTS
+    name: str  # the provisioned model's name in Bedrock: also its idempotency handle
+
+    @property
+    def commitment_duration(self) -> str | None:
+        """The term as CreateProvisionedModelThroughput spells it; None means no commitment (hourly)."""
+        return COMMITMENTS[self.commitment]
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    """Bedrock Provisioned Throughput: an existing ARN, or a purchase the models stack makes (opt-in, then the
+    ARN is only known at deploy time and `arn` is None)."""
+
+    arn: str | None
     max_in_flight: int
+    purchase: ProvisionedPurchase | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledCapacity:
+    """A known peak: Application Auto Scaling moves the endpoint's bounds at `expression`, ahead of the load."""
+
+    name: str
+    expression: str
+    min_instances: int
+    max_instances: int
+    timezone: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +158,21 @@ class EscrowEndpoint:
     min_instances: int
     max_instances: int
     max_in_flight: int
+    invocations_per_instance: int = 60
+    schedule: tuple[ScheduledCapacity, ...] = ()
+
+    @property
+    def artifact_bucket(self) -> str:
+        return self.model_data_url.removeprefix("s3://").split("/", 1)[0]
+
+    @property
+    def artifact_key(self) -> str:
+        return self.model_data_url.removeprefix("s3://").split("/", 1)[1]
+
+    @property
+    def artifact_prefix(self) -> str:
+        """The folder the execution role may read: the artifact's own, never the bucket."""
+        return self.artifact_key.rsplit("/", 1)[0] + "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +182,10 @@ class ModelRegion:
     on_demand: bool
     provisioned: Provisioned | None
     endpoint: EscrowEndpoint | None
+
+    @property
+    def purchase(self) -> ProvisionedPurchase | None:
+        return self.provisioned.purchase if self.provisioned is not None else None
 
     @property
     def capacities(self) -> tuple[Capacity, ...]:
@@ -144,6 +225,41 @@ class Feature:
 
 
 @dataclass(frozen=True, slots=True)
+class CallingService:
+    """One service that calls the router: its own API key and usage plan, i.e. its own throttle and quota."""
+
+    name: str
+    rate_limit: int  # steady requests per second
+    burst_limit: int  # token-bucket size
+    quota_per_day: int | None  # requests per day; None = no quota
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """The `router:` section: the API in front of the router Lambda and the Lambda itself (stacks/router.py)."""
+
+    endpoint_type: Literal["private", "regional"] = "private"
+    allowed_callers: tuple[str, ...] = ()  # 12-digit account ids or IAM role ARNs, exact
+    caller_vpc_endpoints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # private API only
+    rate_limit: int = 100  # the stage's throttle, all callers together
+    burst_limit: int = 200
+    calling_services: Mapping[str, CallingService] = field(default_factory=dict)
+    reserved_concurrency: int = 20
+    memory_mb: int = 1024
+    appconfig_extension_layer_arns: Mapping[str, str] = field(default_factory=dict)
+    configured: bool = False  # False when the platform file has no `router:` section
+
+    def extension_layer_arn(self, source: str, region: str) -> str:
+        arn = self.appconfig_extension_layer_arns.get(region)
+        if arn is None:
+            key = "router" if not self.configured else f"router.appconfig_extension_layer_arns.{region}"
+            raise PlatformConfigError(
+                source, key, f"the router of {region} needs the AWS AppConfig Lambda extension layer (arm64) ARN"
+            )
+        return arn
+
+
+@dataclass(frozen=True, slots=True)
 class Platform:
     source: str
     name: str
@@ -152,6 +268,10 @@ class Platform:
     regions: Mapping[str, Region]
     models: Mapping[str, Model]
     features: Mapping[str, Feature]
+    # Buying Provisioned Throughput needs this switch AND a per-model `create` block with the exact sentence.
+    allow_provisioned_purchase: bool = False
+    cost_center: str = ""
+    router: RouterSettings = field(default_factory=RouterSettings)
 
     @property
     def region_names(self) -> tuple[str, ...]:
@@ -263,19 +383,71 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise PlatformConfigError(source, "", f"{where}{problem}") from None
+    _reject_duplicate_keys(text, source)
     read = _Reader(source)
-    top = read.fields(document, "", required=("platform", "regions", "models", "features"))
-    settings = read.fields(top["platform"], "platform", ("name", "account"), ("log_retention_days",))
+    top = read.fields(document, "", required=("platform", "regions", "models", "features"), optional=("router",))
+    settings = read.fields(top["platform"], "platform", ("name", "account"),
+                           ("log_retention_days", "allow_provisioned_purchase", "cost_center"))  # fmt: skip
     name = read.string(settings["name"], "platform.name", _NAME, "name (lowercase letters, digits, dashes)")
     account = read.string(settings["account"], "platform.account", _ACCOUNT, "12-digit account id")
     retention = read.integer(settings.get("log_retention_days", 365), "platform.log_retention_days", 1, 3653)
     if retention not in _RETENTION_DAYS:
         raise read.fail("platform.log_retention_days", f"{retention} is not a CloudWatch Logs retention period")
 
+    allow_purchase = read.boolean(settings.get("allow_provisioned_purchase", False), "platform.allow_provisioned_purchase")
+    cost_center = read.string(settings.get("cost_center", name), "platform.cost_center", _COST_CENTER, "cost-center tag")
+
     regions = _regions(read, top["regions"])
-    models = _models(read, top["models"], regions, account)
+    models = _models(read, top["models"], regions, account, name)
     features = _features(read, top["features"], regions, models)
-    return Platform(source, name, account, retention, regions, models, features)
+    purchases = [
+        f"models.{m.name}.regions.{r}.provisioned.create"
+        for m in models.values()
+        for r, offer in m.regions.items()
+        if offer.purchase is not None
+    ]
+    if purchases and not allow_purchase:
+        raise read.fail(
+            purchases[0],
+            "buys Provisioned Throughput (a paid commitment) but platform.allow_provisioned_purchase is not true",
+        )
+    if allow_purchase and not purchases:
+        raise read.fail(
+            "platform.allow_provisioned_purchase",
+            "is true but no model has a provisioned.create block: remove it so no purchase stays armed",
+        )
+    return Platform(source, name, account, retention, regions, models, features, allow_purchase, cost_center,
+                    router=_router(read, top.get("router"), regions))
+
+
+def _reject_duplicate_keys(text: str, source: str) -> None:
+    """YAML keeps the last of two equal keys without a word; a platform file must not (duplicate model names...)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return  # safe_load already reported it
+
+    def walk(node: yaml.Node | None, key: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for name_node, value_node in node.value:
+                name = name_node.value if isinstance(name_node, yaml.ScalarNode) else None
+                if name is not None:
+                    line = name_node.start_mark.line + 1
+                    if name in seen:
+                        raise PlatformConfigError(
+                            source,
+                            _join(key, name),
+                            f"duplicate key {name!r} at line {line} (first at line {seen[name]}); "
+                            "YAML would silently keep only the last one",
+                        )
+                    seen[name] = line
+                walk(value_node, _join(key, str(name)))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{key}[{i}]")
+
+    walk(root, "")
 
 
 def _regions(read: _Reader, value: object) -> dict[str, Region]:
@@ -307,7 +479,9 @@ def _regions(read: _Reader, value: object) -> dict[str, Region]:
     return regions
 
 
-def _models(read: _Reader, value: object, regions: Mapping[str, Region], account: str) -> dict[str, Model]:
+def _models(
+    read: _Reader, value: object, regions: Mapping[str, Region], account: str, platform: str
+) -> dict[str, Model]:
     raw = read.mapping(value, "models")
     if not raw:
         raise read.fail("models", "needs at least one model")
@@ -317,9 +491,9 @@ def _models(read: _Reader, value: object, regions: Mapping[str, Region], account
         read.string(name, key, _NAME, "model name (lowercase letters, digits, dashes)")
         kind = read.mapping(body, key).get("kind")
         if kind == "bedrock":
-            models[name] = _bedrock_model(read, name, body, regions, account)
+            models[name] = _bedrock_model(read, name, body, regions, account, platform)
         elif kind == "sagemaker":
-            models[name] = _sagemaker_model(read, name, body, regions)
+            models[name] = _sagemaker_model(read, name, body, regions, account, platform)
         else:
             raise read.fail(f"{key}.kind", f"expected 'bedrock' or 'sagemaker', got {kind!r}")
     return models
@@ -337,7 +511,7 @@ def _model_regions(read: _Reader, key: str, value: object, regions: Mapping[str,
 
 
 def _bedrock_model(
-    read: _Reader, name: str, body: object, regions: Mapping[str, Region], account: str
+    read: _Reader, name: str, body: object, regions: Mapping[str, Region], account: str, platform: str
 ) -> Model:
     key = f"models.{name}"
     data = read.fields(body, key, ("kind", "model_id", "regions"), ("inference_profile",))
@@ -360,40 +534,129 @@ def _bedrock_model(
         provisioned = None
         if entry.get("provisioned") is not None:
             pkey = f"{rkey}.provisioned"
-            raw_pt = read.fields(entry["provisioned"], pkey, ("arn",), ("max_in_flight",))
-            arn = read.string(raw_pt["arn"], f"{pkey}.arn", _PROVISIONED_ARN, "provisioned-model ARN")
-            match = _PROVISIONED_ARN.match(arn)
-            assert match is not None  # checked just above
-            if match["region"] != region or match["account"] != account:
-                raise read.fail(f"{pkey}.arn", f"must be in {region} and account {account}")
+            raw_pt = read.fields(entry["provisioned"], pkey, (), ("arn", "create", "max_in_flight"))
             in_flight = read.integer(raw_pt.get("max_in_flight", 8), f"{pkey}.max_in_flight", 1, 10_000)
-            provisioned = Provisioned(arn, in_flight)
+            has_arn, has_create = raw_pt.get("arn") is not None, raw_pt.get("create") is not None
+            if has_arn == has_create:
+                raise read.fail(pkey, "needs exactly one of arn (an existing Provisioned Throughput) or create")
+            if has_arn:
+                arn = read.string(raw_pt["arn"], f"{pkey}.arn", _PROVISIONED_ARN, "provisioned-model ARN")
+                match = _PROVISIONED_ARN.match(arn)
+                assert match is not None  # checked just above
+                if match["region"] != region or match["account"] != account:
+                    raise read.fail(f"{pkey}.arn", f"must be in {region} and account {account}")
+                provisioned = Provisioned(arn, in_flight)
+            else:
+                purchase = _purchase(read, f"{pkey}.create", raw_pt["create"], model_id, region,
+                                     provisioned_model_name(platform, name, region))  # fmt: skip
+                provisioned = Provisioned(None, in_flight, purchase)
         if not on_demand and provisioned is None:
             raise read.fail(rkey, "offers no capacity: set on_demand: true or provisioned")
         per_region[region] = ModelRegion(on_demand, provisioned, None)
     return Model(name, "bedrock", model_id, profile, per_region)
 
 
-def _sagemaker_model(read: _Reader, name: str, body: object, regions: Mapping[str, Region]) -> Model:
+def _purchase(
+    read: _Reader, key: str, value: object, model_id: str, region: str, name: str
+) -> ProvisionedPurchase:
+    """A Provisioned Throughput purchase: units, term, and the cost sentence that must match them word for word."""
+    data = read.mapping(value, key)
+    if data.get("model_units") is None:
+        raise read.fail(f"{key}.model_units", "missing required field: how many model units to buy (1 or more)")
+    data = read.fields(value, key, ("model_units", "commitment", "acknowledge_cost"))
+    units = read.integer(data["model_units"], f"{key}.model_units", 1, 100)
+    commitment = data["commitment"]
+    if commitment not in COMMITMENTS:
+        raise read.fail(
+            f"{key}.commitment", f"unknown commitment term {commitment!r} (expected one of: {', '.join(COMMITMENTS)})"
+        )
+    expected = purchase_sentence(units, commitment, model_id, region)
+    said = read.string(data["acknowledge_cost"], f"{key}.acknowledge_cost")
+    if said.strip() != expected:
+        raise read.fail(f"{key}.acknowledge_cost", f"must read exactly: {expected!r}")
+    return ProvisionedPurchase(units, commitment, name)
+
+
+def _sagemaker_model(
+    read: _Reader, name: str, body: object, regions: Mapping[str, Region], account: str, platform: str
+) -> Model:
     key = f"models.{name}"
     data = read.fields(body, key, ("kind", "regions"))
     per_region: dict[str, ModelRegion] = {}
     for region, raw in _model_regions(read, key, data["regions"], regions).items():
         rkey = f"{key}.regions.{region}"
         ekey = f"{rkey}.endpoint"
-        endpoint = read.fields(read.fields(raw, rkey, ("endpoint",))["endpoint"], ekey,
+        raw_endpoint = read.fields(raw, rkey, ("endpoint",))["endpoint"]
+        if read.mapping(raw_endpoint, ekey).get("model_data_url") is None:
+            bucket = artifact_bucket_name(platform, name, account, region)
+            raise read.fail(
+                f"{ekey}.model_data_url",
+                f"a SageMaker escrow model needs its artifact: the s3:// URI of its model.tar.gz in s3://{bucket}/",
+            )
+        endpoint = read.fields(raw_endpoint, ekey,
                                ("image_uri", "model_data_url", "instance_type"),
-                               ("min_instances", "max_instances", "max_in_flight"))  # fmt: skip
+                               ("min_instances", "max_instances", "max_in_flight", "invocations_per_instance",
+                                "schedule"))  # fmt: skip
         image = read.string(endpoint["image_uri"], f"{ekey}.image_uri", _IMAGE_URI, "ECR image URI")
         if f".dkr.ecr.{region}." not in image:
             raise read.fail(f"{ekey}.image_uri", f"the image must come from ECR in {region} (no cross-region pulls)")
         artifact = read.string(endpoint["model_data_url"], f"{ekey}.model_data_url", _S3_URI, "s3:// URI")
+        bucket = artifact_bucket_name(platform, name, account, region)
+        if len(bucket) > 63:
+            raise read.fail(key, f"the artifact bucket name {bucket!r} is longer than 63 characters: shorten the name")
+        if not artifact.startswith(f"s3://{bucket}/") or artifact.endswith("/"):
+            raise read.fail(
+                f"{ekey}.model_data_url",
+                f"must be an object in the model's own artifact bucket s3://{bucket}/ (created by the models stack)",
+            )
         instance = read.string(endpoint["instance_type"], f"{ekey}.instance_type", _INSTANCE_TYPE, "SageMaker instance type")
-        low = read.integer(endpoint.get("min_instances", 2), f"{ekey}.min_instances", 2, 100)
+        family = _INSTANCE_TYPE.match(instance)
+        assert family is not None  # checked just above
+        if family["family"] in _LOCAL_STORAGE_FAMILIES:
+            raise read.fail(
+                f"{ekey}.instance_type",
+                f"{instance} has local NVMe storage, where SageMaker refuses the customer-managed KMS key this "
+                "platform puts on every endpoint: pick an EBS-backed type (e.g. ml.inf2.*, ml.g4ad.*, ml.m5.*)",
+            )
+        low = _instances(read, endpoint.get("min_instances", 2), f"{ekey}.min_instances", 2)
         high = read.integer(endpoint.get("max_instances", low), f"{ekey}.max_instances", low, 100)
         in_flight = read.integer(endpoint.get("max_in_flight", 8), f"{ekey}.max_in_flight", 1, 10_000)
-        per_region[region] = ModelRegion(False, None, EscrowEndpoint(image, artifact, instance, low, high, in_flight))
+        per_instance = read.integer(
+            endpoint.get("invocations_per_instance", 60), f"{ekey}.invocations_per_instance", 1, 100_000
+        )
+        schedule = _schedule(read, f"{ekey}.schedule", endpoint.get("schedule", []))
+        per_region[region] = ModelRegion(
+            False, None, EscrowEndpoint(image, artifact, instance, low, high, in_flight, per_instance, schedule)
+        )
     return Model(name, "sagemaker", None, None, per_region)
+
+
+def _instances(read: _Reader, value: object, key: str, low: int) -> int:
+    count = read.integer(value, key, 0, 100)
+    if count < low:
+        raise read.fail(
+            key, f"{count} is out of range [{low}, 100]: an escrow endpoint runs at least two instances across zones"
+        )
+    return count
+
+
+def _schedule(read: _Reader, key: str, value: object) -> tuple[ScheduledCapacity, ...]:
+    if not isinstance(value, list):
+        raise read.fail(key, f"expected a list, got {_type_name(value)}")
+    actions: list[ScheduledCapacity] = []
+    for i, raw in enumerate(value):
+        ikey = f"{key}[{i}]"
+        data = read.fields(raw, ikey, ("name", "expression", "min_instances", "max_instances"), ("timezone",))
+        name = read.string(data["name"], f"{ikey}.name", _NAME, "action name (lowercase letters, digits, dashes)")
+        if any(a.name == name for a in actions):
+            raise read.fail(f"{ikey}.name", f"duplicate {name!r}")
+        expression = read.string(data["expression"], f"{ikey}.expression", _SCHEDULE,
+                                 "schedule expression: cron(m h dom mon dow y), rate(n unit) or at(yyyy-mm-ddThh:mm:ss)")  # fmt: skip
+        low = _instances(read, data["min_instances"], f"{ikey}.min_instances", 2)
+        high = read.integer(data["max_instances"], f"{ikey}.max_instances", low, 100)
+        timezone = read.string(data.get("timezone", "UTC"), f"{ikey}.timezone", _TIMEZONE, "IANA time zone")
+        actions.append(ScheduledCapacity(name, expression, low, high, timezone))
+    return tuple(actions)
 
 
 def _features(
@@ -443,3 +706,106 @@ def _features(
             raise read.fail(f"{key}.models", "no model of the hierarchy is offered in the feature's regions")
         features[name] = feature
     return features
+
+
+# --- router (stacks/router.py) ---------------------------------------------------------------------------------
+
+_LAYER_ARN = re.compile(
+    r"^arn:aws(-us-gov)?:lambda:(?P<region>[a-z0-9-]+):[0-9]{12}:layer:(?P<name>[A-Za-z0-9_-]+):[0-9]+$"
+)
+_CALLER = re.compile(r"^([0-9]{12}|arn:aws(-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512})$")
+_VPC_ENDPOINT = re.compile(r"^vpce-[0-9a-f]{8,17}$")
+ENDPOINT_TYPES = ("private", "regional")
+
+
+def _router(read: _Reader, value: object, regions: Mapping[str, Region]) -> RouterSettings:
+    if value is None:
+        return RouterSettings()
+    key = "router"
+    data = read.fields(
+        value,
+        key,
+        ("allowed_callers", "appconfig_extension_layer_arns"),
+        ("api", "calling_services", "reserved_concurrency", "memory_mb"),
+    )
+    endpoint_type, rate, burst, vpc_endpoints = _router_api(read, data.get("api") or {}, regions)
+
+    def caller(item: object, item_key: str) -> str:
+        return read.string(item, item_key, _CALLER, "caller: a 12-digit account id or an exact IAM role ARN")
+
+    return RouterSettings(
+        endpoint_type=endpoint_type,
+        allowed_callers=read.strings(data["allowed_callers"], f"{key}.allowed_callers", caller, min_items=1),
+        caller_vpc_endpoints=vpc_endpoints,
+        rate_limit=rate,
+        burst_limit=burst,
+        calling_services=_calling_services(read, data.get("calling_services") or {}, rate, burst),
+        reserved_concurrency=read.integer(data.get("reserved_concurrency", 20), f"{key}.reserved_concurrency", 1, 999),
+        memory_mb=read.integer(data.get("memory_mb", 1024), f"{key}.memory_mb", 128, 10_240),
+        appconfig_extension_layer_arns=_extension_layers(read, data["appconfig_extension_layer_arns"], regions),
+        configured=True,
+    )
+
+
+def _router_api(
+    read: _Reader, value: object, regions: Mapping[str, Region]
+) -> tuple[Literal["private", "regional"], int, int, dict[str, tuple[str, ...]]]:
+    key = "router.api"
+    api = read.fields(value, key, (), ("endpoint_type", "caller_vpc_endpoints", "rate_limit", "burst_limit"))
+    endpoint_type = api.get("endpoint_type", "private")
+    if endpoint_type not in ENDPOINT_TYPES:
+        raise read.fail(f"{key}.endpoint_type", f"expected 'private' or 'regional', got {endpoint_type!r}")
+    rate = read.integer(api.get("rate_limit", 100), f"{key}.rate_limit", 1, 10_000)
+    burst = read.integer(api.get("burst_limit", min(2 * rate, 5_000)), f"{key}.burst_limit", 1, 5_000)
+    if burst < rate:
+        raise read.fail(f"{key}.burst_limit", f"{burst} is below rate_limit {rate} (a bucket must hold a second)")
+    vpc_endpoints: dict[str, tuple[str, ...]] = {}
+    if api.get("caller_vpc_endpoints") is not None:
+        vkey = f"{key}.caller_vpc_endpoints"
+        if endpoint_type != "private":
+            raise read.fail(vkey, "only a private API is reached through VPC endpoints")
+        for region, ids in read.mapping(api["caller_vpc_endpoints"], vkey).items():
+            if region not in regions:
+                raise read.fail(f"{vkey}.{region}", f"region {region!r} has no cell (add it under regions)")
+            vpc_endpoints[region] = read.strings(
+                ids, f"{vkey}.{region}", lambda v, k: read.string(v, k, _VPC_ENDPOINT, "VPC endpoint id (vpce-...)")
+            )
+    return endpoint_type, rate, burst, vpc_endpoints
+
+
+def _calling_services(read: _Reader, value: object, rate: int, burst: int) -> dict[str, CallingService]:
+    services: dict[str, CallingService] = {}
+    for name, body in read.mapping(value, "router.calling_services").items():
+        key = f"router.calling_services.{name}"
+        read.string(name, key, _NAME, "service name (lowercase letters, digits, dashes)")
+        entry = read.fields(body, key, ("rate_limit",), ("burst_limit", "quota_per_day"))
+        s_rate = read.integer(entry["rate_limit"], f"{key}.rate_limit", 1, rate)
+        s_burst = read.integer(entry.get("burst_limit", min(2 * s_rate, burst)), f"{key}.burst_limit", 1, burst)
+        if s_burst < s_rate:
+            raise read.fail(f"{key}.burst_limit", f"{s_burst} is below rate_limit {s_rate}")
+        quota = entry.get("quota_per_day")
+        if quota is not None:
+            quota = read.integer(quota, f"{key}.quota_per_day", 1, 1_000_000_000)
+        services[name] = CallingService(name, s_rate, s_burst, quota)
+    return services
+
+
+def _extension_layers(read: _Reader, value: object, regions: Mapping[str, Region]) -> dict[str, str]:
+    key = "router.appconfig_extension_layer_arns"
+    raw = read.mapping(value, key)
+    for region in sorted(regions):
+        if region not in raw:
+            raise read.fail(f"{key}.{region}", "missing: every cell needs the AppConfig extension of its region")
+    layers: dict[str, str] = {}
+    for region, arn_value in raw.items():
+        if region not in regions:
+            raise read.fail(f"{key}.{region}", f"region {region!r} has no cell (add it under regions)")
+        arn = read.string(arn_value, f"{key}.{region}", _LAYER_ARN, "Lambda layer version ARN")
+        match = _LAYER_ARN.match(arn)
+        assert match is not None  # checked just above
+        if match["region"] != region:
+            raise read.fail(f"{key}.{region}", f"the layer is in {match['region']}: use one of {region}")
+        if not match["name"].endswith("Arm64"):
+            raise read.fail(f"{key}.{region}", "the router runs on arm64: use an AWS-AppConfig-Extension-Arm64 layer")
+        layers[region] = arn
+    return layers

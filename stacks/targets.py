@@ -53,7 +53,19 @@ def model_targets(platform: Platform, model: Model) -> list[Target]:
             )
         if offer.provisioned is not None:
             pt = offer.provisioned
-            targets.append(Target(model.name, "provisioned", region, "bedrock", pt.arn, (pt.arn,), pt.max_in_flight))
+            if pt.arn is not None:
+                targets.append(
+                    Target(model.name, "provisioned", region, "bedrock", pt.arn, (pt.arn,), pt.max_in_flight)
+                )
+            else:
+                # Bought by the models stack: its ARN is a deploy-time token there (ModelsStack adds it to the
+                # router's policy; the router stack renders it into the routing table). Named here is what it
+                # serves, the foundation model in this region; invoke_id is the PT's name until then.
+                assert pt.purchase is not None and model.model_id is not None  # schema: arn or create
+                served = f"arn:{partition}:bedrock:{region}::foundation-model/{model.model_id}"
+                targets.append(
+                    Target(model.name, "provisioned", region, "bedrock", pt.purchase.name, (served,), pt.max_in_flight)
+                )
         if offer.on_demand:
             assert model.model_id is not None  # bedrock models always have one (schema)
             profile = model.inference_profile
