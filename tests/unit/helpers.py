@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from spillway.config import RoutingTable, Target, parse_routing_table
+from spillway.config import RoutingTable, Target, load_routing_table, parse_routing_table
 from spillway.engine import BackendReply
 from spillway.errors import BackendError, ErrorClass
 
@@ -66,8 +66,6 @@ def table_dict(
 
 def make_table(**kwargs: Any) -> RoutingTable:
     # Round trip through JSON text, as the Lambda reads it.
-    from spillway.config import load_routing_table
-
     table = load_routing_table(json.dumps(table_dict(**kwargs)))
     assert table == parse_routing_table(table_dict(**kwargs))
     return table

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from spillway.config import (
     BedrockRef,
     BreakerPolicy,
@@ -32,7 +31,10 @@ def test_loads_the_contract_example_with_defaults() -> None:
     table = parse_routing_table(raw)
     target = table.targets[PT]
     assert (target.model, target.capacity, target.region, target.max_in_flight) == (
-        "claude-sonnet", "provisioned", "us-east-1", 8
+        "claude-sonnet",
+        "provisioned",
+        "us-east-1",
+        8,
     )
     assert target.backend == BedrockRef("claude-sonnet-provisioned-us-east-1")
     assert table.targets["nova-lite/on_demand/us-west-2"].backend == SageMakerRef("ep-1")
@@ -57,8 +59,16 @@ def test_pt_arn_survives_untouched(tmp_path: Any) -> None:
 
 def test_breaker_keys_are_read() -> None:
     table = parse_routing_table(
-        table_dict(breaker={"error_rate": 0.3, "latency_ms": 9000, "ttft_ms": 2500, "ramp_steps": [0.1, 0.5, 1.0],
-                            "half_open_trickle": 2, "capacity_cooldown_s": 0})
+        table_dict(
+            breaker={
+                "error_rate": 0.3,
+                "latency_ms": 9000,
+                "ttft_ms": 2500,
+                "ramp_steps": [0.1, 0.5, 1.0],
+                "half_open_trickle": 2,
+                "capacity_cooldown_s": 0,
+            }
+        )
     )
     policy = table.features[FEATURE].breaker
     assert (policy.error_rate, policy.slow_rate) == (0.3, 0.3)  # slow_rate defaults to error_rate
@@ -105,8 +115,11 @@ BAD: list[tuple[Mutation, str, str]] = [
     (_set(["targets", PT, "backend", "model_id"], ""), f"targets.{PT}.backend.model_id", "non-empty string"),
     (_set(["targets", PT, "max_in_flight"], 0), f"targets.{PT}.max_in_flight", "below 1"),
     (_set(["targets", PT, "max_in_flight"], True), f"targets.{PT}.max_in_flight", "must be an integer"),
-    (_set(["targets", "nova-lite/on_demand/us-east-1", "max_in_flight"], 4),
-     "targets.nova-lite/on_demand/us-east-1.max_in_flight", "only a provisioned target"),
+    (
+        _set(["targets", "nova-lite/on_demand/us-east-1", "max_in_flight"], 4),
+        "targets.nova-lite/on_demand/us-east-1.max_in_flight",
+        "only a provisioned target",
+    ),
     (_set(["targets", PT, "model"], "a/b"), f"targets.{PT}.model", "is not a name"),
     (_set(["features", FEATURE, "models"], ["claude-sonnet", "x"]), f"{F}.models[1]", "unknown model 'x'"),
     (_set(["features", FEATURE, "models"], []), f"{F}.models", "at least one model"),
@@ -119,20 +132,29 @@ BAD: list[tuple[Mutation, str, str]] = [
     (_set(["features", FEATURE, "first_capacity"], "od"), f"{F}.first_capacity", "must be 'provisioned'"),
     (_set(["features", FEATURE, "deadline_ms"], 0), f"{F}.deadline_ms", "below 1"),
     (_set(["features", FEATURE, "deadline_ms"], "20s"), f"{F}.deadline_ms", "must be a number, not a string"),
-    (_set(["features", FEATURE, "attempt_timeout_ms"], {"min": 9000, "max": 100}), f"{F}.attempt_timeout_ms",
-     "min 9000 is above max 100"),
+    (
+        _set(["features", FEATURE, "attempt_timeout_ms"], {"min": 9000, "max": 100}),
+        f"{F}.attempt_timeout_ms",
+        "min 9000 is above max 100",
+    ),
     (_set(["features", FEATURE, "attempt_timeout_ms"], {"min": 300}), f"{F}.attempt_timeout_ms.max", "is required"),
     (_set(["features", FEATURE, "deadline_ms"], 200), f"{F}.attempt_timeout_ms.min", "no attempt in the deadline"),
     (_set(["features", FEATURE, "max_attempts"], 0), f"{F}.max_attempts", "below 1"),
-    (_set(["features", FEATURE, "fallback_on_context_overflow"], "yes"), f"{F}.fallback_on_context_overflow",
-     "true or false"),
+    (
+        _set(["features", FEATURE, "fallback_on_context_overflow"], "yes"),
+        f"{F}.fallback_on_context_overflow",
+        "true or false",
+    ),
     (_set(["features", FEATURE, "breaker", "error_rate"], 1.5), f"{F}.breaker.error_rate", "above 1"),
     (_set(["features", FEATURE, "breaker", "error_rate"], 0), f"{F}.breaker.error_rate", "rate of 0"),
     (_set(["features", FEATURE, "breaker", "cooldown_s"], 500), f"{F}.breaker.cooldown_s", "above max_cooldown_s"),
     (_set(["features", FEATURE, "breaker", "ramp_steps"], [0.5, 0.25]), f"{F}.breaker.ramp_steps[1]", "rise"),
     (_set(["features", FEATURE, "breaker", "ramp_steps"], [0.0]), f"{F}.breaker.ramp_steps[0]", "rise"),
-    (_set(["features", FEATURE, "breaker", "consecutive_failure"], 3), f"{F}.breaker.consecutive_failure",
-     "unknown key"),
+    (
+        _set(["features", FEATURE, "breaker", "consecutive_failure"], 3),
+        f"{F}.breaker.consecutive_failure",
+        "unknown key",
+    ),
     (_set(["features", "bad name!"], {}), "features.bad name!", "feature name"),
     (_set(["limits", "max_request_bytes"], -1), "limits.max_request_bytes", "below 1"),
     (_set(["limits", "max_request_kb"], 1), "limits.max_request_kb", "unknown key"),

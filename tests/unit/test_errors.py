@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import botocore.exceptions
-import botocore.session
+import botocore.exceptions  # type: ignore[import-untyped]
+import botocore.session  # type: ignore[import-untyped]
 import pytest
-
 from spillway.errors import CODES, BackendError, ErrorClass, classify, from_exception
 
-C, U, CL, O = ErrorClass.CAPACITY, ErrorClass.UNAVAILABLE, ErrorClass.CLIENT, ErrorClass.OURS
+C, U, CL, OURS = ErrorClass.CAPACITY, ErrorClass.UNAVAILABLE, ErrorClass.CLIENT, ErrorClass.OURS
 
 # The class each modelled error shape must get, decided from DESIGN.md's table, shape by shape.
 EXPECTED = {
     "bedrock-runtime": {
-        "AccessDeniedException": O,
+        "AccessDeniedException": OURS,
         "ConflictException": CL,
         "InternalServerException": U,
         "ModelErrorException": U,
         "ModelNotReadyException": C,
         "ModelStreamErrorException": U,
         "ModelTimeoutException": U,
-        "ResourceNotFoundException": O,
+        "ResourceNotFoundException": OURS,
         "ServiceQuotaExceededException": C,
         "ServiceUnavailableException": U,
         "ThrottlingException": C,
@@ -75,8 +74,23 @@ def test_throttles_are_capacity_not_failures_even_with_400() -> None:
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [(429, C), (500, U), (502, U), (503, U), (504, U), (530, U), (408, U), (401, O), (403, O), (404, O), (400, CL),
-     (413, CL), (422, CL), (None, U), (302, U)],
+    [
+        (429, C),
+        (500, U),
+        (502, U),
+        (503, U),
+        (504, U),
+        (530, U),
+        (408, U),
+        (401, OURS),
+        (403, OURS),
+        (404, OURS),
+        (400, CL),
+        (413, CL),
+        (422, CL),
+        (None, U),
+        (302, U),
+    ],
 )
 def test_unknown_codes_fall_back_to_the_status(status: int | None, expected: ErrorClass) -> None:
     assert classify("NeverSeenBefore", status) is expected
@@ -110,7 +124,12 @@ def test_client_error_keeps_code_status_and_retry_after_but_not_the_message() ->
         "Converse",
     )
     error = from_exception(exc)
-    assert (error.error_class, error.code, error.http_status, error.retry_after_s) == (C, "ThrottlingException", 429, 3.0)
+    assert (error.error_class, error.code, error.http_status, error.retry_after_s) == (
+        C,
+        "ThrottlingException",
+        429,
+        3.0,
+    )
     for text in (str(error), repr(error), str(error.args)):
         assert canary not in text
 
@@ -119,7 +138,10 @@ def test_client_error_with_unparseable_retry_after() -> None:
     exc = botocore.exceptions.ClientError(
         {
             "Error": {"Code": "ServiceUnavailableException", "Message": "x"},
-            "ResponseMetadata": {"HTTPStatusCode": 503, "HTTPHeaders": {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}},
+            "ResponseMetadata": {
+                "HTTPStatusCode": 503,
+                "HTTPHeaders": {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"},
+            },
         },
         "Converse",
     )

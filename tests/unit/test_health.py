@@ -7,7 +7,6 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from spillway.config import BreakerPolicy
 from spillway.health import (
     AVAILABLE,
@@ -26,8 +25,16 @@ from .helpers import FakeClock
 
 T = "claude-sonnet/provisioned/us-east-1"
 P = BreakerPolicy(
-    error_rate=0.5, window_s=30, min_requests=5, consecutive_failures=3, cooldown_s=5, max_cooldown_s=60,
-    half_open_trickle=1, ramp_steps=(0.25, 0.5), ramp_successes=2, capacity_cooldown_s=1,
+    error_rate=0.5,
+    window_s=30,
+    min_requests=5,
+    consecutive_failures=3,
+    cooldown_s=5,
+    max_cooldown_s=60,
+    half_open_trickle=1,
+    ramp_steps=(0.25, 0.5),
+    ramp_successes=2,
+    capacity_cooldown_s=1,
 )
 
 
@@ -249,7 +256,8 @@ def test_export_and_merge_share_an_open_breaker() -> None:
     assert other.merge(record)
     assert other.state(T) is BreakerState.OPEN
     assert other.record_of(T).cooldown_until == record.cooldown_until
-    assert seen[0].remote and seen[0].cause == "remote"
+    assert seen[0].remote
+    assert seen[0].cause == "remote"
     assert not other.merge(record)  # idempotent
 
 
