@@ -482,6 +482,7 @@ class ProvisionedThroughputs(Construct):
             query_interval=cdk.Duration.minutes(1),
             total_timeout=cdk.Duration.hours(2),
             log_group=self.framework_logs,
+            disable_waiter_state_machine_logging=False,
             waiter_state_machine_log_options=cr.LogOptions(
                 destination=self.framework_logs, level=sfn.LogLevel.ALL, include_execution_data=False
             ),
@@ -496,7 +497,7 @@ class ProvisionedThroughputs(Construct):
                 f"Pt{_camel(model)}",
                 service_token=self.provider.service_token,
                 resource_type="Custom::BedrockProvisionedThroughput",
-                removal_policy=cdk.RemovalPolicy.DELETE,
+                removal_policy=cdk.RemovalPolicy.DESTROY,  # Delete runs the handler: it keeps a committed PT
                 properties={
                     "ModelId": f"arn:{partition}:bedrock:{region}::foundation-model/{model_id}",
                     "ModelUnits": str(purchase.model_units),

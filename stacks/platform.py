@@ -91,7 +91,9 @@ def provisioned_model_name(platform: str, model: str, region: str) -> str:
 def purchase_sentence(model_units: int, commitment: str, model_id: str, region: str) -> str:
     """What `acknowledge_cost` must say, word for word: a change of units, term, model or region invalidates it."""
     term = "no commitment (billed hourly)" if commitment == "NO_COMMITMENT" else commitment
-    return f"I accept a paid Provisioned Throughput of {model_units} model unit(s) of {model_id} in {region}, term {term}"
+    return (
+        f"I accept a paid Provisioned Throughput of {model_units} model unit(s) of {model_id} in {region}, term {term}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,8 +396,12 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
     if retention not in _RETENTION_DAYS:
         raise read.fail("platform.log_retention_days", f"{retention} is not a CloudWatch Logs retention period")
 
-    allow_purchase = read.boolean(settings.get("allow_provisioned_purchase", False), "platform.allow_provisioned_purchase")
-    cost_center = read.string(settings.get("cost_center", name), "platform.cost_center", _COST_CENTER, "cost-center tag")
+    allow_purchase = read.boolean(
+        settings.get("allow_provisioned_purchase", False), "platform.allow_provisioned_purchase"
+    )
+    cost_center = read.string(
+        settings.get("cost_center", name), "platform.cost_center", _COST_CENTER, "cost-center tag"
+    )
 
     regions = _regions(read, top["regions"])
     models = _models(read, top["models"], regions, account, name)
@@ -491,9 +497,9 @@ def _models(
         read.string(name, key, _NAME, "model name (lowercase letters, digits, dashes)")
         kind = read.mapping(body, key).get("kind")
         if kind == "bedrock":
-            models[name] = _bedrock_model(read, name, body, regions, account, platform)
+            models[name] = _bedrock_model(read, name, body, regions, account=account, platform=platform)
         elif kind == "sagemaker":
-            models[name] = _sagemaker_model(read, name, body, regions, account, platform)
+            models[name] = _sagemaker_model(read, name, body, regions, account=account, platform=platform)
         else:
             raise read.fail(f"{key}.kind", f"expected 'bedrock' or 'sagemaker', got {kind!r}")
     return models
@@ -511,7 +517,7 @@ def _model_regions(read: _Reader, key: str, value: object, regions: Mapping[str,
 
 
 def _bedrock_model(
-    read: _Reader, name: str, body: object, regions: Mapping[str, Region], account: str, platform: str
+    read: _Reader, name: str, body: object, regions: Mapping[str, Region], *, account: str, platform: str
 ) -> Model:
     key = f"models.{name}"
     data = read.fields(body, key, ("kind", "model_id", "regions"), ("inference_profile",))
@@ -523,7 +529,8 @@ def _bedrock_model(
         profile_id = read.string(raw_profile["id"], f"{pkey}.id", _MODEL_ID, "inference profile id")
         if not profile_id.endswith(model_id):
             raise read.fail(f"{pkey}.id", f"{profile_id!r} is not a profile of model {model_id!r}")
-        profile = InferenceProfile(profile_id, read.strings(raw_profile["regions"], f"{pkey}.regions", read.region, min_items=1))
+        profile_regions = read.strings(raw_profile["regions"], f"{pkey}.regions", read.region, min_items=1)
+        profile = InferenceProfile(profile_id, profile_regions)
     per_region: dict[str, ModelRegion] = {}
     for region, raw in _model_regions(read, key, data["regions"], regions).items():
         rkey = f"{key}.regions.{region}"
@@ -547,8 +554,8 @@ def _bedrock_model(
                     raise read.fail(f"{pkey}.arn", f"must be in {region} and account {account}")
                 provisioned = Provisioned(arn, in_flight)
             else:
-                purchase = _purchase(read, f"{pkey}.create", raw_pt["create"], model_id, region,
-                                     provisioned_model_name(platform, name, region))  # fmt: skip
+                purchase = _purchase(read, f"{pkey}.create", raw_pt["create"], model_id=model_id, region=region,
+                                     name=provisioned_model_name(platform, name, region))  # fmt: skip
                 provisioned = Provisioned(None, in_flight, purchase)
         if not on_demand and provisioned is None:
             raise read.fail(rkey, "offers no capacity: set on_demand: true or provisioned")
@@ -557,7 +564,7 @@ def _bedrock_model(
 
 
 def _purchase(
-    read: _Reader, key: str, value: object, model_id: str, region: str, name: str
+    read: _Reader, key: str, value: object, *, model_id: str, region: str, name: str
 ) -> ProvisionedPurchase:
     """A Provisioned Throughput purchase: units, term, and the cost sentence that must match them word for word."""
     data = read.mapping(value, key)
@@ -578,7 +585,7 @@ def _purchase(
 
 
 def _sagemaker_model(
-    read: _Reader, name: str, body: object, regions: Mapping[str, Region], account: str, platform: str
+    read: _Reader, name: str, body: object, regions: Mapping[str, Region], *, account: str, platform: str
 ) -> Model:
     key = f"models.{name}"
     data = read.fields(body, key, ("kind", "regions"))
@@ -609,7 +616,9 @@ def _sagemaker_model(
                 f"{ekey}.model_data_url",
                 f"must be an object in the model's own artifact bucket s3://{bucket}/ (created by the models stack)",
             )
-        instance = read.string(endpoint["instance_type"], f"{ekey}.instance_type", _INSTANCE_TYPE, "SageMaker instance type")
+        instance = read.string(
+            endpoint["instance_type"], f"{ekey}.instance_type", _INSTANCE_TYPE, "SageMaker instance type"
+        )
         family = _INSTANCE_TYPE.match(instance)
         assert family is not None  # checked just above
         if family["family"] in _LOCAL_STORAGE_FAMILIES:
@@ -650,8 +659,10 @@ def _schedule(read: _Reader, key: str, value: object) -> tuple[ScheduledCapacity
         name = read.string(data["name"], f"{ikey}.name", _NAME, "action name (lowercase letters, digits, dashes)")
         if any(a.name == name for a in actions):
             raise read.fail(f"{ikey}.name", f"duplicate {name!r}")
-        expression = read.string(data["expression"], f"{ikey}.expression", _SCHEDULE,
-                                 "schedule expression: cron(m h dom mon dow y), rate(n unit) or at(yyyy-mm-ddThh:mm:ss)")  # fmt: skip
+        expression = read.string(
+            data["expression"], f"{ikey}.expression", _SCHEDULE,
+            "schedule expression: cron(m h dom mon dow y), rate(n unit) or at(yyyy-mm-ddThh:mm:ss)",
+        )  # fmt: skip
         low = _instances(read, data["min_instances"], f"{ikey}.min_instances", 2)
         high = read.integer(data["max_instances"], f"{ikey}.max_instances", low, 100)
         timezone = read.string(data.get("timezone", "UTC"), f"{ikey}.timezone", _TIMEZONE, "IANA time zone")

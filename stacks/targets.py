@@ -61,7 +61,8 @@ def model_targets(platform: Platform, model: Model) -> list[Target]:
                 # Bought by the models stack: its ARN is a deploy-time token there (ModelsStack adds it to the
                 # router's policy; the router stack renders it into the routing table). Named here is what it
                 # serves, the foundation model in this region; invoke_id is the PT's name until then.
-                assert pt.purchase is not None and model.model_id is not None  # schema: arn or create
+                assert pt.purchase is not None  # schema: arn or create
+                assert model.model_id is not None
                 served = f"arn:{partition}:bedrock:{region}::foundation-model/{model.model_id}"
                 targets.append(
                     Target(model.name, "provisioned", region, "bedrock", pt.purchase.name, (served,), pt.max_in_flight)
