@@ -117,6 +117,7 @@ class AppConfigExtension:
     def faults(self) -> list[dict[str, Any]]:
         now = self.clock()
         with self._lock:
+            self._faults = [f for f in self._faults if f.fault.kind is FaultKind.REFUSE or not f.expired(now)]
             return [f.to_dict(now) for f in self._faults]
 
     def tick(self) -> None:

@@ -357,8 +357,10 @@ class Emulator:
         return removed
 
     def faults(self) -> list[dict[str, Any]]:
+        """The installed faults that are not spent or past their window (pending ones included)."""
         now = self.clock()
         with self._lock:
+            self._faults = [f for f in self._faults if f.fault.kind is FaultKind.REFUSE or not f.expired(now)]
             return [f.to_dict(now) for f in self._faults]
 
     def _find_fault(self, region: str, kind: Kind, target_id: str) -> ActiveFault | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -112,8 +113,6 @@ def converse_kwargs(model_id: str, text: str = "hello there", **extra: Any) -> d
 
 
 def chat_body(text: str = "hello there", max_tokens: int | None = None) -> bytes:
-    import json
-
     body: dict[str, Any] = {"messages": [{"role": "user", "content": text}]}
     if max_tokens is not None:
         body["max_tokens"] = max_tokens

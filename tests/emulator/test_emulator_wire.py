@@ -20,6 +20,7 @@ from tests.emulator.conftest import (
     ClientFactory,
     chat_body,
     converse_kwargs,
+    make_factory,
 )
 
 
@@ -224,8 +225,6 @@ def test_reset_drops_the_connection(client: ClientFactory, emu: Emulator) -> Non
 
 def test_botocore_max_attempts_counts_retries(emu: Emulator) -> None:
     """For the router's authors: ``max_attempts: 1`` is one retry (2 calls); ``total_max_attempts: 1`` is none."""
-    from tests.emulator.conftest import make_factory
-
     emu.set_fault(WEST, Fault.error_response("internal", count=1))
     retried = make_factory(emu)("bedrock-runtime", WEST, retries={"max_attempts": 1, "mode": "standard"})
     reply = retried.converse(**converse_kwargs(MODEL))
