@@ -294,7 +294,7 @@ class NetworkStack(cdk.Stack):
             log_group_name=f"/{self.platform.name}/{self.region_name}/restrict-default-sg",
         )
         handler.add_property_override("LoggingConfig", {"LogGroup": group.log_group.log_group_name})
-        handler.add_dependency(group.log_group.node.default_child)  # type: ignore[arg-type]
+        handler.node.add_dependency(group.log_group)
 
     # --- endpoints ---------------------------------------------------------------------------------------------
 

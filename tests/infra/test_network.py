@@ -1,0 +1,461 @@
+"""The escrow network cells, checked on the templates of the shared synthesis (tests/infra/conftest.py).
+
+Each check is a small function that returns what it found wrong; the first tests feed those functions deliberately
+bad templates, so a check that could never fail would fail here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from stacks.network import (
+    BEDROCK_INVOKE_ACTIONS,
+    SAGEMAKER_INVOKE_ACTIONS,
+    escrow_artifacts,
+    isolated_subnet_cidrs,
+)
+from stacks.platform import Platform, parse_platform
+from stacks.targets import endpoint_grants
+from tests.infra.conftest import Template, resources_of
+
+INTERNET_TYPES = frozenset(
+    {
+        "AWS::EC2::InternetGateway",
+        "AWS::EC2::VPCGatewayAttachment",
+        "AWS::EC2::NatGateway",
+        "AWS::EC2::EIP",
+        "AWS::EC2::EIPAssociation",
+        "AWS::EC2::EgressOnlyInternetGateway",
+        "AWS::EC2::CarrierGateway",
+    }
+)
+REQUIRED_INTERFACE_SERVICES = (
+    "bedrock-runtime",
+    "sagemaker.runtime",
+    "sts",
+    "logs",
+    "monitoring",
+    "kms",
+    "xray",
+    "appconfig",
+    "appconfigdata",
+)
+ANYWHERE = ("0.0.0.0/0", "::/0")
+
+
+def network_name(platform: Platform, region: str) -> str:
+    return f"{platform.name}-network-{region}"
+
+
+def network_templates(platform: Platform, templates: Mapping[str, Template]) -> Iterator[tuple[str, Template]]:
+    for region in platform.region_names:
+        yield region, templates[network_name(platform, region)]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --- checks: each returns the problems it finds ---------------------------------------------------------------
+
+
+def internet_exposure(template: Template) -> list[str]:
+    problems = []
+    for logical_id, resource in template.get("Resources", {}).items():
+        kind, props = resource["Type"], resource.get("Properties", {})
+        if kind in INTERNET_TYPES:
+            problems.append(f"{logical_id}: {kind}")
+        if kind == "AWS::EC2::Subnet" and props.get("MapPublicIpOnLaunch", False) is not False:
+            problems.append(f"{logical_id}: MapPublicIpOnLaunch")
+        if kind == "AWS::EC2::Subnet" and props.get("AssignIpv6AddressOnCreation", False) is not False:
+            problems.append(f"{logical_id}: AssignIpv6AddressOnCreation")
+        if kind == "AWS::EC2::Route":
+            if props.get("DestinationCidrBlock") in ANYWHERE or props.get("DestinationIpv6CidrBlock") in ANYWHERE:
+                problems.append(f"{logical_id}: default route")
+            if any(key in props for key in ("GatewayId", "NatGatewayId", "EgressOnlyInternetGatewayId")):
+                problems.append(f"{logical_id}: route to a gateway")
+        if kind == "AWS::EC2::Instance" and any(
+            ni.get("AssociatePublicIpAddress") for ni in props.get("NetworkInterfaces", [])
+        ):
+            problems.append(f"{logical_id}: public IP")
+    return problems
+
+
+def ingress_rules(template: Template) -> Iterator[tuple[str, Any, Mapping[str, Any]]]:
+    """(where, security group reference, rule) for inline and separate ingress rules."""
+    for logical_id, resource in template.get("Resources", {}).items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::EC2::SecurityGroup":
+            for rule in props.get("SecurityGroupIngress", []):
+                yield logical_id, {"Fn::GetAtt": [logical_id, "GroupId"]}, rule
+        elif resource["Type"] == "AWS::EC2::SecurityGroupIngress":
+            yield logical_id, props.get("GroupId"), props
+
+
+def open_ingress(template: Template) -> list[str]:
+    return [
+        f"{where}: ingress from anywhere"
+        for where, _, rule in ingress_rules(template)
+        if rule.get("CidrIp") in ANYWHERE or rule.get("CidrIpv6") in ANYWHERE
+    ]
+
+
+def endpoint_ingress_problems(template: Template) -> list[str]:
+    """Every interface endpoint: private DNS on, one security group of its own, 443 only from security groups."""
+    problems = []
+    resources = template["Resources"]
+    for logical_id, endpoint in resources_of(template, "AWS::EC2::VPCEndpoint").items():
+        props = endpoint["Properties"]
+        if props.get("VpcEndpointType") != "Interface":
+            continue
+        if props.get("PrivateDnsEnabled") is not True:
+            problems.append(f"{logical_id}: private DNS off")
+        groups = props.get("SecurityGroupIds", [])
+        if len(groups) != 1 or "Fn::GetAtt" not in groups[0]:
+            problems.append(f"{logical_id}: not exactly one security group of its own")
+            continue
+        group_id = groups[0]["Fn::GetAtt"][0]
+        rules = [rule for _, ref, rule in ingress_rules(template) if ref == {"Fn::GetAtt": [group_id, "GroupId"]}]
+        if not rules:
+            problems.append(f"{logical_id}: its security group admits no one")
+        for rule in rules:
+            if (rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort")) != ("tcp", 443, 443):
+                problems.append(f"{logical_id}: ingress other than tcp/443")
+            if "SourceSecurityGroupId" not in rule or any(
+                k in rule for k in ("CidrIp", "CidrIpv6", "SourcePrefixListId")
+            ):
+                problems.append(f"{logical_id}: ingress not from a security group")
+        other_users = [
+            other
+            for other, resource in resources.items()
+            if other != logical_id
+            and resource["Type"] == "AWS::EC2::VPCEndpoint"
+            and {"Fn::GetAtt": [group_id, "GroupId"]} in resource["Properties"].get("SecurityGroupIds", [])
+        ]
+        if other_users:
+            problems.append(f"{logical_id}: shares its security group with {other_users}")
+    return problems
+
+
+def endpoint_by_service(template: Template, suffix: str) -> Mapping[str, Any]:
+    found = [
+        resource["Properties"]
+        for resource in resources_of(template, "AWS::EC2::VPCEndpoint").values()
+        if service_name(resource["Properties"]).endswith(f".{suffix}")
+    ]
+    assert len(found) == 1, f"expected one {suffix} endpoint, found {len(found)}"
+    return found[0]
+
+
+def service_name(props: Mapping[str, Any]) -> str:
+    name = props["ServiceName"]
+    if isinstance(name, dict):  # gateway endpoints: {"Fn::Join": ["", ["com.amazonaws.", {"Ref": ...}, ".s3"]]}
+        return "".join(part if isinstance(part, str) else "<region>" for part in name["Fn::Join"][1])
+    return name
+
+
+def invoke_policy_problems(
+    props: Mapping[str, Any], actions: tuple[str, ...], arns: tuple[str, ...], account: str
+) -> list[str]:
+    """The endpoint policy allows exactly `actions` on exactly `arns`, to this account's principals, and no more."""
+    statements = props.get("PolicyDocument", {}).get("Statement", [])
+    allows = [s for s in statements if s["Effect"] == "Allow"]
+    problems = []
+    if not arns:
+        if allows:
+            problems.append("allows something although no target is configured here")
+        if not any(s["Effect"] == "Deny" for s in statements):
+            problems.append("no explicit deny for a region without targets")
+        return problems
+    if len(allows) != 1:
+        return [f"expected one Allow statement, found {len(allows)}"]
+    (allow,) = allows
+    if sorted(as_list(allow["Action"])) != sorted(actions):
+        problems.append(f"actions {allow['Action']} != {list(actions)}")
+    resources = as_list(allow["Resource"])
+    if any("*" in r for r in resources if isinstance(r, str)):
+        problems.append("a wildcard resource")
+    if sorted(resources) != sorted(arns):
+        problems.append(f"resources {resources} != endpoint_grants {list(arns)}")
+    if allow.get("Condition", {}).get("StringEquals", {}).get("aws:PrincipalAccount") != account:
+        problems.append("principals not restricted to the account")
+    return problems
+
+
+# --- the checks can fail ----------------------------------------------------------------------------------------
+
+
+def test_checks_catch_bad_templates() -> None:
+    bad: Template = {
+        "Resources": {
+            "Igw": {"Type": "AWS::EC2::InternetGateway", "Properties": {}},
+            "Public": {"Type": "AWS::EC2::Subnet", "Properties": {"MapPublicIpOnLaunch": True}},
+            "Default": {
+                "Type": "AWS::EC2::Route",
+                "Properties": {"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": "x"},
+            },
+            "Sg": {
+                "Type": "AWS::EC2::SecurityGroup",
+                "Properties": {
+                    "SecurityGroupIngress": [
+                        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0"}
+                    ]
+                },
+            },
+            "Endpoint": {
+                "Type": "AWS::EC2::VPCEndpoint",
+                "Properties": {
+                    "VpcEndpointType": "Interface",
+                    "ServiceName": "com.amazonaws.us-east-1.bedrock-runtime",
+                    "PrivateDnsEnabled": False,
+                    "SecurityGroupIds": [{"Fn::GetAtt": ["Sg", "GroupId"]}],
+                    "PolicyDocument": {
+                        "Statement": [{"Effect": "Allow", "Action": "bedrock:*", "Resource": "*", "Principal": "*"}]
+                    },
+                },
+            },
+        }
+    }
+    assert len(internet_exposure(bad)) == 4
+    assert open_ingress(bad) == ["Sg: ingress from anywhere"]
+    problems = endpoint_ingress_problems(bad)
+    assert "Endpoint: private DNS off" in problems
+    assert "Endpoint: ingress not from a security group" in problems
+    policy = invoke_policy_problems(
+        endpoint_by_service(bad, "bedrock-runtime"), BEDROCK_INVOKE_ACTIONS, ("arn:aws:bedrock:x",), "111122223333"
+    )
+    assert {p.split(" ")[0] for p in policy} >= {"actions", "a", "resources", "principals"}
+
+
+# --- the cells --------------------------------------------------------------------------------------------------
+
+
+def test_every_region_has_a_network_cell(platform: Platform, templates: Mapping[str, Template]) -> None:
+    for region, template in network_templates(platform, templates):
+        assert len(resources_of(template, "AWS::EC2::VPC")) == 1, region
+
+
+def test_no_internet_path_anywhere(platform: Platform, templates: Mapping[str, Template]) -> None:
+    for name, template in templates.items():
+        if name.startswith((f"{platform.name}-network-", f"{platform.name}-links-")):
+            assert internet_exposure(template) == [], name
+            assert open_ingress(template) == [], name
+
+
+def test_vpc_cidr_and_isolated_subnets_in_the_configured_zones(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region, template in network_templates(platform, templates):
+        config = platform.regions[region]
+        (vpc,) = resources_of(template, "AWS::EC2::VPC").values()
+        assert vpc["Properties"]["CidrBlock"] == config.vpc_cidr
+        assert vpc["Properties"]["EnableDnsSupport"] is True
+        assert vpc["Properties"]["EnableDnsHostnames"] is True
+        subnets = [s["Properties"] for s in resources_of(template, "AWS::EC2::Subnet").values()]
+        assert len(config.availability_zones) >= 2
+        assert sorted(s["AvailabilityZone"] for s in subnets) == sorted(config.availability_zones)
+        assert sorted(s["CidrBlock"] for s in subnets) == sorted(isolated_subnet_cidrs(platform, region))
+        for subnet in subnets:
+            tags = {t["Key"]: t["Value"] for t in subnet.get("Tags", [])}
+            assert tags.get("aws-cdk:subnet-type") == "Isolated"
+            assert ipaddress.IPv4Network(subnet["CidrBlock"]).subnet_of(ipaddress.IPv4Network(config.vpc_cidr))
+        # Isolated route tables hold no route of their own here (links add only peer CIDRs).
+        assert resources_of(template, "AWS::EC2::Route") == {}
+
+
+def test_default_security_group_is_restricted(platform: Platform, templates: Mapping[str, Template]) -> None:
+    for region, template in network_templates(platform, templates):
+        assert len(resources_of(template, "Custom::VpcRestrictDefaultSG")) == 1, region
+
+
+def test_interface_endpoints_private_dns_and_closed_to_security_groups(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region, template in network_templates(platform, templates):
+        assert endpoint_ingress_problems(template) == [], region
+        services = {
+            service_name(e["Properties"]).removeprefix(f"com.amazonaws.{region}.")
+            for e in resources_of(template, "AWS::EC2::VPCEndpoint").values()
+            if e["Properties"]["VpcEndpointType"] == "Interface"
+        }
+        assert set(REQUIRED_INTERFACE_SERVICES) <= services, region
+        if escrow_artifacts(platform, region):
+            assert {"ecr.api", "ecr.dkr"} <= services, region
+
+
+def _group_id_of(template: Template, construct_prefix: str) -> str:
+    (logical_id,) = [k for k in resources_of(template, "AWS::EC2::SecurityGroup") if k.startswith(construct_prefix)]
+    return logical_id
+
+
+def test_runtime_endpoints_admit_only_the_router(platform: Platform, templates: Mapping[str, Template]) -> None:
+    for region, template in network_templates(platform, templates):
+        router = _group_id_of(template, "RouterSecurityGroup")
+        for service in ("bedrock-runtime", "sagemaker.runtime"):
+            endpoint = endpoint_by_service(template, service)
+            group = endpoint["SecurityGroupIds"][0]["Fn::GetAtt"][0]
+            sources = [
+                rule["SourceSecurityGroupId"]
+                for _, ref, rule in ingress_rules(template)
+                if ref == {"Fn::GetAtt": [group, "GroupId"]}
+            ]
+            assert sources == [{"Fn::GetAtt": [router, "GroupId"]}], (region, service)
+
+
+def test_model_security_group_reaches_what_sagemaker_needs(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region, template in network_templates(platform, templates):
+        model = {"Fn::GetAtt": [_group_id_of(template, "ModelSecurityGroup"), "GroupId"]}
+        admitted = set()
+        for suffix in ("sts", "logs", "kms", "ecr.api", "ecr.dkr"):
+            if suffix.startswith("ecr") and not escrow_artifacts(platform, region):
+                continue
+            group = endpoint_by_service(template, suffix)["SecurityGroupIds"][0]["Fn::GetAtt"][0]
+            if any(
+                rule.get("SourceSecurityGroupId") == model
+                for _, ref, rule in ingress_rules(template)
+                if ref == {"Fn::GetAtt": [group, "GroupId"]}
+            ):
+                admitted.add(suffix)
+        assert {"sts", "logs", "kms"} <= admitted, region
+        group = endpoint_by_service(template, "bedrock-runtime")["SecurityGroupIds"][0]["Fn::GetAtt"][0]
+        assert all(
+            rule.get("SourceSecurityGroupId") != model
+            for _, ref, rule in ingress_rules(template)
+            if ref == {"Fn::GetAtt": [group, "GroupId"]}
+        ), "SageMaker containers have no business calling Bedrock"
+
+
+def test_client_security_groups_only_send_https(platform: Platform, templates: Mapping[str, Template]) -> None:
+    for region, template in network_templates(platform, templates):
+        for prefix in ("RouterSecurityGroup", "ModelSecurityGroup"):
+            group = template["Resources"][_group_id_of(template, prefix)]["Properties"]
+            assert group.get("SecurityGroupIngress", []) == [], (region, prefix)
+            for rule in group["SecurityGroupEgress"]:
+                assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 443, 443), (region, prefix)
+
+
+@pytest.mark.parametrize(
+    ("service", "actions", "kind"),
+    [
+        ("bedrock-runtime", BEDROCK_INVOKE_ACTIONS, "bedrock"),
+        ("sagemaker.runtime", SAGEMAKER_INVOKE_ACTIONS, "sagemaker"),
+    ],
+)
+def test_runtime_endpoint_policies_name_exactly_the_grants(
+    platform: Platform, templates: Mapping[str, Template], service: str, actions: tuple[str, ...], kind: str
+) -> None:
+    for region, template in network_templates(platform, templates):
+        arns = getattr(endpoint_grants(platform, region), kind)
+        assert arns, f"the example platform has {kind} targets in {region}"
+        props = endpoint_by_service(template, service)
+        assert invoke_policy_problems(props, actions, arns, platform.account) == [], (region, service)
+
+
+def test_bedrock_actions_are_the_real_iam_names() -> None:
+    # Converse and ConverseStream are authorized as InvokeModel and InvokeModelWithResponseStream.
+    assert set(BEDROCK_INVOKE_ACTIONS) == {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+    assert set(SAGEMAKER_INVOKE_ACTIONS) == {"sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"}
+
+
+def test_other_interface_endpoints_are_limited_to_the_account(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region, template in network_templates(platform, templates):
+        for resource in resources_of(template, "AWS::EC2::VPCEndpoint").values():
+            for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                if statement["Effect"] == "Allow" and "starport-layer-bucket" not in str(statement["Resource"]):
+                    assert statement["Condition"]["StringEquals"]["aws:PrincipalAccount"] == platform.account, region
+
+
+def test_gateway_endpoints_are_scoped_to_project_resources(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region, template in network_templates(platform, templates):
+        gateways = {
+            service_name(e["Properties"]).rsplit(".", 1)[-1]: e["Properties"]
+            for e in resources_of(template, "AWS::EC2::VPCEndpoint").values()
+            if e["Properties"]["VpcEndpointType"] == "Gateway"
+        }
+        assert set(gateways) == {"s3", "dynamodb"}, region
+        for gateway in gateways.values():
+            assert len(gateway["RouteTableIds"]) == len(platform.regions[region].availability_zones)
+            for statement in gateway["PolicyDocument"]["Statement"]:
+                assert statement["Effect"] == "Allow"
+                assert "*" not in as_list(statement["Resource"])
+                assert not {"*", "s3:*", "dynamodb:*"} & set(as_list(statement["Action"]))
+        s3 = [r for s in gateways["s3"]["PolicyDocument"]["Statement"] for r in as_list(s["Resource"])]
+        assert f"arn:aws:s3:::{platform.name}-*-{platform.account}-{region}/*" in s3
+        for url in escrow_artifacts(platform, region):
+            assert "arn:aws:s3:::" + url.removeprefix("s3://") in s3, url
+        (ddb,) = gateways["dynamodb"]["PolicyDocument"]["Statement"]
+        assert f"arn:aws:dynamodb:{region}:{platform.account}:table/{platform.name}-*" in as_list(ddb["Resource"])
+
+
+def test_flow_logs_capture_all_traffic_of_every_vpc(platform: Platform, templates: Mapping[str, Template]) -> None:
+    for region, template in network_templates(platform, templates):
+        (vpc_id,) = resources_of(template, "AWS::EC2::VPC")
+        logs = [
+            f["Properties"]
+            for f in resources_of(template, "AWS::EC2::FlowLog").values()
+            if f["Properties"]["ResourceId"] == {"Ref": vpc_id}
+        ]
+        assert len(logs) == 1, region
+        (flow,) = logs
+        assert flow["TrafficType"] == "ALL"
+        assert flow["LogDestinationType"] == "cloud-watch-logs"
+        group = flow["LogDestination"]["Fn::GetAtt"][0]
+        assert template["Resources"][group]["Type"] == "AWS::Logs::LogGroup"
+
+
+def test_every_log_group_has_a_rotating_cmk_and_retention(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region, template in network_templates(platform, templates):
+        groups = resources_of(template, "AWS::Logs::LogGroup")
+        assert groups, region
+        for logical_id, group in groups.items():
+            props = group["Properties"]
+            assert props["RetentionInDays"] == platform.log_retention_days, logical_id
+            key = template["Resources"][props["KmsKeyId"]["Fn::GetAtt"][0]]
+            assert key["Type"] == "AWS::KMS::Key"
+            assert key["Properties"]["EnableKeyRotation"] is True
+        # Every Lambda of the cell (CDK's providers) logs into one of these groups, not an implicit one.
+        for logical_id, function in resources_of(template, "AWS::Lambda::Function").items():
+            if "CrossRegionExport" in logical_id:
+                continue  # created by CDK at synthesis time, after any construct could configure it
+            target = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+            assert target in groups, logical_id
+
+
+def test_logs_key_policy_admits_only_this_regions_logs_for_this_account(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region, template in network_templates(platform, templates):
+        for key in resources_of(template, "AWS::KMS::Key").values():
+            statements = key["Properties"]["KeyPolicy"]["Statement"]
+            (logs,) = [s for s in statements if s.get("Principal", {}).get("Service", "").startswith("logs.")]
+            assert logs["Principal"]["Service"] == f"logs.{region}.amazonaws.com"
+            context = logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+            rendered = "".join(p if isinstance(p, str) else "<partition>" for p in context["Fn::Join"][1])
+            assert rendered == f"arn:<partition>:logs:{region}:{platform.account}:log-group:*"
+
+
+def test_subnet_plan_leaves_room_and_fits_small_vpcs() -> None:
+    text = """
+platform: {name: tiny, account: "111122223333"}
+regions:
+  eu-west-1: {vpc_cidr: 10.9.0.0/24, availability_zones: [eu-west-1a, eu-west-1b, eu-west-1c]}
+models:
+  nova: {kind: bedrock, model_id: amazon.nova-lite-v1:0, regions: {eu-west-1: {on_demand: true}}}
+features:
+  feat: {first_capacity: on_demand, models: [nova], home_region: eu-west-1}
+"""
+    tiny = parse_platform(text)
+    cidrs = isolated_subnet_cidrs(tiny, "eu-west-1")
+    assert cidrs == ("10.9.0.0/27", "10.9.0.32/27", "10.9.0.64/27")
