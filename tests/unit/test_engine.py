@@ -149,6 +149,11 @@ def test_a_context_overflow_falls_back_to_the_next_model_only() -> None:
     engine, _, _ = rig({PT_E: [("overflow", 0, None)]})
     result = engine.handle(FEATURE, REQUEST)
     assert trace(result) == [(PT_E, "client"), (NPT_E, "ok")]
+    # Every model too small: the caller gets the 400, not a 503 inviting a retry.
+    engine, backend, _ = rig({PT_E: [("overflow", 0, None)], NPT_E: [("overflow", 0, None)]})
+    result = engine.handle(FEATURE, REQUEST)
+    assert (result.status, result.http_status, result.code) == (Status.CLIENT_ERROR, 400, "ValidationException")
+    assert len(backend.calls) == 2
     engine, _, _ = rig({PT_E: [("overflow", 0, None)]}, make_table(feature={"fallback_on_context_overflow": False}))
     assert engine.handle(FEATURE, REQUEST).status is Status.CLIENT_ERROR
 

@@ -166,6 +166,7 @@ class Engine:
         last_code: str | None = None
         skip_model: str | None = None  # after a context-window overflow: a model too small for this request
         out_of_time = False
+        overflow: BackendError | None = None
         for i, step in enumerate(steps):
             if step.target.model == skip_model:
                 continue
@@ -194,14 +195,14 @@ class Engine:
             )
             trace.append(Attempt(step.target.id, outcome, error.code, latency_ms, step.kind))
             last_code = error.code
-            if outcome is Outcome.CLIENT:
-                if error.context_overflow and f.fallback_on_context_overflow:
-                    skip_model = step.target.model
-                    continue
-                status = error.http_status
-                http = status if status is not None and 400 <= status < 500 and status != 429 else 400
-                return RouteResult(Status.CLIENT_ERROR, http, tuple(trace), (clock() - start) * 1000.0, code=error.code)
+            overflow = error if error.context_overflow and f.fallback_on_context_overflow else None
+            if overflow is not None:
+                skip_model = step.target.model
+            elif outcome is Outcome.CLIENT:
+                return _client_error(error, trace, clock() - start)
         elapsed_s = clock() - start
+        if overflow is not None:  # every larger model overflowed too, or none was left: the request is too big
+            return _client_error(overflow, trace, elapsed_s)
         if out_of_time or (sent and deadline - (start + elapsed_s) < min_s):
             return RouteResult(Status.DEADLINE, 504, tuple(trace), elapsed_s * 1000.0, code=last_code)
         return RouteResult(
@@ -210,7 +211,7 @@ class Engine:
             tuple(trace),
             elapsed_s * 1000.0,
             code=last_code,
-            retry_after_s=self._retry_after(feature),
+            retry_after_s=self._retry_after(planner, feature),
         )
 
     def _admit(self, f: Feature, step: PlanStep, force: bool, trace: list[Attempt]) -> tuple[Admission, int]:
@@ -266,14 +267,20 @@ class Engine:
             predicted_spill=any(a.outcome is Outcome.PREDICTED_FULL for a in trace),
         )
 
-    def _retry_after(self, feature: str) -> int:
+    def _retry_after(self, planner: Planner, feature: str) -> int:
         """Seconds until the feature's first candidate may take traffic again, 1 to 60."""
         now = self.health.clock()
         soonest = 60.0
-        for step in self._planner.candidates(feature):
+        for step in planner.candidates(feature):
             severity, ready_at = self.health.standing(step.target.id)
             soonest = min(soonest, ready_at - now if severity else 1.0)
         return int(min(60, max(1, math.ceil(soonest))))
+
+
+def _client_error(error: BackendError, trace: list[Attempt], elapsed_s: float) -> RouteResult:
+    status = error.http_status
+    http = status if status is not None and 400 <= status < 500 and status != 429 else 400
+    return RouteResult(Status.CLIENT_ERROR, http, tuple(trace), elapsed_s * 1000.0, code=error.code)
 
 
 def _is_slow(f: Feature, latency_ms: float, reply: BackendReply) -> bool:
