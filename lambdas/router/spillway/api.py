@@ -1,0 +1,520 @@
+"""The HTTP contract of the router: request validation, error bodies and the OpenAPI document.
+
+Standard library only; the handler (Powertools) maps these to responses. Validation runs before any backend call
+and answers in a fixed vocabulary: an error message names a JSON path made of known keys and list indices only,
+never a value or a key the caller invented, so no error ever echoes the caller's content.
+
+The request is Bedrock's Converse request without ``modelId`` (the router picks the model): ``messages``
+(required), ``system``, ``inferenceConfig`` and ``toolConfig`` (optional, passed through to the backend).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+API_TITLE = "Spillway router"
+API_VERSION = "1.0.0"
+
+CONVERSE_PATH = "/v1/features/<feature>/converse"
+FEATURES_PATH = "/v1/features"
+HEALTH_PATH = "/v1/health"
+
+REQUEST_FIELDS = ("messages", "system", "inferenceConfig", "toolConfig")
+ROLES = ("user", "assistant")
+# Members of bedrock-runtime's ContentBlock / SystemContentBlock shapes (botocore 1.44.5); a test compares them
+# with the installed botocore model so an upgrade that adds a block type is noticed.
+CONTENT_BLOCKS = (
+    "text",
+    "image",
+    "document",
+    "video",
+    "audio",
+    "toolUse",
+    "toolResult",
+    "guardContent",
+    "cachePoint",
+    "reasoningContent",
+    "citationsContent",
+    "searchResult",
+    "toolAddition",
+    "toolRemoval",
+)
+SYSTEM_BLOCKS = ("text", "guardContent", "cachePoint")
+INFERENCE_KEYS = ("maxTokens", "temperature", "topP", "stopSequences")
+TOOL_CONFIG_KEYS = ("tools", "toolChoice")
+MAX_MESSAGES = 1000
+MAX_STOP_SEQUENCES = 2500
+FEATURE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+# Error codes the router itself answers with (a backend's client error keeps the backend's code).
+BAD_REQUEST = "BadRequest"
+INVALID_JSON = "InvalidJson"
+UNKNOWN_FEATURE = "UnknownFeature"
+NOT_FOUND = "NotFound"
+METHOD_NOT_ALLOWED = "MethodNotAllowed"
+PAYLOAD_TOO_LARGE = "PayloadTooLarge"
+UNSUPPORTED_MEDIA_TYPE = "UnsupportedMediaType"
+NO_CAPACITY = "NoCapacity"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+CONFIG_UNAVAILABLE = "ConfigUnavailable"
+ROUTER_ERROR = "RouterError"
+
+# The fixed message of each error code; a backend's client error gets MODEL_REJECTED (its own message may quote
+# the prompt, so it is never passed on).
+MESSAGES = {
+    UNKNOWN_FEATURE: "this deployment serves no such feature; GET /v1/features lists them",
+    NOT_FOUND: "no such resource",
+    METHOD_NOT_ALLOWED: "this resource does not accept that method",
+    UNSUPPORTED_MEDIA_TYPE: "the body must be JSON: send Content-Type: application/json",
+    INVALID_JSON: "the body is not valid UTF-8 JSON",
+    NO_CAPACITY: "no capacity is left for this feature right now; retry after the Retry-After seconds",
+    DEADLINE_EXCEEDED: "the request's deadline was spent before a model answered",
+    CONFIG_UNAVAILABLE: "the router has no valid routing configuration",
+    ROUTER_ERROR: "the router failed unexpectedly; the request may be retried",
+}
+MODEL_REJECTED = "the model rejected the request (see the error code); its message is withheld"
+
+
+class ApiError(Exception):
+    """An answer other than 200: status, code and a message in the router's own words."""
+
+    def __init__(self, status: int, code: str, message: str | None = None, *, retry_after_s: int | None = None):
+        super().__init__(code)
+        self.status = status
+        self.code = code
+        self.message = message if message is not None else MESSAGES.get(code, code)
+        self.retry_after_s = retry_after_s
+
+
+def error_body(code: str, message: str, request_id: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "request_id": request_id}}
+
+
+def is_json_content_type(value: str | None) -> bool:
+    if not value:
+        return False
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def parse_body(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    """Size, JSON and shape checks, in that order. Returns the request to hand to the engine."""
+    if len(raw) > max_bytes:
+        raise ApiError(413, PAYLOAD_TOO_LARGE, f"the body is over this deployment's limit of {max_bytes} bytes")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, INVALID_JSON) from None
+    return validate_request(body)
+
+
+def validate_request(body: object) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        _bad("$", "the body must be a JSON object")
+    for key in body:
+        if key not in REQUEST_FIELDS:
+            _bad("$", f"the body has a field this API does not accept; the fields are {', '.join(REQUEST_FIELDS)}")
+    if "messages" not in body:
+        _bad("messages", "is required")
+    _messages(body["messages"])
+    if "system" in body:
+        _blocks(body["system"], "system", SYSTEM_BLOCKS, nonempty=False)
+    if "inferenceConfig" in body:
+        _inference(body["inferenceConfig"])
+    if "toolConfig" in body:
+        _tool_config(body["toolConfig"])
+    return {key: body[key] for key in REQUEST_FIELDS if key in body}
+
+
+def _messages(raw: object) -> None:
+    if not isinstance(raw, list) or not raw:
+        _bad("messages", "must be a non-empty list of messages")
+    if len(raw) > MAX_MESSAGES:
+        _bad("messages", f"at most {MAX_MESSAGES} messages")
+    for i, message in enumerate(raw):
+        path = f"messages[{i}]"
+        if not isinstance(message, dict):
+            _bad(path, "a message must be an object with role and content")
+        if set(message) - {"role", "content"}:
+            _bad(path, "a message has only the fields role and content")
+        if message.get("role") not in ROLES:
+            _bad(f"{path}.role", "must be 'user' or 'assistant'")
+        if "content" not in message:
+            _bad(f"{path}.content", "is required")
+        _blocks(message["content"], f"{path}.content", CONTENT_BLOCKS, nonempty=True)
+
+
+def _blocks(raw: object, path: str, kinds: tuple[str, ...], *, nonempty: bool) -> None:
+    if not isinstance(raw, list) or (nonempty and not raw):
+        _bad(path, "must be a non-empty list of content blocks" if nonempty else "must be a list of content blocks")
+    for j, block in enumerate(raw):
+        where = f"{path}[{j}]"
+        if not isinstance(block, dict) or len(block) != 1:
+            _bad(where, f"a content block is an object with exactly one of: {', '.join(kinds)}")
+        (kind,) = block
+        if kind not in kinds:
+            _bad(where, f"a content block is an object with exactly one of: {', '.join(kinds)}")
+        if kind == "text" and not isinstance(block[kind], str):
+            _bad(f"{where}.text", "must be a string")
+        if kind != "text" and not isinstance(block[kind], dict):
+            _bad(f"{where}.{kind}", "must be an object")
+
+
+def _inference(raw: object) -> None:
+    path = "inferenceConfig"
+    if not isinstance(raw, dict):
+        _bad(path, "must be an object")
+    if set(raw) - set(INFERENCE_KEYS):
+        _bad(path, f"the fields are {', '.join(INFERENCE_KEYS)}")
+    if "maxTokens" in raw:
+        value = raw["maxTokens"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            _bad(f"{path}.maxTokens", "must be an integer of at least 1")
+    for key in ("temperature", "topP"):
+        if key in raw:
+            value = raw[key]
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or not 0 <= value <= 1:
+                _bad(f"{path}.{key}", "must be a number from 0 to 1")
+    if "stopSequences" in raw:
+        seqs = raw["stopSequences"]
+        if not isinstance(seqs, list) or len(seqs) > MAX_STOP_SEQUENCES or not all(isinstance(s, str) for s in seqs):
+            _bad(f"{path}.stopSequences", "must be a list of strings")
+
+
+def _tool_config(raw: object) -> None:
+    path = "toolConfig"
+    if not isinstance(raw, dict):
+        _bad(path, "must be an object")
+    if set(raw) - set(TOOL_CONFIG_KEYS):
+        _bad(path, f"the fields are {', '.join(TOOL_CONFIG_KEYS)}")
+    tools = raw.get("tools")
+    if not isinstance(tools, list) or not tools:
+        _bad(f"{path}.tools", "must be a non-empty list of tools")
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or len(tool) != 1:
+            _bad(f"{path}.tools[{i}]", "a tool is an object with one of: toolSpec, cachePoint, systemTool")
+    if "toolChoice" in raw and not isinstance(raw["toolChoice"], dict):
+        _bad(f"{path}.toolChoice", "must be an object")
+
+
+def _bad(path: str, problem: str) -> NoReturn:
+    raise ApiError(400, BAD_REQUEST, f"{path}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str  # Powertools rule syntax: <name> for a path parameter
+    operation_id: str
+    summary: str
+    statuses: tuple[int, ...]
+
+
+ROUTES = (
+    Route(
+        "POST",
+        CONVERSE_PATH,
+        "converse",
+        "Converse with the models of one feature, routed across capacity, models and regions",
+        (200, 400, 404, 413, 415, 502, 503, 504),
+    ),
+    Route("GET", FEATURES_PATH, "listFeatures", "The features this deployment serves", (200, 502, 503)),
+    Route("GET", HEALTH_PATH, "health", "This router instance's view of its targets' health", (200, 502, 503)),
+)
+
+
+def openapi_path(rule: str) -> str:
+    return re.sub(r"<(\w+)>", r"{\1}", rule)
+
+
+# -- OpenAPI 3.0 --------------------------------------------------------------------------------------------------
+
+_REF = "#/components/schemas/"
+_ERROR_HEADERS = {
+    "x-spillway-request-id": {"description": "API Gateway's request id", "schema": {"type": "string"}},
+}
+_ROUTE_HEADERS = {
+    "x-spillway-target": {
+        "description": "the target that served: model/capacity/region",
+        "schema": {"type": "string"},
+    },
+    "x-spillway-attempts": {"description": "backend calls made for this request", "schema": {"type": "integer"}},
+    "x-spillway-route": {
+        "description": "every target tried or passed over, in order, as target=outcome, comma-separated",
+        "schema": {"type": "string"},
+    },
+    **_ERROR_HEADERS,
+}
+_STATUS_TEXT = {
+    200: "OK",
+    400: "Malformed or invalid body, or the model rejected the request (its error code kept, message withheld)",
+    404: "Unknown feature",
+    413: "Body over the routing table's limits.max_request_bytes",
+    415: "Content-Type is not application/json",
+    502: "The router failed unexpectedly (never a bare 500)",
+    503: "No capacity left, or no routing configuration; see Retry-After",
+    504: "The deadline was spent",
+}
+
+
+def _schemas() -> dict[str, Any]:
+    any_obj = {"type": "object", "additionalProperties": True}
+    block = {
+        "type": "object",
+        "description": "a Converse content block: exactly one of its members",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "properties": {k: ({"type": "string"} if k == "text" else any_obj) for k in CONTENT_BLOCKS},
+        "additionalProperties": False,
+    }
+    system_block = {
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "properties": {k: ({"type": "string"} if k == "text" else any_obj) for k in SYSTEM_BLOCKS},
+        "additionalProperties": False,
+    }
+    return {
+        "ContentBlock": block,
+        "SystemContentBlock": system_block,
+        "Message": {
+            "type": "object",
+            "required": ["role", "content"],
+            "additionalProperties": False,
+            "properties": {
+                "role": {"type": "string", "enum": list(ROLES)},
+                "content": {"type": "array", "minItems": 1, "items": {"$ref": _REF + "ContentBlock"}},
+            },
+        },
+        "InferenceConfiguration": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "maxTokens": {"type": "integer", "minimum": 1},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+                "topP": {"type": "number", "minimum": 0, "maximum": 1},
+                "stopSequences": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP_SEQUENCES},
+            },
+        },
+        "ToolConfiguration": {
+            "type": "object",
+            "required": ["tools"],
+            "additionalProperties": False,
+            "properties": {
+                "tools": {"type": "array", "minItems": 1, "items": any_obj},
+                "toolChoice": any_obj,
+            },
+        },
+        "ConverseRequest": {
+            "type": "object",
+            "description": "Bedrock Converse's request without modelId: the feature's policy picks the model",
+            "required": ["messages"],
+            "additionalProperties": False,
+            "properties": {
+                "messages": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_MESSAGES,
+                    "items": {"$ref": _REF + "Message"},
+                },
+                "system": {"type": "array", "items": {"$ref": _REF + "SystemContentBlock"}},
+                "inferenceConfig": {"$ref": _REF + "InferenceConfiguration"},
+                "toolConfig": {"$ref": _REF + "ToolConfiguration"},
+            },
+        },
+        "ConverseResponse": {
+            "type": "object",
+            "description": "Bedrock Converse's response shape, whichever backend served",
+            "required": ["output", "stopReason", "usage", "metrics"],
+            "properties": {
+                "output": {
+                    "type": "object",
+                    "properties": {"message": {"$ref": _REF + "Message"}},
+                },
+                "stopReason": {
+                    "type": "string",
+                    "enum": [
+                        "end_turn",
+                        "tool_use",
+                        "max_tokens",
+                        "stop_sequence",
+                        "guardrail_intervened",
+                        "content_filtered",
+                        "malformed_model_output",
+                        "malformed_tool_use",
+                        "model_context_window_exceeded",
+                    ],
+                },
+                "usage": {
+                    "type": "object",
+                    "properties": {
+                        "inputTokens": {"type": "integer"},
+                        "outputTokens": {"type": "integer"},
+                        "totalTokens": {"type": "integer"},
+                    },
+                },
+                "metrics": {"type": "object", "properties": {"latencyMs": {"type": "integer"}}},
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "request_id"],
+                    "properties": {
+                        "code": {"type": "string", "description": "the router's code, or the model's error code"},
+                        "message": {"type": "string", "description": "the router's words; never the caller's"},
+                        "request_id": {"type": "string"},
+                    },
+                }
+            },
+        },
+        "FeatureList": {
+            "type": "object",
+            "required": ["features"],
+            "properties": {
+                "features": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "models", "first_capacity", "home_region", "failover_regions"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "models": {"type": "array", "items": {"type": "string"}},
+                            "first_capacity": {"type": "string", "enum": ["provisioned", "on_demand"]},
+                            "home_region": {"type": "string"},
+                            "failover_regions": {"type": "array", "items": {"type": "string"}},
+                            "deadline_ms": {"type": "number"},
+                            "canary": {
+                                "type": "object",
+                                "nullable": True,
+                                "properties": {"model": {"type": "string"}, "share": {"type": "number"}},
+                            },
+                        },
+                    },
+                }
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["region", "config", "store", "targets"],
+            "properties": {
+                "region": {"type": "string"},
+                "config": {
+                    "type": "object",
+                    "properties": {
+                        "source": {"type": "string", "enum": ["appconfig", "last_known_good", "bundled", "none"]},
+                        "version": {"type": "string", "nullable": True},
+                        "flags_version": {"type": "string", "nullable": True},
+                    },
+                },
+                "store": {"type": "object", "additionalProperties": True},
+                "targets": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "state": {"type": "string", "enum": ["closed", "open", "half_open", "ramping"]},
+                            "cooldown_remaining_s": {"type": "number"},
+                            "capacity_cooldown_remaining_s": {"type": "number"},
+                            "trips": {"type": "integer"},
+                            "in_flight": {"type": "integer"},
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document of ROUTES. docs/openapi.json is this, written by `python -m tools.openapi`."""
+    paths: dict[str, Any] = {}
+    ok_schema = {"converse": "ConverseResponse", "listFeatures": "FeatureList", "health": "Health"}
+    for route in ROUTES:
+        responses: dict[str, Any] = {}
+        for status in route.statuses:
+            if status == 200:
+                responses["200"] = {
+                    "description": "OK",
+                    "headers": _ROUTE_HEADERS if route.operation_id == "converse" else _ERROR_HEADERS,
+                    "content": {"application/json": {"schema": {"$ref": _REF + ok_schema[route.operation_id]}}},
+                }
+                continue
+            headers = dict(_ERROR_HEADERS)
+            if status == 503:
+                headers["Retry-After"] = {"description": "seconds, 1 to 60", "schema": {"type": "integer"}}
+            responses[str(status)] = {
+                "description": _STATUS_TEXT[status],
+                "headers": headers,
+                "content": {"application/json": {"schema": {"$ref": _REF + "Error"}}},
+            }
+        operation: dict[str, Any] = {
+            "operationId": route.operation_id,
+            "summary": route.summary,
+            "security": [{"sigv4": []}],
+            "responses": responses,
+        }
+        if "<feature>" in route.path:
+            operation["parameters"] = [
+                {
+                    "name": "feature",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": FEATURE_NAME.pattern},
+                }
+            ]
+        if route.method == "POST":
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": _REF + "ConverseRequest"}}},
+            }
+        paths.setdefault(openapi_path(route.path), {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": API_TITLE,
+            "version": API_VERSION,
+            "description": (
+                "Private LLM routing across Bedrock Provisioned Throughput, Bedrock On-Demand and SageMaker "
+                "endpoints, with spillover, model fallback and regional failover. IAM (SigV4) authentication."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "sigv4": {
+                    "type": "apiKey",
+                    "name": "Authorization",
+                    "in": "header",
+                    "x-amazon-apigateway-authtype": "awsSigv4",
+                }
+            },
+        },
+    }
+
+
+def render_openapi() -> str:
+    return json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+
+
+def public_feature(feature: Any, canary: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {
+        "name": feature.name,
+        "models": list(feature.models),
+        "first_capacity": feature.first_capacity,
+        "home_region": feature.home_region,
+        "failover_regions": list(feature.failover_regions),
+        "deadline_ms": feature.deadline_ms,
+        "canary": dict(canary) if canary else None,
+    }

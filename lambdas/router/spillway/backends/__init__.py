@@ -1,0 +1,137 @@
+"""The only modules that speak to AWS model runtimes: Bedrock (Converse) and SageMaker (InvokeEndpoint).
+
+Clients are created once per (service, region, timeout tier) and reused across invocations. botocore's retries are
+off (the engine owns retries). A botocore client's timeouts are fixed when it is created, so an attempt's budget is
+rounded down to a tier of a short geometric ladder: an attempt never waits longer than its budget, loses at most a
+fifth of it, and a region needs only a handful of clients. ``endpoint_url`` per region (the local emulator) comes
+from ``SPILLWAY_ENDPOINT_URL_<REGION>`` (``us-east-1`` -> ``US_EAST_1``) or ``SPILLWAY_ENDPOINT_URL``.
+
+Zero knowledge: failures leave here as spillway.errors.BackendError, which carries a code and a class only; the
+service's message is read for one purpose (is this a context-window overflow?) and dropped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import BackendError, ErrorClass, from_exception
+
+# Read-timeout tiers in seconds (ratio ~1.25): the tier used is the largest not above the attempt's budget.
+TIERS: tuple[float, ...] = (
+    0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.4, 8.0, 10.0, 12.5, 16.0, 20.0,
+    25.0, 32.0, 40.0, 50.0, 64.0, 80.0, 100.0, 128.0, 160.0, 200.0, 256.0, 320.0, 400.0, 512.0, 640.0, 800.0, 900.0,
+)  # fmt: skip
+MAX_CONNECT_TIMEOUT_S = 2.0
+
+# A client error whose message says the input is over the model's context window: the engine may fall back to a
+# larger model. Only this boolean survives; the message itself is never kept.
+_OVERFLOW = re.compile(
+    r"too many (input )?tokens|input is too long|prompt is too long|too long for|context (length|window)|"
+    r"maximum context|exceeds? the (maximum|max)[^.]{0,40}(tokens|length)|max_model_len|input length",
+    re.IGNORECASE,
+)
+
+ClientMaker = Callable[[str, str, Any], Any]  # (service, region, botocore Config) -> client
+
+
+def endpoint_url_for(region: str, environ: Mapping[str, str] | None = None) -> str | None:
+    env = os.environ if environ is None else environ
+    key = "SPILLWAY_ENDPOINT_URL_" + re.sub(r"[^A-Za-z0-9]", "_", region).upper()
+    return env.get(key) or env.get("SPILLWAY_ENDPOINT_URL") or None
+
+
+def tier_for(timeout_s: float) -> float:
+    """The largest tier not above `timeout_s` (the smallest tier when the budget is below it)."""
+    chosen = TIERS[0]
+    for tier in TIERS:
+        if tier > timeout_s:
+            break
+        chosen = tier
+    return chosen
+
+
+class ClientPool:
+    """boto3 clients per (service, region, tier), created on first use. Thread-safe; boto3 clients are too."""
+
+    def __init__(self, make: ClientMaker | None = None, *, environ: Mapping[str, str] | None = None) -> None:
+        self._make = make or _default_maker(environ)
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str, float], Any] = {}
+
+    def client(self, service: str, region: str, timeout_s: float) -> tuple[Any, float]:
+        """(client, read timeout in seconds it was built with)."""
+        tier = tier_for(timeout_s)
+        key = (service, region, tier)
+        client = self._clients.get(key)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(key)
+                if client is None:
+                    client = self._make(service, region, client_config(tier))
+                    self._clients[key] = client
+        return client, tier
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+
+def client_config(read_timeout_s: float) -> Any:
+    # Deferred: boto3/botocore cost ~400 ms to import, paid on first use (and untyped: no stubs in the asset).
+    config_module: Any = importlib.import_module("botocore.config")
+    return config_module.Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},  # the engine owns retries
+        connect_timeout=min(MAX_CONNECT_TIMEOUT_S, read_timeout_s),
+        read_timeout=read_timeout_s,
+        tcp_keepalive=True,
+        max_pool_connections=32,
+        user_agent_extra="spillway-router",
+    )
+
+
+def _default_maker(environ: Mapping[str, str] | None) -> ClientMaker:
+    session_holder: list[Any] = []
+    lock = threading.Lock()
+
+    def make(service: str, region: str, config: Any) -> Any:
+        with lock:
+            if not session_holder:
+                boto3: Any = importlib.import_module("boto3")
+                session_holder.append(boto3.session.Session())
+            session = session_holder[0]
+        url = endpoint_url_for(region, environ)
+        return session.client(service, region_name=region, config=config, endpoint_url=url)
+
+    return make
+
+
+def backend_error(exc: BaseException) -> BackendError:
+    """A runtime client's exception as a BackendError; a client error that is a context overflow says so."""
+    error = from_exception(exc)
+    if error.error_class is ErrorClass.CLIENT or error.code in ("ModelError", "ModelErrorException"):
+        response = getattr(exc, "response", None)
+        message = ""
+        if isinstance(response, dict):
+            err = response.get("Error") or {}
+            message = str(err.get("Message") or "")
+            original = response.get("OriginalMessage")
+            if isinstance(original, str):
+                message = f"{message} {original}"
+        if message and _OVERFLOW.search(message):
+            return BackendError(
+                ErrorClass.CLIENT, error.code, error.http_status or 400, error.retry_after_s, context_overflow=True
+            )
+    return error
+
+
+def malformed(kind: str) -> BackendError:
+    """A 200 answer the router cannot read: this target is not healthy, try the next."""
+    return BackendError(ErrorClass.UNAVAILABLE, f"Malformed{kind}Response", 200)
+
+
+def usage_int(raw: object) -> int:
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else 0

@@ -1,0 +1,198 @@
+"""Metrics (EMF), log fields and trace annotations. Never prompt or completion text.
+
+Everything recorded here is drawn from a closed vocabulary: feature and target names from the routing table,
+outcome classes, error codes, counts and timings. Nothing takes a request or a response. The tests send canary
+strings through every path and look for them in every line this module and the handler emit.
+
+Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``Spillway``; every metric also has ``service``):
+
+- per request, dimension ``feature``: Requests, Served, ClientErrors, Rejected (the router's own 4xx), Exhausted,
+  DeadlineExceeded, RouterErrors, Spills, Fallbacks, Failovers, PredictedSpills, CanaryRequests, Latency (ms),
+  Attempts, InputTokens, OutputTokens;
+- per attempt, dimensions ``feature`` and ``target``: TargetAttempts, TargetServed, Throttles, TargetFailures,
+  TargetClientErrors, TargetRefused, AttemptLatency (ms), TimeToFirstToken (ms, when streamed), InputTokens,
+  OutputTokens (of the target that served);
+- dimension ``target``: BreakerOpens, BreakerCloses, BreakerRemoteOpens (learned from the shared store);
+- dimension ``operation``: StoreErrors, StoreWriteRejected; dimension ``event``: ConfigEvents.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+from .engine import Outcome, RouteResult, Status
+from .health import BreakerState, Transition
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "spillway-router")
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Spillway")
+UNKNOWN_FEATURE = "(unknown)"
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# No automatic patching: botocore subsegments record a failed call's exception message, which can quote the
+# prompt. Annotations and metadata below are the whole trace content.
+tracer = Tracer(service=SERVICE, auto_patch=False)
+
+_COUNT = MetricUnit.Count
+_MS = MetricUnit.Milliseconds
+_STATUS_METRIC = {
+    Status.SERVED: "Served",
+    Status.CLIENT_ERROR: "ClientErrors",
+    Status.EXHAUSTED: "Exhausted",
+    Status.DEADLINE: "DeadlineExceeded",
+}
+_OUTCOME_METRIC = {
+    Outcome.OK: "TargetServed",
+    Outcome.SLOW: "TargetServed",
+    Outcome.CAPACITY: "Throttles",
+    Outcome.UNAVAILABLE: "TargetFailures",
+    Outcome.OURS: "TargetFailures",
+    Outcome.CLIENT: "TargetClientErrors",
+    Outcome.PREDICTED_FULL: "TargetRefused",
+    Outcome.REFUSED: "TargetRefused",
+}
+
+
+def _group(dimensions: Mapping[str, str], values: Mapping[str, tuple[MetricUnit, float]]) -> None:
+    """One EMF line with its own dimensions (Powertools' Metrics shares one dimension set per flush)."""
+    provider = AmazonCloudWatchEMFProvider(namespace=NAMESPACE, service=SERVICE)
+    for name, value in dimensions.items():
+        provider.add_dimension(name, value)
+    for name, (unit, number) in values.items():
+        provider.add_metric(name=name, unit=unit, value=number)
+    provider.flush_metrics()
+
+
+def record_route(feature: str, result: RouteResult, *, canary: bool) -> None:
+    """Request and per-target metrics of one routed request."""
+    metrics.add_dimension("feature", feature)
+    metrics.add_metric(name="Requests", unit=_COUNT, value=1)
+    metrics.add_metric(name=_STATUS_METRIC[result.status], unit=_COUNT, value=1)
+    metrics.add_metric(name="Latency", unit=_MS, value=round(result.elapsed_ms, 3))
+    metrics.add_metric(name="Attempts", unit=_COUNT, value=result.attempts_sent)
+    for flag, name in (
+        (result.spilled, "Spills"),
+        (result.fell_back, "Fallbacks"),
+        (result.failed_over, "Failovers"),
+        (result.predicted_spill, "PredictedSpills"),
+        (canary, "CanaryRequests"),
+    ):
+        if flag:
+            metrics.add_metric(name=name, unit=_COUNT, value=1)
+    if result.usage is not None:
+        metrics.add_metric(name="InputTokens", unit=_COUNT, value=result.usage.input_tokens)
+        metrics.add_metric(name="OutputTokens", unit=_COUNT, value=result.usage.output_tokens)
+    per_target: dict[str, dict[str, tuple[MetricUnit, float]]] = {}
+    for attempt in result.attempts:
+        values = per_target.setdefault(attempt.target, {})
+        name = _OUTCOME_METRIC[attempt.outcome]
+        values[name] = (_COUNT, values.get(name, (_COUNT, 0.0))[1] + 1)
+        if attempt.sent:
+            values["TargetAttempts"] = (_COUNT, values.get("TargetAttempts", (_COUNT, 0.0))[1] + 1)
+            values["AttemptLatency"] = (_MS, round(attempt.latency_ms, 3))
+    if result.target is not None and result.usage is not None:
+        served = per_target.setdefault(result.target, {})
+        served["InputTokens"] = (_COUNT, result.usage.input_tokens)
+        served["OutputTokens"] = (_COUNT, result.usage.output_tokens)
+    for target, values in per_target.items():
+        _group({"feature": feature, "target": target}, values)
+
+
+def record_ttft(feature: str, target: str, ttft_ms: float) -> None:
+    _group({"feature": feature, "target": target}, {"TimeToFirstToken": (_MS, round(ttft_ms, 3))})
+
+
+def record_rejected(feature: str | None, status: int, code: str) -> None:
+    """The router's own 4xx/5xx (validation, config, bugs): counted under the feature only when it is known."""
+    metrics.add_dimension("feature", feature or UNKNOWN_FEATURE)
+    metrics.add_metric(name="Requests", unit=_COUNT, value=1)
+    metrics.add_metric(name="RouterErrors" if status >= 500 else "Rejected", unit=_COUNT, value=1)
+    logger.info("rejected", extra={"status": status, "code": code, "feature": feature or UNKNOWN_FEATURE})
+
+
+def route_fields(feature: str, result: RouteResult, *, canary: bool) -> dict[str, Any]:
+    """The log line of one routed request: route, outcome, timings and token counts."""
+    fields: dict[str, Any] = {
+        "feature": feature,
+        "status": result.status.value,
+        "http_status": result.http_status,
+        "target": result.target,
+        "code": result.code,
+        "attempts": result.attempts_sent,
+        "route": [
+            {"target": a.target, "outcome": a.outcome.value, "code": a.code, "ms": round(a.latency_ms, 1)}
+            for a in result.attempts
+        ],
+        "elapsed_ms": round(result.elapsed_ms, 1),
+        "spilled": result.spilled,
+        "fell_back": result.fell_back,
+        "failed_over": result.failed_over,
+        "canary": canary,
+    }
+    if result.usage is not None:
+        fields["input_tokens"] = result.usage.input_tokens
+        fields["output_tokens"] = result.usage.output_tokens
+    return fields
+
+
+def annotate(feature: str, result: RouteResult, *, canary: bool) -> None:
+    tracer.put_annotation("feature", feature)
+    tracer.put_annotation("status", result.status.value)
+    tracer.put_annotation("attempts", str(result.attempts_sent))
+    tracer.put_annotation("canary", canary)
+    if result.target is not None:
+        tracer.put_annotation("target", result.target)
+    if result.code is not None:
+        tracer.put_annotation("code", result.code)
+    tracer.put_metadata("route", [f"{a.target}={a.outcome.value}" for a in result.attempts])
+
+
+def breaker_event(event: Transition) -> None:
+    """HealthBoard listener: a breaker transition as a metric and a log line."""
+    record = event.record
+    if record.state is BreakerState.OPEN and event.previous is not BreakerState.OPEN:
+        name = "BreakerRemoteOpens" if event.remote else "BreakerOpens"
+    elif record.state is BreakerState.CLOSED and event.previous is not BreakerState.CLOSED:
+        name = "BreakerCloses"
+    else:
+        name = ""
+    if name:
+        _group({"target": record.target}, {name: (_COUNT, 1)})
+    logger.info(
+        "breaker",
+        extra={
+            "target": record.target,
+            "state": record.state.value,
+            "previous": event.previous.value,
+            "cause": event.cause,
+            "cooldown_s": record.cooldown_s,
+            "remote": event.remote,
+        },
+    )
+
+
+def store_error(operation: str, code: str) -> None:
+    _group({"operation": operation}, {"StoreErrors": (_COUNT, 1)})
+    logger.warning("store_error", extra={"operation": operation, "code": code})
+
+
+def store_write(target: str, accepted: bool) -> None:
+    if not accepted:
+        _group({"operation": "write"}, {"StoreWriteRejected": (_COUNT, 1)})
+    logger.info("store_write", extra={"target": target, "accepted": accepted})
+
+
+def config_event(kind: str, detail: str) -> None:
+    _group({"event": kind}, {"ConfigEvents": (_COUNT, 1)})
+    logger.warning("config", extra={"event": kind, "detail": detail})
+
+
+def unexpected(where: str, exc: BaseException) -> None:
+    """An exception the router did not expect: its type only (its message may quote the request)."""
+    logger.error("unexpected_exception", extra={"where": where, "exception_type": type(exc).__name__})

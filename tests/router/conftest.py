@@ -1,0 +1,255 @@
+"""Router service tests: API Gateway events into handler.lambda_handler, scripted backends, no AWS, no sleeps."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before anything imports Powertools: no X-Ray, fake credentials, a fixed region.
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Spillway")
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "spillway-router")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+from spillway.config import Target  # noqa: E402
+from spillway.engine import BackendReply, Usage  # noqa: E402
+from spillway.errors import BackendError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+PLATFORM = ROOT / "config" / "platform.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    for key in list(os.environ):
+        if key.startswith("SPILLWAY_"):
+            monkeypatch.delenv(key)
+
+
+def rendered_table(region: str = "us-east-1") -> dict[str, Any]:
+    """The routing table CDK renders for `region` from config/platform.yaml (the real round trip)."""
+    from stacks.platform import load_platform
+    from stacks.routing import render_routing_table
+
+    return render_routing_table(load_platform(PLATFORM), region)
+
+
+@pytest.fixture(scope="session")
+def table_doc() -> dict[str, Any]:
+    return rendered_table()
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+Script = Callable[[Target, Mapping[str, Any], float], BackendReply]
+
+
+class ScriptedBackend:
+    """Answers per target id: a BackendError to raise, a reply, or a callable. Records every call."""
+
+    def __init__(self, clock: FakeClock | None = None, default: Any = None) -> None:
+        self.plan: dict[str, Any] = {}
+        self.calls: list[tuple[str, Mapping[str, Any], float]] = []
+        self.clock = clock
+        self.default = default
+
+    def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
+        self.calls.append((target.id, request, timeout_s))
+        action = self.plan.get(target.id, self.default)
+        if isinstance(action, list):
+            action = action.pop(0) if action else self.default
+        if callable(action) and not isinstance(action, BackendError):
+            return action(target, request, timeout_s)  # type: ignore[no-any-return]
+        if isinstance(action, BaseException):
+            raise action
+        if action is None:
+            return ok_reply()
+        return action  # type: ignore[no-any-return]
+
+    @property
+    def targets(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+def ok_reply(text: str = "fine answer", input_tokens: int = 11, output_tokens: int = 7) -> BackendReply:
+    response = {
+        "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens},
+        "metrics": {"latencyMs": 42},
+    }
+    return BackendReply(response=response, latency_ms=42.0, usage=Usage(input_tokens, output_tokens))
+
+
+def converse_body(text: str = "hello", **extra: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": [{"text": text}]}], **extra}
+
+
+def api_event(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    content_type: str | None = "application/json",
+    request_id: str = "req-0001",
+    base64_body: bool = False,
+    raw_body: bytes | str | None = None,
+) -> dict[str, Any]:
+    """An API Gateway REST (v1) proxy event, as API Gateway sends it with IAM auth."""
+    if raw_body is not None:
+        text: str | None = raw_body.decode("utf-8", "replace") if isinstance(raw_body, bytes) else raw_body
+    elif body is None:
+        text = None
+    else:
+        text = json.dumps(body)
+    if base64_body and text is not None:
+        text = base64.b64encode(text.encode() if raw_body is None or isinstance(raw_body, str) else raw_body).decode()
+    headers = {"Host": "abc123.execute-api.us-east-1.amazonaws.com"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    parts = path.strip("/").split("/")
+    resource = path
+    params = None
+    if len(parts) == 4 and parts[:2] == ["v1", "features"]:
+        resource = "/v1/features/{feature}/converse"
+        params = {"feature": parts[2]}
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": params,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": f"/prod{path}",
+            "stage": "prod",
+            "requestId": request_id,
+            "identity": {"caller": "AROAEXAMPLE:svc", "userArn": "arn:aws:sts::111122223333:assumed-role/svc/x"},
+            "accountId": "111122223333",
+            "apiId": "abc123",
+        },
+        "body": text,
+        "isBase64Encoded": base64_body,
+    }
+
+
+class LambdaContext:
+    function_name = "spillway-router"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:111122223333:function:spillway-router"
+    memory_limit_in_mb = 1024
+    aws_request_id = "lambda-req-1"
+    log_group_name = "/aws/lambda/spillway-router"
+    log_stream_name = "2026/11/23/[$LATEST]abc"
+
+    def __init__(self, remaining_ms: float = 29_000.0) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.remaining_ms)
+
+
+@pytest.fixture
+def context() -> LambdaContext:
+    return LambdaContext()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+class Harness:
+    """handler.lambda_handler wired to a routing table document, scripted backends and fake clocks."""
+
+    def __init__(self, doc: dict[str, Any], flags: dict[str, Any] | None = None) -> None:
+        import handler
+        from spillway.health import HealthBoard
+        from spillway.routing_source import RoutingSource
+
+        self.handler = handler
+        self.clock = FakeClock()
+        self.epoch = FakeClock(1_800_000_000.0)
+        self.doc = doc
+        self.flags = flags
+        self.fetches = 0
+        self.bedrock = ScriptedBackend(self.clock)
+        self.sagemaker = ScriptedBackend(self.clock)
+        self.source = RoutingSource(
+            application="spillway",
+            environment="us-east-1",
+            profile="routing",
+            flags_profile="flags",
+            ttl_s=5.0,
+            fetch=self._fetch,
+            clock=self.clock,
+        )
+        self.health = HealthBoard(clock=self.epoch)
+        self.router = handler.Router(
+            self.source,
+            {"bedrock": self.bedrock, "sagemaker": self.sagemaker},
+            region="us-east-1",
+            health=self.health,
+            clock=self.clock,
+        )
+        handler.set_router(self.router)
+
+    def _fetch(self, url: str, timeout_s: float) -> tuple[int, bytes, str | None]:
+        self.fetches += 1
+        if url.endswith("/flags"):
+            return (200, json.dumps(self.flags).encode(), "f1") if self.flags is not None else (404, b"", None)
+        return 200, json.dumps(self.doc).encode(), "7"
+
+    def call(self, event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
+        return self.handler.lambda_handler(event, context or LambdaContext())  # type: ignore[no-any-return]
+
+    def converse(self, feature: str = "summarize-thread", body: Any = None, **kw: Any) -> dict[str, Any]:
+        path = f"/v1/features/{feature}/converse"
+        return self.call(api_event("POST", path, body=converse_body() if body is None else body, **kw))
+
+
+@pytest.fixture
+def harness(table_doc: dict[str, Any]) -> Iterator[Harness]:
+    h = Harness(table_doc)
+    yield h
+    h.handler.set_router(None)
+
+
+def body_of(response: Mapping[str, Any]) -> Any:
+    return json.loads(response["body"])
+
+
+def header(response: Mapping[str, Any], name: str) -> str | None:
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    multi = {k.lower(): v for k, v in (response.get("multiValueHeaders") or {}).items()}
+    if name.lower() in headers:
+        return str(headers[name.lower()])
+    values = multi.get(name.lower())
+    return str(values[0]) if values else None

@@ -1,0 +1,300 @@
+"""The HTTP edge: API Gateway events through handler.lambda_handler, for every status the API documents."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from spillway import api
+from spillway.engine import BackendReply
+from spillway.errors import BackendError, ErrorClass
+from tests.router.conftest import Harness, LambdaContext, api_event, body_of, converse_body, header, ok_reply
+
+PT = "claude-sonnet/provisioned/us-east-1"
+OD = "claude-sonnet/on_demand/us-east-1"
+WEST_OD = "claude-sonnet/on_demand/us-west-2"
+THROTTLE = BackendError.of("ThrottlingException", 429)
+DOWN = BackendError.of("ServiceUnavailableException", 503)
+
+
+def _error(response: dict[str, Any]) -> dict[str, Any]:
+    body = body_of(response)
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "request_id"}
+    assert body["error"]["request_id"] == header(response, "x-spillway-request-id")
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def test_served_has_converse_shape_and_route_headers(harness: Harness) -> None:
+    request = converse_body(
+        "hello",
+        system=[{"text": "be brief"}],
+        inferenceConfig={"maxTokens": 64, "temperature": 0.2, "topP": 0.9, "stopSequences": ["END"]},
+        toolConfig={"tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object"}}}}]},
+    )
+    response = harness.converse(body=request, request_id="rid-42")
+    assert response["statusCode"] == 200
+    body = body_of(response)
+    assert set(body) == {"output", "stopReason", "usage", "metrics"}
+    assert body["output"]["message"]["content"] == [{"text": "fine answer"}]
+    assert header(response, "x-spillway-target") == PT
+    assert header(response, "x-spillway-attempts") == "1"
+    assert header(response, "x-spillway-request-id") == "rid-42"
+    assert header(response, "content-type") == "application/json"
+    # The request reaches the backend as sent: every Converse field passed through, nothing added.
+    assert harness.bedrock.calls[0][1] == request
+
+
+def test_spill_then_serve_reports_every_attempt(harness: Harness) -> None:
+    harness.bedrock.plan[PT] = THROTTLE
+    response = harness.converse()
+    assert response["statusCode"] == 200
+    assert header(response, "x-spillway-target") == OD
+    assert header(response, "x-spillway-attempts") == "2"
+    assert header(response, "x-spillway-route") == f"{PT}=capacity,{OD}=ok"
+
+
+def test_failover_to_another_region(harness: Harness) -> None:
+    harness.bedrock.plan[PT] = DOWN
+    harness.bedrock.plan[OD] = DOWN
+    response = harness.converse()
+    assert response["statusCode"] == 200
+    assert header(response, "x-spillway-target") == "claude-sonnet/provisioned/us-west-2"
+
+
+def test_sagemaker_feature_uses_the_sagemaker_backend(harness: Harness) -> None:
+    response = harness.converse("redact-escrow")
+    assert response["statusCode"] == 200
+    assert harness.sagemaker.targets == ["llama-escrow/provisioned/us-east-1"]
+    assert harness.bedrock.calls == []
+
+
+def test_base64_body_is_accepted(harness: Harness) -> None:
+    event = api_event("POST", "/v1/features/summarize-thread/converse", body=converse_body(), base64_body=True)
+    response = harness.call(event)
+    assert response["statusCode"] == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ([], "$"),
+        ({"messages": "hi"}, "messages"),
+        ({"messages": []}, "messages"),
+        ({}, "messages"),
+        ({"messages": [{"role": "system", "content": [{"text": "x"}]}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": [{"text": "a", "image": {}}]}]}, "messages[0].content[0]"),
+        ({"messages": [{"role": "user", "content": [{"sticker": {}}]}]}, "messages[0].content[0]"),
+        ({"messages": [{"role": "user", "content": [{"text": 3}]}]}, "messages[0].content[0].text"),
+        ({"messages": [{"role": "user", "content": [{"text": "a"}], "name": "x"}]}, "messages[0]"),
+        (converse_body(modelId="anthropic.claude"), "$"),
+        (converse_body(system="be brief"), "system"),
+        (converse_body(system=[{"image": {}}]), "system[0]"),
+        (converse_body(inferenceConfig={"maxTokens": 0}), "inferenceConfig.maxTokens"),
+        (converse_body(inferenceConfig={"maxTokens": True}), "inferenceConfig.maxTokens"),
+        (converse_body(inferenceConfig={"temperature": 2}), "inferenceConfig.temperature"),
+        (converse_body(inferenceConfig={"topK": 5}), "inferenceConfig"),
+        (converse_body(inferenceConfig={"stopSequences": "END"}), "inferenceConfig.stopSequences"),
+        (converse_body(toolConfig={"tools": []}), "toolConfig.tools"),
+        (converse_body(toolConfig={"tools": [{"toolSpec": {}}], "toolChoice": "any"}), "toolConfig.toolChoice"),
+    ],
+)
+def test_invalid_body_is_400_before_any_backend_call(harness: Harness, body: Any, path: str) -> None:
+    response = harness.converse(body=body)
+    assert response["statusCode"] == 400
+    error = _error(response)
+    assert error["code"] == api.BAD_REQUEST
+    assert error["message"].startswith(f"{path}: ")
+    assert harness.bedrock.calls == []
+
+
+@pytest.mark.parametrize("raw", ["{not json", '{"messages": [', "\ufeff{}", "", "null"])
+def test_malformed_json_is_400(harness: Harness, raw: str) -> None:
+    response = harness.call(api_event("POST", "/v1/features/summarize-thread/converse", raw_body=raw))
+    assert response["statusCode"] == 400
+    assert _error(response)["code"] in (api.INVALID_JSON, api.BAD_REQUEST)
+    assert harness.bedrock.calls == []
+
+
+def test_invalid_utf8_is_400(harness: Harness) -> None:
+    raw = base64.b64encode(b'{"messages": "\xff\xfe"}').decode()
+    event = api_event("POST", "/v1/features/summarize-thread/converse", raw_body=raw)
+    event["isBase64Encoded"] = True
+    response = harness.call(event)
+    assert response["statusCode"] == 400
+    assert _error(response)["code"] == api.INVALID_JSON
+
+
+def test_model_client_error_is_400_with_its_code_and_no_retry(harness: Harness) -> None:
+    harness.bedrock.plan[PT] = BackendError.of("ValidationException", 400)
+    response = harness.converse()
+    assert response["statusCode"] == 400
+    error = _error(response)
+    assert error["code"] == "ValidationException"
+    assert error["message"] == api.MODEL_REJECTED
+    assert harness.bedrock.targets == [PT]
+    assert header(response, "x-spillway-attempts") == "1"
+
+
+def test_unknown_feature_is_404(harness: Harness) -> None:
+    response = harness.converse("no-such-feature")
+    assert response["statusCode"] == 404
+    error = _error(response)
+    assert error["code"] == api.UNKNOWN_FEATURE
+    assert "no-such-feature" not in response["body"]
+
+
+def test_canary_variant_name_is_not_a_feature(harness: Harness) -> None:
+    response = harness.converse("summarize-thread..canary")
+    assert response["statusCode"] == 404
+
+
+def test_unknown_path_is_404_and_wrong_method_405(harness: Harness) -> None:
+    response = harness.call(api_event("GET", "/v2/anything"))
+    assert response["statusCode"] == 404
+    assert _error(response)["code"] == api.NOT_FOUND
+    response = harness.call(api_event("GET", "/v1/features/summarize-thread/converse"))
+    assert response["statusCode"] == 405
+    assert _error(response)["code"] == api.METHOD_NOT_ALLOWED
+
+
+def test_over_the_configured_size_is_413(table_doc: dict[str, Any]) -> None:
+    doc = json.loads(json.dumps(table_doc))
+    doc["limits"] = {"max_request_bytes": 200}
+    h = Harness(doc)
+    try:
+        small = h.converse(body=converse_body("x" * 50))
+        assert small["statusCode"] == 200
+        big = h.converse(body=converse_body("x" * 300))
+        assert big["statusCode"] == 413
+        error = _error(big)
+        assert error["code"] == api.PAYLOAD_TOO_LARGE
+        assert "200 bytes" in error["message"]
+        assert len(h.bedrock.calls) == 1
+    finally:
+        h.handler.set_router(None)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "json"])
+def test_wrong_content_type_is_415(harness: Harness, content_type: str | None) -> None:
+    response = harness.converse(content_type=content_type)
+    assert response["statusCode"] == 415
+    assert _error(response)["code"] == api.UNSUPPORTED_MEDIA_TYPE
+    assert harness.bedrock.calls == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
+def test_json_content_types_are_accepted(harness: Harness, content_type: str) -> None:
+    assert harness.converse(content_type=content_type)["statusCode"] == 200
+
+
+def test_no_capacity_left_is_503_with_retry_after(harness: Harness) -> None:
+    harness.bedrock.default = THROTTLE
+    response = harness.converse()
+    assert response["statusCode"] == 503
+    error = _error(response)
+    assert error["code"] == api.NO_CAPACITY
+    retry_after = header(response, "Retry-After")
+    assert retry_after is not None
+    assert 1 <= int(retry_after) <= 60
+    assert int(header(response, "x-spillway-attempts") or 0) == 4  # max_attempts of summarize-thread
+
+
+def test_spent_deadline_is_504(harness: Harness) -> None:
+    def slow(target: Any, request: Any, timeout_s: float) -> BackendReply:
+        harness.clock.advance(timeout_s)  # the attempt used its whole budget, then failed
+        raise BackendError.of("ModelTimeoutException", 408)
+
+    harness.bedrock.default = slow
+    response = harness.converse()
+    assert response["statusCode"] == 504
+    assert _error(response)["code"] == api.DEADLINE_EXCEEDED
+
+
+def test_lambda_remaining_time_bounds_the_deadline(harness: Harness) -> None:
+    event = api_event("POST", "/v1/features/summarize-thread/converse", body=converse_body())
+    response = harness.call(event, LambdaContext(remaining_ms=3000))
+    assert response["statusCode"] == 200
+    (_, _, timeout_s) = harness.bedrock.calls[0]
+    assert timeout_s <= (3000 - 500) / 1000.0
+    no_time = harness.call(event, LambdaContext(remaining_ms=600))
+    assert no_time["statusCode"] == 504
+    assert len(harness.bedrock.calls) == 1
+
+
+def test_unexpected_exception_is_502_never_500(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(harness.router, "current", broken)
+    response = harness.converse()
+    assert response["statusCode"] == 502
+    error = _error(response)
+    assert error["code"] == api.ROUTER_ERROR
+    assert "boom" not in response["body"]
+
+
+@pytest.mark.parametrize("event", [{}, {"httpMethod": "POST"}, {"requestContext": {"requestId": "r1"}}, None])
+def test_malformed_event_is_502(harness: Harness, event: Any) -> None:
+    response = harness.handler.lambda_handler(event, LambdaContext())
+    assert response["statusCode"] in (404, 502)
+    assert response["statusCode"] != 500
+    assert "error" in json.loads(response["body"])
+
+
+def test_no_config_at_all_is_503(table_doc: dict[str, Any]) -> None:
+    h = Harness(table_doc)
+    try:
+        h.doc = {"version": 99}
+        h.source.invalidate()
+        response = h.converse()
+        assert response["statusCode"] == 503
+        assert _error(response)["code"] == api.CONFIG_UNAVAILABLE
+        assert header(response, "Retry-After") == "5"
+    finally:
+        h.handler.set_router(None)
+
+
+def test_list_features(harness: Harness) -> None:
+    response = harness.call(api_event("GET", "/v1/features", content_type=None))
+    assert response["statusCode"] == 200
+    features = {f["name"]: f for f in body_of(response)["features"]}
+    assert set(features) == {"summarize-thread", "nightly-recap", "redact-escrow"}
+    assert features["summarize-thread"]["models"] == ["claude-sonnet", "nova-lite"]
+    assert features["summarize-thread"]["canary"] is None
+
+
+def test_health_shows_an_open_breaker_and_no_arns(harness: Harness) -> None:
+    harness.bedrock.plan[PT] = DOWN
+    for i in range(3):  # consecutive_failures defaults to 3
+        assert harness.converse(request_id=f"r{i}")["statusCode"] == 200
+    response = harness.call(api_event("GET", "/v1/health", content_type=None))
+    assert response["statusCode"] == 200
+    body = body_of(response)
+    targets = {t["id"]: t for t in body["targets"]}
+    assert targets[PT]["state"] == "open"
+    assert targets[PT]["cooldown_remaining_s"] > 0
+    assert targets[OD]["state"] == "closed"
+    assert body["config"]["source"] == "appconfig"
+    assert body["store"] == {"enabled": False}
+    assert "arn:" not in response["body"]
+    assert "provisioned-model" not in response["body"]
+    # Open breaker: the next request goes straight to on-demand.
+    calls = len(harness.bedrock.calls)
+    assert header(harness.converse(), "x-spillway-target") == OD
+    assert harness.bedrock.targets[calls:] == [OD]
+
+
+def test_backend_error_class_maps_to_engine_behaviour(harness: Harness) -> None:
+    harness.bedrock.plan[PT] = BackendError(ErrorClass.OURS, "AccessDeniedException", 403)
+    response = harness.converse()
+    assert response["statusCode"] == 200
+    assert header(harness.converse(), "x-spillway-target") == OD
+
+
+def test_ok_reply_helper_is_converse_shaped() -> None:
+    assert set(ok_reply().response) == {"output", "stopReason", "usage", "metrics"}

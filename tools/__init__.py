@@ -1,0 +1,1 @@
+"""Repository tools (run from the repository root: `python -m tools.<name>`)."""
