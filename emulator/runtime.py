@@ -204,45 +204,62 @@ class RegionEndpoint:
             self._error(h, state, "ThrottlingException")
             return
         try:
-            if fault is not None and fault.kind is FaultKind.HANG:
-                self._hang(h, state, fault)
-                return
-            delay = (spec.ttft_ms + spec.ms_per_token * out_tokens) / 1000.0
-            if fault is not None and fault.kind is FaultKind.SLOW_FIRST_TOKEN:
-                delay += fault.delay_s
-            if delay > 0 and h.closing.wait(delay):
-                h.abort()
-                return
-            latency_ms = int((time.monotonic() - started) * 1000)
-            good: Any
-            if kind is Kind.BEDROCK:
-                good = wire.converse_reply(prompt, out_tokens, capped, spec.echo, latency_ms)
-            else:
-                good = wire.sagemaker_reply(prompt, style, spec.id, out_tokens, capped=capped, echo=spec.echo)
-            headers = {"x-amzn-RequestId": _request_id()}
-            if kind is Kind.SAGEMAKER:
-                headers["x-Amzn-Invoked-Production-Variant"] = "AllTraffic"
-            if fault is not None and fault.kind is FaultKind.MALFORMED:
-                broken, content_type = wire.malformed_body(fault.malformed, good)
-                headers["Content-Type"] = content_type
-                state.outcome("malformed")
-                h.reply(200, broken, headers)
-                return
-            headers["Content-Type"] = "application/json"
-            state.count("served")
-            state.count("input_tokens", in_tokens)
-            state.count("output_tokens", out_tokens)
-            state.outcome("ok")
-            h.reply(200, wire.dumps(good), headers)
+            send = self._work(
+                h, state, fault, prompt, style=style, started=started, tokens=(in_tokens, out_tokens, capped)
+            )
         finally:
+            # Capacity frees before the answer leaves: a client that calls again at once finds the slot free.
             state.release()
+        send()
 
-    def _hang(self, h: RequestHandler, state: TargetState, fault: Fault) -> None:
+    def _work(
+        self,
+        h: RequestHandler,
+        state: TargetState,
+        fault: Fault | None,
+        prompt: wire.Prompt,
+        *,
+        style: str,
+        started: float,
+        tokens: tuple[int, int, bool],
+    ) -> Callable[[], None]:
+        """Spend the request's time; return what to send (called once its capacity is released)."""
+        spec, kind = state.spec, state.spec.kind
+        in_tokens, out_tokens, capped = tokens
+        if fault is not None and fault.kind is FaultKind.HANG:
+            return self._hang(h, state, fault)
+        delay = (spec.ttft_ms + spec.ms_per_token * out_tokens) / 1000.0
+        if fault is not None and fault.kind is FaultKind.SLOW_FIRST_TOKEN:
+            delay += fault.delay_s
+        if delay > 0 and h.closing.wait(delay):
+            return h.abort
+        latency_ms = int((time.monotonic() - started) * 1000)
+        good: Any
+        if kind is Kind.BEDROCK:
+            good = wire.converse_reply(prompt, out_tokens, capped, spec.echo, latency_ms)
+        else:
+            good = wire.sagemaker_reply(prompt, style, spec.id, out_tokens, capped=capped, echo=spec.echo)
+        headers = {"x-amzn-RequestId": _request_id()}
+        if kind is Kind.SAGEMAKER:
+            headers["x-Amzn-Invoked-Production-Variant"] = "AllTraffic"
+        if fault is not None and fault.kind is FaultKind.MALFORMED:
+            broken, content_type = wire.malformed_body(fault.malformed, good)
+            headers["Content-Type"] = content_type
+            state.outcome("malformed")
+            return lambda: h.reply(200, broken, headers)
+        headers["Content-Type"] = "application/json"
+        state.count("served")
+        state.count("input_tokens", in_tokens)
+        state.count("output_tokens", out_tokens)
+        state.outcome("ok")
+        body = wire.dumps(good)
+        return lambda: h.reply(200, body, headers)
+
+    def _hang(self, h: RequestHandler, state: TargetState, fault: Fault) -> Callable[[], None]:
         """Say nothing for the fault's time (a close or stop cuts it short and drops the connection)."""
         state.outcome("hang")
         if h.closing.wait(fault.delay_s):
-            h.abort()
-            return
+            return h.abort
         err = wire.timeout_error(state.spec.kind, state.spec.id, self.region)
         state.count("errors")
-        self._send_error(h, state.spec.kind, err)
+        return lambda: self._send_error(h, state.spec.kind, err)
