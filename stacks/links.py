@@ -119,7 +119,7 @@ class LinksStack(cdk.Stack):
             rules: list[ec2.CfnSecurityGroupIngress] = []
             for peer in self.peers:
                 rules += local.endpoints[service].allow_from_cidrs(
-                    self, networks[peer].isolated_subnet_cidrs, f"HTTPS from the {peer} cell's isolated subnets"
+                    self, networks[peer].isolated_subnet_cidrs, f"HTTPS from the isolated subnets of the {peer} cell"
                 )
             self.endpoint_ingress[service] = rules
 

@@ -8,6 +8,7 @@ security-group references cannot reach across regions, from literal CIDRs (`allo
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 
 from aws_cdk import aws_ec2 as ec2
@@ -15,6 +16,13 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 HTTPS = 443
+# EC2 accepts only these characters in security group and rule descriptions (an apostrophe fails the deployment).
+_EC2_DESCRIPTION = re.compile(r"[^a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]")
+
+
+def ec2_description(text: str) -> str:
+    """`text` with the characters EC2 rejects in security group descriptions removed (at most 255 characters)."""
+    return _EC2_DESCRIPTION.sub("", text)[:255]
 
 
 class PrivateInterfaceEndpoint(Construct):
@@ -37,7 +45,9 @@ class PrivateInterfaceEndpoint(Construct):
             self,
             "SecurityGroup",
             vpc=vpc,
-            description=description or f"{construct_id} interface endpoint: HTTPS from its clients only",
+            description=ec2_description(
+                description or f"{construct_id} interface endpoint: HTTPS from its clients only"
+            ),
             allow_all_outbound=False,  # an endpoint never initiates connections
         )
         self.endpoint = ec2.InterfaceVpcEndpoint(
@@ -81,7 +91,7 @@ class PrivateInterfaceEndpoint(Construct):
                     from_port=HTTPS,
                     to_port=HTTPS,
                     cidr_ip=str(network),
-                    description=description,
+                    description=ec2_description(description),
                 )
             )
         return rules

@@ -7,11 +7,13 @@ bad templates, so a check that could never fail would fail here.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
+from stacks.constructs.private_endpoint import ec2_description
 from stacks.network import (
     BEDROCK_INVOKE_ACTIONS,
     SAGEMAKER_INVOKE_ACTIONS,
@@ -469,3 +471,28 @@ def test_the_only_lambdas_are_cdks_providers(platform: Platform, templates: Mapp
         for stack in (network_name(platform, region), f"{platform.name}-links-{region}"):
             for logical_id in resources_of(templates[stack], "AWS::Lambda::Function"):
                 assert logical_id.startswith(allowed), (stack, logical_id)
+
+
+EC2_DESCRIPTION = re.compile(r"^[a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]*$")
+
+
+def security_group_descriptions(template: Template) -> Iterator[tuple[str, str]]:
+    for logical_id, resource in template.get("Resources", {}).items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::EC2::SecurityGroup":
+            yield logical_id, props.get("GroupDescription", "")
+            for rule in [*props.get("SecurityGroupIngress", []), *props.get("SecurityGroupEgress", [])]:
+                yield logical_id, rule.get("Description", "")
+        elif resource["Type"] in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress"):
+            yield logical_id, props.get("Description", "")
+
+
+def test_security_group_descriptions_are_deployable(platform: Platform, templates: Mapping[str, Template]) -> None:
+    """EC2 rejects an apostrophe and most punctuation in security group and rule descriptions at deployment."""
+    bad = {"Resources": {"Sg": {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": "the cell's"}}}}
+    assert [d for _, d in security_group_descriptions(bad) if not EC2_DESCRIPTION.match(d)] == ["the cell's"]
+    assert ec2_description("HTTPS from this cell's VPC") == "HTTPS from this cells VPC"
+    for region in platform.region_names:
+        for stack in (network_name(platform, region), f"{platform.name}-links-{region}"):
+            for logical_id, description in security_group_descriptions(templates[stack]):
+                assert EC2_DESCRIPTION.match(description), (stack, logical_id, description)
