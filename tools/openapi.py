@@ -1,7 +1,7 @@
 """Write docs/openapi.json from the router's own route definitions (lambdas/router/spillway/api.py).
 
-    python -m tools.openapi           # regenerate docs/openapi.json
-    python -m tools.openapi --check   # exit 1 when the committed document is stale
+python -m tools.openapi           # regenerate docs/openapi.json
+python -m tools.openapi --check   # exit 1 when the committed document is stale
 """
 
 from __future__ import annotations

@@ -389,10 +389,20 @@ def _last_resort(event: Any) -> dict[str, Any]:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False, clear_state=True)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def _instrumented(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         return app.resolve(event, context)
     except Exception as exc:  # the resolver itself failed (a malformed event): still never a 500
         telemetry.unexpected("resolve", exc)
         telemetry.record_rejected(None, 502, api.ROUTER_ERROR)
         return _last_resort(event)
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda entry point. Capture of the response and of errors is off: both can carry text."""
+    try:
+        answer: dict[str, Any] = _instrumented(event, context)
+    except Exception as exc:  # the instrumentation itself failed: answer anyway
+        telemetry.unexpected("instrumentation", exc)
+        return _last_resort(event)
+    return answer

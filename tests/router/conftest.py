@@ -20,9 +20,15 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
-from spillway.config import Target  # noqa: E402
-from spillway.engine import BackendReply, Usage  # noqa: E402
-from spillway.errors import BackendError  # noqa: E402
+import handler
+from spillway.config import Target
+from spillway.engine import BackendReply, Usage
+from spillway.errors import BackendError
+from spillway.health import HealthBoard
+from spillway.routing_source import RoutingSource
+
+from stacks.platform import load_platform
+from stacks.routing import render_routing_table
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = ROOT / "config" / "platform.yaml"
@@ -41,9 +47,6 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def rendered_table(region: str = "us-east-1") -> dict[str, Any]:
     """The routing table CDK renders for `region` from config/platform.yaml (the real round trip)."""
-    from stacks.platform import load_platform
-    from stacks.routing import render_routing_table
-
     return render_routing_table(load_platform(PLATFORM), region)
 
 
@@ -97,7 +100,11 @@ def ok_reply(text: str = "fine answer", input_tokens: int = 11, output_tokens: i
     response = {
         "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
         "stopReason": "end_turn",
-        "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens},
+        "usage": {
+            "inputTokens": input_tokens,
+            "outputTokens": output_tokens,
+            "totalTokens": input_tokens + output_tokens,
+        },
         "metrics": {"latencyMs": 42},
     }
     return BackendReply(response=response, latency_ms=42.0, usage=Usage(input_tokens, output_tokens))
@@ -190,10 +197,6 @@ class Harness:
     """handler.lambda_handler wired to a routing table document, scripted backends and fake clocks."""
 
     def __init__(self, doc: dict[str, Any], flags: dict[str, Any] | None = None) -> None:
-        import handler
-        from spillway.health import HealthBoard
-        from spillway.routing_source import RoutingSource
-
         self.handler = handler
         self.clock = FakeClock()
         self.epoch = FakeClock(1_800_000_000.0)

@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 import pytest
-
 from spillway import api
 from spillway.engine import BackendReply
 from spillway.errors import BackendError, ErrorClass
+
 from tests.router.conftest import Harness, LambdaContext, api_event, body_of, converse_body, header, ok_reply
 
 PT = "claude-sonnet/provisioned/us-east-1"
@@ -298,3 +298,9 @@ def test_backend_error_class_maps_to_engine_behaviour(harness: Harness) -> None:
 
 def test_ok_reply_helper_is_converse_shaped() -> None:
     assert set(ok_reply().response) == {"output", "stopReason", "usage", "metrics"}
+
+
+def test_a_broken_context_still_answers_without_a_500(harness: Harness) -> None:
+    response = harness.handler.lambda_handler(api_event("GET", "/v1/features", content_type=None), None)
+    assert response["statusCode"] == 502
+    assert json.loads(response["body"])["error"]["code"] == api.ROUTER_ERROR

@@ -38,7 +38,7 @@ _FINISH = {
 
 class SageMakerBackend:
     def __init__(self, pool: ClientPool | None = None, *, clock: Any = time.perf_counter) -> None:
-        self.pool = pool or ClientPool()
+        self.pool = pool if pool is not None else ClientPool()
         self._clock = clock
 
     def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
