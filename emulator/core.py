@@ -431,7 +431,7 @@ class Emulator:
         for endpoint in endpoints:
             for state in list(endpoint.states.values()):
                 state.reset()
-            endpoint.unrouted = 0
+            endpoint.reset_unrouted()
         if self.appconfig is not None:
             self.appconfig.reset_stats()
 

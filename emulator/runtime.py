@@ -116,6 +116,10 @@ class RegionEndpoint:
         with self._lock:
             self.unrouted += 1
 
+    def reset_unrouted(self) -> None:
+        with self._lock:
+            self.unrouted = 0
+
     def _not_found(self, kind: Kind, wire_id: str) -> wire.WireError:
         if kind is Kind.SAGEMAKER:
             return wire.sagemaker_error(

@@ -135,3 +135,13 @@ def test_capacity_changes_at_run_time(clock: FakeClock) -> None:
         assert spec.echo
         assert bedrock.converse(**converse_kwargs("m", "again"))["output"]["message"]["content"][0]["text"] == "again"
         assert emu.target_stats(target)["requests"] == 2  # counters survive the change
+
+
+def test_back_to_back_calls_never_see_their_own_slot(clock: FakeClock) -> None:
+    """The slot frees before the answer is written: sequential calls at max_in_flight=1 are never throttled."""
+    target = TargetSpec(REGION, "bedrock", "m", max_in_flight=1)
+    with Emulator([target], clock=clock, appconfig=False) as emu:
+        bedrock = make_factory(emu)("bedrock-runtime", REGION)
+        for _ in range(40):
+            bedrock.converse(**converse_kwargs("m"))
+        assert emu.target_stats(target)["throttled"] == 0
