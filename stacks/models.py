@@ -644,6 +644,16 @@ class ModelsStack(cdk.Stack):
                     sid="InvokeEscrowEndpoints", actions=list(SAGEMAKER_INVOKE_ACTIONS), resources=list(sagemaker_arns)
                 )
             )
+        if not statements:
+            # The router serves no feature (an empty policy cannot be deployed): say so with a deny, never a "*" grant.
+            statements.append(
+                iam.PolicyStatement(
+                    sid="NoTargets",
+                    effect=iam.Effect.DENY,
+                    actions=[*BEDROCK_INVOKE_ACTIONS, *SAGEMAKER_INVOKE_ACTIONS],
+                    resources=["*"],
+                )
+            )
         where = "every region it may use" if own else f"{self.region_name} (deploy-time ARNs)"
         return iam.ManagedPolicy(
             self,
