@@ -1,0 +1,24 @@
+"""The router against the emulator through real boto3 clients, moto in server mode for DynamoDB, and the
+emulator's AppConfig extension stand-in: one LocalWorld per module, reset before every test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from localrun import Latency, LocalWorld
+
+
+@pytest.fixture(scope="module")
+def world_started() -> Iterator[LocalWorld]:
+    with LocalWorld(
+        latency=Latency(ttft_ms=5.0, ms_per_token=0.0), config_ttl_s=0.3, health_cache_ttl_s=0.2, store_backoff_s=1.0
+    ) as world:
+        yield world
+
+
+@pytest.fixture
+def world(world_started: LocalWorld) -> LocalWorld:
+    world_started.reset()
+    return world_started
