@@ -4,7 +4,7 @@
 - Create is idempotent: the client request token is derived from the stack, the resource and the PT name, so a
   retried Create can never buy a second one.
 - Update never buys: a change of model, units, term or name is refused with a message (a replacement would be a
-  second purchase while the first one's term still runs). Tags are the only thing that may change.
+  second purchase while the first one's term still runs). Only tags may change; they are re-applied.
 - Delete removes the PT only when it has no commitment term; a committed PT is kept (and billed until its term
   ends) and the handler says so. Delete it in the Bedrock console once the term is over.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from typing import Any
 
 import boto3
@@ -27,7 +26,6 @@ LOG = logging.getLogger()
 LOG.setLevel(logging.INFO)
 
 IMMUTABLE = ("ModelId", "ModelUnits", "CommitmentDuration", "ProvisionedModelName")
-_TOKEN_CHARS = re.compile(r"[^a-zA-Z0-9]")
 
 _client: Any = None
 
@@ -59,6 +57,10 @@ def _data(description: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _tags(props: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"key": k, "value": v} for k, v in sorted(props.get("Tags", {}).items())]
+
+
 def on_event(event: dict[str, Any], _context: object = None) -> dict[str, Any]:
     request = event["RequestType"]
     props = event["ResourceProperties"]
@@ -68,7 +70,7 @@ def on_event(event: dict[str, Any], _context: object = None) -> dict[str, Any]:
             "provisionedModelName": props["ProvisionedModelName"],
             "modelId": props["ModelId"],
             "modelUnits": int(props["ModelUnits"]),
-            "tags": [{"key": k, "value": v} for k, v in sorted(props.get("Tags", {}).items())],
+            "tags": _tags(props),
         }
         if _committed(props):
             arguments["commitmentDuration"] = props["CommitmentDuration"]
@@ -87,6 +89,8 @@ def on_event(event: dict[str, Any], _context: object = None) -> dict[str, Any]:
                 f"Provisioned Throughput {arn}: {', '.join(changed)} cannot change in place, and a replacement "
                 "would be a second paid purchase. Remove the create block, deploy, then add the new one."
             )
+        if old.get("Tags") != props.get("Tags"):
+            bedrock().tag_resource(resourceARN=arn, tags=_tags(props))
         return {"PhysicalResourceId": arn, "Data": {"ProvisionedModelArn": arn}}
 
     if request == "Delete":
