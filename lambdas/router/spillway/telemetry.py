@@ -18,6 +18,7 @@ Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``Spillway``; every
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +33,11 @@ from .health import BreakerState, Transition
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "spillway-router")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Spillway")
 UNKNOWN_FEATURE = "(unknown)"
+
+# Libraries that log request parameters or routes at DEBUG (botocore logs whole request bodies) are held at
+# WARNING, whatever the root level: a debug setting must not turn into a prompt leak.
+for _name in ("botocore", "boto3", "urllib3", "aws_lambda_powertools"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)

@@ -1,0 +1,274 @@
+"""Zero knowledge: canary strings sent through every path never reach a log line, metric, trace or error.
+
+The real backends run (Bedrock and SageMaker, with clients whose services answer or fail with messages that quote
+the canary, as real services do). Everything the process emits is captured: stdout and stderr (Powertools Logger
+and EMF metrics), every Python log record at DEBUG, and each value handed to the tracer. The canary may appear in
+one place only: the body of a successful answer, which is the caller's own completion.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
+from spillway import telemetry
+from spillway.backends import ClientPool
+from spillway.backends.bedrock import BedrockBackend
+from spillway.backends.sagemaker import SageMakerBackend
+
+from tests.router.conftest import Harness, api_event
+
+CANARY = "ZKCANARY-51e9b7"
+
+
+def _canary(where: str) -> str:
+    return f"{CANARY}-{where}"
+
+
+class FakeRuntime:
+    """Stands in for a bedrock-runtime / sagemaker-runtime client: `behave(params)` answers or raises."""
+
+    def __init__(self, behave: Callable[[dict[str, Any]], Any]) -> None:
+        self.behave = behave
+
+    def converse(self, **params: Any) -> Any:
+        return self.behave(params)
+
+    def invoke_endpoint(self, **params: Any) -> Any:
+        answer = self.behave(params)
+        raw = json.dumps(answer).encode()
+
+        class Body:
+            def read(self) -> bytes:
+                return raw
+
+        return {"Body": Body()}
+
+
+def _client_error(code: str, status: int, message: str, operation: str = "Converse") -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {"x-debug": message}},
+            "OriginalMessage": message,
+        },
+        operation,
+    )
+
+
+def _echo(params: dict[str, Any]) -> Any:
+    """A healthy model that repeats the prompt (the worst case for leaks)."""
+    text = json.dumps(params.get("messages") or params.get("Body") or "")
+    if "modelId" in params:
+        return {
+            "output": {"message": {"role": "assistant", "content": [{"text": "echo " + text}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 5, "outputTokens": 5, "totalTokens": 10},
+            "metrics": {"latencyMs": 3},
+        }
+    return {"choices": [{"message": {"role": "assistant", "content": "echo " + text}, "finish_reason": "stop"}]}
+
+
+def _quoting(code: str, status: int) -> Callable[[dict[str, Any]], Any]:
+    def fail(params: dict[str, Any]) -> Any:
+        raise _client_error(code, status, f"rejected input {json.dumps(params.get('messages', ''))}")
+
+    return fail
+
+
+def _raise(exc: BaseException) -> Callable[[dict[str, Any]], Any]:
+    def fail(params: dict[str, Any]) -> Any:
+        raise exc
+
+    return fail
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """Everything the Powertools Logger writes (its handler holds the stdout of import time: swap its stream)."""
+    handler = telemetry.logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    yield buffer
+    handler.setStream(previous)
+
+
+@pytest.fixture
+def zk(table_doc: dict[str, Any], logs: io.StringIO) -> Iterator[tuple[Harness, list[Any]]]:
+    h = Harness(table_doc)
+    h.logs = logs  # type: ignore[attr-defined]
+    behaviour: list[Any] = [_echo]
+
+    def current(params: dict[str, Any]) -> Any:
+        return behaviour[0](params)  # looked up per call: a test swaps the behaviour
+
+    pool = ClientPool(lambda service, region, config: FakeRuntime(current))
+    h.router.backends.update({"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool)})
+    yield h, behaviour
+    h.handler.set_router(None)
+
+
+def _request(where: str) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "user", "content": [{"text": _canary(f"{where}-user")}]},
+            {"role": "assistant", "content": [{"text": _canary(f"{where}-assistant")}]},
+            {"role": "user", "content": [{"text": _canary(f"{where}-again")}]},
+        ],
+        "system": [{"text": _canary(f"{where}-system")}],
+        "inferenceConfig": {"maxTokens": 50, "stopSequences": [_canary(f"{where}-stop")]},
+        "toolConfig": {
+            "tools": [
+                {
+                    "toolSpec": {
+                        "name": "lookup",
+                        "description": _canary(f"{where}-tool"),
+                        "inputSchema": {"json": {"type": "object", "description": _canary(f"{where}-schema")}},
+                    }
+                }
+            ]
+        },
+    }
+
+
+class Tracer:
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        self.values.append((key, value))
+
+    def put_metadata(self, key: str, value: Any, namespace: str | None = None) -> None:
+        self.values.append((key, value, namespace))
+
+
+CASES: list[tuple[str, str, Any, int]] = [
+    # (name, feature, backend behaviour or a request mutation, expected status)
+    ("served", "summarize-thread", _echo, 200),
+    ("served_sagemaker", "redact-escrow", _echo, 200),
+    ("model_client_error", "summarize-thread", _quoting("ValidationException", 400), 400),
+    ("context_overflow", "summarize-thread", _quoting("ValidationException", 400), 400),
+    ("all_throttled", "summarize-thread", _quoting("ThrottlingException", 429), 503),
+    ("all_failing", "nightly-recap", _quoting("InternalServerException", 500), 503),
+    ("access_denied", "summarize-thread", _quoting("AccessDeniedException", 403), 503),
+    ("sagemaker_model_error", "redact-escrow", _quoting("ModelError", 424), 503),
+    ("timeouts", "summarize-thread", _raise(ReadTimeoutError(endpoint_url=f"https://{CANARY}.example")), 503),
+    ("backend_bug", "summarize-thread", _raise(RuntimeError(CANARY)), 503),
+    ("malformed_answer", "summarize-thread", lambda params: {"output": json.dumps(params)}, 503),
+]
+
+
+@pytest.mark.parametrize(("name", "feature", "behave", "status"), CASES, ids=[c[0] for c in CASES])
+def test_routed_paths_leak_nothing(
+    *,
+    zk: tuple[Harness, list[Any]],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    feature: str,
+    behave: Any,
+    status: int,
+) -> None:
+    h, behaviour = zk
+    behaviour[0] = behave
+    tracer = Tracer()
+    monkeypatch.setattr(telemetry.tracer, "put_annotation", tracer.put_annotation)
+    monkeypatch.setattr(telemetry.tracer, "put_metadata", tracer.put_metadata)
+    caplog.set_level(logging.DEBUG)
+    responses = [h.converse(feature, body=_request(f"{name}{i}"), request_id=f"zk-{name}-{i}") for i in range(4)]
+    responses.append(h.call(api_event("GET", "/v1/health", content_type=None)))
+    assert responses[0]["statusCode"] == status
+    out, err = capsys.readouterr()
+    out += h.logs.getvalue()  # type: ignore[attr-defined]
+    emitted = out + err + caplog.text + repr([r.__dict__ for r in caplog.records]) + repr(tracer.values)
+    assert '"_aws"' in out, "metrics were captured"
+    assert '"routed"' in out, "log lines were captured"
+    assert tracer.values, "trace annotations were captured"
+    assert CANARY not in emitted
+    for response in responses:
+        headers = json.dumps(response.get("headers")) + json.dumps(response.get("multiValueHeaders"))
+        assert CANARY not in headers
+        if response["statusCode"] != 200 or "/v1/health" in json.dumps(response.get("multiValueHeaders")):
+            assert CANARY not in response["body"]
+    if status == 200:
+        assert CANARY in responses[0]["body"], "the canary did travel to the model and back"
+
+
+REJECTED: list[tuple[str, dict[str, Any], int]] = [
+    ("bad_shape", {"body": {"messages": [{"role": CANARY, "content": [{"text": CANARY}]}]}}, 400),
+    ("unknown_key", {"body": {CANARY: CANARY, "messages": [{"role": "user", "content": [{"text": "x"}]}]}}, 400),
+    ("bad_block", {"body": {"messages": [{"role": "user", "content": [{CANARY: {"text": CANARY}}]}]}}, 400),
+    ("bad_json", {"raw_body": '{"messages": "' + CANARY}, 400),
+    ("too_big", {"body": {"messages": [{"role": "user", "content": [{"text": CANARY * 20000}]}]}}, 413),
+    ("wrong_type", {"raw_body": CANARY, "content_type": "text/plain"}, 415),
+    ("unknown_feature", {"feature": CANARY, "body": {"messages": [{"role": "user", "content": [{"text": "x"}]}]}}, 404),
+    ("wrong_path", {"path": f"/v1/{CANARY}", "body": {"x": CANARY}}, 404),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "status"), REJECTED, ids=[r[0] for r in REJECTED])
+def test_rejected_requests_leak_nothing(
+    *,
+    zk: tuple[Harness, list[Any]],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    spec: dict[str, Any],
+    status: int,
+) -> None:
+    h, _ = zk
+    spec = dict(spec)
+    caplog.set_level(logging.DEBUG)
+    feature = spec.pop("feature", "summarize-thread")
+    path = spec.pop("path", f"/v1/features/{feature}/converse")
+    response = h.call(api_event("POST", path, **spec))
+    assert response["statusCode"] == status
+    out, err = capsys.readouterr()
+    out += h.logs.getvalue()  # type: ignore[attr-defined]
+    assert '"_aws"' in out
+    assert CANARY not in out + err + caplog.text
+    assert CANARY not in response["body"]
+    assert CANARY not in json.dumps(response.get("multiValueHeaders"))
+    assert h.bedrock.calls == []
+
+
+def test_unexpected_router_failure_leaks_nothing(
+    zk: tuple[Harness, list[Any]],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h, _ = zk
+    caplog.set_level(logging.DEBUG)
+
+    def broken(*args: Any, **kw: Any) -> Any:
+        raise ValueError(f"could not route {args!r} {CANARY}")
+
+    monkeypatch.setattr(h.router, "sync_health", broken)
+    response = h.converse(body=_request("bug"))
+    assert response["statusCode"] == 502
+    out, err = capsys.readouterr()
+    out += h.logs.getvalue()  # type: ignore[attr-defined]
+    assert '"exception_type":"ValueError"' in out
+    assert CANARY not in out + err + caplog.text + response["body"]
+
+
+def test_breaker_and_store_telemetry_leak_nothing(
+    zk: tuple[Harness, list[Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    h, behaviour = zk
+    behaviour[0] = _quoting("ServiceUnavailableException", 503)
+    for i in range(5):
+        h.converse(body=_request(f"breaker{i}"), request_id=f"b{i}")
+    out, _ = capsys.readouterr()
+    out += h.logs.getvalue()  # type: ignore[attr-defined]
+    assert "BreakerOpens" in out
+    assert '"breaker"' in out
+    assert CANARY not in out
