@@ -401,8 +401,9 @@ def conditions_text(resource: Resource, condition: Any, a: CloudAssembly) -> str
 def _policy_documents(value: Any, path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
     """Every policy document (a mapping with a Statement list) anywhere in a property tree."""
     if isinstance(value, Mapping):
-        if "Statement" in value and isinstance(value.get("Statement"), list | dict):
-            yield path, value
+        statements = as_list(value.get("Statement"))
+        if statements and all(isinstance(x, Mapping) and "Effect" in x for x in statements):
+            yield path, value  # an IAM policy document (a WAF rule also has a `Statement`, without `Effect`)
             return
         for key, child in value.items():
             if key in HIDDEN_PROPERTIES:
@@ -459,7 +460,7 @@ def iam_statements(a: CloudAssembly) -> list[Statement]:  # noqa: PLR0912 - one 
                 actions = [show(r, x, a) for x in as_list(statement.get("Action", statement.get("NotAction")))]
                 resources = [show(r, x, a) for x in as_list(statement.get("Resource", statement.get("NotResource")))]
                 if kind == "trust":
-                    resources = [f"assume {r.label}"]
+                    resources = [f"assume role {r.label}"]
                 statement_principals = principals or [principal_text(r, statement.get("Principal", "-"), a)]
                 if kind == "trust":
                     statement_principals = [principal_text(r, statement.get("Principal", "-"), a)]

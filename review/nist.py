@@ -181,16 +181,25 @@ def _service_of(s: inv.Statement) -> str:
     return inv.endpoint_service(s.resource) if s.resource.type == "AWS::EC2::VPCEndpoint" else ""
 
 
+def wildcard_invoke(s: inv.Statement) -> bool:
+    """An Allow of an action that can invoke a model, endpoint, function or API, on `*` or on all but a few."""
+    if s.effect != "Allow" or s.kind == "trust":
+        return False
+    if not any(inv.is_invoke(x, _service_of(s)) for x in s.actions):
+        return False
+    if s.raw and "NotResource" in s.raw:
+        return True
+    raw = [str(x) for x in as_list(s.raw.get("Resource"))] if s.raw else s.resources
+    return _star(raw)
+
+
 @predicate
 def iam_no_wildcard_invoke(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
-    def raw_resources(s: inv.Statement) -> list[str]:
-        return [str(x) for x in as_list(s.raw.get("Resource"))] if s.raw else s.resources
-
     subjects = [s for s in _statements_allow(a) if any(inv.is_invoke(x, _service_of(s)) for x in s.actions)]
     return _check(
         "iam_no_wildcard_invoke",
         subjects,
-        lambda s: not _star(raw_resources(s)) and "NotResource" not in s.raw,
+        lambda s: not wildcard_invoke(s),
         lambda s: f"{s.principal}: {', '.join(s.actions)} on {'; '.join(s.resources)[:200]}",
     )
 

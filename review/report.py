@@ -188,13 +188,7 @@ def _network(a: CloudAssembly) -> list[Section]:
 
 def _iam(a: CloudAssembly) -> Section:
     statements = inv.iam_statements(a)
-    flagged = {
-        id(s)
-        for s in statements
-        if s.effect == "Allow"
-        and any(inv.is_invoke(x, nist._service_of(s)) for x in s.actions)
-        and any(str(x).strip() == "*" for x in (s.raw.get("Resource") if s.raw else []) or [])
-    }
+    flagged = {id(s) for s in statements if nist.wildcard_invoke(s)}
     rows = []
     for s in statements:
         rows.append(
