@@ -24,6 +24,19 @@ $(STAMPS)/cdk-cli: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The router's dependencies as a Lambda layer, without Docker: manylinux wheels for arm64 / CPython 3.13, each at the
+# version installed in .venv (the constraints are the venv's own freeze), so the layer ships what the tests ran.
+ROUTER_DEPS := build/router-deps
+$(STAMPS)/router-deps: lambdas/router/requirements.txt $(STAMPS)/venv
+	@mkdir -p $(STAMPS) build
+	rm -rf $(ROUTER_DEPS)
+	$(PY) -m pip freeze --disable-pip-version-check --exclude-editable > build/router-constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --only-binary=:all: \
+		--platform manylinux2014_aarch64 --implementation cp --python-version 3.13 \
+		--constraint build/router-constraints.txt --target $(ROUTER_DEPS)/python -r lambdas/router/requirements.txt
+	rm -rf $(ROUTER_DEPS)/python/bin
+	@touch $@
+
 # Graphviz draws the security report's diagram; Chromium renders the report in a test. Debian packages: CI runs as
 # root on a clean Debian machine; elsewhere sudo asks. Without Chromium the browser test skips and says why.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -39,12 +52,12 @@ $(STAMPS)/chromium:
 	@touch $@
 
 ## synth: every stack of $(CONFIG) into cdk.out/, through the compliance gate, with a summary
-synth: $(STAMPS)/venv $(STAMPS)/cdk-cli $(STAMPS)/graphviz
+synth: $(STAMPS)/venv $(STAMPS)/cdk-cli $(STAMPS)/router-deps $(STAMPS)/graphviz
 	$(CDK) synth --quiet --no-notices -c config=$(CONFIG)
 	$(PY) -m review cdk.out reports
 
 ## test: the whole suite (unit, infra, integration); slow suites have their own targets
-test: $(STAMPS)/venv $(STAMPS)/cdk-cli $(STAMPS)/graphviz $(STAMPS)/chromium
+test: $(STAMPS)/venv $(STAMPS)/router-deps $(STAMPS)/cdk-cli $(STAMPS)/graphviz $(STAMPS)/chromium
 	$(PY) -m pytest
 
 ## scan: checkov over every synthesized template, in its own venv (its release pins an old boto3); a failed check
@@ -70,4 +83,4 @@ bench: $(STAMPS)/venv
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf cdk.out reports $(STAMPS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf cdk.out build reports $(STAMPS) .pytest_cache .mypy_cache .ruff_cache

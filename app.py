@@ -34,7 +34,12 @@ def main() -> int:
     except PlatformConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    result = synthesize(build(platform, app=app))
+    try:  # a missing build artifact (the router's dependency layer) is reported like a config error
+        assembly = build(platform, app=app)
+    except PlatformConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    result = synthesize(assembly)
     print(result.summary(), file=sys.stderr)
     if not result.passed:
         print(f"error: the compliance gate failed; see {result.outdir}/validation-report.json", file=sys.stderr)

@@ -19,6 +19,7 @@ from stacks.links import LinksStack
 from stacks.models import ModelsStack
 from stacks.network import NetworkStack
 from stacks.platform import Platform
+from stacks.router import RouterStack, health_table_owner
 
 # Feature flags live in code, not cdk.json, so the CLI and the in-process tests synthesize the same templates.
 FEATURE_FLAGS: dict[str, object] = {
@@ -41,10 +42,11 @@ class Assembly:
     networks: Mapping[str, NetworkStack]
     links: Mapping[str, LinksStack]
     models: Mapping[str, ModelsStack]
+    routers: Mapping[str, RouterStack]
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [*self.networks.values(), *self.links.values(), *self.models.values()]
+        return [*self.networks.values(), *self.links.values(), *self.models.values(), *self.routers.values()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +108,42 @@ def build(
         models[region] = ModelsStack(
             app, f"{platform.name}-models-{region}", platform=platform, region=region, network=networks[region]
         )
+    routers = _routers(app, platform, networks, models)
     for network in networks.values():
         compliance.network(gate, network)
     for link in links.values():
         compliance.links(gate, link)
     for model_stack in models.values():
         compliance.models(gate, model_stack)
-    return Assembly(platform, app, gate, networks, links, models)
+    for router in routers.values():
+        compliance.router(gate, router)
+    return Assembly(platform, app, gate, networks, links, models, routers)
+
+
+def _routers(
+    app: cdk.App, platform: Platform, networks: Mapping[str, NetworkStack], models: Mapping[str, ModelsStack]
+) -> dict[str, RouterStack]:
+    routers: dict[str, RouterStack] = {}
+    for region in platform.region_names:
+        routers[region] = RouterStack(
+            app,
+            f"{platform.name}-router-{region}",
+            platform=platform,
+            region=region,
+            network=networks[region],
+            models=models[region],
+        )
+    # Other cells' models hold deploy-time ARNs a router may fail over to (its FailoverInvoke policies name them).
+    for region, router in routers.items():
+        for other in platform.region_names:
+            if other != region:
+                router.add_stack_dependency(models[other], "fails over onto their deploy-time ARNs")
+    # The global health table's owner creates replicas encrypted with the other cells' router keys: those first.
+    owner = routers[health_table_owner(platform)]
+    for router in routers.values():
+        if router is not owner:
+            owner.add_stack_dependency(router, "its router key encrypts a replica of the health table")
+    return routers
 
 
 def synthesize(assembly: Assembly) -> SynthResult:

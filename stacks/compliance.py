@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from stacks.links import LinksStack
     from stacks.models import ModelsStack
     from stacks.network import NetworkStack
+    from stacks.router import RouterStack
 
 LEDGER_FILE = "compliance-acknowledgements.json"
 REPORT_FILE = "validation-report.json"
@@ -286,4 +287,75 @@ def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
         "AwsSolutions-SF2",
         "The waiter polls one control-plane call per minute during a deployment; its executions are logged at ALL "
         "(without execution data) to the cell's CMK-encrypted log group, which is the trace that matters here.",
+    )
+
+
+def router(gate: ComplianceGate, stack: RouterStack) -> None:
+    """Router cell: the Lambda, its API, the health table and its backups, AppConfig, alarms.
+
+    Fixed in the resources, so not acknowledged: IAM auth, request validation, access logs and X-Ray on the API;
+    a WAF web ACL on the stage; the Lambda in the isolated subnets with reserved concurrency and a CMK-encrypted
+    environment; customer-managed policies only on its role (CDK's grants are dropped: `without_policy_updates`);
+    the table with PITR, a CMK and a backup plan; CMK-encrypted log groups, topic, vault and configuration.
+    """
+    gate.acknowledge(
+        stack.runtime_policy,
+        "AwsSolutions-IAM5[Resource::*]",
+        "Only actions IAM cannot scope to a resource: xray:PutTraceSegments/PutTelemetryRecords and the ENI "
+        "actions Lambda performs with the function's role to attach it to the VPC (ENIs land only in the isolated "
+        "subnets and router security group of the function's VpcConfig). Table, config, logs and key are exact ARNs; "
+        "invoke permissions come only from the models' policies, which name exact model and endpoint ARNs.",
+    )
+    gate.acknowledge(
+        stack.function,
+        "AwsSolutions-L1",
+        "The runtime is pinned to Python 3.13, the interpreter the router's tests run on and the one its dependency "
+        "layer is built for (make's router-deps step); moving to a newer runtime is a toolchain change made with the "
+        "tests, not a silent default. Python 3.13 is a supported Lambda runtime.",
+    )
+    gate.acknowledge(
+        stack.function,
+        "NIST.800.53.R5-LambdaDLQ",
+        "The router is invoked synchronously by API Gateway only: a failure is returned to the caller as a 5xx or "
+        "503 with Retry-After, there is no asynchronous event to dead-letter, and failures raise the 5xx, breaker "
+        "and throttle alarms (SNS, CMK-encrypted) that notify the operators.",
+    )
+    for method in stack.api.methods:
+        gate.acknowledge(
+            method,
+            "AwsSolutions-COG4",
+            "Callers are services, not end users: every method requires IAM (SigV4) authorization, and the API's "
+            "resource policy admits only the configured caller accounts and roles (and, private, only through the "
+            "allowed VPC endpoints). A Cognito user pool would add a second identity store without adding control.",
+        )
+    stage = stack.api.deployment_stage
+    gate.acknowledge(
+        stage,
+        "NIST.800.53.R5-APIGWCacheEnabledAndEncrypted",
+        "Caching is off on purpose: the responses are model completions, unique per request, and a cache would keep "
+        "prompt-derived content at rest against the zero-knowledge rule. No data is stored by the stage; transport "
+        "is TLS and the Lambda's answers are never persisted.",
+    )
+    gate.acknowledge(
+        stage,
+        "NIST.800.53.R5-APIGWSSLEnabled",
+        "A client certificate authenticates API Gateway to an HTTP backend; this API's only integration is the "
+        "router Lambda (AWS_PROXY), invoked by API Gateway under IAM with a Lambda resource policy naming this API, "
+        "so there is no HTTP backend to present a certificate to. Callers reach the API over TLS only.",
+    )
+    cloudwatch_role = stack.api.node.find_child("CloudWatchRole")
+    gate.acknowledge(
+        cloudwatch_role,
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+        "The account-level role API Gateway uses to write access and execution logs in this region; AWS maintains "
+        "the policy for exactly that service, only apigateway.amazonaws.com can assume the role, and the access log "
+        "group it writes is CMK-encrypted with retention.",
+    )
+    backup_role = stack.backup_selection.node.find_child("Role")
+    gate.acknowledge(
+        backup_role,
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup]",
+        "AWS Backup's own service policy, maintained by AWS for the backup jobs it runs; only backup.amazonaws.com "
+        "can assume the role, the selection names the health table alone, and the vault is CMK-encrypted with "
+        "recovery-point deletion blocked.",
     )

@@ -1,0 +1,441 @@
+"""The router stacks (stacks/router.py), asserted on the session's templates: Lambda, API, health table,
+AppConfig, alarms, dashboard, and the assets they ship."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+import stacks.router as router_module
+from stacks.platform import Platform
+from stacks.router import (
+    ACCESS_LOG_FIELDS,
+    APPCONFIG_PROFILE,
+    HEALTH_TTL_ATTRIBUTE,
+    RouterBuildError,
+    health_table_owner,
+    routing_table_schema,
+    stage_router_code,
+)
+from stacks.routing import ROUTER_ROOT, render_routing_table
+from tests.infra.conftest import Template, resources_of
+
+INVOKE_ACTION = re.compile(r"^(bedrock:Invoke|sagemaker:Invoke)", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def routers(platform: Platform, templates: Mapping[str, Template]) -> dict[str, Template]:
+    return {region: templates[f"{platform.name}-router-{region}"] for region in platform.region_names}
+
+
+def _one(template: Template, resource_type: str) -> Mapping[str, Any]:
+    found = resources_of(template, resource_type)
+    assert len(found) == 1, f"{resource_type}: {sorted(found)}"
+    return next(iter(found.values()))["Properties"]
+
+
+def _function(template: Template) -> Mapping[str, Any]:
+    return _one(template, "AWS::Lambda::Function")
+
+
+def _logical_id(template: Template, resource_type: str, prefix: str) -> str:
+    (found,) = [k for k in resources_of(template, resource_type) if k.startswith(prefix)]
+    return found
+
+
+def _statements(template: Template) -> Iterator[Mapping[str, Any]]:
+    for resource in template.get("Resources", {}).values():
+        props = resource.get("Properties", {})
+        documents = [props.get("PolicyDocument"), props.get("AssumeRolePolicyDocument")]
+        documents += [p.get("PolicyDocument") for p in props.get("Policies", [])]
+        for document in documents:
+            if isinstance(document, Mapping):
+                yield from document.get("Statement", [])
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --- the function --------------------------------------------------------------------------------------------
+
+
+def test_function_runtime_architecture_and_handler(routers: Mapping[str, Template]) -> None:
+    for template in routers.values():
+        function = _function(template)
+        version = tuple(int(part) for part in function["Runtime"].removeprefix("python").split("."))
+        assert function["Runtime"].startswith("python")
+        assert version >= (3, 13)
+        assert function["Architectures"] == ["arm64"]
+        module, _, name = function["Handler"].partition(".")
+        assert re.search(rf"^def {name}\(", (ROUTER_ROOT / f"{module}.py").read_text(encoding="utf-8"), re.M)
+        assert function["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_function_in_isolated_subnets_with_the_router_security_group(
+    platform: Platform, routers: Mapping[str, Template]
+) -> None:
+    for region, template in routers.items():
+        vpc = _function(template)["VpcConfig"]
+        (group,) = vpc["SecurityGroupIds"]
+        assert "RouterSecurityGroup" in group["Fn::ImportValue"]
+        assert group["Fn::ImportValue"].startswith(f"{platform.name}-network-{region}:")
+        assert len(vpc["SubnetIds"]) == len(platform.regions[region].availability_zones)
+        assert all("isolatedSubnet" in subnet["Fn::ImportValue"] for subnet in vpc["SubnetIds"])
+
+
+def test_reserved_concurrency_and_encrypted_environment(platform: Platform, routers: Mapping[str, Template]) -> None:
+    for template in routers.values():
+        function = _function(template)
+        assert function["ReservedConcurrentExecutions"] == platform.router.reserved_concurrency
+        assert function["MemorySize"] == platform.router.memory_mb
+        key = _logical_id(template, "AWS::KMS::Key", "RouterKey")
+        assert function["KmsKeyArn"] == {"Fn::GetAtt": [key, "Arn"]}
+        assert resources_of(template, "AWS::KMS::Key")[key]["Properties"]["EnableKeyRotation"] is True
+
+
+def test_function_environment_names_its_own_resources(platform: Platform, routers: Mapping[str, Template]) -> None:
+    handler_doc = (ROUTER_ROOT / "handler.py").read_text(encoding="utf-8")
+    for region, template in routers.items():
+        env = _function(template)["Environment"]["Variables"]
+        assert env["SPILLWAY_HEALTH_TABLE"] == f"{platform.name}-health"  # the network's DynamoDB naming rule
+        assert env["SPILLWAY_APPCONFIG_ENVIRONMENT"] == region
+        assert env["SPILLWAY_APPCONFIG_PROFILE"] == APPCONFIG_PROFILE
+        prefetch = env["AWS_APPCONFIG_EXTENSION_PREFETCH_LIST"]
+        assert f"/environments/{region}/configurations/{APPCONFIG_PROFILE}" in prefetch
+        for name in env:
+            if name.startswith("SPILLWAY_"):
+                assert f"``{name}``" in handler_doc, f"{name} is not read by the handler"
+
+
+def test_function_layers_are_the_dependencies_and_the_appconfig_extension(
+    platform: Platform, routers: Mapping[str, Template]
+) -> None:
+    for region, template in routers.items():
+        layers = _function(template)["Layers"]
+        assert platform.router.appconfig_extension_layer_arns[region] in layers
+        layer = _one(template, "AWS::Lambda::LayerVersion")
+        assert layer["CompatibleArchitectures"] == ["arm64"]
+        assert layer["CompatibleRuntimes"] == [_function(template)["Runtime"]]
+
+
+# --- the role ------------------------------------------------------------------------------------------------
+
+
+def test_role_attaches_the_models_policy_and_customer_managed_policies_only(
+    platform: Platform, routers: Mapping[str, Template]
+) -> None:
+    for region, template in routers.items():
+        roles = resources_of(template, "AWS::IAM::Role")
+        role_id = _logical_id(template, "AWS::IAM::Role", "FunctionRole")
+        role = roles[role_id]["Properties"]
+        assert "Policies" not in role
+        attached = json.dumps(role["ManagedPolicyArns"])
+        assert f"{platform.name}-models-{region}:ExportsOutputRefRouterInvoke" in attached
+        assert ":aws:policy/" not in attached  # no AWS managed policy on the router
+        assert resources_of(template, "AWS::IAM::Policy") == {}  # no inline (CDK default) policy anywhere
+        runtime = resources_of(template, "AWS::IAM::ManagedPolicy")[
+            _logical_id(template, "AWS::IAM::ManagedPolicy", "RouterRuntime")
+        ]["Properties"]
+        actions = {a for s in runtime["PolicyDocument"]["Statement"] for a in _as_list(s["Action"])}
+        assert not any(INVOKE_ACTION.match(a) for a in actions)  # invoke permissions come from the models only
+
+
+def test_no_invoke_action_on_a_wildcard_resource_anywhere(templates: Mapping[str, Template]) -> None:
+    for name, template in templates.items():
+        for statement in _statements(template):
+            if statement.get("Effect") != "Allow":
+                continue
+            actions = [a for a in _as_list(statement.get("Action", [])) if isinstance(a, str)]
+            if any(INVOKE_ACTION.match(a) or a in {"bedrock:*", "sagemaker:*"} for a in actions):
+                assert "*" not in _as_list(statement.get("Resource", [])), f"{name}: {statement}"
+
+
+def test_runtime_policy_names_exact_resources(platform: Platform, routers: Mapping[str, Template]) -> None:
+    for region, template in routers.items():
+        runtime = resources_of(template, "AWS::IAM::ManagedPolicy")[
+            _logical_id(template, "AWS::IAM::ManagedPolicy", "RouterRuntime")
+        ]["Properties"]["PolicyDocument"]["Statement"]
+        by_sid = {s["Sid"]: s for s in runtime}
+        table = f"arn:aws:dynamodb:{region}:{platform.account}:table/{platform.name}-health"
+        assert by_sid["HealthTable"]["Resource"] == table
+        assert len(_as_list(by_sid["RoutingConfiguration"]["Resource"])) == 2  # the table and the flags profiles
+        assert "Fn::GetAtt" in json.dumps(by_sid["RouterKey"]["Resource"])
+        wildcard = {s["Sid"] for s in runtime if "*" in _as_list(s["Resource"])}
+        assert wildcard == {"Traces", "VpcNetworkInterfaces"}  # what IAM cannot scope (acknowledged, with reasons)
+
+
+# --- the API -------------------------------------------------------------------------------------------------
+
+
+def test_every_method_requires_iam_and_an_api_key(platform: Platform, routers: Mapping[str, Template]) -> None:
+    for template in routers.values():
+        methods = resources_of(template, "AWS::ApiGateway::Method")
+        assert len(methods) == 3
+        for method in methods.values():
+            assert method["Properties"]["AuthorizationType"] == "AWS_IAM"
+            assert method["Properties"]["ApiKeyRequired"] is bool(platform.router.calling_services)
+        post = [m["Properties"] for m in methods.values() if m["Properties"]["HttpMethod"] == "POST"]
+        assert post[0]["RequestValidatorId"]
+        assert "application/json" in post[0]["RequestModels"]
+
+
+def test_private_api_resource_policy(platform: Platform, routers: Mapping[str, Template]) -> None:
+    for template in routers.values():
+        api = _one(template, "AWS::ApiGateway::RestApi")
+        assert api["EndpointConfiguration"]["Types"] == ["PRIVATE"]
+        statements = {s["Sid"]: s for s in api["Policy"]["Statement"]}
+        principals = json.dumps(statements["AllowedCallers"]["Principal"])
+        for caller in platform.router.allowed_callers:
+            assert caller in principals
+        deny = statements["OnlyThroughAllowedVpcEndpoints"]
+        assert deny["Effect"] == "Deny"
+        endpoint = _logical_id(template, "AWS::EC2::VPCEndpoint", "ExecuteApiEndpoint")
+        assert _as_list(deny["Condition"]["StringNotEquals"]["aws:SourceVpce"]) == [{"Ref": endpoint}]
+        vpce = resources_of(template, "AWS::EC2::VPCEndpoint")[endpoint]["Properties"]
+        assert vpce["PrivateDnsEnabled"] is True
+        assert "execute-api" in json.dumps(vpce["ServiceName"])
+        ingress = [r["Properties"] for r in resources_of(template, "AWS::EC2::SecurityGroupIngress").values()]
+        assert {r["CidrIp"] for r in ingress} <= {c.vpc_cidr for c in platform.regions.values()}
+
+
+def test_stage_throttling_tracing_and_access_logs_without_bodies(
+    platform: Platform, routers: Mapping[str, Template]
+) -> None:
+    for template in routers.values():
+        stage = _one(template, "AWS::ApiGateway::Stage")
+        assert stage["TracingEnabled"] is True
+        (settings,) = stage["MethodSettings"]
+        assert settings["ThrottlingRateLimit"] == platform.router.rate_limit
+        assert settings["ThrottlingBurstLimit"] == platform.router.burst_limit
+        assert settings["DataTraceEnabled"] is False
+        fmt = json.loads(stage["AccessLogSetting"]["Format"])
+        assert fmt == dict(ACCESS_LOG_FIELDS)
+        text = json.dumps(fmt).lower()
+        for forbidden in ("body", "$input", "requestoverride", "responseoverride", "querystring", "header"):
+            assert forbidden not in text
+        group = _logical_id(template, "AWS::Logs::LogGroup", "ApiAccessLogs")
+        assert stage["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": [group, "Arn"]}
+        assert "KmsKeyId" in resources_of(template, "AWS::Logs::LogGroup")[group]["Properties"]
+
+
+def test_usage_plan_and_key_per_calling_service(platform: Platform, routers: Mapping[str, Template]) -> None:
+    for template in routers.values():
+        plans = [p["Properties"] for p in resources_of(template, "AWS::ApiGateway::UsagePlan").values()]
+        assert len(plans) == len(platform.router.calling_services)
+        assert len(resources_of(template, "AWS::ApiGateway::ApiKey")) == len(plans)
+        assert len(resources_of(template, "AWS::ApiGateway::UsagePlanKey")) == len(plans)
+        for service in platform.router.calling_services.values():
+            (plan,) = [p for p in plans if p["UsagePlanName"].endswith(f"-{service.name}")]
+            assert plan["Throttle"] == {"RateLimit": service.rate_limit, "BurstLimit": service.burst_limit}
+            assert plan["Quota"] == {"Limit": service.quota_per_day, "Period": "DAY"}
+        for key in resources_of(template, "AWS::ApiGateway::ApiKey").values():
+            assert "Value" not in key["Properties"]  # API Gateway generates the value; never in a template
+
+
+def test_waf_on_the_stage_with_managed_rules_rate_limit_and_redacted_logs(routers: Mapping[str, Template]) -> None:
+    for template in routers.values():
+        acl_id = _logical_id(template, "AWS::WAFv2::WebACL", "WebAcl")
+        acl = resources_of(template, "AWS::WAFv2::WebACL")[acl_id]["Properties"]
+        assert acl["Scope"] == "REGIONAL"
+        statements = [r["Statement"] for r in acl["Rules"]]
+        groups = {s["ManagedRuleGroupStatement"]["Name"] for s in statements if "ManagedRuleGroupStatement" in s}
+        assert {"AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"} <= groups
+        assert any("RateBasedStatement" in r["Statement"] for r in acl["Rules"])
+        association = _one(template, "AWS::WAFv2::WebACLAssociation")
+        assert association["WebACLArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+        assert "/stages/" in json.dumps(association["ResourceArn"])
+        logging = _one(template, "AWS::WAFv2::LoggingConfiguration")
+        redacted = {f["SingleHeader"]["Name"] for f in logging["RedactedFields"]}
+        assert {"authorization", "x-amz-security-token", "x-api-key"} <= redacted
+
+
+# --- health table and backups ----------------------------------------------------------------------------------
+
+
+def test_one_global_health_table_with_a_cmk_replica_per_cell(
+    platform: Platform, routers: Mapping[str, Template]
+) -> None:
+    owner = health_table_owner(platform)
+    for region, template in routers.items():
+        tables = resources_of(template, "AWS::DynamoDB::GlobalTable")
+        assert resources_of(template, "AWS::DynamoDB::Table") == {}
+        assert len(tables) == (1 if region == owner else 0)
+    table = _one(routers[owner], "AWS::DynamoDB::GlobalTable")
+    assert table["TableName"] == f"{platform.name}-health"
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": HEALTH_TTL_ATTRIBUTE, "Enabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS"}
+    replicas = {r["Region"]: r for r in table["Replicas"]}
+    assert set(replicas) == set(platform.region_names)
+    for region, replica in replicas.items():
+        assert replica["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert replica["DeletionProtectionEnabled"] is True
+        key = replica["SSESpecification"]["KMSMasterKeyId"]
+        if region == owner:
+            assert key == {"Fn::GetAtt": [_logical_id(routers[owner], "AWS::KMS::Key", "RouterKey"), "Arn"]}
+        else:  # the replica cell's own router key, by its deterministic alias
+            assert key == f"arn:aws:kms:{region}:{platform.account}:alias/{platform.name}-router-{region}"
+            alias = _one(routers[region], "AWS::KMS::Alias")
+            assert alias["AliasName"] == f"alias/{platform.name}-router-{region}"
+
+
+def test_every_cell_backs_up_its_replica_to_a_cmk_vault(platform: Platform, routers: Mapping[str, Template]) -> None:
+    owner = health_table_owner(platform)
+    for region, template in routers.items():
+        selection = _one(template, "AWS::Backup::BackupSelection")["BackupSelection"]
+        (resource,) = selection["Resources"]
+        if region == owner:
+            table = _logical_id(template, "AWS::DynamoDB::GlobalTable", "HealthTable")
+            assert resource == {"Fn::GetAtt": [table, "Arn"]}
+        else:
+            assert resource == f"arn:aws:dynamodb:{region}:{platform.account}:table/{platform.name}-health"
+        vault = _one(template, "AWS::Backup::BackupVault")
+        assert "EncryptionKeyArn" in vault
+        plan = _one(template, "AWS::Backup::BackupPlan")["BackupPlan"]
+        assert plan["BackupPlanRule"][0]["Lifecycle"]["DeleteAfterDays"] >= 35
+
+
+def test_global_table_owner_deploys_after_the_other_cells(platform: Platform, assembly: Any) -> None:
+    owner = assembly.routers[health_table_owner(platform)]
+    others = {r for region, r in assembly.routers.items() if region != health_table_owner(platform)}
+    assert others <= set(owner.dependencies)
+
+
+# --- AppConfig -------------------------------------------------------------------------------------------------
+
+
+def test_appconfig_profile_validator_strategy_deployment_and_rollback_monitor(
+    platform: Platform, routers: Mapping[str, Template]
+) -> None:
+    for region, template in routers.items():
+        found = resources_of(template, "AWS::AppConfig::ConfigurationProfile").values()
+        profiles = {p["Properties"]["Name"]: p["Properties"] for p in found}
+        profile = profiles[APPCONFIG_PROFILE]
+        (validator,) = profile["Validators"]
+        assert validator["Type"] == "JSON_SCHEMA"
+        assert json.loads(validator["Content"]) == routing_table_schema()
+        assert "KmsKeyIdentifier" in profile
+        versions = resources_of(template, "AWS::AppConfig::HostedConfigurationVersion").values()
+        contents = [json.loads(v["Properties"]["Content"]) for v in versions]
+        assert render_routing_table(platform, region) in contents
+        strategy = _one(template, "AWS::AppConfig::DeploymentStrategy")
+        assert (strategy["GrowthType"], strategy["GrowthFactor"]) == ("LINEAR", 20)
+        assert strategy["DeploymentDurationInMinutes"] == 5
+        assert strategy["FinalBakeTimeInMinutes"] >= 1
+        deployments = resources_of(template, "AWS::AppConfig::Deployment")
+        assert len(deployments) == 2
+        strategy_id = _logical_id(template, "AWS::AppConfig::DeploymentStrategy", "ConfigStrategy")
+        assert all(strategy_id in json.dumps(d["Properties"]["DeploymentStrategyId"]) for d in deployments.values())
+        environment = _one(template, "AWS::AppConfig::Environment")
+        assert environment["Name"] == region
+        (monitor,) = environment["Monitors"]
+        alarm = _logical_id(template, "AWS::CloudWatch::Alarm", "AlarmApi5xx")
+        assert monitor["AlarmArn"] == {"Fn::GetAtt": [alarm, "Arn"]}
+        role = _logical_id(template, "AWS::IAM::Role", "ConfigMonitorRole")
+        assert monitor["AlarmRoleArn"] == {"Fn::GetAtt": [role, "Arn"]}
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "us-west-2"])
+def test_rendered_tables_pass_the_appconfig_schema(platform: Platform, region: str) -> None:
+    jsonschema.Draft4Validator.check_schema(routing_table_schema())
+    jsonschema.Draft4Validator(routing_table_schema()).validate(render_routing_table(platform, region))
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda t: t.update(version=2),
+        lambda t: t.update(extra=1),
+        lambda t: next(iter(t["targets"].values())).update(capacity="reserved"),
+        lambda t: next(iter(t["targets"].values()))["backend"].update(kind="openai"),
+        lambda t: next(iter(t["features"].values())).pop("deadline_ms"),
+        lambda t: next(iter(t["features"].values())).update(order=["spill", "sideways"]),
+        lambda t: t["targets"].update({"no-slashes": next(iter(t["targets"].values()))}),
+    ],
+)
+def test_the_schema_rejects_broken_tables(platform: Platform, breakage: Any) -> None:
+    table = json.loads(json.dumps(render_routing_table(platform, "us-east-1")))
+    breakage(table)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(routing_table_schema()).validate(table)
+
+
+# --- alarms and dashboard --------------------------------------------------------------------------------------
+
+
+def test_alarms_and_dashboard(platform: Platform, routers: Mapping[str, Template]) -> None:
+    telemetry = (ROUTER_ROOT / "spillway" / "telemetry.py").read_text(encoding="utf-8")
+    for region, template in routers.items():
+        found = resources_of(template, "AWS::CloudWatch::Alarm").values()
+        alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in found}
+        prefix = f"{platform.name}-router-{region}-"
+        expected = {"api-5xx", "breaker-open", "backend-throttles", "lambda-throttles"}
+        for feature in sorted(render_routing_table(platform, region)["features"]):
+            expected |= {f"spill-rate-{feature}", f"failover-rate-{feature}"}
+        assert {name.removeprefix(prefix) for name in alarms} == expected
+        for alarm in alarms.values():
+            assert alarm["AlarmActions"]
+            assert alarm["OKActions"]
+            for metric in alarm.get("Metrics", []):
+                expression = metric.get("Expression", "")
+                stat = metric.get("MetricStat", {}).get("Metric", {})
+                if stat.get("Namespace") == "Spillway":
+                    assert re.search(rf"\b{stat['MetricName']}\b", telemetry)
+                for name in re.findall(r"SUM\((\w+)\)", expression):
+                    assert re.search(rf"\b{name}\b", telemetry)
+        topic = _one(template, "AWS::SNS::Topic")
+        assert "KmsMasterKeyId" in topic
+        dashboard = _one(template, "AWS::CloudWatch::Dashboard")
+        assert dashboard["DashboardName"] == f"{platform.name}-router-{region}"
+
+
+# --- assets ----------------------------------------------------------------------------------------------------
+
+
+def test_no_asset_ships_bytecode(synth: Any) -> None:
+    assets = [p for p in Path(synth.outdir).iterdir() if p.name.startswith("asset.") and p.is_dir()]
+    assert assets
+    for asset in assets:
+        assert not list(asset.rglob("__pycache__")), asset.name
+        assert not list(asset.rglob("*.pyc")), asset.name
+
+
+def test_each_cell_ships_its_own_routing_table(
+    platform: Platform, routers: Mapping[str, Template], synth: Any
+) -> None:
+    for region, template in routers.items():
+        key = _function(template)["Code"]["S3Key"]
+        asset = Path(synth.outdir) / f"asset.{key.removesuffix('.zip')}"
+        shipped = json.loads((asset / "routing.json").read_text(encoding="utf-8"))
+        assert shipped == render_routing_table(platform, region)
+        assert (asset / "handler.py").is_file()
+        assert (asset / "spillway" / "config.py").is_file()
+        assert not (asset / "tests").exists()
+
+
+def test_staging_is_deterministic(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "pkg" / "__pycache__").mkdir(parents=True)
+    (source / "handler.py").write_text("def lambda_handler(e, c): ...\n")
+    (source / "pkg" / "__pycache__" / "x.cpython-313.pyc").write_bytes(b"\0")
+    (source / "routing.json").write_text("{}")  # the checked-in default is replaced
+    first = stage_router_code({"b": 1, "a": 2}, source=source, staging=tmp_path / "stage")
+    second = stage_router_code({"a": 2, "b": 1}, source=source, staging=tmp_path / "stage")
+    assert first == second
+    assert sorted(str(p.relative_to(first)) for p in first.rglob("*") if p.is_file()) == ["handler.py", "routing.json"]
+    assert json.loads((first / "routing.json").read_text()) == {"a": 2, "b": 1}
+    other = stage_router_code({"a": 3}, source=source, staging=tmp_path / "stage")
+    assert other != first
+
+
+def test_missing_dependency_layer_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(router_module, "DEPS_DIR", tmp_path / "no-such-folder")
+    with pytest.raises(RouterBuildError, match=r"run `make synth`"):
+        router_module.dependencies_layer_dir()
