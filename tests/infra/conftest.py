@@ -6,16 +6,14 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-from stacks.platform import Platform, load_platform
-
-if TYPE_CHECKING:
-    from stacks.assembly import Assembly, SynthResult
-
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+from stacks.assembly import Assembly, SynthResult, build, synthesize
+from stacks.platform import Platform, load_platform
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "platform.yaml"
 
@@ -29,16 +27,12 @@ def platform() -> Platform:
 
 @pytest.fixture(scope="session")
 def assembly(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    from stacks.assembly import build  # CDK is imported only by the tests that synthesize
-
     # CloudFormation's own validation stays on here: this is the one synthesis the suite keeps fully honest.
     return build(platform, outdir=tmp_path_factory.mktemp("cdk.out"), cloudformation_validation=True)
 
 
 @pytest.fixture(scope="session")
 def synth(assembly: Assembly) -> SynthResult:
-    from stacks.assembly import synthesize
-
     return synthesize(assembly)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from spillway.config import (
     BedrockRef,
     BreakerPolicy,

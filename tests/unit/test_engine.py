@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+
 from spillway.capacity import InflightTracker
 from spillway.config import RoutingTable, Target
 from spillway.engine import BackendReply, Engine, Outcome, RouteResult, Status

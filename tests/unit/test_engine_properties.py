@@ -6,6 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, Outcome, Status
 from spillway.health import BreakerState, HealthBoard, Transition

@@ -5,6 +5,7 @@ from __future__ import annotations
 import botocore.exceptions  # type: ignore[import-untyped]
 import botocore.session  # type: ignore[import-untyped]
 import pytest
+
 from spillway.errors import CODES, BackendError, ErrorClass, classify, from_exception
 
 C, U, CL, OURS = ErrorClass.CAPACITY, ErrorClass.UNAVAILABLE, ErrorClass.CLIENT, ErrorClass.OURS

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from spillway.config import BreakerPolicy
 from spillway.health import (
     AVAILABLE,

@@ -6,6 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from spillway.config import DIMENSIONS, BreakerPolicy, RoutingTable, parse_routing_table
 from spillway.health import Admission, HealthBoard, Verdict
 from spillway.policy import Planner, StepKind
