@@ -7,6 +7,7 @@ thread lingers; long waits inside handlers use :attr:`Listener.closing` so that 
 from __future__ import annotations
 
 import contextlib
+import selectors
 import socket
 import socketserver
 import struct
@@ -30,13 +31,36 @@ class _Server(ThreadingHTTPServer):
     block_on_close = True
     allow_reuse_address = True
     request_queue_size = 128
+    timeout = 0.0  # handle_request() never blocks: serve() only calls it when the socket is readable
 
     def __init__(self, address: tuple[str, int], owner: Listener, closing: threading.Event) -> None:
         self.owner = owner
         self.closing = closing
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stop_serving = False
         super().__init__(address, RequestHandler)
+
+    def serve(self) -> None:
+        """Accept until :meth:`stop_serving`: no polling, so stopping is immediate and idling is free."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stop_serving:
+                for key, _ in selector.select():
+                    if key.fileobj is self and not self._stop_serving:
+                        self.handle_request()  # ready: accepts at once (timeout 0 if the peer left)
+
+    def stop_serving(self) -> None:
+        self._stop_serving = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (getfqdn), which can stall without DNS.
@@ -164,8 +188,7 @@ class Listener:
             server = _Server((self.host, self._port), self, self._stopping_event())
             self._port = server.server_port
             thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
+                target=server.serve,
                 name=f"emulator-{self.name}-{self._port}",
                 daemon=True,
             )
@@ -192,7 +215,7 @@ class Listener:
                 return
             self._server = self._thread = None
             server.closing.set()
-            server.shutdown()
+            server.stop_serving()
             if thread is not None:
                 thread.join()
             server.socket.close()

@@ -88,24 +88,31 @@ def client(emu: Emulator) -> ClientFactory:
 
 
 def make_factory(emu: Emulator) -> ClientFactory:
-    def make(
-        service: str, region: str = EAST, read_timeout: float = 5.0, retries: dict[str, Any] | None = None
-    ) -> Any:
-        return boto3.client(
-            service,
-            region_name=region,
-            endpoint_url=emu.endpoint_url(region),
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(
-                retries=retries or {"total_max_attempts": 1, "mode": "standard"},
-                connect_timeout=2,
-                read_timeout=read_timeout,
-                max_pool_connections=32,
-            ),
-        )
+    made: dict[tuple[str, str, float, str], Any] = {}
+
+    def make(service: str, region: str = EAST, read_timeout: float = 5.0, retries: dict[str, Any] | None = None) -> Any:
+        key = (service, region, read_timeout, json.dumps(retries, sort_keys=True))
+        if key not in made:  # one client per kind: creating clients is the slow part of these tests
+            made[key] = _new_client(emu, service, region, read_timeout, retries)
+        return made[key]
 
     return make
+
+
+def _new_client(emu: Emulator, service: str, region: str, read_timeout: float, retries: dict[str, Any] | None) -> Any:
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=emu.endpoint_url(region),
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(
+            retries=retries or {"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=2,
+            read_timeout=read_timeout,
+            max_pool_connections=32,
+        ),
+    )
 
 
 def converse_kwargs(model_id: str, text: str = "hello there", **extra: Any) -> dict[str, Any]:

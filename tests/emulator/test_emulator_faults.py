@@ -214,6 +214,4 @@ def test_slow_first_token(client: ClientFactory, emu: Emulator) -> None:
     reply = bedrock.converse(**converse_kwargs(MODEL))
     assert time.monotonic() - started >= 0.25
     assert reply["metrics"]["latencyMs"] >= 250
-    started = time.monotonic()
-    bedrock.converse(**converse_kwargs(MODEL))
-    assert time.monotonic() - started < 0.25
+    assert bedrock.converse(**converse_kwargs(MODEL))["metrics"]["latencyMs"] < 250  # count=1: spent

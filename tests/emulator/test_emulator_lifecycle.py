@@ -66,3 +66,13 @@ def test_fixed_ports_and_duplicates() -> None:
             emu.endpoint_url("nowhere")
         emu.remove_target(("r1", "bedrock", "m"))
         assert emu.targets() == []
+
+
+def test_restart_keeps_urls_and_targets() -> None:
+    emu = Emulator(default_targets())
+    with emu:
+        urls = emu.endpoint_urls()
+    with emu:
+        assert emu.endpoint_urls() == urls
+        bedrock = make_factory(emu)("bedrock-runtime", "us-west-2")
+        assert bedrock.converse(**converse_kwargs("anthropic.claude-sonnet-4-v1:0"))["output"]
