@@ -52,6 +52,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
+
 from spillway import api, telemetry
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend

@@ -26,7 +26,6 @@ from spillway.engine import BackendReply, Usage
 from spillway.errors import BackendError
 from spillway.health import HealthBoard
 from spillway.routing_source import RoutingSource
-
 from stacks.platform import load_platform
 from stacks.routing import render_routing_table
 

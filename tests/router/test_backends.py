@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+
 from spillway.backends import ClientPool, backend_error, endpoint_url_for, tier_for
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend, from_chat, to_chat

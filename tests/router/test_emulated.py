@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import handler
 import pytest
 
+import handler
 from emulator import Emulator, Fault, TargetSpec
 from tests.router.conftest import LambdaContext, api_event, body_of, converse_body, header
 

@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 import pytest
+
 from spillway import api
 from spillway.engine import BackendReply
 from spillway.errors import BackendError, ErrorClass
-
 from tests.router.conftest import Harness, LambdaContext, api_event, body_of, converse_body, header, ok_reply
 
 PT = "claude-sonnet/provisioned/us-east-1"
@@ -304,3 +304,16 @@ def test_a_broken_context_still_answers_without_a_500(harness: Harness) -> None:
     response = harness.handler.lambda_handler(api_event("GET", "/v1/features", content_type=None), None)
     assert response["statusCode"] == 502
     assert json.loads(response["body"])["error"]["code"] == api.ROUTER_ERROR
+
+
+def test_context_overflow_falls_back_to_the_next_model_then_400(harness: Harness) -> None:
+    overflow = BackendError(ErrorClass.CLIENT, "ValidationException", 400, context_overflow=True)
+    for target in ("claude-sonnet/provisioned/us-east-1", "claude-sonnet/on_demand/us-east-1"):
+        harness.bedrock.plan[target] = overflow
+    response = harness.converse()
+    assert response["statusCode"] == 200
+    assert header(response, "x-spillway-target") == "nova-lite/on_demand/us-east-1"
+    harness.bedrock.default = overflow
+    response = harness.converse(request_id="too-big")
+    assert response["statusCode"] == 400
+    assert _error(response)["code"] == "ValidationException"

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import botocore.session
-import handler
 from openapi_spec_validator import validate
-from spillway import api
 
+import handler
+from spillway import api
 from tools import openapi as tool
 
 ROOT = Path(__file__).resolve().parents[2]

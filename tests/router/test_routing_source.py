@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import handler
 import pytest
+
+import handler
+from emulator import AppConfigExtension, Fault
 from spillway.errors import BackendError
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, bucket
-
-from emulator import AppConfigExtension, Fault
 from tests.router.conftest import FakeClock, Harness, LambdaContext, ScriptedBackend, api_event, body_of, header
 
 APP, ENV, PROFILE, FLAGS = "spillway", "us-east-1", "routing", "flags"

@@ -8,10 +8,10 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+
 from spillway.config import BreakerPolicy
 from spillway.health import Admission, BreakerRecord, BreakerState, HealthBoard, Verdict
 from spillway.store import HealthStore
-
 from tests.router.conftest import FakeClock
 
 TABLE = "spillway-health"

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
+
 from spillway import telemetry
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
-
 from tests.router.conftest import Harness, api_event
 
 CANARY = "ZKCANARY-51e9b7"
@@ -79,6 +79,10 @@ def _quoting(code: str, status: int) -> Callable[[dict[str, Any]], Any]:
         raise _client_error(code, status, f"rejected input {json.dumps(params.get('messages', ''))}")
 
     return fail
+
+
+def _overflowing(params: dict[str, Any]) -> Any:
+    raise _client_error("ValidationException", 400, f"Input is too long for requested model: {params.get('messages')}")
 
 
 def _raise(exc: BaseException) -> Callable[[dict[str, Any]], Any]:
@@ -153,7 +157,7 @@ CASES: list[tuple[str, str, Any, int]] = [
     ("served", "summarize-thread", _echo, 200),
     ("served_sagemaker", "redact-escrow", _echo, 200),
     ("model_client_error", "summarize-thread", _quoting("ValidationException", 400), 400),
-    ("context_overflow", "summarize-thread", _quoting("ValidationException", 400), 400),
+    ("context_overflow", "summarize-thread", _overflowing, 400),
     ("all_throttled", "summarize-thread", _quoting("ThrottlingException", 429), 503),
     ("all_failing", "nightly-recap", _quoting("InternalServerException", 500), 503),
     ("access_denied", "summarize-thread", _quoting("AccessDeniedException", 403), 503),
