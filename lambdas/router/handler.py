@@ -30,7 +30,9 @@ Environment variables:
 - ``SPILLWAY_STORE_BACKOFF_S`` (default 5): how long the store stays quiet after a DynamoDB error.
 - ``SPILLWAY_ENDPOINT_URL_<REGION>`` (e.g. ``SPILLWAY_ENDPOINT_URL_US_EAST_1``) and ``SPILLWAY_ENDPOINT_URL``: model
   runtime endpoint overrides (the local emulator). Unset in AWS.
-- ``SPILLWAY_DEADLINE_MARGIN_MS`` (default 500): kept back from the Lambda's remaining time to answer in.
+- ``SPILLWAY_DEADLINE_MARGIN_MS`` (default 500): kept back from the Lambda's remaining time to answer in. Keep the
+  Lambda timeout at or under API Gateway's integration timeout (29 s by default), so the router answers 504 itself.
+- ``AWS_LAMBDA_LOG_STREAM_NAME`` (set by Lambda): this instance's ``writer`` in the health table.
 - ``POWERTOOLS_SERVICE_NAME`` (default spillway-router), ``POWERTOOLS_METRICS_NAMESPACE`` (default Spillway),
   ``POWERTOOLS_LOG_LEVEL`` (default INFO), ``POWERTOOLS_TRACE_DISABLED``: Powertools' own settings.
   ``POWERTOOLS_LOGGER_LOG_EVENT`` and ``POWERTOOLS_DEV`` are ignored on purpose: the event holds the prompt.
