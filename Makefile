@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: synth test scan lint typecheck bench clean
+.PHONY: synth test scan lint typecheck bench clean demo chaos load fuzz
 
 $(STAMPS)/venv: requirements.txt requirements-dev.txt lambdas/router/requirements.txt
 	@mkdir -p $(STAMPS)
@@ -81,6 +81,25 @@ typecheck: $(STAMPS)/venv
 
 bench: $(STAMPS)/venv
 	$(PY) benchmarks/run.py
+
+## demo: the example platform on loopback (emulator, moto, router behind a local API Gateway endpoint) through a
+## steady load, a 3x PT surge and a home-region outage; summary and plot in reports/demo/. No AWS account.
+demo: $(STAMPS)/venv
+	$(PY) -m demo
+
+## chaos: the failure scenarios, each with its assertions; ends with `chaos: N passed, N failed`.
+chaos: $(STAMPS)/venv
+	$(PY) -m chaos
+
+## load: bounded load through the local endpoint (LOAD_ARGS="--concurrency 8 --duration 20").
+LOAD_ARGS ?=
+load: $(STAMPS)/venv
+	$(PY) -m load $(LOAD_ARGS)
+
+## fuzz: schemathesis against docs/openapi.json on the local endpoint: no 5xx, every error documented.
+FUZZ_ARGS ?=
+fuzz: $(STAMPS)/venv
+	$(PY) -m fuzz $(FUZZ_ARGS)
 
 clean:
 	rm -rf cdk.out build reports $(STAMPS) .pytest_cache .mypy_cache .ruff_cache
