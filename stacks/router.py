@@ -991,13 +991,13 @@ class RouterStack(cdk.Stack):
 
     # --- alarms and dashboard --------------------------------------------------------------------------------
 
-    def _metric(self, name: str, **dimensions: str) -> cw.Metric:
+    def _metric(self, name: str, minutes: int = 1, **dimensions: str) -> cw.Metric:
         return cw.Metric(
             namespace=METRICS_NAMESPACE,
             metric_name=name,
             dimensions_map={"service": METRICS_SERVICE, **dimensions},
             statistic="Sum",
-            period=cdk.Duration.minutes(1),
+            period=cdk.Duration.minutes(minutes),
         )
 
     @staticmethod
@@ -1053,11 +1053,11 @@ class RouterStack(cdk.Stack):
         )
         for feature in self.features:
             construct = "".join(part.capitalize() for part in feature.replace(".", "-").split("-"))
-            requests = self._metric("Requests", feature=feature)
+            requests = self._metric("Requests", 5, feature=feature)
             for metric, name, threshold in (("Spills", "spill-rate", 50), ("Failovers", "failover-rate", 10)):
                 rate = cw.MathExpression(
                     expression="IF(requests > 0, 100 * events / requests, 0)",
-                    using_metrics={"events": self._metric(metric, feature=feature), "requests": requests},
+                    using_metrics={"events": self._metric(metric, 5, feature=feature), "requests": requests},
                     label=f"{metric} per request (%) of {feature}",
                     period=cdk.Duration.minutes(5),
                 )
