@@ -1,6 +1,6 @@
 """Call the router like a service does: a SigV4-signed (IAM) request to API Gateway's `execute-api`.
 
-    python -m tools.call_router URL FEATURE "your prompt" [--region us-east-1] [--max-tokens 256]
+    python -m tools.call_router URL FEATURE "your prompt" [--region us-east-1] [--max-tokens 256] [--api-key KEY]
 
 URL is the stage's base URL (https://<api-id>.execute-api.<region>.amazonaws.com/prod) or a local router's
 address (the local demo). Credentials come from the usual botocore chain (environment, profile, role). Prints the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -23,11 +24,14 @@ from botocore.awsrequest import AWSRequest
 
 
 def signed_request(
-    url: str, body: Mapping[str, Any], region: str, credentials: Any | None = None
+    url: str, body: Mapping[str, Any], region: str, credentials: Any | None = None, api_key: str | None = None
 ) -> urllib.request.Request:
-    """A urllib request for POST `url` with `body` as JSON, signed for execute-api in `region`."""
+    """A urllib request for POST `url` with `body` as JSON, signed for execute-api in `region`. `api_key` is the
+    calling service's usage-plan key (x-api-key), when the deployment names calling services."""
     data = json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["x-api-key"] = api_key
     aws_request = AWSRequest(method="POST", url=url, data=data, headers=headers)
     creds = credentials or botocore.session.get_session().get_credentials()
     if creds is None:
@@ -46,11 +50,12 @@ def converse(
     region: str,
     *,
     credentials: Any | None = None,
+    api_key: str | None = None,
     timeout_s: float = 30.0,
 ) -> tuple[int, dict[str, str], Any]:
     """(status, headers, JSON body) of one call to POST {base_url}/v1/features/{feature}/converse."""
     url = f"{base_url.rstrip('/')}/v1/features/{feature}/converse"
-    req = signed_request(url, request, region, credentials)
+    req = signed_request(url, request, region, credentials, api_key)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as answer:  # noqa: S310 (the caller's own URL)
             return answer.status, dict(answer.headers.items()), json.loads(answer.read())
@@ -70,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("prompt")
     parser.add_argument("--region", default="us-east-1", help="the region the API lives in (signing scope)")
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--api-key", default=os.environ.get("SPILLWAY_API_KEY"), help="x-api-key (or SPILLWAY_API_KEY)")
     args = parser.parse_args(argv)
     request = {
         "messages": [{"role": "user", "content": [{"text": args.prompt}]}],
         "inferenceConfig": {"maxTokens": args.max_tokens},
     }
-    status, headers, body = converse(args.url, args.feature, request, args.region)
+    status, headers, body = converse(args.url, args.feature, request, args.region, api_key=args.api_key)
     lower = {k.lower(): v for k, v in headers.items()}
     print(f"HTTP {status}")
     for name in (

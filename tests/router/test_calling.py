@@ -53,7 +53,9 @@ def local_api(harness: Harness) -> Iterator[tuple[str, list[dict[str, str]]]]:
 def test_signed_call_is_served(local_api: tuple[str, list[dict[str, str]]]) -> None:
     url, seen = local_api
     request = {"messages": [{"role": "user", "content": [{"text": "hello"}]}]}
-    status, headers, body = call_router.converse(url, "summarize-thread", request, "us-east-1", credentials=CREDS)
+    status, headers, body = call_router.converse(
+        url, "summarize-thread", request, "us-east-1", credentials=CREDS, api_key="svc-key"
+    )
     assert status == 200
     assert body["output"]["message"]["content"] == [{"text": "fine answer"}]
     assert {k.lower(): v for k, v in headers.items()}["x-spillway-target"] == "claude-sonnet/provisioned/us-east-1"
@@ -61,6 +63,8 @@ def test_signed_call_is_served(local_api: tuple[str, list[dict[str, str]]]) -> N
     assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert "/us-east-1/execute-api/aws4_request" in auth
     assert "X-Amz-Date" in seen[0]
+    assert {k.lower(): v for k, v in seen[0].items()}["x-api-key"] == "svc-key"
+    assert "x-api-key" in auth  # signed along with the body
 
 
 def test_error_answers_come_back_as_json(local_api: tuple[str, list[dict[str, str]]]) -> None:
