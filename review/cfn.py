@@ -82,6 +82,7 @@ class CloudAssembly:
     acknowledgements: list[Acknowledgement]
     findings: list[Finding]
     report_found: bool
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def resources(self, *types: str) -> Iterator[Resource]:
         for stack in self.stacks:
@@ -100,7 +101,9 @@ class CloudAssembly:
 
     def exports(self) -> dict[str, Resource]:
         """Export name -> the resource its value refers to (Ref/GetAtt), across every stack."""
-        found: dict[str, Resource] = {}
+        if "exports" in self._cache:
+            return self._cache["exports"]  # type: ignore[no-any-return]
+        found: dict[str, Resource] = self._cache.setdefault("exports", {})
         for stack in self.stacks:
             for output in (stack.template.get("Outputs") or {}).values():
                 name = (output.get("Export") or {}).get("Name")

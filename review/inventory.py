@@ -19,11 +19,27 @@ HIDDEN_PROPERTIES = frozenset({"Code", "ZipFile", "InlineCode", "Environment", "
 
 
 def names(assembly: CloudAssembly, stack: str) -> dict[str, str]:
-    return {r.logical_id: r.label for r in assembly.stack(stack).resources.values()}
+    cache = assembly._cache.setdefault("names", {})
+    if stack not in cache:
+        cache[stack] = {r.logical_id: r.label for r in assembly.stack(stack).resources.values()}
+    return cache[stack]  # type: ignore[no-any-return]
 
 
 def show(resource: Resource, value: Any, assembly: CloudAssembly) -> str:
-    return render(value, names(assembly, resource.stack))
+    return render(_imports_resolved(value, assembly), names(assembly, resource.stack))
+
+
+def _imports_resolved(value: Any, assembly: CloudAssembly) -> Any:
+    """Fn::ImportValue of another stack's export, as that stack's resource (`stack/label`)."""
+    if isinstance(value, Mapping):
+        name = value.get("Fn::ImportValue")
+        if len(value) == 1 and isinstance(name, str):
+            target = assembly.exports().get(name)
+            return f"{target.stack}/{target.label}" if target else f"import({name})"
+        return {k: _imports_resolved(v, assembly) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_imports_resolved(v, assembly) for v in value]
+    return value
 
 
 def dig(value: Any, *path: str | int) -> Any:
@@ -169,7 +185,9 @@ def _policy_summary(policy: Any) -> str:
         x.get("Effect") == "Allow" and "*" in as_list(x.get("Action")) and "*" in as_list(x.get("Resource"))
         for x in statements
     )
-    return f"{len(statements)} statements" + (", one allows every action of the service on *" if full else "")
+    return f"{len(statements)} statement{'' if len(statements) == 1 else 's'}" + (
+        ", one allows every action of the service on *" if full else ""
+    )
 
 
 def endpoint_service(resource: Resource) -> str:
@@ -383,7 +401,7 @@ def statement_cells(resource: Resource, statement: Mapping[str, Any], a: CloudAs
         str(statement.get("Effect", "")),
         principal_text(resource, statement.get("Principal", "-"), a),
         ("NOT " if "NotAction" in statement else "") + ", ".join(show(resource, x, a) for x in as_list(actions)),
-        ("NOT " if "NotResource" in statement else "") + "; ".join(show(resource, x, a) for x in as_list(resources)),
+        ("NOT " if "NotResource" in statement else "") + "\n".join(show(resource, x, a) for x in as_list(resources)),
         conditions_text(resource, statement.get("Condition"), a),
     ]
 
@@ -420,7 +438,7 @@ def _attached_principals(r: Resource, a: CloudAssembly) -> list[str]:
     for key, kind in (("Roles", "role"), ("Users", "user"), ("Groups", "group")):
         for item in as_list(r.properties.get(key)):
             attached.append(f"{kind} {render(item, n)}")
-    return attached or [f"(unattached) {r.label}"]
+    return attached or [f"policy {r.label} (attached to roles of other stacks)"]
 
 
 def iam_statements(a: CloudAssembly) -> list[Statement]:  # noqa: PLR0912 - one branch per policy kind

@@ -27,6 +27,16 @@ class Check:
     passed: bool | None
     evidence: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    description: str = ""
+
+    @property
+    def summary(self) -> str:
+        """One line: the result, what is checked, and how many subjects pass."""
+        if self.passed is None:
+            return f"N/A {self.name}: no resource of this kind"
+        total = len(self.evidence) + len(self.gaps)
+        counts = f" ({len(self.evidence)} of {total} pass)" if self.gaps else (f" ({total})" if total > 1 else "")
+        return f"{'PASS' if self.passed else 'FAIL'} {self.name}{counts}: {self.description}"
 
 
 def _check(name: str, subjects: list[Any], good: Callable[[Any], bool], describe: Callable[[Any], str]) -> Check:
@@ -52,6 +62,7 @@ def predicate(fn: Predicate) -> Predicate:
 
 @predicate
 def no_internet_path(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """No internet gateway, NAT gateway, Elastic IP, public subnet or route to the internet in any VPC."""
     vpcs = list(a.resources("AWS::EC2::VPC"))
     if not vpcs:
         return Check("no_internet_path", None)
@@ -68,6 +79,7 @@ def no_internet_path(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def subnets_private(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """No subnet gives its instances a public IP."""
     return _check(
         "subnets_private",
         list(a.resources("AWS::EC2::Subnet")),
@@ -78,6 +90,7 @@ def subnets_private(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def endpoint_policies_present(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every VPC endpoint has an endpoint policy (none is left at full access)."""
     return _check(
         "endpoint_policies_present",
         list(a.resources("AWS::EC2::VPCEndpoint")),
@@ -103,6 +116,7 @@ def _open(peer: str) -> bool:
 
 @predicate
 def interface_endpoints_closed(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every interface endpoint has its own security group, admitting no ingress from 0.0.0.0/0 or ::/0."""
     rules = inv.sg_rules(a)
     subjects = [r for r in a.resources("AWS::EC2::VPCEndpoint") if r.properties.get("VpcEndpointType") == "Interface"]
 
@@ -130,6 +144,7 @@ def interface_endpoints_closed(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def sg_no_open_ingress(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """No security group admits ingress from 0.0.0.0/0 or ::/0."""
     rules = [x for x in inv.sg_rules(a) if x.direction == "ingress"]
     groups = list(a.resources("AWS::EC2::SecurityGroup"))
     if not groups:
@@ -145,6 +160,7 @@ def sg_no_open_ingress(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def sg_ports_limited(a: CloudAssembly, params: Mapping[str, Any]) -> Check:
+    """Every security-group rule is TCP on the allowed ports only (HTTPS)."""
     allowed = {str(p) for p in params.get("ports", ["443"])}
     return _check(
         "sg_ports_limited",
@@ -156,6 +172,7 @@ def sg_ports_limited(a: CloudAssembly, params: Mapping[str, Any]) -> Check:
 
 @predicate
 def default_sg_restricted(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every VPC's default security group is emptied of rules."""
     restrictors = list(a.resources("Custom::VpcRestrictDefaultSG"))
 
     def good(vpc: Resource) -> bool:
@@ -195,6 +212,7 @@ def wildcard_invoke(s: inv.Statement) -> bool:
 
 @predicate
 def iam_no_wildcard_invoke(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """No Allow of an invoke action (Bedrock, SageMaker, Lambda, API) on a `*` resource, in any policy."""
     subjects = [s for s in _statements_allow(a) if any(inv.is_invoke(x, _service_of(s)) for x in s.actions)]
     return _check(
         "iam_no_wildcard_invoke",
@@ -206,6 +224,7 @@ def iam_no_wildcard_invoke(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def iam_no_full_admin(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """No identity policy allows `*` actions on `*` resources."""
     subjects = [s for s in _statements_allow(a) if s.resource.type.startswith("AWS::IAM::")]
     return _check(
         "iam_no_full_admin",
@@ -217,6 +236,7 @@ def iam_no_full_admin(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def trust_policies_scoped(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """No role may be assumed by any principal (`*`)."""
     subjects = [s for s in inv.iam_statements(a) if s.kind == "trust"]
     return _check(
         "trust_policies_scoped",
@@ -228,6 +248,7 @@ def trust_policies_scoped(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def iam_no_users_or_keys(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """No IAM users and no access keys: people and CI use federated, short-lived credentials."""
     if not a.stacks:
         return Check("iam_no_users_or_keys", None)
     found = list(a.resources("AWS::IAM::User", "AWS::IAM::AccessKey", "AWS::IAM::UserToGroupAddition"))
@@ -250,6 +271,7 @@ def _stores(a: CloudAssembly, logs: bool) -> list[inv.Encrypted]:
 
 @predicate
 def logs_cmk(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every log group is encrypted with a customer-managed KMS key."""
     return _check(
         "logs_cmk", _stores(a, logs=True), lambda e: e.customer_managed, lambda e: f"{where(e.resource)}: {e.key}"
     )
@@ -257,6 +279,8 @@ def logs_cmk(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def data_at_rest_cmk(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every data store (tables, buckets, topics, queues, function environments, endpoint volumes, config) is
+    encrypted with a customer-managed KMS key."""
     return _check(
         "data_at_rest_cmk",
         _stores(a, logs=False),
@@ -267,6 +291,7 @@ def data_at_rest_cmk(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def kms_rotation(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every symmetric customer-managed key rotates automatically."""
     symmetric = [
         r
         for r in a.resources("AWS::KMS::Key")
@@ -282,6 +307,7 @@ def kms_rotation(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def kms_retained(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every key is retained when its stack is deleted."""
     return _check(
         "kms_retained",
         list(a.resources("AWS::KMS::Key")),
@@ -292,6 +318,7 @@ def kms_retained(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def kms_in_use(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Customer-managed KMS keys (FIPS 140-3 validated HSMs) protect the data at rest."""
     keys = list(a.resources("AWS::KMS::Key"))
     stores = [e for e in inv.encryption(a) if e.key_resource is not None]
     if not keys and not stores:
@@ -316,6 +343,7 @@ def _min_days(params: Mapping[str, Any]) -> int:
 
 @predicate
 def log_retention_min(a: CloudAssembly, params: Mapping[str, Any]) -> Check:
+    """Every log group keeps its records at least the minimum retention."""
     days = _min_days(params)
     return _check(
         "log_retention_min",
@@ -327,6 +355,7 @@ def log_retention_min(a: CloudAssembly, params: Mapping[str, Any]) -> Check:
 
 @predicate
 def logs_retained_on_delete(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every log group is retained when its stack is deleted."""
     return _check(
         "logs_retained_on_delete",
         list(a.resources("AWS::Logs::LogGroup")),
@@ -337,6 +366,8 @@ def logs_retained_on_delete(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def flow_logs_all_vpcs(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every VPC has a flow log of ALL traffic."""
+
     def good(v: Resource) -> bool:
         return any(f.properties.get("TrafficType", "ALL") == "ALL" for f in inv.flow_logs_of(a, v))
 
@@ -353,6 +384,7 @@ def flow_logs_all_vpcs(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def api_access_logs(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every API stage writes access logs."""
     stages = list(a.resources("AWS::ApiGateway::Stage", "AWS::ApiGatewayV2::Stage"))
     return _check(
         "api_access_logs",
@@ -367,6 +399,7 @@ def api_access_logs(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def api_iam_auth(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every API method (but CORS preflight) requires SigV4 (AWS_IAM) authorization."""
     methods = [m for m in a.resources("AWS::ApiGateway::Method") if m.properties.get("HttpMethod") != "OPTIONS"]
     return _check(
         "api_iam_auth",
@@ -378,6 +411,7 @@ def api_iam_auth(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def no_data_trace(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """No API stage logs full requests and responses (data trace off)."""
     stages = list(a.resources("AWS::ApiGateway::Stage"))
 
     def good(r: Resource) -> bool:
@@ -393,6 +427,7 @@ def no_data_trace(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def backups_enabled(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every table has point-in-time recovery, every bucket versioning."""
     subjects = list(a.resources("AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable", "AWS::S3::Bucket"))
 
     def good(r: Resource) -> bool:
@@ -413,6 +448,7 @@ def backups_enabled(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def buckets_tls_only(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every bucket denies requests without TLS."""
     policies = list(a.resources("AWS::S3::BucketPolicy"))
 
     def good(bucket: Resource) -> bool:
@@ -433,6 +469,7 @@ def buckets_tls_only(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def private_dns_endpoints(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every interface endpoint has private DNS, so AWS SDKs reach it over TLS inside the VPC."""
     subjects = [r for r in a.resources("AWS::EC2::VPCEndpoint") if r.properties.get("VpcEndpointType") == "Interface"]
     return _check(
         "private_dns_endpoints",
@@ -447,6 +484,8 @@ def private_dns_endpoints(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def sagemaker_isolated(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every SageMaker model runs with network isolation, in the VPC."""
+
     def good(r: Resource) -> bool:
         return bool(r.properties.get("EnableNetworkIsolation")) and bool(r.properties.get("VpcConfig"))
 
@@ -468,6 +507,7 @@ def _is_cdk_provider(r: Resource) -> bool:
 
 @predicate
 def lambdas_in_vpc(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every workload Lambda function runs in the VPC (CDK deploy-time helpers listed apart)."""
     functions = list(a.resources("AWS::Lambda::Function"))
     workload = [f for f in functions if not _is_cdk_provider(f)]
     check = _check(
@@ -486,6 +526,7 @@ def lambdas_in_vpc(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def alarms_present(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """CloudWatch alarms watch the workload."""
     alarms = list(a.resources("AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm"))
     if not alarms:
         return Check("alarms_present", None)
@@ -496,6 +537,7 @@ def alarms_present(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def compliance_gate_clean(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """cdk-nag (AwsSolutions + NIST 800-53 rev 5) has no open error; every acknowledgement has a reason."""
     if not a.report_found and not a.acknowledgements:
         return Check("compliance_gate_clean", None)
     errors = [f for f in a.findings if f.severity == "error"]
@@ -547,7 +589,11 @@ def evaluate(a: CloudAssembly, controls: Mapping[str, Any] | None = None) -> lis
     results = []
     for control in controls["controls"]:
         params = control.get("params") or {}
-        checks = [PREDICATES[name](a, params) for name in control.get("evidence", [])]
+        checks = []
+        for name in control.get("evidence", []):
+            check = PREDICATES[name](a, params)
+            check.description = " ".join((PREDICATES[name].__doc__ or "").split())
+            checks.append(check)
         results.append(
             ControlResult(control["id"], control["title"], status_of(checks), checks, str(control.get("outside", "")))
         )

@@ -26,6 +26,8 @@ SECTIONS = (
     ("logging", "Logging and retention"),
     ("cdk-nag", "cdk-nag results and acknowledgements"),
     ("nist", "NIST SP 800-53 rev 5 control matrix"),
+    ("nist-evidence", "Evidence, check by check"),
+    ("nist-outside", "Controls met outside these stacks"),
     ("inventory", "Every resource, by stack"),
 )
 
@@ -198,7 +200,7 @@ def _iam(a: CloudAssembly) -> Section:
                 s.kind,
                 s.effect,
                 ", ".join(s.actions),
-                "; ".join(s.resources),
+                "\n".join(s.resources),
                 s.conditions,
                 f"{s.resource.stack}/{s.resource.label} ({s.where})",
                 "WILDCARD INVOKE" if id(s) in flagged else "",
@@ -326,19 +328,29 @@ def _cdk_nag(a: CloudAssembly) -> Section:
 
 def _nist(controls: list[nist.ControlResult]) -> list[Section]:
     rows = []
+    checks: dict[str, nist.Check] = {}
     for c in controls:
-        evidence, gaps = [], []
-        for check in c.checks:
-            if check.passed is None:
-                evidence.append(f"[{check.name}] does not apply: no such resource")
-                continue
-            evidence += [f"[{check.name}] {e}" for e in check.evidence[:12]]
-            if len(check.evidence) > 12:
-                evidence.append(f"[{check.name}] ... and {len(check.evidence) - 12} more")
-            gaps += [f"[{check.name}] {g}" for g in check.gaps]
+        gaps = [f"[{check.name}] {g}" for check in c.checks for g in check.gaps]
         rows.append(
-            [f"{c.id} {c.title}", c.status.upper(), "\n".join(evidence), "\n".join(gaps) or "-", c.outside or "-"]
+            [
+                f"{c.id} {c.title}",
+                c.status.upper(),
+                "\n".join(check.summary for check in c.checks),
+                "\n".join(gaps) or "-",
+                c.outside or "-",
+            ]
         )
+        for check in c.checks:
+            checks.setdefault(check.name, check)
+    detail = [
+        [
+            name,
+            {True: "pass", False: "FAIL", None: "n/a"}[check.passed],
+            check.description,
+            "\n".join(check.evidence) or "-",
+        ]
+        for name, check in checks.items()
+    ]
     outside = nist.load_controls().get("outside_these_stacks", [])
     return [
         Section(
@@ -346,13 +358,20 @@ def _nist(controls: list[nist.ControlResult]) -> list[Section]:
             "NIST SP 800-53 rev 5 control matrix",
             [
                 Para(
-                    "Each control is evaluated by predicates over the templates "
+                    "Each control is evaluated by checks over the templates "
                     "(review/controls.yaml, review/nist.py). met: every applicable check passes; partially: some "
-                    "fail; not met: all fail; outside these stacks: "
-                    "nothing here can show it. `outside` says what must meet the rest of the control."
+                    "fail; not met: all fail; outside these stacks: no check applies, nothing here can show it. "
+                    "The last column says what outside these stacks must meet the rest of the control. Every "
+                    "resource behind each check is listed in the next table."
                 ),
-                Table(["control", "status", "evidence in these stacks", "gaps", "outside these stacks"], rows),
+                Table(["control", "status", "checks", "gaps", "outside these stacks"], rows),
             ],
+        ),
+        Section(
+            "nist-evidence",
+            "Evidence, check by check",
+            [Table(["check", "result", "what it verifies", "the resources and settings that show it"], detail)],
+            level=3,
         ),
         Section(
             "nist-outside",
@@ -433,7 +452,7 @@ nav ul{margin:4px 0;padding-left:18px}nav a{color:#1d4ed8;text-decoration:none}
 h2{border-bottom:2px solid #0f172a;padding-bottom:4px;margin-top:36px}h3{margin-top:24px;color:#1e293b}
 table{border-collapse:collapse;width:100%;margin:8px 0 18px;font-size:12.5px}
 caption{text-align:left;font-weight:600;padding:4px 0;color:#334155}
-th,td{border:1px solid #cbd5e1;padding:4px 6px;text-align:left;vertical-align:top;word-break:break-word}
+th,td{border:1px solid #cbd5e1;padding:4px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word}
 th{background:#e2e8f0;position:sticky;top:0}tr:nth-child(even) td{background:#f8fafc}
 td.pre{white-space:pre-line}
 .warn{background:#fef2f2;border-left:4px solid #b91c1c;padding:6px 10px}
@@ -489,9 +508,17 @@ def to_html(sections: list[Section], generated: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _inline(text: str) -> str:
-    escaped = html.escape(text)
+def _breakable(escaped: str) -> str:
+    """Let long ARNs and paths wrap after their separators, and nowhere else (short words stay whole)."""
+    return re.sub(r"\S{24,}", lambda m: re.sub(r"([/:,;=.])(?=[^\s/:])", r"\1<wbr>", m.group(0)), escaped)
+
+
+def _code(escaped: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
+def _inline(text: str) -> str:
+    return _code(html.escape(text))
 
 
 def _html_table(t: Table) -> str:
@@ -512,7 +539,7 @@ def _html_table(t: Table) -> str:
             if header == "status":
                 classes.append(_status_class(cell))
             cls = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{cls}>{e(cell)}</td>")
+            cells.append(f"<td{cls}>{_code(_breakable(e(cell)))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
