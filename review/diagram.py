@@ -165,6 +165,17 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, clust
     for r in a.resources():
         source = node_of.get(r.key)
         if source is None:
+            # An association left out of the picture still joins what it associates (a WAF ACL and its stage).
+            if r.type.endswith("Association") and r.type != "AWS::EC2::SubnetRouteTableAssociation":
+                sides = [
+                    sorted({n for ref in references(value) if (n := node_of.get((r.stack, ref)))})
+                    for value in r.properties.values()
+                ]
+                sides = [side for side in sides if side]
+                for other in sides[1:]:
+                    for node in other:
+                        if node not in sides[0]:
+                            edges.add((sides[0][0], node, "association"))
             continue
         visible = {k: v for k, v in r.properties.items() if k not in ("Code", "Environment", "Tags")}
         for ref in references(visible):
@@ -183,7 +194,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, clust
         style = (
             ' [style=dashed, color="#b91c1c", label="peering"]'
             if kind == "peer"
-            else (" [style=dotted]" if kind == "import" else "")
+            else {"import": " [style=dotted]", "association": " [dir=none, style=dashed]"}.get(kind, "")
         )
         lines.append(f"  {source} -> {target}{style};")
     lines.append("}")
