@@ -47,7 +47,8 @@ $(STAMPS)/graphviz:
 
 $(STAMPS)/chromium:
 	@mkdir -p $(STAMPS)
-	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium; } \
+	command -v chromium >/dev/null || command -v google-chrome >/dev/null \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium; } \
 		|| echo "warning: chromium could not be installed: the report's browser test will skip"
 	@touch $@
 
