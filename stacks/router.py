@@ -62,6 +62,43 @@ from stacks.network import table_name
 from stacks.platform import Platform, PlatformConfigError, partition_of
 from stacks.routing import ROUTER_ROOT, render_routing_table
 
+# API Gateway's own answers (before the router runs): (type, HTTP status or None to keep the default, code, message).
+# `$context.error.responseType` names the gateway's reason without quoting anything the caller sent.
+GATEWAY_RESPONSES: dict[str, tuple[apigw.ResponseType, str | None, str, str]] = {
+    "BadRequestBody": (
+        apigw.ResponseType.BAD_REQUEST_BODY,
+        "400",
+        "BadRequest",
+        "the body does not match the Converse request schema",
+    ),
+    "BadRequestParameters": (
+        apigw.ResponseType.BAD_REQUEST_PARAMETERS,
+        "400",
+        "BadRequest",
+        "a required path parameter is missing",
+    ),
+    "Throttled": (apigw.ResponseType.THROTTLED, "429", "TooManyRequests", "the calling service is over its rate limit"),
+    "QuotaExceeded": (
+        apigw.ResponseType.QUOTA_EXCEEDED,
+        "429",
+        "QuotaExceeded",
+        "the calling service is over its daily quota",
+    ),
+    "IntegrationTimeout": (
+        apigw.ResponseType.INTEGRATION_TIMEOUT,
+        "504",
+        "DeadlineExceeded",
+        "the router did not answer within the integration timeout",
+    ),
+    "Default4xx": (
+        apigw.ResponseType.DEFAULT_4_XX,
+        None,
+        "$context.error.responseType",
+        "request refused by the gateway",
+    ),
+    "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, None, "$context.error.responseType", "the gateway could not answer"),
+}
+
 if TYPE_CHECKING:
     from stacks.models import ModelsStack
     from stacks.network import NetworkStack
@@ -614,7 +651,7 @@ class RouterStack(cdk.Stack):
             "Flags",
             application=self.appconfig_application,
             name=APPCONFIG_FLAGS_PROFILE,
-            description="Router flags: canary shares per feature, {\"canary\": {feature: {model, share}}}",
+            description='Router flags: canary shares per feature, {"canary": {feature: {model, share}}}',
             type=appconfig.ConfigurationType.FREEFORM,
             content=appconfig.ConfigurationContent.from_inline_json(json.dumps({"canary": {}})),
             validators=[appconfig.JsonSchemaValidator.from_inline(json.dumps(flags_schema(), sort_keys=True))],
@@ -870,7 +907,22 @@ class RouterStack(cdk.Stack):
         )
         features.add_method("GET", integration, operation_name="listFeatures", request_validator=validator)
         v1.add_resource("health").add_method("GET", integration, operation_name="health", request_validator=validator)
+        self._gateway_responses(api)
         return api
+
+    @staticmethod
+    def _gateway_responses(api: apigw.RestApi) -> None:
+        """Answers API Gateway gives itself, in the router's error shape. The defaults would echo the validator's
+        error string, which quotes the caller's keys: zero knowledge forbids it, so these messages are fixed."""
+        for response_id, (response_type, status, code, message) in GATEWAY_RESPONSES.items():
+            body = {"error": {"code": code, "message": message, "request_id": "$context.requestId"}}
+            api.add_gateway_response(
+                response_id,
+                type=response_type,
+                status_code=status,
+                templates={"application/json": json.dumps(body)},
+                response_headers={"x-spillway-request-id": "context.requestId"},
+            )
 
     def _usage_plans(self) -> tuple[dict[str, apigw.UsagePlan], dict[str, apigw.IApiKey]]:
         """One usage plan and key per calling service: the key identifies whose throttle and quota a request uses.

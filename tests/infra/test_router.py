@@ -407,9 +407,7 @@ def test_no_asset_ships_bytecode(synth: Any) -> None:
         assert not list(asset.rglob("*.pyc")), asset.name
 
 
-def test_each_cell_ships_its_own_routing_table(
-    platform: Platform, routers: Mapping[str, Template], synth: Any
-) -> None:
+def test_each_cell_ships_its_own_routing_table(platform: Platform, routers: Mapping[str, Template], synth: Any) -> None:
     for region, template in routers.items():
         key = _function(template)["Code"]["S3Key"]
         asset = Path(synth.outdir) / f"asset.{key.removesuffix('.zip')}"
@@ -439,3 +437,21 @@ def test_missing_dependency_layer_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(router_module, "DEPS_DIR", tmp_path / "no-such-folder")
     with pytest.raises(RouterBuildError, match=r"run `make synth`"):
         router_module.dependencies_layer_dir()
+
+
+def test_gateway_answers_in_the_router_error_shape_without_echoing_the_caller(templates: dict[str, Any]) -> None:
+    """API Gateway's own 4xx/5xx (validator, throttle, auth) use the router's error shape and fixed messages: the
+    default BAD_REQUEST_BODY answer would quote the caller's keys through $context.error.validationErrorString."""
+    for name, template in templates.items():
+        if "-router-" not in name:
+            continue
+        responses = {
+            r["Properties"]["ResponseType"]: r["Properties"]
+            for r in resources_of(template, "AWS::ApiGateway::GatewayResponse").values()
+        }
+        assert {"BAD_REQUEST_BODY", "DEFAULT_4XX", "DEFAULT_5XX", "THROTTLED"} <= set(responses)
+        for props in responses.values():
+            body = json.loads(props["ResponseTemplates"]["application/json"])
+            assert set(body["error"]) == {"code", "message", "request_id"}
+            assert "validationErrorString" not in json.dumps(body)
+        assert responses["BAD_REQUEST_BODY"]["StatusCode"] == "400"
