@@ -31,6 +31,8 @@ FEATURE_FLAGS: dict[str, object] = {
     "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
     "@aws-cdk/core:checkSecretUsage": True,
     "@aws-cdk/core:validateSnapshotRemovalPolicy": True,
+    # Producer-protecting references, stated explicitly: a consumer must drop a reference before its producer can.
+    "@aws-cdk/core:defaultCrossStackReferences": "strong",
 }
 
 

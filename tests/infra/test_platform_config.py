@@ -182,8 +182,10 @@ def test_app_prints_one_line_without_traceback(tmp_path: Path) -> None:
         check=False,
     )
     assert run.returncode == 1
-    assert run.stderr.strip() == f"error: {config}: features.summarize-thread.models[1]: unknown model 'ghost' " \
+    assert (
+        run.stderr.strip() == f"error: {config}: features.summarize-thread.models[1]: unknown model 'ghost' "
         "(models: claude-sonnet, llama-escrow, nova-lite)"
+    )
     assert "Traceback" not in run.stdout + run.stderr
 
 
