@@ -83,7 +83,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"".join(self._headers_buffer))
         self._headers_buffer = []
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = _handle
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (QUERY, PROPFIND...) reaches the router too, which answers 404/405 in its own shape.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
 
 
 class LocalEndpoint:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from emulator import Fault
+from localrun import LocalWorld
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
 from spillway.config import parse_routing_table
 from spillway.engine import Engine, Status
-
-from emulator import Fault
-from localrun import LocalWorld
 
 REQUEST = {"messages": [{"role": "user", "content": [{"text": "hello"}]}]}
 

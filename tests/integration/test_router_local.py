@@ -143,3 +143,15 @@ def test_bad_requests_answer_documented_errors(world: LocalWorld) -> None:
     for reply, status in cases:
         assert reply.status == status
         assert error_body_ok(reply.body)
+
+
+def test_request_botocore_rejects_is_a_400_and_trips_no_breaker(world: LocalWorld) -> None:
+    # Found by `make fuzz`: a content block the router's shape check admits but botocore's model refuses
+    # (ParamValidationError) used to count as every target failing: 503, and breakers fed by a caller's mistake.
+    body = {"messages": [{"role": "user", "content": [{"audio": {}}]}]}
+    for _ in range(4):
+        reply = world.http.converse(FEATURE, body)
+        assert reply.status == 400
+        assert error_body_ok(reply.body)
+    assert set(world.breaker_states().values()) == {"closed"}
+    assert world.http.converse(FEATURE).status == 200

@@ -74,6 +74,9 @@ CODES: dict[str, ErrorClass] = {
     "SerializationException": _CL,
     "InvalidParameterValue": _CL,
     "MalformedQueryString": _CL,
+    # botocore client-side exceptions, by class name. ParamValidationError: botocore refused the request against
+    # the service model before sending it (e.g. an empty audio block); every target would refuse it the same way.
+    "ParamValidationError": _CL,
     # botocore transport exceptions, by class name
     "EndpointConnectionError": _U,
     "ConnectTimeoutError": _U,

@@ -1,0 +1,1 @@
+"""`make fuzz`: schemathesis against docs/openapi.json on the local endpoint."""
