@@ -99,7 +99,11 @@ def logs() -> Iterator[io.StringIO]:
     assert isinstance(handler, logging.StreamHandler)
     buffer = io.StringIO()
     previous = handler.setStream(buffer)
+    # The logger is process-wide: another suite (the local world) may have quieted it. Every level is checked here.
+    level = telemetry.logger.log_level
+    telemetry.logger.setLevel("DEBUG")
     yield buffer
+    telemetry.logger.setLevel(level)
     handler.setStream(previous)
 
 
