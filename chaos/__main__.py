@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from emulator import Fault
 from localrun import Latency, LocalWorld, error_body_ok, iter_classify
-from localrun.traffic import Record, Traffic, percentile
+from localrun.traffic import Record, Traffic, first, percentile, watch_breakers
 
 FEATURE = "summarize-thread"
 HOME, AWAY = "us-east-1", "us-west-2"
@@ -60,37 +58,6 @@ def run(
     finally:
         traffic.close()
     return traffic.of()
-
-
-@contextmanager
-def watch_breakers(world: LocalWorld, targets: list[str]) -> Iterator[dict[str, list[tuple[float, str]]]]:
-    """Poll this router's breakers every 20 ms: every state change of `targets`, time-stamped (monotonic)."""
-    changes: dict[str, list[tuple[float, str]]] = {t: [] for t in targets}
-    stop = threading.Event()
-
-    def loop() -> None:
-        last: dict[str, str] = {}
-        while not stop.is_set():
-            now = time.monotonic()
-            board = world.router.health
-            for t in targets:
-                state = board.state(t).value
-                if last.get(t) != state:
-                    changes[t].append((now, state))
-                    last[t] = state
-            stop.wait(0.02)
-
-    thread = threading.Thread(target=loop, name="breaker-watch", daemon=True)
-    thread.start()
-    try:
-        yield changes
-    finally:
-        stop.set()
-        thread.join()
-
-
-def first(changes: list[tuple[float, str]], state: str, after: float) -> float | None:
-    return next((t for t, s in changes if s == state and t >= after), None)
 
 
 # -- scenarios -----------------------------------------------------------------------------------------------------

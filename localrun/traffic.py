@@ -7,12 +7,16 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localrun.client import Client, converse_body
+
+if TYPE_CHECKING:
+    from localrun.world import LocalWorld
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +157,34 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(q / 100.0 * (len(ordered) - 1))))
     return ordered[k]
+
+
+@contextmanager
+def watch_breakers(world: LocalWorld, targets: list[str]) -> Iterator[dict[str, list[tuple[float, str]]]]:
+    """Poll this router's breakers every 20 ms: every state change of `targets`, time-stamped (monotonic)."""
+    changes: dict[str, list[tuple[float, str]]] = {t: [] for t in targets}
+    stop = threading.Event()
+
+    def loop() -> None:
+        last: dict[str, str] = {}
+        while not stop.is_set():
+            now = time.monotonic()
+            board = world.router.health
+            for t in targets:
+                state = board.state(t).value
+                if last.get(t) != state:
+                    changes[t].append((now, state))
+                    last[t] = state
+            stop.wait(0.02)
+
+    thread = threading.Thread(target=loop, name="breaker-watch", daemon=True)
+    thread.start()
+    try:
+        yield changes
+    finally:
+        stop.set()
+        thread.join()
+
+
+def first(changes: list[tuple[float, str]], state: str, after: float) -> float | None:
+    return next((t for t, s in changes if s == state and t >= after), None)
