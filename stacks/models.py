@@ -558,7 +558,7 @@ class ModelsStack(cdk.Stack):
         self.platform = platform
         self.region_name = region
         self.network = network
-        self.add_dependency(network)
+        self.add_stack_dependency(network)
         cell = _Cell(platform, region, network)
 
         # Escrow endpoints.

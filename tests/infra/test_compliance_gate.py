@@ -50,6 +50,7 @@ def test_acknowledged_finding_passes_and_is_recorded(tmp_path: Path) -> None:
         ("NIST.800.53.R5-*", REASON, False, "full id"),
         ("AwsSolutions-IAM5", "because", False, "compensating control"),
         ("AwsSolutions-IAM5[Resource::*]", REASON, True, "scope it to a resource"),
+        ("CloudFormation-Validate::E3031", REASON, False, "full id"),  # a template error is fixed, never waived
     ],
 )
 def test_blanket_acknowledgements_are_refused(
