@@ -152,6 +152,7 @@ class LocalWorld:
         self.router: Any = None
         self.client: Client | None = None
         self.output = RouterOutput()
+        self._telemetry_level: int | None = None
         self._saved_env: dict[str, str | None] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
@@ -225,6 +226,7 @@ class LocalWorld:
         self.handler = handler
         from spillway import telemetry
 
+        self._telemetry_level = telemetry.logger.log_level  # restored on stop: the logger is shared
         telemetry.logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "ERROR"))
         # Many requests share one router here (one Lambda instance serves one at a time): Powertools' notes
         # about a dimension set twice are that artefact, not a finding.
@@ -240,6 +242,11 @@ class LocalWorld:
             self.endpoint = None
         if self.handler is not None:
             self.handler.set_router(None)
+            if self._telemetry_level is not None:
+                from spillway import telemetry
+
+                telemetry.logger.setLevel(self._telemetry_level)
+                self._telemetry_level = None
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
