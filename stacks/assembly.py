@@ -21,19 +21,11 @@ from stacks.network import NetworkStack
 from stacks.platform import Platform
 from stacks.router import RouterStack, health_table_owner
 
-# Feature flags live in code, not cdk.json, so the CLI and the in-process tests synthesize the same templates.
-FEATURE_FLAGS: dict[str, object] = {
-    "@aws-cdk/aws-ec2:restrictDefaultSecurityGroup": True,
-    "@aws-cdk/aws-iam:minimizePolicies": True,
-    "@aws-cdk/aws-kms:applyImportedAliasPermissionsToPrincipal": True,
-    "@aws-cdk/aws-lambda:recognizeLayerVersion": True,
-    # Access logs are delivered under a bucket policy, not an ACL, so log buckets keep ACLs disabled.
-    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
-    "@aws-cdk/core:checkSecretUsage": True,
-    "@aws-cdk/core:validateSnapshotRemovalPolicy": True,
-    # Producer-protecting references, stated explicitly: a consumer must drop a reference before its producer can.
-    "@aws-cdk/core:defaultCrossStackReferences": "strong",
-}
+# Feature flags: aws-cdk-lib 2.275's recommended set for new projects (cx-api/FEATURE_FLAGS.md), with three choices
+# of ours: producer-protecting ("strong") cross-stack references, the partitions we serve (commercial and GovCloud),
+# and no extra metadata collection. Loaded here, not from cdk.json, so the CLI and the in-process tests synthesize
+# the same templates.
+FEATURE_FLAGS: dict[str, object] = json.loads((Path(__file__).with_name("feature_flags.json")).read_text("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)

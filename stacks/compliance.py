@@ -191,7 +191,7 @@ def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
     """Only when the config buys Provisioned Throughput: the custom resource's handler and CDK's Provider framework."""
     pt = stack.provisioned
     assert pt is not None
-    partition_arn = f"arn:<AWS::Partition>:bedrock:{stack.region_name}:{stack.platform.account}:provisioned-model/*"
+    partition_arn = f"arn:{stack.partition}:bedrock:{stack.region_name}:{stack.platform.account}:provisioned-model/*"
     gate.acknowledge(
         pt.policy,
         f"AwsSolutions-IAM5[Resource::{partition_arn}]",

@@ -208,7 +208,7 @@ def test_private_api_resource_policy(platform: Platform, routers: Mapping[str, T
 def test_stage_throttling_tracing_and_access_logs_without_bodies(
     platform: Platform, routers: Mapping[str, Template]
 ) -> None:
-    for template in routers.values():
+    for region, template in routers.items():
         stage = _one(template, "AWS::ApiGateway::Stage")
         assert stage["TracingEnabled"] is True
         (settings,) = stage["MethodSettings"]
@@ -221,7 +221,10 @@ def test_stage_throttling_tracing_and_access_logs_without_bodies(
         for forbidden in ("body", "$input", "requestoverride", "responseoverride", "querystring", "header"):
             assert forbidden not in text
         group = _logical_id(template, "AWS::Logs::LogGroup", "ApiAccessLogs")
-        assert stage["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": [group, "Arn"]}
+        # The log group's ARN without the trailing ":*" (aws-apigateway:logGroupDestinationArnWithoutWildcard).
+        assert stage["AccessLogSetting"]["DestinationArn"] == {
+            "Fn::Join": ["", [f"arn:aws:logs:{region}:{platform.account}:log-group:", {"Ref": group}]]
+        }
         assert "KmsKeyId" in resources_of(template, "AWS::Logs::LogGroup")[group]["Properties"]
 
 
