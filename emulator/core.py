@@ -223,9 +223,7 @@ class Emulator:
             with self._lock:
                 self._faults = [f for f in self._faults if not f.expired(now)]
                 refusing = {
-                    f.scope.region
-                    for f in self._faults
-                    if f.fault.kind is FaultKind.REFUSE and f.in_window(now)
+                    f.scope.region for f in self._faults if f.fault.kind is FaultKind.REFUSE and f.in_window(now)
                 }
                 running = self._running
                 endpoints = dict(self._regions)
@@ -321,9 +319,7 @@ class Emulator:
         fault = fault if isinstance(fault, Fault) else Fault.from_dict(fault)
         where = to_scope(scope)
         if fault.kind is FaultKind.REFUSE and not where.is_region:
-            raise ValueError(
-                "REFUSE closes a region's listener: scope it to one region (use RESET for one target)"
-            )
+            raise ValueError("REFUSE closes a region's listener: scope it to one region (use RESET for one target)")
         if fault.kind is FaultKind.ERROR and fault.error is not None:
             validate_error_name(fault.error)
         if where.region is not None:

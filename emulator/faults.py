@@ -114,12 +114,8 @@ class Fault:
             raise ValueError("seconds must be >= 0")
         if self.malformed not in MALFORMED_VARIANTS:
             raise ValueError(f"malformed must be one of {', '.join(MALFORMED_VARIANTS)}")
-        if self.kind is FaultKind.REFUSE and (
-            self.count is not None or self.skip or self.probability != 1.0
-        ):
-            raise ValueError(
-                "a REFUSE fault closes a listener: it takes a time window, not count/skip/probability"
-            )
+        if self.kind is FaultKind.REFUSE and (self.count is not None or self.skip or self.probability != 1.0):
+            raise ValueError("a REFUSE fault closes a listener: it takes a time window, not count/skip/probability")
 
     @property
     def delay_s(self) -> float:

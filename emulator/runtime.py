@@ -122,9 +122,7 @@ class RegionEndpoint:
 
     def _not_found(self, kind: Kind, wire_id: str) -> wire.WireError:
         if kind is Kind.SAGEMAKER:
-            return wire.sagemaker_error(
-                "ValidationError", f"Endpoint {wire_id} of account 111122223333 not found."
-            )
+            return wire.sagemaker_error("ValidationError", f"Endpoint {wire_id} of account 111122223333 not found.")
         if wire_id.startswith("arn:"):
             return wire.bedrock_error("ResourceNotFoundException", "The requested resource could not be found.")
         return wire.bedrock_error("ValidationException", "The provided model identifier is invalid.")

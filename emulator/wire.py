@@ -145,15 +145,13 @@ def bedrock_error(code: str, message: str | None = None, resource: str = "") -> 
 def sagemaker_error(code: str, message: str | None = None, endpoint: str = "", region: str = "") -> WireError:
     status = SAGEMAKER_ERRORS[code]
     if code == "ModelError":
-        msg = message or "Received server error (500) from primary with message \"model failure\"."
+        msg = message or 'Received server error (500) from primary with message "model failure".'
         body: dict[str, Any] = {
             "ErrorCode": "SERVER_ERROR_FROM_MODEL",
             "Message": msg,
             "OriginalStatusCode": 500,
             "OriginalMessage": "model failure",
-            "LogStreamArn": (
-                f"arn:aws:logs:{region}:111122223333:log-group:/aws/sagemaker/Endpoints/{endpoint}"
-            ),
+            "LogStreamArn": (f"arn:aws:logs:{region}:111122223333:log-group:/aws/sagemaker/Endpoints/{endpoint}"),
         }
         return WireError(status, code, body)
     return WireError(status, code, {"Message": message or _DEFAULT_MESSAGES.get(code, code)})
@@ -281,9 +279,7 @@ def output_tokens_for(prompt: Prompt, configured: int) -> tuple[int, bool]:
     return configured, False
 
 
-def converse_reply(
-    prompt: Prompt, output_tokens: int, capped: bool, echo: bool, latency_ms: int
-) -> dict[str, Any]:
+def converse_reply(prompt: Prompt, output_tokens: int, capped: bool, echo: bool, latency_ms: int) -> dict[str, Any]:
     input_tokens = estimate_tokens(prompt.input_text)
     return {
         "output": {
@@ -302,9 +298,7 @@ def converse_reply(
     }
 
 
-def sagemaker_reply(
-    prompt: Prompt, style: str, endpoint: str, output_tokens: int, *, capped: bool, echo: bool
-) -> Any:
+def sagemaker_reply(prompt: Prompt, style: str, endpoint: str, output_tokens: int, *, capped: bool, echo: bool) -> Any:
     text = reply_text(prompt, output_tokens, echo)
     if style == "inputs":
         return [{"generated_text": text}]

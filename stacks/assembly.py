@@ -89,9 +89,7 @@ def build(
     gate = ComplianceGate(app)
     networks: dict[str, NetworkStack] = {}
     for region in platform.region_names:
-        networks[region] = NetworkStack(
-            app, f"{platform.name}-network-{region}", platform=platform, region=region
-        )
+        networks[region] = NetworkStack(app, f"{platform.name}-network-{region}", platform=platform, region=region)
     links: dict[str, LinksStack] = {}
     for region in platform.region_names:
         links[region] = LinksStack(

@@ -295,9 +295,7 @@ class EscrowModel(Construct):
             )
         )
 
-        subnet_ids = network.vpc.select_subnets(
-            subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, one_per_az=True
-        ).subnet_ids
+        subnet_ids = network.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, one_per_az=True).subnet_ids
         self.model = sagemaker.CfnModel(
             self,
             "Model",

@@ -422,8 +422,18 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
             "platform.allow_provisioned_purchase",
             "is true but no model has a provisioned.create block: remove it so no purchase stays armed",
         )
-    return Platform(source, name, account, retention, regions, models, features, allow_purchase, cost_center,
-                    router=_router(read, top.get("router"), regions))
+    return Platform(
+        source,
+        name,
+        account,
+        retention,
+        regions,
+        models,
+        features,
+        allow_purchase,
+        cost_center,
+        router=_router(read, top.get("router"), regions),
+    )
 
 
 def _reject_duplicate_keys(text: str, source: str) -> None:
@@ -563,9 +573,7 @@ def _bedrock_model(
     return Model(name, "bedrock", model_id, profile, per_region)
 
 
-def _purchase(
-    read: _Reader, key: str, value: object, *, model_id: str, region: str, name: str
-) -> ProvisionedPurchase:
+def _purchase(read: _Reader, key: str, value: object, *, model_id: str, region: str, name: str) -> ProvisionedPurchase:
     """A Provisioned Throughput purchase: units, term, and the cost sentence that must match them word for word."""
     data = read.mapping(value, key)
     if data.get("model_units") is None:

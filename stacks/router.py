@@ -96,7 +96,12 @@ GATEWAY_RESPONSES: dict[str, tuple[apigw.ResponseType, str | None, str, str]] = 
         "$context.error.responseType",
         "request refused by the gateway",
     ),
-    "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, None, "$context.error.responseType", "the gateway could not answer"),
+    "Default5xx": (
+        apigw.ResponseType.DEFAULT_5_XX,
+        None,
+        "$context.error.responseType",
+        "the gateway could not answer",
+    ),
 }
 
 if TYPE_CHECKING:

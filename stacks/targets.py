@@ -77,10 +77,7 @@ def model_targets(platform: Platform, model: Model) -> list[Target]:
                 # A cross-region profile routes to the foundation model in each of its regions: IAM needs them all.
                 arns = (
                     f"arn:{partition}:bedrock:{region}:{platform.account}:inference-profile/{profile.id}",
-                    *(
-                        f"arn:{partition_of(r)}:bedrock:{r}::foundation-model/{model.model_id}"
-                        for r in profile.regions
-                    ),
+                    *(f"arn:{partition_of(r)}:bedrock:{r}::foundation-model/{model.model_id}" for r in profile.regions),
                 )
                 invoke_id = profile.id
             targets.append(Target(model.name, "on_demand", region, "bedrock", invoke_id, arns, None))
@@ -126,4 +123,3 @@ def router_grants(platform: Platform, region: str) -> InvokeGrants:
     """What `region`'s router may invoke: every target of the features it serves, failover regions included."""
     served = {f.name for f in platform.features_served_in(region)}
     return _grants(t for name in sorted(served) for t in feature_targets(platform, name))
-

@@ -70,9 +70,10 @@ def test_http_control_api() -> None:
         control.open_region(WEST)
         assert bedrock.converse(**converse_kwargs(MODEL))["output"]
 
-        assert control.update_target({"region": WEST, "kind": "bedrock", "id": MODEL}, output_tokens=2)[
-            "output_tokens"
-        ] == 2
+        assert (
+            control.update_target({"region": WEST, "kind": "bedrock", "id": MODEL}, output_tokens=2)["output_tokens"]
+            == 2
+        )
         added = control.call("POST", "/targets", {"region": "ap-south-1", "kind": "sagemaker", "id": "new"})
         assert added["region"] == "ap-south-1"
         sagemaker = make_factory(emu)("sagemaker-runtime", "ap-south-1")

@@ -144,7 +144,7 @@ def test_artifact_bucket_rules(templates: Mapping[str, Template], region: str) -
     template = models_template(templates, region)
     buckets = resources_of(template, "AWS::S3::Bucket")
     artifacts = {k: v for k, v in buckets.items() if "Artifacts" in k}
-    (logical, bucket), = artifacts.items()
+    ((logical, bucket),) = artifacts.items()
     props = bucket["Properties"]
     assert props["BucketName"] == f"spillway-llama-escrow-111122223333-{region}"
     (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
@@ -310,11 +310,7 @@ def assert_same_grants(platform: Platform, endpoint_arns: Mapping[str, set[str]]
         served = {f.name for f in platform.features_served_in(router)}
         for located in {r for f in served for r in platform.features[f].regions}:
             used_there = {
-                arn
-                for f in served
-                for t in feature_targets(platform, f)
-                if t.region == located
-                for arn in t.arns
+                arn for f in served for t in feature_targets(platform, f) if t.region == located for arn in t.arns
             }
             assert used_there <= endpoint_arns[located], (router, located)
             assert used_there <= router_arns[router], (router, located)
@@ -409,9 +405,7 @@ def test_generated_platforms_keep_endpoint_and_router_policies_in_step(seed: int
             for statement in statements(document):
                 if statement["Effect"] == "Allow":
                     endpoint_arns[region].update(as_list(statement["Resource"]))
-        model_stacks[region] = ModelsStack(
-            app, f"models-{region}", platform=platform, region=region, network=network
-        )
+        model_stacks[region] = ModelsStack(app, f"models-{region}", platform=platform, region=region, network=network)
     for region, stack in model_stacks.items():
         for router, policy in {region: stack.router_invoke_policy, **stack.failover_invoke_policies}.items():
             document = stack.resolve(policy.document.to_json())
@@ -456,7 +450,7 @@ def test_opted_in_pt_is_visible_in_metadata_and_outputs(opted_in: tuple[Platform
     _, template, result = opted_in
     # The gate, for the models stacks (other stacks of the assembly are another test's business).
     assert not [f for f in result.findings if f.path.startswith("spillway-models-")], result.summary()
-    (logical, resource), = {
+    ((logical, resource),) = {
         k: v for k, v in template["Resources"].items() if v["Type"] == "Custom::BedrockProvisionedThroughput"
     }.items()
     props = resource["Properties"]
