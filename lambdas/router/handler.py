@@ -33,6 +33,8 @@ Environment variables:
 - ``SPILLWAY_DEADLINE_MARGIN_MS`` (default 500): kept back from the Lambda's remaining time to answer in. Keep the
   Lambda timeout at or under API Gateway's integration timeout (29 s by default), so the router answers 504 itself.
 - ``AWS_LAMBDA_LOG_STREAM_NAME`` (set by Lambda): this instance's ``writer`` in the health table.
+- ``AWS_LAMBDA_FUNCTION_NAME`` (set by Lambda): when present, the router warms at init (routing table, runtime
+  clients, shared breakers) so the first request does not pay for it; ``SPILLWAY_WARM_AT_INIT=0`` turns that off.
 - ``POWERTOOLS_SERVICE_NAME`` (default spillway-router), ``POWERTOOLS_METRICS_NAMESPACE`` (default Spillway),
   ``POWERTOOLS_LOG_LEVEL`` (default INFO), ``POWERTOOLS_TRACE_DISABLED``: Powertools' own settings.
   ``POWERTOOLS_LOGGER_LOG_EVENT`` and ``POWERTOOLS_DEV`` are ignored on purpose: the event holds the prompt.
@@ -107,6 +109,26 @@ class Router:
             self._generation = snapshot.generation
             return snapshot, self._engine
 
+    def warm(self) -> int:
+        """Do at init what a first request would otherwise pay inside its deadline: load the routing table, build
+        each runtime client a first attempt uses (one per service, region and the tier of each feature's attempt
+        maximum; the first client of a service costs ~100 ms), and read the shared breakers. Returns the number of
+        (target, budget) pairs warmed. Failures are left for the requests to meet: init never fails on them."""
+        snapshot, engine = self.current()
+        if snapshot.table is None or engine is None:
+            return 0
+        budgets = {feature.attempt_max_ms / 1000.0 for feature in snapshot.table.features.values()}
+        warmed = 0
+        for target in snapshot.table.targets.values():
+            warm = getattr(self.backends.get(target.backend.kind), "warm", None)
+            if warm is None:
+                continue
+            for budget in sorted(budgets):
+                warm(target, budget)
+                warmed += 1
+        self.sync_health(snapshot)
+        return warmed
+
     def sync_health(self, snapshot: Snapshot) -> None:
         if self.store is not None and snapshot.table is not None:
             self.store.sync(snapshot.table.targets.keys())
@@ -171,6 +193,16 @@ def get_router() -> Router:
             if _router is None:
                 _router = build_router()
     return _router
+
+
+def warm_at_init(environ: Mapping[str, str] = os.environ) -> None:
+    """In Lambda (not in tests or local runs), warm the router while the instance initialises."""
+    if not environ.get("AWS_LAMBDA_FUNCTION_NAME") or environ.get("SPILLWAY_WARM_AT_INIT", "1") == "0":
+        return
+    try:
+        get_router().warm()
+    except Exception as exc:  # a cold first request is slower, never broken
+        telemetry.unexpected("warm", exc)
 
 
 def set_router(router: Router | None) -> None:
@@ -409,3 +441,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         telemetry.unexpected("instrumentation", exc)
         return _last_resort(event)
     return answer
+
+
+warm_at_init()

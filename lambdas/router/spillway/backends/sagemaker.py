@@ -41,6 +41,10 @@ class SageMakerBackend:
         self.pool = pool if pool is not None else ClientPool()
         self._clock = clock
 
+    def warm(self, target: Target, timeout_s: float) -> None:
+        """Create the client an attempt with this budget will use, so no request pays for building it."""
+        self.pool.client(SERVICE, target.region, timeout_s)
+
     def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
         ref = target.backend
         if not isinstance(ref, SageMakerRef):
