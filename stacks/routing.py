@@ -28,9 +28,16 @@ DEFAULT_MIN_ATTEMPT_MS = 250  # an attempt with less time left than this cannot 
 
 def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
     """The routing table of `region`'s router: the features it serves and every target they may use."""
+    served = platform.features_served_in(region)
+    if not served:
+        raise PlatformConfigError(
+            platform.source,
+            f"regions.{region}",
+            "no feature names this region as its home or a failover region, so its router would serve nothing",
+        )
     features: dict[str, Any] = {}
     targets: dict[str, Any] = {}
-    for feature in platform.features_served_in(region):
+    for feature in served:
         for target in feature_targets(platform, feature.name):
             backend = (
                 {"kind": "sagemaker", "endpoint_name": target.invoke_id}

@@ -59,3 +59,15 @@ def test_bad_routing_knob_is_reported_against_the_platform_key() -> None:
         render_routing_table(platform, "us-east-1")
     assert caught.value.key == "features.summarize-thread.routing.attempt_timeout_ms"
     assert str(caught.value).startswith("bad.yaml: features.summarize-thread.routing.attempt_timeout_ms: min 9000")
+
+
+def test_a_cell_no_feature_uses_is_refused_with_its_key() -> None:
+    document = _document()
+    document["regions"]["us-east-2"] = {"vpc_cidr": "10.42.0.0/16", "availability_zones": ["us-east-2a", "us-east-2b"]}
+    layers = document["router"]["appconfig_extension_layer_arns"]
+    layers["us-east-2"] = layers["us-east-1"].replace("us-east-1", "us-east-2")
+    platform = parse_platform(yaml.safe_dump(document), "bad.yaml")
+    with pytest.raises(PlatformConfigError) as caught:
+        render_routing_table(platform, "us-east-2")
+    assert caught.value.key == "regions.us-east-2"
+    assert "router would serve nothing" in str(caught.value)
