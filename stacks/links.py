@@ -36,6 +36,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_route53 as route53
 from constructs import Construct
 
+from stacks.cell import CellStack
 from stacks.network import BEDROCK_RUNTIME, RUNTIME_SERVICES, SAGEMAKER_RUNTIME, NetworkStack
 from stacks.platform import Platform
 
@@ -53,7 +54,7 @@ def _id(text: str) -> str:
     return "".join(part.capitalize() for part in text.replace(".", "-").split("-"))
 
 
-class LinksStack(cdk.Stack):
+class LinksStack(CellStack):
     """One region's half of the mesh: its peerings (to larger regions), routes, endpoint ingress and DNS zones."""
 
     def __init__(
@@ -66,13 +67,16 @@ class LinksStack(cdk.Stack):
         networks: Mapping[str, NetworkStack],
         **kwargs: Any,
     ) -> None:
-        kwargs["env"] = cdk.Environment(account=platform.account, region=region)
-        kwargs.setdefault("stack_name", f"{platform.name}-links-{region}")
-        kwargs.setdefault("description", f"{platform.name} private links from the {region} cell to the other cells")
         kwargs.setdefault("cross_region_references", True)
-        super().__init__(scope, construct_id, **kwargs)
-        self.platform = platform
-        self.region_name = region
+        super().__init__(
+            scope,
+            construct_id,
+            platform=platform,
+            region=region,
+            kind="links",
+            description=f"{platform.name} private links from the {region} cell to the other cells",
+            **kwargs,
+        )
         self.peers: tuple[str, ...] = tuple(r for r in platform.region_names if r != region)
         local = networks[region]
 

@@ -46,6 +46,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
 from stacks.network import BEDROCK_INVOKE_ACTIONS, SAGEMAKER_INVOKE_ACTIONS
 from stacks.platform import (
@@ -541,20 +542,22 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("-"))
 
 
-class ModelsStack(cdk.Stack):
+class ModelsStack(CellStack):
     """One cell's model capacity. See the module docstring."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, platform: Platform, region: str, network: NetworkStack,
         **kwargs: Any,
     ) -> None:  # fmt: skip
-        self._zones = list(platform.regions[region].availability_zones)
-        kwargs.setdefault("stack_name", f"{platform.name}-models-{region}")
-        kwargs.setdefault("description", f"{platform.name} model capacity in {region} (escrow endpoints, Bedrock)")
-        kwargs["env"] = cdk.Environment(account=platform.account, region=region)
-        super().__init__(scope, construct_id, **kwargs)
-        self.platform = platform
-        self.region_name = region
+        super().__init__(
+            scope,
+            construct_id,
+            platform=platform,
+            region=region,
+            kind="models",
+            description=f"{platform.name} model capacity in {region} (escrow endpoints, Bedrock)",
+            **kwargs,
+        )
         self.network = network
         self.add_stack_dependency(network)
         cell = _Cell(platform, region, network)
@@ -606,11 +609,6 @@ class ModelsStack(cdk.Stack):
             for other in router_regions_using(platform, region)
             if other != region and any(_deploy_time_needs(platform, other, region))
         }
-
-    # The zones come from the config, so synthesis never looks them up.
-    @property
-    def availability_zones(self) -> list[str]:
-        return list(self._zones)
 
     def deploy_time_arns(self, router_region: str) -> list[str]:
         """Tokens of this cell's application inference profiles and purchased PT that `router_region`'s router uses."""

@@ -47,6 +47,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoint
 from stacks.platform import Platform
 from stacks.targets import endpoint_grants
@@ -146,21 +147,21 @@ def escrow_artifacts(platform: Platform, region: str) -> tuple[str, ...]:
     )
 
 
-class NetworkStack(cdk.Stack):
+class NetworkStack(CellStack):
     """One cell's escrow network. See the module docstring for what it holds and why."""
 
     def __init__(self, scope: Construct, construct_id: str, *, platform: Platform, region: str, **kwargs: Any) -> None:
         config = platform.regions[region]
-        self._zones = list(config.availability_zones)
-        kwargs.setdefault("stack_name", f"{platform.name}-network-{region}")
-        kwargs.setdefault(
-            "description", f"{platform.name} escrow network cell in {region} (isolated, PrivateLink only)"
-        )
         kwargs.setdefault("cross_region_references", True)  # links read the VPC id from other regions
-        kwargs["env"] = cdk.Environment(account=platform.account, region=region)
-        super().__init__(scope, construct_id, **kwargs)
-        self.platform = platform
-        self.region_name = region
+        super().__init__(
+            scope,
+            construct_id,
+            platform=platform,
+            region=region,
+            kind="network",
+            description=f"{platform.name} escrow network cell in {region} (isolated, PrivateLink only)",
+            **kwargs,
+        )
         self.vpc_cidr = config.vpc_cidr
         self.isolated_subnet_cidrs = isolated_subnet_cidrs(platform, region)
         self._principal_account = {"StringEquals": {"aws:PrincipalAccount": platform.account}}
@@ -197,11 +198,6 @@ class NetworkStack(cdk.Stack):
         # Peer region -> VPC peering connection id; filled by the links stack that owns each peering (stacks/links.py).
         self.peering_connections: dict[str, str] = {}
         self._contain_provider_logs()
-
-    # The zones come from the config, so synthesis never looks them up.
-    @property
-    def availability_zones(self) -> list[str]:
-        return list(self._zones)
 
     # --- VPC ---------------------------------------------------------------------------------------------------
 

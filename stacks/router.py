@@ -56,6 +56,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
+from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
 from stacks.models import router_invoke_policy_names
 from stacks.network import table_name
@@ -404,7 +405,7 @@ def converse_request_schema() -> apigw.JsonSchema:
 # --- the stack -------------------------------------------------------------------------------------------------
 
 
-class RouterStack(cdk.Stack):
+class RouterStack(CellStack):
     """One cell's router. See the module docstring."""
 
     def __init__(
@@ -414,13 +415,15 @@ class RouterStack(cdk.Stack):
         settings = platform.router
         layer_arn = settings.extension_layer_arn(platform.source, region)  # a config error before any construct
         deps = dependencies_layer_dir()
-        self._zones = list(platform.regions[region].availability_zones)
-        kwargs.setdefault("stack_name", f"{platform.name}-router-{region}")
-        kwargs.setdefault("description", f"{platform.name} router in {region}: Lambda, private API, health, config")
-        kwargs["env"] = cdk.Environment(account=platform.account, region=region)
-        super().__init__(scope, construct_id, **kwargs)
-        self.platform = platform
-        self.region_name = region
+        super().__init__(
+            scope,
+            construct_id,
+            platform=platform,
+            region=region,
+            kind="router",
+            description=f"{platform.name} router in {region}: Lambda, private API, health, config",
+            **kwargs,
+        )
         self.network = network
         self.models = models
         self.add_stack_dependency(network)
@@ -497,11 +500,6 @@ class RouterStack(cdk.Stack):
         self.web_acl, self.web_acl_association = self._waf()
 
         self.dashboard = self._dashboard()
-
-    # The zones come from the config, so synthesis never looks them up.
-    @property
-    def availability_zones(self) -> list[str]:
-        return list(self._zones)
 
     # --- key and table ---------------------------------------------------------------------------------------
 
