@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,14 +66,33 @@ _OUTCOME_METRIC = {
 }
 
 
+_providers = threading.local()
+
+
+def _group_provider() -> AmazonCloudWatchEMFProvider:
+    """This thread's provider for :func:`_group` lines. Built once per thread, not per line: building one walks the
+    unit and resolution enums (~10 us); each line leaves it empty (metrics, dimensions and metadata cleared).
+    Per thread because a local run serves requests on several threads; a Lambda instance has one."""
+    provider: AmazonCloudWatchEMFProvider | None = getattr(_providers, "provider", None)
+    if provider is None:
+        provider = AmazonCloudWatchEMFProvider(namespace=NAMESPACE, service=SERVICE)
+        _providers.provider = provider
+    return provider
+
+
 def _group(dimensions: Mapping[str, str], values: Mapping[str, tuple[MetricUnit, float]]) -> None:
     """One EMF line with its own dimensions (Powertools' Metrics shares one dimension set per flush)."""
-    provider = AmazonCloudWatchEMFProvider(namespace=NAMESPACE, service=SERVICE)
-    for name, value in dimensions.items():
-        provider.add_dimension(name, value)
-    for name, (unit, number) in values.items():
-        provider.add_metric(name=name, unit=unit, value=number)
-    provider.flush_metrics()
+    provider = _group_provider()
+    try:
+        for name, value in dimensions.items():
+            provider.add_dimension(name, value)
+        for name, (unit, number) in values.items():
+            provider.add_metric(name=name, unit=unit, value=number)
+        provider.flush_metrics()
+    finally:
+        # Empty for the next line, also when the flush did not clear it (POWERTOOLS_METRICS_DISABLED) or a line
+        # failed half-way.
+        provider.clear_metrics()
 
 
 def record_route(feature: str, result: RouteResult, *, canary: bool) -> None:
