@@ -55,7 +55,6 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.logging import correlation_paths
 
 from spillway import api, telemetry
 from spillway.backends import ClientPool
@@ -408,6 +407,12 @@ def _safe_request_id() -> str:
         return str(uuid.uuid4())
 
 
+def _event_request_id(event: Any) -> str | None:
+    context = event.get("requestContext") if isinstance(event, Mapping) else None
+    rid = context.get("requestId") if isinstance(context, Mapping) else None
+    return rid if isinstance(rid, str) else None
+
+
 def _last_resort(event: Any) -> dict[str, Any]:
     context = event.get("requestContext") if isinstance(event, Mapping) else None
     rid = context.get("requestId") if isinstance(context, Mapping) else None
@@ -423,9 +428,12 @@ def _last_resort(event: Any) -> dict[str, Any]:
 
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False, capture_error=False)
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False, clear_state=True)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 def _instrumented(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
+        # The correlation id is API Gateway's request id (Powertools' correlation_paths.API_GATEWAY_REST), read
+        # directly: a correlation_id_path would run a JMESPath search on every invocation.
+        logger.set_correlation_id(_event_request_id(event))
         return app.resolve(event, context)
     except Exception as exc:  # the resolver itself failed (a malformed event): still never a 500
         telemetry.unexpected("resolve", exc)
