@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-import aws_cdk as cdk
-
-from stacks.assembly import FEATURE_FLAGS, build, synthesize
+from stacks.assembly import build, new_app, synthesize
 from stacks.platform import PlatformConfigError, load_platform
 from stacks.routing import render_routing_table
 
@@ -20,11 +18,9 @@ DEFAULT_CONFIG = "config/platform.yaml"
 
 
 def main() -> int:
-    app = cdk.App(
-        outdir=os.environ.get("CDK_OUTDIR", "cdk.out"),
-        context=FEATURE_FLAGS,
-        analytics_reporting=False,
-        builtin_cloud_formation_validation=os.environ.get("CDK_VALIDATION", "true").lower() != "false",
+    app = new_app(
+        os.environ.get("CDK_OUTDIR", "cdk.out"),
+        cloudformation_validation=os.environ.get("CDK_VALIDATION", "true").lower() != "false",
     )
     config = app.node.try_get_context("config") or os.environ.get("CONFIG") or DEFAULT_CONFIG
     try:

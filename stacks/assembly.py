@@ -71,6 +71,18 @@ class SynthResult:
         return "\n".join(lines)
 
 
+def new_app(outdir: str | Path, *, cloudformation_validation: bool = True) -> cdk.App:
+    """The app every synthesis uses: our feature flags, no analytics, and no construct stack traces (they record
+    temporary jsii paths, so two runs would differ)."""
+    return cdk.App(
+        outdir=str(outdir),
+        context=FEATURE_FLAGS,
+        analytics_reporting=False,
+        stack_traces=False,
+        builtin_cloud_formation_validation=cloudformation_validation,
+    )
+
+
 def build(
     platform: Platform,
     *,
@@ -80,12 +92,7 @@ def build(
 ) -> Assembly:
     """Create every stack of the platform on `app` (a new one writing to `outdir` if none is given)."""
     if app is None:
-        app = cdk.App(
-            outdir=str(outdir),
-            context=FEATURE_FLAGS,
-            analytics_reporting=False,
-            builtin_cloud_formation_validation=cloudformation_validation,
-        )
+        app = new_app(outdir, cloudformation_validation=cloudformation_validation)
     gate = ComplianceGate(app)
     networks: dict[str, NetworkStack] = {}
     for region in platform.region_names:

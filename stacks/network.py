@@ -373,13 +373,21 @@ class NetworkStack(CellStack):
     def _s3_policy(self) -> list[iam.PolicyStatement]:
         partition = self.platform.regions[self.region_name].partition
         pattern = f"arn:{partition}:s3:::{bucket_name(self.platform, self.region_name, '*')}"
+        # Bucket names are global: the name pattern alone would also match another account's bucket, a way out of
+        # the escrow VPC. The bucket must be this account's too.
+        own_buckets = {
+            "StringEquals": {
+                "aws:PrincipalAccount": self.platform.account,
+                "aws:ResourceAccount": self.platform.account,
+            }
+        }
         statements = [
             iam.PolicyStatement(
                 sid="ProjectBuckets",
                 principals=[iam.AnyPrincipal()],
                 actions=list(S3_PROJECT_ACTIONS),
                 resources=[pattern, f"{pattern}/*"],
-                conditions=self._principal_account,
+                conditions=own_buckets,
             )
         ]
         artifacts = escrow_artifacts(self.platform, self.region_name)
@@ -394,7 +402,7 @@ class NetworkStack(CellStack):
                     principals=[iam.AnyPrincipal()],
                     actions=["s3:GetObject"],
                     resources=objects,
-                    conditions=self._principal_account,
+                    conditions=own_buckets,
                 )
             )
             # ECR serves image layers from this AWS-owned bucket through pre-signed URLs (ECR's principal, not ours).

@@ -395,6 +395,10 @@ def test_gateway_endpoints_are_scoped_to_project_resources(
         assert f"arn:aws:s3:::{platform.name}-*-{platform.account}-{region}/*" in s3
         for url in escrow_artifacts(platform, region):
             assert "arn:aws:s3:::" + url.removeprefix("s3://") in s3, url
+        # Bucket names are global: every statement on this account's buckets also requires this account's bucket.
+        for statement in gateways["s3"]["PolicyDocument"]["Statement"]:
+            if statement.get("Sid") in ("ProjectBuckets", "EscrowModelArtifacts"):
+                assert statement["Condition"]["StringEquals"]["aws:ResourceAccount"] == platform.account
         (ddb,) = gateways["dynamodb"]["PolicyDocument"]["Statement"]
         assert f"arn:aws:dynamodb:{region}:{platform.account}:table/{platform.name}-*" in as_list(ddb["Resource"])
 
