@@ -55,6 +55,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from spillway import api, telemetry
 from spillway.backends import ClientPool
@@ -64,7 +65,7 @@ from spillway.engine import Backend, Engine, RouteResult, Status
 from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
 from spillway.store import HealthStore, default_client_factory
-from spillway.telemetry import logger, metrics, tracer
+from spillway.telemetry import logger, tracer
 
 JSON = "application/json"
 HERE = Path(__file__).resolve().parent
@@ -212,7 +213,45 @@ def set_router(router: Router | None) -> None:
 
 # -- HTTP ---------------------------------------------------------------------------------------------------------
 
-app = APIGatewayRestResolver(debug=False)
+
+class _PerThreadResolver(APIGatewayRestResolver):
+    """Powertools keeps the current event and context on a class attribute: right for Lambda, where an instance
+    serves one event at a time, wrong for the local endpoint, which calls this handler from many threads (one
+    caller could read another's body and get its answer). Each thread reads its own here."""
+
+    _calls = threading.local()
+
+    @property
+    def current_event(self) -> BaseProxyEvent:  # type: ignore[override]
+        event: BaseProxyEvent = self._calls.event
+        return event
+
+    @property
+    def lambda_context(self) -> Any:  # type: ignore[override]
+        return self._calls.context
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The resolver's per-request context (route arguments among it), per thread too."""
+        values: dict[str, Any] | None = getattr(self._calls, "values", None)
+        if values is None:
+            values = self._calls.values = {}
+        return values
+
+    @context.setter
+    def context(self, values: dict[str, Any]) -> None:
+        self._calls.values = values
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        self._calls.event = self._to_proxy_event(dict(event))
+        self._calls.context = context
+        try:
+            return super().resolve(event, context)
+        finally:
+            self._calls.event = self._calls.context = None
+
+
+app = _PerThreadResolver(debug=False)
 
 
 def _request_id() -> str:
@@ -329,7 +368,7 @@ def converse(feature: str) -> Response[str]:
 def list_features() -> Response[str]:
     request_id = _request_id()
     snapshot, _ = get_router().current()
-    metrics.add_metric(name="InfoRequests", unit="Count", value=1)
+    telemetry.record_info()
     if snapshot.table is None:
         return _error(api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5), request_id)
     features = [
@@ -345,7 +384,7 @@ def health() -> Response[str]:
     request_id = _request_id()
     router = get_router()
     snapshot, engine = router.current()
-    metrics.add_metric(name="InfoRequests", unit="Count", value=1)
+    telemetry.record_info()
     router.sync_health(snapshot)
     board = router.health
     now = board.clock()
@@ -426,7 +465,6 @@ def _last_resort(event: Any) -> dict[str, Any]:
     }
 
 
-@metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 def _instrumented(event: dict[str, Any], context: Any) -> dict[str, Any]:

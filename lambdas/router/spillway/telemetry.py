@@ -24,7 +24,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
@@ -41,7 +41,6 @@ for _name in ("botocore", "boto3", "urllib3", "aws_lambda_powertools"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 # No automatic patching: botocore subsegments record a failed call's exception message, which can quote the
 # prompt. Annotations and metadata below are the whole trace content.
 tracer = Tracer(service=SERVICE, auto_patch=False)
@@ -96,12 +95,14 @@ def _group(dimensions: Mapping[str, str], values: Mapping[str, tuple[MetricUnit,
 
 
 def record_route(feature: str, result: RouteResult, *, canary: bool) -> None:
-    """Request and per-target metrics of one routed request."""
-    metrics.add_dimension("feature", feature)
-    metrics.add_metric(name="Requests", unit=_COUNT, value=1)
-    metrics.add_metric(name=_STATUS_METRIC[result.status], unit=_COUNT, value=1)
-    metrics.add_metric(name="Latency", unit=_MS, value=round(result.elapsed_ms, 3))
-    metrics.add_metric(name="Attempts", unit=_COUNT, value=result.attempts_sent)
+    """Request and per-target metrics of one routed request, each an EMF line of its own: nothing is held in
+    Powertools' shared metric set between calls, so concurrent calls (the local world) cannot mix or break it."""
+    request: dict[str, tuple[MetricUnit, float]] = {
+        "Requests": (_COUNT, 1),
+        _STATUS_METRIC[result.status]: (_COUNT, 1),
+        "Latency": (_MS, round(result.elapsed_ms, 3)),
+        "Attempts": (_COUNT, result.attempts_sent),
+    }
     for flag, name in (
         (result.spilled, "Spills"),
         (result.fell_back, "Fallbacks"),
@@ -110,10 +111,11 @@ def record_route(feature: str, result: RouteResult, *, canary: bool) -> None:
         (canary, "CanaryRequests"),
     ):
         if flag:
-            metrics.add_metric(name=name, unit=_COUNT, value=1)
+            request[name] = (_COUNT, 1)
     if result.usage is not None:
-        metrics.add_metric(name="InputTokens", unit=_COUNT, value=result.usage.input_tokens)
-        metrics.add_metric(name="OutputTokens", unit=_COUNT, value=result.usage.output_tokens)
+        request["InputTokens"] = (_COUNT, result.usage.input_tokens)
+        request["OutputTokens"] = (_COUNT, result.usage.output_tokens)
+    _group({"feature": feature}, request)
     per_target: dict[str, dict[str, tuple[MetricUnit, float]]] = {}
     for attempt in result.attempts:
         values = per_target.setdefault(attempt.target, {})
@@ -136,10 +138,14 @@ def record_ttft(feature: str, target: str, ttft_ms: float) -> None:
 
 def record_rejected(feature: str | None, status: int, code: str) -> None:
     """The router's own 4xx/5xx (validation, config, bugs): counted under the feature only when it is known."""
-    metrics.add_dimension("feature", feature or UNKNOWN_FEATURE)
-    metrics.add_metric(name="Requests", unit=_COUNT, value=1)
-    metrics.add_metric(name="RouterErrors" if status >= 500 else "Rejected", unit=_COUNT, value=1)
+    name = "RouterErrors" if status >= 500 else "Rejected"
+    _group({"feature": feature or UNKNOWN_FEATURE}, {"Requests": (_COUNT, 1), name: (_COUNT, 1)})
     logger.info("rejected", extra={"status": status, "code": code, "feature": feature or UNKNOWN_FEATURE})
+
+
+def record_info() -> None:
+    """A call of an informational route (features, health)."""
+    _group({}, {"InfoRequests": (_COUNT, 1)})
 
 
 def route_fields(feature: str, result: RouteResult, *, canary: bool) -> dict[str, Any]:
