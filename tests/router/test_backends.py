@@ -358,3 +358,53 @@ def test_malformed_sagemaker_answer_is_unavailable(raw: bytes) -> None:
 def test_backend_error_keeps_an_existing_backend_error() -> None:
     original = BackendError.of("ThrottlingException", 429)
     assert backend_error(original) is original
+
+
+@pytest.mark.parametrize(
+    ("original", "klass", "status"),
+    [(400, ErrorClass.CLIENT, 400), (413, ErrorClass.CLIENT, 400), (429, ErrorClass.CAPACITY, 429)],
+)
+def test_a_container_refusing_the_request_is_not_an_unhealthy_endpoint(
+    pool: StubbedPool, original: int, klass: ErrorClass, status: int
+) -> None:
+    """ModelError with the container's 4xx: the request was refused (or the container is full), the endpoint is
+    fine; only a 5xx from the container counts against its breaker."""
+    pool.stub("sagemaker-runtime", 5.0).add_client_error(
+        "invoke_endpoint",
+        "ModelError",
+        f"Received client error ({original}) from primary",
+        424,
+        modeled_fields={"OriginalStatusCode": original, "OriginalMessage": f"bad request '{SECRET}'"},
+    )
+    error = _raises(lambda: SageMakerBackend(pool).invoke(SM_TARGET, REQUEST, 5.0))
+    assert (error.error_class, error.http_status) == (klass, status)
+    assert SECRET not in repr(error) + str(error)
+
+
+def test_context_overflow_answers_400_not_the_gateway_424(pool: StubbedPool) -> None:
+    pool.stub("sagemaker-runtime", 5.0).add_client_error(
+        "invoke_endpoint",
+        "ModelError",
+        "Received client error (400) from primary",
+        424,
+        modeled_fields={"OriginalStatusCode": 400, "OriginalMessage": "This model's maximum context length is 8192"},
+    )
+    error = _raises(lambda: SageMakerBackend(pool).invoke(SM_TARGET, REQUEST, 5.0))
+    assert (error.http_status, error.context_overflow) == (400, True)
+
+
+def test_a_request_the_container_api_cannot_express_is_a_client_error() -> None:
+    """It passed the router's validation (a tool's inputSchema that is not an object), but the chat translation
+    cannot carry it: the caller's request, not the endpoint's health."""
+    request = {
+        "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+        "toolConfig": {"tools": [{"toolSpec": {"name": "x", "inputSchema": "bad"}}]},
+    }
+    error = _raises(lambda: SageMakerBackend(ClientPool(lambda *a: None)).invoke(SM_TARGET, request, 5.0))
+    assert (error.error_class, error.code, error.http_status) == (ErrorClass.CLIENT, "InvalidRequestForTarget", 400)
+
+
+@pytest.mark.parametrize("name", ["NoCredentialsError", "CredentialRetrievalError", "PartialCredentialsError"])
+def test_missing_credentials_are_ours_not_the_targets(name: str) -> None:
+    error = backend_error(type(name, (Exception,), {})())
+    assert error.error_class is ErrorClass.OURS

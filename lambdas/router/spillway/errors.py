@@ -71,6 +71,10 @@ CODES: dict[str, ErrorClass] = {
     "MissingAuthenticationToken": _O,
     "ExpiredToken": _O,
     "ExpiredTokenException": _O,
+    # botocore credential exceptions, by class name: a deployment problem (the role), not the target's health.
+    "NoCredentialsError": _O,
+    "PartialCredentialsError": _O,
+    "CredentialRetrievalError": _O,
     "SerializationException": _CL,
     "InvalidParameterValue": _CL,
     "MalformedQueryString": _CL,

@@ -110,21 +110,27 @@ def _default_maker(environ: Mapping[str, str] | None) -> ClientMaker:
 
 
 def backend_error(exc: BaseException) -> BackendError:
-    """A runtime client's exception as a BackendError; a client error that is a context overflow says so."""
+    """A runtime client's exception as a BackendError; a client error that is a context overflow says so.
+
+    A SageMaker ModelError carries the container's own status: a 4xx there is the container refusing this request
+    (a client error, or 429 capacity), not an unhealthy endpoint, and must not feed its breaker."""
     error = from_exception(exc)
+    response = getattr(exc, "response", None)
+    response = response if isinstance(response, dict) else {}
+    if error.code in ("ModelError", "ModelErrorException"):
+        original = response.get("OriginalStatusCode")
+        if isinstance(original, int) and 400 <= original < 500:
+            error_class = ErrorClass.CAPACITY if original == 429 else ErrorClass.CLIENT
+            error = BackendError(error_class, error.code, 400 if original != 429 else 429, error.retry_after_s)
     if error.error_class is ErrorClass.CLIENT or error.code in ("ModelError", "ModelErrorException"):
-        response = getattr(exc, "response", None)
-        message = ""
-        if isinstance(response, dict):
-            err = response.get("Error") or {}
-            message = str(err.get("Message") or "")
-            original = response.get("OriginalMessage")
-            if isinstance(original, str):
-                message = f"{message} {original}"
+        err = response.get("Error") or {}
+        message = str(err.get("Message") or "")
+        original_message = response.get("OriginalMessage")
+        if isinstance(original_message, str):
+            message = f"{message} {original_message}"
         if message and _OVERFLOW.search(message):
-            return BackendError(
-                ErrorClass.CLIENT, error.code, error.http_status or 400, error.retry_after_s, context_overflow=True
-            )
+            # 400 whatever the container said (a 424 is not an answer a caller can act on).
+            return BackendError(ErrorClass.CLIENT, error.code, 400, error.retry_after_s, context_overflow=True)
     return error
 
 

@@ -49,7 +49,14 @@ class SageMakerBackend:
         ref = target.backend
         if not isinstance(ref, SageMakerRef):
             raise BackendError(ErrorClass.OURS, "WrongBackendKind")
-        payload = to_chat(request)
+        try:
+            payload = to_chat(request)
+        except BackendError:
+            raise
+        except (TypeError, AttributeError, ValueError, KeyError):
+            # A request that passed the router's validation but that this container's API cannot express: the
+            # caller's request, not the endpoint's health (it must not feed the breaker).
+            raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
         client, _ = self.pool.client(SERVICE, target.region, timeout_s)
         t0 = self._clock()
         try:
