@@ -139,6 +139,16 @@ BAD: list[tuple[Mutation, str, str]] = [
         "min 9000 is above max 100",
     ),
     (_set(["features", FEATURE, "attempt_timeout_ms"], {"min": 300}), f"{F}.attempt_timeout_ms.max", "is required"),
+    (
+        _set(["features", FEATURE, "attempt_timeout_ms"], {"min": 99.5, "max": 8000}),
+        f"{F}.attempt_timeout_ms.min",
+        "99.5 is below 100: no attempt can be answered",
+    ),
+    (
+        _set(["features", FEATURE, "attempt_timeout_ms"], {"min": 0, "max": 8000}),
+        f"{F}.attempt_timeout_ms.min",
+        "below 100",
+    ),
     (_set(["features", FEATURE, "deadline_ms"], 200), f"{F}.attempt_timeout_ms.min", "no attempt in the deadline"),
     (_set(["features", FEATURE, "max_attempts"], 0), f"{F}.max_attempts", "below 1"),
     (
@@ -171,6 +181,11 @@ def test_bad_key_is_named_by_its_path(mutate: Mutation, path: str, problem: str)
     assert caught.value.path == path
     assert problem in caught.value.problem
     assert str(caught.value) == f"{path}: {caught.value.problem}"
+
+
+def test_the_smallest_useful_attempt_timeout_is_accepted() -> None:
+    raw = table_dict(feature={"attempt_timeout_ms": {"min": 100, "max": 8000}})
+    assert parse_routing_table(raw).features[FEATURE].attempt_min_ms == 100
 
 
 def test_missing_primary_target_is_reported() -> None:

@@ -12,7 +12,7 @@ from spillway.capacity import InflightTracker
 from spillway.config import RoutingTable, Target
 from spillway.engine import BackendReply, Engine, Outcome, RouteResult, Status
 from spillway.errors import BackendError, ErrorClass
-from spillway.health import BreakerState, HealthBoard, Transition
+from spillway.health import BUSY, BreakerState, HealthBoard, Transition, Verdict
 from spillway.policy import StepKind
 
 from .helpers import FEATURE, FakeClock, ScriptedBackend, make_table
@@ -180,6 +180,63 @@ def test_when_everything_is_open_one_probe_is_sent_and_retry_after_is_the_soones
     assert len(backend.calls) == 1  # the least bad one, probed, rather than failing unseen
     assert result.status is Status.EXHAUSTED
     assert result.retry_after_s == 5
+
+
+def test_throttles_that_run_out_the_clock_answer_503_with_retry_after() -> None:
+    # Every sent attempt was throttled and too little time is left for another: the caller must be able to back off.
+    table = make_table(feature={"deadline_ms": 1000, "attempt_timeout_ms": {"min": 300, "max": 8000}})
+    engine, backend, _ = rig({PT_E: [("capacity", 0.5, None)], OD_E: [("capacity", 0.3, None)]}, table)
+    result = engine.handle(FEATURE, REQUEST)
+    assert trace(result) == [(PT_E, "capacity"), (OD_E, "capacity")]
+    assert len(backend.calls) == 2
+    assert (result.status, result.http_status, result.code) == (Status.EXHAUSTED, 503, "ThrottlingException")
+    assert result.retry_after_s is not None
+    assert 1 <= result.retry_after_s <= 60
+    # One attempt that was not a throttle makes it a plain deadline again.
+    engine, _, _ = rig({PT_E: [("capacity", 0.5, None)], OD_E: [("unavailable", 0.3, None)]}, table)
+    result = engine.handle(FEATURE, REQUEST)
+    assert (result.status, result.http_status, result.retry_after_s) == (Status.DEADLINE, 504, None)
+
+
+class _MalformedBackend:
+    """Answers with something that is not a BackendReply: judging it raises inside the engine."""
+
+    def invoke(self, target: Target, request: Any, timeout_s: float) -> Any:
+        return {"output": {}}
+
+
+def test_an_exception_between_admission_and_verdict_leaks_no_probe_slot_or_in_flight_count() -> None:
+    table = make_table(breaker={"latency_ms": 5000}, max_in_flight=2)
+    clock = FakeClock()
+    health, tracker = HealthBoard(clock), InflightTracker(clock)
+    engine = Engine(table, {"bedrock": _MalformedBackend()}, health=health, clock=clock, tracker=tracker)
+    policy = table.features[FEATURE].breaker
+    for _ in range(3):
+        health.finish(PT_E, policy, Verdict.FAILURE)
+    clock.advance(5)
+    assert health.state(PT_E) is BreakerState.HALF_OPEN
+    with pytest.raises(AttributeError):
+        engine.handle(FEATURE, REQUEST)  # the half-open probe goes to PT_E; judging its reply raises
+    assert tracker.in_flight(PT_E) == 0
+    assert health.state(PT_E) is BreakerState.HALF_OPEN
+    assert health.standing(PT_E)[0] != BUSY  # the probe slot came back (NEUTRAL): the target can be probed again
+
+
+def test_a_failing_in_flight_tracker_gives_the_probe_slot_back() -> None:
+    table = make_table(max_in_flight=2)
+    engine, _, clock = rig(table=table)
+    policy = table.features[FEATURE].breaker
+    for _ in range(3):
+        engine.health.finish(PT_E, policy, Verdict.FAILURE)
+    clock.advance(5)
+
+    def broken(*_: Any, **__: Any) -> int:
+        raise RuntimeError("tracker bug")
+
+    engine.tracker.try_start = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        engine.handle(FEATURE, REQUEST)
+    assert engine.health.standing(PT_E)[0] != BUSY
 
 
 def test_backend_bugs_are_unavailable_attempts_not_exceptions() -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, Outcome, Status
-from spillway.health import BreakerState, HealthBoard, Transition
+from spillway.health import BUSY, BreakerState, HealthBoard, Transition
 
 from .helpers import FEATURE, FakeClock, ScriptedBackend, make_table
 
@@ -23,7 +23,7 @@ policies = st.fixed_dictionaries(
     {
         "deadline_ms": st.integers(500, 30000),
         "max_attempts": st.integers(1, 8),
-        "attempt_timeout_ms": st.tuples(st.integers(50, 500), st.integers(500, 10000)).map(
+        "attempt_timeout_ms": st.tuples(st.integers(100, 500), st.integers(500, 10000)).map(
             lambda t: {"min": t[0], "max": t[1]}
         ),
         "order": st.permutations(["spill", "failover", "fallback"]),
@@ -108,6 +108,12 @@ def test_property_engine_invariants(
         else:
             assert result.http_status == 504
         assert len(sent) >= 1 or result.status is Status.DEADLINE
+        # A throttle never reaches the caller as something it cannot back off from.
+        if sent and all(a.outcome is Outcome.CAPACITY for a in sent):
+            assert (result.status, result.http_status) == (Status.EXHAUSTED, 503)
+        # Every admitted attempt gave back its in-flight count and its probe slot.
+        assert all(engine.tracker.in_flight(t) == 0 for t in table.targets)
+        assert all(board.standing(t)[0] != BUSY for t in table.targets)
     # A throttle never opens a breaker.
     assert not {t.record.target for t in opened} & throttle_only
     # A breaker never stays open forever.

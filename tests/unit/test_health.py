@@ -50,7 +50,7 @@ def board() -> tuple[HealthBoard, FakeClock, list[Transition]]:
 def feed(b: HealthBoard, verdict: Verdict, n: int = 1, policy: BreakerPolicy = P, *, force: bool = False) -> None:
     for _ in range(n):
         admission = b.begin(T, policy, force=force)
-        assert admission is not Admission.REFUSED
+        assert admission.admitted
         b.finish(T, policy, verdict, admission)
 
 
@@ -66,7 +66,7 @@ def test_consecutive_failures_open_it() -> None:
     feed(b, Verdict.FAILURE)
     assert b.state(T) is BreakerState.OPEN
     assert [e.cause for e in events] == ["trip"]
-    assert b.begin(T, P) is Admission.REFUSED
+    assert b.begin(T, P).admission is Admission.REFUSED
     assert b.standing(T)[0] == OPEN
 
 
@@ -116,8 +116,8 @@ def test_a_throttle_is_a_short_capacity_cooldown_not_a_failure() -> None:
     assert b.state(T) is BreakerState.CLOSED
     assert events == []
     assert b.standing(T) == (COOLING, clock.now + 1)
-    assert b.begin(T, P) is Admission.REFUSED
-    assert b.begin(T, P, force=True) is Admission.ADMITTED
+    assert b.begin(T, P).admission is Admission.REFUSED
+    assert b.begin(T, P, force=True).admission is Admission.ADMITTED
     clock.advance(1)
     assert b.standing(T) == (AVAILABLE, 0.0)
 
@@ -140,23 +140,23 @@ def test_half_open_admits_a_trickle_then_ramps_in_steps_then_closes() -> None:
     clock.advance(0.1)
     assert b.state(T) is BreakerState.HALF_OPEN
     probe = b.begin(T, P)
-    assert probe is Admission.PROBE
-    assert b.begin(T, P) is Admission.REFUSED  # one probe in flight at a time
+    assert probe.admission is Admission.PROBE
+    assert b.begin(T, P).admission is Admission.REFUSED  # one probe in flight at a time
     assert b.standing(T)[0] == BUSY
     b.finish(T, P, Verdict.OK, probe)
     assert b.state(T) is BreakerState.RAMPING
     # Step 1: a quarter of requests; step 2: half; then closed.
-    admitted = [b.begin(T, P) for _ in range(8)]
+    admitted = [b.begin(T, P).admission for _ in range(8)]
     assert admitted.count(Admission.ADMITTED) == 2
     for _ in range(2):
         b.finish(T, P, Verdict.OK)
-    admitted = [b.begin(T, P) for _ in range(8)]
+    admitted = [b.begin(T, P).admission for _ in range(8)]
     assert admitted.count(Admission.ADMITTED) == 4
     for _ in range(2):
         b.finish(T, P, Verdict.OK)
     assert b.state(T) is BreakerState.CLOSED
     assert [e.cause for e in events] == ["trip", "half_open", "probe_ok", "ramp_up", "closed"]
-    assert all(b.begin(T, P) is Admission.ADMITTED for _ in range(10))
+    assert all(b.begin(T, P).admission is Admission.ADMITTED for _ in range(10))
 
 
 def test_a_failed_probe_reopens_with_a_longer_cooldown_capped() -> None:
@@ -168,7 +168,7 @@ def test_a_failed_probe_reopens_with_a_longer_cooldown_capped() -> None:
         cooldowns.append(round(until - clock.now))
         clock.now = until
         probe = b.begin(T, P)
-        assert probe is Admission.PROBE
+        assert probe.admission is Admission.PROBE
         b.finish(T, P, Verdict.FAILURE, probe)
         assert b.state(T) is BreakerState.OPEN
     assert cooldowns == [5, 10, 20, 40, 60, 60]
@@ -227,7 +227,7 @@ def test_forced_probe_on_an_open_target_can_start_its_recovery() -> None:
     b, _, _ = board()
     trip(b)
     probe = b.begin(T, P, force=True)
-    assert probe is Admission.PROBE
+    assert probe.admission is Admission.PROBE
     b.finish(T, P, Verdict.OK, probe)
     assert b.state(T) is BreakerState.RAMPING
 
@@ -239,10 +239,82 @@ def test_capacity_and_client_outcomes_release_the_probe_slot() -> None:
     b.finish(T, P, Verdict.CAPACITY, b.begin(T, P))
     clock.advance(1)
     probe = b.begin(T, P)
-    assert probe is Admission.PROBE
+    assert probe.admission is Admission.PROBE
     b.finish(T, P, Verdict.NEUTRAL, probe)
-    assert b.begin(T, P) is Admission.PROBE
+    assert b.begin(T, P).admission is Admission.PROBE
     assert b.state(T) is BreakerState.HALF_OPEN
+
+
+def test_a_stale_probe_success_cannot_cancel_a_retrip() -> None:
+    # The reviewer's reproduction: two probes in flight (trickle 2); A fails and re-opens with a doubled cooldown;
+    # B, admitted before that re-trip, then succeeds. B speaks for a half-open state that is gone.
+    b, clock, events = board()
+    policy = replace(P, half_open_trickle=2)
+    feed(b, Verdict.FAILURE, 3, policy)
+    clock.advance(5)
+    probe_a, probe_b = b.begin(T, policy), b.begin(T, policy)
+    b.finish(T, policy, Verdict.FAILURE, probe_a)
+    assert b.record_of(T).cooldown_until == clock.now + 10
+    b.finish(T, policy, Verdict.OK, probe_b)
+    assert b.state(T) is BreakerState.OPEN
+    assert b.record_of(T).cooldown_until == clock.now + 10
+    assert [e.cause for e in events] == ["trip", "half_open", "reopen"]
+    clock.advance(9.9)
+    assert b.state(T) is BreakerState.OPEN  # the whole doubled cooldown runs
+
+
+def test_a_forced_probe_on_top_of_the_trickle_cannot_cancel_a_retrip() -> None:
+    # Reachable with the defaults (trickle 1): the planner's forced probe adds a second probe to a half-open target.
+    b, clock, _ = board()
+    trip(b)
+    clock.advance(5)
+    trickle = b.begin(T, P)
+    forced = b.begin(T, P, force=True)
+    b.finish(T, P, Verdict.FAILURE, trickle)
+    b.finish(T, P, Verdict.OK, forced)
+    assert b.state(T) is BreakerState.OPEN
+    assert b.record_of(T).cooldown_until == clock.now + 10
+
+
+def test_a_stale_probe_never_releases_a_newer_probes_slot() -> None:
+    b, clock, _ = board()
+    trip(b)
+    clock.advance(5)
+    old_trickle = b.begin(T, P)
+    old_forced = b.begin(T, P, force=True)
+    b.finish(T, P, Verdict.FAILURE, old_trickle)  # re-open, cooldown 10
+    clock.advance(10)
+    new_probe = b.begin(T, P)  # the new half-open's only slot
+    assert b.standing(T)[0] == BUSY
+    b.finish(T, P, Verdict.NEUTRAL, old_forced)  # the old forced probe ends late
+    assert b.standing(T)[0] == BUSY  # the new probe still holds its slot
+    assert b.begin(T, P).admission is Admission.REFUSED
+    b.finish(T, P, Verdict.OK, new_probe)
+    assert b.state(T) is BreakerState.RAMPING
+
+
+def test_a_ticket_is_spent_by_its_first_finish() -> None:
+    b, clock, _ = board()
+    policy = replace(P, half_open_trickle=2)
+    feed(b, Verdict.FAILURE, 3, policy)
+    clock.advance(5)
+    first, second = b.begin(T, policy), b.begin(T, policy)
+    b.finish(T, policy, Verdict.NEUTRAL, first)
+    b.finish(T, policy, Verdict.NEUTRAL, first)  # twice: must not release the second probe's slot
+    assert b.standing(T)[0] == BUSY
+    b.finish(T, policy, Verdict.NEUTRAL, second)
+    assert b.standing(T)[0] == AVAILABLE
+
+
+def test_a_remote_open_makes_earlier_probes_stale() -> None:
+    b, clock, _ = board()
+    trip(b)
+    forced = b.begin(T, P, force=True)  # probing an open target
+    remote = replace(b.record_of(T), cooldown_until=clock.now + 50, updated_at=clock.now)
+    assert b.merge(remote)
+    b.finish(T, P, Verdict.OK, forced)  # sent before the longer remote cooldown was known
+    assert b.state(T) is BreakerState.OPEN
+    assert b.record_of(T).cooldown_until == clock.now + 50
 
 
 def test_export_and_merge_share_an_open_breaker() -> None:
@@ -337,7 +409,7 @@ def test_property_breaker_never_stays_open_forever(
     for verdict, gap, force, retry_after in events:
         clock.advance(gap)
         admission = b.begin(T, policy, force=force)
-        if admission is not Admission.REFUSED:
+        if admission.admitted:
             b.finish(T, policy, verdict, admission, retry_after_s=retry_after)
         record = b.record_of(T)
         if record.state is BreakerState.OPEN:
@@ -347,7 +419,7 @@ def test_property_breaker_never_stays_open_forever(
     clock.advance(policy.max_cooldown_s)
     assert b.state(T) is not BreakerState.OPEN
     # Half-open admits a probe; ramping admits at least one request in four.
-    assert any(b.begin(T, policy) is not Admission.REFUSED for _ in range(4))
+    assert any(b.begin(T, policy).admitted for _ in range(4))
 
 
 @settings(max_examples=150, deadline=None)
@@ -374,7 +446,7 @@ def test_property_cooldown_until_never_decreases_while_open(
     for verdict, gap, force, retry_after in events:
         clock.advance(gap)
         admission = b.begin(T, policy, force=force)
-        if admission is not Admission.REFUSED:
+        if admission.admitted:
             b.finish(T, policy, verdict, admission, retry_after_s=retry_after)
         record = b.record_of(T)
         if previous is not None and previous.state is BreakerState.OPEN and record.state is BreakerState.OPEN:

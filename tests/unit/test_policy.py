@@ -85,7 +85,7 @@ def test_a_busy_half_open_target_is_skipped_until_its_probe_ends() -> None:
     fail(board, PT_E)
     clock.advance(5)
     probe = board.begin(PT_E, P)
-    assert probe is Admission.PROBE
+    assert probe.admission is Admission.PROBE
     assert PT_E not in plan_ids(make_table(), board)
     board.finish(PT_E, P, Verdict.CAPACITY, probe)  # no verdict, slot released, short capacity cooldown
     clock.advance(1)

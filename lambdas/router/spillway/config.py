@@ -29,7 +29,8 @@ Schema (version 1)::
                                                     #   to outermost; a dimension left out is not expanded
           "deadline_ms": 20000,                     # the whole request, every attempt included
           "attempt_timeout_ms": {"min": 300, "max": 8000},  # no attempt starts with less than min left;
-                                                    #   none gets more than max
+                                                    #   none gets more than max; min >= 100 (below it no
+                                                    #   attempt can be answered: it would only burn a slot)
           "max_attempts": 4,                        # backend calls, not counting targets skipped unsent
           "fallback_on_context_overflow": true,     # optional: a context-window overflow tries the next model
           "breaker": {                              # optional; every key optional (defaults: BreakerPolicy)
@@ -65,6 +66,7 @@ DEFAULT_ORDER = DIMENSIONS
 _NAME = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FEATURE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MAX_SECONDS = 3600.0
+MIN_ATTEMPT_MS = 100.0  # the smallest useful attempt timeout: a connection and a first byte, no less
 
 
 class RoutingConfigError(ValueError):
@@ -246,7 +248,12 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
     deadline = _num(obj["deadline_ms"], f"{path}.deadline_ms", low=1, high=_MAX_SECONDS * 1000)
     timeout = _obj(obj["attempt_timeout_ms"], f"{path}.attempt_timeout_ms")
     _keys(timeout, f"{path}.attempt_timeout_ms", required={"min", "max"})
-    t_min = _num(timeout["min"], f"{path}.attempt_timeout_ms.min", low=1)
+    t_min = _num(timeout["min"], f"{path}.attempt_timeout_ms.min")
+    if t_min < MIN_ATTEMPT_MS:
+        raise RoutingConfigError(
+            f"{path}.attempt_timeout_ms.min",
+            f"{t_min:g} is below {MIN_ATTEMPT_MS:g}: no attempt can be answered in less, it would only be cut off",
+        )
     t_max = _num(timeout["max"], f"{path}.attempt_timeout_ms.max", low=1)
     if t_min > t_max:
         raise RoutingConfigError(f"{path}.attempt_timeout_ms", f"min {t_min:g} is above max {t_max:g}")

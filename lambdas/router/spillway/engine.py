@@ -4,7 +4,10 @@ Each attempt's timeout is the time left, capped by the feature's attempt maximum
 the attempt minimum left. Capacity errors spill to the next step at once; unavailable and "ours" errors move on and
 feed the breaker; a client error returns at once (a context-window overflow may fall back to the next model). A
 provisioned target estimated full is skipped before sending (predictive spillover). The engine never raises for a
-backend's failure: an unexpected exception from a backend is that attempt's "unavailable".
+backend's failure: an unexpected exception from a backend is that attempt's "unavailable". Whatever happens between
+admitting an attempt and judging it (even an exception), its breaker ticket and its in-flight count are given back.
+A request whose every sent attempt was throttled answers 503 with Retry-After, even when the deadline ran out: a
+throttle never reaches the caller as something it cannot back off from.
 
 Thread-safe: per-request state lives on the stack; shared state (breakers, requests in flight) has its own locks.
 Zero knowledge: the request is handed to backends and nothing else; the response is excluded from reprs; the
@@ -23,7 +26,7 @@ from typing import Any, Protocol
 from .capacity import InflightTracker
 from .config import Feature, RoutingTable, Target
 from .errors import BackendError, ErrorClass, from_exception
-from .health import Admission, Clock, HealthBoard, Verdict
+from .health import Admission, Clock, HealthBoard, Ticket, Verdict
 from .policy import Plan, Planner, PlanStep, StepKind
 
 
@@ -177,33 +180,27 @@ class Engine:
                 out_of_time = True
                 break
             # Never fail without sending at least once: the last step is forced if nothing was sent yet.
-            admission, level = self._admit(f, step, step.probe or (sent == 0 and i == len(steps) - 1), trace)
-            if admission is Admission.REFUSED:
+            ticket, level = self._admit(f, step, step.probe or (sent == 0 and i == len(steps) - 1), trace)
+            if not ticket.admitted:
                 continue
             sent += 1
-            reply, error, latency_ms = self._send(step.target, request, min(remaining, max_s), level)
-            if reply is not None:
-                slow = _is_slow(f, latency_ms, reply)
-                self.health.finish(step.target.id, f.breaker, Verdict.SLOW if slow else Verdict.OK, admission)
-                outcome = Outcome.SLOW if slow else Outcome.OK
-                trace.append(Attempt(step.target.id, outcome, None, latency_ms, step.kind))
-                return self._served(f, step.target, reply, trace, clock() - start)
-            assert error is not None  # _send returns exactly one of reply and error
-            outcome = _ERROR_OUTCOME.get(error.error_class, Outcome.UNAVAILABLE)
-            self.health.finish(
-                step.target.id, f.breaker, _VERDICT[outcome], admission, retry_after_s=error.retry_after_s
+            answer = self._attempt(
+                f, step, request, timeout_s=min(remaining, max_s), ticket=ticket, level=level, trace=trace, start=start
             )
-            trace.append(Attempt(step.target.id, outcome, error.code, latency_ms, step.kind))
+            if isinstance(answer, RouteResult):
+                return answer
+            error = answer
             last_code = error.code
             overflow = error if error.context_overflow and f.fallback_on_context_overflow else None
             if overflow is not None:
                 skip_model = step.target.model
-            elif outcome is Outcome.CLIENT:
+            elif error.error_class is ErrorClass.CLIENT:
                 return _client_error(error, trace, clock() - start)
         elapsed_s = clock() - start
         if overflow is not None:  # every larger model overflowed too, or none was left: the request is too big
             return _client_error(overflow, trace, elapsed_s)
-        if out_of_time or (sent and deadline - (start + elapsed_s) < min_s):
+        throttled_only = sent > 0 and all(a.outcome is Outcome.CAPACITY for a in trace if a.sent)
+        if (out_of_time or (sent and deadline - (start + elapsed_s) < min_s)) and not throttled_only:
             return RouteResult(Status.DEADLINE, 504, tuple(trace), elapsed_s * 1000.0, code=last_code)
         return RouteResult(
             Status.EXHAUSTED,
@@ -214,29 +211,71 @@ class Engine:
             retry_after_s=self._retry_after(planner, feature),
         )
 
-    def _admit(self, f: Feature, step: PlanStep, force: bool, trace: list[Attempt]) -> tuple[Admission, int]:
-        """Ask the breaker, then (provisioned targets) the in-flight estimate. Returns the admission and the
-        concurrency level this request holds on the target (0 when untracked)."""
+    def _admit(self, f: Feature, step: PlanStep, force: bool, trace: list[Attempt]) -> tuple[Ticket, int]:
+        """Ask the breaker, then (provisioned targets) the in-flight estimate. Returns the breaker ticket and the
+        concurrency level this request holds on the target (0 when untracked). A ticket that is not admitted
+        holds nothing; an admitted one (and its level) is the caller's to give back."""
         target = step.target
-        admission = self.health.begin(target.id, f.breaker, force=force)
-        if admission is Admission.REFUSED:
+        ticket = self.health.begin(target.id, f.breaker, force=force)
+        if not ticket.admitted:
             trace.append(Attempt(target.id, Outcome.REFUSED, kind=step.kind))
-            return admission, 0
+            return ticket, 0
         if target.capacity != "provisioned":
-            return admission, 0
-        level = self.tracker.try_start(target.id, target.max_in_flight, force=force)
+            return ticket, 0
+        level: int | None = None
+        try:
+            level = self.tracker.try_start(target.id, target.max_in_flight, force=force)
+        finally:
+            if level is None:  # estimated full (or the tracker failed): give back a probe slot
+                self.health.finish(target.id, f.breaker, Verdict.NEUTRAL, ticket)
         if level is None:
-            self.health.finish(target.id, f.breaker, Verdict.NEUTRAL, admission)  # give back a probe slot
             trace.append(Attempt(target.id, Outcome.PREDICTED_FULL, kind=step.kind))
-            return Admission.REFUSED, 0
-        return admission, level
+            return Ticket(Admission.REFUSED, ticket.epoch), 0
+        return ticket, level
+
+    def _attempt(
+        self,
+        f: Feature,
+        step: PlanStep,
+        request: Mapping[str, Any],
+        *,
+        timeout_s: float,
+        ticket: Ticket,
+        level: int,
+        trace: list[Attempt],
+        start: float,
+    ) -> RouteResult | BackendError:
+        """Send one admitted attempt and judge it: the served result, or the attempt's error (traced either way).
+        Whatever happens, even an exception, the breaker ticket and the in-flight level are given back; until the
+        attempt is judged, what the breaker hears is NEUTRAL (its probe slot comes back, no verdict)."""
+        target = step.target
+        verdict = Verdict.NEUTRAL
+        retry_after_s: float | None = None
+        throttled = False
+        try:
+            reply, error, latency_ms = self._send(target, request, timeout_s)
+            if reply is not None:
+                slow = _is_slow(f, latency_ms, reply)
+                trace.append(Attempt(target.id, Outcome.SLOW if slow else Outcome.OK, None, latency_ms, step.kind))
+                served = self._served(f, target, reply, trace, self._clock() - start)
+                verdict = Verdict.SLOW if slow else Verdict.OK
+                return served
+            assert error is not None  # _send returns exactly one of reply and error
+            outcome = _ERROR_OUTCOME.get(error.error_class, Outcome.UNAVAILABLE)
+            trace.append(Attempt(target.id, outcome, error.code, latency_ms, step.kind))
+            verdict, retry_after_s = _VERDICT[outcome], error.retry_after_s
+            throttled = outcome is Outcome.CAPACITY
+            return error
+        finally:
+            if level:
+                self.tracker.finish(target.id, level, throttled=throttled)
+            self.health.finish(target.id, f.breaker, verdict, ticket, retry_after_s=retry_after_s)
 
     def _send(
-        self, target: Target, request: Mapping[str, Any], timeout_s: float, level: int
+        self, target: Target, request: Mapping[str, Any], timeout_s: float
     ) -> tuple[BackendReply, None, float] | tuple[None, BackendError, float]:
         clock = self._clock
         t0 = clock()
-        throttled = False
         try:
             backend = self._backends.get(target.backend.kind)
             if backend is None:
@@ -244,12 +283,7 @@ class Engine:
             reply = backend.invoke(target, request, timeout_s)
             return reply, None, (clock() - t0) * 1000.0
         except Exception as exc:  # a backend's bug is that attempt's failure, never the caller's
-            error = from_exception(exc)
-            throttled = error.error_class is ErrorClass.CAPACITY
-            return None, error, (clock() - t0) * 1000.0
-        finally:
-            if level:
-                self.tracker.finish(target.id, level, throttled=throttled)
+            return None, from_exception(exc), (clock() - t0) * 1000.0
 
     @staticmethod
     def _served(f: Feature, target: Target, reply: BackendReply, trace: list[Attempt], elapsed_s: float) -> RouteResult:

@@ -10,7 +10,14 @@ window; slow answers count in the window's slow rate. Capacity errors are not fa
 capacity cooldown. Client errors are neutral.
 
 The thresholds come from the policy of the feature whose request produced the outcome: two features sharing a
-target judge it by their own limits. Breaker state is exportable as small BreakerRecords (epoch seconds when the
+target judge it by their own limits.
+
+A verdict judges only the breaker state its attempt was admitted in: `begin` hands out a Ticket carrying the breaker's
+epoch (bumped on every open and every open -> half-open), and `finish` ignores the verdict of a ticket from an older
+epoch, so a probe sent before a re-trip can neither cancel the new cooldown nor release a newer probe's slot. A
+throttle still sets the capacity cooldown whatever its epoch: it says the target is full now.
+
+Breaker state is exportable as small BreakerRecords (epoch seconds when the
 clock is time.time, the default) so a store can share transitions across Lambda instances; `merge` folds a remote
 record in without ever shortening a local cooldown.
 """
@@ -52,6 +59,29 @@ class Admission(IntEnum):
     REFUSED = 0
     ADMITTED = 1
     PROBE = 2  # holds a half-open probe slot, or forced onto a target that is not closed: its verdict counts
+
+
+class Ticket:
+    """One `begin`: its admission and the breaker epoch it was granted in. Hand it back to `finish` exactly once
+    (the first finish spends it; later ones, and any finish of a refused ticket, change nothing)."""
+
+    __slots__ = ("_spent", "admission", "epoch")
+
+    def __init__(self, admission: Admission, epoch: int) -> None:
+        self.admission = admission
+        self.epoch = epoch
+        self._spent = False
+
+    @property
+    def admitted(self) -> bool:
+        return self.admission is not Admission.REFUSED
+
+    @property
+    def probe(self) -> bool:
+        return self.admission is Admission.PROBE
+
+    def __repr__(self) -> str:
+        return f"Ticket({self.admission.name}, epoch={self.epoch})"
 
 
 # Severity of an unavailable target, for choosing the least bad one when all are unavailable.
@@ -120,6 +150,7 @@ class _Breaker:
     updated_at: float = 0.0
     consecutive: int = 0
     probes: int = 0  # half-open probe slots taken
+    epoch: int = 0  # bumped on every open and every open -> half-open: tickets of older epochs carry no verdict
     ramp_step: int = 0
     ramp_ok: int = 0
     ramp_credit: float = 0.0
@@ -210,37 +241,52 @@ class HealthBoard:
 
     # -- attempts ---------------------------------------------------------------------------------------------
 
-    def begin(self, target_id: str, policy: BreakerPolicy, *, force: bool = False) -> Admission:
+    def begin(self, target_id: str, policy: BreakerPolicy, *, force: bool = False) -> Ticket:
         """Ask to send one attempt. Half-open admits a trickle of probes; ramping admits a share of requests.
-        `force` always admits (the planner's probe of the least bad target, or a request's last resort)."""
+        `force` always admits (the planner's probe of the least bad target, or a request's last resort).
+        Every admitted ticket must reach `finish` (NEUTRAL when the attempt's outcome is unknown)."""
         b = self._breakers.get(target_id)
         if b is None:
-            return Admission.ADMITTED
+            return Ticket(Admission.ADMITTED, 0)
         now = self._clock()
         with self._lock:
             events = self._refresh(b, now)
-            admission = self._admit(b, policy, now, force)
+            ticket = Ticket(self._admit(b, policy, now, force), b.epoch)
         self._emit(events)
-        return admission
+        return ticket
 
     def finish(
         self,
         target_id: str,
         policy: BreakerPolicy,
         verdict: Verdict,
-        admission: Admission = Admission.ADMITTED,
+        ticket: Ticket | None = None,
         *,
         retry_after_s: float | None = None,
     ) -> None:
-        """Feed the outcome of an attempt that `begin` admitted."""
+        """Feed the outcome of an attempt that `begin` admitted, with its ticket. Without a ticket the outcome
+        counts as a plain (not probe) request of the current epoch."""
         now = self._clock()
         with self._lock:
+            if ticket is not None:
+                if ticket._spent or ticket.admission is Admission.REFUSED:
+                    return
+                ticket._spent = True
             b = self._breakers.get(target_id)
             if b is None:
                 # Successes count too: the error rate needs the whole window, not just what followed a failure.
                 b = self._breakers[target_id] = _Breaker(target_id)
             events = self._refresh(b, now)
-            self._feed(b, policy, verdict, admission=admission, retry_after_s=retry_after_s, now=now, events=events)
+            self._feed(
+                b,
+                policy,
+                verdict,
+                admission=Admission.ADMITTED if ticket is None else ticket.admission,
+                epoch=b.epoch if ticket is None else ticket.epoch,
+                retry_after_s=retry_after_s,
+                now=now,
+                events=events,
+            )
         self._emit(events)
 
     # -- sharing ----------------------------------------------------------------------------------------------
@@ -273,6 +319,7 @@ class HealthBoard:
             until = min(remote.cooldown_until, cap)
             if remote.state is BreakerState.OPEN and until > now and until > b.cooldown_until:
                 previous = b.state
+                b.epoch += 1  # what was admitted before this extension no longer speaks for the breaker
                 b.cooldown_until = until
                 b.cooldown_s = min(max(b.cooldown_s, remote.cooldown_s), self._max_remote_cooldown_s)
                 b.trips = max(b.trips, remote.trips)
@@ -293,6 +340,7 @@ class HealthBoard:
         if b.state is BreakerState.OPEN and now >= b.cooldown_until:
             b.state = BreakerState.HALF_OPEN
             b.probes = 0
+            b.epoch += 1
             b.updated_at = now
             return [Transition(b.record(), BreakerState.OPEN, "half_open")]
         return []
@@ -334,21 +382,23 @@ class HealthBoard:
         verdict: Verdict,
         *,
         admission: Admission,
+        epoch: int,
         retry_after_s: float | None,
         now: float,
         events: list[Transition],
     ) -> None:
         state = b.state
-        probe = admission is Admission.PROBE
+        stale = epoch != b.epoch  # admitted before the last open or half-open: it speaks for a state now gone
+        probe = admission is Admission.PROBE and not stale
         if probe and state is BreakerState.HALF_OPEN and b.probes > 0:
-            b.probes -= 1
+            b.probes -= 1  # only this epoch's probes hold this epoch's slots
         if verdict is Verdict.CAPACITY:
             # Not a failure: the target is healthy but full. Skip it briefly; honour Retry-After up to a cap.
             pause = policy.capacity_cooldown_s
             if retry_after_s is not None:
                 pause = max(pause, min(retry_after_s, policy.max_cooldown_s))
             b.capacity_until = max(b.capacity_until, now + pause)
-        elif verdict is Verdict.NEUTRAL:
+        elif verdict is Verdict.NEUTRAL or stale:
             pass
         elif state is BreakerState.CLOSED:
             self._feed_closed(b, policy, verdict, now, events)
@@ -436,6 +486,7 @@ class HealthBoard:
             b.trips += 1
         b.state = BreakerState.OPEN
         b.probes = 0
+        b.epoch += 1
         b.ramp_step = b.ramp_ok = 0
         b.ramp_credit = 0.0
         b.updated_at = now
