@@ -320,11 +320,19 @@ class LocalWorld:
             BillingMode="PAY_PER_REQUEST",
         )
 
+    def flush_store(self, timeout_s: float = 5.0) -> None:
+        """Wait for the router's queued breaker writes (the store writes in the background) to reach the table."""
+        store = getattr(self.router, "store", None)
+        if store is not None:
+            store.flush(timeout_s)
+
     def health_items(self) -> list[dict[str, Any]]:
+        self.flush_store()
         items: list[dict[str, Any]] = self.dynamodb().scan(TableName=HEALTH_TABLE).get("Items", [])
         return items
 
     def clear_health_table(self) -> None:
+        self.flush_store()  # a write still queued by the previous router must not land after the clean-up
         client = self.dynamodb()
         for item in client.scan(TableName=HEALTH_TABLE).get("Items", []):
             client.delete_item(TableName=HEALTH_TABLE, Key={"pk": item["pk"]})

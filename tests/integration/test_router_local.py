@@ -94,10 +94,11 @@ def test_appconfig_unreachable_keeps_last_known_good(world: LocalWorld) -> None:
     assert world.http.converse(FEATURE).status == 200
     assert world.emu.appconfig is not None
     world.emu.appconfig.set_fault(Fault.refuse())
-    time.sleep(world.config_ttl_s + 0.1)
+    assert world.wait_for(lambda: world.http.get_json("/v1/health")["config"]["source"] == "last_known_good", 3.0), (
+        "the router never noticed AppConfig was gone"
+    )
     reply = world.http.converse(FEATURE)
     assert (reply.status, reply.target) == (200, PT_EAST)
-    assert world.http.get_json("/v1/health")["config"]["source"] == "last_known_good"
 
 
 def test_config_rollout_and_rollback(world: LocalWorld) -> None:
@@ -111,10 +112,14 @@ def test_config_rollout_and_rollback(world: LocalWorld) -> None:
 
 
 def test_invalid_rollout_is_ignored(world: LocalWorld) -> None:
+    assert world.http.converse(FEATURE).target == PT_EAST  # the good table is loaded from AppConfig first
     broken = world.table_copy()
     broken["features"][FEATURE]["models"] = ["no-such-model"]
     world.deploy_table(broken)
-    time.sleep(world.config_ttl_s + 0.1)
+    # The broken table was fetched and refused: the router says it serves its last known good one.
+    assert world.wait_for(lambda: world.http.get_json("/v1/health")["config"]["source"] == "last_known_good", 3.0), (
+        "the broken rollout was never fetched"
+    )
     reply = world.http.converse(FEATURE)
     assert (reply.status, reply.target) == (200, PT_EAST)
 
