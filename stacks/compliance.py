@@ -357,8 +357,10 @@ def router(gate: ComplianceGate, stack: RouterStack) -> None:
         cloudwatch_role,
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
         "The account-level role API Gateway uses to write access and execution logs in this region; AWS maintains "
-        "the policy for exactly that service, only apigateway.amazonaws.com can assume the role, and the access log "
-        "group it writes is CMK-encrypted with retention.",
+        "the policy for exactly that service and only apigateway.amazonaws.com can assume the role. Both groups it "
+        "writes for this API exist before the stage, created by the router stack: the access log group and "
+        "API-Gateway-Execution-Logs_<restApiId>/live (errors only, no data trace), each CMK-encrypted with the "
+        "platform's retention, so the role never creates an unencrypted or unexpiring group for this API.",
     )
     backup_role = stack.backup_selection.node.find_child("Role")
     gate.acknowledge(

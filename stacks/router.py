@@ -14,7 +14,8 @@ What the stack holds
   the cell's VPC) or regional, per ``router.api.endpoint_type``. IAM auth on every method, a resource policy naming
   the allowed callers (and, private, the allowed VPC endpoints), request validation with a JSON model of the
   Converse body, stage throttling, one usage plan and API key per calling service, JSON access logs without bodies
-  to a CMK log group, X-Ray, and a WAF web ACL (AWS managed rules and a rate-based rule) with CMK-encrypted logs.
+  to a CMK log group, execution logs (errors only) in a CMK log group the stack creates before the stage, X-Ray,
+  and a WAF web ACL (AWS managed rules and a rate-based rule) with CMK-encrypted logs.
 - **The health table**: one DynamoDB global table (``<platform>-health``, the network's naming convention) shared
   by every cell. It is defined once, in the router stack of the first region (`health_table_owner`), with a
   replica in every other cell. Each replica is encrypted with its own cell's router key, named across regions by
@@ -52,6 +53,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
@@ -496,6 +498,7 @@ class RouterStack(CellStack):
             log_group_name=f"/{platform.name}/{region}/router-api-access",
         ).log_group
         self.api = self._api()
+        self.execution_log_group = self._execution_logs()
         self.usage_plans, self.api_keys = self._usage_plans()
         self.web_acl, self.web_acl_association = self._waf()
 
@@ -912,6 +915,24 @@ class RouterStack(CellStack):
         v1.add_resource("health").add_method("GET", integration, operation_name="health", request_validator=validator)
         self._gateway_responses(api)
         return api
+
+    def _execution_logs(self) -> logs.ILogGroup:
+        """The stage's execution logs (logging level ERROR), in a group this stack owns.
+
+        Left to itself API Gateway creates ``API-Gateway-Execution-Logs_<restApiId>/<stage>`` on the first error,
+        unencrypted and kept forever. The group exists before the stage (a dependency), with the platform's
+        retention and the cell's logs key (its key policy admits CloudWatch Logs for every group of this account
+        and region), so API Gateway writes into it instead.
+        """
+        group = EncryptedLogGroup(
+            self,
+            "ApiExecutionLogs",
+            retention_days=self.platform.log_retention_days,
+            key=self.network.log_key,
+            log_group_name=cdk.Fn.join("", ["API-Gateway-Execution-Logs_", self.api.rest_api_id, f"/{STAGE}"]),
+        )
+        self.api.deployment_stage.node.add_dependency(group)
+        return group.log_group
 
     @staticmethod
     def _gateway_responses(api: apigw.RestApi) -> None:

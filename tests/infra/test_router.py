@@ -228,6 +228,26 @@ def test_stage_throttling_tracing_and_access_logs_without_bodies(
         assert "KmsKeyId" in resources_of(template, "AWS::Logs::LogGroup")[group]["Properties"]
 
 
+def test_execution_logs_in_our_own_cmk_group_before_the_stage(
+    platform: Platform, routers: Mapping[str, Template]
+) -> None:
+    """Logging level ERROR makes API Gateway write API-Gateway-Execution-Logs_<restApiId>/<stage>: the stack owns
+    that group (CMK, retention) and the stage waits for it, so API Gateway never creates it unencrypted."""
+    for template in routers.values():
+        (stage_id,) = resources_of(template, "AWS::ApiGateway::Stage")
+        stage = template["Resources"][stage_id]
+        assert stage["Properties"]["MethodSettings"][0]["LoggingLevel"] == "ERROR"
+        group_id = _logical_id(template, "AWS::Logs::LogGroup", "ApiExecutionLogs")
+        group = template["Resources"][group_id]["Properties"]
+        api_id = _logical_id(template, "AWS::ApiGateway::RestApi", "Api")
+        assert group["LogGroupName"] == {
+            "Fn::Join": ["", ["API-Gateway-Execution-Logs_", {"Ref": api_id}, f"/{stage['Properties']['StageName']}"]]
+        }
+        assert group["RetentionInDays"] == platform.log_retention_days
+        assert "KmsKeyId" in group
+        assert group_id in _as_list(stage.get("DependsOn", []))
+
+
 def test_usage_plan_and_key_per_calling_service(platform: Platform, routers: Mapping[str, Template]) -> None:
     for template in routers.values():
         plans = [p["Properties"] for p in resources_of(template, "AWS::ApiGateway::UsagePlan").values()]
