@@ -58,10 +58,11 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from spillway import api, telemetry
+from spillway.backend import Backend
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
-from spillway.engine import Backend, Engine, RouteResult, Status
+from spillway.engine import Engine, RouteResult, Status
 from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
 from spillway.store import HealthStore, default_client_factory

@@ -21,8 +21,8 @@ os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import handler
+from spillway.backend import BackendReply, Usage
 from spillway.config import Target
-from spillway.engine import BackendReply, Usage
 from spillway.errors import BackendError
 from spillway.health import HealthBoard
 from spillway.routing_source import RoutingSource

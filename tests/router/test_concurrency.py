@@ -13,8 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from spillway.backend import BackendReply, Usage
 from spillway.config import Target
-from spillway.engine import BackendReply, Usage
 from tests.router.conftest import Harness, api_event, body_of, converse_body, header
 
 

@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from spillway.backend import BackendReply
 from spillway.config import RoutingTable, Target, load_routing_table, parse_routing_table
-from spillway.engine import BackendReply
 from spillway.errors import BackendError, ErrorClass
 
 MODELS = ("claude-sonnet", "nova-lite")

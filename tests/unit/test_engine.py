@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from spillway.backend import BackendReply
 from spillway.capacity import InflightTracker
 from spillway.config import RoutingTable, Target
-from spillway.engine import BackendReply, Engine, Outcome, RouteResult, Status
+from spillway.engine import Engine, Outcome, RouteResult, Status
 from spillway.errors import BackendError, ErrorClass
 from spillway.health import BUSY, BreakerState, HealthBoard, Transition, Verdict
 from spillway.policy import StepKind

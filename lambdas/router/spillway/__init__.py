@@ -1,7 +1,8 @@
 """Spillway: the router library. Pure Python, no AWS import; backends are injected."""
 
+from .backend import Backend, BackendReply, Usage
 from .config import RoutingConfigError, RoutingTable, Target, load_routing_table, parse_routing_table
-from .engine import Attempt, Backend, BackendReply, Engine, Outcome, RouteResult, Status, Usage
+from .engine import Attempt, Engine, Outcome, RouteResult, Status
 from .errors import BackendError, ErrorClass, classify
 from .health import BreakerRecord, BreakerState, HealthBoard
 

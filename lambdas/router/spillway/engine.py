@@ -21,33 +21,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
+from .backend import Backend, BackendReply, Usage
 from .capacity import InflightTracker
 from .config import Feature, RoutingTable, Target
 from .errors import BackendError, ErrorClass, from_exception
 from .health import Admission, Clock, HealthBoard, Ticket, Verdict
 from .policy import Plan, Planner, PlanStep, StepKind
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class BackendReply:
-    response: Mapping[str, Any] = field(repr=False)  # Converse-shaped; never logged
-    latency_ms: float = 0.0  # as the backend measured it
-    ttft_ms: float | None = None  # time to first token, when streamed
-    usage: Usage | None = None
-
-
-class Backend(Protocol):
-    """What the engine calls. Raise spillway.errors.BackendError (built with errors.classify) on failure."""
-
-    def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply: ...
 
 
 class Outcome(StrEnum):

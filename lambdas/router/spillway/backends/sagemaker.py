@@ -19,8 +19,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..backend import BackendReply, Usage
 from ..config import SageMakerRef, Target
-from ..engine import BackendReply, Usage
 from ..errors import BackendError, ErrorClass
 from . import ClientPool, backend_error, malformed, usage_int
 
