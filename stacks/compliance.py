@@ -139,10 +139,12 @@ def models(gate: ComplianceGate, stack: ModelsStack) -> None:
         gate.acknowledge(
             policy,
             "AwsSolutions-IAM5[Resource::*]",
-            "Only actions that IAM cannot scope to a resource: ecr:GetAuthorizationToken, ec2:Describe*, "
-            "cloudwatch:PutMetricData (limited by a namespace condition) and the ENI actions SageMaker needs for "
-            "the VPC config (limited to the cell's VPC by an ec2:Vpc condition); the image pull itself names the "
-            "one repository.",
+            "Only actions that IAM cannot scope to a resource ARN: ecr:GetAuthorizationToken, ec2:Describe*, "
+            "cloudwatch:PutMetricData (limited by a namespace condition), the ENI create/delete and "
+            "create-permission actions SageMaker needs for the VPC config (an ArnEquals ec2:Vpc condition admits "
+            "the cell's VPC only; the key is on every resource they touch), and ec2:DeleteNetworkInterfacePermission, "
+            "which names only a permission id and can only revoke. Only sagemaker.amazonaws.com of this account can "
+            "assume the role; the image pull names the one repository.",
         )
         gate.acknowledge(
             policy,
@@ -208,8 +210,10 @@ def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
     gate.acknowledge(
         pt.policy,
         "AwsSolutions-IAM5[Resource::*]",
-        "Only the EC2 network-interface actions a VPC Lambda needs, which IAM cannot scope to a resource before "
-        "the interface exists; the function runs in the cell's isolated subnets under the model security group.",
+        "Only the EC2 network-interface actions Lambda needs to attach the two handlers to the VPC, which IAM "
+        "cannot scope to a resource before the interface exists. The same policy denies the ENI create/delete/"
+        "assign/unassign actions whenever lambda:SourceFunctionArn is one of the two handlers' ARNs (AWS's "
+        "documented guard), so handler code cannot use them; only the Lambda service's own attachment can.",
     )
     for handler in (pt.on_event, pt.is_complete):
         gate.acknowledge(
@@ -311,9 +315,11 @@ def router(gate: ComplianceGate, stack: RouterStack) -> None:
         stack.runtime_policy,
         "AwsSolutions-IAM5[Resource::*]",
         "Only actions IAM cannot scope to a resource: xray:PutTraceSegments/PutTelemetryRecords and the ENI "
-        "actions Lambda performs with the function's role to attach it to the VPC (ENIs land only in the isolated "
-        "subnets and router security group of the function's VpcConfig). Table, config, logs and key are exact ARNs; "
-        "invoke permissions come only from the models' policies, which name exact model and endpoint ARNs.",
+        "actions Lambda performs with the function's role to attach it to the VPC. The same policy denies the ENI "
+        "create/delete/assign/unassign actions whenever lambda:SourceFunctionArn is the router function's ARN, i.e. "
+        "to any call made from inside the function (AWS's documented guard), so only the Lambda service can use "
+        "them. Table, config, logs and key are exact ARNs; invoke permissions come only from the models' policies, "
+        "which name exact model and endpoint ARNs.",
     )
     gate.acknowledge(
         stack.function,

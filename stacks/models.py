@@ -76,6 +76,41 @@ PT_CONTROL_ACTIONS = (
 # --- names and plans (pure: no construct, shared with tests) -------------------------------------------------------
 
 
+# The network-interface actions Lambda performs with a VPC function's role, outside the function's execution
+# environment. IAM has no resource or condition key that scopes them to the function's subnets before the
+# interface exists, so the role allows them on "*" and `eni_guard` keeps them Lambda's alone.
+ENI_ACTIONS = (
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:CreateNetworkInterface",
+    "ec2:DeleteNetworkInterface",
+    "ec2:UnassignPrivateIpAddresses",
+)
+PT_HANDLER_NAMES = {"on_event": "event", "is_complete": "check"}
+
+
+def eni_guard(*function_arns: str) -> iam.PolicyStatement:
+    """Deny the ENI actions to code running in the functions (AWS Lambda's documented lambda:SourceFunctionArn guard).
+
+    Lambda puts `lambda:SourceFunctionArn` on requests made with the role's credentials from inside a function's
+    execution environment, and not on the ENI calls it makes itself to attach the function to its VPC. So a Deny
+    when the key equals the function's ARN stops the function's code (or anyone who obtains its credentials there)
+    from creating, deleting or re-addressing interfaces, and leaves Lambda's own attachment untouched. (The inverse,
+    ArnNotEquals, would match Lambda's own calls, which carry no key, and break the VPC attachment.)
+    """
+    return iam.PolicyStatement(
+        sid="NoNetworkInterfaceActionsFromFunctionCode",
+        effect=iam.Effect.DENY,
+        actions=list(ENI_ACTIONS),
+        resources=["*"],
+        conditions={"ArnEquals": {"lambda:SourceFunctionArn": list(function_arns)}},
+    )
+
+
+def pt_handler_name(platform: Platform, region: str, entry: str) -> str:
+    """The Provisioned Throughput handler's function name: at most 40 + 4 + 5 + 1 + 14 = 64 characters."""
+    return f"{platform.name}-pt-{PT_HANDLER_NAMES[entry]}-{region}"
+
+
 def router_policy_name(platform: Platform, router_region: str, located_in: str | None = None) -> str:
     if located_in is None or located_in == router_region:
         return f"{platform.name}-router-invoke-{router_region}"
@@ -204,6 +239,7 @@ class EscrowModel(Construct):
             ),
         )
         prefix_arn = self.bucket.arn_for_objects(f"{spec.artifact_prefix}*")
+        vpc_arn = f"arn:{stack.partition}:ec2:{region}:{platform.account}:vpc/{network.vpc.vpc_id}"
         repository = spec.image_uri.split("/", 1)[1].split(":", 1)[0].split("@", 1)[0]
         registry = spec.image_uri.split(".", 1)[0]
         self.log_group = EncryptedLogGroup(
@@ -249,18 +285,22 @@ class EscrowModel(Construct):
                 ),
                 iam.PolicyStatement(
                     sid="NetworkInterfacesInCellVpcOnly",
+                    # Every resource these actions authorize (network interface, subnet, security group) carries
+                    # ec2:Vpc, so the condition is plain ArnEquals: a request outside the cell's VPC never matches.
                     actions=[
                         "ec2:CreateNetworkInterface",
                         "ec2:CreateNetworkInterfacePermission",
                         "ec2:DeleteNetworkInterface",
-                        "ec2:DeleteNetworkInterfacePermission",
                     ],
                     resources=["*"],
-                    conditions={
-                        "ArnEqualsIfExists": {
-                            "ec2:Vpc": f"arn:{stack.partition}:ec2:{region}:{platform.account}:vpc/{network.vpc.vpc_id}"
-                        }
-                    },
+                    conditions={"ArnEquals": {"ec2:Vpc": vpc_arn}},
+                ),
+                iam.PolicyStatement(
+                    sid="ReleaseNetworkInterfacePermissions",
+                    # The request names only a permission id: IAM offers no resource and no ec2:Vpc key to scope it.
+                    # It can only withdraw a permission; it grants nothing.
+                    actions=["ec2:DeleteNetworkInterfacePermission"],
+                    resources=["*"],
                 ),
                 iam.PolicyStatement(
                     sid="OwnLogGroup",
@@ -386,6 +426,12 @@ class ProvisionedThroughputs(Construct):
             self, "HandlerLogs", retention_days=platform.log_retention_days, key=network.log_key
         ).log_group
         name_condition = {"StringEquals": {"aws:RequestTag/spillway:provisioned-name": names}}
+        # The handlers' names are fixed so the role's policy can name their ARNs without referring to them (a cycle).
+        handler_names = {entry: pt_handler_name(platform, region, entry) for entry in ("on_event", "is_complete")}
+        handler_arns = {
+            entry: f"arn:{partition}:lambda:{region}:{platform.account}:function:{name}"
+            for entry, name in handler_names.items()
+        }
         self.policy = iam.ManagedPolicy(
             self,
             "HandlerPolicy",
@@ -409,16 +455,11 @@ class ProvisionedThroughputs(Construct):
                     resources=[self.log_group.log_group_arn, f"{self.log_group.log_group_arn}:*"],
                 ),
                 iam.PolicyStatement(
-                    sid="VpcNetworkInterfaces",
-                    actions=[
-                        "ec2:CreateNetworkInterface",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:AssignPrivateIpAddresses",
-                        "ec2:UnassignPrivateIpAddresses",
-                    ],
+                    sid="VpcNetworkInterfaces",  # what Lambda needs to attach the handlers to the isolated subnets
+                    actions=[*ENI_ACTIONS, "ec2:DescribeNetworkInterfaces"],
                     resources=["*"],
                 ),
+                eni_guard(*handler_arns.values()),
             ],
         )
         self.role.add_managed_policy(self.policy)
@@ -451,6 +492,7 @@ class ProvisionedThroughputs(Construct):
             function = lambda_.Function(
                 self,
                 construct_id,
+                function_name=handler_names[entry],
                 description=f"Provisioned Throughput {entry} (CloudFormation custom resource)",
                 runtime=lambda_.Runtime.PYTHON_3_13,
                 architecture=lambda_.Architecture.ARM_64,

@@ -60,7 +60,7 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
-from stacks.models import router_invoke_policy_names
+from stacks.models import ENI_ACTIONS, eni_guard, router_invoke_policy_names
 from stacks.network import table_name
 from stacks.platform import Platform, PlatformConfigError, partition_of
 from stacks.routing import ROUTER_ROOT, render_routing_table
@@ -431,6 +431,8 @@ class RouterStack(CellStack):
         self.add_stack_dependency(network)
         self.add_stack_dependency(models)
         self.function_name = function_name(platform, region)
+        # Built from the name, not the function's attribute: the role's policy cannot refer to the function it serves.
+        self.function_arn = f"arn:{self.partition}:lambda:{region}:{platform.account}:function:{self.function_name}"
         self.api_name = api_name(platform, region)
         self.table = render_routing_table(platform, region)
         self.features = tuple(sorted(self.table["features"]))
@@ -725,16 +727,10 @@ class RouterStack(CellStack):
                 ),
                 iam.PolicyStatement(
                     sid="VpcNetworkInterfaces",  # what Lambda needs to attach the function to the isolated subnets
-                    actions=[
-                        "ec2:AssignPrivateIpAddresses",
-                        "ec2:CreateNetworkInterface",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DescribeSubnets",
-                        "ec2:UnassignPrivateIpAddresses",
-                    ],
+                    actions=[*ENI_ACTIONS, "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"],
                     resources=["*"],
                 ),
+                eni_guard(self.function_arn),
             ],
         )
         role.add_managed_policy(runtime)

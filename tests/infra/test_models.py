@@ -18,6 +18,7 @@ import yaml
 
 from stacks.assembly import FEATURE_FLAGS, build, synthesize
 from stacks.models import (
+    ENI_ACTIONS,
     PT_METADATA,
     ModelsStack,
     application_profile_name,
@@ -138,6 +139,22 @@ def test_execution_role_reads_only_its_artifact_folder_and_key(templates: Mappin
     for statement in found:
         if statement["Resource"] == "*":
             assert not {a for a in as_list(statement["Action"]) if a.startswith(("s3:", "kms:"))}
+
+
+def test_execution_role_network_interfaces_only_in_the_cell_vpc(
+    platform: Platform, templates: Mapping[str, Template], region: str
+) -> None:
+    template = models_template(templates, region)
+    _, found = _execution_role(template)
+    eni = [s for s in found if {"ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface"} & set(as_list(s["Action"]))]
+    assert len(eni) == 1
+    # Plain ArnEquals (the key is on every resource these actions touch): no IfExists loophole.
+    assert set(eni[0]["Condition"]) == {"ArnEquals"}
+    vpc = json.dumps(eni[0]["Condition"]["ArnEquals"]["ec2:Vpc"])
+    assert f":ec2:{region}:{platform.account}:vpc/" in vpc
+    assert "IfExists" not in json.dumps(found)
+    unconditioned = {a for s in found if "Condition" not in s and s["Resource"] == "*" for a in as_list(s["Action"])}
+    assert not unconditioned & {"ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface"}
 
 
 def test_artifact_bucket_rules(templates: Mapping[str, Template], region: str) -> None:
@@ -500,6 +517,29 @@ def test_opted_in_pt_handler_runs_in_the_escrow_subnets(opted_in: tuple[Platform
         if any(str(a).startswith("bedrock:") for a in as_list(statement["Action"])):
             names = json.dumps(statement["Condition"])
             assert "spillway-claude-sonnet-us-east-1" in names
+
+
+def test_opted_in_pt_handler_code_cannot_use_the_eni_actions(
+    opted_in: tuple[Platform, dict[str, Any], Any],
+) -> None:
+    """AWS's lambda:SourceFunctionArn guard: the ENI actions are denied to calls from inside the two handlers."""
+    platform, template, _ = opted_in
+    policy = next(
+        p["Properties"]["PolicyDocument"]
+        for k, p in resources_of(template, "AWS::IAM::ManagedPolicy").items()
+        if "HandlerPolicy" in k
+    )
+    (deny,) = [s for s in statements(policy) if s["Effect"] == "Deny"]
+    assert sorted(as_list(deny["Action"])) == sorted(ENI_ACTIONS)
+    assert deny["Resource"] == "*"
+    names = sorted(
+        p["Properties"]["FunctionName"]
+        for k, p in resources_of(template, "AWS::Lambda::Function").items()
+        if "ProvisionedThroughput" in k and ("OnEvent" in k or "IsComplete" in k) and "framework" not in k
+    )
+    assert names == [f"{platform.name}-pt-check-us-east-1", f"{platform.name}-pt-event-us-east-1"]
+    arns = as_list(deny["Condition"]["ArnEquals"]["lambda:SourceFunctionArn"])
+    assert sorted(arns) == [f"arn:aws:lambda:us-east-1:{platform.account}:function:{n}" for n in names]
 
 
 def test_pt_asset_ships_no_bytecode(opted_in: tuple[Platform, dict[str, Any], Any]) -> None:

@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 import stacks.router as router_module
+from stacks.models import ENI_ACTIONS
 from stacks.platform import Platform
 from stacks.router import (
     ACCESS_LOG_FIELDS,
@@ -167,8 +168,26 @@ def test_runtime_policy_names_exact_resources(platform: Platform, routers: Mappi
         assert by_sid["HealthTable"]["Resource"] == table
         assert len(_as_list(by_sid["RoutingConfiguration"]["Resource"])) == 2  # the table and the flags profiles
         assert "Fn::GetAtt" in json.dumps(by_sid["RouterKey"]["Resource"])
-        wildcard = {s["Sid"] for s in runtime if "*" in _as_list(s["Resource"])}
+        wildcard = {s["Sid"] for s in runtime if "*" in _as_list(s["Resource"]) and s["Effect"] == "Allow"}
         assert wildcard == {"Traces", "VpcNetworkInterfaces"}  # what IAM cannot scope (acknowledged, with reasons)
+
+
+def test_function_code_cannot_use_the_eni_actions(platform: Platform, routers: Mapping[str, Template]) -> None:
+    """AWS's lambda:SourceFunctionArn guard: Lambda's own ENI calls carry no such key, calls from the function's
+    code do, so a Deny on the key equal to the function's ARN leaves the ENI actions to the Lambda service."""
+    for region, template in routers.items():
+        runtime = resources_of(template, "AWS::IAM::ManagedPolicy")[
+            _logical_id(template, "AWS::IAM::ManagedPolicy", "RouterRuntime")
+        ]["Properties"]["PolicyDocument"]["Statement"]
+        (deny,) = [s for s in runtime if s["Effect"] == "Deny"]
+        assert sorted(_as_list(deny["Action"])) == sorted(ENI_ACTIONS)
+        allowed = {a for s in runtime if s["Effect"] == "Allow" for a in _as_list(s["Action"])}
+        assert set(ENI_ACTIONS) <= allowed
+        assert deny["Resource"] == "*"
+        name = _function(template)["FunctionName"]
+        assert list(deny["Condition"]) == ["ArnEquals"]
+        arns = _as_list(deny["Condition"]["ArnEquals"]["lambda:SourceFunctionArn"])
+        assert arns == [f"arn:aws:lambda:{region}:{platform.account}:function:{name}"]
 
 
 # --- the API -------------------------------------------------------------------------------------------------
