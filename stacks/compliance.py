@@ -127,7 +127,6 @@ def models(gate: ComplianceGate, stack: ModelsStack) -> None:
     """Model capacity cell: escrow endpoints, application inference profiles, opt-in Provisioned Throughput."""
     for escrow in stack.escrow.values():
         bucket_arn = _token_name(stack, escrow.bucket.node.default_child, "Arn")
-        logs_arn = _token_name(stack, escrow.log_group.node.default_child, "Arn")
         policy = escrow.policy
         gate.acknowledge(
             policy,
@@ -145,12 +144,6 @@ def models(gate: ComplianceGate, stack: ModelsStack) -> None:
             "the cell's VPC only; the key is on every resource they touch), and ec2:DeleteNetworkInterfacePermission, "
             "which names only a permission id and can only revoke. Only sagemaker.amazonaws.com of this account can "
             "assume the role; the image pull names the one repository.",
-        )
-        gate.acknowledge(
-            policy,
-            f"AwsSolutions-IAM5[Resource::{logs_arn}:*]",
-            "The log streams of the endpoint's own CMK-encrypted log group: stream names are chosen by SageMaker "
-            "per instance, so the group's streams are named by the group ARN plus ':*', no other group.",
         )
         gate.acknowledge(
             escrow.bucket,
@@ -200,12 +193,6 @@ def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
         "A provisioned model's id is assigned by Bedrock when it is bought, so no exact ARN exists beforehand; "
         "every statement on it requires the spillway:provisioned-name tag (request or resource) to be one of the "
         "names in this cell's config.",
-    )
-    gate.acknowledge(
-        pt.policy,
-        f"AwsSolutions-IAM5[Resource::{_token_name(stack, pt.log_group.node.default_child, 'Arn')}:*]",
-        "The log streams of the handler's own CMK-encrypted log group: Lambda names a stream per container, so "
-        "the streams are the group ARN plus ':*', and no other group is named.",
     )
     gate.acknowledge(
         pt.policy,

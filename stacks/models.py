@@ -305,7 +305,8 @@ class EscrowModel(Construct):
                 iam.PolicyStatement(
                     sid="OwnLogGroup",
                     actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                    resources=[self.log_group.log_group_arn, f"{self.log_group.log_group_arn}:*"],
+                    # The group's Arn attribute already ends in ":*": it covers the group and all its streams.
+                    resources=[self.log_group.log_group_arn],
                 ),
                 iam.PolicyStatement(
                     sid="EndpointMetrics",
@@ -452,7 +453,8 @@ class ProvisionedThroughputs(Construct):
                 iam.PolicyStatement(
                     sid="OwnLogGroup",
                     actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                    resources=[self.log_group.log_group_arn, f"{self.log_group.log_group_arn}:*"],
+                    # The group's Arn attribute already ends in ":*": it covers the group and all its streams.
+                    resources=[self.log_group.log_group_arn],
                 ),
                 iam.PolicyStatement(
                     sid="VpcNetworkInterfaces",  # what Lambda needs to attach the handlers to the isolated subnets

@@ -6,6 +6,7 @@ generated platforms proves that endpoint policies and router policies come from 
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Iterator, Mapping
@@ -155,6 +156,43 @@ def test_execution_role_network_interfaces_only_in_the_cell_vpc(
     assert "IfExists" not in json.dumps(found)
     unconditioned = {a for s in found if "Condition" not in s and s["Resource"] == "*" for a in as_list(s["Action"])}
     assert not unconditioned & {"ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface"}
+
+
+def _log_stream_suffixes(template: Template) -> list[Any]:
+    """Policy resources that append ':*' to a log group's Arn attribute, which already ends in ':*'."""
+    groups = set(resources_of(template, "AWS::Logs::LogGroup"))
+    found = []
+    for resource in template["Resources"].values():
+        document = resource.get("Properties", {}).get("PolicyDocument")
+        if not isinstance(document, Mapping):
+            continue
+        for statement in statements(document):
+            for value in as_list(statement.get("Resource", [])):
+                parts = value.get("Fn::Join", ["", []])[1] if isinstance(value, Mapping) else []
+                for part, after in itertools.pairwise(parts):
+                    if getatt(part) is not None and getatt(part)[0] in groups and str(after).startswith(":*"):
+                        found.append(value)
+    return found
+
+
+def test_log_group_permissions_name_the_group_arn_once(
+    templates: Mapping[str, Template], opted_in: tuple[Platform, dict[str, Any], Any]
+) -> None:
+    checked = [*templates.values(), opted_in[1]]
+    for template in checked:
+        assert not _log_stream_suffixes(template)
+    own_logs = [
+        s
+        for template in checked
+        for p in resources_of(template, "AWS::IAM::ManagedPolicy").values()
+        for s in statements(p["Properties"]["PolicyDocument"])
+        if s.get("Sid") == "OwnLogGroup"
+    ]
+    assert len(own_logs) >= 3  # the escrow role in each region and the PT handler
+    for statement in own_logs:
+        (resource,) = as_list(statement["Resource"])
+        assert getatt(resource) is not None
+        assert getatt(resource)[1] == "Arn"
 
 
 def test_artifact_bucket_rules(templates: Mapping[str, Template], region: str) -> None:
