@@ -54,6 +54,7 @@ from stacks.platform import (
     Model,
     Platform,
     ProvisionedPurchase,
+    access_logs_bucket_name,
     artifact_bucket_name,
     partition_of,
 )
@@ -708,7 +709,7 @@ class ModelsStack(CellStack):
         return s3.Bucket(
             self,
             "ArtifactAccessLogs",
-            bucket_name=f"{self.platform.name}-model-access-logs-{self.platform.account}-{self.region_name}",
+            bucket_name=access_logs_bucket_name(self.platform.name, self.platform.account, self.region_name),
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
             versioned=True,

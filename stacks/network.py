@@ -50,6 +50,7 @@ from constructs import Construct
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoint
 from stacks.platform import Platform
+from stacks.platform import bucket_name as platform_bucket_name
 from stacks.targets import endpoint_grants
 
 BEDROCK_RUNTIME = "bedrock-runtime"
@@ -112,8 +113,9 @@ INTERFACE_ENDPOINTS: tuple[_Interface, ...] = (
 
 
 def bucket_name(platform: Platform, region: str, purpose: str) -> str:
-    """The name a project bucket must have to pass the S3 gateway endpoint of its region."""
-    return f"{platform.name}-{purpose}-{platform.account}-{region}"
+    """The name a project bucket must have to pass the S3 gateway endpoint of its region (length-checked by
+    stacks/platform.py's `bucket_name`, the one function that builds bucket names)."""
+    return platform_bucket_name(platform.name, purpose, platform.account, region)
 
 
 def table_name(platform: Platform, purpose: str) -> str:

@@ -78,9 +78,31 @@ def partition_of(region: str) -> str:
     return "aws-us-gov" if region.startswith("us-gov-") else "aws"
 
 
+S3_BUCKET_NAME_MAX = 63
+ACCESS_LOGS_PURPOSE = "model-access-logs"  # the models stack's server-access-log bucket, in every escrow region
+
+
+class BucketNameTooLong(ValueError):
+    """A bucket name over S3's 63 characters; the schema turns it into a PlatformConfigError naming the key."""
+
+
+def bucket_name(platform: str, purpose: str, account: str, region: str) -> str:
+    """Every project bucket's name: ``<platform>-<purpose>-<account>-<region>``, the S3 gateway endpoint's convention
+    (stacks/network.py). Longer than S3's 63 characters is a BucketNameTooLong, never a jsii traceback."""
+    name = f"{platform}-{purpose}-{account}-{region}"
+    if len(name) > S3_BUCKET_NAME_MAX and purpose != "*":
+        raise BucketNameTooLong(f"the bucket name {name!r} is {len(name)} characters, over S3's {S3_BUCKET_NAME_MAX}")
+    return name
+
+
 def artifact_bucket_name(platform: str, model: str, account: str, region: str) -> str:
     """The S3 bucket the models stack creates for one escrow model's artifacts in one region."""
-    return f"{platform}-{model}-{account}-{region}"
+    return bucket_name(platform, model, account, region)
+
+
+def access_logs_bucket_name(platform: str, account: str, region: str) -> str:
+    """The S3 bucket the models stack creates for its artifact buckets' server access logs in one region."""
+    return bucket_name(platform, ACCESS_LOGS_PURPOSE, account, region)
 
 
 def provisioned_model_name(platform: str, model: str, region: str) -> str:
@@ -601,6 +623,15 @@ def _sagemaker_model(
     for region, raw in _model_regions(read, key, data["regions"], regions).items():
         rkey = f"{key}.regions.{region}"
         ekey = f"{rkey}.endpoint"
+        # The buckets an escrow model implies: the region's access-log bucket (the platform's), then its own.
+        try:
+            access_logs_bucket_name(platform, account, region)
+        except BucketNameTooLong as error:
+            raise read.fail("platform.name", f"too long for the S3 buckets of {region} ({error}): shorten it") from None
+        try:
+            artifact_bucket_name(platform, name, account, region)
+        except BucketNameTooLong as error:
+            raise read.fail(key, f"the model's artifact bucket in {region}: {error}; shorten the model name") from None
         raw_endpoint = read.fields(raw, rkey, ("endpoint",))["endpoint"]
         if read.mapping(raw_endpoint, ekey).get("model_data_url") is None:
             bucket = artifact_bucket_name(platform, name, account, region)
@@ -617,8 +648,6 @@ def _sagemaker_model(
             raise read.fail(f"{ekey}.image_uri", f"the image must come from ECR in {region} (no cross-region pulls)")
         artifact = read.string(endpoint["model_data_url"], f"{ekey}.model_data_url", _S3_URI, "s3:// URI")
         bucket = artifact_bucket_name(platform, name, account, region)
-        if len(bucket) > 63:
-            raise read.fail(key, f"the artifact bucket name {bucket!r} is longer than 63 characters: shorten the name")
         if not artifact.startswith(f"s3://{bucket}/") or artifact.endswith("/"):
             raise read.fail(
                 f"{ekey}.model_data_url",
@@ -678,6 +707,11 @@ def _schedule(read: _Reader, key: str, value: object) -> tuple[ScheduledCapacity
     return tuple(actions)
 
 
+def usable_capacities(first_capacity: str) -> tuple[Capacity, ...]:
+    """The capacities a feature may use: provisioned-first spills to on-demand; on_demand-first stays on it."""
+    return ("provisioned", "on_demand") if first_capacity == "provisioned" else ("on_demand",)
+
+
 def _features(
     read: _Reader, value: object, regions: Mapping[str, Region], models: Mapping[str, Model]
 ) -> dict[str, Feature]:
@@ -723,6 +757,20 @@ def _features(
         )
         if not any(region in models[m].regions for m in hierarchy for region in feature.regions):
             raise read.fail(f"{key}.models", "no model of the hierarchy is offered in the feature's regions")
+        # Every region the feature names must give it a target (stacks/targets.py: an on_demand-first feature never
+        # spills onto provisioned capacity), or its router there would hold a feature it cannot serve.
+        usable = usable_capacities(first)
+        region_keys = [(home, f"{key}.home_region")]
+        region_keys += [(r, f"{key}.failover_regions[{i}]") for i, r in enumerate(failover)]
+        for region, region_key in region_keys:
+            if not any(
+                c in usable for m in hierarchy if (offer := models[m].regions.get(region)) for c in offer.capacities
+            ):
+                raise read.fail(
+                    region_key,
+                    f"{region} offers no model of the hierarchy ({', '.join(hierarchy)}) at a capacity a "
+                    f"{first}-first feature may use ({' or '.join(usable)}): add an offer there or drop the region",
+                )
         features[name] = feature
     return features
 

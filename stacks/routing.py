@@ -7,6 +7,7 @@ reported against the platform file's key, like every other config error.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,26 @@ def validate_routing_table(platform: Platform, table: dict[str, Any]) -> Routing
     try:
         return parse_routing_table(table)
     except RoutingConfigError as error:
-        parts = error.path.split(".", 2)
-        if len(parts) == 3 and parts[0] == "features":
-            key = f"features.{parts[1]}.routing.{parts[2]}"
-        else:
-            key = f"(rendered routing table) {error.path}"
-        raise PlatformConfigError(platform.source, key, error.problem) from None
+        raise PlatformConfigError(platform.source, config_key(platform, error.path), error.problem) from None
+
+
+# The feature keys of the routing table that come from a feature's `routing:` block (or its defaults there).
+ROUTING_KEYS = frozenset({"attempt_timeout_ms", "order", "breaker", "fallback_on_context_overflow"})
+
+
+def config_key(platform: Platform, path: str) -> str:
+    """The platform file's key for a routing-table path: `features.<name>.routing.<rest>` when the key comes from
+    the feature's `routing:` block, `features.<name>.<rest>` for the feature's own keys (models, home_region...)."""
+    parts = path.split(".", 2)
+    if len(parts) < 2 or parts[0] != "features":
+        return f"(rendered routing table) {path}"
+    name = parts[1]
+    if len(parts) == 2:
+        return f"features.{name}"
+    rest = parts[2]
+    head = re.split(r"[.\[]", rest, maxsplit=1)[0]
+    feature = platform.features.get(name)
+    routing = set(feature.routing) if feature is not None else set()
+    if head in routing or head in ROUTING_KEYS:
+        return f"features.{name}.routing.{rest}"
+    return f"features.{name}.{rest}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from stacks.platform import Capacity, Model, Platform, partition_of
+from stacks.platform import Capacity, Model, Platform, partition_of, usable_capacities
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ def feature_targets(platform: Platform, feature_name: str) -> list[Target]:
     """Every target a feature may use: its models, in its regions. A feature that starts on on-demand never
     spills onto provisioned capacity (that is bought for the features that ask for it), so it gets none."""
     feature = platform.features[feature_name]
-    capacities = ("provisioned", "on_demand") if feature.first_capacity == "provisioned" else ("on_demand",)
+    capacities = usable_capacities(feature.first_capacity)
     return [
         target
         for model in feature.models

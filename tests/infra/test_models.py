@@ -434,9 +434,12 @@ def generated_platform(seed: int) -> Platform:
     names = sorted(document["models"])
     for j in range(rng.randint(1, 4)):
         home, *rest = rng.sample(regions, len(regions))
+        hierarchy = rng.sample(names, rng.randint(1, len(names)))
+        if "model-0" not in hierarchy:  # the schema wants every region of a feature to offer it a usable model
+            hierarchy.insert(rng.randint(0, len(hierarchy)), "model-0")
         document["features"][f"feature-{j}"] = {
             "first_capacity": rng.choice(["provisioned", "on_demand"]),
-            "models": rng.sample(names, rng.randint(1, len(names))),
+            "models": hierarchy,
             "home_region": home,
             "failover_regions": rest[: rng.randint(0, len(rest))],
         }

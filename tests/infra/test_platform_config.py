@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from stacks.platform import Platform, PlatformConfigError, load_platform, parse_platform
+from stacks.platform import (
+    Platform,
+    PlatformConfigError,
+    access_logs_bucket_name,
+    artifact_bucket_name,
+    load_platform,
+    parse_platform,
+)
 from stacks.targets import endpoint_grants, router_grants, used_targets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,6 +161,99 @@ def test_bad_config_names_file_and_key(mutate: Callable[[dict[str, Any]], None],
     assert error.key == key
     assert words in str(error)
     assert str(error).startswith(f"{SOURCE}: {key}: ")
+
+
+LONG_PLATFORM = "spillway-" + "x" * 30 + "z"  # 40 characters: a valid name, too long for the bucket names
+LONG_MODEL = "llama-escrow-" + "m" * 22  # 35 characters: a valid name, too long for its artifact bucket
+
+
+def _rename_model(document: dict[str, Any], old: str, new: str) -> None:
+    document["models"][new] = document["models"].pop(old)
+    for feature in document["features"].values():
+        feature["models"] = [new if m == old else m for m in feature["models"]]
+
+
+def _no_on_demand_in(document: dict[str, Any], region: str) -> None:
+    """Leaves only provisioned capacity (sonnet's PT, the escrow endpoint) in `region`."""
+    document["models"]["nova-lite"]["regions"].pop(region)
+    document["models"]["claude-sonnet"]["regions"][region]["on_demand"] = False
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "words"),
+    [
+        pytest.param(
+            lambda d: d["platform"].__setitem__("name", LONG_PLATFORM),
+            "platform.name",
+            "over S3's 63",
+            id="platform-name-too-long-for-buckets",
+        ),
+        pytest.param(
+            lambda d: _rename_model(d, "llama-escrow", LONG_MODEL),
+            f"models.{LONG_MODEL}",
+            "over S3's 63",
+            id="model-name-too-long-for-its-bucket",
+        ),
+        pytest.param(
+            lambda d: _no_on_demand_in(d, "us-east-1"),
+            "features.nightly-recap.failover_regions[0]",
+            "at a capacity a on_demand-first feature may use (on_demand)",
+            id="on-demand-first-failover-without-on-demand",
+        ),
+        pytest.param(
+            lambda d: _no_on_demand_in(d, "us-west-2"),
+            "features.nightly-recap.home_region",
+            "us-west-2 offers no model of the hierarchy (nova-lite, claude-sonnet)",
+            id="on-demand-first-home-without-on-demand",
+        ),
+        pytest.param(
+            lambda d: (
+                d["models"]["nova-lite"]["regions"].pop("us-west-2"),
+                d["features"]["summarize-thread"].__setitem__("models", ["nova-lite"]),
+            ),
+            "features.summarize-thread.failover_regions[0]",
+            "us-west-2 offers no model of the hierarchy (nova-lite) at a capacity a provisioned-first",
+            id="failover-region-without-any-offer",
+        ),
+    ],
+)
+def test_config_implied_limits_name_the_key(mutate: Callable[[dict[str, Any]], None], key: str, words: str) -> None:
+    error = rejects(mutate)
+    assert error.key == key
+    assert words in str(error)
+    assert str(error).startswith(f"{SOURCE}: {key}: ")
+
+
+def test_provisioned_first_may_use_provisioned_only_regions() -> None:
+    document = example()
+    # summarize-thread (provisioned-first) keeps us-west-2 through sonnet's PT alone; nightly-recap leaves it.
+    document["models"]["nova-lite"]["regions"].pop("us-west-2")
+    document["models"]["claude-sonnet"]["regions"]["us-west-2"]["on_demand"] = False
+    document["features"]["nightly-recap"].update(home_region="us-east-1", failover_regions=[])
+    document["features"]["redact-escrow"]["failover_regions"] = ["us-west-2"]
+    platform = parse(document)
+    assert "us-west-2" in platform.features["summarize-thread"].failover_regions
+
+
+def _named(name: str) -> dict[str, Any]:
+    document = example()
+    document["platform"]["name"] = name
+    for region in ("us-east-1", "us-west-2"):
+        endpoint = document["models"]["llama-escrow"]["regions"][region]["endpoint"]
+        endpoint["model_data_url"] = f"s3://{name}-llama-escrow-111122223333-{region}/llama-escrow/v1/model.tar.gz"
+    return document
+
+
+def test_bucket_names_at_the_limit() -> None:
+    # <name>-model-access-logs-111122223333-us-west-2: 22 characters of name make exactly 63.
+    platform = parse(_named("spillway-" + "x" * 13))
+    for region in platform.region_names:
+        assert len(access_logs_bucket_name(platform.name, platform.account, region)) == 63
+        assert len(artifact_bucket_name(platform.name, "llama-escrow", platform.account, region)) <= 63
+    with pytest.raises(PlatformConfigError) as caught:
+        parse(_named("spillway-" + "x" * 14))
+    assert caught.value.key == "platform.name"
+    assert "is 64 characters" in str(caught.value)
 
 
 def test_yaml_syntax_error_names_the_line() -> None:

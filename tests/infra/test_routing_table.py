@@ -10,7 +10,7 @@ import yaml
 
 from spillway.config import parse_routing_table
 from stacks.platform import PlatformConfigError, load_platform, parse_platform
-from stacks.routing import render_routing_table
+from stacks.routing import config_key, render_routing_table, validate_routing_table
 from stacks.targets import feature_targets
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "platform.yaml"
@@ -71,3 +71,37 @@ def test_a_cell_no_feature_uses_is_refused_with_its_key() -> None:
         render_routing_table(platform, "us-east-2")
     assert caught.value.key == "regions.us-east-2"
     assert "router would serve nothing" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        # Keys of the feature's own `routing:` block, and the routing keys the renderer defaults.
+        ("features.summarize-thread.breaker.ttft_ms", "features.summarize-thread.routing.breaker.ttft_ms"),
+        ("features.summarize-thread.attempt_timeout_ms", "features.summarize-thread.routing.attempt_timeout_ms"),
+        ("features.nightly-recap.order[1]", "features.nightly-recap.routing.order[1]"),
+        ("features.nightly-recap.breaker", "features.nightly-recap.routing.breaker"),
+        # The feature's own keys: not under routing.
+        ("features.summarize-thread.models[1]", "features.summarize-thread.models[1]"),
+        ("features.summarize-thread.failover_regions[0]", "features.summarize-thread.failover_regions[0]"),
+        ("features.summarize-thread.deadline_ms", "features.summarize-thread.deadline_ms"),
+        ("features.summarize-thread.first_capacity", "features.summarize-thread.first_capacity"),
+        ("features.summarize-thread", "features.summarize-thread"),
+        # Not a feature's: the rendered table's own path.
+        (
+            "targets.nova-lite/on_demand/us-east-1.backend",
+            "(rendered routing table) targets.nova-lite/on_demand/us-east-1.backend",
+        ),
+    ],
+)
+def test_error_paths_map_to_the_platform_key(path: str, key: str) -> None:
+    assert config_key(load_platform(EXAMPLE), path) == key
+
+
+def test_a_feature_key_error_is_not_reported_under_routing() -> None:
+    platform = load_platform(EXAMPLE)
+    table = render_routing_table(platform, "us-east-1")
+    table["features"]["summarize-thread"]["max_attempts"] = 0
+    with pytest.raises(PlatformConfigError) as caught:
+        validate_routing_table(platform, table)
+    assert caught.value.key.startswith("features.summarize-thread.max_attempts")
