@@ -48,7 +48,7 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
-from stacks.network import BEDROCK_INVOKE_ACTIONS, SAGEMAKER_INVOKE_ACTIONS
+from stacks.network import BEDROCK_INVOKE_ACTIONS, PLATFORM_TAG, SAGEMAKER_INVOKE_ACTIONS
 from stacks.platform import (
     EscrowEndpoint,
     Model,
@@ -551,6 +551,8 @@ class ProvisionedThroughputs(Construct):
                         "spillway:provisioned-name": purchase.name,
                         "spillway:model": model,
                         "cost-center": platform.cost_center,
+                        # The bedrock-runtime endpoint allows provisioned-model/* only with this tag (network.py).
+                        PLATFORM_TAG: platform.name,
                     },
                 },
             )
@@ -637,7 +639,8 @@ class ModelsStack(CellStack):
                     cdk.CfnTag(key="cost-center", value=platform.cost_center),
                     cdk.CfnTag(key="spillway:feature", value=feature),
                     cdk.CfnTag(key="spillway:model", value=model),
-                    cdk.CfnTag(key="spillway:platform", value=platform.name),
+                    # The bedrock-runtime endpoint allows application-inference-profile/* only with this tag.
+                    cdk.CfnTag(key=PLATFORM_TAG, value=platform.name),
                 ],
             )
 

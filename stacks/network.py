@@ -19,7 +19,9 @@ Naming convention (the gateway endpoint policies allow only these names; later s
 Endpoints and why
 -----------------
 Interface endpoints (private DNS on, one dedicated security group each, 443 only from the named client groups):
-``bedrock-runtime`` and ``sagemaker.runtime`` (the router's model calls; policies from ``targets.endpoint_grants``),
+``bedrock-runtime`` and ``sagemaker.runtime`` (the router's model calls; policies from ``targets.endpoint_grants``;
+bedrock-runtime also allows the application inference profiles and purchased PT the models stack creates later, by
+resource type in this account and region and only with the ``spillway:platform`` tag),
 ``sts`` (credential and role calls by the router and SageMaker containers), ``logs`` and ``monitoring`` (logs and
 metrics), ``kms`` (decrypting CMK-encrypted environment, tables and logs), ``xray`` (traces), ``appconfig`` and
 ``appconfigdata`` (the router reads its routing table through AppConfig), and, in regions that host an escrow
@@ -49,9 +51,9 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoint
-from stacks.platform import Platform
+from stacks.platform import Platform, partition_of
 from stacks.platform import bucket_name as platform_bucket_name
-from stacks.targets import endpoint_grants
+from stacks.targets import endpoint_grants, used_targets
 
 BEDROCK_RUNTIME = "bedrock-runtime"
 SAGEMAKER_RUNTIME = "sagemaker.runtime"
@@ -63,6 +65,7 @@ BEDROCK_INVOKE_ACTIONS = (
     "bedrock:InvokeModel",
     "bedrock:InvokeModelWithResponseStream",
 )
+PLATFORM_TAG = "spillway:platform"  # on every application inference profile and purchased PT (stacks/models.py)
 SAGEMAKER_INVOKE_ACTIONS = ("sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream")
 DYNAMODB_DATA_ACTIONS = (
     "dynamodb:BatchGetItem",
@@ -121,6 +124,21 @@ def bucket_name(platform: Platform, region: str, purpose: str) -> str:
 def table_name(platform: Platform, purpose: str) -> str:
     """The name a project table must have to pass the DynamoDB gateway endpoint of its region."""
     return f"{platform.name}-{purpose}"
+
+
+def deploy_time_resource_types(platform: Platform, region: str) -> tuple[str, ...]:
+    """Bedrock resource types whose ARNs the models stack of `region` creates and the router invokes there:
+    application inference profiles where a used target is on-demand Bedrock, provisioned models where the config
+    buys PT."""
+    used = [t for t in used_targets(platform) if t.region == region and t.kind == "bedrock"]
+    kinds = []
+    if any(t.capacity == "on_demand" for t in used):
+        kinds.append("application-inference-profile")
+    if any(
+        (offer := m.regions.get(region)) is not None and offer.purchase is not None for m in platform.models.values()
+    ):
+        kinds.append("provisioned-model")
+    return tuple(kinds)
 
 
 def isolated_subnet_cidrs(platform: Platform, region: str) -> tuple[str, ...]:
@@ -325,7 +343,8 @@ class NetworkStack(CellStack):
     def _interface_policy(self, service: str) -> list[iam.PolicyStatement]:
         grants = endpoint_grants(self.platform, self.region_name)
         if service == BEDROCK_RUNTIME:
-            return self._invoke_policy(BEDROCK_INVOKE_ACTIONS, grants.bedrock)
+            policy = self._invoke_policy(BEDROCK_INVOKE_ACTIONS, grants.bedrock)
+            return policy + self._deploy_time_invoke_policy() if grants.bedrock else policy
         if service == SAGEMAKER_RUNTIME:
             return self._invoke_policy(SAGEMAKER_INVOKE_ACTIONS, grants.sagemaker)
         # Other AWS APIs: any action, by principals of this account only (a data perimeter on the endpoint).
@@ -358,6 +377,31 @@ class NetworkStack(CellStack):
                 actions=list(actions),
                 resources=list(arns),
                 conditions=self._principal_account,
+            )
+        ]
+
+    def _deploy_time_invoke_policy(self) -> list[iam.PolicyStatement]:
+        """Application inference profiles and purchased PT get their ARNs from Bedrock when the models stack (deployed
+        after this one) creates them. The endpoint allows them by resource type in this account and region, and only
+        those carrying the platform's tag (the models stack tags every profile and PT `spillway:platform`)."""
+        arns = [
+            f"arn:{partition_of(self.region_name)}:bedrock:{self.region_name}:{self.platform.account}:{kind}/*"
+            for kind in deploy_time_resource_types(self.platform, self.region_name)
+        ]
+        if not arns:
+            return []
+        return [
+            iam.PolicyStatement(
+                sid="InvokeOwnTaggedProfilesAndProvisionedThroughput",
+                principals=[iam.AnyPrincipal()],
+                actions=list(BEDROCK_INVOKE_ACTIONS),
+                resources=arns,
+                conditions={
+                    "StringEquals": {
+                        "aws:PrincipalAccount": self.platform.account,
+                        f"aws:ResourceTag/{PLATFORM_TAG}": self.platform.name,
+                    }
+                },
             )
         ]
 

@@ -24,7 +24,9 @@ What the stack holds
   backs up its own replica in an AWS Backup plan to a CMK-encrypted vault.
 - **AppConfig**: an application, an environment per cell with a CloudWatch-alarm monitor (router 5xx) that rolls a
   deployment back, a hosted configuration profile with a JSON Schema validator (`routing_table_schema`, derived
-  from the schema in lambdas/router/spillway/config.py), the rendered table as its version, a linear deployment
+  from the schema in lambdas/router/spillway/config.py), the rendered table as its version (with, per feature,
+  ``invoke_ids`` naming this cell's application inference profiles and purchased PT by their deploy-time ARNs,
+  `stacks.routing.with_invoke_ids`; the bundled routing.json has none), a linear deployment
   strategy (20% a minute, then a bake time) and the deployment itself.
 - **Alarms** (to an encrypted SNS topic) on API 5xx, spill rate and failover rate per feature, breaker opens,
   backend throttles and Lambda throttles; a **dashboard** of the same.
@@ -63,7 +65,7 @@ from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
 from stacks.models import ENI_ACTIONS, eni_guard, router_invoke_policy_names
 from stacks.network import table_name
 from stacks.platform import Platform, PlatformConfigError, partition_of
-from stacks.routing import ROUTER_ROOT, render_routing_table
+from stacks.routing import ROUTER_ROOT, render_routing_table, with_invoke_ids
 
 # API Gateway's own answers (before the router runs): (type, HTTP status or None to keep the default, code, message).
 # `$context.error.responseType` names the gateway's reason without quoting anything the caller sent.
@@ -267,6 +269,7 @@ def routing_table_schema() -> dict[str, Any]:
     positive_int = {"type": "integer", "minimum": 1}
     names = {"type": "array", "items": {"type": "string", "pattern": _NAME}, "uniqueItems": True}
     capacity = {"type": "string", "enum": ["provisioned", "on_demand"]}
+    nonempty = {"type": "string", "minLength": 1}
     breaker_keys = (
         "error_rate", "slow_rate", "window_s", "min_requests", "consecutive_failures", "latency_ms", "ttft_ms",
         "cooldown_s", "max_cooldown_s", "half_open_trickle", "ramp_steps", "ramp_successes", "capacity_cooldown_s",
@@ -329,6 +332,11 @@ def routing_table_schema() -> dict[str, Any]:
             "max_attempts": positive_int,
             "fallback_on_context_overflow": {"type": "boolean"},
             "breaker": {"type": "object", "additionalProperties": False, "properties": breaker_props},
+            "invoke_ids": {
+                "type": "object",
+                "patternProperties": {"^[A-Za-z0-9._:-]+/(provisioned|on_demand)/[A-Za-z0-9._:-]+$": nonempty},
+                "additionalProperties": False,
+            },
         },
     }
     return {
@@ -404,6 +412,15 @@ def converse_request_schema() -> apigw.JsonSchema:
     )
 
 
+def _sorted_keys(value: Any) -> Any:
+    """`value` with every object's keys sorted (what json.dumps(sort_keys=True) gave, for to_json_string)."""
+    if isinstance(value, Mapping):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
+
+
 # --- the stack -------------------------------------------------------------------------------------------------
 
 
@@ -434,7 +451,16 @@ class RouterStack(CellStack):
         # Built from the name, not the function's attribute: the role's policy cannot refer to the function it serves.
         self.function_arn = f"arn:{self.partition}:lambda:{region}:{platform.account}:function:{self.function_name}"
         self.api_name = api_name(platform, region)
-        self.table = render_routing_table(platform, region)
+        self.table = render_routing_table(platform, region)  # token free: bundled with the function
+        # What AppConfig hosts: the same table plus, per feature, the cell's application inference profiles and
+        # purchased PT (deploy-time ARNs of this region's models stack) under invoke_ids.
+        self.hosted_table = with_invoke_ids(
+            platform,
+            region,
+            self.table,
+            {pair: profile.attr_inference_profile_arn for pair, profile in models.application_profiles.items()},
+            dict(models.provisioned.arns) if models.provisioned is not None else {},
+        )
         self.features = tuple(sorted(self.table["features"]))
         self.targets = tuple(sorted(self.table["targets"]))
 
@@ -645,7 +671,10 @@ class RouterStack(CellStack):
             name=APPCONFIG_PROFILE,
             description="The cell's routing table, rendered from config/platform.yaml by stacks/routing.py",
             type=appconfig.ConfigurationType.FREEFORM,
-            content=appconfig.ConfigurationContent.from_inline_json(json.dumps(self.table, sort_keys=True)),
+            # Token-aware JSON: the invoke ids are attribute references of the models stack.
+            content=appconfig.ConfigurationContent.from_inline_json(
+                cdk.Stack.of(self).to_json_string(_sorted_keys(self.hosted_table))
+            ),
             validators=[appconfig.JsonSchemaValidator.from_inline(json.dumps(routing_table_schema(), sort_keys=True))],
             deployment_strategy=self.deployment_strategy,
             deploy_to=[self.appconfig_environment],

@@ -7,8 +7,10 @@ reported against the platform file's key, like every other config error.
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,40 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
     }
     validate_routing_table(platform, table)
     return table
+
+
+def with_invoke_ids(
+    platform: Platform,
+    region: str,
+    table: Mapping[str, Any],
+    profile_arns: Mapping[tuple[str, str], str],
+    provisioned_arns: Mapping[str, str],
+) -> dict[str, Any]:
+    """`table` (from render_routing_table) with each feature's `invoke_ids`: its on-demand Bedrock targets in `region`
+    invoked through the feature's application inference profile (`profile_arns`, by (feature, model)) and its
+    purchased PT targets in `region` through the PT's ARN (`provisioned_arns`, by model).
+
+    The ARNs are those of `region`'s models stack, usually deploy-time tokens; the AppConfig-hosted table carries
+    them. Targets in other regions keep their base id: their profiles and PT live in another region's stack, and a
+    CloudFormation reference cannot cross regions. The bundled routing.json is rendered without this (token free):
+    it is the fallback, without per-feature attribution.
+    """
+    out = copy.deepcopy(dict(table))
+    for name, feature in out["features"].items():
+        ids: dict[str, str] = {}
+        for target in feature_targets(platform, name):
+            if target.region != region or target.kind != "bedrock":
+                continue
+            if target.capacity == "on_demand" and (name, target.model) in profile_arns:
+                ids[target.id] = profile_arns[(name, target.model)]
+            elif target.capacity == "provisioned" and target.model in provisioned_arns:
+                ids[target.id] = provisioned_arns[target.model]
+        if ids:
+            feature["invoke_ids"] = dict(sorted(ids.items()))
+        else:
+            feature.pop("invoke_ids", None)
+    validate_routing_table(platform, out)
+    return out
 
 
 def validate_routing_table(platform: Platform, table: dict[str, Any]) -> RoutingTable:

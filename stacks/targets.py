@@ -59,8 +59,9 @@ def model_targets(platform: Platform, model: Model) -> list[Target]:
                 )
             else:
                 # Bought by the models stack: its ARN is a deploy-time token there (ModelsStack adds it to the
-                # router's policy; the router stack renders it into the routing table). Named here is what it
-                # serves, the foundation model in this region; invoke_id is the PT's name until then.
+                # router's policy; the router stack puts it under the features' invoke_ids in the cell's hosted
+                # routing table, stacks/routing.py with_invoke_ids). Named here is what it serves, the foundation
+                # model in this region; invoke_id is the PT's name, the base id of tables without that override.
                 assert pt.purchase is not None  # schema: arn or create
                 assert model.model_id is not None
                 served = f"arn:{partition}:bedrock:{region}::foundation-model/{model.model_id}"

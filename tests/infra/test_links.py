@@ -20,6 +20,7 @@ from stacks.platform import Platform, parse_platform
 from stacks.targets import endpoint_grants
 from tests.infra.conftest import EXAMPLE_CONFIG, Template, resources_of
 from tests.infra.test_network import (
+    deploy_time_arns,
     endpoint_by_service,
     endpoint_ingress_problems,
     internet_exposure,
@@ -302,6 +303,11 @@ def test_a_region_without_sagemaker_targets_has_a_sagemaker_endpoint_that_serves
     statements = endpoint_by_service(cell, "sagemaker.runtime")["PolicyDocument"]["Statement"]
     assert [s["Effect"] for s in statements] == ["Deny"]
     bedrock = endpoint_by_service(cell, "bedrock-runtime")
-    assert invoke_policy_problems(bedrock, BEDROCK_INVOKE_ACTIONS, grants.bedrock, three_regions.account) == []
+    tagged = deploy_time_arns(three_regions, THIRD)
+    assert tagged  # on-demand Bedrock there: its application inference profiles are allowed by tag
+    problems = invoke_policy_problems(
+        bedrock, BEDROCK_INVOKE_ACTIONS, grants.bedrock, three_regions.account, tagged=tagged
+    )
+    assert problems == []
     services = {service_name(e["Properties"]) for e in resources_of(cell, "AWS::EC2::VPCEndpoint").values()}
     assert f"com.amazonaws.{THIRD}.ecr.dkr" not in services  # no escrow endpoint here, no image pulls

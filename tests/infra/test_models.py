@@ -17,7 +17,8 @@ import aws_cdk as cdk
 import pytest
 import yaml
 
-from stacks.assembly import FEATURE_FLAGS, build, synthesize
+from spillway.config import parse_routing_table
+from stacks.assembly import FEATURE_FLAGS, Assembly, build, synthesize
 from stacks.models import (
     ENI_ACTIONS,
     PT_METADATA,
@@ -300,15 +301,41 @@ def all_statements(templates: Mapping[str, Template]) -> Iterator[Mapping[str, A
                     yield from statements(props[key])
 
 
+TAG_CONDITION = "aws:ResourceTag/spillway:platform"
+DEPLOY_TIME_TYPES = ("application-inference-profile", "provisioned-model")
+
+
+def tag_scoped(statement: Mapping[str, Any]) -> bool:
+    return TAG_CONDITION in statement.get("Condition", {}).get("StringEquals", {})
+
+
 def test_no_invoke_action_on_a_wildcard_anywhere(templates: Mapping[str, Template]) -> None:
-    checked = 0
-    for statement in all_statements(templates):
-        actions = set(as_list(statement.get("Action", [])))
-        if statement["Effect"] == "Allow" and actions & INVOKE_ACTIONS:
-            checked += 1
-            for resource in as_list(statement["Resource"]):
-                assert "*" not in json.dumps(resource), (statement.get("Sid"), resource)
+    """Exact ARNs everywhere, except the bedrock-runtime endpoint's tag-scoped statement: application inference
+    profiles and purchased PT of this account and region carrying the platform's tag (their ids come from Bedrock
+    after the endpoint exists)."""
+    checked = scoped = 0
+    for template in templates.values():
+        for resource in template["Resources"].values():
+            props = resource.get("Properties", {})
+            for key in ("PolicyDocument", "AssumeRolePolicyDocument"):
+                if not (isinstance(props.get(key), dict) and "Statement" in props[key]):
+                    continue
+                for statement in statements(props[key]):
+                    actions = set(as_list(statement.get("Action", [])))
+                    if statement["Effect"] != "Allow" or not actions & INVOKE_ACTIONS:
+                        continue
+                    checked += 1
+                    if resource["Type"] == "AWS::EC2::VPCEndpoint" and tag_scoped(statement):
+                        scoped += 1
+                        assert statement["Condition"]["StringEquals"][TAG_CONDITION] == "spillway"
+                        for arn in as_list(statement["Resource"]):
+                            assert arn.count("*") == 1
+                            assert arn.rsplit(":", 1)[1].split("/")[0] in DEPLOY_TIME_TYPES
+                        continue
+                    for arn in as_list(statement["Resource"]):
+                        assert "*" not in json.dumps(arn), (statement.get("Sid"), arn)
     assert checked >= 6  # 2 endpoint policies + router policies per region
+    assert scoped == 2  # one per bedrock-runtime endpoint
 
 
 def test_router_policy_names_exact_arns(templates: Mapping[str, Template], platform: Platform) -> None:
@@ -354,7 +381,9 @@ def endpoint_policy_arns(templates: Mapping[str, Template], region: str) -> set[
     for endpoint in resources_of(templates[f"spillway-network-{region}"], "AWS::EC2::VPCEndpoint").values():
         document = endpoint["Properties"].get("PolicyDocument")
         for statement in statements(document) if document else []:
-            if statement["Effect"] == "Allow" and set(as_list(statement["Action"])) & INVOKE_ACTIONS:
+            if statement["Effect"] != "Allow" or not set(as_list(statement["Action"])) & INVOKE_ACTIONS:
+                continue
+            if not tag_scoped(statement):  # deploy-time profiles and PT: by tag, tested in test_network.py
                 arns.update(as_list(statement["Resource"]))
     return arns
 
@@ -461,7 +490,7 @@ def test_generated_platforms_keep_endpoint_and_router_policies_in_step(seed: int
             cfn = endpoint.node.default_child
             document = network.resolve(cfn.policy_document)  # type: ignore[union-attr]
             for statement in statements(document):
-                if statement["Effect"] == "Allow":
+                if statement["Effect"] == "Allow" and not tag_scoped(statement):
                     endpoint_arns[region].update(as_list(statement["Resource"]))
         model_stacks[region] = ModelsStack(app, f"models-{region}", platform=platform, region=region, network=network)
     for region, stack in model_stacks.items():
@@ -527,6 +556,105 @@ def test_opted_in_pt_is_visible_in_metadata_and_outputs(opted_in: tuple[Platform
         if p["Properties"].get("ManagedPolicyName") == "spillway-router-invoke-us-east-1"
     )
     assert any(arn in as_list(s["Resource"]) for s in statements(router))
+
+
+def test_opted_in_pt_is_tagged_for_the_endpoint_and_invoked_by_its_arn(
+    opted_in: tuple[Platform, dict[str, Any], Any],
+) -> None:
+    platform, template, result = opted_in
+    ((logical, resource),) = {
+        k: v for k, v in template["Resources"].items() if v["Type"] == "Custom::BedrockProvisionedThroughput"
+    }.items()
+    # The endpoint policy's tag condition matches what the PT carries.
+    assert resource["Properties"]["Tags"]["spillway:platform"] == platform.name
+    # The bedrock-runtime endpoint of the buying region allows provisioned-model/* by that tag; the other does not.
+    for region, bought in (("us-east-1", True), ("us-west-2", False)):
+        network = read_template(result, f"spillway-network-{region}")
+        endpoint = next(
+            e["Properties"]
+            for e in resources_of(network, "AWS::EC2::VPCEndpoint").values()
+            if str(e["Properties"]["ServiceName"]).endswith(".bedrock-runtime")
+        )
+        scoped = [s for s in statements(endpoint["PolicyDocument"]) if tag_scoped(s)]
+        assert len(scoped) == 1
+        expected = [f"arn:aws:bedrock:{region}:{platform.account}:application-inference-profile/*"]
+        if bought:
+            expected.append(f"arn:aws:bedrock:{region}:{platform.account}:provisioned-model/*")
+        assert sorted(as_list(scoped[0]["Resource"])) == sorted(expected)
+        assert scoped[0]["Condition"] == {
+            "StringEquals": {"aws:PrincipalAccount": platform.account, TAG_CONDITION: platform.name}
+        }
+    # The us-east-1 router's hosted table invokes the PT by its ARN for the features that start on provisioned.
+    export = export_of(template, {"Fn::GetAtt": [logical, "ProvisionedModelArn"]})
+    invoke_ids = hosted_invoke_ids(read_template(result, "spillway-router-us-east-1"))
+    pt = "claude-sonnet/provisioned/us-east-1"
+    users = {f for f, ids in invoke_ids.items() if ids.get(pt) == {"Fn::ImportValue": export}}
+    provisioned_first = {
+        f.name for f in platform.features_served_in("us-east-1")
+        if f.first_capacity == "provisioned" and "claude-sonnet" in f.models and "us-east-1" in f.regions
+    }  # fmt: skip
+    assert users
+    assert users == provisioned_first
+    # us-west-2's router cannot reference a us-east-1 token: its table keeps the PT's base id (the name).
+    west = hosted_invoke_ids(read_template(result, "spillway-router-us-west-2"))
+    assert not [ids for ids in west.values() if pt in ids]
+
+
+def test_hosted_routing_table_invokes_each_features_application_profiles(
+    templates: Mapping[str, Template], assembly: Assembly, region: str
+) -> None:
+    models = models_template(templates, region)
+    profiles = {
+        (tag_value(p, "spillway:feature"), tag_value(p, "spillway:model")): logical
+        for logical, p in resources_of(models, "AWS::Bedrock::ApplicationInferenceProfile").items()
+    }
+    assert profiles
+    invoke_ids = hosted_invoke_ids(templates[f"spillway-router-{region}"])
+    expected: dict[str, dict[str, Any]] = {}
+    for (feature, model), logical in profiles.items():
+        export = export_of(models, {"Fn::GetAtt": [logical, "InferenceProfileArn"]})
+        expected.setdefault(feature, {})[f"{model}/on_demand/{region}"] = {"Fn::ImportValue": export}
+    # Every profile of the cell is invoked by its feature, and nothing else (no other region's token, no PT: the
+    # example buys none).
+    assert invoke_ids == expected
+    # The bundled table has no invoke ids: it is the fallback, without per-feature attribution.
+    bundled = json.loads((assembly.routers[region].code_dir / "routing.json").read_text(encoding="utf-8"))
+    assert not [f for f in bundled["features"].values() if "invoke_ids" in f]
+
+
+def read_template(result: Any, stack: str) -> dict[str, Any]:
+    return json.loads((result.outdir / f"{stack}.template.json").read_text(encoding="utf-8"))
+
+
+def tag_value(resource: Mapping[str, Any], key: str) -> str:
+    return next(t["Value"] for t in resource["Properties"]["Tags"] if t["Key"] == key)
+
+
+def export_of(template: Mapping[str, Any], value: Any) -> str:
+    """The export name under which `template` publishes `value` (a cross-stack reference in the same region)."""
+    (name,) = [
+        o["Export"]["Name"] for o in template.get("Outputs", {}).values() if o["Value"] == value and "Export" in o
+    ]
+    return str(name)
+
+
+def hosted_invoke_ids(router: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The invoke_ids of each feature in the router's AppConfig-hosted routing table, tokens as CloudFormation."""
+    (content,) = [
+        v["Properties"]["Content"]
+        for v in resources_of(router, "AWS::AppConfig::HostedConfigurationVersion").values()
+        if "targets" in json.dumps(v["Properties"]["Content"])
+    ]
+    parts = content["Fn::Join"][1] if isinstance(content, dict) else [content]
+    # Stand each token in as a placeholder string, parse, then put the tokens back.
+    text = "".join(p if isinstance(p, str) else f"@@{i}@@" for i, p in enumerate(parts))
+    table = json.loads(text)
+    parse_routing_table(table)  # what the router reads, tokens standing in as strings
+    return {
+        name: {tid: parts[int(v.strip("@"))] if v.startswith("@@") else v for tid, v in f["invoke_ids"].items()}
+        for name, f in table["features"].items()
+        if f.get("invoke_ids")
+    }
 
 
 def test_opted_in_pt_handler_runs_in_the_escrow_subnets(opted_in: tuple[Platform, dict[str, Any], Any]) -> None:

@@ -7,6 +7,7 @@ bad templates, so a check that could never fail would fail here.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 from stacks.constructs.private_endpoint import ec2_description
 from stacks.network import (
     BEDROCK_INVOKE_ACTIONS,
+    PLATFORM_TAG,
     SAGEMAKER_INVOKE_ACTIONS,
+    deploy_time_resource_types,
     escrow_artifacts,
     isolated_subnet_cidrs,
 )
@@ -160,10 +163,33 @@ def service_name(props: Mapping[str, Any]) -> str:
     return name
 
 
+TAG_KEY = f"aws:ResourceTag/{PLATFORM_TAG}"
+
+
+def tag_scoped(statement: Mapping[str, Any]) -> bool:
+    """A statement scoped by the platform's resource tag (deploy-time profiles and PT) rather than exact ARNs."""
+    return TAG_KEY in statement.get("Condition", {}).get("StringEquals", {})
+
+
+def deploy_time_arns(platform: Platform, region: str) -> tuple[str, ...]:
+    """What the bedrock-runtime endpoint of `region` allows by tag: the deploy-time resource types there."""
+    return tuple(
+        f"arn:aws:bedrock:{region}:{platform.account}:{kind}/*" for kind in deploy_time_resource_types(platform, region)
+    )
+
+
 def invoke_policy_problems(
-    props: Mapping[str, Any], actions: tuple[str, ...], arns: tuple[str, ...], account: str
+    props: Mapping[str, Any],
+    actions: tuple[str, ...],
+    arns: tuple[str, ...],
+    account: str,
+    *,
+    tagged: tuple[str, ...] = (),
+    platform_name: str = "spillway",
 ) -> list[str]:
-    """The endpoint policy allows exactly `actions` on exactly `arns`, to this account's principals, and no more."""
+    """The endpoint policy allows exactly `actions` on exactly `arns`, to this account's principals, plus (when
+    `tagged` is given) the same actions on exactly the `tagged` resource-type ARNs, only for resources carrying the
+    platform's tag, to this account's principals; and no more."""
     statements = props.get("PolicyDocument", {}).get("Statement", [])
     allows = [s for s in statements if s["Effect"] == "Allow"]
     problems = []
@@ -173,9 +199,11 @@ def invoke_policy_problems(
         if not any(s["Effect"] == "Deny" for s in statements):
             problems.append("no explicit deny for a region without targets")
         return problems
-    if len(allows) != 1:
-        return [f"expected one Allow statement, found {len(allows)}"]
-    (allow,) = allows
+    exact = [s for s in allows if not tag_scoped(s)]
+    scoped = [s for s in allows if tag_scoped(s)]
+    if len(exact) != 1:
+        return [f"expected one Allow statement on exact ARNs, found {len(exact)}"]
+    (allow,) = exact
     if sorted(as_list(allow["Action"])) != sorted(actions):
         problems.append(f"actions {allow['Action']} != {list(actions)}")
     resources = as_list(allow["Resource"])
@@ -185,6 +213,24 @@ def invoke_policy_problems(
         problems.append(f"resources {resources} != endpoint_grants {list(arns)}")
     if allow.get("Condition", {}).get("StringEquals", {}).get("aws:PrincipalAccount") != account:
         problems.append("principals not restricted to the account")
+    problems.extend(_tag_scoped_problems(scoped, actions, account, tagged, platform_name))
+    return problems
+
+
+def _tag_scoped_problems(
+    scoped: list[Mapping[str, Any]], actions: tuple[str, ...], account: str, tagged: tuple[str, ...], platform_name: str
+) -> list[str]:
+    problems = []
+    if len(scoped) != (1 if tagged else 0):
+        problems.append(f"expected {1 if tagged else 0} tag-scoped Allow statement(s), found {len(scoped)}")
+    for statement in scoped:
+        if sorted(as_list(statement["Action"])) != sorted(actions):
+            problems.append(f"tag-scoped actions {statement['Action']} != {list(actions)}")
+        if sorted(as_list(statement["Resource"])) != sorted(tagged):
+            problems.append(f"tag-scoped resources {statement['Resource']} != {list(tagged)}")
+        expected = {"StringEquals": {"aws:PrincipalAccount": account, TAG_KEY: platform_name}}
+        if statement.get("Condition") != expected:
+            problems.append(f"tag-scoped condition {statement.get('Condition')} != {expected}")
     return problems
 
 
@@ -231,6 +277,15 @@ def test_checks_catch_bad_templates() -> None:
         endpoint_by_service(bad, "bedrock-runtime"), BEDROCK_INVOKE_ACTIONS, ("arn:aws:bedrock:x",), "111122223333"
     )
     assert {p.split(" ")[0] for p in policy} >= {"actions", "a", "resources", "principals"}
+    good = {"Effect": "Allow", "Action": list(BEDROCK_INVOKE_ACTIONS), "Resource": ["arn:aws:bedrock:x"],
+            "Condition": {"StringEquals": {"aws:PrincipalAccount": "111122223333"}}}  # fmt: skip
+    loose = {**good, "Resource": "arn:aws:bedrock:*", "Condition": {"StringEquals": {TAG_KEY: "other"}}}
+    doc = {"PolicyDocument": {"Statement": [good, loose]}}
+    wanted = ("arn:aws:bedrock:r:a:application-inference-profile/*",)
+    policy = invoke_policy_problems(doc, BEDROCK_INVOKE_ACTIONS, ("arn:aws:bedrock:x",), "111122223333", tagged=wanted)
+    assert {p.split(" ")[1] for p in policy} == {"resources", "condition"}
+    unexpected = invoke_policy_problems(doc, BEDROCK_INVOKE_ACTIONS, ("arn:aws:bedrock:x",), "111122223333")
+    assert "expected 0 tag-scoped Allow statement(s), found 1" in unexpected
 
 
 # --- the cells --------------------------------------------------------------------------------------------------
@@ -356,7 +411,31 @@ def test_runtime_endpoint_policies_name_exactly_the_grants(
         arns = getattr(endpoint_grants(platform, region), kind)
         assert arns, f"the example platform has {kind} targets in {region}"
         props = endpoint_by_service(template, service)
-        assert invoke_policy_problems(props, actions, arns, platform.account) == [], (region, service)
+        tagged = deploy_time_arns(platform, region) if service == "bedrock-runtime" else ()
+        problems = invoke_policy_problems(props, actions, arns, platform.account, tagged=tagged)
+        assert problems == [], (region, service)
+
+
+def test_bedrock_endpoint_allows_own_profiles_by_tag_and_pt_only_where_bought(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    # The example buys no PT: every cell allows its application inference profiles by tag, and no provisioned-model/*.
+    for region, template in network_templates(platform, templates):
+        assert deploy_time_arns(platform, region) == (
+            f"arn:aws:bedrock:{region}:{platform.account}:application-inference-profile/*",
+        )
+        scoped = [s for s in endpoint_by_service(template, "bedrock-runtime")["PolicyDocument"]["Statement"]
+                  if tag_scoped(s)]  # fmt: skip
+        assert len(scoped) == 1
+        assert scoped[0]["Condition"]["StringEquals"] == {
+            "aws:PrincipalAccount": platform.account,
+            TAG_KEY: platform.name,
+        }
+        assert "provisioned-model/*" not in json.dumps(scoped)
+    # The sagemaker.runtime endpoint never gets a tag-scoped statement.
+    for _, template in network_templates(platform, templates):
+        assert not [s for s in endpoint_by_service(template, "sagemaker.runtime")["PolicyDocument"]["Statement"]
+                    if tag_scoped(s)]  # fmt: skip
 
 
 def test_bedrock_actions_are_the_real_iam_names() -> None:

@@ -370,8 +370,15 @@ def test_appconfig_profile_validator_strategy_deployment_and_rollback_monitor(
         assert json.loads(validator["Content"]) == routing_table_schema()
         assert "KmsKeyIdentifier" in profile
         versions = resources_of(template, "AWS::AppConfig::HostedConfigurationVersion").values()
-        contents = [json.loads(v["Properties"]["Content"]) for v in versions]
-        assert render_routing_table(platform, region) in contents
+        contents = [_hosted_content(v["Properties"]["Content"]) for v in versions]
+        (hosted,) = [c for c in contents if "targets" in c]
+        # The hosted table is the rendered one plus each feature's invoke_ids (deploy-time ARNs of the cell's models
+        # stack, imported: tests/infra/test_models.py checks which), and passes the AppConfig validator's schema.
+        jsonschema.Draft4Validator(routing_table_schema()).validate(hosted)
+        assert any("invoke_ids" in f for f in hosted["features"].values())
+        for feature in hosted["features"].values():
+            assert all(v == "<token>" for v in feature.pop("invoke_ids", {}).values())
+        assert hosted == render_routing_table(platform, region)
         strategy = _one(template, "AWS::AppConfig::DeploymentStrategy")
         assert (strategy["GrowthType"], strategy["GrowthFactor"]) == ("LINEAR", 20)
         assert strategy["DeploymentDurationInMinutes"] == 5
@@ -387,6 +394,13 @@ def test_appconfig_profile_validator_strategy_deployment_and_rollback_monitor(
         assert monitor["AlarmArn"] == {"Fn::GetAtt": [alarm, "Arn"]}
         role = _logical_id(template, "AWS::IAM::Role", "ConfigMonitorRole")
         assert monitor["AlarmRoleArn"] == {"Fn::GetAtt": [role, "Arn"]}
+
+
+def _hosted_content(content: Any) -> Any:
+    """A hosted configuration's JSON, each CloudFormation token (an imported ARN) standing in as "<token>"."""
+    if isinstance(content, dict):
+        content = "".join(p if isinstance(p, str) else "<token>" for p in content["Fn::Join"][1])
+    return json.loads(content)
 
 
 @pytest.mark.parametrize("region", ["us-east-1", "us-west-2"])

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from spillway.config import parse_routing_table
+from spillway.config import BedrockRef, parse_routing_table
+from spillway.policy import Planner
 from stacks.platform import PlatformConfigError, load_platform, parse_platform
-from stacks.routing import config_key, render_routing_table, validate_routing_table
+from stacks.routing import config_key, render_routing_table, validate_routing_table, with_invoke_ids
 from stacks.targets import feature_targets
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "platform.yaml"
@@ -105,3 +106,33 @@ def test_a_feature_key_error_is_not_reported_under_routing() -> None:
     with pytest.raises(PlatformConfigError) as caught:
         validate_routing_table(platform, table)
     assert caught.value.key.startswith("features.summarize-thread.max_attempts")
+
+
+def test_invoke_ids_name_the_cells_profiles_and_pt_and_round_trip() -> None:
+    """Plain strings stand in for the models stack's tokens: what the hosted table carries, read by the router."""
+    platform = load_platform(EXAMPLE)
+    region = "us-east-1"
+    base = render_routing_table(platform, region)
+    profiles = {
+        (f.name, m): f"arn:aws:bedrock:{region}:{platform.account}:application-inference-profile/{f.name}-{m}"
+        for f in platform.features_served_in(region)
+        for m in f.models
+        if platform.models[m].kind == "bedrock"
+    }
+    pt = {"claude-sonnet": f"arn:aws:bedrock:{region}:{platform.account}:provisioned-model/bought"}
+    hosted = with_invoke_ids(platform, region, base, profiles, pt)
+    assert "invoke_ids" not in str(render_routing_table(platform, region))  # the bundled table stays token free
+    table = parse_routing_table(hosted)
+    for name, feature in table.features.items():
+        ids = dict(feature.invoke_ids)
+        assert all(tid.endswith(f"/{region}") for tid in ids)  # never another region's ARN
+        for tid, invoke_id in ids.items():
+            model, capacity, _ = tid.split("/")
+            assert invoke_id == (profiles[(name, model)] if capacity == "on_demand" else pt[model])
+        planned = {s.target.id: s.target.backend for s in Planner(table).candidates(name)}
+        for tid, backend in planned.items():
+            if tid in ids:
+                assert backend == BedrockRef(ids[tid])
+            else:
+                assert backend == table.targets[tid].backend
+    assert any(dict(f.invoke_ids) for f in table.features.values())

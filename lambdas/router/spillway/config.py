@@ -33,6 +33,13 @@ Schema (version 1)::
                                                     #   attempt can be answered: it would only burn a slot)
           "max_attempts": 4,                        # backend calls, not counting targets skipped unsent
           "fallback_on_context_overflow": true,     # optional: a context-window overflow tries the next model
+          "invoke_ids": {                           # optional: per feature, invoke a bedrock target by another id
+            "claude-sonnet/on_demand/us-east-1": "<application inference profile ARN>",
+            "claude-sonnet/provisioned/us-east-1": "<purchased PT ARN>"
+          },                                        #   key: a bedrock target of the feature's models, regions and
+                                                    #   capacities; value: the modelId sent instead of the target's
+                                                    #   backend.model_id. Health, breakers, capacity and metrics stay
+                                                    #   keyed by the target id (shared by every feature)
           "breaker": {                              # optional; every key optional (defaults: BreakerPolicy)
             "error_rate": 0.5, "slow_rate": 0.5, "window_s": 30, "min_requests": 5,
             "consecutive_failures": 3, "latency_ms": 10000, "ttft_ms": 3000,
@@ -43,6 +50,9 @@ Schema (version 1)::
       },
       "limits": {"max_request_bytes": 262144}      # optional
     }
+
+`invoke_ids` lets each feature be billed on its own: the CDK side puts the feature's application inference profile
+ARNs (and a purchased PT's ARN) there in the AppConfig-hosted table; the bundled table has none.
 
 Spill means provisioned -> on_demand of the same model; a feature whose first capacity is on_demand never
 spills onto provisioned capacity (that capacity is bought for the features that ask for it).
@@ -134,6 +144,7 @@ class Feature:
     max_attempts: int = 4
     fallback_on_context_overflow: bool = True
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    invoke_ids: tuple[tuple[str, str], ...] = ()  # (target id, model id or ARN) this feature invokes instead, sorted
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -231,7 +242,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         obj,
         path,
         required={"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"},
-        optional={"failover_regions", "order", "breaker", "fallback_on_context_overflow"},
+        optional={"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids"},
     )
     known_models = {t.model for t in targets.values()}
     known_regions = {t.region for t in targets.values()}
@@ -264,6 +275,9 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
     if not isinstance(overflow, bool):
         raise RoutingConfigError(f"{path}.fallback_on_context_overflow", "must be true or false")
     breaker = _breaker(obj.get("breaker", {}), f"{path}.breaker")
+    invoke_ids = _invoke_ids(
+        obj.get("invoke_ids", {}), f"{path}.invoke_ids", targets, models=models, regions=(home, *failover), first=first
+    )
     feature = Feature(
         name=name,
         first_capacity=first,
@@ -277,6 +291,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         max_attempts=max_attempts,
         fallback_on_context_overflow=overflow,
         breaker=breaker,
+        invoke_ids=invoke_ids,
     )
     reachable = {
         t.model
@@ -290,6 +305,34 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
     if primary not in targets:
         raise RoutingConfigError(f"{path}.first_capacity", f"no target '{primary}' for the first attempt")
     return feature
+
+
+def _invoke_ids(
+    raw: object,
+    path: str,
+    targets: Mapping[str, Target],
+    *,
+    models: tuple[str, ...],
+    regions: tuple[str, ...],
+    first: Capacity,
+) -> tuple[tuple[str, str], ...]:
+    """A feature's per-target invoke ids: only bedrock targets of its models, regions and capacities."""
+    obj = _obj(raw, path)
+    capacities = CAPACITIES if first == "provisioned" else (first,)
+    out: list[tuple[str, str]] = []
+    for tid, value in obj.items():
+        at = f"{path}.{tid}"
+        target = targets.get(tid)
+        if target is None:
+            raise RoutingConfigError(at, f"unknown target '{tid}'")
+        if target.model not in models or target.region not in regions or target.capacity not in capacities:
+            raise RoutingConfigError(at, f"target '{tid}' is not one this feature may use")
+        if target.backend.kind != "bedrock":
+            raise RoutingConfigError(
+                at, f"target '{tid}' is {target.backend.kind}: only a bedrock target has a model id"
+            )
+        out.append((tid, _text(value, at)))
+    return tuple(sorted(out))
 
 
 def _breaker(raw: object, path: str) -> BreakerPolicy:

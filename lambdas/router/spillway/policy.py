@@ -13,12 +13,12 @@ severe kind) instead of failing outright.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from itertools import product
 from typing import Protocol
 
-from .config import Feature, RoutingTable, Target, target_id
+from .config import BedrockRef, Feature, RoutingTable, Target, target_id
 
 
 class StepKind(StrEnum):
@@ -53,7 +53,16 @@ class HealthView(Protocol):
 
 
 def candidates(feature: Feature, targets: Mapping[str, Target]) -> tuple[PlanStep, ...]:
-    """Every target the feature allows, in its order, regardless of health."""
+    """Every target the feature allows, in its order, regardless of health.
+
+    A target named in the feature's `invoke_ids` is replaced, for this feature only, by a copy whose backend names
+    the override (an application inference profile or PT ARN); its id, and so its health, breakers, capacity and
+    metrics, stay the target's. Computed once per routing table (Planner), so a plan costs no copy.
+    """
+    if feature.invoke_ids:
+        targets = {**targets}
+        for tid, invoke_id in feature.invoke_ids:
+            targets[tid] = replace(targets[tid], backend=BedrockRef(invoke_id))
     spill = ("on_demand",) if feature.first_capacity == "provisioned" and "spill" in feature.order else ()
     axes = {
         "spill": (feature.first_capacity, *spill),
