@@ -16,9 +16,11 @@ import importlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..config import Target
 from ..errors import BackendError, ErrorClass, from_exception
 
 # Read-timeout tiers in seconds (ratio ~1.25): the tier used is the largest not above the attempt's budget.
@@ -78,6 +80,23 @@ class ClientPool:
 
     def __len__(self) -> int:
         return len(self._clients)
+
+
+class PooledBackend:
+    """What both runtime backends share: clients from a pool, one service, a clock for latency."""
+
+    SERVICE: str = ""
+
+    def __init__(self, pool: ClientPool | None = None, *, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.pool = pool if pool is not None else ClientPool()
+        self._clock = clock
+
+    def warm(self, target: Target, timeout_s: float) -> None:
+        """Create the client an attempt with this budget will use, so no request pays for building it."""
+        self.pool.client(self.SERVICE, target.region, timeout_s)
+
+    def client(self, target: Target, timeout_s: float) -> Any:
+        return self.pool.client(self.SERVICE, target.region, timeout_s)[0]
 
 
 def client_config(read_timeout_s: float) -> Any:

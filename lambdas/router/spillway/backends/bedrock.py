@@ -7,14 +7,13 @@ toolConfig pass through as they are.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from ..backend import BackendReply, Usage
 from ..config import BedrockRef, Target
 from ..errors import BackendError, ErrorClass
-from . import ClientPool, backend_error, malformed, usage_int
+from . import PooledBackend, backend_error, malformed, usage_int
 
 SERVICE = "bedrock-runtime"
 PASS_THROUGH = ("messages", "system", "inferenceConfig", "toolConfig")
@@ -22,20 +21,14 @@ PASS_THROUGH = ("messages", "system", "inferenceConfig", "toolConfig")
 RESPONSE_KEYS = ("output", "stopReason", "usage", "metrics", "additionalModelResponseFields", "trace")
 
 
-class BedrockBackend:
-    def __init__(self, pool: ClientPool | None = None, *, clock: Any = time.perf_counter) -> None:
-        self.pool = pool if pool is not None else ClientPool()
-        self._clock = clock
-
-    def warm(self, target: Target, timeout_s: float) -> None:
-        """Create the client an attempt with this budget will use, so no request pays for building it."""
-        self.pool.client(SERVICE, target.region, timeout_s)
+class BedrockBackend(PooledBackend):
+    SERVICE = SERVICE
 
     def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
         ref = target.backend
         if not isinstance(ref, BedrockRef):
             raise BackendError(ErrorClass.OURS, "WrongBackendKind")
-        client, _ = self.pool.client(SERVICE, target.region, timeout_s)
+        client = self.client(target, timeout_s)
         params: dict[str, Any] = {"modelId": ref.model_id}
         for key in PASS_THROUGH:
             if key in request:

@@ -15,14 +15,13 @@ Blocks a text model cannot take (image, document, video, audio...) are a client 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from ..backend import BackendReply, Usage
 from ..config import SageMakerRef, Target
 from ..errors import BackendError, ErrorClass
-from . import ClientPool, backend_error, malformed, usage_int
+from . import PooledBackend, backend_error, malformed, usage_int
 
 SERVICE = "sagemaker-runtime"
 _FINISH = {
@@ -36,14 +35,8 @@ _FINISH = {
 }
 
 
-class SageMakerBackend:
-    def __init__(self, pool: ClientPool | None = None, *, clock: Any = time.perf_counter) -> None:
-        self.pool = pool if pool is not None else ClientPool()
-        self._clock = clock
-
-    def warm(self, target: Target, timeout_s: float) -> None:
-        """Create the client an attempt with this budget will use, so no request pays for building it."""
-        self.pool.client(SERVICE, target.region, timeout_s)
+class SageMakerBackend(PooledBackend):
+    SERVICE = SERVICE
 
     def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
         ref = target.backend
@@ -57,7 +50,7 @@ class SageMakerBackend:
             # A request that passed the router's validation but that this container's API cannot express: the
             # caller's request, not the endpoint's health (it must not feed the breaker).
             raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
-        client, _ = self.pool.client(SERVICE, target.region, timeout_s)
+        client = self.client(target, timeout_s)
         t0 = self._clock()
         try:
             raw = client.invoke_endpoint(
