@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,15 +13,14 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from stacks.assembly import Assembly, SynthResult, build, synthesize
 from stacks.platform import Platform, load_platform
-
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "platform.yaml"
+from tests.infra.config_documents import EXAMPLE
 
 Template = Mapping[str, Any]
 
 
 @pytest.fixture(scope="session")
 def platform() -> Platform:
-    return load_platform(EXAMPLE_CONFIG)
+    return load_platform(EXAMPLE)
 
 
 @pytest.fixture(scope="session")

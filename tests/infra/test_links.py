@@ -18,7 +18,8 @@ from stacks.links import runtime_dns_name
 from stacks.network import BEDROCK_INVOKE_ACTIONS, RUNTIME_SERVICES, isolated_subnet_cidrs
 from stacks.platform import Platform, parse_platform
 from stacks.targets import endpoint_grants
-from tests.infra.conftest import EXAMPLE_CONFIG, Template, resources_of
+from tests.infra.config_documents import example
+from tests.infra.conftest import Template, resources_of
 from tests.infra.test_network import (
     deploy_time_arns,
     endpoint_by_service,
@@ -245,7 +246,7 @@ THIRD = "us-east-2"
 
 @pytest.fixture(scope="module")
 def three_regions() -> Platform:
-    document = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    document = example()
     document["regions"][THIRD] = {
         "vpc_cidr": "10.42.0.0/20",
         "availability_zones": ["us-east-2a", "us-east-2b", "us-east-2c"],

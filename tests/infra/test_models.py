@@ -32,7 +32,8 @@ from stacks.models import (
 from stacks.network import NetworkStack
 from stacks.platform import Platform, parse_platform, purchase_sentence
 from stacks.targets import endpoint_grants, endpoint_name, feature_targets, router_grants
-from tests.infra.conftest import EXAMPLE_CONFIG, Template, resources_of
+from tests.infra.config_documents import example
+from tests.infra.conftest import Template, resources_of
 
 INVOKE_ACTIONS = {
     "bedrock:InvokeModel",
@@ -515,7 +516,7 @@ def test_generated_platforms_keep_endpoint_and_router_policies_in_step(seed: int
 
 @pytest.fixture(scope="module")
 def opted_in(tmp_path_factory: pytest.TempPathFactory) -> tuple[Platform, dict[str, Any], Any]:
-    document = yaml.safe_load(Path(EXAMPLE_CONFIG).read_text(encoding="utf-8"))
+    document = example()
     sonnet = document["models"]["claude-sonnet"]
     document["platform"]["allow_provisioned_purchase"] = True
     sonnet["regions"]["us-east-1"]["provisioned"] = {

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from stacks.platform import Platform, PlatformConfigError, parse_platform, purchase_sentence
+from stacks.platform import PlatformConfigError, parse_platform, purchase_sentence
 from stacks.targets import endpoint_grants, router_grants
+from tests.infra.config_documents import EXAMPLE, SOURCE, assert_names_key, example, parse, rejects
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "config" / "platform.yaml"
-SOURCE = "bad.yaml"
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 EAST_PT = ("models", "claude-sonnet", "regions", "us-east-1", "provisioned")
 EAST_ENDPOINT = ("models", "llama-escrow", "regions", "us-east-1", "endpoint")
-
-
-def example() -> dict[str, Any]:
-    document = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    assert isinstance(document, dict)
-    return document
 
 
 def at(document: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
@@ -31,10 +21,6 @@ def at(document: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     for part in path:
         node = node[part]
     return node
-
-
-def parse(document: dict[str, Any]) -> Platform:
-    return parse_platform(yaml.safe_dump(document), SOURCE)
 
 
 def buy(document: dict[str, Any], units: int = 1, commitment: str = "ONE_MONTH", *, allow: bool = True) -> None:
@@ -48,14 +34,6 @@ def buy(document: dict[str, Any], units: int = 1, commitment: str = "ONE_MONTH",
             "acknowledge_cost": purchase_sentence(units, commitment, SONNET, "us-east-1"),
         },
     }
-
-
-def rejects(mutate: Callable[[dict[str, Any]], None]) -> PlatformConfigError:
-    document = example()
-    mutate(document)
-    with pytest.raises(PlatformConfigError) as caught:
-        parse(document)
-    return caught.value
 
 
 def _create(document: dict[str, Any]) -> dict[str, Any]:
@@ -186,11 +164,7 @@ def _schedule_one_instance(d: dict[str, Any]) -> None:
     ],
 )
 def test_bad_model_config_names_file_and_key(mutate: Callable[[dict[str, Any]], None], key: str, words: str) -> None:
-    error = rejects(mutate)
-    assert error.source == SOURCE
-    assert error.key == key
-    assert words in str(error)
-    assert str(error).startswith(f"{SOURCE}: {key}: ")
+    assert_names_key(rejects(mutate), key, words)
 
 
 def test_duplicate_model_names_are_rejected_with_their_lines() -> None:

@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from stacks.platform import (
-    Platform,
     PlatformConfigError,
     access_logs_bucket_name,
     artifact_bucket_name,
@@ -21,28 +20,9 @@ from stacks.platform import (
     parse_platform,
 )
 from stacks.targets import endpoint_grants, router_grants, used_targets
+from tests.infra.config_documents import EXAMPLE, SOURCE, assert_names_key, example, parse, rejects
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "config" / "platform.yaml"
-SOURCE = "bad.yaml"
-
-
-def example() -> dict[str, Any]:
-    document = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    assert isinstance(document, dict)
-    return document
-
-
-def parse(document: dict[str, Any]) -> Platform:
-    return parse_platform(yaml.safe_dump(document), SOURCE)
-
-
-def rejects(mutate: Callable[[dict[str, Any]], None]) -> PlatformConfigError:
-    document = example()
-    mutate(document)
-    with pytest.raises(PlatformConfigError) as caught:
-        parse(document)
-    return caught.value
 
 
 def test_example_platform_is_valid() -> None:
@@ -156,11 +136,7 @@ def test_example_platform_is_valid() -> None:
     ],
 )
 def test_bad_config_names_file_and_key(mutate: Callable[[dict[str, Any]], None], key: str, words: str) -> None:
-    error = rejects(mutate)
-    assert error.source == SOURCE
-    assert error.key == key
-    assert words in str(error)
-    assert str(error).startswith(f"{SOURCE}: {key}: ")
+    assert_names_key(rejects(mutate), key, words)
 
 
 LONG_PLATFORM = "spillway-" + "x" * 30 + "z"  # 40 characters: a valid name, too long for the bucket names
@@ -218,10 +194,7 @@ def _no_on_demand_in(document: dict[str, Any], region: str) -> None:
     ],
 )
 def test_config_implied_limits_name_the_key(mutate: Callable[[dict[str, Any]], None], key: str, words: str) -> None:
-    error = rejects(mutate)
-    assert error.key == key
-    assert words in str(error)
-    assert str(error).startswith(f"{SOURCE}: {key}: ")
+    assert_names_key(rejects(mutate), key, words)
 
 
 def test_provisioned_first_may_use_provisioned_only_regions() -> None:

@@ -6,24 +6,15 @@ import copy
 from typing import Any
 
 import pytest
-import yaml
 
-from stacks.platform import PlatformConfigError, parse_platform
-from tests.infra.conftest import EXAMPLE_CONFIG
+from stacks.platform import PlatformConfigError
+from tests.infra.config_documents import SOURCE, assert_names_key, example, parse
 
 EAST = "arn:aws:lambda:us-east-1:027255383542:layer:AWS-AppConfig-Extension-Arm64:207"
 
 
-def _example() -> dict[str, Any]:
-    return yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
-
-
-def _parse(document: dict[str, Any]):
-    return parse_platform(yaml.safe_dump(document, sort_keys=False), "platform.yaml")
-
-
 def _with_router(**changes: Any) -> dict[str, Any]:
-    document = _example()
+    document = example()
     router = copy.deepcopy(document["router"])
     for dotted, value in changes.items():
         node = router
@@ -42,7 +33,7 @@ _DELETE = object()
 
 
 def test_example_router_section() -> None:
-    settings = _parse(_example()).router
+    settings = parse(example()).router
     assert settings.configured
     assert settings.endpoint_type == "private"
     assert settings.allowed_callers == ("111122223333", "arn:aws:iam::444455556666:role/support-summarizer")
@@ -53,11 +44,11 @@ def test_example_router_section() -> None:
 
 
 def test_router_section_is_optional_but_the_stack_needs_it() -> None:
-    document = _example()
+    document = example()
     del document["router"]
-    platform = _parse(document)
+    platform = parse(document)
     assert not platform.router.configured
-    with pytest.raises(PlatformConfigError, match=r"platform.yaml: router: the router of us-east-1 needs"):
+    with pytest.raises(PlatformConfigError, match=rf"^{SOURCE}: router: the router of us-east-1 needs"):
         platform.router.extension_layer_arn(platform.source, "us-east-1")
 
 
@@ -136,19 +127,17 @@ def test_router_section_is_optional_but_the_stack_needs_it() -> None:
 )
 def test_router_errors_name_the_key(changes: dict[str, Any], key: str, message: str) -> None:
     with pytest.raises(PlatformConfigError) as caught:
-        _parse(_with_router(**changes))
-    assert caught.value.key == key
-    assert message in caught.value.detail
-    assert str(caught.value).startswith(f"platform.yaml: {key}: ")
+        parse(_with_router(**changes))
+    assert_names_key(caught.value, key, message)
 
 
 def test_defaults_when_optional_keys_are_left_out() -> None:
-    document = _example()
+    document = example()
     document["router"] = {
         "allowed_callers": ["111122223333"],
         "appconfig_extension_layer_arns": document["router"]["appconfig_extension_layer_arns"],
     }
-    settings = _parse(document).router
+    settings = parse(document).router
     assert (settings.endpoint_type, settings.rate_limit, settings.burst_limit) == ("private", 100, 200)
     assert settings.calling_services == {}
     assert (settings.reserved_concurrency, settings.memory_mb) == (20, 1024)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
 import yaml
 
@@ -13,14 +10,7 @@ from spillway.policy import Planner
 from stacks.platform import PlatformConfigError, load_platform, parse_platform
 from stacks.routing import config_key, render_routing_table, validate_routing_table, with_invoke_ids
 from stacks.targets import feature_targets
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "platform.yaml"
-
-
-def _document() -> dict[str, Any]:
-    document = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    assert isinstance(document, dict)
-    return document
+from tests.infra.config_documents import EXAMPLE, example
 
 
 @pytest.mark.parametrize("region", ["us-east-1", "us-west-2"])
@@ -53,7 +43,7 @@ def test_on_demand_first_feature_gets_no_provisioned_target() -> None:
 
 
 def test_bad_routing_knob_is_reported_against_the_platform_key() -> None:
-    document = _document()
+    document = example()
     document["features"]["summarize-thread"]["routing"]["attempt_timeout_ms"] = {"min": 9000, "max": 100}
     platform = parse_platform(yaml.safe_dump(document), "bad.yaml")
     with pytest.raises(PlatformConfigError) as caught:
@@ -63,7 +53,7 @@ def test_bad_routing_knob_is_reported_against_the_platform_key() -> None:
 
 
 def test_a_cell_no_feature_uses_is_refused_with_its_key() -> None:
-    document = _document()
+    document = example()
     document["regions"]["us-east-2"] = {"vpc_cidr": "10.42.0.0/16", "availability_zones": ["us-east-2a", "us-east-2b"]}
     layers = document["router"]["appconfig_extension_layer_arns"]
     layers["us-east-2"] = layers["us-east-1"].replace("us-east-1", "us-east-2")
