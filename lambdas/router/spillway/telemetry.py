@@ -10,8 +10,8 @@ Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``Spillway``; every
   DeadlineExceeded, RouterErrors, Spills, Fallbacks, Failovers, PredictedSpills, CanaryRequests, Latency (ms),
   Attempts, InputTokens, OutputTokens;
 - per attempt, dimensions ``feature`` and ``target``: TargetAttempts, TargetServed, Throttles, TargetFailures,
-  TargetClientErrors, TargetRefused, AttemptLatency (ms), TimeToFirstToken (ms, when streamed), InputTokens,
-  OutputTokens (of the target that served);
+  TargetClientErrors, TargetRefused, AttemptLatency (ms), InputTokens, OutputTokens (of the target that served).
+  No time to first token yet: the backends do not stream, so there is none to measure;
 - dimension ``target``: BreakerOpens, BreakerCloses, BreakerRemoteOpens (learned from the shared store);
 - dimension ``operation``: StoreErrors, StoreWriteRejected; dimension ``event``: ConfigEvents.
 """
@@ -130,10 +130,6 @@ def record_route(feature: str, result: RouteResult, *, canary: bool) -> None:
         served["OutputTokens"] = (_COUNT, result.usage.output_tokens)
     for target, values in per_target.items():
         _group({"feature": feature, "target": target}, values)
-
-
-def record_ttft(feature: str, target: str, ttft_ms: float) -> None:
-    _group({"feature": feature, "target": target}, {"TimeToFirstToken": (_MS, round(ttft_ms, 3))})
 
 
 def record_rejected(feature: str | None, status: int, code: str) -> None:
