@@ -60,6 +60,26 @@ synth: $(STAMPS)/venv $(STAMPS)/cdk-cli $(STAMPS)/router-deps $(STAMPS)/graphviz
 ## test: the whole suite (unit, infra, integration); slow suites have their own targets
 test: $(STAMPS)/venv $(STAMPS)/router-deps $(STAMPS)/cdk-cli $(STAMPS)/graphviz $(STAMPS)/chromium
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-lambda-runtime
+
+# The router's own tests again on the interpreter the Lambda runs (3.13), in a venv of its own. python3.13 from
+# PATH, else pyenv's newest 3.13; a machine with neither says so and skips (the suite above still ran).
+LAMBDA_VENV := .venv-lambda
+LAMBDA_PYTHON ?= $(shell python3.13 -c 'print("python3.13")' 2>/dev/null || { v=$$(pyenv versions --bare 2>/dev/null | grep '^3\.13' | sort -V | tail -1); [ -n "$$v" ] && echo "env PYENV_VERSION=$$v python3.13"; })
+$(STAMPS)/venv-lambda: lambdas/router/requirements.txt lambdas/router/requirements-test.txt
+	@mkdir -p $(STAMPS)
+	test -x $(LAMBDA_VENV)/bin/python || $(LAMBDA_PYTHON) -m venv $(LAMBDA_VENV)
+	$(LAMBDA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r lambdas/router/requirements-test.txt
+	@touch $@
+
+.PHONY: test-lambda-runtime
+ifeq ($(strip $(LAMBDA_PYTHON)),)
+test-lambda-runtime:
+	@echo "warning: no python3.13 here: the router's tests ran on $$($(PY) -V) only"
+else
+test-lambda-runtime: $(STAMPS)/venv-lambda
+	$(LAMBDA_VENV)/bin/python -m pytest -q tests/unit tests/router
+endif
 
 ## scan: checkov over every synthesized template, in its own venv (its release pins an old boto3); a failed check
 ## not in review/checkov-baseline.yaml (each entry with its reason) fails. Not part of `make test`.
@@ -103,4 +123,4 @@ fuzz: $(STAMPS)/venv
 	$(PY) -m fuzz $(FUZZ_ARGS)
 
 clean:
-	rm -rf cdk.out build reports $(STAMPS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf cdk.out build reports $(STAMPS) $(LAMBDA_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -206,8 +206,8 @@ def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
         gate.acknowledge(
             handler,
             "AwsSolutions-L1",
-            "Pinned to python3.13, the runtime the project's toolchain and unit tests (botocore Stubber) run the "
-            "handler on; moving runtimes is a tested change, not an automatic one.",
+            "Pinned to python3.13, the interpreter make test also runs the unit tests on (this handler's among them, "
+            "with botocore's Stubber); moving runtimes is a tested change, not an automatic one.",
         )
         gate.acknowledge(
             handler,
@@ -311,9 +311,9 @@ def router(gate: ComplianceGate, stack: RouterStack) -> None:
     gate.acknowledge(
         stack.function,
         "AwsSolutions-L1",
-        "The runtime is pinned to Python 3.13, the interpreter the router's tests run on and the one its dependency "
-        "layer is built for (make's router-deps step); moving to a newer runtime is a toolchain change made with the "
-        "tests, not a silent default. Python 3.13 is a supported Lambda runtime.",
+        "The runtime is pinned to Python 3.13, the interpreter make test runs the router's tests on "
+        "(make test-lambda-runtime) and the one its dependency layer is built for (make's router-deps step); moving "
+        "to a newer runtime is a toolchain change made with the tests, not a silent default.",
     )
     gate.acknowledge(
         stack.function,
