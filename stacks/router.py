@@ -62,6 +62,7 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
+from stacks.constructs.fleet_store import FleetStore
 from stacks.models import ENI_ACTIONS, eni_guard, router_invoke_policy_names
 from stacks.network import table_name
 from stacks.platform import Platform, PlatformConfigError, partition_of
@@ -501,6 +502,12 @@ class RouterStack(CellStack):
             log_group_name=f"/aws/lambda/{self.function_name}",
         ).log_group
         self.role, self.runtime_policy = self._role()
+        # Fleet-wide breaker evidence and PT leases (stacks/constructs/fleet_store.py): grant on the role, env below.
+        self.fleet_store = FleetStore(
+            self, "FleetStore", platform=platform.name, account=platform.account, region=region,
+            settings=settings.fleet_store, vpc=network.vpc, subnets=network.vpc.isolated_subnets,
+            router_security_group=network.router_security_group, router_role=self.role,
+        )  # fmt: skip
         self.dependencies_layer = lambda_.LayerVersion(
             self,
             "Dependencies",
@@ -805,9 +812,10 @@ class RouterStack(CellStack):
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 "AWS_APPCONFIG_EXTENSION_PREFETCH_LIST": prefetch,
                 "AWS_APPCONFIG_EXTENSION_POLL_INTERVAL_SECONDS": "15",
+                **self.fleet_store.environment,
             },
         )
-        function.node.add_dependency(self.runtime_policy)
+        function.node.add_dependency(self.runtime_policy, self.fleet_store.connect_policy)
         return function
 
     # --- the API ---------------------------------------------------------------------------------------------
