@@ -66,7 +66,7 @@ def test_cache_is_valkey_in_the_cells_isolated_subnets(platform: Platform, cells
     for region, (router, network) in cells.items():
         _, cache = _one(router, "AWS::ElastiCache::ServerlessCache")
         assert cache["Engine"] == "valkey"
-        assert cache["ConnectionType"] == "vpc"
+        assert cache.get("ConnectionType", "vpc") == "vpc"  # never "public"
         subnets = [_exported(network, s) for s in cache["SubnetIds"]]
         network_subnets = resources_of(network, "AWS::EC2::Subnet")
         assert len(subnets) == len(platform.regions[region].availability_zones)
@@ -235,6 +235,14 @@ def test_router_environment_names_the_store(cells: Mapping[str, Any]) -> None:
 # --- the user's access string, checked by a real server's ACL parser ------------------------------------------
 
 
+# What the router's store scripts call (lambdas/router/spillway/fleet_store.py): ACLs apply inside EVAL too.
+SCRIPT_COMMANDS = (
+    ("DEL", "k"), ("EXISTS", "k"), ("EXPIRE", "k", "1"), ("PEXPIRE", "k", "1"), ("PTTL", "k"), ("HGET", "k", "f"),
+    ("HMGET", "k", "f"), ("HSET", "k", "f", "v"), ("ZCARD", "k"), ("ZCOUNT", "k", "0", "1"), ("ZREM", "k", "m"),
+    ("ZREMRANGEBYSCORE", "k", "0", "1"), ("TIME",), ("SELECT", "0"),
+)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def acl_server() -> Iterator[int]:
     server = shutil.which("redis-server")
@@ -278,6 +286,7 @@ def _command(port: int, *args: str) -> bytes:
         (("EVAL", "return 1", "0"), True),
         (("ZADD", "k", "1", "m"), True),
         (("HINCRBY", "k", "f", "1"), True),
+        *(((name, *args), True) for name, *args in SCRIPT_COMMANDS),
         (("FLUSHALL",), False),
         (("KEYS", "*"), False),
         (("CONFIG", "GET", "maxmemory"), False),
