@@ -19,6 +19,8 @@ Operations (what a request does to the store; docs/design-notes.md has the reque
 - ``lease_release``: Valkey ZREM; DynamoDB UpdateItem REMOVE.
 - ``on_demand_request`` = read + one evidence write; ``provisioned_request`` = read + lease acquire + one evidence
   write + lease release; each timed end to end.
+- ``boto3_round_trip_floor``: one UpdateItem through boto3 to a server that answers ``{}`` at once: the DynamoDB
+  client's own cost per round trip (validate, serialize, SigV4-sign, send, parse), without moto's server time.
 
 Loopback figures are not AWS's: there is no network here, redis-server is C while moto is a Python (Flask) server,
 so they show the clients' and servers' own cost and the round-trip count, not the latency inside a VPC. AWS's
@@ -39,6 +41,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -249,6 +252,61 @@ def dynamodb_operations(port: int) -> dict[str, Callable[[], object]]:
     return {"read": do_read, "evidence_write": do_write, "lease_acquire": do_acquire, "lease_release": do_release}
 
 
+@contextmanager
+def canned_http_server() -> Iterator[int]:
+    """An HTTP/1.1 server that answers every request at once with DynamoDB's empty success (``{}``): what is left of
+    a round trip is boto3's own work (validate, serialize, sign, send, parse) and the loopback."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = int(listener.getsockname()[1])
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: bench\r\n"
+              b"Content-Length: 2\r\n\r\n{}")  # fmt: skip
+
+    def serve(connection: socket.socket) -> None:
+        with connection, connection.makefile("rb") as stream:
+            while True:
+                length = 0
+                while (line := stream.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                if not line:
+                    return
+                stream.read(length)
+                connection.sendall(answer)
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield port
+    finally:
+        listener.close()
+
+
+def boto3_round_trip(port: int) -> Callable[[], object]:
+    """One UpdateItem through boto3 to the canned server: the client's floor per DynamoDB round trip."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=2),
+    )
+    return lambda: client.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": f"w#{TARGETS[1]}"}},
+        UpdateExpression="ADD served :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+    )
+
+
 # --- measurement ---------------------------------------------------------------------------------------------
 
 ROUND_TRIPS = {
@@ -280,7 +338,7 @@ def measure(steps: Sequence[Callable[[], object]], warmup: int, iterations: int)
 
 
 def run(warmup: int, iterations: int) -> dict[str, Any]:
-    with redis_server() as redis_port, moto_server() as moto_port:
+    with redis_server() as redis_port, moto_server() as moto_port, canned_http_server() as canned_port:
         client, client_name = valkey_client(redis_port)
         stores = {"valkey": valkey_operations(client), "dynamodb": dynamodb_operations(moto_port)}
         figures: dict[str, Any] = {store: {} for store in stores}
@@ -288,6 +346,7 @@ def run(warmup: int, iterations: int) -> dict[str, Any]:
         for name in sequences(stores["valkey"]):
             for store, ops in stores.items():
                 figures[store][f"{name}_us"] = measure(sequences(ops)[name], warmup, iterations)
+        figures["dynamodb"]["boto3_round_trip_floor_us"] = measure((boto3_round_trip(canned_port),), warmup, iterations)
     per_request = {
         store: {
             "on_demand": trips["read"] + trips["evidence_write"],
