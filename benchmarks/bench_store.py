@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "lambdas" / "router"), str(ROOT)]
 
 from benchmarks.results import merge_result, percentiles  # noqa: E402
+from stacks.platform import FLEET_LEASE_ECPU, FLEET_READ_ECPU, FLEET_WRITE_ECPU  # noqa: E402
 
 TARGETS = tuple(f"claude-sonnet/{capacity}/{region}" for capacity in ("provisioned", "on_demand")
                 for region in ("us-east-1", "us-west-2"))  # fmt: skip
@@ -307,6 +308,67 @@ def boto3_round_trip(port: int) -> Callable[[], object]:
     )
 
 
+# --- cost per million requests, from AWS's published prices --------------------------------------------------
+
+# US East (N. Virginia); US West (Oregon), the example's other cell, has the same prices for these dimensions.
+PRICES = {
+    "region": "us-east-1 (us-west-2 alike)",
+    "checked": "2026-12-04, against copies of the pages (this machine cannot reach aws.amazon.com): verify there",
+    "dynamodb": {
+        "page": "https://aws.amazon.com/dynamodb/pricing/on-demand/",
+        "usd_per_million_wru": 0.625,  # standard table class, on-demand, since the November 2024 reduction
+        "usd_per_million_rru": 0.125,  # a strongly consistent read of up to 4 KB is one RRU
+        "usd_per_million_replicated_wru": 0.625,  # per replica region of a global table
+    },
+    "elasticache_serverless_valkey": {
+        "page": "https://aws.amazon.com/elasticache/pricing/",
+        "usd_per_million_ecpu": 0.0023,
+        "usd_per_gb_hour": 0.084,
+        "minimum_metered_gb": 0.1,  # 100 MB per cache for Valkey
+    },
+}
+HOURS_PER_MONTH = 730
+
+
+def costs(replica_regions: int = 2, targets_read: int = len(TARGETS)) -> dict[str, Any]:
+    """USD per million requests of each kind, one attempt each (and per further attempt), for both designs.
+
+    DynamoDB: the existing health table (a global table of `replica_regions` replicas: every write is also a
+    replicated write in each other region); the read is a strongly consistent BatchGetItem of the feature's targets
+    (1 RRU each, items under 4 KB); writes are under 1 KB (1 WRU); the lease is a consistent GetItem and a
+    conditional UpdateItem, the release an UpdateItem (a failed conditional write is billed too).
+    Valkey: the ECPU budget the platform schema sizes the usage limit with (stacks/platform.py: a read, an evidence
+    write per attempt, two lease operations), plus the cache's minimum metered storage, a fixed monthly floor.
+    """
+    d, v = PRICES["dynamodb"], PRICES["elasticache_serverless_valkey"]
+    write = d["usd_per_million_wru"] + (replica_regions - 1) * d["usd_per_million_replicated_wru"]
+    read = targets_read * d["usd_per_million_rru"]
+    acquire = d["usd_per_million_rru"] + write
+    dynamodb = {"on_demand": read + write, "provisioned": read + write + acquire + write, "per_further_attempt": write}
+    ecpu = v["usd_per_million_ecpu"]
+    valkey = {
+        "on_demand": (FLEET_READ_ECPU + FLEET_WRITE_ECPU) * ecpu,
+        "provisioned": (FLEET_READ_ECPU + FLEET_WRITE_ECPU + 2 * FLEET_LEASE_ECPU) * ecpu,
+        "per_further_attempt": FLEET_WRITE_ECPU * ecpu,
+    }
+    floor = v["minimum_metered_gb"] * v["usd_per_gb_hour"] * HOURS_PER_MONTH
+    return {
+        "usd_per_million_requests": {
+            "dynamodb_health_table": {k: round(x, 4) for k, x in dynamodb.items()},
+            "valkey_serverless": {k: round(x, 4) for k, x in valkey.items()},
+        },
+        "valkey_fixed_usd_per_cell_month": round(floor, 2),
+        "break_even_on_demand_requests_per_cell_month_millions": round(
+            floor / (dynamodb["on_demand"] - valkey["on_demand"]), 2
+        ),
+        "request_mix": (
+            f"one read of {targets_read} targets per request, one evidence write per attempt, two lease operations "
+            f"per provisioned request; DynamoDB writes replicated to {replica_regions - 1} other region(s)"
+        ),
+        "prices": PRICES,
+    }
+
+
 # --- measurement ---------------------------------------------------------------------------------------------
 
 ROUND_TRIPS = {
@@ -359,6 +421,7 @@ def run(warmup: int, iterations: int) -> dict[str, Any]:
     return {
         **figures,
         "round_trips_per_request": per_request,
+        "cost": costs(),
         "provisioned_request_p50_ratio_dynamodb_over_valkey": round(dynamo_pt / valkey_pt, 1),
         "valkey_client": client_name,
         "dynamodb_client": "boto3 (retries off)",
