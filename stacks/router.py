@@ -15,6 +15,8 @@ construct built in `RouterStack.__init__` from the attributes of the ones before
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_cdk import aws_apigateway as apigw
@@ -189,21 +191,28 @@ def flags_schema() -> dict[str, Any]:
 
 
 def converse_request_schema() -> apigw.JsonSchema:
-    """The API Gateway model of the converse body: its shape only; the handler validates the details."""
-    any_object = apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT)
-    return apigw.JsonSchema(
-        schema=apigw.JsonSchemaVersion.DRAFT4,
-        title="ConverseRequest",
-        type=apigw.JsonSchemaType.OBJECT,
-        required=["messages"],
-        additional_properties=False,
-        properties={
-            "messages": apigw.JsonSchema(type=apigw.JsonSchemaType.ARRAY, min_items=1, items=any_object),
-            "system": apigw.JsonSchema(type=apigw.JsonSchemaType.ARRAY, items=any_object),
-            "inferenceConfig": any_object,
-            "toolConfig": any_object,
-        },
-    )
+    """The API Gateway model of the converse body, rendered from the router's own contract (spillway.api): the
+    members and their types only; the handler validates the details."""
+    from spillway.api import gateway_request_schema  # noqa: PLC0415 (stacks.routing puts the router on the path)
+
+    return _api_gateway_schema(gateway_request_schema())
+
+
+def _api_gateway_schema(doc: Mapping[str, Any]) -> apigw.JsonSchema:
+    """A JSON Schema (draft 4) document as CDK's JsonSchema: camelCase keys to snake_case, nested schemas too."""
+    kwargs: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key == "$schema":
+            kwargs["schema"] = apigw.JsonSchemaVersion.DRAFT4
+        elif key == "type":
+            kwargs["type"] = apigw.JsonSchemaType[value.upper()]
+        elif key == "properties":
+            kwargs["properties"] = {name: _api_gateway_schema(member) for name, member in value.items()}
+        elif key == "items":
+            kwargs["items"] = _api_gateway_schema(value)
+        else:
+            kwargs[re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()] = value
+    return apigw.JsonSchema(**kwargs)
 
 
 # --- the stack -------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Routes (docs/openapi.json is generated from spillway/api.py, which these follow):
 
-- ``POST /v1/features/{feature}/converse``: a Converse request (messages, system, inferenceConfig, toolConfig);
+- ``POST /v1/features/{feature}/converse``: a Converse request (every ConverseRequest member but modelId and
+  promptVariables; spillway/api.py);
   answers Converse's response (output, stopReason, usage, metrics) with the headers ``x-spillway-target``
   (model/capacity/region), ``x-spillway-attempts``, ``x-spillway-route`` and ``x-spillway-request-id``.
 - ``GET /v1/features``: the features this deployment serves. ``GET /v1/health``: this instance's view of its
@@ -312,7 +313,8 @@ def converse(feature: str) -> Response[str]:
     if result.status is Status.CLIENT_ERROR:
         code = result.code or api.BAD_REQUEST
         status = result.http_status if 400 <= result.http_status < 500 else 400
-        return _error(api.ApiError(status, code, api.MODEL_REJECTED), request_id, headers)
+        message = api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
+        return _error(api.ApiError(status, code, message), request_id, headers)
     if result.status is Status.DEADLINE:
         return _error(api.ApiError(504, api.DEADLINE_EXCEEDED), request_id, headers)
     retry = result.retry_after_s if result.retry_after_s is not None else 1
