@@ -51,7 +51,8 @@ def condition_keys(statement: Mapping[str, Any]) -> set[str]:
 
 def has_condition(statement: Mapping[str, Any], keys: tuple[str, ...]) -> bool:
     found = condition_keys(statement)
-    return any(k in found or any(f.startswith(k + "/") for f in found) for k in keys)
+    # Keys with a suffix count: aws:ResourceTag/<tag>, kms:EncryptionContext:<key>.
+    return any(k in found or any(f.startswith((k + "/", k + ":")) for f in found) for k in keys)
 
 
 def every_action(action: str) -> bool:
