@@ -428,6 +428,7 @@ def run(warmup: int, iterations: int) -> dict[str, Any]:
         "servers": "redis-server (Debian) and moto ThreadedMotoServer, both on 127.0.0.1",
         "note": "loopback, no network: not AWS latency; AWS's documented figures are in docs/design-notes.md",
         "iterations": iterations,
+        "load_average_1m": round(os.getloadavg()[0], 1),  # the machine is shared: how busy it was at the end
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {platform.system()}",
     }
