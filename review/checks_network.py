@@ -206,12 +206,28 @@ def _no_open(name: str, a: CloudAssembly, direction: str) -> Check:
 
 @predicate
 def sg_ports_limited(a: CloudAssembly, params: Mapping[str, Any]) -> Check:
-    """Every security-group rule is TCP on the allowed ports only (HTTPS)."""
+    """Every security-group rule is TCP on the allowed ports only (HTTPS; or the port of an ElastiCache serverless
+    cache, which accepts TLS only, on a rule that names that cache's own security group)."""
     allowed = {str(p) for p in params.get("ports", ["443"])}
+    cache_ports = {str(p) for p in params.get("tls_cache_ports", [])}
+    cache_groups = {
+        (cache.stack, group)
+        for cache in a.resources("AWS::ElastiCache::ServerlessCache")
+        for group in references(cache.properties.get("SecurityGroupIds"))
+    }
+
+    def good(x: inv.SgRule) -> bool:
+        if x.protocol not in ("tcp", "6"):
+            return False
+        if x.ports in allowed:
+            return True
+        named = references(x.resource.properties) if x.resource.type != "AWS::EC2::SecurityGroup" else set()
+        return x.ports in cache_ports and any((x.resource.stack, g) in cache_groups for g in named)
+
     return simple(
         "sg_ports_limited",
         inv.sg_rules(a),
-        lambda x: x.protocol in ("tcp", "6") and x.ports in allowed,
+        good,
         lambda x: f"{where(x.resource)}: {x.direction} {x.protocol}/{x.ports} {x.peer}",
     )
 
