@@ -5,7 +5,8 @@ What it builds, and why each piece is shaped so
 -----------------------------------------------
 - **The cache** (`AWS::ElastiCache::ServerlessCache`, engine valkey): in the cell's isolated subnets (serverless is
   multi-AZ by itself), reached only inside the VPC, TLS always on (serverless refuses plain connections), encrypted
-  at rest with its own rotating customer-managed key, usage limits from ``router.fleet_store`` (stacks/platform.py sizes
+  at rest with its own rotating customer-managed key (its policy keeps administration apart from use, which only
+  ElastiCache of the region may make), usage limits from ``router.fleet_store`` (stacks/platform.py sizes
   them from the API's rate and the longest plan). **No snapshots**: everything it holds expires within seconds to
   minutes (evidence windows, cooldowns, leases), and a restored snapshot would bring back leases and breaker states
   that no longer hold, so retention is 0 and there is no daily snapshot or final snapshot.
