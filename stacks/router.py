@@ -23,6 +23,7 @@ from aws_cdk import aws_apigateway as apigw
 from constructs import Construct
 
 from stacks.cell import CellStack
+from stacks.constructs.fleet_store import FleetStore
 from stacks.constructs.health_table import HealthTable
 from stacks.constructs.monitoring import RouterMonitoring
 from stacks.constructs.router_api import RouterApi
@@ -265,6 +266,12 @@ class RouterStack(CellStack):
             rollback_alarm=self.monitoring.rollback_alarm, hosted_table=self.hosted_table,
             table_schema=routing_table_schema(), flags_schema=flags_schema(),
         )  # fmt: skip
+        # Fleet-wide breaker evidence and PT leases: the function gets its connect policy and environment.
+        self.fleet_store = FleetStore(
+            self, "FleetStore", platform=platform.name, account=platform.account, region=region,
+            settings=platform.router.fleet_store, vpc=network.vpc, subnets=network.vpc.isolated_subnets,
+            router_security_group=network.router_security_group,
+        )  # fmt: skip
         self.code_dir = stage_router_code(self.table)
         self.router_function = RouterFunction(
             self, "RouterFunction", platform=platform, region=region,
@@ -277,6 +284,7 @@ class RouterStack(CellStack):
             health_table_name=self.health.table_name, health_table_arn=self.health.table_arn, config=self.config,
             code_dir=self.code_dir, deps_dir=deps, extension_layer_arn=layer_arn,
             timeout_s=deadline_s + INTEGRATION_MARGIN_S + FUNCTION_MARGIN_S,
+            store_policies=[self.fleet_store.connect_policy], store_environment=self.fleet_store.environment,
         )  # fmt: skip
         self.function = self.router_function.function
         self.router_api = RouterApi(
