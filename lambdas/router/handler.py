@@ -24,6 +24,12 @@ Environment variables:
 - ``SPILLWAY_CONFIG_TTL_S`` (default 5): the in-process config cache; a canary moves within about this long.
 - ``SPILLWAY_CONFIG_TIMEOUT_S`` (default 0.5): one fetch from the extension.
 - ``SPILLWAY_BUNDLED_TABLE``: the routing table bundled in the asset (default ``routing.json`` beside this file).
+- ``SPILLWAY_FLEET_STORE_URL``: the fleet store (Valkey): ``redis://127.0.0.1:PORT/0`` locally, ``rediss://HOST:PORT``
+  in AWS. Set, breakers and provisioned occupancy are decided on the fleet's shared state (spillway/fleet.py) and the
+  DynamoDB health table below is not used. ``SPILLWAY_FLEET_STORE_USER`` and ``SPILLWAY_FLEET_STORE_CACHE``: the
+  ElastiCache IAM user id and cache name (rediss:// with IAM authentication). ``SPILLWAY_FLEET_STORE_TIMEOUT_S``
+  (default 0.25): connect and read timeouts; ``SPILLWAY_FLEET_STORE_BACKOFF_S`` (default 5): local state only for
+  this long after a store error.
 - ``SPILLWAY_HEALTH_TABLE``: the DynamoDB table of shared breaker state. Unset: breakers stay local.
 - ``SPILLWAY_HEALTH_TABLE_ENDPOINT_URL``: a DynamoDB endpoint override (local testing only).
 - ``SPILLWAY_HEALTH_CACHE_TTL_S`` (default 2): how often an instance reads the shared breakers.
@@ -62,7 +68,10 @@ from spillway.backend import Backend
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
+from spillway.capacity import InflightTracker
 from spillway.engine import Engine, RouteResult, Status
+from spillway.fleet import Fleet
+from spillway.fleet_store import ValkeyFleetStore, iam_credentials
 from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
 from spillway.store import HealthStore, default_client_factory
@@ -85,6 +94,8 @@ class Router:
         store: HealthStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         deadline_margin_ms: float = 500.0,
+        tracker: InflightTracker | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.source = source
         self.backends = dict(backends)
@@ -92,6 +103,8 @@ class Router:
         self.health = health if health is not None else HealthBoard()
         self.store = store
         self.clock = clock
+        self.tracker = tracker if tracker is not None else InflightTracker(clock)
+        self.fleet = fleet
         self.deadline_margin_ms = deadline_margin_ms
         self._engine: Engine | None = None
         self._generation = -1
@@ -104,7 +117,14 @@ class Router:
             return snapshot, None
         with self._lock:
             if self._engine is None:
-                self._engine = Engine(snapshot.table, self.backends, health=self.health, clock=self.clock)
+                self._engine = Engine(
+                    snapshot.table,
+                    self.backends,
+                    health=self.health,
+                    clock=self.clock,
+                    tracker=self.tracker,
+                    fleet=self.fleet,
+                )
             elif snapshot.generation != self._generation:
                 self._engine.update_table(snapshot.table)
             self._generation = snapshot.generation
@@ -128,7 +148,14 @@ class Router:
                 warm(target, budget)
                 warmed += 1
         self.sync_health(snapshot)
+        if self.fleet is not None:
+            self.fleet.warm(snapshot.table.targets.keys())
         return warmed
+
+    def store_status(self) -> dict[str, Any]:
+        if self.fleet is not None:
+            return self.fleet.status()
+        return self.store.status() if self.store is not None else {"enabled": False}
 
     def sync_health(self, snapshot: Snapshot) -> None:
         if self.store is not None and snapshot.table is not None:
@@ -164,9 +191,11 @@ def build_router() -> Router:
     )
     pool = ClientPool()
     health = HealthBoard()
+    tracker = InflightTracker(time.monotonic)
+    fleet = build_fleet(env, health, tracker, region=region)
     store = None
     table_name = env.get("SPILLWAY_HEALTH_TABLE")
-    if table_name:
+    if table_name and fleet is None:
         store = HealthStore(
             table_name,
             health,
@@ -184,7 +213,28 @@ def build_router() -> Router:
         health=health,
         store=store,
         deadline_margin_ms=_env_float("SPILLWAY_DEADLINE_MARGIN_MS", 500.0),
+        tracker=tracker,
+        fleet=fleet,
     )
+
+
+def build_fleet(env: Mapping[str, str], health: HealthBoard, tracker: InflightTracker, *, region: str) -> Fleet | None:
+    """The fleet link from SPILLWAY_FLEET_STORE_* (None when the URL is unset). No I/O here: the connection opens
+    on the first request (or at warm). A bad URL is a deployment error and raises at init."""
+    url = env.get("SPILLWAY_FLEET_STORE_URL")
+    if not url:
+        return None
+    user, cache = env.get("SPILLWAY_FLEET_STORE_USER"), env.get("SPILLWAY_FLEET_STORE_CACHE")
+    timeout_s = _env_float("SPILLWAY_FLEET_STORE_TIMEOUT_S", 0.25)
+    store = ValkeyFleetStore.from_url(
+        url,
+        connect_timeout_s=timeout_s,
+        read_timeout_s=timeout_s,
+        backoff_s=_env_float("SPILLWAY_FLEET_STORE_BACKOFF_S", 5.0),
+        credentials=iam_credentials(user_id=user, cache_name=cache, region=region) if user and cache else None,
+        on_error=telemetry.store_error,
+    )
+    return Fleet(store, health, tracker)
 
 
 def get_router() -> Router:
@@ -294,6 +344,9 @@ def _route_headers(result: RouteResult) -> dict[str, str]:
     }
     if result.target is not None:
         headers["x-spillway-target"] = result.target
+    if result.store_round_trips:  # with a fleet store: what sharing cost this request
+        headers["x-spillway-store-round-trips"] = str(result.store_round_trips)
+        headers["x-spillway-store-ms"] = f"{result.store_ms:.3f}"
     return headers
 
 
@@ -414,7 +467,7 @@ def health() -> Response[str]:
             "flags_version": snapshot.flags_version,
             "canaries": {name: c.to_dict() for name, c in snapshot.canaries.items()},
         },
-        "store": router.store.status() if router.store is not None else {"enabled": False},
+        "store": router.store_status(),
         "targets": targets,
     }
     return _json(200, body, request_id)
