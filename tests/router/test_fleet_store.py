@@ -212,6 +212,17 @@ def test_leases_cap_the_fleet_across_clients_expire_and_are_released_with_the_re
         c.close()
 
 
+def test_a_throttle_at_a_level_lowers_the_limit_leases_are_granted_at(store: ValkeyFleetStore) -> None:
+    assert store.acquire_lease(PT_E, "a", 4, 5.0, force=False) == 1
+    assert store.acquire_lease(PT_E, "b", 4, 5.0, force=False) == 2
+    _, state = report(store, Verdict.CAPACITY, lease="b", level=2, capacity_pause_s=0.0)
+    assert (state.learned_limit, state.leases) == (1, 1)
+    assert store.acquire_lease(PT_E, "c", 4, 5.0, force=False) is None
+    _, state = report(store, Verdict.OK, lease="a", level=1)
+    assert state.learned_limit == 2  # a success at the learned limit raises it by one
+    assert store.acquire_lease(PT_E, "d", 4, 5.0, force=False) == 1
+
+
 def test_the_window_is_the_last_seconds_of_the_servers_clock(store: ValkeyFleetStore, raw: Connection) -> None:
     reported_at, _ = report(store, Verdict.FAILURE)
     assert store.read([PT_E], 1.0).targets[PT_E].total == 1

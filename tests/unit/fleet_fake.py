@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from spillway.fleet import Change, FleetState, FleetUnavailable, Snapshot, TargetState
+from spillway.fleet_store import LEARN_TTL_S
 from spillway.health import Verdict
 
 
@@ -19,6 +20,7 @@ class _Target:
     buckets: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (second, epoch) -> total, fail, slow
     probe: tuple[str, float] | None = None  # holder, expiry
     leases: dict[str, float] = field(default_factory=dict)  # token -> expiry
+    learned: tuple[int, float] = (0, 0.0)  # limit, when it was learned
 
 
 class FakeFleetStore:
@@ -49,7 +51,15 @@ class FakeFleetStore:
                 total, fails, slow = total + b[0], fails + b[1], slow + b[2]
         probe = t.probe is not None and t.probe[1] > now
         leases = sum(1 for exp in t.leases.values() if exp > now)
-        return replace(st, total=total, failures=fails, slow=slow, probe_held=probe, leases=leases)
+        learned = self._learned(t, now)
+        return replace(
+            st, total=total, failures=fails, slow=slow, probe_held=probe, leases=leases, learned_limit=learned
+        )
+
+    @staticmethod
+    def _learned(t: _Target, now: float) -> int:
+        limit, at = t.learned
+        return limit if limit and now - at < LEARN_TTL_S else 0
 
     # -- FleetStore ---------------------------------------------------------------------------------------------
 
@@ -67,9 +77,16 @@ class FakeFleetStore:
         capacity_pause_s: float,
         lease: str | None,
         probe: str | None,
+        level: int = 0,
     ) -> tuple[float, TargetState]:
         now = self._call("report")
         t = self._t(target)
+        if level:
+            learned = self._learned(t, now)
+            if verdict is Verdict.CAPACITY:
+                t.learned = (max(1, min(learned, level - 1) if learned else level - 1), now)
+            elif verdict is Verdict.OK and learned and level >= learned:
+                t.learned = (level + 1, t.learned[1])
         if lease is not None:
             t.leases.pop(lease, None)
         if probe is not None and t.probe is not None and t.probe[0] == probe:
@@ -130,6 +147,9 @@ class FakeFleetStore:
         now = self._call("lease")
         t = self._t(target)
         t.leases = {k: v for k, v in t.leases.items() if v > now}
+        learned = self._learned(t, now)
+        if learned:
+            limit = min(limit, learned)
         if len(t.leases) >= limit and not force:
             return None
         t.leases[token] = now + ttl_s

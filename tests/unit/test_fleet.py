@@ -327,3 +327,24 @@ def test_environments_whose_clocks_disagree_by_a_second_agree_on_when_a_breaker_
     waits = [r.standing(PT_E)[1] - world.boards[i].clock() for i, r in enumerate(left)]
     assert waits[0] == pytest.approx(waits[1])
     assert waits[0] > 4.9
+
+
+def test_a_throttle_teaches_the_fleet_a_lower_pt_limit_that_a_success_raises_and_time_forgets() -> None:
+    table = make_table(max_in_flight=4)
+    world = World(3, table, {})
+    feature, target = table.features[FEATURE], table.targets[PT_E]
+    first, second = (fleet.request(feature, [PT_E]) for fleet in world.fleets[:2])
+    assert first.try_start(target, force=False, timeout_s=2.0) == 1
+    assert second.try_start(target, force=False, timeout_s=2.0) == 2
+    ticket = second.begin(PT_E, feature.breaker, force=False, timeout_s=2.0)
+    second.finish(PT_E, feature.breaker, Verdict.CAPACITY, ticket)  # throttled with 2 in flight: PT holds 1
+    assert world.store.targets[PT_E].learned == (1, world.clock())
+    third = world.fleets[2].request(feature, [PT_E])
+    assert third.try_start(target, force=False, timeout_s=2.0) is None  # 1 in flight: full at the learned limit
+    ticket = first.begin(PT_E, feature.breaker, force=False, timeout_s=2.0)
+    first.finish(PT_E, feature.breaker, Verdict.OK, ticket)  # a success at the limit: one more
+    assert world.store.targets[PT_E].learned[0] == 2
+    world.clock.advance(30.0)
+    later = world.fleets[2].request(feature, [PT_E])
+    assert later.try_start(target, force=False, timeout_s=2.0) == 1
+    assert world.store.read([PT_E], 30.0).targets[PT_E].learned_limit == 0  # forgotten: max_in_flight again

@@ -9,6 +9,9 @@ admitting an attempt and judging it (even an exception), its breaker ticket and 
 A request whose every sent attempt was throttled answers 503 with Retry-After, even when the deadline ran out: a
 throttle never reaches the caller as something it cannot back off from.
 
+With a fleet (spillway.fleet), breakers and provisioned occupancy are decided on the fleet's shared state instead:
+read once before planning, reported after each attempt, each request through its own RequestHealth.
+
 Thread-safe: per-request state lives on the stack; shared state (breakers, requests in flight) has its own locks.
 Zero knowledge: the request is handed to backends and nothing else; the response is excluded from reprs; the
 trace holds target ids, classes, codes and timings only.
@@ -153,7 +156,10 @@ class Engine:
             return self._handle(
                 planner=planner, f=f, request=request, health=self._local, start=start, deadline_ms=deadline_ms
             )
-        health = fleet.request(f, [step.target.id for step in planner.candidates(feature)])
+        try:
+            health: RequestHealth = fleet.request(f, [step.target.id for step in planner.candidates(feature)])
+        except Exception:  # a fleet bug costs this request the fleet's view, never its answer
+            health = self._local
         try:
             result = self._handle(
                 planner=planner, f=f, request=request, health=health, start=start, deadline_ms=deadline_ms

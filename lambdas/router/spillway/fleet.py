@@ -95,6 +95,7 @@ class TargetState:
     slow: int = 0
     probe_held: bool = False
     leases: int = 0  # live leases (provisioned targets)
+    learned_limit: int = 0  # a lower concurrency learned from throttles, while fresh (0: none)
 
     def half_open(self, now: float) -> bool:
         return self.state is FleetState.OPEN and now >= self.until
@@ -131,10 +132,14 @@ class FleetStore(Protocol):
         capacity_pause_s: float,
         lease: str | None,
         probe: str | None,
+        level: int = 0,
     ) -> tuple[float, TargetState]:
         """Count the outcome in the target's window and run if `epoch` is current and the breaker closed (a
         success while ramping counts a ramp success); a capacity verdict moves the capacity cooldown to at least
-        now + pause; release the lease and the probe. Returns (server now, the target's state after)."""
+        now + pause; release the lease and the probe; with `level` (the live leases when this attempt's lease was
+        taken), learn the target's concurrency as InflightTracker does (a throttle at n: fewer than n; a success at
+        the learned limit: one more), fleet-wide, forgotten 30 s after the last throttle. Returns (server now, the
+        target's state after)."""
         ...
 
     def transition(self, target: str, *, epoch: int, change: Change) -> bool:
@@ -144,8 +149,8 @@ class FleetStore(Protocol):
     def acquire_probe(self, target: str, token: str, ttl_s: float) -> bool: ...
 
     def acquire_lease(self, target: str, token: str, limit: int, ttl_s: float, *, force: bool) -> int | None:
-        """Drop expired leases; add this one if fewer than `limit` are live (or `force`). Returns the number
-        live including this one, or None when full."""
+        """Drop expired leases; add this one if fewer than `limit` (or the learned limit, if lower) are live, or
+        if `force`. Returns the number live including this one, or None when full."""
         ...
 
     def status(self) -> dict[str, Any]:
@@ -390,7 +395,7 @@ class FleetRequest:
         self._round_trips = 0
         self._store_s = 0.0
         self._degraded = False
-        self._leases: dict[str, str] = {}
+        self._leases: dict[str, tuple[str, int]] = {}  # target -> (lease token, level)
         self._local_loads: set[str] = set()
         self._states: dict[str, TargetState] = {}
         self._server_at_read = 0.0
@@ -460,7 +465,7 @@ class FleetRequest:
         *,
         retry_after_s: float | None = None,
     ) -> None:
-        lease = self._leases.pop(target_id, None)
+        lease, level = self._leases.pop(target_id, (None, 0))
         if not isinstance(ticket, FleetTicket):
             self._local.finish(target_id, policy, verdict, ticket, retry_after_s=retry_after_s)
             return
@@ -487,6 +492,7 @@ class FleetRequest:
                 capacity_pause_s=pause,
                 lease=lease,
                 probe=probe,
+                level=level,
             )
         )
         if answer is None:  # the lease and the probe expire by themselves
@@ -506,6 +512,8 @@ class FleetRequest:
         state = self._state(target.id)
         if state is None or limit is None:  # no size to share: the local estimate (and its learned limit)
             return self._local_start(target, force=force, timeout_s=timeout_s)
+        if state.learned_limit:
+            limit = min(limit, state.learned_limit)
         if not force and state.leases >= limit:
             return None  # full as of this request's read: spill without a round trip
         token = self._fleet._token()
@@ -515,7 +523,7 @@ class FleetRequest:
             return self._local_start(target, force=force, timeout_s=timeout_s)
         if answer is None:
             return None
-        self._leases[target.id] = token
+        self._leases[target.id] = (token, answer)
         return answer
 
     def end(self, target_id: str, level: int, *, throttled: bool) -> None:

@@ -6,6 +6,7 @@ them: ElastiCache Serverless runs in cluster mode)::
 
     {spillway}:b:<target>   hash: epoch, state (0 closed, 1 open, 2 ramping), until (server ms), cool (ms), trips,
                             step, rok (ramp successes), run (consecutive failures), cap (capacity cooldown end, ms),
+                            lim and limat (a PT concurrency learned from throttles, and when: capacity.py's rule),
                             and w<n>, a ring of RING one-second buckets "second:epoch:total:failures:slow"
     {spillway}:p:<target>   string: the half-open probe's holder (SET NX PX: expires with its attempt)
     {spillway}:l:<target>   sorted set: the leases in flight on a provisioned target, scored by their expiry (ms)
@@ -44,12 +45,20 @@ from .resp import Address, Connection, Credentials, Reply, RespError, parse_url
 PREFIX = "{spillway}"
 RING = 120  # one-second buckets kept per target: a window longer than this is read as this long
 RETAIN_S = 7200  # > the longest cooldown the config allows (3600 s)
+LEARN_TTL_S = 30.0  # a PT limit learned from a throttle is forgotten this long after it (InflightTracker's default)
 _VERDICT_CODE = {Verdict.OK: "o", Verdict.FAILURE: "f", Verdict.SLOW: "s", Verdict.CAPACITY: "c"}
 
 # What every script shares: the server's clock, and one target's state (TargetState's fields, in order).
 _LIB = """
 local RING = @RING@
 local RETAIN = @RETAIN@
+local LEARN_TTL = @LEARN@
+local function learned(b, now)
+  local h = redis.call('HMGET', b, 'lim', 'limat')
+  local lim, at = tonumber(h[1]), tonumber(h[2])
+  if lim and at and now - at < LEARN_TTL then return lim end
+  return 0
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -79,9 +88,11 @@ local function state(b, p, l, now, window)
   end
   return {epoch, tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0, tonumber(h[5]) or 0,
           tonumber(h[6]) or 0, tonumber(h[7]) or 0, tonumber(h[8]) or 0, tonumber(h[9]) or 0,
-          total, fails, slow, redis.call('EXISTS', p), redis.call('ZCOUNT', l, '(' .. now, '+inf')}
+          total, fails, slow, redis.call('EXISTS', p), redis.call('ZCOUNT', l, '(' .. now, '+inf'), learned(b, now)}
 end
-""".replace("@RING@", str(RING)).replace("@RETAIN@", str(RETAIN_S))
+"""
+for _name, _value in (("@RING@", RING), ("@RETAIN@", RETAIN_S), ("@LEARN@", int(LEARN_TTL_S * 1000))):
+    _LIB = _LIB.replace(_name, str(_value))
 
 # KEYS: b, p, l per target. ARGV[1]: window (s). Returns {now_ms, state...}.
 READ = (
@@ -95,7 +106,8 @@ return out
 """
 )
 
-# KEYS: b, p, l. ARGV: epoch, verdict (o f s c n), window (s), capacity pause (ms), lease token, probe token.
+# KEYS: b, p, l. ARGV: epoch, verdict (o f s c n), window (s), capacity pause (ms), lease token, probe token,
+# level (the live leases when this attempt's lease was taken; 0 without one).
 REPORT = (
     _LIB
     + """
@@ -105,6 +117,17 @@ local epoch, verdict = tonumber(ARGV[1]), ARGV[2]
 if ARGV[5] ~= '' then redis.call('ZREM', l, ARGV[5]) end
 if ARGV[6] ~= '' and redis.call('GET', p) == ARGV[6] then redis.call('DEL', p) end
 local current = tonumber(redis.call('HGET', b, 'epoch')) or 0
+local level = tonumber(ARGV[7]) or 0
+if level > 0 then  -- capacity.py's rule, fleet-wide: a throttle at n in flight means PT holds fewer than n
+  local lim = learned(b, now)
+  if verdict == 'c' then
+    local new = math.max(1, level - 1)
+    if lim > 0 then new = math.max(1, math.min(lim, level - 1)) end
+    redis.call('HSET', b, 'lim', new, 'limat', now)
+  elseif verdict == 'o' and lim > 0 and level >= lim then
+    redis.call('HSET', b, 'lim', level + 1)  -- additive increase: one above what just worked
+  end
+end
 if verdict == 'c' then
   local until_ms = now + tonumber(ARGV[4])
   if until_ms > (tonumber(redis.call('HGET', b, 'cap')) or 0) then redis.call('HSET', b, 'cap', until_ms) end
@@ -160,16 +183,20 @@ return {1, now}
 """
 )
 
-# KEYS: l. ARGV: token, limit, ttl (ms), force (1/0). Returns the live count including this lease, or 0 when full.
+# KEYS: b, l. ARGV: token, limit, ttl (ms), force (1/0). Returns the live count including this lease, or 0 when full
+# (at the configured limit, or at a lower one learned from throttles).
 LEASE = (
     _LIB
     + """
-local l = KEYS[1]
+local b, l = KEYS[1], KEYS[2]
 local now = now_ms()
 local ttl = tonumber(ARGV[3])
+local limit = tonumber(ARGV[2])
+local lim = learned(b, now)
+if lim > 0 and lim < limit then limit = lim end
 redis.call('ZREMRANGEBYSCORE', l, '-inf', now)
 local n = redis.call('ZCARD', l)
-if n >= tonumber(ARGV[2]) and ARGV[4] ~= '1' then return 0 end
+if n >= limit and ARGV[4] ~= '1' then return 0 end
 redis.call('ZADD', l, now + ttl, ARGV[1])
 if redis.call('PTTL', l) < ttl + 1000 then redis.call('PEXPIRE', l, ttl + 1000) end
 return n + 1
@@ -248,6 +275,7 @@ class ValkeyFleetStore:
         capacity_pause_s: float,
         lease: str | None,
         probe: str | None,
+        level: int = 0,
     ) -> tuple[float, TargetState]:
         reply = _list(
             self._eval(
@@ -260,6 +288,7 @@ class ValkeyFleetStore:
                     int(max(0.0, capacity_pause_s) * 1000),
                     lease or "",
                     probe or "",
+                    level,
                 ],
             )
         )
@@ -280,8 +309,8 @@ class ValkeyFleetStore:
         return reply is not None
 
     def acquire_lease(self, target: str, token: str, limit: int, ttl_s: float, *, force: bool) -> int | None:
-        _, _, lease_key = self._keys(target)
-        count = _int(self._eval("lease", [lease_key], [token, limit, max(1, int(ttl_s * 1000)), int(force)]))
+        b, _, lease_key = self._keys(target)
+        count = _int(self._eval("lease", [b, lease_key], [token, limit, max(1, int(ttl_s * 1000)), int(force)]))
         return count or None
 
     # -- status -------------------------------------------------------------------------------------------------
@@ -362,9 +391,9 @@ def _int(reply: Reply) -> int:
 
 def _state(row: Reply) -> TargetState:
     values = [_int(v) for v in _list(row)]
-    if len(values) != 14:
+    if len(values) != 15:
         raise FleetUnavailable("BadReply")
-    epoch, state, until, cool, trips, step, rok, run, cap, total, fails, slow, probe, leases = values
+    epoch, state, until, cool, trips, step, rok, run, cap, total, fails, slow, probe, leases, learned = values
     return TargetState(
         epoch=epoch,
         state=FleetState(state) if state in (0, 1, 2) else FleetState.CLOSED,
@@ -380,6 +409,7 @@ def _state(row: Reply) -> TargetState:
         slow=slow,
         probe_held=bool(probe),
         leases=leases,
+        learned_limit=learned,
     )
 
 
