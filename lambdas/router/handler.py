@@ -70,7 +70,7 @@ from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, RouteResult, Status
-from spillway.fleet import Fleet
+from spillway.fleet import Fleet, TargetState
 from spillway.fleet_store import ValkeyFleetStore, iam_credentials
 from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
@@ -234,7 +234,12 @@ def build_fleet(env: Mapping[str, str], health: HealthBoard, tracker: InflightTr
         credentials=iam_credentials(user_id=user, cache_name=cache, region=region) if user and cache else None,
         on_error=telemetry.store_error,
     )
-    return Fleet(store, health, tracker)
+    return Fleet(store, health, tracker, on_change=_fleet_change)
+
+
+def _fleet_change(target: str, change: str, before: TargetState) -> None:
+    """A fleet-wide breaker transition this environment decided (open, ramp, close): one log line."""
+    logger.info("fleet_breaker", extra={"target": target, "change": change, "epoch": before.epoch + 1})
 
 
 def get_router() -> Router:

@@ -5,6 +5,7 @@ server is down or never answers, reconnects, and the router wired to it. Skipped
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from spillway.fleet import Change, Fleet, FleetState, FleetUnavailable
 from spillway.fleet_store import ValkeyFleetStore
 from spillway.health import BreakerState, HealthBoard, Verdict
 from spillway.resp import Address, Connection, parse_url
+from tests.unit.fleet_fake import FakeFleetStore
 from tests.unit.helpers import FEATURE, FakeClock, ScriptedBackend, make_table
 
 from .conftest import Harness, api_event, body_of, header
@@ -408,3 +410,55 @@ def test_no_url_no_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
     assert handler.build_fleet({}, HealthBoard(), InflightTracker(), region="us-east-1") is None
     with pytest.raises(ValueError, match="redis://"):
         handler.build_fleet({"SPILLWAY_FLEET_STORE_URL": "http://x:1"}, HealthBoard(), InflightTracker(), region="r")
+
+
+# -- the fake of the unit tests behaves as the scripts ------------------------------------------------------------
+
+
+def test_the_unit_tests_fake_store_and_the_scripts_agree_on_a_breakers_life(store: ValkeyFleetStore) -> None:
+    fake = FakeFleetStore(time.time)
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("report", {"verdict": Verdict.OK}),
+        ("report", {"verdict": Verdict.FAILURE}),
+        ("report", {"verdict": Verdict.SLOW}),
+        ("report", {"verdict": Verdict.FAILURE}),
+        ("report", {"verdict": Verdict.CAPACITY, "capacity_pause_s": 2.0}),
+        ("lease", {"token": "a", "limit": 2}),
+        ("lease", {"token": "b", "limit": 2}),
+        ("lease", {"token": "c", "limit": 2}),
+        ("report", {"verdict": Verdict.CAPACITY, "lease": "b", "level": 2}),
+        ("lease", {"token": "d", "limit": 2}),
+        ("transition", {"epoch": 0, "change": Change("open", cooldown_s=5.0)}),
+        ("transition", {"epoch": 0, "change": Change("open", cooldown_s=9.0)}),
+        ("report", {"verdict": Verdict.FAILURE, "epoch": 0}),
+        ("probe", {"token": "p1"}),
+        ("probe", {"token": "p2"}),
+        ("transition", {"epoch": 1, "change": Change("ramp", ramp_step=0)}),
+        ("report", {"verdict": Verdict.OK, "epoch": 2, "probe": "p1", "lease": "a", "level": 1}),
+        ("transition", {"epoch": 2, "change": Change("open", cooldown_s=3.0)}),
+        ("transition", {"epoch": 3, "change": Change("close")}),
+        ("report", {"verdict": Verdict.FAILURE, "epoch": 4}),
+    ]
+    for name, kw in steps:
+        answers = []
+        for s in (store, fake):
+            if name == "report":
+                epoch = kw.get("epoch", 0)
+                rest = {k: v for k, v in kw.items() if k != "epoch"}
+                answers.append(report(s, epoch=epoch, **rest)[1])  # type: ignore[arg-type]
+            elif name == "lease":
+                answers.append(s.acquire_lease(PT_E, kw["token"], kw["limit"], 5.0, force=False))
+            elif name == "probe":
+                answers.append(s.acquire_probe(PT_E, kw["token"], 5.0))
+            else:
+                answers.append(s.transition(PT_E, **kw))
+        real, faked = answers
+        if name == "report":
+            now = time.time()
+            for field in ("until", "capacity_until"):
+                r, f = getattr(real, field), getattr(faked, field)
+                assert max(r - now, 0) == pytest.approx(max(f - now, 0), abs=0.05), (name, kw, field)
+            strip = {"until": 0.0, "capacity_until": 0.0}
+            assert dataclasses.replace(real, **strip) == dataclasses.replace(faked, **strip), (name, kw)
+        else:
+            assert real == faked, (name, kw)
