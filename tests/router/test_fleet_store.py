@@ -190,6 +190,7 @@ def test_exactly_one_of_several_clients_holds_the_probe_until_it_expires_or_its_
     assert clients[1].acquire_probe(PT_E, "next", 0.05)
     time.sleep(0.1)  # the probe's expiry is the server's (PX): a frozen holder does not keep it
     assert clients[2].acquire_probe(PT_E, "after-expiry", 5.0)
+    assert clients[2].read([PT_E], 30.0).targets[PT_E].probes == 3  # every probe taken is counted, no refusal
     for c in clients:
         c.close()
 

@@ -141,6 +141,7 @@ class FakeFleetStore:
         if t.probe is not None and t.probe[1] > now:
             return False
         t.probe = (token, now + ttl_s)
+        t.state = replace(t.state, probes=t.state.probes + 1)
         return True
 
     def acquire_lease(self, target: str, token: str, limit: int, ttl_s: float, *, force: bool) -> int | None:

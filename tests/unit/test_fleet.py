@@ -175,6 +175,7 @@ def test_one_probe_per_cooldown_across_the_fleet_then_a_shared_ramp_then_closed(
     first.finish(PT_E, table.features[FEATURE].breaker, Verdict.OK, ticket)
     first.close()
     assert world.store.calls.count("probe") == 1
+    assert world.store.read([PT_E], 30.0).targets[PT_E].probes == 1  # what the fleet world counts per cooldown
     state = world.store.targets[PT_E].state
     assert state.state is FleetState.RAMPING
     assert state.ramp_step == 0

@@ -96,6 +96,7 @@ class TargetState:
     probe_held: bool = False
     leases: int = 0  # live leases (provisioned targets)
     learned_limit: int = 0  # a lower concurrency learned from throttles, while fresh (0: none)
+    probes: int = 0  # half-open probes taken so far (kept while the target's record lives)
 
     def half_open(self, now: float) -> bool:
         return self.state is FleetState.OPEN and now >= self.until

@@ -6,6 +6,7 @@ them: ElastiCache Serverless runs in cluster mode)::
 
     {spillway}:b:<target>   hash: epoch, state (0 closed, 1 open, 2 ramping), until (server ms), cool (ms), trips,
                             step, rok (ramp successes), run (consecutive failures), cap (capacity cooldown end, ms),
+                            probes (half-open probes taken so far: one per cooldown, whatever the fleet's size),
                             lim and limat (a PT concurrency learned from throttles, and when: capacity.py's rule),
                             and w<n>, a ring of RING one-second buckets "second:epoch:total:failures:slow"
     {spillway}:p:<target>   string: the half-open probe's holder (SET NX PX: expires with its attempt)
@@ -70,7 +71,7 @@ local function bucket(v)
   return tonumber(s), tonumber(e), tonumber(t), tonumber(f), tonumber(sl)
 end
 local function state(b, p, l, now, window)
-  local h = redis.call('HMGET', b, 'epoch', 'state', 'until', 'cool', 'trips', 'step', 'rok', 'run', 'cap')
+  local h = redis.call('HMGET', b, 'epoch', 'state', 'until', 'cool', 'trips', 'step', 'rok', 'run', 'cap', 'probes')
   local epoch = tonumber(h[1]) or 0
   local sec = math.floor(now / 1000)
   local total, fails, slow = 0, 0, 0
@@ -88,7 +89,8 @@ local function state(b, p, l, now, window)
   end
   return {epoch, tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0, tonumber(h[5]) or 0,
           tonumber(h[6]) or 0, tonumber(h[7]) or 0, tonumber(h[8]) or 0, tonumber(h[9]) or 0,
-          total, fails, slow, redis.call('EXISTS', p), redis.call('ZCOUNT', l, '(' .. now, '+inf'), learned(b, now)}
+          total, fails, slow, redis.call('EXISTS', p), redis.call('ZCOUNT', l, '(' .. now, '+inf'), learned(b, now),
+          tonumber(h[10]) or 0}
 end
 """
 for _name, _value in (("@RING@", RING), ("@RETAIN@", RETAIN_S), ("@LEARN@", int(LEARN_TTL_S * 1000))):
@@ -183,6 +185,14 @@ return {1, now}
 """
 )
 
+# KEYS: b, p. ARGV: token, ttl (ms). Takes the half-open probe if nobody holds it (SET NX PX) and counts it.
+PROBE = """
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'probes', 1)
+redis.call('EXPIRE', KEYS[1], @RETAIN@)
+return 1
+""".replace("@RETAIN@", str(RETAIN_S))
+
 # KEYS: b, l. ARGV: token, limit, ttl (ms), force (1/0). Returns the live count including this lease, or 0 when full
 # (at the configured limit, or at a lower one learned from throttles).
 LEASE = (
@@ -242,7 +252,13 @@ class ValkeyFleetStore:
         self._quiet_until = 0.0
         self._scripts = {
             name: _Script(src)
-            for name, src in (("read", READ), ("report", REPORT), ("transition", TRANSITION), ("lease", LEASE))
+            for name, src in (
+                ("read", READ),
+                ("report", REPORT),
+                ("transition", TRANSITION),
+                ("lease", LEASE),
+                ("probe", PROBE),
+            )
         }
         self.round_trips = 0
         self.errors = 0
@@ -304,9 +320,8 @@ class ValkeyFleetStore:
         return _int(reply[0]) == 1
 
     def acquire_probe(self, target: str, token: str, ttl_s: float) -> bool:
-        _, p, _ = self._keys(target)
-        reply = self._command("SET", p, token, "NX", "PX", max(1, int(ttl_s * 1000)))
-        return reply is not None
+        b, p, _ = self._keys(target)
+        return _int(self._eval("probe", [b, p], [token, max(1, int(ttl_s * 1000))])) == 1
 
     def acquire_lease(self, target: str, token: str, limit: int, ttl_s: float, *, force: bool) -> int | None:
         b, _, lease_key = self._keys(target)
@@ -391,9 +406,9 @@ def _int(reply: Reply) -> int:
 
 def _state(row: Reply) -> TargetState:
     values = [_int(v) for v in _list(row)]
-    if len(values) != 15:
+    if len(values) != 16:
         raise FleetUnavailable("BadReply")
-    epoch, state, until, cool, trips, step, rok, run, cap, total, fails, slow, probe, leases, learned = values
+    epoch, state, until, cool, trips, step, rok, run, cap, total, fails, slow, probe, leases, learned, probes = values
     return TargetState(
         epoch=epoch,
         state=FleetState(state) if state in (0, 1, 2) else FleetState.CLOSED,
@@ -410,6 +425,7 @@ def _state(row: Reply) -> TargetState:
         probe_held=bool(probe),
         leases=leases,
         learned_limit=learned,
+        probes=probes,
     )
 
 
