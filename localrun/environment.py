@@ -6,7 +6,8 @@ took, then serves one event at a time from its dispatcher (localrun/fleet.py) ov
 dispatcher freezes it (SIGSTOP), so nothing of it runs until the next event, as in Lambda.
 
 Frames both ways: a 4-byte big-endian length, then JSON. In: ``{"op": "invoke", "event", "request_id",
-"remaining_ms"}`` or ``{"op": "stats"}``. Out: ``{"ready": true, "init_ms", "pid"}`` once, then one answer per
+"remaining_ms"}``, ``{"op": "stats"}`` or ``{"op": "rebuild"}`` (a fresh router in this process, for the
+world's reset). Out: ``{"ready": true, "init_ms", "pid"}`` once, then one answer per
 frame in: ``{"result": ...}`` or ``{"stats": ...}``. The router's stdout (EMF metric lines and logs, CloudWatch's in
 Lambda) goes wherever the dispatcher pointed stdout; the pipe carries nothing but frames.
 """
@@ -89,6 +90,11 @@ def main(argv: list[str]) -> int:
             return 0
         if frame.get("op") == "stats":
             write_frame(fd_out, {"stats": store_stats(handler)})
+            continue
+        if frame.get("op") == "rebuild":  # the world's reset: fresh router state without a new cold start
+            handler.set_router(None)
+            handler.get_router().warm()
+            write_frame(fd_out, {"rebuilt": True})
             continue
         context = LocalContext(frame["request_id"], float(frame["remaining_ms"]))
         result = handler.lambda_handler(frame["event"], context)

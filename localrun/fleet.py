@@ -3,7 +3,7 @@
 :class:`Fleet` is what API Gateway invokes (``fleet.invoke(event, context)``, the signature of a Lambda handler, so
 the local endpoint calls it as it would call the handler). Per invocation it does what Lambda does:
 
-- a warm idle environment first (the most recently used one), thawed with SIGCONT;
+- a warm idle environment first (``reuse``: the one idle longest, or the most recently used), thawed with SIGCONT;
 - else a new environment, if the function's reserved concurrency allows one more: a fresh process that pays its
   own cold start (interpreter, ``import handler``, the router's warm-up) before the event runs;
 - else the invocation is throttled. Lambda answers API Gateway 429 TooManyRequestsException before any code runs,
@@ -41,6 +41,7 @@ GATEWAY_500 = (500, b'{"message": "Internal server error"}')
 GATEWAY_502 = (502, b'{"message": "Internal server error"}')
 GATEWAY_504 = (504, b'{"message": "Endpoint request timed out"}')
 DEFAULT_TIMEOUT_MS = 29_000.0  # API Gateway's integration timeout, the router Lambda's timeout at most
+ENVIRONMENT_HEADER = "x-local-environment"
 READY_TIMEOUT_S = 60.0  # a cold start on a loaded 2-core machine, with room
 
 
@@ -165,8 +166,11 @@ class Fleet:
         log_dir: Path,
         per_environment: Callable[[int], Mapping[str, str]] | None = None,
         throttle_answer: tuple[int, bytes] = GATEWAY_500,
+        reuse: str = "lru",
         python: str = sys.executable,
     ) -> None:
+        if reuse not in ("lru", "mru"):
+            raise ValueError("reuse is lru (the environment idle longest) or mru (the most recently used)")
         if reserved_concurrency < 1:
             raise ValueError("reserved_concurrency must be at least 1")
         self.env = dict(env)
@@ -175,8 +179,9 @@ class Fleet:
         self.per_environment = per_environment
         self.throttle_answer = throttle_answer
         self.python = python
+        self.reuse = reuse
         self._lock = threading.Lock()
-        self._idle: list[Environment] = []  # a stack: the most recently used environment is reused first
+        self._idle: list[Environment] = []  # oldest release first
         self._busy: set[Environment] = set()
         self._starting = 0
         self._next_index = 0
@@ -293,7 +298,7 @@ class Fleet:
         with self._lock:
             self.invocations += 1
             if self._idle:
-                environment = self._idle.pop()
+                environment = self._idle.pop(0 if self.reuse == "lru" else -1)
                 self._busy.add(environment)
                 self.max_concurrency = max(self.max_concurrency, len(self._busy) + self._starting)
                 return environment
@@ -330,6 +335,8 @@ class Fleet:
         environment.invocations += 1
         self._release(environment)
         result: dict[str, Any] = answer["result"]
+        # Harness only (API Gateway sends no such header): which environment answered, for per-environment figures.
+        result.setdefault("headers", {})[ENVIRONMENT_HEADER] = str(environment.index)
         return result
 
     def _call(self, environment: Environment, frame: Mapping[str, Any], timeout_s: float) -> Any:

@@ -9,7 +9,9 @@ router's configuration, ``SPILLWAY_FLEET_STORE_URL`` among it.
 Parameters beyond the world's: ``reserved_concurrency`` (environments at most), ``warm`` (environments started
 in the setup phase, before any request, and again after each :meth:`reset`), ``skewed_clock`` (environment index
 -> seconds its wall clock is off, applied with Debian's libfaketime: a real process-wide clock, not a patched
-module), ``throttle_answer`` (what API Gateway answers when Lambda throttles).
+module), ``throttle_answer`` (what API Gateway answers when Lambda throttles), ``reuse`` (which idle environment
+takes the next event: ``lru``, the one idle longest, so every warm environment serves, or ``mru``; AWS does not
+document Lambda's choice, and ``lru`` is the harder case for state kept per environment).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class FleetWorld(World):
         skewed_clock: Mapping[int, float] | None = None,
         throttle_answer: tuple[int, bytes] = GATEWAY_500,
         prewarm_parallel: int = 2,
+        reuse: str = "lru",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,9 +69,11 @@ class FleetWorld(World):
         self.skewed_clock = dict(skewed_clock or {})
         self.throttle_answer = throttle_answer
         self.prewarm_parallel = prewarm_parallel
+        self.reuse = reuse
         self.fleet: Fleet | None = None
         self.setup_cold_starts: list[ColdStart] = []
         self.setup_s = 0.0
+        self._cold_reset = True
 
     def _start(self) -> None:
         env = dict(os.environ)
@@ -81,6 +86,7 @@ class FleetWorld(World):
             log_dir=self.workdir,
             per_environment=self._per_environment,
             throttle_answer=self.throttle_answer,
+            reuse=self.reuse,
         )
         self._serve(self.fleet.invoke)
         self._warm_up()
@@ -90,9 +96,10 @@ class FleetWorld(World):
         return faketime_env(offset) if offset else {}
 
     def _warm_up(self) -> None:
-        if self.warm:
+        missing = self.warm - self.functions.size
+        if missing > 0:
             started = time.monotonic()
-            self.setup_cold_starts = self.functions.prewarm(self.warm, parallel=self.prewarm_parallel)
+            self.setup_cold_starts = self.functions.prewarm(missing, parallel=self.prewarm_parallel)
             self.setup_s = time.monotonic() - started
 
     def _stop_router(self) -> None:
@@ -100,14 +107,26 @@ class FleetWorld(World):
             self.fleet.stop()
             self.fleet = None
 
+    def reset(self, *, cold: bool = False) -> None:
+        """Between scenarios (see :meth:`World.reset`). The environments are kept and each rebuilds its router
+        (fresh breakers, caches and clients, no new cold start); with `cold`, or with ``warm`` unset, the fleet
+        is replaced by new environments instead."""
+        self._cold_reset = cold or not self.warm
+        super().reset()
+
     def _quiesce_router(self) -> None:
-        self.functions.stop()  # a fresh fleet: no environment keeps writing shared state from before
+        if self._cold_reset:
+            self.functions.stop()  # a fresh fleet: no environment keeps writing shared state from before
 
     def _fresh_router(self) -> None:
         fleet = self.functions
         fleet.cold_starts.clear()
         fleet.invocations = fleet.throttles = fleet.failures = fleet.max_concurrency = 0
-        self._warm_up()
+        if self._cold_reset:
+            self._warm_up()
+        else:
+            fleet.each_idle({"op": "rebuild"}, timeout_s=30.0)
+            self._warm_up()  # tops the fleet up to `warm` if an environment was lost
 
     @property
     def functions(self) -> Fleet:
@@ -146,7 +165,7 @@ def make_world(shape: str, **kwargs: Any) -> World:
     if shape == "fleet":
         return FleetWorld(**kwargs)
     if shape == "process":
-        for key in ("reserved_concurrency", "warm", "skewed_clock", "throttle_answer", "prewarm_parallel"):
+        for key in ("reserved_concurrency", "warm", "skewed_clock", "throttle_answer", "prewarm_parallel", "reuse"):
             kwargs.pop(key, None)
         return LocalWorld(**kwargs)
     raise ValueError(f"unknown world shape {shape!r} (fleet or process)")

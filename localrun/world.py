@@ -47,6 +47,7 @@ for _path in (str(ROOT), str(ROUTER_ROOT)):
 
 from emulator import Emulator, Fault, TargetKey, TargetSpec  # noqa: E402
 from emulator.targets import Kind  # noqa: E402
+from localrun.blackhole import Blackhole  # noqa: E402
 from localrun.client import Client  # noqa: E402
 from localrun.redis_server import RedisServer  # noqa: E402
 from localrun.server import LambdaHandler, LocalEndpoint  # noqa: E402
@@ -162,6 +163,7 @@ class World:
         self.moto: Any = None
         self.moto_port: int | None = None
         self.client: Client | None = None
+        self.blackholes: dict[str, Blackhole] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------------------
@@ -257,6 +259,9 @@ class World:
             self.endpoint.stop()
             self.endpoint = None
         self._stop_router()
+        for hole in self.blackholes.values():
+            hole.close()
+        self.blackholes.clear()
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
@@ -354,7 +359,7 @@ class World:
         assert emu.appconfig is not None
         emu.appconfig.clear_faults()
         for region in emu.regions:
-            emu.open_region(region)
+            self.region_up(region)
         for spec in self.emulator_specs():
             emu.update_target(
                 spec.key,
@@ -399,6 +404,19 @@ class World:
         if self.client is None:
             raise RuntimeError("the world is not started")
         return self.client
+
+    def region_down(self, region: str, *, blackhole: bool = False) -> None:
+        """A regional outage: connections to the region are refused, or with `blackhole` they time out."""
+        self.emu.close_region(region)
+        if blackhole and region not in self.blackholes:
+            port = int(self.emu.endpoint_url(region).rsplit(":", 1)[1].split("/", 1)[0])
+            self.blackholes[region] = Blackhole(port)
+
+    def region_up(self, region: str) -> None:
+        hole = self.blackholes.pop(region, None)
+        if hole is not None:
+            hole.close()
+        self.emu.open_region(region)
 
     def deploy_table(self, doc: Mapping[str, Any] | str) -> str:
         """An AppConfig deployment of the routing profile (a rollout, or its rollback)."""
