@@ -270,6 +270,12 @@ class Fleet:
         return [c for c in self.cold_starts if c.index in {e.index for e in started}]
 
     @property
+    def next_index(self) -> int:
+        """The index the next environment started will have."""
+        with self._lock:
+            return self._next_index
+
+    @property
     def size(self) -> int:
         """Environments that exist (idle, busy or starting): what reserved concurrency caps."""
         return len(self._idle) + len(self._busy) + self._starting

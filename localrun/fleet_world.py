@@ -147,6 +147,9 @@ class FleetWorld(World):
             out.append(doc)
         return out
 
+    def await_config(self) -> None:
+        time.sleep(self.config_ttl_s + 0.2)  # each environment's config cache has expired by then
+
     def breaker_states(self) -> dict[int, dict[str, str]]:
         """Per idle environment: its breaker state per target."""
         return {doc["environment"]: {t["id"]: t["state"] for t in doc["targets"]} for doc in self.environment_health()}

@@ -387,6 +387,14 @@ class World:
     def _fresh_router(self) -> None:
         raise NotImplementedError
 
+    def environment_health(self) -> list[dict[str, Any]]:
+        """``GET /v1/health`` as each execution environment answers it (its breakers, store and config)."""
+        raise NotImplementedError
+
+    def await_config(self) -> None:
+        """Return once a newly deployed routing table is what the next request reads."""
+        raise NotImplementedError
+
     @property
     def emu(self) -> Emulator:
         if self.emulator is None:
@@ -559,6 +567,14 @@ class LocalWorld(World):
 
     def _fresh_router(self) -> None:
         self.new_router()
+
+    def environment_health(self) -> list[dict[str, Any]]:
+        doc: dict[str, Any] = self.http.get_json("/v1/health")
+        doc["environment"] = 0
+        return [doc]
+
+    def await_config(self) -> None:
+        self.router.source.invalidate()
 
     def breaker_states(self) -> dict[str, str]:
         """This router's breaker state per routing-table target."""

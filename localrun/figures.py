@@ -1,4 +1,4 @@
-"""The fleet figures, computed from the records of a run (what each caller saw: status, route, environment).
+"""Figures of a run (benchmarks, chaos), computed from its records: what each caller saw (status, route, environment).
 
 Pure functions over :class:`localrun.traffic.Record`, so that each figure is checked against records with a planted
 weakness (tests/unit/test_fleet_figures.py). Times are seconds on the traffic's clock.
