@@ -7,7 +7,6 @@
 - `RouterFunction`: the Lambda, its role (customer-managed policies only) and layers.
 - `RouterApi`: the REST API with its resource policy, validation, gateway responses, usage plans and logs.
 - `RouterWebAcl`: the WAF on the API's stage.
-- `FleetStore`: ElastiCache Serverless (Valkey), the fleet-wide breakers and PT leases (IAM auth only).
 
 The schemas the API Gateway model and the AppConfig validators speak are rendered here (routing_table_schema,
 flags_schema, converse_request_schema) and handed to the constructs as parameters. A new concern is one more
@@ -267,6 +266,12 @@ class RouterStack(CellStack):
             rollback_alarm=self.monitoring.rollback_alarm, hosted_table=self.hosted_table,
             table_schema=routing_table_schema(), flags_schema=flags_schema(),
         )  # fmt: skip
+        # Fleet-wide breaker evidence and PT leases: the function gets its connect policy and environment.
+        self.fleet_store = FleetStore(
+            self, "FleetStore", platform=platform.name, account=platform.account, region=region,
+            settings=platform.router.fleet_store, vpc=network.vpc, subnets=network.vpc.isolated_subnets,
+            router_security_group=network.router_security_group,
+        )  # fmt: skip
         self.code_dir = stage_router_code(self.table)
         self.router_function = RouterFunction(
             self, "RouterFunction", platform=platform, region=region,
@@ -279,18 +284,9 @@ class RouterStack(CellStack):
             health_table_name=self.health.table_name, health_table_arn=self.health.table_arn, config=self.config,
             code_dir=self.code_dir, deps_dir=deps, extension_layer_arn=layer_arn,
             timeout_s=deadline_s + INTEGRATION_MARGIN_S + FUNCTION_MARGIN_S,
+            store_policies=[self.fleet_store.connect_policy], store_environment=self.fleet_store.environment,
         )  # fmt: skip
         self.function = self.router_function.function
-        # Fleet-wide breaker evidence and PT leases: the grant goes on the function's role, the address into its
-        # environment (lambdas/router/handler.py reads SPILLWAY_FLEET_STORE_*).
-        self.fleet_store = FleetStore(
-            self, "FleetStore", platform=platform.name, account=platform.account, region=region,
-            settings=platform.router.fleet_store, vpc=network.vpc, subnets=network.vpc.isolated_subnets,
-            router_security_group=network.router_security_group, router_role=self.router_function.role,
-        )  # fmt: skip
-        for name, value in self.fleet_store.environment.items():
-            self.function.add_environment(name, value)
-        self.function.node.add_dependency(self.fleet_store.connect_policy)
         self.router_api = RouterApi(
             self, "RouterApi", platform=platform, region=region, vpc=network.vpc, subnets=network.isolated_subnets,
             log_key=network.log_key, function=self.function, converse_schema=converse_request_schema(),

@@ -17,8 +17,8 @@ What it builds, and why each piece is shaped so
   connection command categories and TIME, and removes the dangerous ones (FLUSHALL, CONFIG, KEYS, DEBUG, ...).
 - **Network**: its own security group, admitting the cache port only from the router function's security group;
   the router's group gets the matching egress rule to this group only (both rules live in the router stack).
-- **Grant**: a customer-managed policy on the router's role, ``elasticache:Connect`` on this cache's ARN and this
-  user's ARN, nothing else.
+- **Grant**: a customer-managed policy (`connect_policy`, which RouterFunction attaches to the router's role),
+  ``elasticache:Connect`` on this cache's ARN and this user's ARN, nothing else.
 - **What the router reads** (`environment`): ``SPILLWAY_FLEET_STORE_URL`` (``rediss://<endpoint>:<port>``),
   ``SPILLWAY_FLEET_STORE_USER`` (the user id the token is signed for) and ``SPILLWAY_FLEET_STORE_CACHE`` (the cache
   name, the host of the signed request).
@@ -85,7 +85,6 @@ class FleetStore(Construct):
         vpc: ec2.IVpc,
         subnets: Sequence[ec2.ISubnet],
         router_security_group: ec2.ISecurityGroup,
-        router_role: iam.Role,
     ) -> None:
         super().__init__(scope, construct_id)
         self.cache_name = fleet_cache_name(platform, region)
@@ -190,7 +189,6 @@ class FleetStore(Construct):
                 )
             ],
         )
-        router_role.add_managed_policy(self.connect_policy)
 
     @property
     def environment(self) -> Mapping[str, str]:
