@@ -307,6 +307,35 @@ def test_access_string_allows_the_store_and_refuses_the_dangerous(
     assert (answer == b"+OK\r\n") is allowed, answer
 
 
+def test_the_routers_store_runs_every_script_as_the_iam_user(acl_server: int) -> None:
+    """The router's own store (lambdas/router/spillway/fleet_store.py), authenticated as a user with exactly the
+    construct's access string: every operation goes through (an ACL refusal inside a script raises
+    FleetUnavailable), and the same user cannot FLUSHALL."""
+    from spillway.fleet import Change  # noqa: PLC0415 (stacks.routing puts the router on the path)
+    from spillway.fleet_store import ValkeyFleetStore  # noqa: PLC0415
+    from spillway.health import Verdict  # noqa: PLC0415
+
+    assert _command(acl_server, "ACL", "SETUSER", "router", "reset", *ACCESS_STRING.split(), ">pw") == b"+OK\r\n"
+    store = ValkeyFleetStore.from_url(
+        f"redis://127.0.0.1:{acl_server}/0", connect_timeout_s=2, read_timeout_s=2, credentials=lambda: ("router", "pw")
+    )
+    target = "claude-sonnet/provisioned/us-east-1"
+    try:
+        snapshot = store.read([target], 10.0)
+        epoch = snapshot.targets[target].epoch
+        assert store.acquire_lease(target, "lease-1", 8, 30.0, force=False) == 1
+        store.report(target, epoch=epoch, verdict=Verdict.FAILURE, window_s=10.0, capacity_pause_s=0.0,
+                     lease="lease-1", probe=None)  # fmt: skip
+        assert store.transition(target, epoch=epoch, change=Change("open", cooldown_s=0.001)) is True
+        time.sleep(0.01)
+        store.acquire_probe(target, "probe-1", 1.0)
+        assert store.errors == 0, store.last_error
+        with pytest.raises(Exception, match="NOPERM"):
+            store._conn.call("FLUSHALL")  # the same authenticated connection
+    finally:
+        store.close()
+
+
 # --- the platform file -----------------------------------------------------------------------------------------
 
 
