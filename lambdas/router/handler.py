@@ -402,14 +402,28 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             span.annotate("Service", telemetry.SERVICE)
         _cold = False
         request_id = request_id_of(event, context)
-        try:
-            answer: dict[str, Any] = _instrumented(event, context, request_id)
-        except Exception as exc:  # the instrumentation itself failed: answer anyway
-            telemetry.unexpected("instrumentation", exc)
+        if not is_proxy_event(event):  # not a request API Gateway sent: nothing to route, still never a 500
+            telemetry.record_rejected(None, 502, api.ROUTER_ERROR)
             answer = _last_resort(request_id)
+        else:
+            answer = _answer(event, context, request_id)
         status = answer.get("statusCode")
         if span is not None and isinstance(status, int):
             span.http_status = status
+    return answer
+
+
+def is_proxy_event(event: Any) -> bool:
+    """The fields the resolver routes by, which API Gateway's proxy integration always sends."""
+    return isinstance(event, Mapping) and all(isinstance(event.get(k), str) for k in ("httpMethod", "path"))
+
+
+def _answer(event: dict[str, Any], context: Any, request_id: str) -> dict[str, Any]:
+    try:
+        answer: dict[str, Any] = _instrumented(event, context, request_id)
+    except Exception as exc:  # the instrumentation itself failed: answer anyway
+        telemetry.unexpected("instrumentation", exc)
+        answer = _last_resort(request_id)
     return answer
 
 

@@ -28,6 +28,7 @@ from spillway.health import HealthBoard
 from spillway.routing_source import RoutingSource
 from stacks.platform import load_platform
 from stacks.routing import render_routing_table
+from tests.fakes import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = ROOT / "config" / "platform.yaml"
@@ -52,17 +53,6 @@ def rendered_table(region: str = "us-east-1") -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def table_doc() -> dict[str, Any]:
     return rendered_table()
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 Script = Callable[[Target, Mapping[str, Any], float], BackendReply]
