@@ -102,7 +102,7 @@ def test_reserved_concurrency_and_encrypted_environment(platform: Platform, rout
 
 
 def test_function_environment_names_its_own_resources(platform: Platform, routers: Mapping[str, Template]) -> None:
-    handler_doc = (ROUTER_ROOT / "handler.py").read_text(encoding="utf-8")
+    settings_doc = (ROUTER_ROOT / "spillway" / "settings.py").read_text(encoding="utf-8")  # every variable read
     for region, template in routers.items():
         env = _function(template)["Environment"]["Variables"]
         assert env["SPILLWAY_HEALTH_TABLE"] == f"{platform.name}-health"  # the network's DynamoDB naming rule
@@ -112,7 +112,7 @@ def test_function_environment_names_its_own_resources(platform: Platform, router
         assert f"/environments/{region}/configurations/{APPCONFIG_PROFILE}" in prefetch
         for name in env:
             if name.startswith("SPILLWAY_"):
-                assert f"``{name}``" in handler_doc, f"{name} is not read by the handler"
+                assert f"``{name}``" in settings_doc, f"{name} is not read by the router's settings"
 
 
 def test_function_layers_are_the_dependencies_and_the_appconfig_extension(
