@@ -2,7 +2,8 @@
 
 Routes (docs/openapi.json is generated from spillway/api.py, which these follow):
 
-- ``POST /v1/features/{feature}/converse``: a Converse request (messages, system, inferenceConfig, toolConfig);
+- ``POST /v1/features/{feature}/converse``: a Converse request (every ConverseRequest member but modelId and
+  promptVariables; spillway/api.py);
   answers Converse's response (output, stopReason, usage, metrics) with the headers ``x-spillway-target``
   (model/capacity/region), ``x-spillway-attempts``, ``x-spillway-route`` and ``x-spillway-request-id``.
 - ``GET /v1/features``: the features this deployment serves. ``GET /v1/health``: this instance's view of its
@@ -40,7 +41,10 @@ from spillway.backend import Backend
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
+from spillway.capacity import InflightTracker
 from spillway.engine import Engine, RouteResult, Status
+from spillway.fleet import Fleet, TargetState
+from spillway.fleet_store import ValkeyFleetStore, iam_credentials
 from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
 from spillway.settings import Settings
@@ -63,6 +67,8 @@ class Router:
         store: HealthStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         deadline_margin_ms: float = 500.0,
+        tracker: InflightTracker | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.source = source
         self.backends = dict(backends)
@@ -70,6 +76,8 @@ class Router:
         self.health = health if health is not None else HealthBoard()
         self.store = store
         self.clock = clock
+        self.tracker = tracker if tracker is not None else InflightTracker(clock)
+        self.fleet = fleet
         self.deadline_margin_ms = deadline_margin_ms
         self._engine: Engine | None = None
         self._generation = -1
@@ -82,7 +90,14 @@ class Router:
             return snapshot, None
         with self._lock:
             if self._engine is None:
-                self._engine = Engine(snapshot.table, self.backends, health=self.health, clock=self.clock)
+                self._engine = Engine(
+                    snapshot.table,
+                    self.backends,
+                    health=self.health,
+                    clock=self.clock,
+                    tracker=self.tracker,
+                    fleet=self.fleet,
+                )
             elif snapshot.generation != self._generation:
                 self._engine.update_table(snapshot.table)
             self._generation = snapshot.generation
@@ -106,7 +121,14 @@ class Router:
                 warm(target, budget)
                 warmed += 1
         self.sync_health(snapshot)
+        if self.fleet is not None:
+            self.fleet.warm(snapshot.table.targets.keys())
         return warmed
+
+    def store_status(self) -> dict[str, Any]:
+        if self.fleet is not None:
+            return self.fleet.status()
+        return self.store.status() if self.store is not None else {"enabled": False}
 
     def sync_health(self, snapshot: Snapshot) -> None:
         if self.store is not None and snapshot.table is not None:
@@ -121,13 +143,18 @@ def build_router(settings: Settings | None = None) -> Router:
     """The router of this process, from `settings` (default: the environment, see spillway/settings.py)."""
     settings = settings if settings is not None else Settings.from_environ()
     health = HealthBoard()
+    tracker = InflightTracker(time.monotonic)
+    fleet = build_fleet(settings, health, tracker)
     return Router(
         routing_source(settings),
         backends(settings),
         region=settings.region,
         health=health,
-        store=health_store(settings, health),
+        # With a fleet store, the fleet's shared state decides and the DynamoDB table is not used.
+        store=health_store(settings, health) if fleet is None else None,
         deadline_margin_ms=settings.deadline_margin_ms,
+        tracker=tracker,
+        fleet=fleet,
     )
 
 
@@ -164,6 +191,28 @@ def health_store(settings: Settings, health: HealthBoard) -> HealthStore | None:
         on_error=telemetry.store_error,
         on_write=telemetry.store_write,
     )
+
+
+def build_fleet(settings: Settings, health: HealthBoard, tracker: InflightTracker) -> Fleet | None:
+    """The fleet link from the SPILLWAY_FLEET_STORE_* settings (None when the URL is unset). No I/O here: the
+    connection opens on the first request (or at warm)."""
+    if settings.fleet_store_url is None:
+        return None
+    user, cache = settings.fleet_store_user, settings.fleet_store_cache
+    store = ValkeyFleetStore.from_url(
+        settings.fleet_store_url,
+        connect_timeout_s=settings.fleet_store_timeout_s,
+        read_timeout_s=settings.fleet_store_timeout_s,
+        backoff_s=settings.fleet_store_backoff_s,
+        credentials=iam_credentials(user_id=user, cache_name=cache, region=settings.region) if user and cache else None,
+        on_error=telemetry.store_error,
+    )
+    return Fleet(store, health, tracker, on_change=_fleet_change)
+
+
+def _fleet_change(target: str, change: str, before: TargetState) -> None:
+    """A fleet-wide breaker transition this environment decided (open, ramp, close): one log line."""
+    logger.info("fleet_breaker", extra={"target": target, "change": change, "epoch": before.epoch + 1})
 
 
 def get_router() -> Router:
@@ -248,6 +297,9 @@ def _route_headers(result: RouteResult) -> dict[str, str]:
     }
     if result.target is not None:
         headers["x-spillway-target"] = result.target
+    if result.store_round_trips:  # with a fleet store: what sharing cost this request
+        headers["x-spillway-store-round-trips"] = str(result.store_round_trips)
+        headers["x-spillway-store-ms"] = f"{result.store_ms:.3f}"
     return headers
 
 
@@ -312,7 +364,8 @@ def converse(feature: str) -> Response[str]:
     if result.status is Status.CLIENT_ERROR:
         code = result.code or api.BAD_REQUEST
         status = result.http_status if 400 <= result.http_status < 500 else 400
-        return _error(api.ApiError(status, code, api.MODEL_REJECTED), request_id, headers)
+        message = api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
+        return _error(api.ApiError(status, code, message), request_id, headers)
     if result.status is Status.DEADLINE:
         return _error(api.ApiError(504, api.DEADLINE_EXCEEDED), request_id, headers)
     retry = result.retry_after_s if result.retry_after_s is not None else 1
@@ -341,7 +394,7 @@ def health() -> Response[str]:
         snapshot=snapshot,
         board=router.health,
         in_flight=engine.tracker.in_flight if engine is not None else lambda _: 0,
-        store_status=router.store.status() if router.store is not None else None,
+        store_status=router.store_status(),
     )
     return _json(200, body, request_id)
 

@@ -8,8 +8,10 @@ import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import botocore.session
 import pytest
 
 # Before anything imports Powertools: fake credentials, a fixed region.
@@ -21,6 +23,7 @@ os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import handler
+from emulator import Emulator, TargetSpec
 from spillway.backend import BackendReply, Usage
 from spillway.config import Target
 from spillway.errors import BackendError
@@ -31,6 +34,8 @@ from stacks.routing import render_routing_table
 from tests.fakes import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
+# What a fake runtime client needs of a real one: the service model the Bedrock backend walks (client.meta).
+BEDROCK_META = SimpleNamespace(service_model=botocore.session.get_session().get_service_model("bedrock-runtime"))
 PLATFORM = ROOT / "config" / "platform.yaml"
 
 
@@ -286,3 +291,33 @@ def header(response: Mapping[str, Any], name: str) -> str | None:
         return str(headers[name.lower()])
     values = multi.get(name.lower())
     return str(values[0]) if values else None
+
+
+# -- the router as deployed, against the loopback emulator ---------------------------------------------------
+
+APP, ENV, PROFILE = "spillway", "us-east-1", "routing"
+
+
+def _specs(table: dict[str, Any]) -> list[TargetSpec]:
+    specs = {}
+    for target in table["targets"].values():
+        backend = target["backend"]
+        kind = backend["kind"]
+        wire_id = backend.get("model_id") or backend["endpoint_name"]
+        specs[(target["region"], kind, wire_id)] = TargetSpec(target["region"], kind, wire_id, echo=True)
+    return list(specs.values())
+
+
+@pytest.fixture
+def emulated(table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    with Emulator(_specs(table_doc)) as emu:
+        emu.set_configuration(APP, ENV, PROFILE, table_doc)
+        for region, url in emu.endpoint_urls().items():
+            monkeypatch.setenv("SPILLWAY_ENDPOINT_URL_" + region.upper().replace("-", "_"), url)
+        monkeypatch.setenv("SPILLWAY_APPCONFIG_URL", emu.appconfig_url)
+        monkeypatch.setenv("SPILLWAY_APPCONFIG_APPLICATION", APP)
+        monkeypatch.setenv("SPILLWAY_APPCONFIG_ENVIRONMENT", ENV)
+        monkeypatch.setenv("SPILLWAY_APPCONFIG_PROFILE", PROFILE)
+        handler.set_router(None)
+        yield emu
+        handler.set_router(None)

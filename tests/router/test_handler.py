@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import botocore.session  # type: ignore[import-untyped]
@@ -90,13 +91,17 @@ def test_base64_body_is_accepted(harness: Harness) -> None:
         ({"messages": "hi"}, "messages"),
         ({"messages": []}, "messages"),
         ({}, "messages"),
-        ({"messages": [{"role": "system", "content": [{"text": "x"}]}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": [{"text": "x"}]}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
         ({"messages": [{"role": "user", "content": [{"text": "a", "image": {}}]}]}, "messages[0].content[0]"),
         ({"messages": [{"role": "user", "content": [{"sticker": {}}]}]}, "messages[0].content[0]"),
         ({"messages": [{"role": "user", "content": [{"text": 3}]}]}, "messages[0].content[0].text"),
         ({"messages": [{"role": "user", "content": [{"text": "a"}], "name": "x"}]}, "messages[0]"),
-        (converse_body(modelId="anthropic.claude"), "$"),
+        (converse_body(modelId="anthropic.claude"), "modelId"),
+        (converse_body(promptVariables={"topic": {"text": "x"}}), "promptVariables"),
+        (converse_body(guardrailConfig="gr-1"), "guardrailConfig"),
+        (converse_body(additionalModelResponseFieldPaths="/stop"), "additionalModelResponseFieldPaths"),
+        (converse_body(sampling={"topK": 5}), "$"),
         (converse_body(system="be brief"), "system"),
         (converse_body(system=[{"image": {}}]), "system[0]"),
         (converse_body(inferenceConfig={"maxTokens": 0}), "inferenceConfig.maxTokens"),
@@ -321,6 +326,8 @@ def test_backend_error_class_maps_to_engine_behaviour(harness: Harness) -> None:
 class _ConverseClient:
     """bedrock-runtime as botocore hands its parsed answer back: the members, ResponseMetadata and a member this
     botocore does not know yet."""
+
+    meta = SimpleNamespace(service_model=botocore.session.get_session().get_service_model("bedrock-runtime"))
 
     def converse(self, **params: Any) -> dict[str, Any]:
         return {**ok_reply().response, "ResponseMetadata": {"HTTPStatusCode": 200}, "someFutureMember": {}}

@@ -22,7 +22,7 @@ from spillway import telemetry
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
-from tests.router.conftest import Harness, XRayDaemon, api_event
+from tests.router.conftest import BEDROCK_META, Harness, XRayDaemon, api_event
 
 CANARY = "ZKCANARY-51e9b7"
 
@@ -33,6 +33,8 @@ def _canary(where: str) -> str:
 
 class FakeRuntime:
     """Stands in for a bedrock-runtime / sagemaker-runtime client: `behave(params)` answers or raises."""
+
+    meta = BEDROCK_META
 
     def __init__(self, behave: Callable[[dict[str, Any]], Any]) -> None:
         self.behave = behave

@@ -12,6 +12,12 @@ router is built (at Lambda init), never a silent default. Unset or empty means t
 - ``SPILLWAY_CONFIG_TTL_S`` (default 5, >= 0): the in-process config cache; a canary moves within about this long.
 - ``SPILLWAY_CONFIG_TIMEOUT_S`` (default 0.5, > 0): one fetch from the extension.
 - ``SPILLWAY_BUNDLED_TABLE``: the routing table bundled in the asset (default ``routing.json`` beside handler.py).
+- ``SPILLWAY_FLEET_STORE_URL``: the fleet store (Valkey): ``redis://127.0.0.1:PORT/0`` locally, ``rediss://HOST:PORT``
+  in AWS. Set, breakers and provisioned occupancy are decided on the fleet's shared state (spillway/fleet.py) and the
+  DynamoDB health table below is not used. ``SPILLWAY_FLEET_STORE_USER`` and ``SPILLWAY_FLEET_STORE_CACHE``: the
+  ElastiCache IAM user id and cache name (rediss:// with IAM authentication). ``SPILLWAY_FLEET_STORE_TIMEOUT_S``
+  (default 0.25, > 0): connect and read timeouts; ``SPILLWAY_FLEET_STORE_BACKOFF_S`` (default 5, >= 0): local state
+  only for this long after a store error.
 - ``SPILLWAY_HEALTH_TABLE``: the DynamoDB table of shared breaker state. Unset: breakers stay local.
 - ``SPILLWAY_HEALTH_TABLE_ENDPOINT_URL``: a DynamoDB endpoint override (local testing only).
 - ``SPILLWAY_HEALTH_CACHE_TTL_S`` (default 2, >= 0): how often an instance reads the shared breakers.
@@ -58,6 +64,11 @@ class Settings:
     config_ttl_s: float = 5.0
     config_timeout_s: float = 0.5
     bundled_table: Path = ROUTER_DIR / "routing.json"
+    fleet_store_url: str | None = None
+    fleet_store_user: str | None = None
+    fleet_store_cache: str | None = None
+    fleet_store_timeout_s: float = 0.25
+    fleet_store_backoff_s: float = 5.0
     health_table: str | None = None
     health_table_endpoint_url: str | None = None
     health_cache_ttl_s: float = 2.0
@@ -82,6 +93,13 @@ class Settings:
             config_ttl_s=env.number("SPILLWAY_CONFIG_TTL_S", cls.config_ttl_s, minimum=0.0),
             config_timeout_s=env.number("SPILLWAY_CONFIG_TIMEOUT_S", cls.config_timeout_s, minimum=0.001),
             bundled_table=Path(env.text("SPILLWAY_BUNDLED_TABLE") or cls.bundled_table),
+            fleet_store_url=env.store_url("SPILLWAY_FLEET_STORE_URL"),
+            fleet_store_user=env.text("SPILLWAY_FLEET_STORE_USER"),
+            fleet_store_cache=env.text("SPILLWAY_FLEET_STORE_CACHE"),
+            fleet_store_timeout_s=env.number(
+                "SPILLWAY_FLEET_STORE_TIMEOUT_S", cls.fleet_store_timeout_s, minimum=0.001
+            ),
+            fleet_store_backoff_s=env.number("SPILLWAY_FLEET_STORE_BACKOFF_S", cls.fleet_store_backoff_s, minimum=0.0),
             health_table=env.text("SPILLWAY_HEALTH_TABLE"),
             health_table_endpoint_url=env.url("SPILLWAY_HEALTH_TABLE_ENDPOINT_URL"),
             health_cache_ttl_s=env.number("SPILLWAY_HEALTH_CACHE_TTL_S", cls.health_cache_ttl_s, minimum=0.0),
@@ -129,6 +147,12 @@ class _Reader:
         raw = self.text(name)
         if raw is not None and not raw.startswith(("http://", "https://")):
             raise SettingsError(f"{name}={raw!r}: must be an http:// or https:// URL")
+        return raw
+
+    def store_url(self, name: str) -> str | None:
+        raw = self.text(name)
+        if raw is not None and not raw.startswith(("redis://", "rediss://")):
+            raise SettingsError(f"{name}={raw!r}: must be a redis:// or rediss:// URL")
         return raw
 
     def endpoint_urls(self) -> dict[str, str]:
