@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import botocore.session
+import botocore.session  # type: ignore[import-untyped]
 import pytest
 from openapi_spec_validator import validate
 
