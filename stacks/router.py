@@ -33,7 +33,7 @@ from stacks.constructs.routing_config import RoutingConfig
 from stacks.constructs.web_acl import RouterWebAcl
 from stacks.models import router_invoke_policy_names
 from stacks.packaging import dependencies_layer_dir, stage_router_code
-from stacks.platform import Platform
+from stacks.platform import Platform, served_deadline_s
 from stacks.routing import render_routing_table, with_invoke_ids
 
 if TYPE_CHECKING:
@@ -42,12 +42,6 @@ if TYPE_CHECKING:
 
 INTEGRATION_MARGIN_S = 1  # API Gateway waits this much longer than the longest feature deadline
 FUNCTION_MARGIN_S = 3  # and the Lambda this much longer again (telemetry flush after the answer)
-
-
-def served_deadline_s(platform: Platform, region: str) -> int:
-    """The longest deadline of the features the cell serves, in whole seconds (rounded up)."""
-    deadlines = [f.deadline_ms for f in platform.features_served_in(region)] or [1000]
-    return -(-max(deadlines) // 1000)
 
 
 # --- the routing table's JSON Schema (AppConfig validator, draft-04) -------------------------------------------

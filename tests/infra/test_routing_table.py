@@ -10,7 +10,7 @@ from spillway.policy import Planner
 from stacks.platform import PlatformConfigError, load_platform, parse_platform
 from stacks.routing import config_key, render_routing_table, validate_routing_table, with_invoke_ids
 from stacks.targets import feature_targets
-from tests.infra.config_documents import EXAMPLE, example
+from tests.infra.config_documents import EXAMPLE, example, region_document
 
 
 @pytest.mark.parametrize("region", ["us-east-1", "us-west-2"])
@@ -63,7 +63,7 @@ def test_bad_routing_knob_is_reported_against_the_platform_key() -> None:
 
 def test_a_cell_no_feature_uses_is_refused_with_its_key() -> None:
     document = example()
-    document["regions"]["us-east-2"] = {"vpc_cidr": "10.42.0.0/16", "availability_zones": ["us-east-2a", "us-east-2b"]}
+    document["regions"]["us-east-2"] = region_document("us-east-2", "10.42.0.0/16", ["us-east-2a", "us-east-2b"])
     layers = document["router"]["appconfig_extension_layer_arns"]
     layers["us-east-2"] = layers["us-east-1"].replace("us-east-1", "us-east-2")
     platform = parse_platform(yaml.safe_dump(document), "bad.yaml")
