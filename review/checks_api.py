@@ -246,3 +246,53 @@ def waf_logs_redacted(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
         lambda acl: waf_logging_reasons(a, acl),
         where,
     )
+
+
+def _stage_rate(a: CloudAssembly, acl: Resource) -> float | None:
+    """The highest steady-state rate (requests per second) of the stages this web ACL is associated with."""
+    rates = []
+    for association in a.resources("AWS::WAFv2::WebACLAssociation"):
+        if association.stack != acl.stack or acl.logical_id not in references(association.properties.get("WebACLArn")):
+            continue
+        for stage in a.resources("AWS::ApiGateway::Stage"):
+            if stage.stack == acl.stack and stage.logical_id in references(association.properties.get("ResourceArn")):
+                rates += [
+                    float(m["ThrottlingRateLimit"])
+                    for m in as_list(stage.properties.get("MethodSettings"))
+                    if isinstance(m, Mapping) and isinstance(m.get("ThrottlingRateLimit"), int | float)
+                ]
+    return max(rates) if rates else None
+
+
+def rate_rule_reasons(a: CloudAssembly, acl: Resource) -> list[str]:
+    rules = [
+        rule
+        for rule in as_list(acl.properties.get("Rules"))
+        if isinstance(rule, Mapping) and "RateBasedStatement" in (rule.get("Statement") or {})
+    ]
+    if not rules:
+        return ["no rate-based rule"]
+    stage_rate = _stage_rate(a, acl)
+    reasons = []
+    for rule in rules:
+        statement = rule["Statement"]["RateBasedStatement"]
+        window = int(statement.get("EvaluationWindowSec", 300))
+        limit = int(statement.get("Limit", 0))
+        if stage_rate is not None and limit >= stage_rate * window:
+            reasons.append(
+                f"rule {rule.get('Name')} admits {limit} requests per {window} s per source: the whole stage's "
+                f"throttle ({stage_rate:g}/s x {window} s = {stage_rate * window:g}), so it never limits one source"
+            )
+    return reasons
+
+
+@predicate
+def waf_rate_below_stage(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every web ACL has a rate-based rule whose limit per source is below what the stage it protects admits in the
+    same window: one source cannot take the whole API."""
+    return judge(
+        "waf_rate_below_stage",
+        list(a.resources("AWS::WAFv2::WebACL")),
+        lambda acl: rate_rule_reasons(a, acl),
+        where,
+    )

@@ -41,9 +41,18 @@ def wildcard_invoke_reasons(s: inv.Statement) -> list[str]:
             continue
         if pol.every_resource(resource):
             reasons.append(f"on every resource ({resource})")
+        elif _function_versions(resource):
+            continue
         elif pol.wildcard(resource) and not pol.has_condition(s.raw, ("aws:resourcetag",)):
             reasons.append(f"on a pattern without an aws:ResourceTag condition ({resource})")
     return reasons
+
+
+def _function_versions(resource: str) -> bool:
+    """`<one function's ARN>:*`: every version and alias of one exact function, not a pattern over functions."""
+    base = resource.removesuffix(":*")
+    exact = base != resource and not pol.wildcard(base)
+    return exact and (base.endswith(".Arn") or ":function:" in base)
 
 
 def wildcard_invoke(s: inv.Statement) -> bool:
@@ -83,7 +92,7 @@ def trust_reasons(s: inv.Statement) -> list[str]:
             reasons.append("assumable by any principal")
         elif kind == "Service" and value not in UNSCOPED_SERVICES:
             if not pol.has_condition(s.raw, pol.SOURCE_SCOPE):
-                reasons.append(f"{value} without aws:SourceAccount or aws:SourceArn (confused deputy)")
+                reasons.append("no aws:SourceAccount or aws:SourceArn condition (confused deputy)")
         elif kind == "AWS" and pol.is_account_root(value) and not s.raw.get("Condition"):
             reasons.append(f"assumable by every principal of {value} without a condition")
     return reasons

@@ -97,7 +97,7 @@ def verdict(check: nist.Check | None) -> Para:
     if check.passed:
         return Para(f"{check.description} Holds for all {check.examined} examined ({check.name}).")
     return Para(
-        f"Not so: {check.description} {len(check.gaps)} of {check.examined} fall short ({check.name}): "
+        f"NOT MET ({check.name}): {check.description} {len(check.gaps)} of {check.examined} examined fall short: "
         + "; ".join(check.gaps[:6])
         + (f"; and {len(check.gaps) - 6} more (see the evidence table)." if len(check.gaps) > 6 else "."),
         warn=True,
@@ -267,8 +267,9 @@ def _encryption(a: CloudAssembly, checks: dict[str, nist.Check]) -> Section:
         "Encryption inventory",
         [
             Para(
-                "Every data store and log group, and every other resource with a key property, with the key that "
-                "protects it and that key's rotation."
+                "Every data store and declared log group, and every other resource with a key property, with the "
+                "key that protects it and that key's rotation. Implicit log groups (declared in no template) are "
+                "listed under Logging and retention."
             ),
             verdict(checks.get("data_at_rest_cmk")),
             verdict(checks.get("logs_cmk")),

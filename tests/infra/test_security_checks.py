@@ -264,7 +264,13 @@ def clean_cell() -> Resources:
                 "StageName": "live",
                 "AccessLogSetting": {"DestinationArn": _arn("ApiLogs"), "Format": "$context.requestId"},
                 "MethodSettings": [
-                    {"HttpMethod": "*", "ResourcePath": "/*", "LoggingLevel": "OFF", "DataTraceEnabled": False}
+                    {
+                        "HttpMethod": "*",
+                        "ResourcePath": "/*",
+                        "LoggingLevel": "OFF",
+                        "DataTraceEnabled": False,
+                        "ThrottlingRateLimit": 100,
+                    }
                 ],
             },
         },
@@ -296,7 +302,13 @@ def clean_cell() -> Resources:
                                 },
                             }
                         },
-                    }
+                    },
+                    {
+                        "Name": "RatePerSource",
+                        "Priority": 1,
+                        "Action": {"Block": {}},
+                        "Statement": {"RateBasedStatement": {"AggregateKeyType": "IP", "Limit": 3000}},
+                    },
                 ],
             },
         },
@@ -602,6 +614,13 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "waf_skips_prompt_bodies",
         "WebAcl",
     ),
+    "WAF rate rule as wide as the stage": (
+        _set("WebAcl.Properties.Rules.1.Statement.RateBasedStatement.Limit", 30000),
+        "SC-5",
+        "waf_rate_below_stage",
+        "WebAcl",
+    ),
+    "WAF without a rate rule": (_drop("WebAcl.Properties.Rules.1"), "SC-5", "waf_rate_below_stage", "WebAcl"),
     "WAF logs without a filter": (_drop("WafLogging.Properties.LoggingFilter"), "SI-12", "waf_logs_redacted", "WebAcl"),
     "WAF logs keep the authorization header": (
         _set(
@@ -625,6 +644,19 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
             f"arn:aws:bedrock:eu-west-1:{ACCOUNT}:provisioned-model/*",
         ),
         "AC-3",
+        "iam_no_wildcard_invoke",
+        "Invoke",
+    ),
+    "IAM invoke on every function of a name prefix": (
+        _set(
+            "Invoke.Properties.PolicyDocument.Statement.0",
+            {
+                "Effect": "Allow",
+                "Action": "lambda:InvokeFunction",
+                "Resource": f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:demo-*",
+            },
+        ),
+        "AC-6",
         "iam_no_wildcard_invoke",
         "Invoke",
     ),
@@ -656,6 +688,18 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "SC-28",
         "data_at_rest_cmk",
         "Table",
+    ),
+    "function environment under the AWS managed key": (
+        _set("Function.Properties.Environment", {"Variables": {"MODE": "x"}}),
+        "SC-28",
+        "data_at_rest_cmk",
+        "Function",
+    ),
+    "state machine without an encryption configuration": (
+        _add("Waiter", {"Type": "AWS::StepFunctions::StateMachine", "Properties": {"RoleArn": _arn("Role")}}),
+        "SC-28",
+        "data_at_rest_cmk",
+        "Waiter",
     ),
     "table without point-in-time recovery": (
         _drop("Table.Properties.PointInTimeRecoverySpecification"),
@@ -998,3 +1042,13 @@ def test_what_the_stacks_already_do_is_met(current: dict[str, nist.ControlResult
         assert checks[name].passed is True, (name, checks[name].gaps)
     for control in ("IA-2", "IA-5", "CP-9", "SC-8"):
         assert current[control].status == nist.MET, (control, current[control].gaps)
+
+
+def test_every_version_of_one_function_is_not_a_wildcard(tmp_path: Path) -> None:
+    """`<function ARN>:*` (CDK's Provider framework grants it) names one function's versions: exact, not a pattern."""
+    resources = clean_cell()
+    resources["Invoke"]["Properties"]["PolicyDocument"]["Statement"].append(
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::Join": ["", [_arn("Function"), ":*"]]}}
+    )
+    verdicts = _verdicts(_write(tmp_path, resources))
+    assert verdicts["AC-6"].status == nist.MET, verdicts["AC-6"].gaps
