@@ -204,14 +204,45 @@ def _no_open(name: str, a: CloudAssembly, direction: str) -> Check:
     return judge(name, groups, shortfalls, describe)
 
 
+# Ports of stores whose transport is TLS by construction: ElastiCache Serverless always encrypts in transit.
+TLS_ONLY_STORE_PORTS = {"AWS::ElastiCache::ServerlessCache": ("6379", "6380")}
+
+
+def _tls_store_groups(a: CloudAssembly) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Security groups attached to a TLS-only store, with the store's ports."""
+    found: dict[tuple[str, str], tuple[str, ...]] = {}
+    for resource_type, ports in TLS_ONLY_STORE_PORTS.items():
+        for store in a.resources(resource_type):
+            for group in _groups_of(a, store, store.properties.get("SecurityGroupIds")):
+                found[group.key] = ports
+    return found
+
+
+def _rule_groups(a: CloudAssembly, rule: inv.SgRule) -> list[Resource]:
+    """The groups a rule joins: its own group and its peer group."""
+    r = rule.resource
+    own = r if r.type == "AWS::EC2::SecurityGroup" else a.resolve(r.stack, r.properties.get("GroupId"))
+    peer_keys = ("SourceSecurityGroupId", "DestinationSecurityGroupId")
+    peers = [a.resolve(r.stack, r.properties.get(k)) for k in peer_keys] if r.type != "AWS::EC2::SecurityGroup" else []
+    return [g for g in (own, *peers) if g is not None]
+
+
 @predicate
 def sg_ports_limited(a: CloudAssembly, params: Mapping[str, Any]) -> Check:
-    """Every security-group rule is TCP on the allowed ports only (HTTPS)."""
+    """Every security-group rule is TCP on the allowed ports only (HTTPS), or on a TLS-only store's port between
+    the store's security group and its clients (ElastiCache Serverless always encrypts in transit)."""
     allowed = {str(p) for p in params.get("ports", ["443"])}
+    stores = _tls_store_groups(a)
+
+    def good(x: inv.SgRule) -> bool:
+        if x.protocol not in ("tcp", "6"):
+            return False
+        return x.ports in allowed or any(x.ports in stores.get(g.key, ()) for g in _rule_groups(a, x))
+
     return simple(
         "sg_ports_limited",
         inv.sg_rules(a),
-        lambda x: x.protocol in ("tcp", "6") and x.ports in allowed,
+        good,
         lambda x: f"{where(x.resource)}: {x.direction} {x.protocol}/{x.ports} {x.peer}",
     )
 

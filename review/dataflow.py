@@ -383,7 +383,7 @@ def _role_text(a: CloudAssembly, fn: Resource) -> str:
 
 def _granted(resource: Resource, role_text: str) -> bool:
     names = [v for k, v in resource.properties.items() if k.endswith("Name") and isinstance(v, str)]
-    return resource.logical_id in role_text or any(f"/{name}" in role_text for name in names)
+    return resource.logical_id in role_text or any(f"/{name}" in role_text or f":{name}" in role_text for name in names)
 
 
 def _stores(g: Graph, a: CloudAssembly, encryption: list[inv.Encrypted], region: str, routers: list[Resource]) -> None:

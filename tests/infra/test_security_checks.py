@@ -499,6 +499,24 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "interface_endpoints_closed",
         "Endpoint",
     ),
+    "a store port on a group that fronts no TLS-only store": (
+        _add(
+            "Redis",
+            {
+                "Type": "AWS::EC2::SecurityGroupIngress",
+                "Properties": {
+                    "GroupId": _group_id("EndpointSg"),
+                    "IpProtocol": "tcp",
+                    "FromPort": 6379,
+                    "ToPort": 6379,
+                    "SourceSecurityGroupId": _group_id("RouterSg"),
+                },
+            },
+        ),
+        "CM-7",
+        "sg_ports_limited",
+        "Redis",
+    ),
     "root-only key policy": (
         _set("Key.Properties.KeyPolicy", ROOT_ONLY_KEY_POLICY),
         "SC-12",
@@ -1052,3 +1070,34 @@ def test_every_version_of_one_function_is_not_a_wildcard(tmp_path: Path) -> None
     )
     verdicts = _verdicts(_write(tmp_path, resources))
     assert verdicts["AC-6"].status == nist.MET, verdicts["AC-6"].gaps
+
+
+def test_a_serverless_cache_port_is_tls_by_construction(tmp_path: Path) -> None:
+    """6379 to an ElastiCache Serverless cache's own security group is TLS (serverless always encrypts in transit)."""
+    resources = clean_cell()
+    resources["CacheSg"] = {
+        "Type": "AWS::EC2::SecurityGroup",
+        "Properties": {"GroupDescription": "cache", "VpcId": {"Ref": "Vpc"}},
+    }
+    resources["CacheIngress"] = {
+        "Type": "AWS::EC2::SecurityGroupIngress",
+        "Properties": {
+            "GroupId": _group_id("CacheSg"),
+            "IpProtocol": "tcp",
+            "FromPort": 6379,
+            "ToPort": 6379,
+            "SourceSecurityGroupId": _group_id("RouterSg"),
+        },
+    }
+    resources["Cache"] = {
+        "Type": "AWS::ElastiCache::ServerlessCache",
+        "Properties": {
+            "Engine": "valkey",
+            "ServerlessCacheName": "demo",
+            "KmsKeyId": _arn("Key"),
+            "SecurityGroupIds": [_group_id("CacheSg")],
+        },
+    }
+    verdicts = _verdicts(_write(tmp_path, resources))
+    assert verdicts["CM-7"].status == nist.MET, verdicts["CM-7"].gaps
+    assert verdicts["SC-8"].status == nist.MET, verdicts["SC-8"].gaps
