@@ -100,15 +100,6 @@ def endpoint_policies_least(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
     )
 
 
-def _groups_of(a: CloudAssembly, r: Resource, value: Any) -> list[Resource]:
-    found = []
-    for item in as_list(value):
-        group = a.resolve(r.stack, item)
-        if group is not None and group.type == "AWS::EC2::SecurityGroup":
-            found.append(group)
-    return found
-
-
 def _rules_of(a: CloudAssembly, group: Resource, direction: str) -> list[inv.SgRule]:
     out = []
     for rule in inv.sg_rules(a):
@@ -150,11 +141,11 @@ def interface_endpoints_closed(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
     subjects = [r for r in a.resources("AWS::EC2::VPCEndpoint") if r.properties.get("VpcEndpointType") == "Interface"]
 
     def ingress(endpoint: Resource) -> list[inv.SgRule]:
-        groups = _groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
+        groups = inv.security_groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
         return [rule for group in groups for rule in _rules_of(a, group, "ingress")]
 
     def shortfalls(endpoint: Resource) -> list[str]:
-        groups = _groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
+        groups = inv.security_groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
         if not groups:
             return ["no security group of its own (the VPC's default group)"]
         reasons = []
@@ -213,7 +204,7 @@ def _tls_store_groups(a: CloudAssembly) -> dict[tuple[str, str], tuple[str, ...]
     found: dict[tuple[str, str], tuple[str, ...]] = {}
     for resource_type, ports in TLS_ONLY_STORE_PORTS.items():
         for store in a.resources(resource_type):
-            for group in _groups_of(a, store, store.properties.get("SecurityGroupIds")):
+            for group in inv.security_groups_of(a, store, store.properties.get("SecurityGroupIds")):
                 found[group.key] = ports
     return found
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from review import checks_api
 from review import inventory as inv
 from review import policy as pol
-from review.cfn import CloudAssembly, Resource, as_list
+from review.cfn import CloudAssembly, Resource, as_list, import_names
 
 CAPTION = (
     "Data flow, drawn from the templates. Boxes are trust boundaries: the callers (their own accounts, outside these "
@@ -81,27 +81,6 @@ class Graph:
 
     def close(self, indent: str = "  ") -> None:
         self.lines.append(f"{indent}}}")
-
-
-def _imports(value: Any) -> Iterator[str]:
-    if isinstance(value, Mapping):
-        for key, child in value.items():
-            if key == "Fn::ImportValue" and isinstance(child, str):
-                yield child
-            else:
-                yield from _imports(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _imports(child)
-
-
-def _groups(a: CloudAssembly, r: Resource, value: Any) -> list[Resource]:
-    out = []
-    for item in as_list(value):
-        group = a.resolve(r.stack, item)
-        if group is not None and group.type == "AWS::EC2::SecurityGroup":
-            out.append(group)
-    return out
 
 
 def _ingress_sources(a: CloudAssembly, group: Resource) -> set[tuple[str, str]]:
@@ -275,7 +254,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
                 "      ",
             )
             router_nodes.setdefault(region, []).append(node)
-            for group in _groups(a, fn, (fn.properties.get("VpcConfig") or {}).get("SecurityGroupIds")):
+            for group in inv.security_groups_of(a, fn, (fn.properties.get("VpcConfig") or {}).get("SecurityGroupIds")):
                 function_groups[group.key] = node
         quiet_services: dict[str, list[str]] = {}
         for endpoint in (e for e in endpoints if e.region == region):
@@ -285,7 +264,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
                 continue
             admitted = {
                 function_groups[k]
-                for group in _groups(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
+                for group in inv.security_groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
                 for k in _ingress_sources(a, group)
                 if k in function_groups
             }
@@ -443,7 +422,7 @@ def _cross_region(
     sends prompts here over peering."""
     exports = a.exports()
     for record in a.resources("AWS::Route53::RecordSet"):
-        targets = [exports[name] for name in _imports(record.properties) if name in exports]
+        targets = [exports[name] for name in import_names(record.properties) if name in exports]
         zone = a.resolve(record.stack, record.properties.get("HostedZoneId"))
         if zone is None:
             continue
