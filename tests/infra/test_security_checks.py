@@ -1101,3 +1101,49 @@ def test_a_serverless_cache_port_is_tls_by_construction(tmp_path: Path) -> None:
     verdicts = _verdicts(_write(tmp_path, resources))
     assert verdicts["CM-7"].status == nist.MET, verdicts["CM-7"].gaps
     assert verdicts["SC-8"].status == nist.MET, verdicts["SC-8"].gaps
+
+
+def test_apis_that_admit_an_account_root_are_named(
+    current: dict[str, nist.ControlResult], synthesized: dict[str, Mapping[str, Any]]
+) -> None:
+    rooted = {
+        f"{stack}/{logical_id}"
+        for stack, logical_id, p in _resources(synthesized, "AWS::ApiGateway::RestApi")
+        for s in _statements(p.get("Policy"))
+        if any(str(x).endswith(":root") for x in _as_list(s.get("Principal", {}).get("AWS", [])))
+    }
+    assert rooted == _gap_names(current, "api_callers_exact")
+    assert (current["AC-3"].status == nist.NOT_MET) if rooted else True
+
+
+def test_execute_api_endpoints_open_to_every_api_are_named(
+    current: dict[str, nist.ControlResult], synthesized: dict[str, Mapping[str, Any]]
+) -> None:
+    every_api = {
+        f"{stack}/{logical_id}"
+        for stack, logical_id, p in _resources(synthesized, "AWS::EC2::VPCEndpoint")
+        for s in _statements(p.get("PolicyDocument"))
+        if "execute-api:Invoke" in _as_list(s.get("Action"))
+        and any(str(r).endswith(":*/*") or r == "*" for r in _as_list(s.get("Resource")))
+    }
+    assert every_api <= _gap_names(current, "iam_no_wildcard_invoke")
+    assert every_api <= _gap_names(current, "endpoint_policies_least")
+
+
+def test_waf_body_rules_without_a_uri_scope_down_are_named(
+    current: dict[str, nist.ControlResult], synthesized: dict[str, Mapping[str, Any]]
+) -> None:
+    body_groups = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
+    unscoped = {
+        stack
+        for stack, _, p in _resources(synthesized, "AWS::WAFv2::WebACL")
+        for rule in p.get("Rules", [])
+        for group in [rule.get("Statement", {}).get("ManagedRuleGroupStatement", {})]
+        if group.get("Name") in body_groups
+        and not (
+            "NotStatement" in json.dumps(group.get("ScopeDownStatement"))
+            and "UriPath" in json.dumps(group.get("ScopeDownStatement"))
+        )
+    }
+    # An API of each such stack fronted by that web ACL is named; a stack whose body rules all step aside is not.
+    assert {name.split("/")[0] for name in _gap_names(current, "waf_skips_prompt_bodies")} == unscoped
