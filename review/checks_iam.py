@@ -151,3 +151,66 @@ def api_callers_exact(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
         caller_reasons,
         lambda r: f"{where(r)}",
     )
+
+
+TAGGING_ACTIONS = (
+    "tagresource",
+    "untagresource",
+    "createtags",
+    "deletetags",
+    "addtagstoresource",
+    "removetagsfromresource",
+)
+
+
+def _tagging(action: str) -> bool:
+    name = action.lower().split(":", 1)[-1]
+    return name in TAGGING_ACTIONS or action.strip() == "*" or action.lower().endswith(":*")
+
+
+def _service(arn: str) -> str:
+    parts = pol.arn_parts(arn)
+    return parts[2] if parts else ""
+
+
+def abac_services(a: CloudAssembly) -> set[str]:
+    """Services some policy grants on by resource tag (aws:ResourceTag): there a tag opens a door."""
+    return {
+        _service(pol.text(r))
+        for s in inv.iam_statements(a)
+        if s.raw and s.effect == "Allow" and pol.has_condition(s.raw, ("aws:resourcetag",))
+        for r in as_list(s.raw.get("Resource"))
+    } - {""}
+
+
+def tagging_reasons(s: inv.Statement, abac: set[str]) -> list[str]:
+    raw = [pol.text(x) for x in as_list(s.raw.get("Resource"))]
+    patterns = [r for r in raw if pol.wildcard(r) and (_service(r) in abac or r == "*")]
+    if not patterns:
+        return []
+    reasons = []
+    if not pol.has_condition(s.raw, ("aws:resourcetag",)):
+        reasons.append(f"may tag any resource of {', '.join(patterns)} (no aws:ResourceTag condition), then act on it")
+    if not pol.has_condition(s.raw, ("aws:tagkeys",)):
+        reasons.append("tag keys not fixed (no aws:TagKeys condition)")
+    return reasons
+
+
+@predicate
+def iam_tagging_scoped(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """No identity policy lets a principal tag its way into resources: where some policy grants by resource tag,
+    tagging on a resource pattern of that service is held to resources that already carry the tag (aws:ResourceTag)
+    with the tag keys fixed (aws:TagKeys). A tag condition on the request alone lets the role tag any matching
+    resource and then use every grant that tag opens."""
+    abac = abac_services(a)
+    subjects = [
+        s
+        for s in _allows(a)
+        if s.resource.type.startswith("AWS::IAM::") and any(_tagging(x) for x in s.actions) and s.raw
+    ]
+    return judge(
+        "iam_tagging_scoped",
+        subjects,
+        lambda s: tagging_reasons(s, abac),
+        lambda s: f"{where(s.resource)} ({s.where}) for {s.principal}: {', '.join(s.actions)}",
+    )

@@ -406,6 +406,15 @@ def _add(logical_id: str, resource: dict[str, Any]) -> Callable[[Resources], Non
     return plant
 
 
+def _both(*plants: Callable[[Resources], None]) -> Callable[[Resources], None]:
+    def plant(resources: Resources) -> None:
+        for each in plants:
+            each(resources)
+
+    return plant
+
+
+TAGGED_PT = f"arn:aws:bedrock:eu-west-1:{ACCOUNT}:provisioned-model/*"
 ROOT_ONLY_KEY_POLICY = {
     "Statement": [
         {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*", "Resource": "*"}
@@ -676,6 +685,24 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         ),
         "AC-6",
         "iam_no_wildcard_invoke",
+        "Invoke",
+    ),
+    "tagging any PT by a request tag, where a tag opens invoke": (
+        _both(
+            _set(f"{ENDPOINT_STATEMENT}.Resource", TAGGED_PT),
+            _set(f"{ENDPOINT_STATEMENT}.Condition.StringEquals.aws:ResourceTag/spillway:platform", "demo"),
+            _set(
+                "Invoke.Properties.PolicyDocument.Statement.0",
+                {
+                    "Effect": "Allow",
+                    "Action": ["bedrock:CreateProvisionedModelThroughput", "bedrock:TagResource"],
+                    "Resource": TAGGED_PT,
+                    "Condition": {"StringEquals": {"aws:RequestTag/spillway:provisioned-name": "demo"}},
+                },
+            ),
+        ),
+        "AC-6",
+        "iam_tagging_scoped",
         "Invoke",
     ),
     "service trust without a source": (
@@ -1147,3 +1174,20 @@ def test_waf_body_rules_without_a_uri_scope_down_are_named(
     }
     # An API of each such stack fronted by that web ACL is named; a stack whose body rules all step aside is not.
     assert {name.split("/")[0] for name in _gap_names(current, "waf_skips_prompt_bodies")} == unscoped
+
+
+def test_tagging_only_what_already_carries_the_tag_with_fixed_keys_is_scoped(tmp_path: Path) -> None:
+    resources = clean_cell()
+    resources["Invoke"]["Properties"]["PolicyDocument"]["Statement"].append(
+        {
+            "Effect": "Allow",
+            "Action": "bedrock:TagResource",
+            "Resource": f"arn:aws:bedrock:eu-west-1:{ACCOUNT}:provisioned-model/*",
+            "Condition": {
+                "StringEquals": {"aws:ResourceTag/spillway:provisioned-name": "demo"},
+                "ForAllValues:StringEquals": {"aws:TagKeys": ["spillway:provisioned-name"]},
+            },
+        }
+    )
+    verdicts = _verdicts(_write(tmp_path, resources))
+    assert verdicts["AC-6"].status == nist.MET, verdicts["AC-6"].gaps
