@@ -311,3 +311,14 @@ def lambdas_in_vpc(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
         if is_cdk_provider(f)
     ]
     return check
+
+
+@predicate
+def lambda_code_signed(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every workload Lambda function enforces code signing (a CodeSigningConfigArn): only signed code deploys."""
+    return simple(
+        "lambda_code_signed",
+        [f for f in a.resources("AWS::Lambda::Function") if not is_cdk_provider(f)],
+        lambda f: bool(f.properties.get("CodeSigningConfigArn")),
+        lambda f: f"{where(f)}: code signing {'enforced' if f.properties.get('CodeSigningConfigArn') else 'NONE'}",
+    )

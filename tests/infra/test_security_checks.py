@@ -206,6 +206,16 @@ def clean_cell() -> Resources:
                 "Code": {"ZipFile": "def lambda_handler(event, context): return {}"},
                 "VpcConfig": {"SecurityGroupIds": [_group_id("RouterSg")], "SubnetIds": [{"Ref": "Subnet"}]},
                 "LoggingConfig": {"LogGroup": {"Ref": "FunctionLogs"}},
+                "CodeSigningConfigArn": {"Ref": "Signing"},
+            },
+        },
+        "Signing": {
+            "Type": "AWS::Lambda::CodeSigningConfig",
+            "Properties": {
+                "AllowedPublishers": {
+                    "SigningProfileVersionArns": [f"arn:aws:signer:eu-west-1:{ACCOUNT}:/signing-profiles/demo/1"]
+                },
+                "CodeSigningPolicies": {"UntrustedArtifactOnDeployment": "Enforce"},
             },
         },
         "Api": {
@@ -751,6 +761,12 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "CP-9",
         "backups_enabled",
         "Table",
+    ),
+    "function without code signing": (
+        _drop("Function.Properties.CodeSigningConfigArn"),
+        "SI-7",
+        "lambda_code_signed",
+        "Function",
     ),
     "function outside the VPC": (_drop("Function.Properties.VpcConfig"), "SC-7", "lambdas_in_vpc", "Function"),
     "data trace on": (
