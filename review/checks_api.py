@@ -210,6 +210,16 @@ def waf_skips_prompt_bodies(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
     )
 
 
+def credential_headers(a: CloudAssembly, acl: Resource) -> tuple[str, ...]:
+    """SigV4's headers, and x-api-key where an API behind this web ACL requires API keys."""
+    keyed = any(
+        r.method.properties.get("ApiKeyRequired")
+        for r in api_routes(a)
+        if any(x.key == acl.key for x in web_acls_of(a, r.api))
+    )
+    return (*CREDENTIAL_HEADERS, "x-api-key") if keyed else CREDENTIAL_HEADERS
+
+
 def waf_logging_reasons(a: CloudAssembly, acl: Resource) -> list[str]:
     configs = [
         c
@@ -226,7 +236,7 @@ def waf_logging_reasons(a: CloudAssembly, acl: Resource) -> list[str]:
             if isinstance(field, Mapping) and isinstance(field.get("SingleHeader"), Mapping)
         }
         whole = {k for f in as_list(config.properties.get("RedactedFields")) if isinstance(f, Mapping) for k in f}
-        missing = [h for h in CREDENTIAL_HEADERS if h not in redacted]
+        missing = [h for h in credential_headers(a, acl) if h not in redacted]
         if missing:
             reasons.append(f"{where(config)} keeps the {', '.join(missing)} header")
         if "QueryString" not in whole:
@@ -238,8 +248,9 @@ def waf_logging_reasons(a: CloudAssembly, acl: Resource) -> list[str]:
 
 @predicate
 def waf_logs_redacted(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
-    """Every web ACL logs through a logging configuration that redacts the credential headers and the query string
-    and filters what it keeps: a WAF log records no request content."""
+    """Every web ACL logs through a logging configuration that redacts the credential headers (SigV4's, and
+    x-api-key where the API requires keys) and the query string, and filters what it keeps: a WAF log records no
+    request content."""
     return judge(
         "waf_logs_redacted",
         list(a.resources("AWS::WAFv2::WebACL")),

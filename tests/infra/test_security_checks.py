@@ -668,6 +668,12 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "waf_logs_redacted",
         "WebAcl",
     ),
+    "WAF logs keep the API key of an API that requires one": (
+        _set("ConverseMethod.Properties.ApiKeyRequired", True),
+        "SI-12",
+        "waf_logs_redacted",
+        "WebAcl",
+    ),
     "WAF without logging": (_drop("WafLogging"), "SI-12", "waf_logs_redacted", "WebAcl"),
     "IAM invoke on *": (
         _set("Invoke.Properties.PolicyDocument.Statement.0.Resource", "*"),
