@@ -77,11 +77,12 @@ def endpoint_policy_shortfalls(endpoint: Resource) -> list[str]:
         if any(pol.every_action(x) for x in actions):
             reasons.append(f"{sid} allows every action ({', '.join(x for x in actions if pol.every_action(x))})")
         needs_resources = [x for x in actions if x.lower() not in NO_RESOURCE_ACTIONS]
-        if needs_resources and any(pol.every_resource(x) for x in resources):
-            reasons.append(f"{sid} allows every resource ({', '.join(x for x in resources if pol.every_resource(x))})")
         unpinned = [x for x in resources if not pol.account_pinned(x)]
         if unpinned and needs_resources and not pol.has_condition(statement, pol.RESOURCE_PERIMETER):
-            reasons.append(f"{sid} has no resource perimeter (aws:ResourceAccount or aws:ResourceOrgID)")
+            reasons.append(
+                f"{sid} allows {', '.join(unpinned)} with no resource perimeter "
+                "(aws:ResourceAccount or aws:ResourceOrgID): other accounts' resources too"
+            )
         anyone = any(kind == "*" for kind, _ in pol.principals(statement))
         if anyone and not pol.has_condition(statement, pol.PRINCIPAL_PERIMETER):
             reasons.append(f"{sid} admits any principal (no aws:PrincipalAccount or aws:PrincipalOrgID)")
@@ -90,8 +91,9 @@ def endpoint_policy_shortfalls(endpoint: Resource) -> list[str]:
 
 @predicate
 def endpoint_policies_least(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
-    """Every VPC endpoint has a policy that names its actions, no `*` resource where the action takes one, a resource
-    perimeter (exact account in the ARN, or aws:ResourceAccount / aws:ResourceOrgID) and a principal perimeter."""
+    """Every VPC endpoint has a policy that names its actions (no `*`, no `service:*`), keeps every resource inside
+    a resource perimeter (the account in the ARN, or aws:ResourceAccount / aws:ResourceOrgID; `*` only for actions
+    that take no resource) and admits principals only inside a principal perimeter (aws:PrincipalAccount / OrgID)."""
     return judge(
         "endpoint_policies_least",
         list(a.resources("AWS::EC2::VPCEndpoint")),
