@@ -19,7 +19,6 @@ KEY_USE_SCOPE = (
     "kms:encryptioncontext",
     "kms:encryptioncontextkeys",
     "kms:grantisforawsresource",
-    "kms:calleraccount",
     *pol.SOURCE_SCOPE,
 )
 

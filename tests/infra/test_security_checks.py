@@ -549,6 +549,12 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "kms_key_policies_least",
         "Key",
     ),
+    "key use confined only to the calling account": (
+        _set("Key.Properties.KeyPolicy.Statement.2.Condition", {"StringEquals": {"kms:CallerAccount": ACCOUNT}}),
+        "SC-12",
+        "kms_key_policies_least",
+        "Key",
+    ),
     "key without rotation": (_set("Key.Properties.EnableKeyRotation", False), "SC-12", "kms_rotation", "Key"),
     "implicit log group (no LoggingConfig)": (
         _drop("Function.Properties.LoggingConfig"),
