@@ -41,7 +41,7 @@ def wildcard_invoke_reasons(s: inv.Statement) -> list[str]:
             continue
         if pol.every_resource(resource):
             reasons.append(f"on every resource ({resource})")
-        elif _function_versions(resource):
+        elif _function_versions(resource) or _one_api(resource):
             continue
         elif pol.wildcard(resource) and not pol.has_condition(s.raw, ("aws:resourcetag",)):
             reasons.append(f"on a pattern without an aws:ResourceTag condition ({resource})")
@@ -53,6 +53,15 @@ def _function_versions(resource: str) -> bool:
     base = resource.removesuffix(":*")
     exact = base != resource and not pol.wildcard(base)
     return exact and (base.endswith(".Arn") or ":function:" in base)
+
+
+def _one_api(resource: str) -> bool:
+    """`arn:aws:execute-api:<region>:<account>:<api id>/*`: the stages, methods and paths of one exact API."""
+    parts = pol.arn_parts(resource)
+    if parts is None or parts[2] != "execute-api":
+        return False
+    api_id = parts[5].split("/", 1)[0]
+    return bool(api_id) and not pol.wildcard(api_id) and pol.account_pinned(resource)
 
 
 def wildcard_invoke(s: inv.Statement) -> bool:

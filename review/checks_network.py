@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +60,16 @@ def subnets_private(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
     )
 
 
+# AWS-owned buckets that a service reads through presigned URLs signed by an AWS account: ECR's image layers. The
+# ECR documentation's minimum S3 gateway endpoint policy names them with Principal `*`; a principal perimeter of
+# this account would break every image pull.
+AWS_PRESIGNED_BUCKETS = re.compile(r"^arn:aws[a-z-]*:s3:::prod-[a-z0-9-]+-starport-layer-bucket/\*$")
+
+
+def _aws_presigned_bucket(resource: str) -> bool:
+    return AWS_PRESIGNED_BUCKETS.match(resource) is not None
+
+
 def endpoint_policy_shortfalls(endpoint: Resource) -> list[str]:
     """Why an endpoint's policy is wider than its clients need (empty: it is not)."""
     document = endpoint.properties.get("PolicyDocument")
@@ -84,7 +95,8 @@ def endpoint_policy_shortfalls(endpoint: Resource) -> list[str]:
                 "(aws:ResourceAccount or aws:ResourceOrgID): other accounts' resources too"
             )
         anyone = any(kind == "*" for kind, _ in pol.principals(statement))
-        if anyone and not pol.has_condition(statement, pol.PRINCIPAL_PERIMETER):
+        presigned = bool(resources) and all(_aws_presigned_bucket(x) for x in resources)
+        if anyone and not presigned and not pol.has_condition(statement, pol.PRINCIPAL_PERIMETER):
             reasons.append(f"{sid} admits any principal (no aws:PrincipalAccount or aws:PrincipalOrgID)")
     return reasons
 

@@ -681,6 +681,31 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "WebAcl",
     ),
     "WAF without logging": (_drop("WafLogging"), "SI-12", "waf_logs_redacted", "WebAcl"),
+    "execute-api endpoint open to every API of the account": (
+        _add(
+            "ApiEndpoint",
+            {
+                "Type": "AWS::EC2::VPCEndpoint",
+                "Properties": {
+                    "ServiceName": "com.amazonaws.eu-west-1.execute-api",
+                    "VpcEndpointType": "Interface",
+                    "PolicyDocument": {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"AWS": "arn:aws:iam::444455556666:role/caller"},
+                                "Action": "execute-api:Invoke",
+                                "Resource": f"arn:aws:execute-api:eu-west-1:{ACCOUNT}:*/*",
+                            }
+                        ]
+                    },
+                },
+            },
+        ),
+        "AC-3",
+        "iam_no_wildcard_invoke",
+        "ApiEndpoint",
+    ),
     "IAM invoke on *": (
         _set("Invoke.Properties.PolicyDocument.Statement.0.Resource", "*"),
         "AC-6",
@@ -1219,3 +1244,48 @@ def test_tagging_only_what_already_carries_the_tag_with_fixed_keys_is_scoped(tmp
     )
     verdicts = _verdicts(_write(tmp_path, resources))
     assert verdicts["AC-6"].status == nist.MET, verdicts["AC-6"].gaps
+
+
+def test_one_api_and_ecr_layers_are_not_wildcards(tmp_path: Path) -> None:
+    """An execute-api endpoint scoped to one API (`<api id>/*`), and ECR's layer bucket open to the presigned URLs of
+    AWS's account as ECR documents it, pass."""
+    resources = clean_cell()
+    resources["ApiEndpoint"] = {
+        "Type": "AWS::EC2::VPCEndpoint",
+        "Properties": {
+            "ServiceName": "com.amazonaws.eu-west-1.execute-api",
+            "VpcEndpointType": "Gateway",
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "arn:aws:iam::444455556666:role/caller"},
+                        "Action": "execute-api:Invoke",
+                        "Resource": {
+                            "Fn::Join": ["", [f"arn:aws:execute-api:eu-west-1:{ACCOUNT}:", {"Ref": "Api"}, "/*"]]
+                        },
+                    }
+                ]
+            },
+        },
+    }
+    resources["S3Endpoint"] = {
+        "Type": "AWS::EC2::VPCEndpoint",
+        "Properties": {
+            "ServiceName": "com.amazonaws.eu-west-1.s3",
+            "VpcEndpointType": "Gateway",
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "*"},
+                        "Action": "s3:GetObject",
+                        "Resource": "arn:aws:s3:::prod-eu-west-1-starport-layer-bucket/*",
+                    }
+                ]
+            },
+        },
+    }
+    verdicts = _verdicts(_write(tmp_path, resources))
+    assert verdicts["AC-3"].status == nist.MET, verdicts["AC-3"].gaps
+    assert verdicts["AC-4"].status == nist.MET, verdicts["AC-4"].gaps
