@@ -190,10 +190,15 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
     # Callers: outside these stacks, admitted by the API's resource policy.
     g.open("callers", "Callers: their own accounts and VPCs (outside these stacks)", 'style="rounded,dashed";')
     caller_nodes: dict[tuple[str, str], list[str]] = {}
+    caller_endpoints: dict[tuple[str, str], list[str]] = {}
     for api in apis.values():
         for value in _callers(api):
             caller_nodes.setdefault(api.key, []).append(
                 g.node(("caller", value), _caller_label(value) if value != "*" else "any principal", "caller")
+            )
+        for endpoint_id in _foreign_endpoints(a, api):
+            caller_endpoints.setdefault(api.key, []).append(
+                g.node(("caller-endpoint", endpoint_id), f"callers' execute-api endpoint\n{endpoint_id}", "endpoint")
             )
     g.close()
 
@@ -298,6 +303,10 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
             target = _model_node(g, a, endpoint, region)
             g.edge(runtime_nodes[endpoint.key], target, PROMPT, numbered("to the model"))
         for api in cell_apis:
+            for endpoint_node in caller_endpoints.get(api.key, []):
+                for caller in caller_nodes.get(api.key, []):
+                    g.edge(caller, endpoint_node, PROMPT, numbered("SigV4 request over TLS"))
+                g.edge(endpoint_node, api_nodes[api.key], PROMPT, numbered("private API"))
             for fn in {r.integration.key: r.integration for r in routes if r.api == api and r.integration}.values():
                 g.edge(api_nodes[api.key], g.ids[fn.key], PROMPT, numbered("Lambda proxy integration"))
         _stores(g, a, encryption, region, cell_functions)
@@ -314,6 +323,12 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
 def _endpoint_keys(a: CloudAssembly, api: Resource) -> set[tuple[str, str]]:
     ids = (api.properties.get("EndpointConfiguration") or {}).get("VpcEndpointIds")
     return {found.key for item in as_list(ids) if (found := a.resolve(api.stack, item)) is not None}
+
+
+def _foreign_endpoints(a: CloudAssembly, api: Resource) -> list[str]:
+    """Interface endpoints the private API admits that no template declares: the callers' own, in their VPCs."""
+    ids = (api.properties.get("EndpointConfiguration") or {}).get("VpcEndpointIds")
+    return [pol.text(item) for item in as_list(ids) if a.resolve(api.stack, item) is None]
 
 
 def _model_node(g: Graph, a: CloudAssembly, endpoint: Resource, region: str) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from review import nist
+from review import dataflow, nist
 from review.cfn import load
 from review.report import generate
 
@@ -1289,3 +1289,17 @@ def test_one_api_and_ecr_layers_are_not_wildcards(tmp_path: Path) -> None:
     verdicts = _verdicts(_write(tmp_path, resources))
     assert verdicts["AC-3"].status == nist.MET, verdicts["AC-3"].gaps
     assert verdicts["AC-4"].status == nist.MET, verdicts["AC-4"].gaps
+
+
+def test_the_data_flow_draws_callers_own_endpoints_outside_these_stacks(tmp_path: Path) -> None:
+    resources = clean_cell()
+    resources["Api"]["Properties"]["EndpointConfiguration"]["VpcEndpointIds"] = ["vpce-0123456789abcdef0"]
+    dot = dataflow.to_dot(load(_write(tmp_path, resources)))
+    callers = dot[dot.index("subgraph cluster_callers") : dot.index("subgraph cluster_cell0")]
+    assert "vpce-0123456789abcdef0" in callers
+    assert "role/caller" in callers
+    endpoint = re.search(r'(n\d+) \[label="callers\' execute-api endpoint', dot)
+    assert endpoint is not None
+    prompt_edges = [line for line in dot.splitlines() if "penwidth=2.4" in line]
+    assert any(f"-> {endpoint.group(1)} " in line for line in prompt_edges), "the caller reaches its own endpoint"
+    assert any(line.strip().startswith(f"{endpoint.group(1)} ->") for line in prompt_edges), "and from it the API"
