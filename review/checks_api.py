@@ -170,7 +170,7 @@ class Edge:
     acls: list[Resource]
 
 
-def _edges(a: CloudAssembly) -> list[Edge]:
+def prompt_edges(a: CloudAssembly) -> list[Edge]:
     by_api: dict[tuple[str, str], list[Route]] = {}
     for route in api_routes(a):
         if route.carries_prompt:
@@ -201,7 +201,7 @@ def waf_skips_prompt_bodies(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
     log keeps the matched text."""
     return judge(
         "waf_skips_prompt_bodies",
-        _edges(a),
+        prompt_edges(a),
         lambda edge: prompt_inspection_reasons(a, edge),
         lambda edge: (
             f"{where(edge.api)} {', '.join(f'{r.verb} {r.path}' for r in edge.routes)} behind "

@@ -226,7 +226,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
                 "      ",
             )
             for acl in checks_api.web_acls_of(a, api):
-                edge = next((e for e in checks_api._edges(a) if e.api.key == api.key), None)
+                edge = next((e for e in checks_api.prompt_edges(a) if e.api.key == api.key), None)
                 inspects = bool(edge and checks_api.prompt_inspection_reasons(a, edge))
                 waf = g.node(
                     acl.key,
