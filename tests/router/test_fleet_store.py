@@ -20,7 +20,7 @@ import pytest
 import handler
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, Status
-from spillway.fleet import Change, Fleet, FleetState, FleetUnavailable
+from spillway.fleet import Change, Fleet, FleetState, FleetUnavailable, Report
 from spillway.fleet_store import ValkeyFleetStore
 from spillway.health import BreakerState, HealthBoard, Verdict
 from spillway.resp import Address, Connection, parse_url
@@ -99,8 +99,7 @@ def server_time(raw: Connection) -> float:
 
 
 def report(s: ValkeyFleetStore, verdict: Verdict, *, epoch: int = 0, target: str = PT_E, **kw: Any) -> Any:
-    args: dict[str, Any] = {"window_s": 30.0, "capacity_pause_s": 0.0, "lease": None, "probe": None, **kw}
-    return s.report(target, epoch=epoch, verdict=verdict, **args)
+    return s.report(target, Report(epoch, verdict, **{"window_s": 30.0, **kw}))
 
 
 def race(n: int, fn: Any) -> list[Any]:
@@ -321,7 +320,7 @@ def test_a_store_that_never_answers_costs_one_read_timeout_then_nothing(silent_p
     assert first.value.reason == "TimeoutError"
     assert paid >= 0.1
     with pytest.raises(FleetUnavailable) as quiet:
-        s.report(PT_E, epoch=0, verdict=Verdict.OK, window_s=30.0, capacity_pause_s=0.0, lease=None, probe=None)
+        s.report(PT_E, Report(0, Verdict.OK, 30.0))
     assert not quiet.value.sent
 
 

@@ -109,6 +109,19 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Report:
+    """One attempt's outcome, as the store is told it (FleetStore.report)."""
+
+    epoch: int  # the breaker epoch the attempt was admitted in
+    verdict: Verdict
+    window_s: float  # the reporting feature's window, for the state returned
+    capacity_pause_s: float = 0.0  # a throttle: the capacity cooldown it asks for
+    lease: str | None = None  # the PT lease to release
+    probe: str | None = None  # the half-open probe to release
+    level: int = 0  # the live leases when the lease was taken (0: no lease)
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """A conditional breaker transition: applied only if the stored epoch is still `epoch`."""
 
@@ -123,18 +136,7 @@ class FleetStore(Protocol):
 
     def read(self, targets: Sequence[str], window_s: float) -> Snapshot: ...
 
-    def report(
-        self,
-        target: str,
-        *,
-        epoch: int,
-        verdict: Verdict,
-        window_s: float,
-        capacity_pause_s: float,
-        lease: str | None,
-        probe: str | None,
-        level: int = 0,
-    ) -> tuple[float, TargetState]:
+    def report(self, target: str, outcome: Report) -> tuple[float, TargetState]:
         """Count the outcome in the target's window and run if `epoch` is current and the breaker closed (a
         success while ramping counts a ramp success); a capacity verdict moves the capacity cooldown to at least
         now + pause; release the lease and the probe; with `level` (the live leases when this attempt's lease was
@@ -486,14 +488,7 @@ class FleetRequest:
             return
         answer = self._call(
             lambda: self._fleet.store.report(
-                target_id,
-                epoch=ticket.epoch,
-                verdict=verdict,
-                window_s=policy.window_s,
-                capacity_pause_s=pause,
-                lease=lease,
-                probe=probe,
-                level=level,
+                target_id, Report(ticket.epoch, verdict, policy.window_s, pause, lease, probe, level)
             )
         )
         if answer is None:  # the lease and the probe expire by themselves

@@ -39,7 +39,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .fleet import Change, FleetState, FleetUnavailable, Snapshot, TargetState
+from .fleet import Change, FleetState, FleetUnavailable, Report, Snapshot, TargetState
 from .health import Verdict
 from .resp import Address, Connection, Credentials, Reply, RespError, parse_url
 
@@ -281,33 +281,17 @@ class ValkeyFleetStore:
             raise FleetUnavailable("BadReply")
         return Snapshot(now, {tid: _state(row) for tid, row in zip(targets, rows[1:], strict=True)})
 
-    def report(
-        self,
-        target: str,
-        *,
-        epoch: int,
-        verdict: Verdict,
-        window_s: float,
-        capacity_pause_s: float,
-        lease: str | None,
-        probe: str | None,
-        level: int = 0,
-    ) -> tuple[float, TargetState]:
-        reply = _list(
-            self._eval(
-                "report",
-                self._keys(target),
-                [
-                    epoch,
-                    _VERDICT_CODE.get(verdict, "n"),
-                    max(0.0, float(window_s)),
-                    int(max(0.0, capacity_pause_s) * 1000),
-                    lease or "",
-                    probe or "",
-                    level,
-                ],
-            )
-        )
+    def report(self, target: str, outcome: Report) -> tuple[float, TargetState]:
+        args: list[str | int | float] = [
+            outcome.epoch,
+            _VERDICT_CODE.get(outcome.verdict, "n"),
+            max(0.0, float(outcome.window_s)),
+            int(max(0.0, outcome.capacity_pause_s) * 1000),
+            outcome.lease or "",
+            outcome.probe or "",
+            outcome.level,
+        ]
+        reply = _list(self._eval("report", self._keys(target), args))
         if len(reply) != 2:
             raise FleetUnavailable("BadReply")
         return _int(reply[0]) / 1000.0, _state(reply[1])
