@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -21,7 +22,7 @@ import handler
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, Status
 from spillway.fleet import Change, Fleet, FleetState, FleetUnavailable, Report
-from spillway.fleet_store import ValkeyFleetStore
+from spillway.fleet_store import ValkeyFleetStore, iam_credentials
 from spillway.health import BreakerState, HealthBoard, Verdict
 from spillway.resp import Address, Connection, parse_url
 from tests.unit.fleet_fake import FakeFleetStore
@@ -264,6 +265,117 @@ def test_a_connection_the_server_closed_while_idle_is_reopened_once(store: Valke
     assert store.read([PT_E], 30.0).targets[PT_E].epoch == 0
     assert store.errors == 0
     assert store.status()["connects"] == 2
+
+
+# -- TLS and IAM-style authentication ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """redis-server with TLS only (as ElastiCache Serverless), a self-signed certificate for localhost."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    workdir = tmp_path_factory.mktemp("redis-tls")
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-cert-file",
+            "cert.pem",
+            "--tls-key-file",
+            "key.pem",
+            "--tls-auth-clients",
+            "no",
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", port))
+                break
+            time.sleep(0.05)
+        yield port, workdir / "cert.pem"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_rediss_with_a_token_signed_anew_for_each_connection(tls_redis: tuple[int, Path]) -> None:
+    port, cert = tls_redis
+    context = ssl.create_default_context(cafile=str(cert))
+    admin = Connection(Address("localhost", port, tls=True), ssl_context=context, read_timeout_s=2.0)
+    admin.call("ACL", "SETUSER", "spillway-router", "reset", *ACCESS_STRING.split(), "nopass")
+    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "session"}
+    signed: list[str] = []
+    sign = iam_credentials(user_id="spillway-router", cache_name="spillway-fleet", region="us-east-1", environ=env)
+
+    def credentials() -> tuple[str, str]:
+        user, token = sign()
+        signed.append(token)
+        return user, token
+
+    s = ValkeyFleetStore.from_url(f"rediss://localhost:{port}", credentials=credentials, ssl_context=context)
+    assert s.read([PT_E], 30.0).targets[PT_E].epoch == 0
+    whoami = admin.call("CLIENT", "LIST")
+    assert isinstance(whoami, bytes)
+    assert b"user=spillway-router" in whoami  # authenticated as the IAM user, over TLS
+    admin.call("CLIENT", "KILL", "USER", "spillway-router")
+    time.sleep(0.05)
+    assert s.read([PT_E], 30.0).targets[PT_E].epoch == 0  # reconnected
+    assert len(signed) == 2  # a token signed for each connection, never reused
+    assert signed[0].startswith("spillway-fleet/?Action=connect&")
+    assert "&User=spillway-router&" in signed[0]
+    admin.call("ACL", "SETUSER", "spillway-router", "off")  # a refused AUTH is a store failure like any other
+    admin.call("CLIENT", "KILL", "USER", "spillway-router")
+    with pytest.raises(FleetUnavailable):
+        s.read([PT_E], 30.0)
+    s.close()
+    admin.close()
+
+
+def test_a_server_certificate_the_client_does_not_trust_is_refused(tls_redis: tuple[int, Path]) -> None:
+    port, _ = tls_redis
+    s = ValkeyFleetStore.from_url(f"rediss://localhost:{port}")  # the system's CAs: a self-signed cert fails
+    with pytest.raises(FleetUnavailable) as refused:
+        s.read([PT_E], 30.0)
+    assert refused.value.reason == "SSLCertVerificationError"
 
 
 # -- fail-open ----------------------------------------------------------------------------------------------------

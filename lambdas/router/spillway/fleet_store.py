@@ -33,6 +33,7 @@ import datetime
 import hashlib
 import hmac
 import os
+import ssl
 import threading
 import time
 import urllib.parse
@@ -236,6 +237,7 @@ class ValkeyFleetStore:
         read_timeout_s: float = 0.25,
         backoff_s: float = 5.0,
         credentials: Credentials | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         prefix: str = PREFIX,
         clock: Callable[[], float] = time.monotonic,
         on_error: ErrorHook | None = None,
@@ -246,7 +248,11 @@ class ValkeyFleetStore:
         self._clock = clock
         self._on_error = on_error
         self._conn = Connection(
-            address, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s, credentials=credentials
+            address,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            credentials=credentials,
+            ssl_context=ssl_context,
         )
         self._lock = threading.Lock()
         self._quiet_until = 0.0
