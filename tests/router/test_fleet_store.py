@@ -25,6 +25,7 @@ from spillway.fleet import Change, Fleet, FleetState, FleetUnavailable, Report
 from spillway.fleet_store import ValkeyFleetStore, iam_credentials
 from spillway.health import BreakerState, HealthBoard, Verdict
 from spillway.resp import Address, Connection, parse_url
+from spillway.settings import Settings, SettingsError
 from tests.unit.fleet_fake import FakeFleetStore
 from tests.unit.helpers import FEATURE, FakeClock, ScriptedBackend, make_table
 
@@ -504,7 +505,7 @@ def test_the_handler_wires_the_fleet_from_the_environment(
     h = Harness(table_doc)
     try:
         h.router.fleet = handler.build_fleet(
-            {"SPILLWAY_FLEET_STORE_URL": url}, h.health, h.router.tracker, region="us-east-1"
+            Settings.from_environ({"SPILLWAY_FLEET_STORE_URL": url}), h.health, h.router.tracker
         )
         response = h.converse()
         assert response["statusCode"] == 200
@@ -519,9 +520,9 @@ def test_the_handler_wires_the_fleet_from_the_environment(
 
 def test_no_url_no_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPILLWAY_FLEET_STORE_URL", raising=False)
-    assert handler.build_fleet({}, HealthBoard(), InflightTracker(), region="us-east-1") is None
-    with pytest.raises(ValueError, match="redis://"):
-        handler.build_fleet({"SPILLWAY_FLEET_STORE_URL": "http://x:1"}, HealthBoard(), InflightTracker(), region="r")
+    assert handler.build_fleet(Settings.from_environ({}), HealthBoard(), InflightTracker()) is None
+    with pytest.raises(SettingsError, match=r"SPILLWAY_FLEET_STORE_URL.*redis://"):
+        Settings.from_environ({"SPILLWAY_FLEET_STORE_URL": "http://x:1"})
 
 
 # -- the fake of the unit tests behaves as the scripts ------------------------------------------------------------
