@@ -514,6 +514,11 @@ def test_the_handler_wires_the_fleet_from_the_environment(
         assert status["store"]["enabled"] is True
         assert status["store"]["kind"] == "valkey"
         assert sum(u["requests"] for u in status["store"]["usage"].values()) == 1
+        served = header(response, "x-spillway-target")
+        assert served is not None
+        fleet_view = status["store"]["targets"][served]  # the fleet's view of each target, from one read
+        assert fleet_view["state"] == "closed"
+        assert fleet_view["window"]["total"] == 1
     finally:
         h.handler.set_router(None)
 

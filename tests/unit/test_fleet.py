@@ -349,3 +349,18 @@ def test_a_throttle_teaches_the_fleet_a_lower_pt_limit_that_a_success_raises_and
     later = world.fleets[2].request(feature, [PT_E])
     assert later.try_start(target, force=False, timeout_s=2.0) == 1
     assert world.store.read([PT_E], 30.0).targets[PT_E].learned_limit == 0  # forgotten: max_in_flight again
+
+
+def test_the_status_shows_the_fleets_view_of_each_target() -> None:
+    world = World(2, make_table(), {PT_E: fails()})
+    for _ in range(3):
+        world.engines[0].handle(FEATURE, REQUEST)
+    view = world.fleets[1].status([PT_E, OD_E])["targets"]
+    assert view[PT_E]["state"] == "open"
+    assert view[PT_E]["cooldown_remaining_s"] == pytest.approx(5.0)
+    assert view[PT_E]["trips"] == 1
+    assert view[OD_E]["window"] == {"total": 3, "failures": 0, "slow": 0}
+    world.clock.advance(5.0)
+    assert world.fleets[1].status([PT_E])["targets"][PT_E]["state"] == "half_open"
+    world.store.down = True
+    assert "targets" not in world.fleets[1].status([PT_E])

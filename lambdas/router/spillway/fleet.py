@@ -357,10 +357,19 @@ class Fleet:
             return False
         return True
 
-    def status(self) -> dict[str, Any]:
-        """The store's state and the cost of sharing so far: round trips and store time per request, by the kind of
-        capacity the request's feature starts on."""
-        return {"enabled": True, **self.store.status(), "usage": self.usage()}
+    def status(self, target_ids: Iterable[str] = ()) -> dict[str, Any]:
+        """The store's state, the cost of sharing so far (round trips and store time per request, by the kind of
+        capacity the request's feature starts on) and, for `target_ids`, the fleet's view of each target (one read,
+        its 30 s window; "targets" is absent when the store does not answer)."""
+        status: dict[str, Any] = {"enabled": True, **self.store.status(), "usage": self.usage()}
+        ids = sorted(target_ids)
+        if ids:
+            try:
+                snapshot = self.store.read(ids, 30.0)
+            except Exception:  # FleetUnavailable (or a store's bug): the status says what it can
+                return status
+            status["targets"] = {tid: _target_view(state, snapshot.now) for tid, state in snapshot.targets.items()}
+        return status
 
     def _account(self, kind: str, round_trips: int, store_s: float, degraded: bool) -> None:
         with self._lock:
@@ -625,6 +634,25 @@ class FleetRequest:
             updated_at=local_now,
         )
         self._local.board.merge(record)
+
+
+def _target_view(state: TargetState, now: float) -> dict[str, Any]:
+    """One target as /v1/health shows the fleet's view of it (numbers and names only)."""
+    half_open = state.half_open(now)
+    name = "half_open" if half_open else state.state.name.lower()
+    return {
+        "state": name,
+        "cooldown_remaining_s": round(max(0.0, state.until - now), 3) if state.state is FleetState.OPEN else 0.0,
+        "capacity_cooldown_remaining_s": round(max(0.0, state.capacity_until - now), 3),
+        "trips": state.trips,
+        "probes": state.probes,
+        "probe_out": state.probe_held,
+        "ramp_step": state.ramp_step,
+        "window": {"total": state.total, "failures": state.failures, "slow": state.slow},
+        "consecutive_failures": state.run,
+        "leases": state.leases,
+        "learned_limit": state.learned_limit,
+    }
 
 
 def _replace_probe(state: TargetState) -> TargetState:
