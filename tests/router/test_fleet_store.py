@@ -398,20 +398,26 @@ def test_a_store_that_is_down_fails_at_once_then_stays_quiet_for_the_backoff() -
     assert again.value.sent
 
 
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A server that accepts connections and never answers."""
+def fake_server(answer: bytes | None) -> Iterator[int]:
+    """A server that accepts connections and answers every read with `answer` (None: never answers)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     accepted: list[socket.socket] = []
     stop = threading.Event()
 
+    def serve(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while conn.recv(65536) and answer is not None:
+                conn.sendall(answer)
+
     def accept() -> None:
         listener.settimeout(0.05)
         while not stop.is_set():
             with contextlib.suppress(OSError):
-                accepted.append(listener.accept()[0])
+                conn = listener.accept()[0]
+                accepted.append(conn)
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
@@ -421,6 +427,34 @@ def silent_port() -> Iterator[int]:
     for conn in accepted:
         conn.close()
     listener.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    yield from fake_server(None)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "ProtocolError"),  # not a RESP server at all
+        (b"*1\r\n:1\r\n", "BadReply"),  # RESP, but not the shape of the read script's reply
+        (b"-NOPERM this user has no permissions\r\n", "NOPERM"),
+    ],
+)
+def test_a_reply_the_store_cannot_read_fails_open_with_its_name(answer: bytes, reason: str) -> None:
+    server = fake_server(answer)
+    port = next(server)
+    s = store_on(port, read_timeout_s=0.5)
+    try:
+        with pytest.raises(FleetUnavailable) as failed:
+            s.read([PT_E], 30.0)
+        assert failed.value.reason == reason
+        assert s.status()["last_error"] == reason
+        assert s.status()["backing_off"]
+    finally:
+        s.close()
+        server.close()
 
 
 def test_a_store_that_never_answers_costs_one_read_timeout_then_nothing(silent_port: int) -> None:

@@ -38,7 +38,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .fleet import Change, FleetState, FleetUnavailable, Report, Snapshot, TargetState
 from .health import Verdict
@@ -224,6 +224,7 @@ class _Script:
 
 
 ErrorHook = Callable[[str, str], None]  # (operation, error code)
+_T = TypeVar("_T")
 
 
 class ValkeyFleetStore:
@@ -280,12 +281,14 @@ class ValkeyFleetStore:
         keys: list[str] = []
         for tid in targets:
             keys.extend(self._keys(tid))
-        reply = self._eval("read", keys, [max(0.0, float(window_s))])
-        rows = _list(reply)
-        now = _int(rows[0]) / 1000.0
-        if len(rows) != len(targets) + 1:
-            raise FleetUnavailable("BadReply")
-        return Snapshot(now, {tid: _state(row) for tid, row in zip(targets, rows[1:], strict=True)})
+
+        def parse(reply: Reply) -> Snapshot:
+            rows = _list(reply)
+            if len(rows) != len(targets) + 1:
+                raise FleetUnavailable("BadReply")
+            return Snapshot(_int(rows[0]) / 1000.0, {t: _state(r) for t, r in zip(targets, rows[1:], strict=True)})
+
+        return self._eval("read", keys, [max(0.0, float(window_s))], parse)
 
     def report(self, target: str, outcome: Report) -> tuple[float, TargetState]:
         args: list[str | int | float] = [
@@ -297,26 +300,26 @@ class ValkeyFleetStore:
             outcome.probe or "",
             outcome.level,
         ]
-        reply = _list(self._eval("report", self._keys(target), args))
-        if len(reply) != 2:
-            raise FleetUnavailable("BadReply")
-        return _int(reply[0]) / 1000.0, _state(reply[1])
+
+        def parse(reply: Reply) -> tuple[float, TargetState]:
+            now, state = _list(reply)
+            return _int(now) / 1000.0, _state(state)
+
+        return self._eval("report", self._keys(target), args, parse)
 
     def transition(self, target: str, *, epoch: int, change: Change) -> bool:
         b, p, _ = self._keys(target)
-        reply = _list(
-            self._eval("transition", [b, p], [epoch, change.kind, int(change.cooldown_s * 1000), change.ramp_step])
-        )
-        return _int(reply[0]) == 1
+        args: list[str | int | float] = [epoch, change.kind, int(change.cooldown_s * 1000), change.ramp_step]
+        return self._eval("transition", [b, p], args, lambda reply: _int(_list(reply)[0]) == 1)
 
     def acquire_probe(self, target: str, token: str, ttl_s: float) -> bool:
         b, p, _ = self._keys(target)
-        return _int(self._eval("probe", [b, p], [token, max(1, int(ttl_s * 1000))])) == 1
+        return self._eval("probe", [b, p], [token, max(1, int(ttl_s * 1000))], lambda reply: _int(reply) == 1)
 
     def acquire_lease(self, target: str, token: str, limit: int, ttl_s: float, *, force: bool) -> int | None:
         b, _, lease_key = self._keys(target)
-        count = _int(self._eval("lease", [b, lease_key], [token, limit, max(1, int(ttl_s * 1000)), int(force)]))
-        return count or None
+        args: list[str | int | float] = [token, limit, max(1, int(ttl_s * 1000)), int(force)]
+        return self._eval("lease", [b, lease_key], args, lambda reply: _int(reply) or None)
 
     # -- status -------------------------------------------------------------------------------------------------
 
@@ -341,12 +344,22 @@ class ValkeyFleetStore:
     def _keys(self, target: str) -> tuple[str, str, str]:
         return (f"{self.prefix}:b:{target}", f"{self.prefix}:p:{target}", f"{self.prefix}:l:{target}")
 
-    def _eval(self, name: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Reply:
+    def _eval(
+        self, name: str, keys: Sequence[str], args: Sequence[str | int | float], parse: Callable[[Reply], _T]
+    ) -> _T:
+        """Run a script (by its digest; whole if the server does not have it) and read its reply with `parse`. A
+        reply of another shape is a store failure like any other (backoff included)."""
         script = self._scripts[name]
         try:
-            return self._command("EVALSHA", script.sha, len(keys), *keys, *args)
+            reply = self._command("EVALSHA", script.sha, len(keys), *keys, *args)
         except _NoScript:
-            return self._command("EVAL", script.source, len(keys), *keys, *args)
+            reply = self._command("EVAL", script.source, len(keys), *keys, *args)
+        try:
+            return parse(reply)
+        except (FleetUnavailable, ValueError, TypeError, IndexError) as exc:
+            with self._lock:
+                self._failed(name, "BadReply")
+            raise FleetUnavailable("BadReply") from exc
 
     def _command(self, *args: str | int | float) -> Reply:
         with self._lock:
