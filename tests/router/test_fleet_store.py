@@ -614,3 +614,17 @@ def test_the_unit_tests_fake_store_and_the_scripts_agree_on_a_breakers_life(stor
             assert dataclasses.replace(real, **strip) == dataclasses.replace(faked, **strip), (name, kw)
         else:
             assert real == faked, (name, kw)
+
+
+def test_every_write_is_made_before_the_request_returns_and_no_thread_is_left(raw: Connection, redis_port: int) -> None:
+    """Lambda freezes the environment once the handler returns: what the fleet must know is written by then."""
+    threads = threading.active_count()
+    engines, _ = fleet_of(1, redis_port, {PT_E: [("unavailable", 0.0, None)]}, max_in_flight=2)
+    engines[0].handle(FEATURE, REQUEST)
+    assert threading.active_count() == threads
+    other = store_on(redis_port)  # another environment, reading at once
+    state = other.read([PT_E, OD_E], 30.0).targets
+    assert (state[PT_E].total, state[PT_E].failures, state[PT_E].run) == (1, 1, 1)
+    assert state[PT_E].leases == 0  # the lease was released with the report
+    assert state[OD_E].total == 1
+    other.close()
