@@ -628,3 +628,72 @@ def test_every_write_is_made_before_the_request_returns_and_no_thread_is_left(ra
     assert state[PT_E].leases == 0  # the lease was released with the report
     assert state[OD_E].total == 1
     other.close()
+
+
+# -- cluster mode (ElastiCache Serverless is cluster mode) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A one-node redis cluster serving every slot: scripts whose keys span slots are refused (CROSSSLOT)."""
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis-cluster")
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(workdir / "nodes.conf"),
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        admin = Connection(Address("127.0.0.1", port), connect_timeout_s=0.2, read_timeout_s=2.0)
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                admin.call("PING")
+                break
+            time.sleep(0.05)
+        admin.call("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        for _ in range(100):
+            info = admin.call("CLUSTER", "INFO")
+            if isinstance(info, bytes) and b"cluster_state:ok" in info:
+                break
+            time.sleep(0.05)
+        admin.close()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_every_operation_runs_on_a_cluster_because_its_keys_share_one_slot(cluster_port: int) -> None:
+    s = store_on(cluster_port)
+    snapshot = s.read([PT_E, OD_E, PT_W], 30.0)  # nine keys of three targets in one script
+    assert set(snapshot.targets) == {PT_E, OD_E, PT_W}
+    report(s, Verdict.FAILURE, lease="l", probe="p", level=1)
+    assert s.transition(PT_E, epoch=0, change=Change("open", cooldown_s=5.0))
+    assert s.acquire_probe(PT_E, "p", 1.0)
+    assert s.acquire_lease(PT_E, "l", 1, 1.0, force=False) == 1
+    assert s.errors == 0
+    s.close()
+
+
+def test_without_the_hash_tag_a_cluster_refuses_the_scripts(cluster_port: int) -> None:
+    """The planted weakness: keys named without the {…} tag land in different slots."""
+    s = store_on(cluster_port, prefix="spillway")
+    with pytest.raises(FleetUnavailable) as refused:
+        s.read([PT_E, OD_E], 30.0)
+    assert refused.value.reason == "CROSSSLOT"
+    s.close()
