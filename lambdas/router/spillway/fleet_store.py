@@ -21,9 +21,11 @@ timeout, an error reply, a reply this code cannot read) raises FleetUnavailable 
 read timeout per backoff period, and the engine routes on local state meanwhile. The connection is kept across
 invocations; one found closed by the server on first use after a pause is reopened once (resp.Connection).
 
-Authentication: none for redis:// (local); for rediss:// with `iam_user` set, AUTH with an ElastiCache IAM token
-(elasticache_iam_token), a SigV4 presigned "connect" request, signed anew at each connection (tokens last 15
-minutes; ElastiCache closes a connection after 12 hours, and the next call reopens it with a fresh token).
+Authentication: none for redis:// (local); with `credentials` (iam_credentials: the handler passes them when
+SPILLWAY_FLEET_STORE_USER and SPILLWAY_FLEET_STORE_CACHE are set), AUTH with an ElastiCache IAM token, a SigV4
+presigned "connect" request signed anew at each connection (tokens last 15 minutes; ElastiCache closes a
+connection after 12 hours, and the next call reopens it with a fresh token). TLS for rediss://, verified against the
+system's certificate authorities.
 """
 
 from __future__ import annotations
