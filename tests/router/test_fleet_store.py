@@ -239,6 +239,7 @@ def test_the_window_is_the_last_seconds_of_the_servers_clock(store: ValkeyFleetS
 def test_the_scripts_run_as_the_iam_users_access_string(raw: Connection, redis_port: int) -> None:
     raw.call("ACL", "SETUSER", "router", "reset", *ACCESS_STRING.split(), ">secret")
     s = store_on(redis_port, credentials=lambda: ("router", "secret"))
+    s.prepare()
     s.read([PT_E], 30.0)
     report(s, Verdict.FAILURE, lease="x", probe="y")
     assert s.transition(PT_E, epoch=0, change=Change("open", cooldown_s=5.0))
@@ -250,6 +251,17 @@ def test_the_scripts_run_as_the_iam_users_access_string(raw: Connection, redis_p
     with pytest.raises(FleetUnavailable):
         s.read([PT_E], 30.0)
     s.close()
+
+
+def test_prepare_loads_every_script_in_one_round_trip_so_no_request_meets_noscript(
+    store: ValkeyFleetStore, raw: Connection
+) -> None:
+    raw.call("SCRIPT", "FLUSH")
+    store.prepare()
+    assert store.round_trips == 1
+    report(store, Verdict.OK)
+    store.read([PT_E], 30.0)
+    assert store.round_trips == 3  # EVALSHA found each script: no second round trip with the source
 
 
 def test_a_script_missing_from_the_server_cache_is_sent_whole(store: ValkeyFleetStore, raw: Connection) -> None:
@@ -680,6 +692,7 @@ def cluster_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 def test_every_operation_runs_on_a_cluster_because_its_keys_share_one_slot(cluster_port: int) -> None:
     s = store_on(cluster_port)
+    s.prepare()
     snapshot = s.read([PT_E, OD_E, PT_W], 30.0)  # nine keys of three targets in one script
     assert set(snapshot.targets) == {PT_E, OD_E, PT_W}
     report(s, Verdict.FAILURE, lease="l", probe="p", level=1)

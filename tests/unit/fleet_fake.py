@@ -152,5 +152,8 @@ class FakeFleetStore:
         t.leases[token] = now + ttl_s
         return len(t.leases)
 
+    def prepare(self) -> None:
+        self._call("prepare")
+
     def status(self) -> dict[str, Any]:
         return {"kind": "fake", "calls": len(self.calls)}

@@ -160,6 +160,10 @@ class FleetStore(Protocol):
         """What /v1/health shows of the store (no secrets)."""
         ...
 
+    def prepare(self) -> None:
+        """At init: connect and make the server ready for the request path (FleetUnavailable if it cannot)."""
+        ...
+
 
 # -- the rules (pure) -----------------------------------------------------------------------------------------
 
@@ -350,8 +354,9 @@ class Fleet:
         return FleetRequest(self, feature, target_ids)
 
     def warm(self, target_ids: Iterable[str]) -> bool:
-        """At init: open the connection and load the read script (one read). False if the store did not answer."""
+        """At init: connect, load the scripts, read once. False if the store did not answer."""
         try:
+            self.store.prepare()
             self.store.read(sorted(target_ids), 0.0)
         except Exception:  # FleetUnavailable, or a store's bug: the first request meets it, init never fails
             return False

@@ -323,6 +323,25 @@ class ValkeyFleetStore:
         args: list[str | int | float] = [token, limit, max(1, int(ttl_s * 1000)), int(force)]
         return self._eval("lease", [b, lease_key], args, lambda reply: _int(reply) or None)
 
+    def prepare(self) -> None:
+        """Connect and load every script in one round trip, so that no request meets NOSCRIPT (one extra round trip
+        per script on a server that has not seen it)."""
+        with self._lock:
+            if self._clock() < self._quiet_until:
+                raise FleetUnavailable("BackingOff", sent=False)
+            try:
+                self.round_trips += 1
+                replies = self._conn.pipeline([("SCRIPT", "LOAD", s.source) for s in self._scripts.values()])
+            except Exception as exc:
+                self._failed("prepare", type(exc).__name__)
+                raise FleetUnavailable(type(exc).__name__) from exc
+        for reply, script in zip(replies, self._scripts.values(), strict=True):
+            if reply != script.sha.encode():
+                code = reply.code if isinstance(reply, RespError) else "BadReply"
+                with self._lock:
+                    self._failed("prepare", code)
+                raise FleetUnavailable(code)
+
     # -- status -------------------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
