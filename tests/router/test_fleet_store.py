@@ -26,6 +26,7 @@ from spillway.fleet_store import ValkeyFleetStore, iam_credentials
 from spillway.health import BreakerState, HealthBoard, Verdict
 from spillway.resp import Address, Connection, parse_url
 from spillway.settings import Settings, SettingsError
+from stacks.constructs.fleet_store import ACCESS_STRING  # what the IAM user may run in AWS
 from tests.unit.fleet_fake import FakeFleetStore
 from tests.unit.helpers import FEATURE, FakeClock, ScriptedBackend, make_table
 
@@ -35,9 +36,6 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 PT_E, OD_E = "claude-sonnet/provisioned/us-east-1", "claude-sonnet/on_demand/us-east-1"
 PT_W = "claude-sonnet/provisioned/us-west-2"
 REQUEST = {"messages": [{"role": "user", "content": [{"text": "hello"}]}]}
-# stacks/constructs/fleet_store.py's ACCESS_STRING (h-fleetinfra) plus what the scripts need: TIME is in no
-# category it allows (it is @fast only), and the scripts read the server's clock.
-ACCESS_STRING = "on ~* -@all +@read +@write +@scripting +@connection -@dangerous +time"
 
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
 
