@@ -14,7 +14,6 @@ from spillway.capacity import InflightTracker
 from spillway.config import BreakerPolicy, RoutingTable
 from spillway.engine import Engine, Outcome, Status
 from spillway.fleet import (
-    COOLING,
     Change,
     Fleet,
     FleetState,
@@ -24,7 +23,7 @@ from spillway.fleet import (
     should_trip,
     standing,
 )
-from spillway.health import AVAILABLE, BUSY, OPEN, Admission, BreakerState, HealthBoard, Verdict
+from spillway.health import AVAILABLE, BUSY, COOLING, OPEN, Admission, BreakerState, HealthBoard, Verdict
 
 from .fleet_fake import FakeFleetStore
 from .helpers import FEATURE, FakeClock, ScriptedBackend, make_table
