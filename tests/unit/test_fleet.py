@@ -138,16 +138,27 @@ def test_without_the_fleet_every_environment_pays_its_own_run() -> None:
     assert world.sent_to(PT_E) == 48  # each environment saw at most 3 of its own, none tripped before
 
 
-def test_a_30_percent_brownout_trips_on_the_fleets_window_where_no_environment_sees_enough() -> None:
-    table = make_table(breaker={"error_rate": 0.25, "min_requests": 10, "consecutive_failures": 5})
-    pattern = [("unavailable", 0.01, None), ("ok", 0.01, None), ("ok", 0.01, None)] * 2 + [("ok", 0.01, None)] * 4
-    world = World(16, table, {PT_E: pattern * 10})
+BROWNOUT = [("unavailable", 0.01, None), ("ok", 0.01, None), ("ok", 0.01, None)] * 3 + [("ok", 0.01, None)]  # 30%
+
+
+@pytest.mark.parametrize(("error_rate", "trips"), [(0.25, True), (0.4, False)])
+def test_a_30_percent_brownout_trips_a_lower_threshold_on_the_fleets_window(error_rate: float, trips: bool) -> None:
+    """Each of 16 environments sees one outcome, far under min_requests: only the fleet's window can trip."""
+    table = make_table(breaker={"error_rate": error_rate, "min_requests": 10, "consecutive_failures": 5})
+    world = World(16, table, {PT_E: BROWNOUT * 10})
     for i in range(16):
         world.engines[i].handle(FEATURE, REQUEST)
         world.clock.advance(0.05)
-    state = world.store.targets[PT_E].state
-    assert state.state is FleetState.OPEN
-    assert state.trips == 1
+    assert (world.store.targets[PT_E].state.state is FleetState.OPEN) is trips
+
+
+def test_once_the_brownout_trips_no_environment_sends_there() -> None:
+    table = make_table(breaker={"error_rate": 0.25, "min_requests": 10, "consecutive_failures": 5})
+    world = World(16, table, {PT_E: BROWNOUT * 10})
+    for i in range(16):
+        world.engines[i].handle(FEATURE, REQUEST)
+        world.clock.advance(0.05)
+    assert world.store.targets[PT_E].state.trips == 1
     sent_after_trip = world.sent_to(PT_E)
     for i in range(16):
         assert world.engines[i].handle(FEATURE, REQUEST).target == OD_E  # every environment keeps off it
