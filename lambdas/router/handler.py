@@ -125,9 +125,10 @@ class Router:
             self.fleet.warm(snapshot.table.targets.keys())
         return warmed
 
-    def store_status(self) -> dict[str, Any]:
+    def store_status(self, snapshot: Snapshot | None = None) -> dict[str, Any]:
         if self.fleet is not None:
-            return self.fleet.status()
+            targets = snapshot.table.targets.keys() if snapshot is not None and snapshot.table is not None else ()
+            return self.fleet.status(targets)
         return self.store.status() if self.store is not None else {"enabled": False}
 
     def sync_health(self, snapshot: Snapshot) -> None:
@@ -394,7 +395,7 @@ def health() -> Response[str]:
         snapshot=snapshot,
         board=router.health,
         in_flight=engine.tracker.in_flight if engine is not None else lambda _: 0,
-        store_status=router.store_status(),
+        store_status=router.store_status(snapshot),
     )
     return _json(200, body, request_id)
 
