@@ -46,6 +46,15 @@ def _log_group(name: str) -> dict[str, Any]:
     }
 
 
+CACHE_INGRESS = {
+    "GroupId": _group_id("CacheSg"),
+    "IpProtocol": "tcp",
+    "FromPort": 6379,
+    "ToPort": 6379,
+    "SourceSecurityGroupId": _group_id("RouterSg"),
+}
+
+
 def clean_cell() -> Resources:
     """One cell that does everything right: the baseline every planted weakness departs from."""
     return {
@@ -140,6 +149,38 @@ def clean_cell() -> Resources:
                 "SecurityGroupEgress": [
                     {"CidrIp": "255.255.255.255/32", "IpProtocol": "icmp", "FromPort": 252, "ToPort": 86}
                 ],
+            },
+        },
+        # A serverless cache (TLS only) reached from the router on its port, by security group on both sides.
+        "CacheSg": {
+            "Type": "AWS::EC2::SecurityGroup",
+            "Properties": {
+                "GroupDescription": "fleet store",
+                "VpcId": {"Ref": "Vpc"},
+                "SecurityGroupEgress": [
+                    {"CidrIp": "255.255.255.255/32", "IpProtocol": "icmp", "FromPort": 252, "ToPort": 86}
+                ],
+            },
+        },
+        "CacheIngress": {"Type": "AWS::EC2::SecurityGroupIngress", "Properties": CACHE_INGRESS},
+        "CacheEgress": {
+            "Type": "AWS::EC2::SecurityGroupEgress",
+            "Properties": {
+                "GroupId": _group_id("RouterSg"),
+                "IpProtocol": "tcp",
+                "FromPort": 6379,
+                "ToPort": 6379,
+                "DestinationSecurityGroupId": _group_id("CacheSg"),
+            },
+        },
+        "Cache": {
+            "Type": "AWS::ElastiCache::ServerlessCache",
+            "Properties": {
+                "ServerlessCacheName": "demo-fleet",
+                "Engine": "valkey",
+                "KmsKeyId": _arn("Key"),
+                "SecurityGroupIds": [_group_id("CacheSg")],
+                "SubnetIds": [{"Ref": "Subnet"}],
             },
         },
         "Endpoint": {
@@ -490,6 +531,18 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "CM-7",
         "sg_no_open_egress",
         "RouterSg",
+    ),
+    "the cache port on a rule that names no serverless cache": (
+        _set("CacheEgress.Properties.DestinationSecurityGroupId", _group_id("EndpointSg")),
+        "CM-7",
+        "sg_ports_limited",
+        "CacheEgress",
+    ),
+    "another port into the serverless cache": (
+        _set("CacheIngress.Properties", {**CACHE_INGRESS, "FromPort": 6380, "ToPort": 6380}),
+        "SC-8",
+        "sg_ports_limited",
+        "CacheIngress",
     ),
     "open ingress rule": (
         _set(
