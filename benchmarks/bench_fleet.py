@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,10 +38,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "lambdas" / "router"), str(ROOT)]
 
-from benchmarks import fleet_figures as ff  # noqa: E402
 from benchmarks.results import merge_result  # noqa: E402
 from emulator import Fault  # noqa: E402
 from localrun import FleetWorld, Latency, LocalWorld, World, iter_classify  # noqa: E402
+from localrun import figures as ff  # noqa: E402
 from localrun.traffic import Record, Traffic, percentile  # noqa: E402
 
 FEATURE = "summarize-thread"
@@ -322,6 +323,14 @@ def round_trip_counts(stats: list[tuple[int, Any]]) -> dict[str, Any]:
     return totals or {"reported": "the router's store reports no round-trip count"}
 
 
+def git_head() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)  # noqa: S607
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def machine() -> dict[str, Any]:
     load1, load5, _ = os.getloadavg()
     return {"cores": os.cpu_count(), "load_average_1m": round(load1, 2), "load_average_5m": round(load5, 2)}
@@ -331,10 +340,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--key", default="fleet", help="the key of results.json to write (default fleet)")
+    parser.add_argument("--label", default="", help="what router was measured (for example a commit)")
     args = parser.parse_args()
     spec = QUICK if args.quick else FULL
     started = time.monotonic()
     result: dict[str, Any] = {"shape": "fleet of execution environments (localrun/fleet_world.py)", "goals": GOALS}
+    result["router"] = args.label or git_head()
     result["machine_before"] = machine()
     result["model_latency_ms"] = spec.latency.ttft_ms
     settings = world_settings(spec.latency)
@@ -380,7 +392,7 @@ def main() -> int:
     result["seconds"] = round(time.monotonic() - started, 1)
     print(f"fleet: done in {result['seconds']} s", flush=True)
     if not args.no_write:
-        merge_result("fleet", result)
+        merge_result(args.key, result)
     return 0
 
 
