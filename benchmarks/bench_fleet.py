@@ -311,16 +311,26 @@ def store_price(spec: Spec) -> dict[str, Any]:
 
 
 def round_trip_counts(stats: list[tuple[int, Any]]) -> dict[str, Any]:
-    """What the environments' stores say of their round trips, summed over the fleet (keys that hold numbers)."""
-    totals: dict[str, float] = {}
+    """Round trips to the fleet store as the environments' routers count them (``Fleet.status()["usage"]``), summed
+    over the fleet, per kind of request (PT-first and on-demand-first features)."""
+    totals: dict[str, dict[str, float]] = {}
     for _, doc in stats:
-        for part in (doc or {}).values():
-            if not isinstance(part, dict):
-                continue
-            for key, value in part.items():
-                if "round_trip" in key and isinstance(value, int | float):
-                    totals[key] = totals.get(key, 0) + value
-    return totals or {"reported": "the router's store reports no round-trip count"}
+        usage = ((doc or {}).get("fleet.status") or {}).get("usage") or {}
+        for kind, counts in usage.items():
+            into = totals.setdefault(kind, {"requests": 0, "round_trips": 0, "store_ms": 0.0})
+            into["requests"] += counts.get("requests", 0)
+            into["round_trips"] += counts.get("round_trips", 0)
+            into["store_ms"] += counts.get("store_ms_per_request", 0.0) * counts.get("requests", 0)
+    if not totals:
+        return {"reported": "the router's store reports no round-trip count"}
+    return {
+        kind: {
+            "requests": int(t["requests"]),
+            "round_trips_per_request": round(t["round_trips"] / t["requests"], 3) if t["requests"] else 0.0,
+            "store_ms_per_request": round(t["store_ms"] / t["requests"], 3) if t["requests"] else 0.0,
+        }
+        for kind, t in sorted(totals.items())
+    }
 
 
 def git_head() -> str:
