@@ -299,6 +299,7 @@ def store_price(spec: Spec) -> dict[str, Any]:
             "lost": sum(1 for r in records if not r.served),
             "pt_latency_ms": ff.latency_ms(pt),
             "on_demand_latency_ms": ff.latency_ms(od),
+            # redis-server's count includes the commands its scripts run: not round trips (router_store_stats).
             "store_commands_per_request": round((after - before - own_reads) / max(1, len(records)), 2),
             "router_store_stats": round_trip_counts(stats),
         }

@@ -87,13 +87,19 @@ def _rows(doc: Mapping[str, Any]) -> list[tuple[str, str, dict[str, tuple[str, b
 
     def price(run: Mapping[str, Any]) -> tuple[str, bool]:
         p = run["price_of_sharing"]
-        commands = p["with_store"]["store_commands_per_request"]
+        counted = p["with_store"]["router_store_stats"]
         added = p["added_latency_ms"]
         pt, od = added["pt_latency_ms"], added["on_demand_latency_ms"]
-        text = (
-            f"{commands:g} store commands per request; p50/p99 {pt['p50']:+g}/{pt['p99']:+g} ms (PT), "
-            f"{od['p50']:+g}/{od['p99']:+g} ms (on-demand)"
-        )
+        if "provisioned" in counted or "on_demand" in counted:
+            trips = ", ".join(
+                f"{counted[k]['round_trips_per_request']:g} round trips per {name} request "
+                f"({counted[k]['store_ms_per_request']:g} ms)"
+                for k, name in (("provisioned", "PT"), ("on_demand", "on-demand"))
+                if k in counted
+            )
+        else:
+            trips = "no round trips (the router does not use the store)"
+        text = f"{trips}; p50/p99 {pt['p50']:+g}/{pt['p99']:+g} ms (PT), {od['p50']:+g}/{od['p99']:+g} ms (on-demand)"
         return text, True
 
     add("price of sharing, 8 environments", "measured (no goal)", price)
