@@ -29,7 +29,7 @@ from typing import Any
 import boto3
 import matplotlib
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from emulator import Emulator, TargetSpec
 from stacks.platform import load_platform
@@ -249,7 +249,10 @@ def write_plot(result: Result, path: Path, title: str) -> None:
 
 
 def _has_credentials() -> bool:
-    return boto3.session.Session().get_credentials() is not None
+    try:
+        return boto3.session.Session().get_credentials() is not None
+    except BotoCoreError:  # a credential provider that fails is no credentials
+        return False
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
