@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -211,5 +212,5 @@ def even_arrivals(rate_per_s: float, start_s: float, duration_s: float) -> list[
     """Evenly spaced arrivals, as the local world's traffic generator sends them."""
     if rate_per_s <= 0:
         return []
-    n = int(duration_s * rate_per_s)
+    n = math.ceil(duration_s * rate_per_s)  # every i with i / rate < duration, as the generator's loop sends them
     return [start_s + i / rate_per_s for i in range(n)]
