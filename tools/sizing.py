@@ -32,6 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from emulator import Emulator, TargetSpec
+from emulator.targets import Kind
 from stacks.platform import load_platform
 from tools.planner.inputs import load_traffic
 
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         spec = TargetSpec(
             args.region,
-            "bedrock",
+            Kind.BEDROCK,
             "arn:aws:bedrock:us-east-1:111122223333:provisioned-model/sizing",
             max_in_flight=args.emulate_max_in_flight,
             tokens_per_minute=args.emulate_tokens_per_minute,

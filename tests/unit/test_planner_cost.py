@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,10 @@ PRICES = Prices(
 )
 
 
-def _traffic(*, batch: bool = False, goals: Goals = Goals(min_pt_share=0.5, max_spill_share=1.0)) -> Traffic:
+PT_REQUIRED = Goals(min_pt_share=0.5, max_spill_share=1.0)
+
+
+def _traffic(*, batch: bool = False, goals: Goals = PT_REQUIRED) -> Traffic:
     hours = [0.0] * 168
     hours[10] = 3600.0  # one request a second for one hour a week
     cap = ModelCapacity(1_000_000, 2, ttft_ms=1000.0, ms_per_output_token=0.0, on_demand_tokens_per_minute=None)
@@ -57,7 +61,8 @@ def test_costs_by_hand(table: dict) -> None:
     on_demand, pt = plan.all_on_demand, plan.peak
     # All on-demand: 3,600 requests x (1,000 in at $3/M + 100 out at $15/M) = $10.80 + $5.40 = $16.20 a week.
     assert on_demand.requests == 3600
-    assert on_demand.spill_share == 0 and on_demand.drop_share == 0
+    assert on_demand.spill_share == 0
+    assert on_demand.drop_share == 0
     assert on_demand.pt_cost_month == 0
     assert on_demand.on_demand_cost_month == pytest.approx(16.20 * HOURS_PER_MONTH / 168)
     # One unit: $24 an hour for 730 hours, plus on-demand for exactly the share the replay spilled.
@@ -85,3 +90,16 @@ def test_batch_alternatives(table: dict) -> None:
     assert plan.batch["standard"] == pytest.approx(16.20 * HOURS_PER_MONTH / 168)
     assert plan.batch["batch"] == pytest.approx(plan.batch["standard"] / 2)
     assert "flex" not in plan.batch  # no Flex price for the model: not guessed
+
+
+def test_an_hour_too_quiet_to_sample_still_counts(table: dict) -> None:
+    # Two requests in hour 11: a 3-minute sample almost never catches one, but they are costed at the week's mix.
+    traffic = _traffic()
+    hours = list(traffic.features[FEATURE].requests_per_hour)
+    hours[11] = 2.0
+    feature = replace(traffic.features[FEATURE], requests_per_hour=tuple(hours))
+    plan = plan_feature(FEATURE, table, replace(traffic, features={FEATURE: feature}), PRICES)
+    on_demand = plan.all_on_demand
+    assert on_demand.requests == 3602
+    assert on_demand.on_demand_cost_month == pytest.approx(16.20 * 3602 / 3600 * HOURS_PER_MONTH / 168)
+    assert on_demand.hourly_other[11] == pytest.approx(2.0)

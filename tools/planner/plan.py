@@ -13,12 +13,12 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from emulator.targets import TargetSpec
+from emulator.targets import Kind, TargetSpec
 from tools.planner.inputs import FeatureTraffic, InputError, Prices, TokenPrice, Traffic
 from tools.planner.replay import Arrival, Tally, poisson_arrivals, replay
 
@@ -146,7 +146,7 @@ def scenario_specs(doc: Mapping[str, Any], traffic: Traffic, units: int) -> dict
         provisioned = t["capacity"] == "provisioned"
         specs[tid] = TargetSpec(
             t["region"],
-            backend["kind"],
+            Kind(backend["kind"]),
             backend.get("model_id") or backend.get("endpoint_name"),
             name=tid,
             max_in_flight=units * cap.max_in_flight_per_unit if provisioned else None,
@@ -180,24 +180,14 @@ def scale_week(
     """Hour by hour, scale the sampled requests' fates to the hour's request count. An hour with requests but no
     sampled arrival takes the sampled week's shares."""
     s = Scenario(units)
-    sampled = [t for t in tallies.values() if t.requests]
-    total = Tally()
-    for t in sampled:
-        for name in ("requests", "on_provisioned", "spilled", "throttled", "dropped"):
-            setattr(total, name, getattr(total, name) + getattr(t, name))
-    s.sampled_requests = total.requests
+    week = _sum(tallies.values())
+    s.sampled_requests = week.requests
     od_in: dict[str, float] = {}
     od_out: dict[str, float] = {}
     for hour, per_hour in enumerate(traffic.requests_per_hour):
-        t = tallies.get(hour)
-        if t is None or not t.requests:
-            t, scale = total, (per_hour / total.requests if total.requests else 0.0)
-            by_target_in = by_target_out = {}
-            if per_hour and total.requests:  # tokens by the week's average mix
-                by_target_in, by_target_out = _week_tokens(tallies)
-        else:
-            scale = per_hour / t.requests
-            by_target_in, by_target_out = t.input_tokens_by_target, t.output_tokens_by_target
+        sampled = tallies.get(hour)
+        t = sampled if sampled is not None and sampled.requests else week
+        scale = per_hour / t.requests if t.requests else 0.0
         s.requests += per_hour
         s.on_provisioned += t.on_provisioned * scale
         s.spilled += t.spilled * scale
@@ -205,25 +195,35 @@ def scale_week(
         s.dropped += t.dropped * scale
         s.hourly_on_provisioned.append(t.on_provisioned * scale)
         s.hourly_other.append((t.served - t.on_provisioned) * scale)
-        for tid, n in by_target_in.items():
-            if tid.split("/")[1] != "provisioned":
-                od_in[model_of[tid]] = od_in.get(model_of[tid], 0.0) + n * scale
-        for tid, n in by_target_out.items():
-            if tid.split("/")[1] != "provisioned":
-                od_out[model_of[tid]] = od_out.get(model_of[tid], 0.0) + n * scale
+        for tokens, into in ((t.input_tokens_by_target, od_in), (t.output_tokens_by_target, od_out)):
+            for tid, n in tokens.items():
+                if tid.split("/")[1] != "provisioned":
+                    into[model_of[tid]] = into.get(model_of[tid], 0.0) + n * scale
     s.tokens_by_model_od = {m: (od_in.get(m, 0.0), od_out.get(m, 0.0)) for m in sorted(set(od_in) | set(od_out))}
     return s
 
 
-def _week_tokens(tallies: Mapping[int, Tally]) -> tuple[dict[str, int], dict[str, int]]:
-    tin: dict[str, int] = {}
-    tout: dict[str, int] = {}
-    for t in tallies.values():
-        for k, v in t.input_tokens_by_target.items():
-            tin[k] = tin.get(k, 0) + v
-        for k, v in t.output_tokens_by_target.items():
-            tout[k] = tout.get(k, 0) + v
-    return tin, tout
+def _sum(tallies: Iterable[Tally]) -> Tally:
+    out = Tally()
+    for t in tallies:
+        for name in (
+            "requests",
+            "served",
+            "on_provisioned",
+            "spilled",
+            "fell_back",
+            "failed_over",
+            "throttled",
+            "dropped",
+        ):
+            setattr(out, name, getattr(out, name) + getattr(t, name))
+        for mine, theirs in (
+            (out.input_tokens_by_target, t.input_tokens_by_target),
+            (out.output_tokens_by_target, t.output_tokens_by_target),
+        ):
+            for tid, n in theirs.items():
+                mine[tid] = mine.get(tid, 0) + n
+    return out
 
 
 def price_scenario(s: Scenario, model: str, traffic: Traffic, prices: Prices, tier: str = "standard") -> None:
