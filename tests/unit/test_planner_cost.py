@@ -73,6 +73,14 @@ def test_costs_by_hand(table: dict) -> None:
     # the replay samples 3 minutes, so allow sampling noise.
     assert 0.08 < pt.spill_share < 0.32
     assert pt.pt_share == pytest.approx(1 - pt.spill_share)
+    # Break-even: one unit holds 2 requests of 1 s, 7.92M tokens an hour of this mix, worth $32.40 on on-demand
+    # ((1,000 x $3 + 100 x $15) / 1,100 per million). The plan's extra cost over on-demand is exactly the unit's
+    # price less what its busy share would have cost on on-demand, for every hour of the month.
+    assert plan.unit_tokens_per_hour == pytest.approx(7_920_000)
+    assert plan.on_demand_value_of_unit_hour == pytest.approx(32.40)
+    assert plan.break_even_utilisation == pytest.approx(24.0 / 32.40)
+    utilisation = plan.utilisation(pt, 1100)
+    assert pt.total_month - on_demand.total_month == pytest.approx(730 * (24.0 - utilisation * 32.40))
 
 
 def test_cheapest_mix_meets_goals_first(table: dict) -> None:

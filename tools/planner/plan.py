@@ -79,6 +79,19 @@ class FeaturePlan:
     scenarios: list[Scenario]
     batch: dict[str, float] | None = None  # standard / flex / batch monthly costs of the on-demand tokens
     reserved_for_peak_month: float | None = None
+    unit_tokens_per_hour: float = 0.0  # what one unit serves in an hour at full use, of this feature's mix
+    unit_hour_price: float = 0.0
+    on_demand_value_of_unit_hour: float = 0.0  # those tokens' price on on-demand
+
+    @property
+    def break_even_utilisation(self) -> float:
+        """The share of a unit's hours it must be busy to cost no more than on-demand for the same tokens."""
+        return self.unit_hour_price / self.on_demand_value_of_unit_hour if self.on_demand_value_of_unit_hour else 0.0
+
+    def utilisation(self, s: Scenario, tokens_per_request: int) -> float:
+        """How busy the scenario's units were over the week, by the replay (tokens served on PT / what they hold)."""
+        capacity = s.units * self.unit_tokens_per_hour * 168
+        return s.on_provisioned * tokens_per_request / capacity if capacity else 0.0
 
     def by_units(self, units: int) -> Scenario:
         return next(s for s in self.scenarios if s.units == units)
@@ -303,6 +316,14 @@ def plan_feature(
         judge(s, f)
         scenarios.append(s)
     plan = FeaturePlan(name, model, region, traffic.pt_term, top, f.peak_tokens_per_minute, scenarios)
+    # One unit at full use: its tokens a minute, or the requests in flight it holds over the latency, if fewer.
+    by_concurrency = cap.max_in_flight_per_unit / cap.latency_s(f.output_tokens) * 3600.0 * f.tokens_per_request
+    plan.unit_tokens_per_hour = min(cap.tokens_per_minute_per_unit * 60.0, by_concurrency)
+    plan.unit_hour_price = prices.pt_price(model, traffic.pt_term).per_unit_hour
+    share_in = f.input_tokens / f.tokens_per_request
+    plan.on_demand_value_of_unit_hour = prices.on_demand_price(model).cost(
+        plan.unit_tokens_per_hour * share_in, plan.unit_tokens_per_hour * (1 - share_in)
+    )
     if f.batch:
         plan.batch = batch_alternatives(plan.all_on_demand, prices)
     reserved = prices.reserved.get(model)

@@ -19,9 +19,10 @@ def _money(value: float | None) -> str:
     return "n/a" if value is None else f"${value:,.0f}"
 
 
-def scenario_json(s: Scenario) -> dict[str, Any]:
+def scenario_json(s: Scenario, p: FeaturePlan, tokens_per_request: int) -> dict[str, Any]:
     return {
         "model_units": s.units,
+        "pt_utilisation": round(p.utilisation(s, tokens_per_request), 4),
         "cost_per_month": round(s.total_month, 2),
         "pt_cost_per_month": round(s.pt_cost_month, 2),
         "on_demand_cost_per_month": round(s.on_demand_cost_month, 2),
@@ -49,14 +50,19 @@ def plan_json(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) -> dic
     }
     for p in plans:
         cheapest = p.cheapest
+        tpr = traffic.features[p.feature].tokens_per_request
         out["features"][p.feature] = {
             "model": p.model,
             "region": p.region,
             "peak_tokens_per_minute": round(p.peak_tokens_per_minute),
-            "all_on_demand": scenario_json(p.all_on_demand),
-            "pt_for_peak": scenario_json(p.peak),
-            "cheapest_meeting_goals": None if cheapest is None else scenario_json(cheapest),
-            "scenarios": [scenario_json(s) for s in p.scenarios],
+            "unit_tokens_per_hour_at_full_use": round(p.unit_tokens_per_hour),
+            "unit_hour_price": p.unit_hour_price,
+            "on_demand_value_of_unit_hour": round(p.on_demand_value_of_unit_hour, 2),
+            "break_even_utilisation": round(p.break_even_utilisation, 4),
+            "all_on_demand": scenario_json(p.all_on_demand, p, tpr),
+            "pt_for_peak": scenario_json(p.peak, p, tpr),
+            "cheapest_meeting_goals": None if cheapest is None else scenario_json(cheapest, p, tpr),
+            "scenarios": [scenario_json(s, p, tpr) for s in p.scenarios],
             "batch_alternatives_per_month": p.batch,
             "reserved_tier_for_peak_per_month": p.reserved_for_peak_month,
         }
@@ -104,15 +110,29 @@ def plan_markdown(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) ->
         "",
         "## Every model-unit count",
         "",
-        "| feature | model units | PT / month | on-demand / month | total | on PT | spilled |",
-        "|---|---|---|---|---|---|---|",
+        "| feature | model units | PT / month | on-demand / month | total | on PT | spilled | PT utilisation |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in plans:
+        tpr = traffic.features[p.feature].tokens_per_request
         for s in p.scenarios:
             lines.append(
                 f"| {p.feature} | {s.units} | {_money(s.pt_cost_month)} | {_money(s.on_demand_cost_month)} | "
-                f"{_money(s.total_month)} | {s.pt_share:.1%} | {s.spill_share:.1%} |"
+                f"{_money(s.total_month)} | {s.pt_share:.1%} | {s.spill_share:.1%} | "
+                f"{p.utilisation(s, tpr):.1%} |"
             )
+    lines += ["", "## Break-even", ""]
+    for p in plans:
+        lines.append(
+            f"- {p.feature}: one unit of {p.model} serves up to {p.unit_tokens_per_hour:,.0f} tokens an hour of this "
+            f"feature's mix, worth {_money(p.on_demand_value_of_unit_hour)} on on-demand, for "
+            f"${p.unit_hour_price:,.2f} an hour (term {p.term}): "
+            + (
+                f"PT pays when a unit is busy more than {p.break_even_utilisation:.0%} of the time."
+                if p.break_even_utilisation <= 1
+                else f"PT never pays (it would need {p.break_even_utilisation:.0%} use)."
+            )
+        )
     batch = [p for p in plans if p.batch]
     if batch:
         lines += [
