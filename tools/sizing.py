@@ -227,6 +227,11 @@ def snippet(result: Result, *, model: str, region: str, units: int, target: str,
         lines.append(
             f"          # create: {{model_units: {units_needed}, commitment: ONE_MONTH, acknowledge_cost: ...}}"
         )
+    lines += [
+        "# For the planner (config/traffic.yaml, capacity.models):",
+        f"#   {model}: {{tokens_per_minute_per_unit: {per_unit:.0f}, "
+        f"max_in_flight_per_unit: {max(1, s.concurrency // units)}}}",
+    ]
     return "\n".join(lines) + "\n"
 
 
