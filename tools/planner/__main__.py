@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from stacks.platform import PlatformConfigError, load_platform
 from stacks.routing import render_routing_table
@@ -21,18 +22,18 @@ from tools.planner.report import write_report
 class Progress:
     """One line per step on a pipe; a line redrawn in place on a terminal."""
 
-    def __init__(self, stream: object = sys.stderr) -> None:
-        self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
         self.t0 = time.monotonic()
         self._last = ""
 
     def __call__(self, label: str, fraction: float) -> None:
         line = f"[{time.monotonic() - self.t0:5.1f}s] replaying {label}: {fraction:4.0%}"
         if self.tty:
-            print("\r" + line.ljust(len(self._last)), end="" if fraction < 1 else "\n", file=self.stream, flush=True)  # type: ignore[call-overload]
+            print("\r" + line.ljust(len(self._last)), end="" if fraction < 1 else "\n", file=self.stream, flush=True)
         elif fraction >= 1 or label != self._last.split(": ")[0]:
-            print(line, file=self.stream, flush=True)  # type: ignore[call-overload]
+            print(line, file=self.stream, flush=True)
         self._last = line
 
 
