@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# A tool of the dev environment (greenlet, matplotlib, the CDK app's platform schema): not in the router's own
+# test environment, where `make test-lambda-runtime` runs tests/unit again on the Lambda's Python.
+pytest.importorskip("greenlet", reason="the planner's dependencies are in requirements-dev.txt only")
+
 from stacks.platform import load_platform
 from stacks.routing import render_routing_table
 from tools.planner.inputs import (

@@ -4,6 +4,12 @@ Hand-checkable cases: fixed latency, evenly spaced arrivals, so what the router 
 
 from __future__ import annotations
 
+import pytest
+
+# A tool of the dev environment (greenlet, matplotlib, the CDK app's platform schema): not in the router's own
+# test environment, where `make test-lambda-runtime` runs tests/unit again on the Lambda's Python.
+pytest.importorskip("greenlet", reason="the planner's dependencies are in requirements-dev.txt only")
+
 from emulator.targets import TargetSpec
 from tools.planner.replay import Arrival, even_arrivals, replay
 
