@@ -123,9 +123,10 @@ fuzz: $(STAMPS)/venv
 	$(PY) -m fuzz $(FUZZ_ARGS)
 
 ## plan: capacity and cost plan per feature (config/traffic.yaml, config/prices.yaml), each replayed through the
-## router's engine in simulated time; table and plots in reports/plan/ (docs/operating.md).
+## router's engine in simulated time; table and plots in reports/plan/ (PLAN_ARGS="--shape lambda-fleet"; docs/operating.md).
+PLAN_ARGS ?=
 plan: $(STAMPS)/venv
-	$(PY) -m tools.planner
+	$(PY) -m tools.planner $(PLAN_ARGS)
 
 ## size: stepped load against one target (the emulator on loopback; SIZE_ARGS="--aws --model-id ARN" for a real PT)
 ## up to throttles or the latency knee; YAML snippet and plot in reports/sizing/.

@@ -98,3 +98,14 @@ def test_windows_stand_apart() -> None:
     tallies = replay(_table(2), _specs(2), arrivals, windows=[(0.0, 5.0), (3600.0, 3605.0)])
     assert tallies[0].spilled == 10
     assert (tallies[1].requests, tallies[1].spilled) == (5, 0)
+
+
+def test_lambda_fleet_shape_learns_nothing_across_environments() -> None:
+    # Without fleet-wide state each Lambda environment sees only its own request in flight: nobody predicts the
+    # PT full, every excess request pays a throttle before it spills. The shared shape pays none.
+    shared = replay(_table(2), _specs(2), _arrivals(4.0, 10.0))[0]
+    fleet = replay(_table(2), _specs(2), _arrivals(4.0, 10.0), shape="lambda-fleet")[0]
+    assert shared.throttled == 0
+    assert fleet.served == fleet.requests == 40
+    assert fleet.on_provisioned == 20
+    assert fleet.throttled == fleet.spilled == 20

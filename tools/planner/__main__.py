@@ -16,6 +16,7 @@ from stacks.platform import PlatformConfigError, load_platform
 from stacks.routing import render_routing_table
 from tools.planner.inputs import InputError, load_prices, load_traffic
 from tools.planner.plan import plan_feature
+from tools.planner.replay import SHAPES
 from tools.planner.report import write_report
 
 
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prices", type=Path, default=Path("config/prices.yaml"))
     parser.add_argument("--out", type=Path, default=Path("reports/plan"))
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="shared",
+        help="shared: one router view for the fleet (fleet-wide state); lambda-fleet: one environment per request",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -54,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         progress = Progress()
         plans = [
             plan_feature(
-                name, render_routing_table(platform, features[name].home_region), traffic, prices, progress=progress
+                name,
+                render_routing_table(platform, features[name].home_region),
+                traffic,
+                prices,
+                progress=progress,
+                shape=args.shape,
             )
             for name in traffic.features
         ]

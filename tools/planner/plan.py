@@ -77,6 +77,7 @@ class FeaturePlan:
     peak_units: int
     peak_tokens_per_minute: float
     scenarios: list[Scenario]
+    shape: str = "shared"
     batch: dict[str, float] | None = None  # standard / flex / batch monthly costs of the on-demand tokens
     reserved_for_peak_month: float | None = None
     unit_tokens_per_hour: float = 0.0  # what one unit serves in an hour at full use, of this feature's mix
@@ -296,6 +297,7 @@ def plan_feature(
     prices: Prices,
     *,
     progress: Callable[[str, float], None] | None = None,
+    shape: str = "shared",
 ) -> FeaturePlan:
     f = traffic.features[name]
     feat = base_table["features"][name]
@@ -310,12 +312,12 @@ def plan_feature(
         doc = scenario_table(base_table, name, units, cap.max_in_flight_per_unit)
         specs = scenario_specs(doc, traffic, units)
         report = None if progress is None else partial(progress, f"{name}: {units} model unit(s)")
-        tallies = replay(doc, specs, arrivals, windows=windows, progress=report)
+        tallies = replay(doc, specs, arrivals, windows=windows, progress=report, shape=shape)
         s = scale_week(f, tallies, {tid: t["model"] for tid, t in doc["targets"].items()}, units)
         price_scenario(s, model, traffic, prices)
         judge(s, f)
         scenarios.append(s)
-    plan = FeaturePlan(name, model, region, traffic.pt_term, top, f.peak_tokens_per_minute, scenarios)
+    plan = FeaturePlan(name, model, region, traffic.pt_term, top, f.peak_tokens_per_minute, scenarios, shape)
     # One unit at full use: its tokens a minute, or the requests in flight it holds over the latency, if fewer.
     by_concurrency = cap.max_in_flight_per_unit / cap.latency_s(f.output_tokens) * 3600.0 * f.tokens_per_request
     plan.unit_tokens_per_hour = min(cap.tokens_per_minute_per_unit * 60.0, by_concurrency)

@@ -36,6 +36,7 @@ from tools.planner.router_adapter import (
 
 EPOCH = 1_767_000_000.0  # where simulated time starts (epoch seconds: the breakers' clock is wall-clock shaped)
 THROTTLE_RTT_S = 0.02  # a throttled call's round trip
+SHAPES = ("shared", "lambda-fleet")
 
 
 class SimClock:
@@ -139,16 +140,27 @@ def replay(
     *,
     windows: Sequence[tuple[float, float]] = (),
     progress: Callable[[float], None] | None = None,
+    shape: str = "shared",
 ) -> dict[int, Tally]:
     """Send each arrival through a fresh engine on `table_doc` at its simulated time; tally per bucket.
 
     `arrivals` must come in time order. `windows` (start_s, end_s), optional and in order, are stretches of the
     replay that stand apart: when one ends, the requests still in flight finish and the clock jumps to the next
-    (the planner's sampled hours). `progress(fraction_of_arrivals_done)` is called now and then."""
+    (the planner's sampled hours). `progress(fraction_of_arrivals_done)` is called now and then.
+
+    `shape` is the router's: "shared" is one engine for every request, so its in-flight counts and breakers are
+    the fleet's (the one-process local world; a Lambda fleet with fleet-wide PT occupancy and breakers in the
+    store); "lambda-fleet" is Lambda without that store, one environment per concurrent request, each with its own
+    engine (breakers, in-flight count) and one request at a time, reused when free, as Lambda reuses them."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}")
     clock = SimClock()
     scheduler = Scheduler(clock)
     backend = EmulatedBackend(specs, scheduler)
-    engine = build_engine(parse_table(table_doc), backend, clock)
+    table = parse_table(table_doc)
+    shared = build_engine(table, backend, clock)
+    idle: list[Any] = []  # lambda-fleet: environments not serving a request now
+
     tallies: dict[int, Tally] = {}
     items = list(arrivals)
     total = max(1, len(items))
@@ -156,7 +168,10 @@ def replay(
     def task_for(a: Arrival) -> Callable[[], None]:
         def run() -> None:
             request = {"input_tokens": a.input_tokens, "output_tokens": a.output_tokens}
+            engine = shared if shape == "shared" else (idle.pop() if idle else build_engine(table, backend, clock))
             result = engine.handle(a.feature, request)
+            if engine is not shared:
+                idle.append(engine)
             t = tallies.setdefault(a.bucket, Tally())
             t.requests += 1
             if throttled(result):
@@ -165,7 +180,7 @@ def replay(
                 t.dropped += 1
                 return
             t.served += 1
-            target = engine.table.targets[result.target]
+            target = table.targets[result.target]
             if target.capacity == "provisioned":
                 t.on_provisioned += 1
             t.spilled += result.spilled

@@ -45,6 +45,7 @@ def plan_json(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) -> dic
         "currency": prices.currency,
         "pt_term": traffic.pt_term,
         "sample_minutes_per_hour": traffic.sample_minutes,
+        "router_shape": plans[0].shape if plans else "shared",
         "unconfirmed_prices": unconfirmed(prices),
         "features": {},
     }
@@ -86,7 +87,12 @@ def plan_markdown(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) ->
         "",
         f"Traffic `{traffic.source}`, prices `{prices.source}` ({prices.currency}, PT term {traffic.pt_term}). "
         f"Each hour of the week replayed through the router's engine for its first {traffic.sample_minutes:g} "
-        "minutes, against emulated capacity; shares are of the week's requests.",
+        "minutes, against emulated capacity; shares are of the week's requests. Router shape: "
+        + (
+            "one view for the fleet (fleet-wide in-flight counts and breakers)."
+            if not plans or plans[0].shape == "shared"
+            else "a Lambda fleet without shared state (one engine per environment, one request each)."
+        ),
         "",
         "| feature | plan | model units | cost / month | on PT | spilled | throttled | dropped | meets goals |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -110,15 +116,15 @@ def plan_markdown(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) ->
         "",
         "## Every model-unit count",
         "",
-        "| feature | model units | PT / month | on-demand / month | total | on PT | spilled | PT utilisation |",
-        "|---|---|---|---|---|---|---|---|",
+        "| feature | model units | PT / month | on-demand / month | total | on PT | spilled | throttled | PT utilisation |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in plans:
         tpr = traffic.features[p.feature].tokens_per_request
         for s in p.scenarios:
             lines.append(
                 f"| {p.feature} | {s.units} | {_money(s.pt_cost_month)} | {_money(s.on_demand_cost_month)} | "
-                f"{_money(s.total_month)} | {s.pt_share:.1%} | {s.spill_share:.1%} | "
+                f"{_money(s.total_month)} | {s.pt_share:.1%} | {s.spill_share:.1%} | {s.throttled_share:.2%} | "
                 f"{p.utilisation(s, tpr):.1%} |"
             )
     lines += ["", "## Break-even", ""]
