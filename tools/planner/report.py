@@ -116,7 +116,8 @@ def plan_markdown(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) ->
         "",
         "## Every model-unit count",
         "",
-        "| feature | model units | PT / month | on-demand / month | total | on PT | spilled | throttled | PT utilisation |",
+        "| feature | model units | PT / month | on-demand / month | total | on PT | spilled | throttled "
+        "| PT utilisation |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in plans:
