@@ -215,10 +215,10 @@ def test_private_api_resource_policy(platform: Platform, routers: Mapping[str, T
         principals = json.dumps(statements["AllowedCallers"]["Principal"])
         for caller in platform.router.allowed_callers:
             assert caller in principals
-        deny = statements["OnlyThroughAllowedVpcEndpoints"]
+        deny = statements["OnlyFromTheCellOrTheCallersEndpoints"]
         assert deny["Effect"] == "Deny"
+        assert "aws:SourceVpc" in deny["Condition"]["StringNotEquals"]
         endpoint = _logical_id(template, "AWS::EC2::VPCEndpoint", "ExecuteApiEndpoint")
-        assert _as_list(deny["Condition"]["StringNotEquals"]["aws:SourceVpce"]) == [{"Ref": endpoint}]
         vpce = resources_of(template, "AWS::EC2::VPCEndpoint")[endpoint]["Properties"]
         assert vpce["PrivateDnsEnabled"] is True
         assert "execute-api" in json.dumps(vpce["ServiceName"])
