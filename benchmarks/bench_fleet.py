@@ -166,6 +166,7 @@ def failover(world: World, rate: float, spec: Spec, *, blackhole: bool) -> dict[
         "requests": len(records),
         "lost": sum(1 for r in records if not r.served),
         "lost_by_status": ff.lost(records),
+        "lost_before_outage": sum(1 for r in records if not r.served and r.sent_s < down_s),
         "ordinary_traffic_to_dead_targets_stopped_after_s": stop_s,
         "failed_attempts_per_dead_target": per_target,
         "probe_attempts_after_first_cooldown": ff.probe_attempts(attempts, cooldown),

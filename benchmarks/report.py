@@ -25,6 +25,8 @@ def _failover(run: Mapping[str, Any]) -> str:
     lost = run["lost"]
     throttled = run["lost_by_status"].get("500", 0)
     lost_text = f"{lost} of {run['requests']} lost" + (f" ({throttled} throttled by Lambda)" if throttled else "")
+    if "lost_before_outage" in run:
+        lost_text += f", {run['lost_before_outage']} of them before the outage"
     stop_text = "never" if stop is None else f"{stop} s"
     attempts = max(per_target.values(), default=0)
     paid = run["environments_that_paid_a_failure"]
