@@ -299,7 +299,7 @@ def router(gate: ComplianceGate, stack: RouterStack) -> None:
     the table with PITR, a CMK and a backup plan; CMK-encrypted log groups, topic, vault and configuration.
     """
     gate.acknowledge(
-        stack.runtime_policy,
+        stack.router_function.runtime_policy,
         "AwsSolutions-IAM5[Resource::*]",
         "Only actions IAM cannot scope to a resource: xray:PutTraceSegments/PutTelemetryRecords and the ENI "
         "actions Lambda performs with the function's role to attach it to the VPC. The same policy denies the ENI "
@@ -355,7 +355,7 @@ def router(gate: ComplianceGate, stack: RouterStack) -> None:
         "API-Gateway-Execution-Logs_<restApiId>/live (errors only, no data trace), each CMK-encrypted with the "
         "platform's retention, so the role never creates an unencrypted or unexpiring group for this API.",
     )
-    backup_role = stack.backup_selection.node.find_child("Role")
+    backup_role = stack.health.backup_selection.node.find_child("Role")
     gate.acknowledge(
         backup_role,
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup]",

@@ -27,7 +27,6 @@ What the stack holds
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,8 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
+from stacks.eni import ENI_ACTIONS, eni_guard
+from stacks.naming import application_profile_name, endpoint_name, pt_handler_name, router_policy_name
 from stacks.network import BEDROCK_INVOKE_ACTIONS, PLATFORM_TAG, SAGEMAKER_INVOKE_ACTIONS
 from stacks.platform import (
     EscrowEndpoint,
@@ -58,7 +59,7 @@ from stacks.platform import (
     artifact_bucket_name,
     partition_of,
 )
-from stacks.targets import endpoint_name, router_grants
+from stacks.targets import router_grants
 
 if TYPE_CHECKING:
     from stacks.network import NetworkStack
@@ -75,56 +76,6 @@ PT_CONTROL_ACTIONS = (
 
 
 # --- names and plans (pure: no construct, shared with tests) -------------------------------------------------------
-
-
-# The network-interface actions Lambda performs with a VPC function's role, outside the function's execution
-# environment. IAM has no resource or condition key that scopes them to the function's subnets before the
-# interface exists, so the role allows them on "*" and `eni_guard` keeps them Lambda's alone.
-ENI_ACTIONS = (
-    "ec2:AssignPrivateIpAddresses",
-    "ec2:CreateNetworkInterface",
-    "ec2:DeleteNetworkInterface",
-    "ec2:UnassignPrivateIpAddresses",
-)
-PT_HANDLER_NAMES = {"on_event": "event", "is_complete": "check"}
-
-
-def eni_guard(*function_arns: str) -> iam.PolicyStatement:
-    """Deny the ENI actions to code running in the functions (AWS Lambda's documented lambda:SourceFunctionArn guard).
-
-    Lambda puts `lambda:SourceFunctionArn` on requests made with the role's credentials from inside a function's
-    execution environment, and not on the ENI calls it makes itself to attach the function to its VPC. So a Deny
-    when the key equals the function's ARN stops the function's code (or anyone who obtains its credentials there)
-    from creating, deleting or re-addressing interfaces, and leaves Lambda's own attachment untouched. (The inverse,
-    ArnNotEquals, would match Lambda's own calls, which carry no key, and break the VPC attachment.)
-    """
-    return iam.PolicyStatement(
-        sid="NoNetworkInterfaceActionsFromFunctionCode",
-        effect=iam.Effect.DENY,
-        actions=list(ENI_ACTIONS),
-        resources=["*"],
-        conditions={"ArnEquals": {"lambda:SourceFunctionArn": list(function_arns)}},
-    )
-
-
-def pt_handler_name(platform: Platform, region: str, entry: str) -> str:
-    """The Provisioned Throughput handler's function name: at most 40 + 4 + 5 + 1 + 14 = 64 characters."""
-    return f"{platform.name}-pt-{PT_HANDLER_NAMES[entry]}-{region}"
-
-
-def router_policy_name(platform: Platform, router_region: str, located_in: str | None = None) -> str:
-    if located_in is None or located_in == router_region:
-        return f"{platform.name}-router-invoke-{router_region}"
-    return f"{platform.name}-router-invoke-{router_region}-in-{located_in}"
-
-
-def application_profile_name(platform: Platform, feature: str, model: str) -> str:
-    """Unique per account and region; at most 64 characters ([0-9a-zA-Z][ _-]?)."""
-    name = f"{platform.name}-{feature}-{model}"
-    if len(name) <= 64:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:55]}-{digest}"
 
 
 def profile_pairs(platform: Platform, region: str) -> tuple[tuple[str, str], ...]:

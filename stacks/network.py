@@ -11,7 +11,7 @@ Naming convention (the gateway endpoint policies allow only these names; later s
   the DynamoDB gateway allows ``arn:<partition>:dynamodb:<region>:<account>:table/<platform>-*`` and its indexes.
 - S3 buckets:       ``<platform>-<purpose>-<account>-<region>``, e.g. ``spillway-artifacts-111122223333-us-east-1``;
   the S3 gateway allows ``arn:<partition>:s3:::<platform>-*-<account>-<region>`` and its objects.
-  ``bucket_name(platform, region, purpose)`` and ``table_name(platform, purpose)`` below build these names.
+  ``bucket_name(platform, region, purpose)`` and ``table_name(platform, purpose)`` (stacks/naming.py) build them.
 - SageMaker model artifacts: each escrow model's ``model_data_url`` in the region is allowed read-only by its exact
   object ARN, wherever the bucket is (configs may point to a bucket outside the convention).
 - Every statement that covers project resources requires ``aws:PrincipalAccount`` = the platform account.
@@ -51,8 +51,8 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoint
+from stacks.naming import bucket_name
 from stacks.platform import Platform, partition_of
-from stacks.platform import bucket_name as platform_bucket_name
 from stacks.targets import endpoint_grants, used_targets
 
 BEDROCK_RUNTIME = "bedrock-runtime"
@@ -113,17 +113,6 @@ INTERFACE_ENDPOINTS: tuple[_Interface, ...] = (
     _Interface("ecr.api", (MODEL,), escrow_only=True),
     _Interface("ecr.dkr", (MODEL,), escrow_only=True),
 )
-
-
-def bucket_name(platform: Platform, region: str, purpose: str) -> str:
-    """The name a project bucket must have to pass the S3 gateway endpoint of its region (length-checked by
-    stacks/platform.py's `bucket_name`, the one function that builds bucket names)."""
-    return platform_bucket_name(platform.name, purpose, platform.account, region)
-
-
-def table_name(platform: Platform, purpose: str) -> str:
-    """The name a project table must have to pass the DynamoDB gateway endpoint of its region."""
-    return f"{platform.name}-{purpose}"
 
 
 def deploy_time_resource_types(platform: Platform, region: str) -> tuple[str, ...]:

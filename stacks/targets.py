@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from stacks.naming import endpoint_name
 from stacks.platform import Capacity, Model, Platform, partition_of, usable_capacities
 
 
@@ -34,11 +35,6 @@ class InvokeGrants:
 
     bedrock: tuple[str, ...]
     sagemaker: tuple[str, ...]
-
-
-def endpoint_name(platform: Platform, model: str) -> str:
-    """The SageMaker endpoint name of an escrow model; the same in every region."""
-    return f"{platform.name}-{model}"
 
 
 def model_targets(platform: Platform, model: Model) -> list[Target]:

@@ -56,5 +56,9 @@ def test_content_block_vocabulary_matches_botocore() -> None:
     assert set(api.SYSTEM_BLOCKS) == set(model.shape_for("SystemContentBlock").members)
     assert set(api.INFERENCE_KEYS) == set(model.shape_for("InferenceConfiguration").members)
     assert set(api.TOOL_CONFIG_KEYS) == set(model.shape_for("ToolConfiguration").members)
-    converse_input = set(model.operation_model("Converse").input_shape.members)
-    assert set(api.REQUEST_FIELDS) <= converse_input
+    converse_input = model.operation_model("Converse").input_shape
+    assert set(api.REQUEST_FIELDS) | set(api.REFUSED_FIELDS) == set(converse_input.members)
+    assert set(api.ROLES) == set(model.shape_for("ConversationRole").enum)
+    for name, json_type in api.REQUEST_MEMBERS.items():
+        botocore_type = converse_input.members[name].type_name
+        assert json_type == {"list": "array", "structure": "object", "map": "object"}[botocore_type], name
