@@ -94,7 +94,8 @@ def plan_markdown(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) ->
             else "a Lambda fleet without shared state (one engine per environment, one request each)."
         ),
         "",
-        "| feature | plan | model units | cost / month | on PT | spilled | throttled | dropped | meets goals |",
+        "| feature | plan | model units | cost / month | on PT | spilled (requests / week) | throttled | dropped "
+        "| meets goals |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in plans:
@@ -105,7 +106,7 @@ def plan_markdown(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) ->
         for label, s in rows:
             lines.append(
                 f"| {p.feature} | {label} | {s.units} | {_money(s.total_month)} | {s.pt_share:.1%} | "
-                f"{s.spill_share:.1%} | {s.throttled_share:.2%} | {s.drop_share:.2%} | "
+                f"{s.spill_share:.1%} ({s.spilled:,.0f}) | {s.throttled_share:.2%} | {s.drop_share:.2%} | "
                 f"{'yes' if s.meets_goals else 'no: ' + '; '.join(s.misses)} |"
             )
         if cheapest is None:
