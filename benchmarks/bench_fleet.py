@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,10 +38,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "lambdas" / "router"), str(ROOT)]
 
-from benchmarks import fleet_figures as ff  # noqa: E402
 from benchmarks.results import merge_result  # noqa: E402
 from emulator import Fault  # noqa: E402
 from localrun import FleetWorld, Latency, LocalWorld, World, iter_classify  # noqa: E402
+from localrun import figures as ff  # noqa: E402
 from localrun.traffic import Record, Traffic, percentile  # noqa: E402
 
 FEATURE = "summarize-thread"
@@ -298,6 +299,7 @@ def store_price(spec: Spec) -> dict[str, Any]:
             "lost": sum(1 for r in records if not r.served),
             "pt_latency_ms": ff.latency_ms(pt),
             "on_demand_latency_ms": ff.latency_ms(od),
+            # redis-server's count includes the commands its scripts run: not round trips (router_store_stats).
             "store_commands_per_request": round((after - before - own_reads) / max(1, len(records)), 2),
             "router_store_stats": round_trip_counts(stats),
         }
@@ -310,16 +312,36 @@ def store_price(spec: Spec) -> dict[str, Any]:
 
 
 def round_trip_counts(stats: list[tuple[int, Any]]) -> dict[str, Any]:
-    """What the environments' stores say of their round trips, summed over the fleet (keys that hold numbers)."""
-    totals: dict[str, float] = {}
+    """Round trips to the fleet store as the environments' routers count them (``Fleet.status()["usage"]``), summed
+    over the fleet, per kind of request (PT-first and on-demand-first features)."""
+    totals: dict[str, dict[str, float]] = {}
     for _, doc in stats:
-        for part in (doc or {}).values():
-            if not isinstance(part, dict):
-                continue
-            for key, value in part.items():
-                if "round_trip" in key and isinstance(value, int | float):
-                    totals[key] = totals.get(key, 0) + value
-    return totals or {"reported": "the router's store reports no round-trip count"}
+        usage = ((doc or {}).get("fleet.status") or {}).get("usage") or {}
+        for kind, counts in usage.items():
+            into = totals.setdefault(kind, {"requests": 0, "round_trips": 0, "store_ms": 0.0})
+            into["requests"] += counts.get("requests", 0)
+            into["round_trips"] += counts.get("round_trips", 0)
+            into["store_ms"] += counts.get("store_ms_per_request", 0.0) * counts.get("requests", 0)
+    if not totals:
+        return {"reported": "the router's store reports no round-trip count"}
+    return {
+        kind: {
+            "requests": int(t["requests"]),
+            "round_trips_per_request": round(t["round_trips"] / t["requests"], 3) if t["requests"] else 0.0,
+            "store_ms_per_request": round(t["store_ms"] / t["requests"], 3) if t["requests"] else 0.0,
+        }
+        for kind, t in sorted(totals.items())
+    }
+
+
+def git_head() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], check=False, cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 def machine() -> dict[str, Any]:
@@ -331,10 +353,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--key", default="fleet", help="the key of results.json to write (default fleet)")
+    parser.add_argument("--label", default="", help="what router was measured (for example a commit)")
     args = parser.parse_args()
     spec = QUICK if args.quick else FULL
     started = time.monotonic()
     result: dict[str, Any] = {"shape": "fleet of execution environments (localrun/fleet_world.py)", "goals": GOALS}
+    result["router"] = args.label or git_head()
     result["machine_before"] = machine()
     result["model_latency_ms"] = spec.latency.ttft_ms
     settings = world_settings(spec.latency)
@@ -380,7 +405,7 @@ def main() -> int:
     result["seconds"] = round(time.monotonic() - started, 1)
     print(f"fleet: done in {result['seconds']} s", flush=True)
     if not args.no_write:
-        merge_result("fleet", result)
+        merge_result(args.key, result)
     return 0
 
 

@@ -380,6 +380,15 @@ class Fleet:
             self._release(environment)
         return out
 
+    def retire(self, environments: list[Environment]) -> int:
+        """End these environments if idle (Lambda recycles environments too); returns how many ended."""
+        with self._lock:
+            chosen = [e for e in environments if e in self._idle]
+            self._idle = [e for e in self._idle if e not in chosen]
+        for environment in chosen:
+            environment.kill()
+        return len(chosen)
+
     def kill_busy(self) -> Environment | None:
         """SIGKILL one environment in the middle of an event (chaos); None when none is busy."""
         with self._lock:

@@ -47,6 +47,7 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
+from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
 from stacks.eni import ENI_ACTIONS, eni_guard
 from stacks.naming import application_profile_name, endpoint_name, pt_handler_name, router_policy_name
 from stacks.network import BEDROCK_INVOKE_ACTIONS, PLATFORM_TAG, SAGEMAKER_INVOKE_ACTIONS
@@ -67,6 +68,8 @@ if TYPE_CHECKING:
 PT_HANDLER_ASSET = Path(__file__).resolve().parents[1] / "lambdas" / "provisioned_throughput"
 PT_METADATA = "Spillway::ProvisionedThroughput"
 VARIANT = "AllTraffic"
+# The only tag keys a purchase may carry (the custom resource's Tags below): aws:TagKeys is fixed to them.
+PT_TAG_KEYS = ("cost-center", PLATFORM_TAG, "spillway:model", "spillway:provisioned-name")
 PT_CONTROL_ACTIONS = (
     "bedrock:CreateProvisionedModelThroughput",
     "bedrock:GetProvisionedModelThroughput",
@@ -164,10 +167,20 @@ class EscrowModel(Construct):
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
+        bucket_name = artifact_bucket_name(platform.name, model, platform.account, region)
+        restrict_key_policy(
+            self.key,
+            uses=[
+                # Artifacts (bucket key on: S3 sets the bucket's ARN as the context), endpoint volumes.
+                ServiceUse("s3", {"aws:s3:arn": f"arn:{stack.partition}:s3:::{bucket_name}"}),
+                ServiceUse("sagemaker"),
+                ServiceUse("ec2"),
+            ],
+        )
         self.bucket = s3.Bucket(
             self,
             "Artifacts",
-            bucket_name=artifact_bucket_name(platform.name, model, platform.account, region),
+            bucket_name=bucket_name,
             encryption=s3.BucketEncryption.KMS,
             encryption_key=self.key,
             bucket_key_enabled=True,
@@ -379,6 +392,7 @@ class ProvisionedThroughputs(Construct):
             self, "HandlerLogs", retention_days=platform.log_retention_days, key=network.log_key
         ).log_group
         name_condition = {"StringEquals": {"aws:RequestTag/spillway:provisioned-name": names}}
+        fixed_tag_keys = {"ForAllValues:StringEquals": {"aws:TagKeys": list(PT_TAG_KEYS)}}
         # The handlers' names are fixed so the role's policy can name their ARNs without referring to them (a cycle).
         handler_names = {entry: pt_handler_name(platform, region, entry) for entry in ("on_event", "is_complete")}
         handler_arns = {
@@ -392,9 +406,23 @@ class ProvisionedThroughputs(Construct):
             statements=[
                 iam.PolicyStatement(
                     sid="CreateConfiguredPurchases",
-                    actions=["bedrock:CreateProvisionedModelThroughput", "bedrock:TagResource"],
+                    actions=["bedrock:CreateProvisionedModelThroughput"],
                     resources=[*served, provisioned],
-                    conditions=name_condition,
+                    conditions={**name_condition, **fixed_tag_keys},
+                ),
+                iam.PolicyStatement(
+                    # Re-tagging only what already carries one of this cell's names, with the fixed tag keys: the role
+                    # cannot tag someone else's PT into its reach (Get and Delete require the same tag).
+                    sid="RetagOwnPurchases",
+                    actions=["bedrock:TagResource"],
+                    resources=[provisioned],
+                    conditions={
+                        "StringEquals": {
+                            "aws:RequestTag/spillway:provisioned-name": names,
+                            "aws:ResourceTag/spillway:provisioned-name": names,
+                        },
+                        **fixed_tag_keys,
+                    },
                 ),
                 iam.PolicyStatement(
                     sid="WatchAndReleaseOwnPurchases",
@@ -440,6 +468,17 @@ class ProvisionedThroughputs(Construct):
             ec2.Peer.security_group_id(network.model_security_group.security_group_id),
             ec2.Port.tcp(443),
             "HTTPS from the model security group",
+        )
+        # And out of the model group to it: a rule of this stack on the network's group (no reference back).
+        ec2.CfnSecurityGroupEgress(
+            self,
+            "ModelGroupToBedrockControl",
+            group_id=network.model_security_group.security_group_id,
+            ip_protocol="tcp",
+            from_port=443,
+            to_port=443,
+            destination_security_group_id=self.control_endpoint.security_group.security_group_id,
+            description="HTTPS to the bedrock control-plane endpoint (Provisioned Throughput handler)",
         )
 
         def handler(construct_id: str, entry: str, timeout: int) -> lambda_.Function:

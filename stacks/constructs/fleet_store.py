@@ -5,7 +5,8 @@ What it builds, and why each piece is shaped so
 -----------------------------------------------
 - **The cache** (`AWS::ElastiCache::ServerlessCache`, engine valkey): in the cell's isolated subnets (serverless is
   multi-AZ by itself), reached only inside the VPC, TLS always on (serverless refuses plain connections), encrypted
-  at rest with its own rotating customer-managed key, usage limits from ``router.fleet_store`` (stacks/platform.py sizes
+  at rest with its own rotating customer-managed key (its policy keeps administration apart from use, which only
+  ElastiCache of the region may make), usage limits from ``router.fleet_store`` (stacks/platform.py sizes
   them from the API's rate and the longest plan). **No snapshots**: everything it holds expires within seconds to
   minutes (evidence windows, cooldowns, leases), and a restored snapshot would bring back leases and breaker states
   that no longer hold, so retention is 0 and there is no daily snapshot or final snapshot.
@@ -47,8 +48,17 @@ ACCESS_STRING = "on ~* -@all +@read +@write +@scripting +@connection +time +sele
 ENV_URL = "SPILLWAY_FLEET_STORE_URL"
 ENV_USER = "SPILLWAY_FLEET_STORE_USER"
 ENV_CACHE = "SPILLWAY_FLEET_STORE_CACHE"
-KEY_ACTIONS = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant",
-               "kms:DescribeKey")  # fmt: skip
+# ElastiCache uses the key through grants it creates for the caller (CloudFormation's role, then its own).
+KEY_USE_ACTIONS = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant",
+                   "kms:DescribeKey")  # fmt: skip
+# Managing the key, without using it: no Encrypt/Decrypt/GenerateDataKey/CreateGrant, and no wildcard that covers one.
+KEY_ADMIN_ACTIONS = (
+    "kms:CancelKeyDeletion", "kms:CreateAlias", "kms:DeleteAlias", "kms:DescribeKey", "kms:DisableKey",
+    "kms:DisableKeyRotation", "kms:EnableKey", "kms:EnableKeyRotation", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus",
+    "kms:ListAliases", "kms:ListGrants", "kms:ListKeyPolicies", "kms:ListKeyRotations", "kms:ListResourceTags",
+    "kms:PutKeyPolicy", "kms:RevokeGrant", "kms:RotateKeyOnDemand", "kms:ScheduleKeyDeletion", "kms:TagResource",
+    "kms:UntagResource", "kms:UpdateAlias", "kms:UpdateKeyDescription",
+)  # fmt: skip
 
 
 def cache_arn(platform: str, account: str, region: str) -> str:
@@ -82,6 +92,8 @@ class FleetStore(Construct):
         self.cache_arn = cache_arn(platform, account, region)
         self.user_arn = user_arn(platform, account, region)
 
+        # Administration apart from use: the account's administrators manage the key (IAM decides who), and its
+        # only use is ElastiCache of this region working for callers of this account. Nobody holds kms:*.
         self.key = kms.Key(
             self,
             "Key",
@@ -89,22 +101,28 @@ class FleetStore(Construct):
             description=f"{platform} fleet store in {region}: ElastiCache Serverless data at rest",
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
-        )
-        # ElastiCache uses the key through grants it creates for the caller (CloudFormation's role): only through
-        # ElastiCache of this region, only for callers of this account.
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="ElastiCacheOfThisAccountAndRegion",
-                principals=[iam.AccountRootPrincipal()],
-                actions=list(KEY_ACTIONS),
-                resources=["*"],  # in a key policy, "*" is this key
-                conditions={
-                    "StringEquals": {
-                        "kms:ViaService": f"elasticache.{region}.amazonaws.com",
-                        "kms:CallerAccount": account,
-                    }
-                },
-            )
+            policy=iam.PolicyDocument(
+                statements=[
+                    iam.PolicyStatement(
+                        sid="AdministerThroughIam",
+                        principals=[iam.AccountRootPrincipal()],
+                        actions=list(KEY_ADMIN_ACTIONS),
+                        resources=["*"],  # in a key policy, "*" is this key
+                    ),
+                    iam.PolicyStatement(
+                        sid="ElastiCacheOfThisAccountAndRegion",
+                        principals=[iam.AccountRootPrincipal()],
+                        actions=list(KEY_USE_ACTIONS),
+                        resources=["*"],
+                        conditions={
+                            "StringEquals": {
+                                "kms:ViaService": f"elasticache.{region}.amazonaws.com",
+                                "kms:CallerAccount": account,
+                            }
+                        },
+                    ),
+                ]
+            ),
         )
 
         self.security_group = ec2.SecurityGroup(

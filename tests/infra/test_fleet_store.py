@@ -154,6 +154,12 @@ def test_cache_encrypted_with_its_own_rotating_key_usable_only_through_elasticac
         statements = key["Properties"]["KeyPolicy"]["Statement"]
         (service,) = [s for s in statements if s.get("Sid") == "ElastiCacheOfThisAccountAndRegion"]
         assert service["Condition"]["StringEquals"]["kms:ViaService"] == f"elasticache.{region}.amazonaws.com"
+        # Administration apart from use: only ElastiCache's statement may use the key; the others name their
+        # actions one by one (no wildcard that could cover a use, no kms:*).
+        use = ("kms:encrypt", "kms:decrypt", "kms:reencrypt", "kms:generatedatakey", "kms:creategrant")
+        for statement in (s for s in statements if s is not service):
+            actions = [a.lower() for a in _listed(statement["Action"])]
+            assert not any("*" in a or a.startswith(use) for a in actions), statement
         # The key is the cache's alone: no other resource of the stack names it.
         users = {
             r["Type"] for k, r in router["Resources"].items() if k != key_id and key_id in str(r.get("Properties"))

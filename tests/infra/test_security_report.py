@@ -485,3 +485,19 @@ def test_checkov_baseline_refuses_an_entry_without_a_reason(tmp_path: Path) -> N
     path.write_text("accepted:\n  - check: CKV_AWS_1\n    resources: '*'\n    reason: because\n", encoding="utf-8")
     with pytest.raises(ValueError, match="reason"):
         checkov_gate.load_baseline(path)
+
+
+def test_account_level_services_are_counted_not_assumed(tmp_path: Path) -> None:
+    outdir = _write(
+        tmp_path / "trail.out",
+        {
+            "demo-audit-eu-west-1": {
+                "Key": KEY,
+                "Trail": {"Type": "AWS::CloudTrail::Trail", "Properties": {"IsLogging": True}},
+            }
+        },
+    )
+    text = generate(outdir, tmp_path / "reports", diagram_required=False)["md"].read_text(encoding="utf-8")
+    assert "These stacks declare 1 CloudTrail trail." in text
+    assert "No GuardDuty detector, AWS Config recorder or Security Hub in these stacks" in text
+    assert "No CloudTrail trail" not in text

@@ -4,7 +4,7 @@ still tried at the end of a brownout."""
 
 from __future__ import annotations
 
-from benchmarks import fleet_figures as ff
+from localrun import figures as ff
 from localrun.traffic import Record
 
 PT, OD, WEST = "m/provisioned/home", "m/on_demand/home", "m/provisioned/away"
