@@ -45,7 +45,7 @@ def _table(max_in_flight: int) -> dict:
                 "home_region": "us-east-1",
                 "deadline_ms": 20000,
                 "max_attempts": 3,
-                "attempt_timeout_ms": {"min": 100, "max": 8000},
+                "attempt_timeout_ms": {"min": 300, "max": 8000},
             }
         },
     }
