@@ -13,26 +13,13 @@ pytest.importorskip("greenlet", reason="the planner's dependencies are in requir
 
 from stacks.platform import load_platform
 from stacks.routing import render_routing_table
-from tools.planner.inputs import FeatureTraffic, Goals, ModelCapacity, Prices, TokenPrice, Traffic, UnitPrice
+from tests.unit.test_planner_cost import PRICES
+from tools.planner.inputs import FeatureTraffic, Goals, ModelCapacity, Traffic
 from tools.planner.plan import check_together, plan_feature
 
 ROOT = Path(__file__).resolve().parents[2]
 A, B = "summarize-thread", "summarize-copy"
 PT = "claude-sonnet/provisioned/us-east-1"
-
-
-def _price(i: float, o: float) -> TokenPrice:
-    return TokenPrice(i, o, "test", "2026-12-04", True)
-
-
-PRICES = Prices(
-    "prices.yaml",
-    "USD",
-    on_demand={"claude-sonnet": {"standard": _price(3.0, 15.0)}, "nova-lite": {"standard": _price(0.06, 0.24)}},
-    batch={},
-    provisioned={"claude-sonnet": {"one_month": UnitPrice(24.0, "test", "2026-12-04", True)}},
-    reserved={},
-)
 
 
 def test_two_features_on_one_pt_pool_its_units() -> None:
