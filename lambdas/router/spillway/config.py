@@ -58,6 +58,7 @@ _MAX_SECONDS = 3600.0
 # The smallest useful attempt: a connection and a first byte. The default minimum of every feature and the floor
 # the loader holds configured minimums to (an attempt started with less left could only be cut off).
 MIN_ATTEMPT_MS = 250.0
+DEFAULT_SHADOW_GRACE_MS = 50.0  # a shadow slower than the primary by more than this is abandoned
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,16 @@ class BreakerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowPolicy:
+    """Mirror a share of a feature's requests to a candidate target (spillway/shadow.py). The caller never sees the
+    shadow: its answer comes from the feature's own route; the shadow's numbers are recorded, never its content."""
+
+    target: str  # a target id of the table: the candidate (another model, tier, region or cloud)
+    share: float  # 0..1 of the feature's requests mirrored (a hash of the request id decides)
+    grace_ms: float = DEFAULT_SHADOW_GRACE_MS  # 0..1000: how long past the primary's answer the caller may wait for the shadow
+
+
+@dataclass(frozen=True, slots=True)
 class Feature:
     name: str  # the key of the feature in the table: 1-64 of [A-Za-z0-9._-]
     first_capacity: Capacity  # where a request goes first
@@ -144,6 +155,7 @@ class Feature:
     # application inference profile, a purchased PT), so spend is attributed per feature. Health, breakers, capacity
     # and metrics stay keyed by the target id. Stored as sorted pairs.
     invoke_ids: tuple[tuple[str, str], ...] = ()
+    shadow: ShadowPolicy | None = None  # JSON "shadow": {"target", "share", "grace_ms"}; none mirrors nothing
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -163,8 +175,10 @@ BACKEND_KEYS = {
 }
 FEATURE_KEYS = Keys(
     frozenset({"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"}),
-    frozenset({"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids"}),
+    frozenset({"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids", "shadow"}),
 )
+SHADOW_KEYS = Keys(frozenset({"target", "share"}), frozenset({"grace_ms"}))
+MAX_SHADOW_GRACE_MS = 1000.0
 ATTEMPT_TIMEOUT_KEYS = Keys(frozenset({"min", "max"}))
 BREAKER_KEYS = Keys(frozenset(), frozenset(BreakerPolicy.__dataclass_fields__))
 LIMITS_KEYS = Keys(frozenset(), frozenset(Limits.__dataclass_fields__))
@@ -303,6 +317,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         fallback_on_context_overflow=overflow,
         breaker=breaker,
         invoke_ids=invoke_ids,
+        shadow=None if obj.get("shadow") is None else parse_shadow(obj["shadow"], f"{path}.shadow", targets),
     )
     reachable = {
         t.model
@@ -344,6 +359,18 @@ def _invoke_ids(
             )
         out.append((tid, _text(value, at)))
     return tuple(sorted(out))
+
+
+def parse_shadow(raw: object, path: str, targets: Mapping[str, Target]) -> ShadowPolicy:
+    """A feature's shadow: the candidate must be one of the table's targets (the flags profile's entries too)."""
+    obj = _obj(raw, path)
+    _keys(obj, path, SHADOW_KEYS)
+    candidate = _text(obj["target"], f"{path}.target")
+    if candidate not in targets:
+        raise RoutingConfigError(f"{path}.target", f"unknown target '{candidate[:160]}'")
+    share = _num(obj["share"], f"{path}.share", low=0.0, high=1.0)
+    grace = _num(obj.get("grace_ms", DEFAULT_SHADOW_GRACE_MS), f"{path}.grace_ms", low=0.0, high=MAX_SHADOW_GRACE_MS)
+    return ShadowPolicy(candidate, share, grace)
 
 
 def _breaker(raw: object, path: str) -> BreakerPolicy:
