@@ -25,11 +25,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lambdas" / "router"))
 
-from spillway.backend import BackendReply, Usage  # noqa: E402
-from spillway.config import RoutingTable, Target, parse_routing_table  # noqa: E402
-from spillway.engine import Engine  # noqa: E402
-from spillway.errors import BackendError  # noqa: E402
-from spillway.shadow import THREAD_NAME, Shadower, ShadowRecord  # noqa: E402
+from spillway.backend import BackendReply, Usage
+from spillway.config import RoutingTable, Target, parse_routing_table
+from spillway.engine import Engine
+from spillway.errors import BackendError
+from spillway.shadow import THREAD_NAME, Shadower, ShadowRecord
 
 FEATURE = "summarize-thread"
 INCUMBENT = "claude-sonnet/provisioned/us-east-1"
@@ -68,10 +68,10 @@ class SleepingModel:
     """A model that takes a log-normal time (sigma 0.5) and answers a fixed shape; thread-safe draws."""
 
     def __init__(self, seed: int) -> None:
-        self._random = random.Random(seed)
+        self._random = random.Random(seed)  # noqa: S311 (a benchmark's latencies, not a secret)
         self._lock = threading.Lock()
 
-    def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
+    def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:  # noqa: ARG002
         with self._lock:
             delay_s = MEDIAN_MS[target.id] / 1000.0 * self._random.lognormvariate(0.0, 0.5)
             throttled = target.id == CANDIDATE and self._random.random() < THROTTLE_SHARE
