@@ -29,7 +29,7 @@ from spillway.backend import BackendReply, Usage
 from spillway.config import RoutingTable, Target, parse_routing_table
 from spillway.engine import Engine
 from spillway.errors import BackendError
-from spillway.shadow import THREAD_NAME, Shadower, ShadowRecord
+from spillway.shadow import Shadower, ShadowRecord
 
 FEATURE = "summarize-thread"
 INCUMBENT = "claude-sonnet/provisioned/us-east-1"
@@ -105,9 +105,7 @@ def run(requests: int, grace_ms: float, out: Path) -> dict[str, Any]:
             sides[side], FEATURE, request, f"bench-{i}", lambda s=side, r=request: engines[s].handle(FEATURE, r)
         )
         latencies[side].append((time.perf_counter() - t0) * 1000.0)
-    for thread in threading.enumerate():
-        if thread.name == THREAD_NAME:
-            thread.join(10)
+    shadower.wait_idle(10)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "records.jsonl").open("w", encoding="utf-8") as sink:
         for record in records:

@@ -19,7 +19,7 @@ from spillway import telemetry
 from spillway.backend import BackendReply
 from spillway.config import Target
 from spillway.errors import BackendError, ErrorClass
-from spillway.shadow import THREAD_NAME, ShadowRecord, log_record
+from spillway.shadow import ShadowRecord, log_record
 from tests.router.conftest import Harness, converse_body, ok_reply
 
 FEATURE = "summarize-thread"
@@ -32,12 +32,6 @@ def with_shadow(doc: dict[str, Any], share: float = 1.0, target: str = CANDIDATE
     doc = copy.deepcopy(doc)
     doc["features"][FEATURE]["shadow"] = {"target": target, "share": share, "grace_ms": grace_ms}
     return doc
-
-
-def wait_idle() -> None:
-    for thread in threading.enumerate():
-        if thread.name == THREAD_NAME:
-            thread.join(5)
 
 
 @pytest.fixture
@@ -87,7 +81,7 @@ class Spy:
 
 def answer(h: Harness, request_id: str = "req-shadow-1", text: str = "hello") -> dict[str, Any]:
     response = h.converse(FEATURE, body=converse_body(text), request_id=request_id)
-    wait_idle()
+    assert h.router.shadower.wait_idle(5)
     return response
 
 
@@ -152,7 +146,7 @@ def test_a_hanging_shadow_is_abandoned_and_the_caller_answered(
         assert [r["outcome"] for r in records] == ["abandoned"]
     finally:
         release.set()
-        wait_idle()
+        assert h.router.shadower.wait_idle(5)
         h.handler.set_router(None)
 
 

@@ -16,7 +16,7 @@ from spillway.backend import BackendReply, Usage
 from spillway.config import RoutingConfigError, RoutingTable, Target, parse_routing_table
 from spillway.engine import RouteResult, Status
 from spillway.errors import BackendError, ErrorClass
-from spillway.shadow import FIRST_COOLDOWN_S, THREAD_NAME, Shadower, ShadowRecord, stop_reason
+from spillway.shadow import FIRST_COOLDOWN_S, Shadower, ShadowRecord, stop_reason
 from tests.fakes import FakeClock
 from tests.unit.helpers import FEATURE, table_dict
 
@@ -66,13 +66,6 @@ def mirror(s: Shadower, table: RoutingTable, request_id: str = "r1", result: Rou
     return out
 
 
-def wait_idle() -> None:
-    """Until every shadow thread has given its slot back (they are daemon threads)."""
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and thread.name == THREAD_NAME:
-            thread.join(5)
-
-
 # -- the table's key -------------------------------------------------------------------------------------------
 
 
@@ -107,7 +100,7 @@ def test_a_served_shadow_records_numbers_of_both_sides() -> None:
     backend = Candidate()
     s, records = shadower(backend)
     mirror(s, shadow_table(grace_ms=1000))
-    wait_idle()
+    assert s.wait_idle(5)
     assert backend.calls == [CANDIDATE]
     (record,) = records
     assert record.outcome == "ok"
@@ -122,7 +115,7 @@ def test_share_samples_request_ids_and_zero_sends_nothing() -> None:
     s, records = shadower(backend, max_running=1000)
     for i in range(400):
         mirror(s, shadow_table(share=0.25, grace_ms=1000), request_id=f"id-{i}")
-    wait_idle()
+    assert s.wait_idle(5)
     assert 60 <= len(backend.calls) <= 140  # 25% of 400 = 100, binomial sd ~8.7
     assert len(records) == len(backend.calls)
     quiet = Candidate()
@@ -153,7 +146,7 @@ def test_a_hanging_shadow_is_abandoned_at_the_grace_and_its_slot_held_until_it_e
     assert backend.calls == [CANDIDATE]
     assert len(records) == 1
     backend.release.set()
-    wait_idle()
+    assert s.wait_idle(5)
     backend.action = None
     mirror(s, shadow_table(grace_ms=1000), request_id="r3")
     assert backend.calls == [CANDIDATE, CANDIDATE]

@@ -131,7 +131,9 @@ class ShadowPolicy:
 
     target: str  # a target id of the table: the candidate (another model, tier, region or cloud)
     share: float  # 0..1 of the feature's requests mirrored (a hash of the request id decides)
-    grace_ms: float = DEFAULT_SHADOW_GRACE_MS  # 0..1000: how long past the primary's answer the caller may wait for the shadow
+    grace_ms: float = (
+        DEFAULT_SHADOW_GRACE_MS  # 0..1000: how long past the primary's answer the caller may wait for the shadow
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
 """Shadow traffic: mirror a share of a feature's requests to a candidate target and record numbers, never content.
 
-How a shadow runs in Lambda, where nothing runs after the handler returns: it starts in a thread of its own
-alongside the primary route, before the engine sends anything, and the caller waits for it at most the feature's
-``shadow.grace_ms`` past the primary's answer. A shadow not done by then is recorded ``abandoned``; its thread is
-left to finish (or time out) on its own, frozen with the instance between invocations, and its late result is
-dropped. So the caller is delayed by at most the grace, and only when the candidate is slower than the incumbent.
+How a shadow runs in Lambda, where nothing runs after the handler returns: it is handed to one of the instance's
+shadow worker threads (started once, kept) alongside the primary route, before the engine sends anything, and the
+caller waits for it at most the feature's ``shadow.grace_ms`` past the primary's answer. A shadow not done by then
+is recorded ``abandoned``; it is left to finish (or time out) on its own, frozen with the instance between
+invocations, and its late result is dropped (its latency, measured across a freeze, would be false). So the caller
+is delayed by at most the grace, and only when the candidate is slower than the incumbent.
 
 What a shadow never does: change the caller's answer, status or headers (:meth:`Shadower.mirror` returns the
 primary's result object itself); reach the caller when it fails (every error of the shadow ends in its record);
@@ -21,6 +22,7 @@ code, and ``abandoned``: tools/shadow_report.py compares candidate and incumbent
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -100,7 +102,11 @@ class Shadower:
         self._backends = backends  # the router's own mapping: a backend swapped in later is seen
         self.emit = emit  # where records go (a test may tee them)
         self._clock = clock
-        self._slots = threading.BoundedSemaphore(max_running)
+        self._max_running = max_running
+        self._running = 0  # shadows sent and not yet ended (abandoned ones included)
+        self._workers = 0
+        self._idle = threading.Condition()
+        self._jobs: queue.SimpleQueue[tuple[Backend, Target, Mapping[str, Any], float, _Run]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._cooldown: dict[str, tuple[float, float]] = {}  # candidate -> (until, last cooldown length)
 
@@ -145,18 +151,32 @@ class Shadower:
 
     def _start(self, target: Target, request: Mapping[str, Any], timeout_ms: float) -> _Run | None:
         backend = self._backends.get(target.backend.kind)
-        if backend is None or self.cooling(target.id) or not self._slots.acquire(blocking=False):
+        if backend is None or self.cooling(target.id):
             return None
+        with self._idle:
+            if self._running >= self._max_running:
+                return None
+            self._running += 1
+            if self._workers < self._max_running:  # started once, kept: no thread start on the caller's path
+                self._workers += 1
+                try:
+                    threading.Thread(target=self._work, name=THREAD_NAME, daemon=True).start()
+                except BaseException:
+                    self._workers -= 1
+                    self._running -= 1
+                    raise
         run = _Run()
-        thread = threading.Thread(
-            target=self._send, args=(backend, target, request, timeout_ms / 1000.0, run), name=THREAD_NAME, daemon=True
-        )
-        try:
-            thread.start()
-        except BaseException:
-            self._slots.release()
-            raise
+        self._jobs.put((backend, target, request, timeout_ms / 1000.0, run))
         return run
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no shadow is in flight (abandoned ones included); False if `timeout_s` ran out first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout_s)
+
+    def _work(self) -> None:
+        while True:
+            self._send(*self._jobs.get())
 
     def _send(self, backend: Backend, target: Target, request: Mapping[str, Any], timeout_s: float, run: _Run) -> None:
         t0 = self._clock()
@@ -167,8 +187,10 @@ class Shadower:
         finally:
             run.latency_ms = (self._clock() - t0) * 1000.0
             self._judge(target.id, throttled=run.error is not None and run.error.error_class is ErrorClass.CAPACITY)
-            self._slots.release()
             run.done.set()
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
 
     def _judge(self, candidate: str, *, throttled: bool) -> None:
         with self._lock:
