@@ -1051,7 +1051,7 @@ class RouterStack(CellStack):
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
             visibility_config=visibility(name),
             rules=[
-                # Converse bodies are up to the routing table's max_request_bytes (256 KiB), over the common rule
+                # Converse bodies are up to spillway/limits.py's MAX_REQUEST_BYTES (about 6 MB), over the common rule
                 # set's 8 KiB body limit: that one rule counts instead of blocking; the handler enforces the size.
                 managed(0, "AWSManagedRulesCommonRuleSet", ["SizeRestrictions_BODY"]),
                 managed(1, "AWSManagedRulesKnownBadInputsRuleSet"),

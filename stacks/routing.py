@@ -25,7 +25,6 @@ if str(ROUTER_ROOT) not in sys.path:
 from spillway.config import RoutingConfigError, RoutingTable, parse_routing_table  # noqa: E402
 
 SCHEMA_VERSION = 1
-MAX_REQUEST_BYTES = 256 * 1024
 DEFAULT_MIN_ATTEMPT_MS = 250  # an attempt with less time left than this cannot be answered; don't start it
 
 
@@ -70,8 +69,7 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
         "version": SCHEMA_VERSION,
         "targets": dict(sorted(targets.items())),
         "features": dict(sorted(features.items())),
-        "limits": {"max_request_bytes": MAX_REQUEST_BYTES},
-    }
+    }  # no "limits": the router's own, derived from AWS's limits in spillway/limits.py, apply
     validate_routing_table(platform, table)
     return table
 

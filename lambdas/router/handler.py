@@ -340,7 +340,11 @@ def converse(feature: str) -> Response[str]:
             raise api.ApiError(404, api.UNKNOWN_FEATURE)
         if not api.is_json_content_type(app.current_event.headers.get("content-type")):
             raise api.ApiError(415, api.UNSUPPORTED_MEDIA_TYPE)
-        request = api.parse_body(_body_bytes(), snapshot.table.limits.max_request_bytes)
+        request = api.parse_body(
+            _body_bytes(),
+            snapshot.table.limits.max_request_bytes,
+            base64_encoded=bool(app.current_event.is_base64_encoded),
+        )
     except api.ApiError as error:
         telemetry.record_rejected(feature if known else None, error.status, error.code)
         return _error(error, request_id)

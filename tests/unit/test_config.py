@@ -44,7 +44,7 @@ def test_loads_the_contract_example_with_defaults() -> None:
     assert feature.order == ("spill", "failover", "fallback")
     assert (feature.attempt_min_ms, feature.attempt_max_ms, feature.max_attempts) == (300, 8000, 4)
     assert feature.breaker == BreakerPolicy()
-    assert table.limits.max_request_bytes == 262144
+    assert table.limits.max_request_bytes == 262144  # as the document says (helpers.py)
 
 
 def test_pt_arn_survives_untouched(tmp_path: Any) -> None:

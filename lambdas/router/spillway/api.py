@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .errors import INVALID_BASE64
+from .limits import carried_size
 
 API_TITLE = "Spillway router"
 API_VERSION = "1.0.0"
@@ -131,10 +132,17 @@ def is_json_content_type(value: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def parse_body(raw: bytes, max_bytes: int) -> dict[str, Any]:
-    """Size, JSON and shape checks, in that order. Returns the request to hand to the engine."""
-    if len(raw) > max_bytes:
-        raise ApiError(413, PAYLOAD_TOO_LARGE, f"the body is over this deployment's limit of {max_bytes} bytes")
+def parse_body(raw: bytes, max_bytes: int, *, base64_encoded: bool = False) -> dict[str, Any]:
+    """Size, JSON and shape checks, in that order. Returns the request to hand to the engine.
+
+    The size is the body's as the Lambda event carries it (spillway.limits): what must fit in Lambda's payload."""
+    if carried_size(raw, base64_encoded=base64_encoded) > max_bytes:
+        raise ApiError(
+            413,
+            PAYLOAD_TOO_LARGE,
+            f"the body is over this deployment's limit of {max_bytes} bytes (as carried in the Lambda event, where "
+            "quotes, backslashes and line breaks count twice); send large documents and videos by s3Location",
+        )
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -296,7 +304,7 @@ _STATUS_TEXT = {
     200: "OK",
     400: "Malformed or invalid body, or the model rejected the request (its error code kept, message withheld)",
     404: "Unknown feature",
-    413: "Body over the routing table's limits.max_request_bytes",
+    413: "Body over the size limit: what fits in Lambda's 6 MB payload (spillway/limits.py), or lower if configured",
     415: "Content-Type is not application/json",
     502: "The router failed unexpectedly (never a bare 500)",
     503: "No capacity left, or no routing configuration; see Retry-After",

@@ -48,7 +48,8 @@ Schema (version 1)::
           }
         }
       },
-      "limits": {"max_request_bytes": 262144}      # optional
+      "limits": {"max_request_bytes": 6254592}     # optional: at most (and by default) spillway.limits.
+                                                    #   MAX_REQUEST_BYTES, what fits in Lambda's payload
     }
 
 `invoke_ids` lets each feature be billed on its own: the CDK side puts the feature's application inference profile
@@ -68,6 +69,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
+
+from .limits import MAX_REQUEST_BYTES
 
 Capacity = Literal["provisioned", "on_demand"]
 CAPACITIES: tuple[Capacity, ...] = ("provisioned", "on_demand")
@@ -153,7 +156,7 @@ class Feature:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_request_bytes: int = 262144
+    max_request_bytes: int = MAX_REQUEST_BYTES  # the body as the Lambda event carries it (spillway.limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +201,7 @@ def parse_routing_table(raw: object) -> RoutingTable:
         lim = _obj(top["limits"], "limits")
         _keys(lim, "limits", optional={"max_request_bytes"})
         if "max_request_bytes" in lim:
-            limits = Limits(_int(lim["max_request_bytes"], "limits.max_request_bytes", low=1))
+            limits = Limits(_int(lim["max_request_bytes"], "limits.max_request_bytes", low=1, high=MAX_REQUEST_BYTES))
     return RoutingTable(version=version, targets=targets, features=features, limits=limits)
 
 
