@@ -10,6 +10,7 @@ Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``Spillway``; every
   DeadlineExceeded, RouterErrors, Spills, Fallbacks, Failovers, PredictedSpills, CanaryRequests, Latency (ms),
   Attempts, InputTokens, OutputTokens;
 - per attempt, dimensions ``feature`` and ``target``: TargetAttempts, TargetServed, Throttles, TargetFailures,
+  DeploymentFaults ("ours": a missing or misnamed target, denied access, bad credentials; alarmed),
   TargetClientErrors, TargetRefused, AttemptLatency (ms), InputTokens, OutputTokens (of the target that served).
   No time to first token yet: the backends do not stream, so there is none to measure;
 - dimension ``target``: BreakerOpens, BreakerCloses, BreakerRemoteOpens (learned from the shared store);
@@ -58,7 +59,7 @@ _OUTCOME_METRIC = {
     Outcome.SLOW: "TargetServed",
     Outcome.CAPACITY: "Throttles",
     Outcome.UNAVAILABLE: "TargetFailures",
-    Outcome.OURS: "TargetFailures",
+    Outcome.OURS: "DeploymentFaults",
     Outcome.CLIENT: "TargetClientErrors",
     Outcome.PREDICTED_FULL: "TargetRefused",
     Outcome.REFUSED: "TargetRefused",

@@ -16,8 +16,8 @@ from typing import Any
 
 from ..backend import BackendReply, Usage
 from ..config import BedrockRef, Target
-from ..errors import INVALID_BASE64, BackendError, ErrorClass
-from . import PooledBackend, backend_error, malformed, usage_int
+from ..errors import INVALID_BASE64, BackendError, ErrorClass, from_exception
+from . import PooledBackend, malformed, usage_int
 
 SERVICE = "bedrock-runtime"
 OPERATION = "Converse"
@@ -39,7 +39,7 @@ class BedrockBackend(PooledBackend):
         try:
             raw = client.converse(**params)
         except Exception as exc:  # every failure leaves as a BackendError, message dropped
-            raise backend_error(exc) from None
+            raise from_exception(exc) from None
         elapsed_ms = (self._clock() - t0) * 1000.0
         # Converse's response members go back to the caller as botocore parsed them (ResponseMetadata is not one).
         members = client.meta.service_model.operation_model(OPERATION).output_shape.members

@@ -20,8 +20,8 @@ from typing import Any
 
 from ..backend import BackendReply, Usage
 from ..config import SageMakerRef, Target
-from ..errors import BackendError, ErrorClass
-from . import PooledBackend, backend_error, malformed, usage_int
+from ..errors import BackendError, ErrorClass, from_exception
+from . import PooledBackend, malformed, usage_int
 
 SERVICE = "sagemaker-runtime"
 _FINISH = {
@@ -61,7 +61,7 @@ class SageMakerBackend(PooledBackend):
             )
             body = raw["Body"].read()
         except Exception as exc:  # every failure leaves as a BackendError, message dropped
-            raise backend_error(exc) from None
+            raise from_exception(exc) from None
         elapsed_ms = (self._clock() - t0) * 1000.0
         try:
             answer = json.loads(body)
