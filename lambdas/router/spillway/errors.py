@@ -74,6 +74,7 @@ SAGEMAKER_RUNTIME: dict[str, tuple[ErrorClass, str]] = {
 # JSON services answer with (authentication, throttling, timeouts).
 COMMON: dict[str, tuple[ErrorClass, str]] = {
     "AccessDenied": (_O, "the router's role lacks a permission: a deployment fault"),
+    "AccessDeniedException": (_O, "the router's role lacks a permission: a deployment fault"),
     "ExpiredToken": (_O, "the router's credentials expired: a deployment fault"),
     "ExpiredTokenException": (_O, "the router's credentials expired: a deployment fault"),
     "IncompleteSignature": (_O, "the router's request signature is incomplete: a deployment fault"),
@@ -86,7 +87,7 @@ COMMON: dict[str, tuple[ErrorClass, str]] = {
     "InvalidQueryParameter": (_CL, "a parameter of the request is invalid"),
     "InvalidSignatureException": (_O, "the router's signature is wrong: a deployment fault"),
     "LimitExceededException": (_C, "a limit was reached: capacity"),
-    "MalformedQueryString": (_CL, "the request is malformed"),
+    "MalformedQueryString": (_O, "the router sends no query string: its endpoint or SDK is wrong"),
     "MissingAction": (_O, "the endpoint got no operation: the router's endpoint or SDK is wrong"),
     "MissingAuthenticationToken": (_O, "the request was not signed: a deployment fault"),
     "MissingParameter": (_CL, "the request lacks a required parameter"),
