@@ -143,7 +143,7 @@ class RegionEndpoint:
         spec = state.spec
         state.count("throttled" if code == "ThrottlingException" else "errors")
         state.outcome(code)
-        err = wire.error_for(spec.kind, code, message, spec.id, self.region, original_status)
+        err = wire.error_for(spec.kind, code, message, spec.id, self.region, original_status=original_status)
         self._send_error(h, spec.kind, err)
 
     def _parse(self, kind: Kind, raw: bytes) -> tuple[wire.Prompt, str]:

@@ -206,7 +206,7 @@ _DEFAULT_MESSAGES = {
 
 
 def bedrock_error(
-    code: str, message: str | None = None, resource: str = "", original_status: int | None = None
+    code: str, message: str | None = None, resource: str = "", *, original_status: int | None = None
 ) -> WireError:
     status = status_of(Kind.BEDROCK, code)
     msg = message or _DEFAULT_MESSAGES.get(code, "The model returned an error.")
@@ -221,7 +221,7 @@ def bedrock_error(
 
 
 def sagemaker_error(
-    code: str, message: str | None = None, endpoint: str = "", region: str = "", original_status: int | None = None
+    code: str, message: str | None = None, endpoint: str = "", region: str = "", *, original_status: int | None = None
 ) -> WireError:
     status = status_of(Kind.SAGEMAKER, code)
     if code == "ModelError":
@@ -245,11 +245,11 @@ def sagemaker_error(
 
 
 def error_for(
-    kind: Kind, code: str, message: str | None, target_id: str, region: str, original_status: int | None = None
+    kind: Kind, code: str, message: str | None, target_id: str, region: str, *, original_status: int | None = None
 ) -> WireError:
     if kind is Kind.BEDROCK:
-        return bedrock_error(code, message, target_id, original_status)
-    return sagemaker_error(code, message, target_id, region, original_status)
+        return bedrock_error(code, message, target_id, original_status=original_status)
+    return sagemaker_error(code, message, target_id, region, original_status=original_status)
 
 
 def timeout_error(kind: Kind, target_id: str, region: str) -> WireError:

@@ -528,12 +528,11 @@ def _models(
         key = f"models.{name}"
         read.string(name, key, _NAME, "model name (lowercase letters, digits, dashes)")
         kind = read.mapping(body, key).get("kind")
-        if kind == "bedrock":
-            models[name] = _bedrock_model(read, name, body, regions, account=account, platform=platform)
-        elif kind == "sagemaker":
-            models[name] = _sagemaker_model(read, name, body, regions, account=account, platform=platform)
-        else:
-            raise read.fail(f"{key}.kind", f"expected 'bedrock' or 'sagemaker', got {kind!r}")
+        parse = MODEL_PARSERS.get(kind) if isinstance(kind, str) else None
+        if parse is None:
+            known = " or ".join(f"'{k}'" for k in MODEL_PARSERS)
+            raise read.fail(f"{key}.kind", f"expected {known}, got {kind!r}")
+        models[name] = parse(read, name, body, regions, account=account, platform=platform)
     return models
 
 
@@ -710,6 +709,10 @@ def _schedule(read: _Reader, key: str, value: object) -> tuple[ScheduledCapacity
 def usable_capacities(first_capacity: str) -> tuple[Capacity, ...]:
     """The capacities a feature may use: provisioned-first spills to on-demand; on_demand-first stays on it."""
     return ("provisioned", "on_demand") if first_capacity == "provisioned" else ("on_demand",)
+
+
+# The platform file's model parser per backend kind: every kind of the router's registry has one (a test checks).
+MODEL_PARSERS = {"bedrock": _bedrock_model, "sagemaker": _sagemaker_model}
 
 
 def _features(

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from stacks.platform import Platform, PlatformConfigError
+from stacks.router_root import ROUTER_ROOT, put_router_on_path
 from stacks.targets import feature_targets
 
-# lambdas/router is the Lambda asset and its own import root.
-ROUTER_ROOT = Path(__file__).resolve().parents[1] / "lambdas" / "router"
-if str(ROUTER_ROOT) not in sys.path:
-    sys.path.insert(0, str(ROUTER_ROOT))
+put_router_on_path()
 
+from spillway.backends.kinds import KINDS  # noqa: E402
 from spillway.config import RoutingConfigError, RoutingTable, parse_routing_table  # noqa: E402
+
+__all__ = ["ROUTER_ROOT", "render_routing_table", "validate_routing_table", "with_invoke_ids"]
 
 SCHEMA_VERSION = 1
 DEFAULT_MIN_ATTEMPT_MS = 250  # an attempt with less time left than this cannot be answered; don't start it
@@ -41,11 +40,7 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
     targets: dict[str, Any] = {}
     for feature in served:
         for target in feature_targets(platform, feature.name):
-            backend = (
-                {"kind": "sagemaker", "endpoint_name": target.invoke_id}
-                if target.kind == "sagemaker"
-                else {"kind": "bedrock", "model_id": target.invoke_id}
-            )
+            backend = {"kind": target.kind, KINDS[target.kind].ref_field: target.invoke_id}  # the registry's form
             entry: dict[str, Any] = {
                 "model": target.model,
                 "capacity": target.capacity,

@@ -59,10 +59,9 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from spillway import api, telemetry
-from spillway.backend import Backend
 from spillway.backends import ClientPool
-from spillway.backends.bedrock import BedrockBackend
-from spillway.backends.sagemaker import SageMakerBackend
+from spillway.backends.contract import Backend
+from spillway.backends.kinds import make_backends
 from spillway.engine import Engine, RouteResult, Status
 from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
@@ -180,7 +179,7 @@ def build_router() -> Router:
         )
     return Router(
         source,
-        {"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool)},
+        make_backends(pool),
         region=region,
         health=health,
         store=store,
@@ -363,7 +362,11 @@ def converse(feature: str) -> Response[str]:
     if result.status is Status.CLIENT_ERROR:
         code = result.code or api.BAD_REQUEST
         status = result.http_status if 400 <= result.http_status < 500 else 400
-        message = api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
+        message = (
+            api.unsupported_message(result.unsupported)
+            if result.unsupported
+            else api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
+        )
         return _error(api.ApiError(status, code, message), request_id, headers)
     if result.status is Status.DEADLINE:
         return _error(api.ApiError(504, api.DEADLINE_EXCEEDED), request_id, headers)

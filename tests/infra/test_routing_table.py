@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from spillway.config import BedrockRef, parse_routing_table
+from spillway.backends.kinds import BedrockRef
+from spillway.config import parse_routing_table
 from spillway.policy import Planner
 from stacks.platform import PlatformConfigError, load_platform, parse_platform
 from stacks.routing import config_key, render_routing_table, validate_routing_table, with_invoke_ids

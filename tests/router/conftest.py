@@ -25,7 +25,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import handler
 from emulator import Emulator, TargetSpec
-from spillway.backend import BackendReply, Usage
+from spillway.backends.contract import BackendReply, Usage
 from spillway.config import Target
 from spillway.errors import BackendError
 from spillway.health import HealthBoard

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from spillway.backend import BackendReply, Usage
+from spillway.backends.contract import BackendReply, Usage
 from spillway.config import Target
 from tests.router.conftest import Harness, api_event, body_of, converse_body, header
 

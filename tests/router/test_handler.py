@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from spillway import api, limits
-from spillway.backend import BackendReply
+from spillway.backends.contract import BackendReply
 from spillway.errors import BackendError, ErrorClass
 from tests.router.conftest import Harness, LambdaContext, api_event, body_of, converse_body, header, ok_reply
 

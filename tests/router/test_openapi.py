@@ -54,6 +54,8 @@ def test_content_block_vocabulary_matches_botocore() -> None:
     model = botocore.session.get_session().get_service_model("bedrock-runtime")
     assert set(api.CONTENT_BLOCKS) == set(model.shape_for("ContentBlock").members)
     assert set(api.SYSTEM_BLOCKS) == set(model.shape_for("SystemContentBlock").members)
+    assert set(api.TOOL_RESULT_BLOCKS) == set(model.shape_for("ToolResultContentBlock").members)
+    assert set(api.TOOL_KINDS) == set(model.shape_for("Tool").members)
     assert set(api.INFERENCE_KEYS) == set(model.shape_for("InferenceConfiguration").members)
     assert set(api.TOOL_CONFIG_KEYS) == set(model.shape_for("ToolConfiguration").members)
     converse_input = model.operation_model("Converse").input_shape

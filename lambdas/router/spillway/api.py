@@ -74,6 +74,8 @@ CONTENT_BLOCKS = (
     "toolRemoval",
 )
 SYSTEM_BLOCKS = ("text", "guardContent", "cachePoint")
+TOOL_RESULT_BLOCKS = ("json", "text", "image", "document", "video", "searchResult")  # ToolResultContentBlock
+TOOL_KINDS = ("toolSpec", "systemTool", "cachePoint")  # Tool
 INFERENCE_KEYS = ("maxTokens", "temperature", "topP", "stopSequences")
 TOOL_CONFIG_KEYS = ("tools", "toolChoice")
 MAX_MESSAGES = 1000
@@ -119,6 +121,15 @@ class ApiError(Exception):
         self.code = code
         self.message = message if message is not None else MESSAGES.get(code, code)
         self.retry_after_s = retry_after_s
+
+
+def unsupported_message(names: tuple[str, ...]) -> str:
+    """UnsupportedContent's message: the member, block or tool kinds no target of the feature can express (names
+    from the request vocabulary, never content)."""
+    return (
+        f"no model of this feature can take: {', '.join(names)}; docs/calling-the-router.md lists what each backend "
+        "kind takes"
+    )
 
 
 def error_body(code: str, message: str, request_id: str) -> dict[str, Any]:
@@ -247,7 +258,7 @@ def _tool_config(raw: object) -> None:
         _bad(f"{path}.tools", "must be a non-empty list of tools")
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or len(tool) != 1:
-            _bad(f"{path}.tools[{i}]", "a tool is an object with one of: toolSpec, cachePoint, systemTool")
+            _bad(f"{path}.tools[{i}]", f"a tool is an object with one of: {', '.join(TOOL_KINDS)}")
     if "toolChoice" in raw and not isinstance(raw["toolChoice"], dict):
         _bad(f"{path}.toolChoice", "must be an object")
 

@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from .backends.kinds import KINDS, BackendRef  # a target's backend reference is its kind's (the registry)
 from .limits import MAX_REQUEST_BYTES
 
 Capacity = Literal["provisioned", "on_demand"]
@@ -89,21 +90,6 @@ class RoutingConfigError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
-
-
-@dataclass(frozen=True, slots=True)
-class BedrockRef:
-    model_id: str
-    kind: Literal["bedrock"] = "bedrock"
-
-
-@dataclass(frozen=True, slots=True)
-class SageMakerRef:
-    endpoint_name: str
-    kind: Literal["sagemaker"] = "sagemaker"
-
-
-BackendRef = BedrockRef | SageMakerRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,15 +211,15 @@ def _target(tid: str, raw: object) -> Target:
 
 
 def _backend(raw: object, path: str) -> BackendRef:
+    """A target's backend, by its kind's entry in the registry (spillway/backends/kinds.py)."""
     obj = _obj(raw, path)
-    kind = obj.get("kind")
-    if kind == "bedrock":
-        _keys(obj, path, required={"kind", "model_id"})
-        return BedrockRef(_text(obj["model_id"], f"{path}.model_id"))
-    if kind == "sagemaker":
-        _keys(obj, path, required={"kind", "endpoint_name"})
-        return SageMakerRef(_text(obj["endpoint_name"], f"{path}.endpoint_name"))
-    raise RoutingConfigError(f"{path}.kind", f"must be 'bedrock' or 'sagemaker', not {kind!r}")
+    name = obj.get("kind")
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        known = ", ".join(f"'{name}'" for name in sorted(KINDS))
+        raise RoutingConfigError(f"{path}.kind", f"must be one of {known}, not {name!r}")
+    _keys(obj, path, required={"kind", kind.ref_field})
+    return kind.make_ref(_text(obj[kind.ref_field], f"{path}.{kind.ref_field}"))
 
 
 def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .backend import Backend, BackendReply, Usage
+from .backends.contract import Backend, BackendReply, Usage
+from .backends.kinds import request_needs
 from .capacity import InflightTracker
 from .config import Feature, RoutingTable, Target
 from .errors import BackendError, ErrorClass, from_exception
@@ -42,6 +43,7 @@ class Outcome(StrEnum):
     OURS = "ours"
     PREDICTED_FULL = "predicted_full"  # not sent: provisioned target estimated full
     REFUSED = "refused"  # not sent: its breaker turned it away (half-open slot taken, ramp share, cooldown)
+    UNSUPPORTED = "unsupported"  # not sent: its backend cannot express the request (no health signal)
 
 
 class Status(StrEnum):
@@ -64,7 +66,8 @@ class Attempt:
         return self.outcome not in _UNSENT
 
 
-_UNSENT = (Outcome.PREDICTED_FULL, Outcome.REFUSED)
+_UNSENT = (Outcome.PREDICTED_FULL, Outcome.REFUSED, Outcome.UNSUPPORTED)
+UNSUPPORTED_CONTENT = "UnsupportedContent"  # no target of the feature can express the request: 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class RouteResult:
     fell_back: bool = False  # served by a model after the first of the hierarchy
     failed_over: bool = False  # served outside the home region
     predicted_spill: bool = False  # some provisioned target was skipped as full before sending
+    unsupported: tuple[str, ...] = ()  # with UnsupportedContent: what no target could express (names, no content)
 
     @property
     def attempts_sent(self) -> int:
@@ -138,13 +142,14 @@ class Engine:
         start = clock()
         planner = self._planner
         f = planner.table.features.get(feature)
-        if f is None:
-            return RouteResult(Status.CLIENT_ERROR, 404, (), 0.0, code="UnknownFeature")
+        steps = planner.plan(feature, self.health, request_needs(request)).steps if f is not None else ()
+        last_capable = max((i for i, step in enumerate(steps) if not step.unsupported), default=-1)
+        if f is None or last_capable < 0 < len(steps):
+            return _refusal(f, steps)
         budget_ms = f.deadline_ms if deadline_ms is None else min(f.deadline_ms, deadline_ms)
         deadline = start + budget_ms / 1000.0
         min_s = f.attempt_min_ms / 1000.0
         max_s = f.attempt_max_ms / 1000.0
-        steps = planner.plan(feature, self.health).steps
         trace: list[Attempt] = []
         sent = 0
         last_code: str | None = None
@@ -152,6 +157,9 @@ class Engine:
         out_of_time = False
         overflow: BackendError | None = None
         for i, step in enumerate(steps):
+            if step.unsupported:
+                trace.append(Attempt(step.target.id, Outcome.UNSUPPORTED, kind=step.kind))
+                continue
             if step.target.model == skip_model:
                 continue
             if sent >= f.max_attempts:
@@ -161,7 +169,7 @@ class Engine:
                 out_of_time = True
                 break
             # Never fail without sending at least once: the last step is forced if nothing was sent yet.
-            ticket, level = self._admit(f, step, step.probe or (sent == 0 and i == len(steps) - 1), trace)
+            ticket, level = self._admit(f, step, step.probe or (sent == 0 and i == last_capable), trace)
             if not ticket.admitted:
                 continue
             sent += 1
@@ -290,6 +298,16 @@ class Engine:
             severity, ready_at = self.health.standing(step.target.id)
             soonest = min(soonest, ready_at - now if severity else 1.0)
         return int(min(60, max(1, math.ceil(soonest))))
+
+
+def _refusal(f: Feature | None, steps: tuple[PlanStep, ...]) -> RouteResult:
+    """The answer before any attempt: an unknown feature (404), or a request no target of the feature can express
+    (400 UnsupportedContent, naming what no target takes; every target traced as unsupported)."""
+    if f is None:
+        return RouteResult(Status.CLIENT_ERROR, 404, (), 0.0, code="UnknownFeature")
+    trace = tuple(Attempt(step.target.id, Outcome.UNSUPPORTED, kind=step.kind) for step in steps)
+    missing = sorted(frozenset().union(*(step.unsupported for step in steps)))
+    return RouteResult(Status.CLIENT_ERROR, 400, trace, 0.0, code=UNSUPPORTED_CONTENT, unsupported=tuple(missing))
 
 
 def _client_error(error: BackendError, trace: list[Attempt], elapsed_s: float) -> RouteResult:

@@ -11,7 +11,8 @@ Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``Spillway``; every
   Attempts, InputTokens, OutputTokens;
 - per attempt, dimensions ``feature`` and ``target``: TargetAttempts, TargetServed, Throttles, TargetFailures,
   DeploymentFaults ("ours": a missing or misnamed target, denied access, bad credentials; alarmed),
-  TargetClientErrors, TargetRefused, AttemptLatency (ms), InputTokens, OutputTokens (of the target that served).
+  TargetClientErrors, TargetRefused, TargetUnsupported (passed over: the backend cannot express the request),
+  AttemptLatency (ms), InputTokens, OutputTokens (of the target that served).
   No time to first token yet: the backends do not stream, so there is none to measure;
 - dimension ``target``: BreakerOpens, BreakerCloses, BreakerRemoteOpens (learned from the shared store);
 - dimension ``operation``: StoreErrors, StoreWriteRejected; dimension ``event``: ConfigEvents.
@@ -63,6 +64,7 @@ _OUTCOME_METRIC = {
     Outcome.CLIENT: "TargetClientErrors",
     Outcome.PREDICTED_FULL: "TargetRefused",
     Outcome.REFUSED: "TargetRefused",
+    Outcome.UNSUPPORTED: "TargetUnsupported",
 }
 
 

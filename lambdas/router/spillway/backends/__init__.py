@@ -1,5 +1,9 @@
 """The only modules that speak to AWS model runtimes: Bedrock (Converse) and SageMaker (InvokeEndpoint).
 
+kinds.py is the registry of backend kinds (what each means: its config, its runtime, what it can express);
+contract.py what the engine and a backend say to each other; chat.py the Converse <-> chat-completions translation.
+This module: the pooled runtime clients every kind shares.
+
 Clients are created once per (service, region, timeout tier) and reused across invocations. botocore's retries are
 off (the engine owns retries). A botocore client's timeouts are fixed when it is created, so an attempt's budget is
 rounded down to a tier of a short geometric ladder: an attempt never waits longer than its budget, loses at most a
@@ -18,10 +22,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Target
 from ..errors import BackendError, ErrorClass
+
+if TYPE_CHECKING:  # the config imports this package's registry (kinds.py): no import of the config at run time
+    from ..config import Target
 
 # Read-timeout tiers in seconds (ratio ~1.25): the tier used is the largest not above the attempt's budget.
 TIERS: tuple[float, ...] = (

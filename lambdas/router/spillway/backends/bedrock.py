@@ -14,12 +14,13 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from ..backend import BackendReply, Usage
-from ..config import BedrockRef, Target
+from ..config import Target
 from ..errors import INVALID_BASE64, BackendError, ErrorClass, from_exception
 from . import PooledBackend, malformed, usage_int
+from .contract import BackendReply, Usage
+from .kinds import KINDS, BedrockRef
 
-SERVICE = "bedrock-runtime"
+SERVICE = KINDS["bedrock"].service
 OPERATION = "Converse"
 
 

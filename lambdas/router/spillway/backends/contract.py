@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .config import Target
+from ..config import Target
 
 
 @dataclass(frozen=True, slots=True)
