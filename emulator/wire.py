@@ -297,6 +297,7 @@ class Prompt:
     input_text: str
     last_user_text: str
     max_tokens: int | None
+    service_tier: str = "default"  # Converse: the tier asked for, which the answer says served
 
 
 def converse_prompt(body: Mapping[str, Any]) -> Prompt:
@@ -320,7 +321,11 @@ def converse_prompt(body: Mapping[str, Any]) -> Prompt:
     max_tokens = config.get("maxTokens") if isinstance(config, Mapping) else None
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise ValueError("inferenceConfig.maxTokens must be a positive integer.")
-    return Prompt("\n".join(texts), last_user, max_tokens)
+    tier = body.get("serviceTier")
+    tier_type = tier.get("type") if isinstance(tier, Mapping) else None
+    if tier_type is not None and tier_type not in ("priority", "default", "flex", "reserved"):
+        raise ValueError("serviceTier.type must be one of priority, default, flex, reserved.")
+    return Prompt("\n".join(texts), last_user, max_tokens, tier_type or "default")
 
 
 def sagemaker_prompt(body: Any) -> tuple[Prompt, str]:
@@ -384,6 +389,7 @@ def converse_reply(prompt: Prompt, output_tokens: int, capped: bool, echo: bool,
             "totalTokens": input_tokens + output_tokens,
         },
         "metrics": {"latencyMs": latency_ms},
+        "serviceTier": {"type": prompt.service_tier},
     }
 
 

@@ -332,6 +332,7 @@ def routing_table_schema() -> dict[str, Any]:
             },
             "max_attempts": positive_int,
             "fallback_on_context_overflow": {"type": "boolean"},
+            "converse": {"type": "object"},  # checked in full by the router's loader at synth (stacks/routing.py)
             "breaker": {"type": "object", "additionalProperties": False, "properties": breaker_props},
             "invoke_ids": {
                 "type": "object",

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from stacks.platform import Platform, PlatformConfigError
+from stacks.platform import CONVERSE_SETTINGS, Platform, PlatformConfigError
 from stacks.router_root import ROUTER_ROOT, put_router_on_path
 from stacks.targets import feature_targets
 
@@ -59,6 +59,7 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
             "failover_regions": list(feature.failover_regions),
             "deadline_ms": feature.deadline_ms,
             "max_attempts": feature.max_attempts,
+            **({"converse": converse_settings(feature.converse)} if feature.converse else {}),
         }
     table = {
         "version": SCHEMA_VERSION,
@@ -67,6 +68,17 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
     }  # no "limits": the router's own, derived from AWS's limits in spillway/limits.py, apply
     validate_routing_table(platform, table)
     return table
+
+
+def converse_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A feature's `converse:` settings in the routing table's form: the Converse members and who may override."""
+    defaults: dict[str, Any] = {}
+    if "service_tier" in settings:
+        defaults["serviceTier"] = {"type": settings["service_tier"]}
+    if "latency" in settings:
+        defaults["performanceConfig"] = {"latency": settings["latency"]}
+    overridable = [CONVERSE_SETTINGS[name][0] for name in settings.get("caller_may_override", ())]
+    return {"defaults": defaults, "caller_may_override": overridable}
 
 
 def with_invoke_ids(

@@ -294,6 +294,8 @@ def _route_headers(result: RouteResult) -> dict[str, str]:
     }
     if result.target is not None:
         headers["x-spillway-target"] = result.target
+    if result.service_tier is not None:
+        headers["x-spillway-service-tier"] = result.service_tier
     return headers
 
 
@@ -343,6 +345,10 @@ def converse(feature: str) -> Response[str]:
             _body_bytes(),
             snapshot.table.limits.max_request_bytes,
             base64_encoded=bool(app.current_event.is_base64_encoded),
+        )
+        settings = snapshot.table.features[feature]
+        api.refuse_platform_members(
+            request, (member for member, _ in settings.converse_defaults), settings.caller_may_override
         )
     except api.ApiError as error:
         telemetry.record_rejected(feature if known else None, error.status, error.code)

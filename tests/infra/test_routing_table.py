@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import yaml
 
@@ -122,8 +124,8 @@ def test_invoke_ids_name_the_cells_profiles_and_pt_and_round_trip() -> None:
             assert invoke_id == (profiles[(name, model)] if capacity == "on_demand" else pt[model])
         planned = {s.target.id: s.target.backend for s in Planner(table).candidates(name)}
         for tid, backend in planned.items():
-            if tid in ids:
-                assert backend == BedrockRef(ids[tid])
-            else:
-                assert backend == table.targets[tid].backend
+            expected = BedrockRef(ids[tid]) if tid in ids else table.targets[tid].backend
+            if isinstance(expected, BedrockRef):  # with the feature's platform-decided Converse members
+                expected = replace(expected, defaults=feature.converse_defaults)
+            assert backend == expected
     assert any(dict(f.invoke_ids) for f in table.features.values())

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -184,6 +185,13 @@ def validate_request(body: object) -> dict[str, Any]:
     return {key: body[key] for key in REQUEST_FIELDS if key in body}
 
 
+def refuse_platform_members(request: Mapping[str, Any], decided: Iterable[str], overridable: AbstractSet[str]) -> None:
+    """400 for a member the feature's platform settings decide and do not let callers override (named, no value)."""
+    for member in sorted(set(decided) - set(overridable)):
+        if member in request:
+            _bad(member, "is decided by this feature's platform settings, which do not let a caller override it")
+
+
 def _typed(raw: object, path: str, json_type: str) -> None:
     if json_type == "object" and not isinstance(raw, dict):
         _bad(path, "must be an object")
@@ -305,6 +313,10 @@ _ROUTE_HEADERS = {
         "schema": {"type": "string"},
     },
     "x-spillway-attempts": {"description": "backend calls made for this request", "schema": {"type": "integer"}},
+    "x-spillway-service-tier": {
+        "description": "the Bedrock service tier that served, as Converse's answer says (absent when it says none)",
+        "schema": {"type": "string", "enum": ["priority", "default", "flex", "reserved"]},
+    },
     "x-spillway-route": {
         "description": "every target tried or passed over, in order, as target=outcome, comma-separated",
         "schema": {"type": "string"},

@@ -40,6 +40,14 @@ Schema (version 1)::
                                                     #   capacities; value: the modelId sent instead of the target's
                                                     #   backend.model_id. Health, breakers, capacity and metrics stay
                                                     #   keyed by the target id (shared by every feature)
+          "converse": {                             # optional: what the platform decides of this feature's Converse
+            "defaults": {                           #   requests on Bedrock targets (a caller's own value wins only
+              "serviceTier": {"type": "priority"},  #   where caller_may_override names the member; otherwise a
+              "performanceConfig": {"latency": "optimized"},  # caller sending it is answered 400)
+              "guardrailConfig": {"guardrailIdentifier": "<id or ARN>", "guardrailVersion": "1"}
+            },
+            "caller_may_override": ["serviceTier"]
+          },
           "breaker": {                              # optional; every key optional (defaults: BreakerPolicy)
             "error_rate": 0.5, "slow_rate": 0.5, "window_s": 30, "min_requests": 5,
             "consecutive_failures": 3, "latency_ms": 10000, "ttft_ms": 3000,
@@ -80,6 +88,10 @@ DEFAULT_ORDER = DIMENSIONS
 _NAME = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FEATURE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MAX_SECONDS = 3600.0
+# Converse members a feature's platform settings may decide, with what each may be (botocore's enums).
+SERVICE_TIERS = ("priority", "default", "flex", "reserved")
+LATENCIES = ("standard", "optimized")
+PLATFORM_MEMBERS = ("serviceTier", "performanceConfig", "guardrailConfig")
 MIN_ATTEMPT_MS = 100.0  # the smallest useful attempt timeout: a connection and a first byte, no less
 
 
@@ -134,6 +146,8 @@ class Feature:
     fallback_on_context_overflow: bool = True
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     invoke_ids: tuple[tuple[str, str], ...] = ()  # (target id, model id or ARN) this feature invokes instead, sorted
+    converse_defaults: tuple[tuple[str, Any], ...] = ()  # (member, value) the platform sets on Bedrock targets
+    caller_may_override: frozenset[str] = frozenset()  # of PLATFORM_MEMBERS, those a caller may send anyway
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -231,7 +245,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         obj,
         path,
         required={"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"},
-        optional={"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids"},
+        optional={"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids", "converse"},
     )
     known_models = {t.model for t in targets.values()}
     known_regions = {t.region for t in targets.values()}
@@ -267,6 +281,8 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
     invoke_ids = _invoke_ids(
         obj.get("invoke_ids", {}), f"{path}.invoke_ids", targets, models=models, regions=(home, *failover), first=first
     )
+    defaults, overridable = _converse(obj.get("converse", {}), f"{path}.converse")
+    _guarded_models_on_bedrock(defaults, models, targets, path)
     feature = Feature(
         name=name,
         first_capacity=first,
@@ -281,6 +297,8 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         fallback_on_context_overflow=overflow,
         breaker=breaker,
         invoke_ids=invoke_ids,
+        converse_defaults=defaults,
+        caller_may_override=overridable,
     )
     reachable = {
         t.model
@@ -322,6 +340,61 @@ def _invoke_ids(
             )
         out.append((tid, _text(value, at)))
     return tuple(sorted(out))
+
+
+def _converse(raw: object, path: str) -> tuple[tuple[tuple[str, Any], ...], frozenset[str]]:
+    """A feature's platform-decided Converse members and those a caller may override."""
+    obj = _obj(raw, path)
+    _keys(obj, path, optional={"defaults", "caller_may_override"})
+    defaults = _obj(obj.get("defaults", {}), f"{path}.defaults")
+    _keys(defaults, f"{path}.defaults", optional=set(PLATFORM_MEMBERS))
+    at = f"{path}.defaults"
+    if "serviceTier" in defaults:
+        tier = _obj(defaults["serviceTier"], f"{at}.serviceTier")
+        _keys(tier, f"{at}.serviceTier", required={"type"})
+        _choice(tier["type"], f"{at}.serviceTier.type", SERVICE_TIERS)
+    if "performanceConfig" in defaults:
+        performance = _obj(defaults["performanceConfig"], f"{at}.performanceConfig")
+        _keys(performance, f"{at}.performanceConfig", required={"latency"})
+        _choice(performance["latency"], f"{at}.performanceConfig.latency", LATENCIES)
+    if "guardrailConfig" in defaults:
+        guardrail = _obj(defaults["guardrailConfig"], f"{at}.guardrailConfig")
+        _keys(
+            guardrail, f"{at}.guardrailConfig", required={"guardrailIdentifier", "guardrailVersion"}, optional={"trace"}
+        )
+        for key in ("guardrailIdentifier", "guardrailVersion"):
+            _text(guardrail[key], f"{at}.guardrailConfig.{key}")
+        if "trace" in guardrail:
+            _choice(guardrail["trace"], f"{at}.guardrailConfig.trace", ("enabled", "disabled", "enabled_full"))
+    overridable = obj.get("caller_may_override", [])
+    if not isinstance(overridable, list):
+        raise RoutingConfigError(f"{path}.caller_may_override", f"must be a list drawn from {list(PLATFORM_MEMBERS)}")
+    for i, member in enumerate(overridable):
+        _choice(member, f"{path}.caller_may_override[{i}]", PLATFORM_MEMBERS)
+    return tuple(sorted(defaults.items())), frozenset(overridable)
+
+
+def _guarded_models_on_bedrock(
+    defaults: tuple[tuple[str, Any], ...], models: tuple[str, ...], targets: Mapping[str, Target], path: str
+) -> None:
+    """A guardrail is applied by Bedrock: a feature with one may use no model served otherwise (it would answer
+    unguarded)."""
+    if not any(member == "guardrailConfig" for member, _ in defaults):
+        return
+    for i, model in enumerate(models):
+        kinds = {t.backend.kind for t in targets.values() if t.model == model}
+        if kinds != {"bedrock"}:
+            raise RoutingConfigError(
+                f"{path}.models[{i}]",
+                f"model '{model}' is not served by Bedrock alone, and a guardrail applies to Bedrock targets: "
+                "a request it served would go unguarded",
+            )
+
+
+def _choice(raw: object, path: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise RoutingConfigError(path, f"must be one of {', '.join(choices)}, not {raw!r}")
+    return raw  # narrowed to str by the membership test
 
 
 def _breaker(raw: object, path: str) -> BreakerPolicy:

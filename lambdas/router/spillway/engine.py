@@ -81,6 +81,7 @@ class RouteResult:
     code: str | None = None  # the error code of a client error, or of the last failure
     retry_after_s: int | None = None
     usage: Usage | None = None
+    service_tier: str | None = None  # the Bedrock service tier that served, as the answer says
     spilled: bool = False  # served by on-demand where the feature starts on provisioned
     fell_back: bool = False  # served by a model after the first of the hierarchy
     failed_over: bool = False  # served outside the home region
@@ -284,6 +285,7 @@ class Engine:
             response=reply.response,
             target=target.id,
             usage=reply.usage,
+            service_tier=reply.service_tier,
             spilled=target.capacity != f.first_capacity,
             fell_back=target.model != f.models[0],
             failed_over=target.region != f.home_region,

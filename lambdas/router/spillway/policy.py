@@ -61,13 +61,17 @@ def candidates(feature: Feature, targets: Mapping[str, Target]) -> tuple[PlanSte
     """Every target the feature allows, in its order, regardless of health.
 
     A target named in the feature's `invoke_ids` is replaced, for this feature only, by a copy whose backend names
-    the override (an application inference profile or PT ARN); its id, and so its health, breakers, capacity and
-    metrics, stay the target's. Computed once per routing table (Planner), so a plan costs no copy.
+    the override (an application inference profile or PT ARN); a Bedrock target's copy also carries the feature's
+    platform-decided Converse members (service tier, performance, guardrail). Its id, and so its health, breakers,
+    capacity and metrics, stay the target's. Computed once per routing table (Planner), so a plan costs no copy.
     """
-    if feature.invoke_ids:
+    if feature.invoke_ids or feature.converse_defaults:
         targets = {**targets}
         for tid, invoke_id in feature.invoke_ids:
             targets[tid] = replace(targets[tid], backend=BedrockRef(invoke_id))
+        for tid, base in targets.items():
+            if isinstance(base.backend, BedrockRef) and feature.converse_defaults:
+                targets[tid] = replace(base, backend=replace(base.backend, defaults=feature.converse_defaults))
     spill = ("on_demand",) if feature.first_capacity == "provisioned" and "spill" in feature.order else ()
     axes = {
         "spill": (feature.first_capacity, *spill),

@@ -25,6 +25,7 @@ class BackendReply:
     latency_ms: float = 0.0  # as the backend measured it
     ttft_ms: float | None = None  # time to first token, when streamed
     usage: Usage | None = None
+    service_tier: str | None = None  # the tier that served, when the answer says (Bedrock's serviceTier.type)
 
 
 class Backend(Protocol):

@@ -25,6 +25,9 @@ from ..api import CONTENT_BLOCKS, REQUEST_FIELDS, SYSTEM_BLOCKS, TOOL_KINDS, TOO
 class BedrockRef:
     model_id: str
     kind: Literal["bedrock"] = "bedrock"
+    # Converse members the feature's platform settings decide (service tier, performance, guardrail), sent unless
+    # the request carries its own (which the handler admits only where the platform lets callers override).
+    defaults: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
