@@ -12,6 +12,7 @@ import pytest
 from spillway import api
 from spillway.backends.kinds import EVERYTHING, KINDS, request_needs
 from tests.router.conftest import Harness, body_of, converse_body, header
+from tools import doc_tables
 
 SAGEMAKER = KINDS["sagemaker"]
 ESCROW = "redact-escrow"  # llama-escrow (SageMaker) first, then claude-sonnet (Bedrock)
@@ -85,3 +86,11 @@ def test_when_no_target_can_the_answer_is_400_naming_what_none_takes(table_doc: 
         assert h.sagemaker.calls == h.bedrock.calls == []
     finally:
         h.handler.set_router(None)
+
+
+def test_the_documented_table_is_the_registry() -> None:
+    path, render = doc_tables.TABLES["capability-table"]
+    text = path.read_text()
+    assert doc_tables.render_doc(text, "capability-table", render()) == text, "run `python -m tools.doc_tables`"
+    for name in EVERYTHING - SAGEMAKER.can:
+        assert f"| `{name}` | yes | no |" in text

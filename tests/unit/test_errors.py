@@ -9,7 +9,7 @@ import botocore.session  # type: ignore[import-untyped]
 import pytest
 
 from spillway.errors import CODES, GROUPS, BackendError, ErrorClass, classify, classify_error, from_exception
-from tools import error_table
+from tools import doc_tables
 
 C, U, CL, OURS = ErrorClass.CAPACITY, ErrorClass.UNAVAILABLE, ErrorClass.CLIENT, ErrorClass.OURS
 
@@ -244,8 +244,9 @@ def test_backend_error_of_classifies() -> None:
 
 
 def test_the_design_notes_table_is_current_and_complete() -> None:
-    text = error_table.DOC.read_text()
-    assert error_table.render_doc(text) == text, "run `python -m tools.error_table`"
+    path, render = doc_tables.TABLES["error-table"]
+    text = path.read_text()
+    assert doc_tables.render_doc(text, "error-table", render()) == text, "run `python -m tools.doc_tables`"
     for group in GROUPS.values():
         for code, (error_class, _) in group.items():
             assert f"| `{code}` | {error_class.value} |" in text
@@ -253,7 +254,9 @@ def test_the_design_notes_table_is_current_and_complete() -> None:
 
 def test_the_table_check_fails_on_a_stale_copy(tmp_path: Path) -> None:
     stale = tmp_path / "notes.md"
-    stale.write_text(f"# notes\n{error_table.START}\n| old |\n{error_table.END}\n")
-    assert error_table.main(["--check", "--doc", str(stale)]) == 1
-    assert error_table.main(["--doc", str(stale)]) == 0
-    assert error_table.main(["--check", "--doc", str(stale)]) == 0
+    start, end = doc_tables.markers("error-table")
+    stale.write_text(f"# notes\n{start}\n| old |\n{end}\n")
+    args = ["--only", "error-table", "--doc", str(stale)]
+    assert doc_tables.main(["--check", *args]) == 1
+    assert doc_tables.main(args) == 0
+    assert doc_tables.main(["--check", *args]) == 0
