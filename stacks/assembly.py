@@ -15,11 +15,12 @@ import aws_cdk as cdk
 
 from stacks import compliance
 from stacks.compliance import ComplianceGate, Finding, read_findings
+from stacks.constructs.health_table import health_table_owner
 from stacks.links import LinksStack
 from stacks.models import ModelsStack
 from stacks.network import NetworkStack
 from stacks.platform import Platform
-from stacks.router import RouterStack, health_table_owner
+from stacks.router import RouterStack
 
 # Feature flags: aws-cdk-lib 2.275's recommended set for new projects (cx-api/FEATURE_FLAGS.md), with three choices
 # of ours: producer-protecting ("strong") cross-stack references, the partitions we serve (commercial and GovCloud),

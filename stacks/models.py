@@ -27,7 +27,6 @@ What the stack holds
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,9 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
+from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
+from stacks.eni import ENI_ACTIONS, eni_guard
+from stacks.naming import application_profile_name, endpoint_name, pt_handler_name, router_policy_name
 from stacks.network import BEDROCK_INVOKE_ACTIONS, PLATFORM_TAG, SAGEMAKER_INVOKE_ACTIONS
 from stacks.platform import (
     EscrowEndpoint,
@@ -58,7 +60,7 @@ from stacks.platform import (
     artifact_bucket_name,
     partition_of,
 )
-from stacks.targets import endpoint_name, router_grants
+from stacks.targets import router_grants
 
 if TYPE_CHECKING:
     from stacks.network import NetworkStack
@@ -66,6 +68,8 @@ if TYPE_CHECKING:
 PT_HANDLER_ASSET = Path(__file__).resolve().parents[1] / "lambdas" / "provisioned_throughput"
 PT_METADATA = "Spillway::ProvisionedThroughput"
 VARIANT = "AllTraffic"
+# The only tag keys a purchase may carry (the custom resource's Tags below): aws:TagKeys is fixed to them.
+PT_TAG_KEYS = ("cost-center", PLATFORM_TAG, "spillway:model", "spillway:provisioned-name")
 PT_CONTROL_ACTIONS = (
     "bedrock:CreateProvisionedModelThroughput",
     "bedrock:GetProvisionedModelThroughput",
@@ -75,56 +79,6 @@ PT_CONTROL_ACTIONS = (
 
 
 # --- names and plans (pure: no construct, shared with tests) -------------------------------------------------------
-
-
-# The network-interface actions Lambda performs with a VPC function's role, outside the function's execution
-# environment. IAM has no resource or condition key that scopes them to the function's subnets before the
-# interface exists, so the role allows them on "*" and `eni_guard` keeps them Lambda's alone.
-ENI_ACTIONS = (
-    "ec2:AssignPrivateIpAddresses",
-    "ec2:CreateNetworkInterface",
-    "ec2:DeleteNetworkInterface",
-    "ec2:UnassignPrivateIpAddresses",
-)
-PT_HANDLER_NAMES = {"on_event": "event", "is_complete": "check"}
-
-
-def eni_guard(*function_arns: str) -> iam.PolicyStatement:
-    """Deny the ENI actions to code running in the functions (AWS Lambda's documented lambda:SourceFunctionArn guard).
-
-    Lambda puts `lambda:SourceFunctionArn` on requests made with the role's credentials from inside a function's
-    execution environment, and not on the ENI calls it makes itself to attach the function to its VPC. So a Deny
-    when the key equals the function's ARN stops the function's code (or anyone who obtains its credentials there)
-    from creating, deleting or re-addressing interfaces, and leaves Lambda's own attachment untouched. (The inverse,
-    ArnNotEquals, would match Lambda's own calls, which carry no key, and break the VPC attachment.)
-    """
-    return iam.PolicyStatement(
-        sid="NoNetworkInterfaceActionsFromFunctionCode",
-        effect=iam.Effect.DENY,
-        actions=list(ENI_ACTIONS),
-        resources=["*"],
-        conditions={"ArnEquals": {"lambda:SourceFunctionArn": list(function_arns)}},
-    )
-
-
-def pt_handler_name(platform: Platform, region: str, entry: str) -> str:
-    """The Provisioned Throughput handler's function name: at most 40 + 4 + 5 + 1 + 14 = 64 characters."""
-    return f"{platform.name}-pt-{PT_HANDLER_NAMES[entry]}-{region}"
-
-
-def router_policy_name(platform: Platform, router_region: str, located_in: str | None = None) -> str:
-    if located_in is None or located_in == router_region:
-        return f"{platform.name}-router-invoke-{router_region}"
-    return f"{platform.name}-router-invoke-{router_region}-in-{located_in}"
-
-
-def application_profile_name(platform: Platform, feature: str, model: str) -> str:
-    """Unique per account and region; at most 64 characters ([0-9a-zA-Z][ _-]?)."""
-    name = f"{platform.name}-{feature}-{model}"
-    if len(name) <= 64:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:55]}-{digest}"
 
 
 def profile_pairs(platform: Platform, region: str) -> tuple[tuple[str, str], ...]:
@@ -213,10 +167,20 @@ class EscrowModel(Construct):
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
+        bucket_name = artifact_bucket_name(platform.name, model, platform.account, region)
+        restrict_key_policy(
+            self.key,
+            uses=[
+                # Artifacts (bucket key on: S3 sets the bucket's ARN as the context), endpoint volumes.
+                ServiceUse("s3", {"aws:s3:arn": f"arn:{stack.partition}:s3:::{bucket_name}"}),
+                ServiceUse("sagemaker"),
+                ServiceUse("ec2"),
+            ],
+        )
         self.bucket = s3.Bucket(
             self,
             "Artifacts",
-            bucket_name=artifact_bucket_name(platform.name, model, platform.account, region),
+            bucket_name=bucket_name,
             encryption=s3.BucketEncryption.KMS,
             encryption_key=self.key,
             bucket_key_enabled=True,
@@ -428,6 +392,7 @@ class ProvisionedThroughputs(Construct):
             self, "HandlerLogs", retention_days=platform.log_retention_days, key=network.log_key
         ).log_group
         name_condition = {"StringEquals": {"aws:RequestTag/spillway:provisioned-name": names}}
+        fixed_tag_keys = {"ForAllValues:StringEquals": {"aws:TagKeys": list(PT_TAG_KEYS)}}
         # The handlers' names are fixed so the role's policy can name their ARNs without referring to them (a cycle).
         handler_names = {entry: pt_handler_name(platform, region, entry) for entry in ("on_event", "is_complete")}
         handler_arns = {
@@ -441,9 +406,23 @@ class ProvisionedThroughputs(Construct):
             statements=[
                 iam.PolicyStatement(
                     sid="CreateConfiguredPurchases",
-                    actions=["bedrock:CreateProvisionedModelThroughput", "bedrock:TagResource"],
+                    actions=["bedrock:CreateProvisionedModelThroughput"],
                     resources=[*served, provisioned],
-                    conditions=name_condition,
+                    conditions={**name_condition, **fixed_tag_keys},
+                ),
+                iam.PolicyStatement(
+                    # Re-tagging only what already carries one of this cell's names, with the fixed tag keys: the role
+                    # cannot tag someone else's PT into its reach (Get and Delete require the same tag).
+                    sid="RetagOwnPurchases",
+                    actions=["bedrock:TagResource"],
+                    resources=[provisioned],
+                    conditions={
+                        "StringEquals": {
+                            "aws:RequestTag/spillway:provisioned-name": names,
+                            "aws:ResourceTag/spillway:provisioned-name": names,
+                        },
+                        **fixed_tag_keys,
+                    },
                 ),
                 iam.PolicyStatement(
                     sid="WatchAndReleaseOwnPurchases",
@@ -489,6 +468,17 @@ class ProvisionedThroughputs(Construct):
             ec2.Peer.security_group_id(network.model_security_group.security_group_id),
             ec2.Port.tcp(443),
             "HTTPS from the model security group",
+        )
+        # And out of the model group to it: a rule of this stack on the network's group (no reference back).
+        ec2.CfnSecurityGroupEgress(
+            self,
+            "ModelGroupToBedrockControl",
+            group_id=network.model_security_group.security_group_id,
+            ip_protocol="tcp",
+            from_port=443,
+            to_port=443,
+            destination_security_group_id=self.control_endpoint.security_group.security_group_id,
+            description="HTTPS to the bedrock control-plane endpoint (Provisioned Throughput handler)",
         )
 
         def handler(construct_id: str, entry: str, timeout: int) -> lambda_.Function:

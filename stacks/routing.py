@@ -19,12 +19,11 @@ from stacks.targets import feature_targets
 put_router_on_path()
 
 from spillway.backends.kinds import KINDS  # noqa: E402
-from spillway.config import RoutingConfigError, RoutingTable, parse_routing_table  # noqa: E402
+from spillway.config import MIN_ATTEMPT_MS, RoutingConfigError, RoutingTable, parse_routing_table  # noqa: E402
 
 __all__ = ["ROUTER_ROOT", "render_routing_table", "validate_routing_table", "with_invoke_ids"]
 
 SCHEMA_VERSION = 1
-DEFAULT_MIN_ATTEMPT_MS = 250  # an attempt with less time left than this cannot be answered; don't start it
 
 
 def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
@@ -51,7 +50,7 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
                 entry["max_in_flight"] = target.max_in_flight
             targets[target.id] = entry
         features[feature.name] = {
-            "attempt_timeout_ms": {"min": DEFAULT_MIN_ATTEMPT_MS, "max": feature.deadline_ms},
+            "attempt_timeout_ms": {"min": int(MIN_ATTEMPT_MS), "max": feature.deadline_ms},
             **feature.routing,
             "first_capacity": feature.first_capacity,
             "models": list(feature.models),

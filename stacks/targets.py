@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from stacks.naming import endpoint_name
 from stacks.platform import Capacity, Model, Platform, partition_of, usable_capacities
 from stacks.router_root import put_router_on_path
 
@@ -51,11 +52,6 @@ class InvokeGrants:
     @property
     def sagemaker(self) -> tuple[str, ...]:
         return self.by_kind.get("sagemaker", ())
-
-
-def endpoint_name(platform: Platform, model: str) -> str:
-    """The SageMaker endpoint name of an escrow model; the same in every region."""
-    return f"{platform.name}-{model}"
 
 
 def model_targets(platform: Platform, model: Model) -> list[Target]:

@@ -19,20 +19,19 @@ import yaml
 
 from spillway.config import parse_routing_table
 from stacks.assembly import FEATURE_FLAGS, Assembly, build, synthesize
+from stacks.eni import ENI_ACTIONS
 from stacks.models import (
-    ENI_ACTIONS,
     PT_METADATA,
     ModelsStack,
-    application_profile_name,
     profile_pairs,
     profile_source_arn,
     router_invoke_policy_names,
-    router_policy_name,
 )
+from stacks.naming import application_profile_name, endpoint_name, router_policy_name
 from stacks.network import NetworkStack
 from stacks.platform import Platform, parse_platform, purchase_sentence
-from stacks.targets import endpoint_grants, endpoint_name, feature_targets, router_grants
-from tests.infra.config_documents import example
+from stacks.targets import endpoint_grants, feature_targets, router_grants
+from tests.infra.config_documents import example, region_document
 from tests.infra.conftest import Template, resources_of
 
 INVOKE_ACTIONS = {
@@ -433,7 +432,7 @@ def generated_platform(seed: int) -> Platform:
     regions = rng.sample(sorted(REGIONS), rng.randint(2, 3))
     document: dict[str, Any] = {
         "platform": {"name": "gen", "account": "210987654321"},
-        "regions": {r: {"vpc_cidr": REGIONS[r], "availability_zones": [f"{r}a", f"{r}b"]} for r in regions},
+        "regions": {r: region_document(r, REGIONS[r], [f"{r}a", f"{r}b"]) for r in regions},
         "models": {},
         "features": {},
     }

@@ -12,18 +12,14 @@ from typing import Any
 import jsonschema
 import pytest
 
-import stacks.router as router_module
-from stacks.models import ENI_ACTIONS
+from stacks import packaging
+from stacks.constructs.health_table import HEALTH_TTL_ATTRIBUTE, health_table_owner
+from stacks.constructs.router_api import ACCESS_LOG_FIELDS
+from stacks.constructs.routing_config import APPCONFIG_PROFILE
+from stacks.eni import ENI_ACTIONS
+from stacks.packaging import RouterBuildError, stage_router_code
 from stacks.platform import Platform
-from stacks.router import (
-    ACCESS_LOG_FIELDS,
-    APPCONFIG_PROFILE,
-    HEALTH_TTL_ATTRIBUTE,
-    RouterBuildError,
-    health_table_owner,
-    routing_table_schema,
-    stage_router_code,
-)
+from stacks.router import routing_table_schema
 from stacks.routing import ROUTER_ROOT, render_routing_table
 from tests.infra.conftest import Template, resources_of
 
@@ -102,7 +98,8 @@ def test_reserved_concurrency_and_encrypted_environment(platform: Platform, rout
 
 
 def test_function_environment_names_its_own_resources(platform: Platform, routers: Mapping[str, Template]) -> None:
-    handler_doc = (ROUTER_ROOT / "handler.py").read_text(encoding="utf-8")
+    # The router reads its environment once, in spillway/settings.py, whose docstring lists every variable.
+    settings_doc = (ROUTER_ROOT / "spillway" / "settings.py").read_text(encoding="utf-8")
     for region, template in routers.items():
         env = _function(template)["Environment"]["Variables"]
         assert env["SPILLWAY_HEALTH_TABLE"] == f"{platform.name}-health"  # the network's DynamoDB naming rule
@@ -112,7 +109,7 @@ def test_function_environment_names_its_own_resources(platform: Platform, router
         assert f"/environments/{region}/configurations/{APPCONFIG_PROFILE}" in prefetch
         for name in env:
             if name.startswith("SPILLWAY_"):
-                assert f"``{name}``" in handler_doc, f"{name} is not read by the handler"
+                assert f"``{name}``" in settings_doc, f"{name} is not read by the router's settings"
 
 
 def test_function_layers_are_the_dependencies_and_the_appconfig_extension(
@@ -218,15 +215,19 @@ def test_private_api_resource_policy(platform: Platform, routers: Mapping[str, T
         principals = json.dumps(statements["AllowedCallers"]["Principal"])
         for caller in platform.router.allowed_callers:
             assert caller in principals
-        deny = statements["OnlyThroughAllowedVpcEndpoints"]
+        deny = statements["OnlyFromTheCellOrTheCallersEndpoints"]
         assert deny["Effect"] == "Deny"
+        assert "aws:SourceVpc" in deny["Condition"]["StringNotEquals"]
         endpoint = _logical_id(template, "AWS::EC2::VPCEndpoint", "ExecuteApiEndpoint")
-        assert _as_list(deny["Condition"]["StringNotEquals"]["aws:SourceVpce"]) == [{"Ref": endpoint}]
         vpce = resources_of(template, "AWS::EC2::VPCEndpoint")[endpoint]["Properties"]
         assert vpce["PrivateDnsEnabled"] is True
         assert "execute-api" in json.dumps(vpce["ServiceName"])
         ingress = [r["Properties"] for r in resources_of(template, "AWS::EC2::SecurityGroupIngress").values()]
-        assert {r["CidrIp"] for r in ingress} <= {c.vpc_cidr for c in platform.regions.values()}
+        # CIDR rules (the execute-api endpoint's) stay inside the cells' VPCs; the others (the fleet store's) name a
+        # security group.
+        assert {r["CidrIp"] for r in ingress if "CidrIp" in r} <= {c.vpc_cidr for c in platform.regions.values()}
+        assert all("CidrIp" in r or "SourceSecurityGroupId" in r for r in ingress)
+        assert not any("CidrIpv6" in r for r in ingress)
 
 
 def test_stage_throttling_tracing_and_access_logs_without_bodies(
@@ -299,7 +300,7 @@ def test_waf_on_the_stage_with_managed_rules_rate_limit_and_redacted_logs(router
         assert association["WebACLArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
         assert "/stages/" in json.dumps(association["ResourceArn"])
         logging = _one(template, "AWS::WAFv2::LoggingConfiguration")
-        redacted = {f["SingleHeader"]["Name"] for f in logging["RedactedFields"]}
+        redacted = {f["SingleHeader"]["Name"] for f in logging["RedactedFields"] if "SingleHeader" in f}
         assert {"authorization", "x-amz-security-token", "x-api-key"} <= redacted
 
 
@@ -329,7 +330,9 @@ def test_one_global_health_table_with_a_cmk_replica_per_cell(
             assert key == {"Fn::GetAtt": [_logical_id(routers[owner], "AWS::KMS::Key", "RouterKey"), "Arn"]}
         else:  # the replica cell's own router key, by its deterministic alias
             assert key == f"arn:aws:kms:{region}:{platform.account}:alias/{platform.name}-router-{region}"
-            alias = _one(routers[region], "AWS::KMS::Alias")
+            alias = resources_of(routers[region], "AWS::KMS::Alias")[
+                _logical_id(routers[region], "AWS::KMS::Alias", "RouterKeyAlias")
+            ]["Properties"]
             assert alias["AliasName"] == f"alias/{platform.name}-router-{region}"
 
 
@@ -495,9 +498,9 @@ def test_staging_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_missing_dependency_layer_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(router_module, "DEPS_DIR", tmp_path / "no-such-folder")
+    monkeypatch.setattr(packaging, "DEPS_DIR", tmp_path / "no-such-folder")
     with pytest.raises(RouterBuildError, match=r"run `make synth`"):
-        router_module.dependencies_layer_dir()
+        packaging.dependencies_layer_dir()
 
 
 def test_gateway_answers_in_the_router_error_shape_without_echoing_the_caller(templates: dict[str, Any]) -> None:

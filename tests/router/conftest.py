@@ -5,17 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import botocore.session
+import botocore.session  # type: ignore[import-untyped]
 import pytest
 
-# Before anything imports Powertools: no X-Ray, fake credentials, a fixed region.
-os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+# Before anything imports Powertools: fake credentials, a fixed region.
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Spillway")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "spillway-router")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -32,6 +32,7 @@ from spillway.health import HealthBoard
 from spillway.routing_source import RoutingSource
 from stacks.platform import load_platform
 from stacks.routing import render_routing_table
+from tests.fakes import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a fake runtime client needs of a real one: the service model the Bedrock backend walks (client.meta).
@@ -58,17 +59,6 @@ def rendered_table(region: str = "us-east-1") -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def table_doc() -> dict[str, Any]:
     return rendered_table()
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 Script = Callable[[Target, Mapping[str, Any], float], BackendReply]
@@ -236,7 +226,7 @@ class Harness:
         return 200, json.dumps(self.doc).encode(), "7"
 
     def call(self, event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
-        return self.handler.lambda_handler(event, context or LambdaContext())  # type: ignore[no-any-return]
+        return self.handler.lambda_handler(event, context or LambdaContext())
 
     def converse(self, feature: str = "summarize-thread", body: Any = None, **kw: Any) -> dict[str, Any]:
         path = f"/v1/features/{feature}/converse"
@@ -248,6 +238,47 @@ def harness(table_doc: dict[str, Any]) -> Iterator[Harness]:
     h = Harness(table_doc)
     yield h
     h.handler.set_router(None)
+
+
+TRACE_ROOT = "1-67a1b2c3-0123456789abcdef01234567"
+TRACE_PARENT = "53995c3f42cd8ad8"
+
+
+class XRayDaemon:
+    """A UDP socket on loopback where the router's spans arrive, as Lambda's X-Ray daemon would receive them."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.raw: list[bytes] = []
+
+    def received(self) -> list[bytes]:
+        """Every datagram sent so far (UDP on loopback: a sent datagram is already queued here)."""
+        while True:
+            try:
+                self.raw.append(self.sock.recv(65535))
+            except BlockingIOError:
+                return self.raw
+
+    def documents(self) -> list[dict[str, Any]]:
+        docs = []
+        for datagram in self.received():
+            header_line, _, document = datagram.partition(b"\n")
+            assert json.loads(header_line) == {"format": "json", "version": 1}
+            docs.append(json.loads(document))
+        return docs
+
+
+@pytest.fixture
+def xray(monkeypatch: pytest.MonkeyPatch) -> Iterator[XRayDaemon]:
+    """Lambda's tracing environment for a sampled invocation: the trace header and the daemon's address."""
+    daemon = XRayDaemon()
+    monkeypatch.setenv("AWS_XRAY_DAEMON_ADDRESS", daemon.address)
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", f"Root={TRACE_ROOT};Parent={TRACE_PARENT};Sampled=1")
+    yield daemon
+    daemon.sock.close()
 
 
 def body_of(response: Mapping[str, Any]) -> Any:
