@@ -66,7 +66,7 @@ def world(table_doc: dict[str, Any]) -> Iterator[tuple[Emulator, ClientPool]]:
 def emulated(world: tuple[Emulator, ClientPool], monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """The module's emulator with no faults and every target, and a fresh router (fresh breakers) per test."""
     emu, pool = world
-    monkeypatch.setattr(handler, "ClientPool", lambda: pool)
+    monkeypatch.setattr(handler, "ClientPool", lambda **_: pool)
     for name, value in emulator_environment(emu).items():
         monkeypatch.setenv(name, value)
     handler.set_router(None)

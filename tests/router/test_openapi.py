@@ -12,6 +12,7 @@ from openapi_spec_validator import validate
 
 import handler
 from spillway import api
+from spillway.limits import MAX_REQUEST_BYTES
 from spillway.errors import BackendError
 from tests.router.conftest import Harness, api_event, converse_body
 from tools import openapi as tool
@@ -51,7 +52,7 @@ def _statuses_the_handler_answers(harness: Harness, monkeypatch: pytest.MonkeyPa
         harness.converse(),
         harness.converse(body={"messages": "not a list"}),
         harness.converse("no-such-feature"),
-        harness.call(api_event("POST", path, body=converse_body("x" * 300_000))),
+        harness.call(api_event("POST", path, body=converse_body("x" * (MAX_REQUEST_BYTES + 1)))),
         harness.call(api_event("POST", path, raw_body="hello", content_type="text/plain")),
     ]
 

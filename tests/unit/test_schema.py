@@ -127,6 +127,19 @@ def feature_of(draw: Draw, targets: dict[str, Any], models: list[str], regions: 
         "invoke_ids": st.dictionaries(st.sampled_from(usable), st.just("arn:aws:bedrock:x:1:profile/p"))
         if usable
         else st.just({}),
+        "converse": st.fixed_dictionaries(
+            {},
+            optional={
+                "defaults": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "serviceTier": st.builds(lambda t: {"type": t}, st.sampled_from(config.SERVICE_TIERS)),
+                        "performanceConfig": st.builds(lambda v: {"latency": v}, st.sampled_from(config.LATENCIES)),
+                    },
+                ),
+                "caller_may_override": st.lists(st.sampled_from(config.PLATFORM_MEMBERS), unique=True),
+            },
+        ),
     }
     assert set(knobs) == config.FEATURE_KEYS.optional, "every feature knob is generated"
     for name in sorted(names):

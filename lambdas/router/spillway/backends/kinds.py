@@ -68,7 +68,7 @@ def request_needs(request: Mapping[str, Any]) -> frozenset[str]:
         for tool in tool_config.get("tools") or ():
             if isinstance(tool, Mapping):
                 needs.update(f"toolConfig.{kind}" for kind in tool)
-    return frozenset(needs)
+    return frozenset(needs) & EVERYTHING  # only the vocabulary: what validation let through has no other names
 
 
 @dataclass(frozen=True, slots=True)
