@@ -12,8 +12,8 @@ from openapi_spec_validator import validate
 
 import handler
 from spillway import api
-from spillway.limits import MAX_REQUEST_BYTES
 from spillway.errors import BackendError
+from spillway.limits import MAX_REQUEST_BYTES
 from tests.router.conftest import Harness, api_event, converse_body
 from tools import openapi as tool
 
