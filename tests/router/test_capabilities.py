@@ -4,14 +4,17 @@ what no target takes. Nothing of a request is dropped silently."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import pytest
 
+import handler
+from emulator import Emulator
 from spillway import api
 from spillway.backends.kinds import EVERYTHING, KINDS, request_needs
-from tests.router.conftest import Harness, body_of, converse_body, header
+from tests.router.conftest import Harness, LambdaContext, api_event, body_of, converse_body, header
 from tools import doc_tables
 
 SAGEMAKER = KINDS["sagemaker"]
@@ -94,3 +97,20 @@ def test_the_documented_table_is_the_registry() -> None:
     assert doc_tables.render_doc(text, "capability-table", render()) == text, "run `python -m tools.doc_tables`"
     for name in EVERYTHING - SAGEMAKER.can:
         assert f"| `{name}` | yes | no |" in text
+
+
+def test_an_image_for_an_escrow_feature_is_served_by_its_bedrock_model_over_the_wire(
+    emulated: Emulator, table_doc: dict[str, Any]
+) -> None:
+    png = bytes(range(256))
+    image = {"image": {"format": "png", "source": {"bytes": base64.b64encode(png).decode()}}}
+    body = {"messages": [{"role": "user", "content": [{"text": "what is it?"}, image]}]}
+    response = handler.lambda_handler(api_event("POST", f"/v1/features/{ESCROW}/converse", body=body), LambdaContext())
+    assert response["statusCode"] == 200
+    assert str(header(response, "x-spillway-route")).startswith("llama-escrow/provisioned/us-east-1=unsupported,")
+    assert header(response, "x-spillway-target") == "claude-sonnet/provisioned/us-east-1"
+    sagemaker = [t for t in emulated.stats()["targets"] if t["kind"] == "sagemaker"]
+    assert sum(t["requests"] for t in sagemaker) == 0
+    pt = ("us-east-1", "bedrock", table_doc["targets"]["claude-sonnet/provisioned/us-east-1"]["backend"]["model_id"])
+    received = json.loads(emulated.received(pt)[-1])["messages"][0]["content"][1]["image"]["source"]["bytes"]
+    assert base64.b64decode(received) == png
