@@ -58,7 +58,7 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     )
     try:
         probe = Connection(Address("127.0.0.1", port), connect_timeout_s=0.2, read_timeout_s=0.5)
-        for _ in range(100):
+        for _ in range(600):  # a loaded machine can take seconds to start the server
             with contextlib.suppress(OSError):
                 if probe.call("PING") == b"PONG":
                     break
@@ -337,7 +337,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
+        for _ in range(600):  # a loaded machine can take seconds to start the server
             with socket.socket() as s, contextlib.suppress(OSError):
                 s.connect(("127.0.0.1", port))
                 break
@@ -670,13 +670,13 @@ def cluster_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     )
     try:
         admin = Connection(Address("127.0.0.1", port), connect_timeout_s=0.2, read_timeout_s=2.0)
-        for _ in range(100):
+        for _ in range(600):  # a loaded machine can take seconds to start the server
             with contextlib.suppress(OSError):
                 admin.call("PING")
                 break
             time.sleep(0.05)
         admin.call("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        for _ in range(100):
+        for _ in range(600):  # a loaded machine can take seconds to start the server
             info = admin.call("CLUSTER", "INFO")
             if isinstance(info, bytes) and b"cluster_state:ok" in info:
                 break
