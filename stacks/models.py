@@ -39,6 +39,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_stepfunctions as sfn
@@ -68,6 +69,18 @@ if TYPE_CHECKING:
 PT_HANDLER_ASSET = Path(__file__).resolve().parents[1] / "lambdas" / "provisioned_throughput"
 PT_METADATA = "Spillway::ProvisionedThroughput"
 VARIANT = "AllTraffic"
+# Object writes and deletions of an artifact bucket: only platform.artifact_publishers may make them.
+ARTIFACT_WRITE_ACTIONS = (
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:PutObject",
+    "s3:PutObjectAcl",
+    "s3:PutObjectLegalHold",
+    "s3:PutObjectRetention",
+    "s3:PutObjectTagging",
+    "s3:PutObjectVersionAcl",
+    "s3:RestoreObject",
+)
 # The only tag keys a purchase may carry (the custom resource's Tags below): aws:TagKeys is fixed to them.
 PT_TAG_KEYS = ("cost-center", PLATFORM_TAG, "spillway:model", "spillway:provisioned-name")
 PT_CONTROL_ACTIONS = (
@@ -293,6 +306,19 @@ class EscrowModel(Construct):
                 conditions={"ArnNotEquals": {"aws:PrincipalArn": self.role.role_arn}},
             )
         )
+        # Nobody but the configured publishers (platform.artifact_publishers) writes or removes a model: anyone else
+        # IAM allows would otherwise be able to replace what the endpoint serves.
+        publishers = list(platform.artifact_publishers)
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="OnlyPublishersWriteArtifacts",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(ARTIFACT_WRITE_ACTIONS),
+                resources=[self.bucket.arn_for_objects("*")],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": publishers}} if publishers else None,
+            )
+        )
         self.bucket.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="ExecutionRoleReadsItsFolder",
@@ -347,6 +373,15 @@ class EscrowModel(Construct):
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             min_capacity=spec.min_instances,
             max_capacity=spec.max_instances,
+            # Application Auto Scaling acts for SageMaker through its service-linked role (created on first use);
+            # without this CDK would add a role of its own that nothing assumes.
+            role=iam.Role.from_role_arn(
+                self,
+                "ScalingServiceLinkedRole",
+                f"arn:{stack.partition}:iam::{platform.account}:role/aws-service-role/"
+                "sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+                mutable=False,
+            ),
         )
         self.scaling.node.add_dependency(self.endpoint)
         self.scaling.scale_to_track_metric(
@@ -508,6 +543,32 @@ class ProvisionedThroughputs(Construct):
         self.framework_logs = EncryptedLogGroup(
             self, "FrameworkLogs", retention_days=platform.log_retention_days, key=network.log_key
         ).log_group
+        # The Provider framework's functions' environment and the waiter's executions: a key of their own, used only
+        # through Lambda and Step Functions (and by CloudWatch Logs delivery for the waiter's logs).
+        self.framework_key = kms.Key(
+            self,
+            "FrameworkKey",
+            description=f"{platform.name} Provisioned Throughput provider framework in {region}: environment, waiter",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        own, account = f"arn:{partition}", platform.account
+        restrict_key_policy(
+            self.framework_key,
+            uses=[
+                ServiceUse("lambda", {"aws:lambda:FunctionArn": f"{own}:lambda:{region}:{account}:function:*"}),
+                ServiceUse("states", {"aws:states:stateMachineArn": f"{own}:states:{region}:{account}:stateMachine:*"}),
+            ],
+            service_statements=[
+                iam.PolicyStatement(
+                    sid="WaiterLogDelivery",
+                    principals=[iam.ServicePrincipal("delivery.logs.amazonaws.com")],
+                    actions=["kms:Decrypt"],
+                    resources=["*"],
+                    conditions={"StringEquals": {"aws:SourceAccount": platform.account}},
+                )
+            ],
+        )
         self.provider = cr.Provider(
             self,
             "Provider",
@@ -520,7 +581,10 @@ class ProvisionedThroughputs(Construct):
             waiter_state_machine_log_options=cr.LogOptions(
                 destination=self.framework_logs, level=sfn.LogLevel.ALL, include_execution_data=False
             ),
+            provider_function_env_encryption=self.framework_key,
         )
+        _waiter_encryption(self.provider, self.framework_key)
+        _framework_roles(self.provider, self.framework_logs, platform.account)
 
         self.resources: dict[str, cdk.CustomResource] = {}
         self.arns: dict[str, str] = {}
@@ -573,6 +637,57 @@ class ProvisionedThroughputs(Construct):
                 self, f"{_camel(model)}Commitment", value=purchase.commitment,
                 description=f"Provisioned Throughput commitment term of {model} in {region}",
             )  # fmt: skip
+
+
+def _waiter_encryption(provider: cr.Provider, key: kms.IKey) -> None:
+    """The waiter state machine (an L1 inside CDK's Provider) encrypts its executions with `key`; its role may use
+    the key through Step Functions only."""
+    waiter = provider.node.find_child("waiter-state-machine")
+    machine = waiter.node.find_child("Resource")
+    assert isinstance(machine, cdk.CfnResource)
+    machine.add_property_override(
+        "EncryptionConfiguration",
+        {"Type": "CUSTOMER_MANAGED_KMS_KEY", "KmsKeyId": key.key_arn, "KmsDataKeyReusePeriodSeconds": 300},
+    )
+    role = waiter.node.find_child("Role")
+    assert isinstance(role, iam.Role)
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
+            resources=[key.key_arn],
+            conditions={"StringLike": {"kms:ViaService": "states.*.amazonaws.com"}},
+        )
+    )
+
+
+def _framework_roles(provider: cr.Provider, log_group: logs.ILogGroup, account: str) -> None:
+    """CDK's Provider roles, narrowed: the framework functions write their own CMK log group only (instead of
+    AWSLambdaBasicExecutionRole, which allows any group), and only Step Functions of this account, for a state machine
+    of this account, may assume the waiter's role."""
+    for name in ("framework-onEvent", "framework-isComplete", "framework-onTimeout"):
+        function = provider.node.find_child(name)
+        assert isinstance(function, lambda_.Function)
+        role = function.role
+        assert isinstance(role, iam.Role)
+        resource = role.node.default_child
+        assert isinstance(resource, iam.CfnRole)
+        resource.managed_policy_arns = []  # (the property itself, so cdk-nag sees it too)
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
+            )
+        )
+    waiter_role = provider.node.find_child("waiter-state-machine").node.find_child("Role")
+    trust = waiter_role.node.default_child
+    assert isinstance(trust, iam.CfnRole)
+    stack = cdk.Stack.of(provider)
+    trust.add_property_override(
+        "AssumeRolePolicyDocument.Statement.0.Condition",
+        {
+            "StringEquals": {"aws:SourceAccount": account},
+            "ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:states:{stack.region}:{account}:stateMachine:*"},
+        },
+    )
 
 
 def _camel(name: str) -> str:

@@ -54,6 +54,7 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoint
+from stacks.cross_region import confine_provider, contain_cross_region_providers
 from stacks.naming import bucket_name
 from stacks.platform import Platform, partition_of
 from stacks.targets import endpoint_grants, used_targets
@@ -273,6 +274,8 @@ class NetworkStack(CellStack):
         # Peer region -> VPC peering connection id; filled by the links stack that owns each peering (stacks/links.py).
         self.peering_connections: dict[str, str] = {}
         self._contain_provider_logs()
+        # Every other region's links stack reads this VPC's id: a writer; a network stack reads nothing.
+        contain_cross_region_providers(self, self.log_key, writer=len(platform.region_names) > 1, reader=False)
 
     # --- VPC ---------------------------------------------------------------------------------------------------
 
@@ -369,8 +372,6 @@ class NetworkStack(CellStack):
         provider = self.node.try_find_child("Custom::VpcRestrictDefaultSGCustomResourceProvider")
         if provider is None:
             return
-        handler = provider.node.find_child("Handler")
-        assert isinstance(handler, cdk.CfnResource)
         group = EncryptedLogGroup(
             self,
             "RestrictDefaultSgLogs",
@@ -378,8 +379,7 @@ class NetworkStack(CellStack):
             key=self.log_key,
             log_group_name=f"/{self.platform.name}/{self.region_name}/restrict-default-sg",
         )
-        handler.add_property_override("LoggingConfig", {"LogGroup": group.log_group.log_group_name})
-        handler.node.add_dependency(group.log_group)
+        confine_provider(provider, group.log_group)
 
     # --- endpoints ---------------------------------------------------------------------------------------------
 

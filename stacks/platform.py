@@ -299,6 +299,9 @@ class RouterSettings:
     rate_limit: int = 100  # the stage's throttle, all callers together
     burst_limit: int = 200
     calling_services: Mapping[str, CallingService] = field(default_factory=dict)
+    # API Gateway's CloudWatch role is one setting per account and region (AWS::ApiGateway::Account), shared by
+    # every REST API there: the router stack sets it only when the platform file says so.
+    account_cloudwatch_role: bool = False
     reserved_concurrency: int = 20
     memory_mb: int = 1024
     appconfig_extension_layer_arns: Mapping[str, str] = field(default_factory=dict)
@@ -327,6 +330,8 @@ class Platform:
     # Buying Provisioned Throughput needs this switch AND a per-model `create` block with the exact sentence.
     allow_provisioned_purchase: bool = False
     cost_center: str = ""
+    # The roles that may write escrow model artifacts (the release pipeline); every other principal is denied.
+    artifact_publishers: tuple[str, ...] = ()
     router: RouterSettings = field(default_factory=RouterSettings)
 
     @property
@@ -443,7 +448,8 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
     read = _Reader(source)
     top = read.fields(document, "", required=("platform", "regions", "models", "features"), optional=("router",))
     settings = read.fields(top["platform"], "platform", ("name", "account"),
-                           ("log_retention_days", "allow_provisioned_purchase", "cost_center"))  # fmt: skip
+                           ("log_retention_days", "allow_provisioned_purchase", "cost_center",
+                            "artifact_publishers"))  # fmt: skip
     name = read.string(settings["name"], "platform.name", _NAME, "name (lowercase letters, digits, dashes)")
     account = read.string(settings["account"], "platform.account", _ACCOUNT, "12-digit account id")
     retention = read.integer(settings.get("log_retention_days", 365), "platform.log_retention_days", 1, 3653)
@@ -455,6 +461,12 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
     )
     cost_center = read.string(
         settings.get("cost_center", name), "platform.cost_center", _COST_CENTER, "cost-center tag"
+    )
+
+    publishers = read.strings(
+        settings.get("artifact_publishers", []),
+        "platform.artifact_publishers",
+        lambda v, k: read.string(v, k, _CALLER, "publisher: an exact IAM role ARN"),
     )
 
     regions = _regions(read, top["regions"])
@@ -486,6 +498,7 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
         features,
         allow_purchase,
         cost_center,
+        artifact_publishers=publishers,
         router=_router(read, top.get("router"), regions, features, name),
     )
     _check_concurrency(read, platform)
@@ -913,6 +926,9 @@ def _router(
         endpoint_type=endpoint_type,
         allowed_callers=read.strings(data["allowed_callers"], f"{key}.allowed_callers", caller, min_items=1),
         caller_vpc_endpoints=vpc_endpoints,
+        account_cloudwatch_role=read.boolean(
+            (data.get("api") or {}).get("account_cloudwatch_role", False), f"{key}.api.account_cloudwatch_role"
+        ),
         rate_limit=rate,
         burst_limit=burst,
         calling_services=_calling_services(read, data.get("calling_services") or {}, rate, burst),
@@ -936,7 +952,12 @@ def _router_api(
     read: _Reader, value: object, regions: Mapping[str, Region], *, derived_rate: int, concurrency: int
 ) -> tuple[Literal["private", "regional"], int, int, dict[str, tuple[str, ...]]]:
     key = "router.api"
-    api = read.fields(value, key, (), ("endpoint_type", "caller_vpc_endpoints", "rate_limit", "burst_limit"))
+    api = read.fields(
+        value,
+        key,
+        (),
+        ("endpoint_type", "caller_vpc_endpoints", "rate_limit", "burst_limit", "account_cloudwatch_role"),
+    )
     endpoint_type = api.get("endpoint_type", "private")
     if endpoint_type not in ENDPOINT_TYPES:
         raise read.fail(f"{key}.endpoint_type", f"expected 'private' or 'regional', got {endpoint_type!r}")

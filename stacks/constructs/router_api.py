@@ -23,6 +23,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.cell import CellStack
+from stacks.constructs.api_gateway_account import ApiGatewayAccountRole
 from stacks.constructs.concern import Concern, flat_unique_id
 from stacks.constructs.encrypted_log_group import EncryptedLogGroup
 from stacks.constructs.monitoring import STAGE
@@ -156,6 +157,9 @@ class RouterApi(Concern):
             self._scope_endpoint_policy(self.execute_api_endpoint, self.api)
         self.execution_log_group = self._execution_logs(log_key)
         self.usage_plans, self.api_keys = self._usage_plans()
+        self.account_role: ApiGatewayAccountRole | None = None
+        if platform.router.account_cloudwatch_role:
+            self.account_role = ApiGatewayAccountRole(self, "AccountLogging", api=self.api)
 
     def _execute_api_endpoint(self, vpc: ec2.IVpc, subnets: ec2.SubnetSelection) -> PrivateInterfaceEndpoint:
         """The cell's execute-api endpoint; its policy names this API once it exists (`_scope_endpoint_policy`)."""
@@ -237,8 +241,7 @@ class RouterApi(Concern):
             description=f"{self.platform.name} router in {self.region_name} ({'private' if private else 'regional'})",
             endpoint_configuration=endpoint_configuration,
             policy=self._resource_policy(vpc),
-            cloud_watch_role=True,
-            cloud_watch_role_removal_policy=cdk.RemovalPolicy.RETAIN,
+            cloud_watch_role=False,  # an account-level setting: ApiGatewayAccountRole, only on request
             disable_execute_api_endpoint=False,
             api_key_source_type=apigw.ApiKeySourceType.HEADER if keyed else None,
             deploy=True,

@@ -196,7 +196,7 @@ def test_log_group_permissions_name_the_group_arn_once(
         assert getatt(resource)[1] == "Arn"
 
 
-def test_artifact_bucket_rules(templates: Mapping[str, Template], region: str) -> None:
+def test_artifact_bucket_rules(templates: Mapping[str, Template], region: str, platform: Platform) -> None:
     template = models_template(templates, region)
     buckets = resources_of(template, "AWS::S3::Bucket")
     artifacts = {k: v for k, v in buckets.items() if "Artifacts" in k}
@@ -220,9 +220,10 @@ def test_artifact_bucket_rules(templates: Mapping[str, Template], region: str) -
     denies = [s for s in statements(policy) if s["Effect"] == "Deny"]
     assert any(s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}} for s in denies)
     role, _ = _execution_role(template)
-    (others,) = [s for s in denies if "ArnNotEquals" in s.get("Condition", {})]
+    (others,) = [s for s in denies if "ArnNotEquals" in s.get("Condition", {}) and "s3:GetObject" in s["Action"]]
     assert others["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] == {"Fn::GetAtt": [role, "Arn"]}
-    assert "s3:GetObject" in as_list(others["Action"])
+    (writers,) = [s for s in denies if "s3:PutObject" in as_list(s["Action"])]
+    assert as_list(writers["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]) == list(platform.artifact_publishers)
     allows = [s for s in statements(policy) if s["Effect"] == "Allow"]
     assert all(s["Principal"] == {"AWS": {"Fn::GetAtt": [role, "Arn"]}} for s in allows)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -217,3 +218,129 @@ def test_the_pt_handler_tags_only_its_own_purchases_with_fixed_keys(opted_in_mod
         equals = statement["Condition"]["StringEquals"]
         assert "aws:ResourceTag/spillway:provisioned-name" in equals
         assert statement["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
+
+
+def lambda_logging_problems(template: Template) -> list[str]:
+    """Every function logs to a log group of its stack with a CMK and a retention, and no role of the template
+    carries AWSLambdaBasicExecutionRole (which writes any group)."""
+    resources = template.get("Resources", {})
+    problems = []
+    for logical_id, function in resources_of(template, "AWS::Lambda::Function").items():
+        target = function["Properties"].get("LoggingConfig", {}).get("LogGroup")
+        group = resources.get(target.get("Ref")) if isinstance(target, dict) else None
+        if group is None or group["Type"] != "AWS::Logs::LogGroup":
+            problems.append(f"{logical_id}: logs to an implicit /aws/lambda group")
+            continue
+        if "KmsKeyId" not in group["Properties"] or "RetentionInDays" not in group["Properties"]:
+            problems.append(f"{logical_id}: its log group lacks a CMK or a retention")
+    for logical_id, role in resources_of(template, "AWS::IAM::Role").items():
+        if "AWSLambdaBasicExecutionRole" in json.dumps(role["Properties"].get("ManagedPolicyArns", [])):
+            problems.append(f"{logical_id}: AWSLambdaBasicExecutionRole")
+    return problems
+
+
+def test_every_function_logs_inside_the_rules(
+    templates: Mapping[str, Template], pt_templates: Mapping[str, Template]
+) -> None:
+    for name, template in {**templates, **{f"pt:{k}": v for k, v in pt_templates.items()}}.items():
+        assert lambda_logging_problems(template) == [], name
+    planted = copy.deepcopy(next(t for t in templates.values() if resources_of(t, "AWS::Lambda::Function")))
+    for function in resources_of(planted, "AWS::Lambda::Function").values():
+        function["Properties"].pop("LoggingConfig", None)
+    assert any("implicit /aws/lambda" in p for p in lambda_logging_problems(planted))
+
+
+def test_the_export_writer_changes_only_the_consumers_parameters(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region in platform.region_names:
+        for kind in ("network", "links"):
+            for logical_id, role in resources_of(
+                templates[f"{platform.name}-{kind}-{region}"], "AWS::IAM::Role"
+            ).items():
+                if "CrossRegionExportWriter" not in logical_id:
+                    continue
+                (statement,) = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+                for arn in _list(statement["Resource"]):
+                    assert re.fullmatch(rf"arn:aws:ssm:[a-z0-9-]+:{platform.account}:parameter/cdk/exports/"
+                                        rf"{platform.name}-links-[a-z0-9-]+/\*", arn), arn  # fmt: skip
+                    assert f":ssm:{region}:" not in arn
+
+
+def test_pt_framework_environment_and_waiter_use_a_cmk(opted_in_models: Template) -> None:
+    functions = {k: f["Properties"] for k, f in resources_of(opted_in_models, "AWS::Lambda::Function").items()}
+    framework = [p for k, p in functions.items() if "framework" in k]
+    assert len(framework) == 3
+    assert all("KmsKeyArn" in p for p in framework)
+    (machine,) = resources_of(opted_in_models, "AWS::StepFunctions::StateMachine").values()
+    assert machine["Properties"]["EncryptionConfiguration"]["Type"] == "CUSTOMER_MANAGED_KMS_KEY"
+    (waiter_role,) = [r for k, r in resources_of(opted_in_models, "AWS::IAM::Role").items() if "waiter" in k]
+    (trust,) = waiter_role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": "111122223333"}
+    assert key_policy_problems(opted_in_models) == []
+
+
+def service_trust_problems(template: Template) -> list[str]:
+    """Roles a service other than Lambda assumes: each trust statement names aws:SourceAccount (Lambda sends none
+    for execution roles)."""
+    problems = []
+    for logical_id, role in resources_of(template, "AWS::IAM::Role").items():
+        for statement in role["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
+            services = _list(statement.get("Principal", {}).get("Service", []))
+            if not services or services == ["lambda.amazonaws.com"]:
+                continue
+            if "aws:SourceAccount" not in statement.get("Condition", {}).get("StringEquals", {}):
+                problems.append(f"{logical_id}: {services} without aws:SourceAccount")
+    return problems
+
+
+def test_service_roles_are_bound_to_this_account(
+    templates: Mapping[str, Template], pt_templates: Mapping[str, Template]
+) -> None:
+    for name, template in {**templates, **{f"pt:{k}": v for k, v in pt_templates.items()}}.items():
+        assert service_trust_problems(template) == [], name
+        roles = json.dumps(resources_of(template, "AWS::IAM::Role"))
+        assert "application-autoscaling.amazonaws.com" not in roles  # the service-linked role does the scaling
+
+
+def test_the_account_cloudwatch_role_is_an_explicit_choice(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    assert platform.router.account_cloudwatch_role  # the example opts in
+    for region in platform.region_names:
+        template = templates[f"{platform.name}-router-{region}"]
+        (account,) = resources_of(template, "AWS::ApiGateway::Account").values()
+        role_id = account["Properties"]["CloudWatchRoleArn"]["Fn::GetAtt"][0]
+        (trust,) = template["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert trust["Condition"]["ArnLike"]["aws:SourceArn"] == f"arn:aws:apigateway:{region}::/restapis/*"
+
+
+def test_artifact_buckets_deny_writes_to_all_but_the_publishers(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region in platform.region_names:
+        policies = resources_of(templates[f"{platform.name}-models-{region}"], "AWS::S3::BucketPolicy").values()
+        denies = [
+            s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]
+            if s["Effect"] == "Deny" and "s3:PutObject" in _list(s["Action"])
+        ]  # fmt: skip
+        assert denies, region
+        for deny in denies:
+            assert deny["Principal"] == {"AWS": "*"}
+            assert _list(deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]) == list(platform.artifact_publishers)
+
+
+def test_every_stack_has_termination_protection(assembly: Any) -> None:
+    assert all(stack.termination_protection for stack in assembly.stacks)
+
+
+def test_the_router_function_checks_code_signatures(platform: Platform, templates: Mapping[str, Template]) -> None:
+    for region in platform.region_names:
+        template = templates[f"{platform.name}-router-{region}"]
+        (function,) = resources_of(template, "AWS::Lambda::Function").values()
+        config_id = function["Properties"]["CodeSigningConfigArn"]["Fn::GetAtt"][0]
+        config = template["Resources"][config_id]["Properties"]
+        profile_ref = json.dumps(config["AllowedPublishers"]["SigningProfileVersionArns"])
+        (profile_id,) = resources_of(template, "AWS::Signer::SigningProfile")
+        assert profile_id in profile_ref
+        assert config["CodeSigningPolicies"]["UntrustedArtifactOnDeployment"] == "Warn"  # see router_function.py
