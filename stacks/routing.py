@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from spillway.config import MIN_ATTEMPT_MS, RoutingConfigError, RoutingTable, parse_routing_table
 from stacks.platform import Platform, PlatformConfigError
 from stacks.targets import feature_targets
-
-# lambdas/router is the Lambda asset and its own import root.
-ROUTER_ROOT = Path(__file__).resolve().parents[1] / "lambdas" / "router"
-if str(ROUTER_ROOT) not in sys.path:
-    sys.path.insert(0, str(ROUTER_ROOT))
-
-from spillway.config import MIN_ATTEMPT_MS, RoutingConfigError, RoutingTable, parse_routing_table  # noqa: E402
 
 SCHEMA_VERSION = 1
 MAX_REQUEST_BYTES = 256 * 1024

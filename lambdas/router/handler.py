@@ -436,6 +436,9 @@ def _instrumented(event: dict[str, Any], context: Any, request_id: str) -> dict[
         # The correlation id is the request id (Powertools' correlation_paths.API_GATEWAY_REST), parsed once: a
         # correlation_id_path would run a JMESPath search on every invocation.
         logger.set_correlation_id(request_id)
+        if not is_proxy_event(event):  # not a request API Gateway sent: nothing to route, still never a 500
+            telemetry.record_rejected(None, 502, api.ROUTER_ERROR)
+            return _last_resort(request_id)
         app.context["request_id"] = request_id
         return app.resolve(event, context)
     except Exception as exc:  # the resolver itself failed (a malformed event): still never a 500
@@ -455,12 +458,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             span.annotate("ColdStart", _cold)
             span.annotate("Service", telemetry.SERVICE)
         _cold = False
-        request_id = request_id_of(event, context)
-        if not is_proxy_event(event):  # not a request API Gateway sent: nothing to route, still never a 500
-            telemetry.record_rejected(None, 502, api.ROUTER_ERROR)
-            answer = _last_resort(request_id)
-        else:
-            answer = _answer(event, context, request_id)
+        answer = _answer(event, context, request_id_of(event, context))
         status = answer.get("statusCode")
         if span is not None and isinstance(status, int):
             span.http_status = status

@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("greenlet", reason="the planner's dependencies are in requirements-dev.txt only")
 
 from emulator.targets import TargetSpec
-from spillway.config import MIN_ATTEMPT_MS
 from tools.planner.replay import Arrival, even_arrivals, replay
 
 PT = "claude-sonnet/provisioned/us-east-1"
@@ -46,7 +45,7 @@ def _table(max_in_flight: int) -> dict:
                 "home_region": "us-east-1",
                 "deadline_ms": 20000,
                 "max_attempts": 3,
-                "attempt_timeout_ms": {"min": MIN_ATTEMPT_MS, "max": 8000},
+                "attempt_timeout_ms": {"min": 300, "max": 8000},
             }
         },
     }
