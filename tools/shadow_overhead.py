@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lambdas" / "router"))
 
-from spillway.backend import BackendReply, Usage
+from spillway.backends.contract import BackendReply, Usage
 from spillway.config import RoutingTable, Target, parse_routing_table
 from spillway.engine import Engine
 from spillway.errors import BackendError

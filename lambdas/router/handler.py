@@ -37,10 +37,9 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
 from spillway import api, telemetry, views
-from spillway.backend import Backend
 from spillway.backends import ClientPool
-from spillway.backends.bedrock import BedrockBackend
-from spillway.backends.sagemaker import SageMakerBackend
+from spillway.backends.contract import Backend
+from spillway.backends.kinds import make_backends
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, RouteResult, Status
 from spillway.fleet import Fleet, TargetState
@@ -176,8 +175,7 @@ def routing_source(settings: Settings) -> RoutingSource:
 
 
 def backends(settings: Settings) -> dict[str, Backend]:
-    pool = ClientPool(environ=settings.endpoint_urls)
-    return {"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool)}
+    return make_backends(ClientPool(environ=settings.endpoint_urls))  # one per kind of the registry
 
 
 def health_store(settings: Settings, health: HealthBoard) -> HealthStore | None:
@@ -300,6 +298,8 @@ def _route_headers(result: RouteResult) -> dict[str, str]:
     }
     if result.target is not None:
         headers["x-spillway-target"] = result.target
+    if result.service_tier is not None:
+        headers["x-spillway-service-tier"] = result.service_tier
     if result.store_round_trips:  # with a fleet store: what sharing cost this request
         headers["x-spillway-store-round-trips"] = str(result.store_round_trips)
         headers["x-spillway-store-ms"] = f"{result.store_ms:.3f}"
@@ -348,7 +348,15 @@ def converse(feature: str) -> Response[str]:
             raise api.ApiError(404, api.UNKNOWN_FEATURE)
         if not api.is_json_content_type(app.current_event.headers.get("content-type")):
             raise api.ApiError(415, api.UNSUPPORTED_MEDIA_TYPE)
-        request = api.parse_body(_body_bytes(), snapshot.table.limits.max_request_bytes)
+        request = api.parse_body(
+            _body_bytes(),
+            snapshot.table.limits.max_request_bytes,
+            base64_encoded=bool(app.current_event.is_base64_encoded),
+        )
+        settings = snapshot.table.features[feature]
+        api.refuse_platform_members(
+            request, (member for member, _ in settings.converse_defaults), settings.caller_may_override
+        )
     except api.ApiError as error:
         telemetry.record_rejected(feature if known else None, error.status, error.code)
         return _error(error, request_id)
@@ -368,7 +376,11 @@ def converse(feature: str) -> Response[str]:
     if result.status is Status.CLIENT_ERROR:
         code = result.code or api.BAD_REQUEST
         status = result.http_status if 400 <= result.http_status < 500 else 400
-        message = api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
+        message = (
+            api.unsupported_message(result.unsupported)
+            if result.unsupported
+            else api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
+        )
         return _error(api.ApiError(status, code, message), request_id, headers)
     if result.status is Status.DEADLINE:
         return _error(api.ApiError(504, api.DEADLINE_EXCEEDED), request_id, headers)

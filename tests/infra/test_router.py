@@ -440,7 +440,7 @@ def test_alarms_and_dashboard(platform: Platform, routers: Mapping[str, Template
         found = resources_of(template, "AWS::CloudWatch::Alarm").values()
         alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in found}
         prefix = f"{platform.name}-router-{region}-"
-        expected = {"api-5xx", "breaker-open", "backend-throttles", "lambda-throttles"}
+        expected = {"api-5xx", "breaker-open", "deployment-faults", "backend-throttles", "lambda-throttles"}
         for feature in sorted(render_routing_table(platform, region)["features"]):
             expected |= {f"spill-rate-{feature}", f"failover-rate-{feature}"}
         assert {name.removeprefix(prefix) for name in alarms} == expected

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from spillway import telemetry
-from spillway.backend import BackendReply, Usage
+from spillway.backends.contract import BackendReply, Usage
 from spillway.config import Target
 from tests.router.conftest import Harness, LambdaContext, api_event, body_of, converse_body, header
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from spillway import telemetry
-from spillway.backend import BackendReply
+from spillway.backends.contract import BackendReply
 from spillway.config import Target
 from spillway.errors import BackendError, ErrorClass
 from spillway.shadow import ShadowRecord, log_record

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from spillway.backend import BackendReply, Usage
+from spillway.backends.contract import BackendReply, Usage
 from spillway.config import RoutingConfigError, RoutingTable, Target, parse_routing_table
 from spillway.engine import RouteResult, Status
 from spillway.errors import BackendError, ErrorClass
@@ -192,3 +192,29 @@ def test_stop_reasons_come_from_a_closed_vocabulary() -> None:
     assert stop_reason({"stopReason": "free text from a model"}) == "other"
     assert stop_reason({}) is None
     assert stop_reason(None) is None
+
+
+def test_a_shadow_goes_out_as_the_feature_would_send_it() -> None:
+    """The feature's platform Converse members (here a guardrail) ride on the shadow too: never unguarded."""
+    guardrail = {"guardrailIdentifier": "gr-1", "guardrailVersion": "3"}
+    table = parse_routing_table(
+        table_dict(
+            feature={
+                "shadow": {"target": CANDIDATE, "share": 1.0, "grace_ms": 1000},
+                "converse": {"defaults": {"guardrailConfig": guardrail}},
+            }
+        )
+    )
+    sent: list[Target] = []
+
+    class Recording(Candidate):
+        def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
+            sent.append(target)
+            return super().invoke(target, request, timeout_s)
+
+    s, records = shadower(Recording())
+    mirror(s, table)
+    (target,) = sent
+    assert target.id == CANDIDATE
+    assert dict(target.backend.defaults) == {"guardrailConfig": guardrail}  # type: ignore[union-attr]
+    assert [r.outcome for r in records] == ["ok"]

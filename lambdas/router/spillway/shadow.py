@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .backend import Backend, BackendReply
-from .config import RoutingTable, ShadowPolicy, Target
+from .backends.contract import Backend, BackendReply
+from .backends.kinds import BedrockRef, kind_of, request_needs
+from .config import Feature, RoutingTable, ShadowPolicy, Target
 from .engine import RouteResult
 from .errors import BackendError, ErrorClass, from_exception
 from .routing_source import bucket
@@ -123,8 +124,9 @@ class Shadower:
         policy, target, run = None, None, None
         try:
             policy = self._policy(table, feature, request_id)
-            target = table.targets.get(policy.target) if policy is not None else None
-            run = self._start(target, request, table.features[feature].attempt_max_ms) if target else None
+            f = table.features[feature]
+            target = as_sent_for(f, table.targets[policy.target], request) if policy is not None else None
+            run = self._start(target, request, f.attempt_max_ms) if target is not None else None
         except Exception:  # a shadow's bug costs the shadow, never the caller
             run = None
         result = serve()
@@ -243,6 +245,19 @@ class Shadower:
                 candidate_stop=stop_reason(reply.response),
             )
         )
+
+
+def as_sent_for(feature: Feature, candidate: Target, request: Mapping[str, Any]) -> Target | None:
+    """The candidate as the feature would send to it: its invoke id for this feature and the feature's platform
+    Converse members (a guardrail, a service tier) on a Bedrock target, so a shadow never goes out unguarded; None
+    when its kind cannot express the request (the planner would pass it over too)."""
+    if kind_of(candidate.backend.kind).missing(request_needs(request)):
+        return None
+    invoke_id = dict(feature.invoke_ids).get(candidate.id)
+    backend = BedrockRef(invoke_id) if invoke_id is not None else candidate.backend
+    if isinstance(backend, BedrockRef) and feature.converse_defaults:
+        backend = replace(backend, defaults=feature.converse_defaults)
+    return candidate if backend == candidate.backend else replace(candidate, backend=backend)
 
 
 def stop_reason(response: Mapping[str, Any] | None) -> str | None:
