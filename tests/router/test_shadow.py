@@ -17,10 +17,12 @@ import pytest
 
 from spillway import telemetry
 from spillway.backends.contract import BackendReply
-from spillway.config import Target
+from spillway.config import ShadowPolicy, Target, parse_routing_table
 from spillway.errors import BackendError, ErrorClass
 from spillway.shadow import ShadowRecord, log_record
-from tests.router.conftest import Harness, converse_body, ok_reply
+from stacks.platform import PlatformConfigError, parse_platform
+from stacks.routing import render_routing_table
+from tests.router.conftest import PLATFORM, Harness, converse_body, ok_reply
 
 FEATURE = "summarize-thread"
 INCUMBENT = "claude-sonnet/provisioned/us-east-1"
@@ -235,3 +237,21 @@ def test_shadow_records_hold_no_content(
     assert CANARY not in emitted
     assert CANARY not in json.dumps(records)
     assert CANARY in response["body"], "the canary did travel to the model and back"
+
+
+def _platform_with_shadow(target: str) -> Any:
+    text = PLATFORM.read_text(encoding="utf-8")
+    anchor = "    routing:\n      attempt_timeout_ms: {min: 300, max: 8000}\n"
+    assert anchor in text, "summarize-thread's routing block is where this test expects it"
+    shadow = f"      shadow: {{target: {target}, share: 0.05, grace_ms: 20}}\n"
+    return parse_platform(text.replace(anchor, anchor + shadow, 1), "platform.yaml")
+
+
+def test_the_platform_files_routing_block_carries_the_shadow_into_the_table() -> None:
+    table = parse_routing_table(render_routing_table(_platform_with_shadow(CANDIDATE), "us-east-1"))
+    assert table.features[FEATURE].shadow == ShadowPolicy(CANDIDATE, 0.05, 20.0)
+
+
+def test_a_platform_shadow_naming_an_unknown_target_is_refused_with_its_key() -> None:
+    with pytest.raises(PlatformConfigError, match=r"features\.summarize-thread\.routing\.shadow\.target"):
+        render_routing_table(_platform_with_shadow("gpt-9/on_demand/us-east-1"), "us-east-1")
