@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from spillway import telemetry
 from spillway.backends.contract import BackendReply
 from spillway.config import ShadowPolicy, Target, parse_routing_table
 from spillway.errors import BackendError, ErrorClass
@@ -191,19 +190,6 @@ def test_a_flag_naming_an_unknown_target_is_refused_and_the_table_shadow_stays(t
     assert ("shadow_rejected", FEATURE) in events
     assert sorted(h.bedrock.targets) == [CANDIDATE, INCUMBENT]
     h.handler.set_router(None)
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    handler = telemetry.logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    level = telemetry.logger.log_level
-    telemetry.logger.setLevel("DEBUG")
-    yield buffer
-    telemetry.logger.setLevel(level)
-    handler.setStream(previous)
 
 
 @pytest.mark.parametrize("candidate", ["echoes", "quotes_in_error"])
