@@ -1096,6 +1096,13 @@ def _gap_names(verdicts: dict[str, nist.ControlResult], check: str) -> set[str]:
     return {gap.split(" ", 1)[0].split(":", 1)[0] for gap in found.gaps}
 
 
+def _named(current: dict[str, nist.ControlResult], found: set[str], check: str, *controls: str) -> None:
+    """What the JSON shows falls short is named by the check, and its controls are not met (when there is any)."""
+    assert found <= _gap_names(current, check)
+    for control in controls if found else ():
+        assert current[control].status == nist.NOT_MET, control
+
+
 @pytest.fixture(scope="module")
 def current(synth: SynthResult) -> dict[str, nist.ControlResult]:
     return _verdicts(synth.outdir)
@@ -1113,9 +1120,7 @@ def test_endpoint_policies_that_allow_every_action_are_named(
             for a in _as_list(s.get("Action"))
         )
     }
-    assert wide <= _gap_names(current, "endpoint_policies_least")
-    if wide:
-        assert current["AC-4"].status == current["SC-7"].status == nist.NOT_MET
+    _named(current, wide, "endpoint_policies_least", "AC-4", "SC-7")
 
 
 def test_open_egress_rules_are_named(
@@ -1129,8 +1134,7 @@ def test_open_egress_rules_are_named(
             for rule in p.get("SecurityGroupEgress", [])
         )
     }
-    assert open_ <= _gap_names(current, "sg_no_open_egress")
-    assert (current["SC-7"].status == nist.NOT_MET) if open_ else True
+    _named(current, open_, "sg_no_open_egress", "SC-7")
 
 
 def test_root_key_policies_are_named(
@@ -1146,8 +1150,7 @@ def test_root_key_policies_are_named(
             for s in _statements(p.get("KeyPolicy"))
         )
     }
-    assert rooted <= _gap_names(current, "kms_key_policies_least")
-    assert (current["SC-12"].status == nist.NOT_MET) if rooted else True
+    _named(current, rooted, "kms_key_policies_least", "SC-12")
 
 
 def test_functions_without_a_declared_log_group_are_named(
@@ -1163,9 +1166,7 @@ def test_functions_without_a_declared_log_group_are_named(
         if "LoggingConfig" not in p
         and (_region(stack), json.dumps(f"/aws/lambda/{p.get('FunctionName')}")) not in named_groups
     }
-    assert implicit <= _gap_names(current, "function_logs_declared")
-    for control in ("AU-2", "AU-9", "AU-11", "SC-28"):
-        assert (current[control].status == nist.NOT_MET) if implicit else True, control
+    _named(current, implicit, "function_logs_declared", "AU-2", "AU-9", "AU-11", "SC-28")
 
 
 def test_what_the_stacks_already_do_is_met(current: dict[str, nist.ControlResult]) -> None:
@@ -1278,8 +1279,7 @@ def test_apis_that_admit_an_account_root_are_named(
         for s in _statements(p.get("Policy"))
         if any(str(x).endswith(":root") for x in _as_list(s.get("Principal", {}).get("AWS", [])))
     }
-    assert rooted <= _gap_names(current, "api_callers_exact")
-    assert (current["AC-3"].status == nist.NOT_MET) if rooted else True
+    _named(current, rooted, "api_callers_exact", "AC-3")
 
 
 def test_execute_api_endpoints_open_to_every_api_are_named(
@@ -1292,8 +1292,8 @@ def test_execute_api_endpoints_open_to_every_api_are_named(
         if "execute-api:Invoke" in _as_list(s.get("Action"))
         and any(str(r).endswith(":*/*") or r == "*" for r in _as_list(s.get("Resource")))
     }
-    assert every_api <= _gap_names(current, "iam_no_wildcard_invoke")
-    assert every_api <= _gap_names(current, "endpoint_policies_least")
+    _named(current, every_api, "iam_no_wildcard_invoke", "AC-3")
+    _named(current, every_api, "endpoint_policies_least", "AC-4")
 
 
 def test_waf_body_rules_without_a_uri_scope_down_are_named(
@@ -1405,8 +1405,7 @@ def test_endpoints_open_to_their_whole_vpc_are_named(
         for stack, logical_id, p in _resources(synthesized, "AWS::EC2::VPCEndpoint")
         if any((stack, json.dumps(group)) in whole_vpc for group in p.get("SecurityGroupIds", []))
     }
-    assert endpoints <= _gap_names(current, "interface_endpoints_closed")
-    assert (current["SC-7"].status == nist.NOT_MET) if endpoints else True
+    _named(current, endpoints, "interface_endpoints_closed", "SC-7")
 
 
 def test_buckets_without_a_cmk_are_named(
@@ -1417,5 +1416,4 @@ def test_buckets_without_a_cmk_are_named(
         for stack, logical_id, p in _resources(synthesized, "AWS::S3::Bucket")
         if "KMSMasterKeyID" not in json.dumps(p.get("BucketEncryption", {}))
     }
-    assert s3_managed <= _gap_names(current, "data_at_rest_cmk")
-    assert (current["SC-28"].status == nist.NOT_MET) if s3_managed else True
+    _named(current, s3_managed, "data_at_rest_cmk", "SC-28")
