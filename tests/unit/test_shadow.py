@@ -10,12 +10,15 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import jsonschema
 import pytest
 
+from spillway import schema
 from spillway.backends.contract import BackendReply, Usage
 from spillway.config import RoutingConfigError, RoutingTable, Target, parse_routing_table
 from spillway.engine import RouteResult, Status
 from spillway.errors import BackendError, ErrorClass
+from spillway.routing_source import _shadow_flags
 from spillway.shadow import FIRST_COOLDOWN_S, Shadower, ShadowRecord, stop_reason
 from tests.fakes import FakeClock
 from tests.unit.helpers import FEATURE, table_dict
@@ -218,3 +221,25 @@ def test_a_shadow_goes_out_as_the_feature_would_send_it() -> None:
     assert target.id == CANDIDATE
     assert dict(target.backend.defaults) == {"guardrailConfig": guardrail}  # type: ignore[union-attr]
     assert [r.outcome for r in records] == ["ok"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"target": CANDIDATE, "share": 0.1, "model": "nova-lite"},
+        {"target": CANDIDATE, "share": 0.1, "enabled": "yes"},
+        ["not", "an", "object"],
+    ],
+)
+def test_a_flag_shadow_entry_the_router_refuses_fails_the_flags_schema(entry: Any) -> None:
+    events: list[tuple[str, str]] = []
+    doc = {"shadow": {FEATURE: entry}}
+    assert _shadow_flags(doc, lambda kind, detail: events.append((kind, detail))) == {}
+    assert events == [("flags_invalid", "shadow_entry")]
+    assert not jsonschema.Draft4Validator(schema.flags_schema()).is_valid(doc)
+
+
+def test_a_flag_shadow_entry_the_router_takes_passes_the_flags_schema() -> None:
+    doc = {"shadow": {FEATURE: {"target": CANDIDATE, "share": 0.1, "grace_ms": 0, "enabled": False}}}
+    assert _shadow_flags(doc, lambda kind, detail: None) == {FEATURE: None}
+    jsonschema.Draft4Validator(schema.flags_schema()).validate(doc)
