@@ -157,8 +157,8 @@ shadow-report: $(STAMPS)/venv
 
 ## shadow-overhead: the caller's p50/p99 with shadowing on and off, same run (docs/design-notes.md quotes it).
 shadow-overhead: $(STAMPS)/venv
-	$(PY) -m tools.shadow_overhead --grace-ms 50
-	$(PY) -m tools.shadow_overhead --grace-ms 0
+	$(PY) -m tools.shadow_overhead --requests 600 --grace-ms 50
+	$(PY) -m tools.shadow_overhead --requests 600 --grace-ms 0
 
 clean:
 	rm -rf cdk.out build reports $(STAMPS) $(LAMBDA_VENV) .pytest_cache .mypy_cache .ruff_cache
