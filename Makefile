@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: synth test scan lint typecheck bench clean demo chaos load fuzz
+.PHONY: synth test scan lint typecheck bench clean demo chaos load fuzz plan size
 
 $(STAMPS)/venv: requirements.txt requirements-dev.txt lambdas/router/requirements.txt
 	@mkdir -p $(STAMPS)
@@ -45,6 +45,18 @@ $(STAMPS)/graphviz:
 	command -v dot >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends graphviz; }
 	@touch $@
 
+# redis-server is the fleet's shared store in the local worlds (SPILLWAY_FLEET_STORE_URL); libfaketime gives the chaos
+# suite's environments clocks that disagree. Debian packages, installed as graphviz is.
+$(STAMPS)/redis-server:
+	@mkdir -p $(STAMPS)
+	command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends redis-server; }
+	@touch $@
+
+$(STAMPS)/faketime:
+	@mkdir -p $(STAMPS)
+	ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends faketime; }
+	@touch $@
+
 $(STAMPS)/chromium:
 	@mkdir -p $(STAMPS)
 	command -v chromium >/dev/null || command -v google-chrome >/dev/null \
@@ -58,7 +70,7 @@ synth: $(STAMPS)/venv $(STAMPS)/cdk-cli $(STAMPS)/router-deps $(STAMPS)/graphviz
 	$(PY) -m review cdk.out reports
 
 ## test: the whole suite (unit, infra, integration); slow suites have their own targets
-test: $(STAMPS)/venv $(STAMPS)/router-deps $(STAMPS)/cdk-cli $(STAMPS)/graphviz $(STAMPS)/chromium
+test: $(STAMPS)/venv $(STAMPS)/router-deps $(STAMPS)/cdk-cli $(STAMPS)/graphviz $(STAMPS)/chromium $(STAMPS)/redis-server
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory test-lambda-runtime
 
@@ -100,27 +112,41 @@ lint: $(STAMPS)/venv
 typecheck: $(STAMPS)/venv
 	$(VENV)/bin/mypy lambdas/router
 
-bench: $(STAMPS)/venv
-	$(PY) benchmarks/run.py
+## bench: the benchmarks (benchmarks/README.md); the fleet's figures from the production shape (BENCH_ARGS=--quick).
+BENCH_ARGS ?=
+bench: $(STAMPS)/venv $(STAMPS)/redis-server
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 ## demo: the example platform on loopback (emulator, moto, router behind a local API Gateway endpoint) through a
 ## steady load, a 3x PT surge and a home-region outage; summary and plot in reports/demo/. No AWS account.
-demo: $(STAMPS)/venv
+demo: $(STAMPS)/venv $(STAMPS)/redis-server
 	$(PY) -m demo
 
 ## chaos: the failure scenarios, each with its assertions; ends with `chaos: N passed, N failed`.
-chaos: $(STAMPS)/venv
+chaos: $(STAMPS)/venv $(STAMPS)/redis-server $(STAMPS)/faketime
 	$(PY) -m chaos
 
 ## load: bounded load through the local endpoint (LOAD_ARGS="--concurrency 8 --duration 20").
 LOAD_ARGS ?=
-load: $(STAMPS)/venv
+load: $(STAMPS)/venv $(STAMPS)/redis-server
 	$(PY) -m load $(LOAD_ARGS)
 
 ## fuzz: schemathesis against docs/openapi.json on the local endpoint: no 5xx, every error documented.
 FUZZ_ARGS ?=
-fuzz: $(STAMPS)/venv
+fuzz: $(STAMPS)/venv $(STAMPS)/redis-server
 	$(PY) -m fuzz $(FUZZ_ARGS)
+
+## plan: capacity and cost plan per feature (config/traffic.yaml, config/prices.yaml), each replayed through the
+## router's engine in simulated time; table and plots in reports/plan/ (PLAN_ARGS="--shape lambda-fleet"; docs/operating.md).
+PLAN_ARGS ?=
+plan: $(STAMPS)/venv
+	$(PY) -m tools.planner $(PLAN_ARGS)
+
+## size: stepped load against one target (the emulator on loopback; SIZE_ARGS="--aws --model-id ARN" for a real PT)
+## up to throttles or the latency knee; YAML snippet and plot in reports/sizing/.
+SIZE_ARGS ?=
+size: $(STAMPS)/venv
+	$(PY) -m tools.sizing $(SIZE_ARGS)
 
 clean:
 	rm -rf cdk.out build reports $(STAMPS) $(LAMBDA_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,5 +1,7 @@
-"""HTTP overhead: a request through the router (local API Gateway-shaped endpoint -> handler -> engine -> boto3)
-against the same Converse call made directly with boto3, both to the emulator's PT target, in the same run.
+"""HTTP overhead: a request through the router (local API Gateway-shaped endpoint -> the fleet's execution
+environment -> handler -> engine -> boto3) against the same Converse call made directly with boto3, both to the
+emulator's PT target, in the same run. The router runs in the production shape: a fleet (of one environment, as
+the requests are sequential) whose environment is frozen between events and thawed for the next.
 
 Interleaved rounds (the order alternates each round), sequential requests, medians of all rounds. Measured at two
 emulator latencies: 0 ms (pure overhead, the strictest ratio) and 200 ms to the first token (a fast real model).
@@ -20,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "lambdas" / "router"), str(ROOT)]
 
 from benchmarks.results import merge_result  # noqa: E402
-from localrun import Latency, LocalWorld, converse_body  # noqa: E402
+from localrun import FleetWorld, Latency, converse_body  # noqa: E402
 
 PT = "claude-sonnet/provisioned/us-east-1"
 FEATURE = "summarize-thread"
@@ -28,19 +30,25 @@ GOAL = 1.3
 
 
 def measure(model_ms: float, rounds: int, per_round: int) -> dict[str, Any]:
-    import boto3  # noqa: PLC0415 (after LocalWorld set the fake credentials)
+    import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
     body = converse_body()
     # The router's production cache settings (config 5 s, shared health 2 s), as in Lambda.
-    with LocalWorld(
-        latency=Latency(ttft_ms=model_ms, ms_per_token=0.0), config_ttl_s=5.0, health_cache_ttl_s=2.0
+    with FleetWorld(
+        reserved_concurrency=1,
+        warm=1,
+        latency=Latency(ttft_ms=model_ms, ms_per_token=0.0),
+        config_ttl_s=5.0,
+        health_cache_ttl_s=2.0,
     ) as world:
         target = world.target(PT)
         direct = boto3.session.Session().client(
             "bedrock-runtime",
             region_name=target.region,
             endpoint_url=world.emu.endpoint_url(target.region),
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
             config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, tcp_keepalive=True),
         )
 
@@ -94,6 +102,7 @@ def main() -> int:
         "model_200ms": fast,
         "python": platform.python_version(),
         "method": "interleaved rounds of sequential requests, medians; ratio = router path / direct boto3, at 0 ms",
+        "shape": "fleet of one execution environment (frozen between events)",
     }
     for name, m in (("0 ms", zero), ("200 ms", fast)):
         print(

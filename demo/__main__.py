@@ -1,7 +1,9 @@
 """`python -m demo`: Spillway on your machine, no AWS account.
 
 It starts the emulator for config/platform.yaml (Bedrock and SageMaker in us-east-1 and us-west-2), DynamoDB on
-moto and the router behind a local API Gateway-shaped endpoint, then drives four phases of traffic:
+moto, redis-server (the fleet store) and the router behind a local API Gateway-shaped endpoint, as Lambda runs it: a
+fleet of execution environments, one request each, frozen between requests (``--world process``: one process
+instead, quick but not the production shape). Then it drives four phases of traffic:
 
 1. steady    summarize-thread below its Provisioned Throughput (PT) capacity, plus the two other features;
 2. surge     summarize-thread at three times its PT capacity: the router spills the excess to on-demand;
@@ -22,7 +24,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from localrun import Latency, LocalWorld, iter_classify
+from localrun import Latency, World, iter_classify, make_world
+from localrun import figures as ff
 from localrun.traffic import Record, Traffic, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,22 +40,23 @@ SHORT = {"claude-sonnet": "sonnet", "nova-lite": "nova", "llama-escrow": "llama"
 CAP = {"provisioned": "PT", "on_demand": "OD"}
 
 
-def label(world: LocalWorld, target_id: str) -> str:
+def label(world: World, target_id: str) -> str:
     t = world.target(target_id)
     cap = "SM" if t.kind == "sagemaker" else CAP[t.capacity]
     return f"{SHORT.get(t.model, t.model)} {cap} {t.region}"
 
 
-def pt_capacity_rps(world: LocalWorld) -> float:
+def pt_capacity_rps(world: World) -> float:
     pt = world.target(f"claude-sonnet/provisioned/{HOME}")
     per_request_s = (LATENCY.ttft_ms + LATENCY.ms_per_token * LATENCY.output_tokens) / 1000.0
     return (pt.max_in_flight or 1) / per_request_s
 
 
 class Progress:
-    """One line a second: requests in the last second, served per target, breakers not closed."""
+    """One line a second: requests in the last second, served per target, failed attempts, environments that
+    answered (each environment keeps its own breakers: what callers saw is the fleet-wide view)."""
 
-    def __init__(self, world: LocalWorld, traffic: Traffic) -> None:
+    def __init__(self, world: World, traffic: Traffic) -> None:
         self.world = world
         self.traffic = traffic
         self.seen = 0
@@ -63,18 +67,17 @@ class Progress:
         self.seen = len(records)
         served = Counter(label(self.world, r.target) for r in fresh if r.served and r.target)
         dropped = sum(1 for r in fresh if not r.served)
-        states = self.world.breaker_states()
-        not_closed = [f"{label(self.world, t)}={s}" for t, s in states.items() if s != "closed"]
+        failed = len(ff.dead_attempts(fresh, set(self.world.by_id)))
+        environments = len({r.environment for r in fresh if r.environment is not None})
         per_target = "  ".join(f"{name} {n:>3}" for name, n in sorted(served.items(), key=lambda kv: -kv[1]))
-        breakers = ", ".join(not_closed) if not_closed else "all closed"
         print(
             f"[{self.traffic.now():5.1f}s] {phase:<8} {len(fresh):>3} req/s  dropped {dropped:>2}  in flight "
-            f"{self.traffic.in_flight:>3} | {per_target} | breakers: {breakers}",
+            f"{self.traffic.in_flight:>3} | {per_target} | failed attempts {failed:>3}, environments {environments:>2}",
             flush=True,
         )
 
 
-def summarize(world: LocalWorld, traffic: Traffic, phases: list[str], seconds: float) -> str:
+def summarize(world: World, traffic: Traffic, phases: list[str], seconds: float) -> str:
     records = traffic.of()
     table = world.table_doc
     lines = [
@@ -118,7 +121,7 @@ def summarize(world: LocalWorld, traffic: Traffic, phases: list[str], seconds: f
     return "\n".join(lines) + "\n"
 
 
-def plot(world: LocalWorld, traffic: Traffic, bounds: list[tuple[str, float, float]], path: Path) -> None:
+def plot(world: World, traffic: Traffic, bounds: list[tuple[str, float, float]], path: Path) -> None:
     import matplotlib  # noqa: PLC0415 (only the plot needs it: ~0.5 s to import)
 
     matplotlib.use("Agg")
@@ -176,10 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase-seconds", type=float, default=13.0, help="length of each phase (default 13)")
     parser.add_argument("--out", type=Path, default=OUT, help="where summary.txt and traffic.png go")
     parser.add_argument("--docs", action="store_true", help="also copy them to docs/demo-*.{txt,png}")
+    parser.add_argument("--world", choices=("fleet", "process"), default="fleet", help="the router's shape")
+    parser.add_argument("--environments", type=int, default=40, help="reserved concurrency of the fleet (40)")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    print("Starting the emulator (Bedrock + SageMaker, us-east-1 and us-west-2), DynamoDB (moto) and the router...")
-    with LocalWorld(latency=LATENCY, health_cache_ttl_s=1.0) as world:
+    print(
+        "Starting the emulator (Bedrock + SageMaker, us-east-1 and us-west-2), DynamoDB (moto), redis-server and the "
+        f"router ({'a fleet of execution environments' if args.world == 'fleet' else 'one process'})..."
+    )
+    warm = min(args.environments, 24)
+    with make_world(
+        args.world, latency=LATENCY, health_cache_ttl_s=1.0, reserved_concurrency=args.environments, warm=warm
+    ) as world:
         pt_rps = pt_capacity_rps(world)
         steady = round(pt_rps * 0.7)
         surge = round(pt_rps * 3)
@@ -198,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         plan: list[tuple[str, float, list[tuple[float, Any]]]] = [
             ("steady", steady, []),
             ("surge", surge, []),
-            ("outage", steady, [(0.0, lambda: world.emu.close_region(HOME))]),
-            ("recovery", steady, [(0.0, lambda: world.emu.open_region(HOME))]),
+            ("outage", steady, [(0.0, lambda: world.region_down(HOME))]),
+            ("recovery", steady, [(0.0, lambda: world.region_up(HOME))]),
         ]
         bounds = []
         for name, rate, hooks in plan:

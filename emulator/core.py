@@ -420,6 +420,12 @@ class Emulator:
     def target_stats(self, target: ScopeLike) -> dict[str, Any]:
         return self._state(target).snapshot()
 
+    def received(self, target: ScopeLike) -> list[bytes]:
+        """The request bodies a target received, byte for byte as they arrived, oldest first (the last 64)."""
+        state = self._state(target)
+        with state.lock:
+            return list(state.received)
+
     def reset_stats(self) -> None:
         """Zero the counters and refill the token buckets."""
         with self._lock:

@@ -187,6 +187,7 @@ class RegionEndpoint:
 
     def _serve(self, h: RequestHandler, kind: Kind, state: TargetState, raw: bytes) -> None:
         state.count("requests")
+        state.record(raw)
         started = time.monotonic()
         try:
             prompt, style = self._parse(kind, raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
@@ -135,6 +136,7 @@ COUNTERS = (
     "input_tokens",
     "output_tokens",
 )
+RECEIVED_KEPT = 64  # request bodies kept per target, newest last (what a test compares with what it sent)
 
 
 @dataclass
@@ -150,6 +152,7 @@ class TargetState:
     in_flight_peak: int = 0
     tokens: TokenBucket | None = None
     requests_bucket: TokenBucket | None = None
+    received: deque[bytes] = field(default_factory=lambda: deque(maxlen=RECEIVED_KEPT))
 
     def __post_init__(self) -> None:
         self._make_buckets()
@@ -172,6 +175,11 @@ class TargetState:
     def count(self, counter: str, amount: int = 1) -> None:
         with self.lock:
             self.counters[counter] += amount
+
+    def record(self, body: bytes) -> None:
+        """Keep a request body exactly as it arrived on the wire."""
+        with self.lock:
+            self.received.append(body)
 
     def outcome(self, code: str) -> None:
         with self.lock:
@@ -205,6 +213,7 @@ class TargetState:
         with self.lock:
             self.counters = dict.fromkeys(COUNTERS, 0)
             self.outcomes = {}
+            self.received.clear()
             self.in_flight_peak = self.in_flight
             self._make_buckets()
 

@@ -218,8 +218,8 @@ def converse_prompt(body: Mapping[str, Any]) -> Prompt:
     texts: list[str] = []
     last_user = ""
     for message in messages:
-        if not isinstance(message, Mapping) or message.get("role") not in ("user", "assistant"):
-            raise ValueError("Each message needs a role of user or assistant and a content list.")
+        if not isinstance(message, Mapping) or message.get("role") not in ("user", "assistant", "system"):
+            raise ValueError("Each message needs a role of user, assistant or system and a content list.")
         text = _text_of(message.get("content"))
         texts.append(text)
         if message.get("role") == "user":

@@ -1,10 +1,12 @@
 """`python -m load --concurrency 8 --duration 20`: closed-loop load through the local endpoint.
 
 `concurrency` callers each send their next request as soon as the last one is answered, for `duration` seconds,
-through the router (real handler, real boto3 clients) to the emulator. It reports throughput, p50/p99 latency,
-errors, and this process's resident memory (router, emulator and callers together) over time. Memory is "flat"
-when the mean RSS of the last quarter of the run is within 10% of the second quarter's (the first quarter is
-warm-up: clients, connection pools, caches). Exit status 1 when there were errors or memory grew.
+through the router (real handler, real boto3 clients) to the emulator. The router runs as Lambda runs it: a fleet
+of `concurrency` execution environments, one request each, frozen between requests (``--world process``: in this
+process). It reports throughput, p50/p99 latency, errors, and the router's resident memory over time: the largest
+environment's (``--world process``: this process's, router, emulator and callers together). Memory is "flat" when
+the mean RSS of the last quarter of the run is within 10% of the second quarter's (the first quarter is warm-up:
+clients, connection pools, caches). Exit status 1 when there were errors or memory grew.
 """
 
 from __future__ import annotations
@@ -18,22 +20,36 @@ import time
 from pathlib import Path
 from typing import Any
 
-from localrun import Latency, LocalWorld, converse_body
+from localrun import FleetWorld, Latency, World, converse_body, make_world
 from localrun.traffic import percentile
 
 FEATURES = ("summarize-thread", "summarize-thread", "summarize-thread", "redact-escrow", "nightly-recap")
 
 
-def rss_kib() -> int:
-    """VmRSS of this process, from /proc/self/status (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_kib(pid: int | str = "self") -> int:
+    """VmRSS of a process, from /proc/PID/status (Linux); 0 when it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
 
 
-def run(concurrency: int, duration_s: float, latency: Latency, sample_s: float = 0.5) -> dict[str, Any]:
-    with LocalWorld(latency=latency, on_demand_max_in_flight=None) as world:
+def router_rss_kib(world: World) -> int:
+    """The router's memory: the largest environment of a fleet, or this whole process in the one-process world."""
+    if isinstance(world, FleetWorld):
+        return max((rss_kib(e.pid) for e in world.functions.environments()), default=0)
+    return rss_kib()
+
+
+def run(
+    concurrency: int, duration_s: float, latency: Latency, sample_s: float = 0.5, shape: str = "fleet"
+) -> dict[str, Any]:
+    settings: dict[str, Any] = {"latency": latency, "on_demand_max_in_flight": None}
+    with make_world(shape, reserved_concurrency=concurrency, warm=concurrency, **settings) as world:
         body = converse_body()
         latencies: list[list[float]] = [[] for _ in range(concurrency)]
         errors: list[dict[str, int]] = [{} for _ in range(concurrency)]
@@ -64,13 +80,13 @@ def run(concurrency: int, duration_s: float, latency: Latency, sample_s: float =
         for t in threads:
             t.start()
         while (elapsed := time.monotonic() - t0) < duration_s:
-            samples.append((round(elapsed, 2), rss_kib()))
+            samples.append((round(elapsed, 2), router_rss_kib(world)))
             time.sleep(sample_s)
         stop.set()
         for t in threads:
             t.join(timeout=40)
         wall = time.monotonic() - t0
-        samples.append((round(wall, 2), rss_kib()))
+        samples.append((round(wall, 2), router_rss_kib(world)))
     all_lat = [x for per in latencies for x in per]
     err: dict[str, int] = {}
     for per in errors:
@@ -92,6 +108,7 @@ def run(concurrency: int, duration_s: float, latency: Latency, sample_s: float =
         "rss_growth_last_vs_second_quarter": round(growth, 4),
         "memory_flat": abs(growth) <= 0.10,
         "emulator_latency_ms": latency.ttft_ms + latency.ms_per_token * latency.output_tokens,
+        "world": shape,
     }
 
 
@@ -103,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20; max 300)")
     parser.add_argument("--model-ms", type=float, default=20.0, help="emulator time to first token (default 20)")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+    parser.add_argument("--world", choices=("fleet", "process"), default="fleet", help="the router's shape")
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= 64 or not 1 <= args.duration <= 300:
         parser.error("concurrency 1-64 and duration 1-300 s keep the test bounded")
@@ -111,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(emulator {args.model_ms:.0f} ms to first token)...",
         flush=True,
     )
-    result = run(args.concurrency, args.duration, Latency(ttft_ms=args.model_ms, ms_per_token=0.0))
+    result = run(args.concurrency, args.duration, Latency(ttft_ms=args.model_ms, ms_per_token=0.0), shape=args.world)
     print(
         f"requests {result['requests']}  throughput {result['throughput_rps']} req/s  p50 {result['p50_ms']} ms  "
         f"p99 {result['p99_ms']} ms  errors {sum(result['errors'].values())} {result['errors'] or ''}"

@@ -1,10 +1,18 @@
 """A local HTTP endpoint in front of the router: each request becomes an API Gateway REST proxy event, the handler
-runs in-process, and its statusCode/headers/body go back on the wire. Loopback only."""
+runs in-process, and its statusCode/headers/body go back on the wire. Loopback only.
+
+As API Gateway does, the endpoint answers for itself what never reaches the function: a request line it cannot
+parse (garbage, or HTTP/0.9, which API Gateway does not speak) is a 400, a body over API Gateway's 10 MB payload
+limit a 413, each in HTTP/1.1 with a fixed JSON message (never a word of what the caller sent), and the connection
+is then closed cleanly: the rest of an oversized body is read and discarded, so the caller reads the answer instead
+of a reset.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -17,6 +25,21 @@ from localrun.sink import RouterOutput
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+# An oversized body is drained (read and discarded) up to this much, within DRAIN_S, before the connection closes.
+DRAIN_MAX = 64 * 1024 * 1024
+DRAIN_S = 10.0
+# API Gateway's own error messages (fixed: nothing of the request is quoted back).
+GATEWAY_MESSAGES = {400: "Bad Request", 413: "Request Too Long", 505: "HTTP Version Not Supported"}
+
+
+class InvocationError(Exception):
+    """The function could not answer (throttled, crashed, timed out): API Gateway answers for it with this."""
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or [("content-type", "application/json")]
 
 
 class _Server(ThreadingHTTPServer):
@@ -35,19 +58,53 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: ARG002 (the base signature)
         return  # quiet: the demo prints its own progress
 
+    def parse_request(self) -> bool:
+        # "GET /" alone is HTTP/0.9, which API Gateway does not speak: answer before the base class waits for
+        # headers that an HTTP/0.9 client never sends.
+        if len(str(self.raw_requestline, "iso-8859-1").split()) == 2:
+            self.command = None  # type: ignore[assignment]
+            self.request_version, self.requestline = "HTTP/1.1", ""
+            self.send_error(400)
+            return False
+        return super().parse_request()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:  # noqa: ARG002
+        """The gateway's own error, always with an HTTP/1.1 status line (a request line that failed to parse leaves
+        the version at 0.9, which would send a bare body) and a fixed JSON message."""
+        if not getattr(self, "request_version", "").startswith("HTTP/1."):
+            self.request_version = "HTTP/1.1"
+        self.close_connection = True
+        text = GATEWAY_MESSAGES.get(code) or self.responses.get(code, ("Error",))[0]
+        body = json.dumps({"message": text}).encode()
+        self._send(code, [("content-type", "application/json"), ("connection", "close")], body)
+
+    def _drain(self, length: int) -> None:
+        """Read and discard what is left of a body we will not use, bounded in size and time."""
+        left = min(length, DRAIN_MAX)
+        deadline = time.monotonic() + DRAIN_S
+        try:
+            while left > 0 and time.monotonic() < deadline:
+                self.connection.settimeout(max(0.05, deadline - time.monotonic()))
+                chunk = self.rfile.read1(min(left, 1 << 16))
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except OSError:
+            return
+
     def _handle(self) -> None:
         length_raw = self.headers.get("Content-Length") or "0"
         try:
             length = int(length_raw)
         except ValueError:
             length = -1
-        if length < 0 or length > MAX_BODY:
-            self._send(
-                413 if length > MAX_BODY else 400,
-                [("content-type", "application/json")],
-                b'{"message":"Request Too Long"}' if length > MAX_BODY else b'{"message":"Bad Request"}',
-            )
-            self.close_connection = True
+        if length < 0:
+            self.send_error(400)
+            return
+        if length > MAX_BODY:
+            self.send_error(413)
+            self.wfile.flush()
+            self._drain(length)
             return
         body = self.rfile.read(length) if length else b""
         headers = dict(self.headers.items())
@@ -66,6 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.output.capture() if self.server.output is not None else nullcontext():
                 result = self.server.lambda_handler(event, LocalContext(request_id, remaining))
             status, pairs, out = response_parts(result)
+        except InvocationError as failed:
+            status, pairs, out = failed.status, failed.headers, failed.body
         except Exception:  # API Gateway answers a failed Lambda invocation with 502 and this body
             status, pairs, out = 502, [("content-type", "application/json")], b'{"message":"Internal server error"}'
         self._send(status, pairs, out)
@@ -73,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.send_response(status)
         for key, value in headers:
-            if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+            if key.lower() not in ("content-length", "transfer-encoding"):
                 self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         # One write for status line, headers and body (end_headers would flush them on their own).

@@ -30,6 +30,7 @@ class Record:
     route: tuple[tuple[str, str], ...]
     retry_after: str | None = None
     error: str | None = None  # a transport failure (no HTTP answer at all)
+    environment: int | None = None  # the fleet's environment that answered (fleet world only)
 
     @property
     def latency_ms(self) -> float:
@@ -82,6 +83,7 @@ class Traffic:
                 reply.target,
                 tuple(reply.route),
                 reply.header("retry-after"),
+                environment=_environment(reply.header("x-local-environment")),
             )
         except Exception as exc:  # no answer at all: a dropped request, recorded as such
             rec = Record(phase, feature, sent, self.now(), 0, None, (), None, type(exc).__name__)
@@ -149,6 +151,10 @@ class Traffic:
     def of(self, phase: str | None = None) -> list[Record]:
         with self._lock:
             return [r for r in self.records if phase is None or r.phase == phase]
+
+
+def _environment(raw: str | None) -> int | None:
+    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 def percentile(values: Sequence[float], q: float) -> float:

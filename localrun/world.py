@@ -1,17 +1,24 @@
 # ruff: noqa: PLC0415  (the router is imported after its environment is set; stacks/moto only when used)
-"""LocalWorld: the example platform on loopback, for the demo, chaos, load, fuzz, integration tests and benchmarks.
+"""The example platform on loopback: the services every local world starts, and the one-process world.
 
-One harness starts, in this process:
+:class:`World` starts, in this process:
 
 - the emulator (emulator/): Bedrock Converse and SageMaker InvokeEndpoint of every region of config/platform.yaml,
   one target per target the platform uses (stacks/targets.py ``used_targets``), with capacity and latency; and its
   AppConfig Lambda-extension stand-in, serving the routing table CDK renders for the router's region;
 - moto's ThreadedMotoServer for DynamoDB, with the health table created in the store's schema (pk: S);
-- the router (lambdas/router/handler.py) configured through its own environment variables, behind
-  :class:`~localrun.server.LocalEndpoint`, which speaks the API Gateway REST event shape.
+- a redis-server on a free loopback port, the fleet's shared store (``SPILLWAY_FLEET_STORE_URL``);
+- :class:`~localrun.server.LocalEndpoint`, which speaks the API Gateway REST event shape, in front of the router
+  configured through its own environment variables (:meth:`World.router_env`).
 
-Everything listens on 127.0.0.1 and stops with :meth:`LocalWorld.stop` (or the ``with`` block). The environment
-variables it sets are restored on stop.
+Two shapes of the router behind the endpoint: :class:`LocalWorld` (here) imports the handler into this process and
+calls it one event at a time, as Lambda calls one environment: quick, for tests; no published figure comes from
+it. ``localrun.fleet_world.FleetWorld`` runs the production shape: a fleet of execution environments (separate
+processes, one event each, frozen between events). Both offer the same interface (url, http, emu, set_fault, reset,
+deploy_table, set_flags, ...), so the suites switch with a parameter (``localrun.make_world``).
+
+Everything listens on 127.0.0.1 and stops with :meth:`World.stop` (or the ``with`` block). The environment
+variables the one-process world sets are restored on stop.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -39,14 +47,17 @@ for _path in (str(ROOT), str(ROUTER_ROOT)):
 
 from emulator import Emulator, Fault, TargetKey, TargetSpec  # noqa: E402
 from emulator.targets import Kind  # noqa: E402
+from localrun.blackhole import Blackhole  # noqa: E402
 from localrun.client import Client  # noqa: E402
-from localrun.server import LocalEndpoint  # noqa: E402
+from localrun.redis_server import RedisServer  # noqa: E402
+from localrun.server import LambdaHandler, LocalEndpoint  # noqa: E402
 from localrun.sink import RouterOutput  # noqa: E402
 
 APPLICATION = "spillway"
 ROUTING_PROFILE = "routing"
 FLAGS_PROFILE = "flags"
 HEALTH_TABLE = "spillway-health-local"
+FUNCTION_NAME = "spillway-router-local"  # AWS_LAMBDA_FUNCTION_NAME of the fleet's environments
 
 # Set before the router's modules are imported: no X-Ray, no EMF lines on stdout, quiet logs, fake credentials
 # (nothing leaves loopback; botocore still signs), no instance-metadata lookups.
@@ -108,8 +119,8 @@ def _env_key(region: str) -> str:
     return "SPILLWAY_ENDPOINT_URL_" + "".join(c if c.isalnum() else "_" for c in region).upper()
 
 
-class LocalWorld:
-    """The example platform, the router and its dependencies on loopback. See the module docstring.
+class World:
+    """The example platform and the router's dependencies on loopback; the router's shape is the subclass's.
 
     ``on_demand_max_in_flight`` caps each on-demand target in the emulator (None: unlimited); provisioned
     targets (Bedrock PT, SageMaker endpoints) take the platform's ``max_in_flight``, so the emulator's PT
@@ -128,6 +139,7 @@ class LocalWorld:
         config_ttl_s: float = 1.0,
         health_cache_ttl_s: float = 0.5,
         store_backoff_s: float = 2.0,
+        redis: bool = True,
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.region = region
@@ -135,6 +147,8 @@ class LocalWorld:
         self.on_demand_max_in_flight = on_demand_max_in_flight
         self.pt_headroom = pt_headroom
         self.use_moto = moto
+        self.use_redis = redis
+        self.redis: RedisServer | None = None
         self.config_ttl_s = config_ttl_s
         self.health_cache_ttl_s = health_cache_ttl_s
         self.store_backoff_s = store_backoff_s
@@ -148,12 +162,8 @@ class LocalWorld:
         self.endpoint: LocalEndpoint | None = None
         self.moto: Any = None
         self.moto_port: int | None = None
-        self.handler: ModuleType | None = None
-        self.router: Any = None
         self.client: Client | None = None
-        self.output = RouterOutput()
-        self._telemetry_level: int | None = None
-        self._saved_env: dict[str, str | None] = {}
+        self.blackholes: dict[str, Blackhole] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------------------
@@ -188,12 +198,31 @@ class LocalWorld:
         return self
 
     def _start(self) -> None:
+        raise NotImplementedError
+
+    def _start_services(self) -> dict[str, str]:
+        """Emulator, moto, redis; the router's environment variables to reach them."""
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: no access log lines
         self._tmp = tempfile.TemporaryDirectory(prefix="spillway-local-")
-        bundled = Path(self._tmp.name) / "routing.json"
-        bundled.write_text(json.dumps(self.table_doc))
         self.emulator = Emulator(self.emulator_specs(), appconfig=True).start()
         self.emulator.set_configuration(APPLICATION, self.region, ROUTING_PROFILE, self.table_doc)
+        if self.use_moto:
+            self._start_moto()
+            self._create_health_table()
+        if self.use_redis:
+            self.redis = RedisServer().start()
+        return self.router_env()
+
+    @property
+    def workdir(self) -> Path:
+        if self._tmp is None:
+            raise RuntimeError("the world is not started")
+        return Path(self._tmp.name)
+
+    def router_env(self) -> dict[str, str]:
+        """The router's configuration, as the stacks give it in AWS, pointed at the local services."""
+        bundled = self.workdir / "routing.json"
+        bundled.write_text(json.dumps(self.table_doc))
         env: dict[str, str] = dict(_QUIET_ENV)
         env.update(
             {
@@ -203,7 +232,7 @@ class LocalWorld:
                 "SPILLWAY_APPCONFIG_ENVIRONMENT": self.region,
                 "SPILLWAY_APPCONFIG_PROFILE": ROUTING_PROFILE,
                 "SPILLWAY_APPCONFIG_FLAGS_PROFILE": FLAGS_PROFILE,
-                "SPILLWAY_APPCONFIG_URL": self.emulator.appconfig_url,
+                "SPILLWAY_APPCONFIG_URL": self.emu.appconfig_url,
                 "SPILLWAY_CONFIG_TTL_S": str(self.config_ttl_s),
                 "SPILLWAY_CONFIG_TIMEOUT_S": "0.5",
                 "SPILLWAY_BUNDLED_TABLE": str(bundled),
@@ -211,53 +240,43 @@ class LocalWorld:
                 "SPILLWAY_STORE_BACKOFF_S": str(self.store_backoff_s),
             }
         )
-        for region, url in self.emulator.endpoint_urls().items():
+        for region, url in self.emu.endpoint_urls().items():
             env[_env_key(region)] = url
         if self.use_moto:
-            self._start_moto()
             env["SPILLWAY_HEALTH_TABLE"] = HEALTH_TABLE
             env["SPILLWAY_HEALTH_TABLE_ENDPOINT_URL"] = self.dynamodb_url
+        if self.redis is not None:
+            env["SPILLWAY_FLEET_STORE_URL"] = self.redis.url
         env.update(self.extra_env)
-        self._set_env(env)
-        if self.use_moto:
-            self._create_health_table()
-        import handler
+        return env
 
-        self.handler = handler
-        from spillway import telemetry
-
-        self._telemetry_level = telemetry.logger.log_level  # restored on stop: the logger is shared
-        telemetry.logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "ERROR"))
-        # Many requests share one router here (one Lambda instance serves one at a time): Powertools' notes
-        # about a dimension set twice are that artefact, not a finding.
-        warnings.filterwarnings("ignore", module=r"aws_lambda_powertools\..*")
-        self.output.install()
-        self.new_router()
-        self.endpoint = LocalEndpoint(handler.lambda_handler, output=self.output).start()
+    def _serve(self, lambda_handler: LambdaHandler, output: RouterOutput | None = None) -> None:
+        self.endpoint = LocalEndpoint(lambda_handler, output=output).start()
         self.client = Client(self.endpoint.url)
 
     def stop(self) -> None:
         if self.endpoint is not None:
             self.endpoint.stop()
             self.endpoint = None
-        if self.handler is not None:
-            self.handler.set_router(None)
-            if self._telemetry_level is not None:
-                from spillway import telemetry
-
-                telemetry.logger.setLevel(self._telemetry_level)
-                self._telemetry_level = None
+        self._stop_router()
+        for hole in self.blackholes.values():
+            hole.close()
+        self.blackholes.clear()
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
-        self.output.uninstall()
-        self._restore_env()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    def _stop_router(self) -> None:
+        raise NotImplementedError
 
     def __enter__(self) -> Self:
         return self.start()
@@ -266,20 +285,6 @@ class LocalWorld:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-    def _set_env(self, env: Mapping[str, str]) -> None:
-        for key, value in env.items():
-            if key not in self._saved_env:
-                self._saved_env[key] = os.environ.get(key)
-            os.environ[key] = value
-
-    def _restore_env(self) -> None:
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env.clear()
 
     # -- DynamoDB (moto server) ---------------------------------------------------------------------------------
 
@@ -321,10 +326,7 @@ class LocalWorld:
         )
 
     def flush_store(self, timeout_s: float = 5.0) -> None:
-        """Wait for the router's queued breaker writes (the store writes in the background) to reach the table."""
-        store = getattr(self.router, "store", None)
-        if store is not None:
-            store.flush(timeout_s)
+        """Wait for the router's queued writes to the shared table, where the shape allows it (one process)."""
 
     def health_items(self) -> list[dict[str, Any]]:
         self.flush_store()
@@ -347,24 +349,17 @@ class LocalWorld:
         if self.moto is None and self.moto_port is not None:
             self._start_moto(self.moto_port)
 
-    # -- router -------------------------------------------------------------------------------------------------
-
-    def new_router(self) -> Any:
-        """A fresh router from the environment (new breakers, caches and clients), installed in the handler."""
-        assert self.handler is not None
-        self.router = self.handler.build_router()
-        self.handler.set_router(self.router)
-        return self.router
+    # -- between scenarios ---------------------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Between scenarios: no faults, every region open, the rendered table deployed, counters zeroed,
-        the shared health table emptied and a fresh router."""
+        the shared health table and store emptied and a fresh router."""
         emu = self.emu
         emu.clear_faults()
         assert emu.appconfig is not None
         emu.appconfig.clear_faults()
         for region in emu.regions:
-            emu.open_region(region)
+            self.region_up(region)
         for spec in self.emulator_specs():
             emu.update_target(
                 spec.key,
@@ -375,11 +370,30 @@ class LocalWorld:
             )
         self.deploy_table(self.table_doc)
         self.set_flags(None)
+        self._quiesce_router()
         if self.use_moto:
             self.dynamodb_up()
             self.clear_health_table()
+        if self.redis is not None:
+            self.redis.up()
+            self.redis.fast()
+            self.redis.flush()
         emu.reset_stats()
-        self.new_router()
+        self._fresh_router()
+
+    def _quiesce_router(self) -> None:
+        """Stop the current router from writing shared state (before the clean-up)."""
+
+    def _fresh_router(self) -> None:
+        raise NotImplementedError
+
+    def environment_health(self) -> list[dict[str, Any]]:
+        """``GET /v1/health`` as each execution environment answers it (its breakers, store and config)."""
+        raise NotImplementedError
+
+    def await_config(self) -> None:
+        """Return once a newly deployed routing table is what the next request reads."""
+        raise NotImplementedError
 
     @property
     def emu(self) -> Emulator:
@@ -398,6 +412,19 @@ class LocalWorld:
         if self.client is None:
             raise RuntimeError("the world is not started")
         return self.client
+
+    def region_down(self, region: str, *, blackhole: bool = False) -> None:
+        """A regional outage: connections to the region are refused, or with `blackhole` they time out."""
+        self.emu.close_region(region)
+        if blackhole and region not in self.blackholes:
+            port = int(self.emu.endpoint_url(region).rsplit(":", 1)[1].split("/", 1)[0])
+            self.blackholes[region] = Blackhole(port)
+
+    def region_up(self, region: str) -> None:
+        hole = self.blackholes.pop(region, None)
+        if hole is not None:
+            hole.close()
+        self.emu.open_region(region)
 
     def deploy_table(self, doc: Mapping[str, Any] | str) -> str:
         """An AppConfig deployment of the routing profile (a rollout, or its rollback)."""
@@ -428,11 +455,6 @@ class LocalWorld:
     def set_fault(self, target_id: str, fault: Fault) -> str:
         return self.emu.set_fault(self.target(target_id).scope, fault)
 
-    def breaker_states(self) -> dict[str, str]:
-        """This router's breaker state per routing-table target."""
-        board = self.router.health
-        return {tid: board.state(tid).value for tid in sorted(self.by_id)}
-
     def emulator_served(self) -> dict[str, int]:
         """Requests each target served, as the emulator counted them (keyed by routing-table target id)."""
         stats = self.emu.stats()["targets"]
@@ -459,3 +481,102 @@ def iter_classify(table: Mapping[str, Any], feature: str, target_id: str | None)
         yield "fell_back"
     if t["region"] != f["home_region"]:
         yield "failed_over"
+
+
+def serialized(lambda_handler: LambdaHandler) -> LambdaHandler:
+    """The handler called one event at a time, as Lambda calls one execution environment."""
+    lock = threading.Lock()
+
+    def one_at_a_time(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        with lock:
+            return lambda_handler(event, context)
+
+    return one_at_a_time
+
+
+class LocalWorld(World):
+    """The router imported into this process and called one event at a time (one execution environment): quick, for
+    tests and debugging. Many callers at once queue for it, as they would for one Lambda environment, so its
+    throughput is one model answer at a time and no published figure comes from it (localrun.fleet_world)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.handler: ModuleType | None = None
+        self.router: Any = None
+        self.output = RouterOutput()
+        self._telemetry_level: int | None = None
+        self._saved_env: dict[str, str | None] = {}
+
+    def _start(self) -> None:
+        env = self._start_services()
+        self._set_env(env)
+        import handler
+
+        self.handler = handler
+        from spillway import telemetry
+
+        self._telemetry_level = telemetry.logger.log_level  # restored on stop: the logger is shared
+        telemetry.logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "ERROR"))
+        # Powertools' notes about a dimension set twice come from reusing one router across many local
+        # requests: an artefact of the harness, not a finding.
+        warnings.filterwarnings("ignore", module=r"aws_lambda_powertools\..*")
+        self.output.install()
+        self.new_router()
+        self._serve(serialized(handler.lambda_handler), self.output)
+
+    def _stop_router(self) -> None:
+        if self.handler is not None:
+            self.handler.set_router(None)
+            if self._telemetry_level is not None:
+                from spillway import telemetry
+
+                telemetry.logger.setLevel(self._telemetry_level)
+                self._telemetry_level = None
+        self.output.uninstall()
+        self._restore_env()
+
+    def _set_env(self, env: Mapping[str, str]) -> None:
+        for key, value in env.items():
+            if key not in self._saved_env:
+                self._saved_env[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def _restore_env(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    def flush_store(self, timeout_s: float = 5.0) -> None:
+        """Wait for the router's queued breaker writes (the store writes in the background) to reach the table."""
+        store = getattr(self.router, "store", None)
+        if store is not None:
+            store.flush(timeout_s)
+
+    def new_router(self) -> Any:
+        """A fresh router from the environment (new breakers, caches and clients), installed in the handler."""
+        assert self.handler is not None
+        self.router = self.handler.build_router()
+        self.handler.set_router(self.router)
+        return self.router
+
+    def _quiesce_router(self) -> None:
+        self.flush_store()
+
+    def _fresh_router(self) -> None:
+        self.new_router()
+
+    def environment_health(self) -> list[dict[str, Any]]:
+        doc: dict[str, Any] = self.http.get_json("/v1/health")
+        doc["environment"] = 0
+        return [doc]
+
+    def await_config(self) -> None:
+        self.router.source.invalidate()
+
+    def breaker_states(self) -> dict[str, str]:
+        """This router's breaker state per routing-table target."""
+        board = self.router.health
+        return {tid: board.state(tid).value for tid in sorted(self.by_id)}

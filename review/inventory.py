@@ -8,7 +8,7 @@ that names a KMS key anywhere lands in the encryption inventory. Configuration o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,12 +157,18 @@ def service_name(r: Resource, a: CloudAssembly) -> str:
     return name.replace("${AWS::Region}", r.region).replace("com.amazonaws.", "", 1)
 
 
-def endpoints(a: CloudAssembly) -> list[list[str]]:
+def endpoints(a: CloudAssembly, verdict: Callable[[Resource], list[str]] | None = None) -> list[list[str]]:
+    """One row per VPC endpoint; the policy column gives the statement count and, when `verdict` is given (the
+    endpoint-policy check's reasons), why the policy falls short, or that it does not."""
     rows = []
     for r in a.resources("AWS::EC2::VPCEndpoint"):
         p = r.properties
         kind = p.get("VpcEndpointType", "Gateway")
         policy = p.get("PolicyDocument")
+        summary = _policy_summary(policy)
+        if verdict is not None and isinstance(policy, Mapping):
+            reasons = verdict(r)
+            summary += ": " + ("; ".join(reasons) if reasons else "named actions, resource and principal perimeter")
         rows.append(
             [
                 r.region,
@@ -170,7 +176,7 @@ def endpoints(a: CloudAssembly) -> list[list[str]]:
                 str(kind),
                 "yes" if p.get("PrivateDnsEnabled") else ("n/a" if kind == "Gateway" else "no"),
                 show(r, p.get("SecurityGroupIds", []), a) or "-",
-                _policy_summary(policy),
+                summary,
                 r.label,
             ]
         )
@@ -181,13 +187,7 @@ def _policy_summary(policy: Any) -> str:
     if not isinstance(policy, Mapping):
         return "NONE: full access for any principal"
     statements = [x for x in as_list(policy.get("Statement")) if isinstance(x, Mapping)]
-    full = any(
-        x.get("Effect") == "Allow" and "*" in as_list(x.get("Action")) and "*" in as_list(x.get("Resource"))
-        for x in statements
-    )
-    return f"{len(statements)} statement{'' if len(statements) == 1 else 's'}" + (
-        ", one allows every action of the service on *" if full else ""
-    )
+    return f"{len(statements)} statement{'' if len(statements) == 1 else 's'}"
 
 
 def endpoint_service(resource: Resource) -> str:
@@ -278,6 +278,16 @@ def sg_rules(a: CloudAssembly) -> list[SgRule]:
             )
         )
     return rules
+
+
+def security_groups_of(a: CloudAssembly, r: Resource, value: Any) -> list[Resource]:
+    """The security groups a property names (SecurityGroupIds and the like), through references and imports."""
+    found = []
+    for item in as_list(value):
+        group = a.resolve(r.stack, item)
+        if group is not None and group.type == "AWS::EC2::SecurityGroup":
+            found.append(group)
+    return found
 
 
 def security_groups(a: CloudAssembly) -> list[list[str]]:
@@ -724,6 +734,81 @@ def kms_keys(a: CloudAssembly) -> list[list[str]]:
 # --- logging ------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LogDestination:
+    """A log group something writes to: declared in a template, or created implicitly by the service on first write
+    (a Lambda function's /aws/lambda/<name>, a SageMaker endpoint's, API Gateway's execution logs) with no CMK and
+    no retention."""
+
+    name: str
+    group: Resource | None  # the declared group; None for an implicit one
+    writers: tuple[Resource, ...]
+
+    @property
+    def declared(self) -> bool:
+        return self.group is not None
+
+    @property
+    def subject(self) -> Resource:
+        """The resource to name: the group, or for an implicit group the resource that writes to it."""
+        return self.group if self.group is not None else self.writers[0]
+
+    @property
+    def retention(self) -> int | None:
+        value = self.group.properties.get("RetentionInDays") if self.group is not None else None
+        return value if isinstance(value, int) else None
+
+
+def _log_group_name(r: Resource) -> str:
+    return render(r.properties.get("LogGroupName", ""))
+
+
+def _implicit_names(a: CloudAssembly, r: Resource) -> list[str]:
+    """The log groups a resource writes to without naming one, rendered as `render` renders a declared group's name
+    (`Ref`s become logical ids), so that a declared group of that name is found."""
+    p = r.properties
+    if r.type == "AWS::Lambda::Function":
+        target = a.resolve(r.stack, dig(p, "LoggingConfig", "LogGroup"))
+        if target is not None and target.type == "AWS::Logs::LogGroup":
+            return []
+        named = dig(p, "LoggingConfig", "LogGroup")
+        if named is not None:
+            return [render(named)]
+        generated = f"<name generated for {r.stack}/{r.logical_id}>"
+        return [f"/aws/lambda/{render(p['FunctionName']) if 'FunctionName' in p else generated}"]
+    if r.type == "AWS::SageMaker::Endpoint":
+        generated = f"<name generated for {r.stack}/{r.logical_id}>"
+        return [f"/aws/sagemaker/Endpoints/{render(p['EndpointName']) if 'EndpointName' in p else generated}"]
+    if r.type == "AWS::ApiGateway::Stage":
+        levels = {str(m.get("LoggingLevel", "OFF")) for m in as_list(p.get("MethodSettings"))}
+        if levels - {"OFF"}:
+            return [f"API-Gateway-Execution-Logs_{render(p.get('RestApiId'))}/{render(p.get('StageName'))}"]
+    return []
+
+
+def log_destinations(a: CloudAssembly) -> list[LogDestination]:
+    """Every log group of the platform: the declared ones, then the implicit ones no template declares."""
+    cache = a._cache.get("log_destinations")
+    if cache is not None:
+        return cache  # type: ignore[no-any-return]
+    declared = {
+        (r.region, _log_group_name(r) or f"<generated {r.stack}/{r.logical_id}>"): r
+        for r in a.resources("AWS::Logs::LogGroup")
+    }
+    writers: dict[tuple[str, str], list[Resource]] = {}
+    for r in a.resources("AWS::Lambda::Function", "AWS::SageMaker::Endpoint", "AWS::ApiGateway::Stage"):
+        for name in _implicit_names(a, r):
+            writers.setdefault((r.region, name), []).append(r)
+    out = [LogDestination(name, group, ()) for (_, name), group in declared.items()]
+    out += [
+        LogDestination(name, None, tuple(found))
+        for (region, name), found in writers.items()
+        if (region, name) not in declared
+    ]
+    a._cache["log_destinations"] = out
+    return out
+
+
 def log_groups(a: CloudAssembly) -> list[list[str]]:
     writers: dict[tuple[str, str], list[str]] = {}
     for r in a.resources():
@@ -735,7 +820,21 @@ def log_groups(a: CloudAssembly) -> list[list[str]]:
                 writers.setdefault(target.key, []).append(f"{r.label} ({r.type.removeprefix('AWS::')})")
     keys = {e.resource.key: e.key for e in encryption(a)}
     rows = []
-    for r in a.resources("AWS::Logs::LogGroup"):
+    for d in log_destinations(a):
+        r = d.subject
+        if d.group is None:
+            rows.append(
+                [
+                    r.region,
+                    f"{d.name} (IMPLICIT: created by the service, declared in no template)",
+                    "NEVER EXPIRES",
+                    "AWS managed/owned key (service default)",
+                    "STANDARD",
+                    "not managed by CloudFormation",
+                    "; ".join(f"{w.stack}/{w.logical_id} ({w.type.removeprefix('AWS::')})" for w in d.writers),
+                ]
+            )
+            continue
         p = r.properties
         retention = p.get("RetentionInDays")
         rows.append(

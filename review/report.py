@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from review import diagram, nist
+from review import checks_network, dataflow, diagram, nist
 from review import inventory as inv
 from review.cfn import CloudAssembly, load
 
@@ -53,10 +53,12 @@ class Bullets:
 
 @dataclass
 class Figure:
+    id: str
     svg_file: str
     png_file: str
     svg_inline: str
     alt: str
+    caption: str = ""
 
 
 @dataclass
@@ -70,19 +72,36 @@ class Section:
 # --- building the document ----------------------------------------------------------------------------------------
 
 
-def build(a: CloudAssembly, figure: Figure | None) -> list[Section]:
+def build(a: CloudAssembly, figures: list[Figure]) -> list[Section]:
     controls = nist.evaluate(a)
+    checks = {check.name: check for control in controls for check in control.checks}
     return [
         _summary(a, controls),
-        _diagram(figure),
-        *_network(a),
-        _iam(a),
-        _encryption(a),
-        _logging(a),
+        _diagram(figures),
+        *_network(a, checks),
+        _iam(a, checks),
+        _encryption(a, checks),
+        _logging(a, checks),
         _cdk_nag(a),
-        *_nist(controls),
+        *_nist(a, controls),
         _inventory(a),
     ]
+
+
+def verdict(check: nist.Check | None) -> Para:
+    """A check's claim as a sentence, computed: the claim when it holds, and otherwise which resources fall short."""
+    if check is None:
+        return Para("(no check configured)")
+    if check.passed is None:
+        return Para(f"{check.description} No resource of this kind in the templates.")
+    if check.passed:
+        return Para(f"{check.description} Holds for all {check.examined} examined ({check.name}).")
+    return Para(
+        f"NOT MET ({check.name}): {check.description} {len(check.gaps)} of {check.examined} examined fall short: "
+        + "; ".join(check.gaps[:6])
+        + (f"; and {len(check.gaps) - 6} more (see the evidence table)." if len(check.gaps) > 6 else "."),
+        warn=True,
+    )
 
 
 def _summary(a: CloudAssembly, controls: list[nist.ControlResult]) -> Section:
@@ -117,31 +136,27 @@ def _summary(a: CloudAssembly, controls: list[nist.ControlResult]) -> Section:
                     f"cdk-nag: {errors} open errors, {len(a.findings) - errors} warnings, "
                     f"{len(a.acknowledgements)} acknowledgements with reasons",
                     "NIST 800-53 rev 5: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
+                    "Not met: "
+                    + (
+                        ", ".join(f"{c.id} ({len(c.gaps)} shortfalls)" for c in controls if c.status == nist.NOT_MET)
+                        or "none"
+                    ),
                 ]
             ),
         ],
     )
 
 
-def _diagram(figure: Figure | None) -> Section:
-    if figure is None:
+def _diagram(figures: list[Figure]) -> Section:
+    if not figures:
         return Section("diagram", "Architecture diagram", [Para("Graphviz is not installed: no diagram.", warn=True)])
-    return Section(
-        "diagram",
-        "Architecture diagram",
-        [
-            Para(
-                "Drawn by Graphviz from the templates: one box per cell, a dashed box per stack; several resources of "
-                "one type in a stack fold into one node; arrows are the templates' references (Ref, GetAtt), dotted "
-                "arrows are exports between stacks, red dashed arrows are peering between cells; policies, rules and "
-                f"other plumbing are in the tables below. Files: {figure.svg_file}, {figure.png_file}."
-            ),
-            figure,
-        ],
-    )
+    blocks: list[object] = []
+    for figure in figures:
+        blocks += [Para(figure.caption), figure]
+    return Section("diagram", "Architecture diagram", blocks)
 
 
-def _network(a: CloudAssembly) -> list[Section]:
+def _network(a: CloudAssembly, checks: dict[str, nist.Check]) -> list[Section]:
     out = [
         Section(
             "network",
@@ -154,6 +169,9 @@ def _network(a: CloudAssembly) -> list[Section]:
                     + ".",
                     warn=bool(inv.internet_paths(a)),
                 ),
+                verdict(checks.get("endpoint_policies_least")),
+                verdict(checks.get("interface_endpoints_closed")),
+                verdict(checks.get("sg_no_open_egress")),
             ],
         )
     ]
@@ -163,7 +181,7 @@ def _network(a: CloudAssembly) -> list[Section]:
         "Routes": (["route table", "destination", "target", "route"], inv.routes(a), 0),
         "VPC endpoints": (
             ["service", "type", "private DNS", "security groups", "policy", "endpoint"],
-            inv.endpoints(a),
+            inv.endpoints(a, checks_network.endpoint_policy_shortfalls),
             0,
         ),
         "Endpoint policies": (
@@ -188,7 +206,7 @@ def _network(a: CloudAssembly) -> list[Section]:
     return out
 
 
-def _iam(a: CloudAssembly) -> Section:
+def _iam(a: CloudAssembly, checks: dict[str, nist.Check]) -> Section:
     statements = inv.iam_statements(a)
     flagged = {id(s) for s in statements if nist.wildcard_invoke(s)}
     rows = []
@@ -216,7 +234,14 @@ def _iam(a: CloudAssembly) -> Section:
                 "bucket, queue and API policies, Lambda permissions). Resources are exact as synthesized; "
                 "`*` in a KMS key policy means that key."
             ),
-            Para(f"Allow statements with an invoke action on a `*` resource: {len(flagged)}.", warn=bool(flagged)),
+            Para(
+                "Allow statements with an invoke action on `*`, on every resource of its service or on a pattern not "
+                f"held by a resource tag: {len(flagged)}.",
+                warn=bool(flagged),
+            ),
+            verdict(checks.get("api_callers_exact")),
+            verdict(checks.get("trust_policies_scoped")),
+            verdict(checks.get("kms_key_policies_least")),
             Table(
                 ["cell", "principal", "kind", "effect", "actions", "resources", "conditions", "defined in", "flag"],
                 rows,
@@ -225,7 +250,7 @@ def _iam(a: CloudAssembly) -> Section:
     )
 
 
-def _encryption(a: CloudAssembly) -> Section:
+def _encryption(a: CloudAssembly, checks: dict[str, nist.Check]) -> Section:
     rows = [
         [
             e.resource.region,
@@ -242,9 +267,12 @@ def _encryption(a: CloudAssembly) -> Section:
         "Encryption inventory",
         [
             Para(
-                "Every data store and log group, and every other resource with a key property, with the key that "
-                "protects it and that key's rotation."
+                "Every data store and declared log group, and every other resource with a key property, with the "
+                "key that protects it and that key's rotation. Implicit log groups (declared in no template) are "
+                "listed under Logging and retention."
             ),
+            verdict(checks.get("data_at_rest_cmk")),
+            verdict(checks.get("logs_cmk")),
             Table(["cell", "what", "resource", "key", "rotation", "customer-managed"], rows, caption="Data at rest"),
             Table(
                 [
@@ -264,11 +292,23 @@ def _encryption(a: CloudAssembly) -> Section:
     )
 
 
-def _logging(a: CloudAssembly) -> Section:
+def _logging(a: CloudAssembly, checks: dict[str, nist.Check]) -> Section:
+    destinations = inv.log_destinations(a)
+    implicit = [d for d in destinations if not d.declared]
     return Section(
         "logging",
         "Logging and retention",
         [
+            Para(
+                f"{len(destinations)} log groups: {len(destinations) - len(implicit)} declared in the templates, "
+                f"{len(implicit)} implicit (created by the service on first write, with the service's key and no "
+                "retention, because the resource writing to them names no declared group).",
+                warn=bool(implicit),
+            ),
+            verdict(checks.get("function_logs_declared")),
+            verdict(checks.get("log_retention_min")),
+            verdict(checks.get("waf_skips_prompt_bodies")),
+            verdict(checks.get("waf_logs_redacted")),
             Table(
                 ["cell", "log group", "retention", "key", "class", "on stack delete", "written by"],
                 inv.log_groups(a),
@@ -279,10 +319,7 @@ def _logging(a: CloudAssembly) -> Section:
                 inv.logging_settings(a),
                 caption="What is recorded (flow logs, access logs, functions, trails, alarms)",
             ),
-            Para(
-                "CloudTrail, GuardDuty and AWS Config are account-level services outside these stacks "
-                "(see the NIST section)."
-            ),
+            Para(_account_services_sentence(a)),
         ],
     )
 
@@ -302,8 +339,9 @@ def _cdk_nag(a: CloudAssembly) -> Section:
             Para(
                 "The compliance gate (stacks/compliance.py) runs cdk-nag's AwsSolutions and NIST 800-53 rev 5 packs on "
                 "every stack, and CloudFormation's own validation; any open error fails `make synth`. cdk-nag reports "
-                "only open findings; each acknowledgement is listed below with its reason, which names the "
-                "compensating control."
+                "only open findings; each acknowledgement is listed below with the reason it gives. Whether a "
+                "reason is true of the template is for the reader to judge against the tables above: the gate "
+                "cannot check it."
             ),
             Para(
                 "Validation report: "
@@ -326,11 +364,11 @@ def _cdk_nag(a: CloudAssembly) -> Section:
     )
 
 
-def _nist(controls: list[nist.ControlResult]) -> list[Section]:
+def _nist(a: CloudAssembly, controls: list[nist.ControlResult]) -> list[Section]:
     rows = []
     checks: dict[str, nist.Check] = {}
     for c in controls:
-        gaps = [f"[{check.name}] {g}" for check in c.checks for g in check.gaps]
+        gaps = c.gaps
         rows.append(
             [
                 f"{c.id} {c.title}",
@@ -347,6 +385,7 @@ def _nist(controls: list[nist.ControlResult]) -> list[Section]:
             name,
             {True: "pass", False: "FAIL", None: "n/a"}[check.passed],
             check.description,
+            "\n".join(check.gaps) or "-",
             "\n".join(check.evidence) or "-",
         ]
         for name, check in checks.items()
@@ -358,11 +397,12 @@ def _nist(controls: list[nist.ControlResult]) -> list[Section]:
             "NIST SP 800-53 rev 5 control matrix",
             [
                 Para(
-                    "Each control is evaluated by checks over the templates "
-                    "(review/controls.yaml, review/nist.py). met: every applicable check passes; partially: some "
-                    "fail; not met: all fail; outside these stacks: no check applies, nothing here can show it. "
-                    "The last column says what outside these stacks must meet the rest of the control. Every "
-                    "resource behind each check is listed in the next table."
+                    "Each control is decided by checks over the templates (review/controls.yaml, review/checks_*.py). "
+                    "A check examines every resource of its kind in every template. met: every applicable check "
+                    "passes, so no resource examined falls short; not met: at least one resource falls short (the "
+                    "gaps column names each, by stack and logical id); outside these stacks: no check applies and "
+                    "nothing in the templates can show it. The last column says who, outside these stacks, must "
+                    "meet the rest of the control. Every resource each check examined is listed in the next table."
                 ),
                 Table(["control", "status", "checks", "gaps", "outside these stacks"], rows),
             ],
@@ -370,7 +410,12 @@ def _nist(controls: list[nist.ControlResult]) -> list[Section]:
         Section(
             "nist-evidence",
             "Evidence, check by check",
-            [Table(["check", "result", "what it verifies", "the resources and settings that show it"], detail)],
+            [
+                Table(
+                    ["check", "result", "what it verifies", "resources that fall short", "resources that pass"],
+                    detail,
+                )
+            ],
             level=3,
         ),
         Section(
@@ -378,15 +423,38 @@ def _nist(controls: list[nist.ControlResult]) -> list[Section]:
             "Controls met outside these stacks",
             [
                 Para(
-                    "These stacks do not turn on CloudTrail, GuardDuty, AWS Config, Security Hub, account MFA or IAM "
-                    "Identity Center. They must be on in every account and region the platform runs in, set up by the "
-                    "organization's landing zone, before this platform is deployed:"
+                    _account_services_sentence(a)
+                    + " Account MFA and IAM Identity Center are never in a stack. What these stacks do not hold must "
+                    "be on in every account and region the platform runs in, set up by the organization's landing "
+                    "zone, before this platform is deployed:"
                 ),
                 Table(["controls", "met by"], [[str(o["controls"]), str(o["met_by"])] for o in outside]),
             ],
             level=3,
         ),
     ]
+
+
+ACCOUNT_SERVICES = {
+    "AWS::CloudTrail::Trail": "CloudTrail trail",
+    "AWS::GuardDuty::Detector": "GuardDuty detector",
+    "AWS::Config::ConfigurationRecorder": "AWS Config recorder",
+    "AWS::SecurityHub::Hub": "Security Hub",
+}
+
+
+def _account_services_sentence(a: CloudAssembly) -> str:
+    """Which account-level security services the templates turn on, counted, never assumed."""
+    found = {name: sum(1 for _ in a.resources(t)) for t, name in ACCOUNT_SERVICES.items()}
+    present = [f"{n} {name}" for name, n in found.items() if n]
+    absent = [name for name, n in found.items() if not n]
+    parts = []
+    if absent:
+        listed = ", ".join(absent[:-1]) + (" or " if len(absent) > 1 else "") + absent[-1]
+        parts.append(f"No {listed} in these stacks: they are account-level, outside them.")
+    if present:
+        parts.append(f"These stacks declare {', '.join(present)}.")
+    return " ".join(parts)
 
 
 def _inventory(a: CloudAssembly) -> Section:
@@ -457,7 +525,7 @@ th{background:#e2e8f0;position:sticky;top:0}tr:nth-child(even) td{background:#f8
 td.pre{white-space:pre-line}
 .warn{background:#fef2f2;border-left:4px solid #b91c1c;padding:6px 10px}
 .empty{color:#64748b;font-style:italic}
-.s-met{background:#dcfce7 !important;font-weight:600}.s-partially{background:#fef9c3 !important;font-weight:600}
+.s-met{background:#dcfce7 !important;font-weight:600}
 .s-not-met{background:#fee2e2 !important;font-weight:600}.s-outside-these-stacks{background:#e0e7ff !important}
 figure{margin:0;border:1px solid #e2e8f0;border-radius:8px;padding:8px;overflow:auto}
 figure svg{max-width:100%;height:auto}
@@ -497,7 +565,7 @@ def to_html(sections: list[Section], generated: str) -> str:
                 out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block.items) + "</ul>")
             elif isinstance(block, Figure):
                 out.append(
-                    f'<figure id="architecture-diagram">{block.svg_inline}<figcaption>'
+                    f'<figure id="{e(block.id)}">{block.svg_inline}<figcaption>'
                     f'<a href="{e(block.svg_file)}">SVG</a> · <a href="{e(block.png_file)}">PNG</a>'
                     "</figcaption></figure>"
                 )
@@ -555,27 +623,56 @@ def _inline_svg(svg_path: Path) -> str:
     return re.sub(r"<!--.*?-->", "", svg, flags=re.DOTALL)
 
 
+FULL_GRAPH_CAPTION = (
+    "Every resource, for reference: drawn by Graphviz from the templates, one box per cell, a dashed box per stack; "
+    "several resources of one type in a stack fold into one node; arrows are the templates' references (Ref, GetAtt), "
+    "dotted arrows are exports between stacks, red dashed arrows are peering between cells."
+)
+
+
+def _figures(a: CloudAssembly, reports: Path, paths: dict[str, Path]) -> list[Figure]:
+    figures = []
+    flow = diagram.render(dataflow.to_dot(a), reports, stem="dataflow")
+    figures.append(
+        Figure(
+            "dataflow-diagram",
+            flow["svg"].name,
+            flow["png"].name,
+            _inline_svg(flow["svg"]),
+            "Data flow: trust boundaries, the path of a prompt, what crosses regions, the key of each store",
+            dataflow.CAPTION + f" Files: {flow['svg'].name}, {flow['png'].name}.",
+        )
+    )
+    full = diagram.render(diagram.to_dot(a), reports)
+    figures.append(
+        Figure(
+            "architecture-diagram",
+            full["svg"].name,
+            full["png"].name,
+            _inline_svg(full["svg"]),
+            "Every resource of the templates, by cell and stack",
+            FULL_GRAPH_CAPTION + f" Files: {full['svg'].name}, {full['png'].name}.",
+        )
+    )
+    paths.update({f"dataflow_{k}": v for k, v in flow.items()})
+    paths.update(full)
+    return figures
+
+
 def generate(cdk_out: str | Path, reports: str | Path, *, diagram_required: bool = True) -> dict[str, Path]:
-    """Read the cloud assembly in cdk_out, write security-review.html/.md and the diagram into reports."""
+    """Read the cloud assembly in cdk_out, write security-review.html/.md and the diagrams into reports."""
     a = load(cdk_out)
     reports = Path(reports)
     reports.mkdir(parents=True, exist_ok=True)
-    figure = None
     paths: dict[str, Path] = {}
+    figures: list[Figure] = []
     try:
-        drawn = diagram.render(diagram.to_dot(a), reports)
-        paths.update(drawn)
-        figure = Figure(
-            drawn["svg"].name,
-            drawn["png"].name,
-            _inline_svg(drawn["svg"]),
-            "Architecture diagram generated from the templates",
-        )
+        figures = _figures(a, reports, paths)
     except diagram.GraphvizMissing:
         if diagram_required:
             raise
     generated = _generated_at(a)
-    sections = build(a, figure)
+    sections = build(a, figures)
     paths["html"] = reports / "security-review.html"
     paths["md"] = reports / "security-review.md"
     paths["html"].write_text(to_html(sections, generated), encoding="utf-8")

@@ -263,6 +263,32 @@ class CallingService:
     quota_per_day: int | None  # requests per day; None = no quota
 
 
+# The fleet store's ECPU budget per request (ElastiCache bills 1 ECPU per KB moved; scripts cost more vCPU time):
+# one read of the feature's targets, one evidence write per attempt, and a PT lease taken and given back.
+FLEET_READ_ECPU = 4
+FLEET_WRITE_ECPU = 2
+FLEET_LEASE_ECPU = 2
+FLEET_CACHE_NAME_MAX = 40  # ElastiCache serverless cache names and user ids: at most 40 characters
+
+
+def fleet_ecpu_per_request(max_attempts: int) -> int:
+    """ECPUs one request may spend on the fleet store: a read, an evidence write per attempt, two lease operations."""
+    return FLEET_READ_ECPU + FLEET_WRITE_ECPU * max_attempts + 2 * FLEET_LEASE_ECPU
+
+
+def fleet_cache_name(platform: str, region: str) -> str:
+    """The cell's ElastiCache serverless cache (and its IAM-authenticated user): `<platform>-fleet-<region>`."""
+    return f"{platform}-fleet-{region}"
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStoreSettings:
+    """`router.fleet_store`: the usage limits of each cell's ElastiCache Serverless (Valkey) fleet store."""
+
+    max_ecpu_per_second: int  # ElastiCache allows 1,000 - 15,000,000
+    max_data_storage_gb: int  # 1 - 5,000; the store holds a few KB per target
+
+
 @dataclass(frozen=True, slots=True)
 class RouterSettings:
     """The `router:` section: the API in front of the router Lambda and the Lambda itself (stacks/router.py)."""
@@ -279,6 +305,7 @@ class RouterSettings:
     reserved_concurrency: int = 20
     memory_mb: int = 1024
     appconfig_extension_layer_arns: Mapping[str, str] = field(default_factory=dict)
+    fleet_store: FleetStoreSettings = field(default_factory=lambda: FleetStoreSettings(7000, 1))
     configured: bool = False  # False when the platform file has no `router:` section
 
     def extension_layer_arn(self, source: str, region: str) -> str:
@@ -472,7 +499,7 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
         allow_purchase,
         cost_center,
         artifact_publishers=publishers,
-        router=_router(read, top.get("router"), regions, _longest_deadline_s(features)),
+        router=_router(read, top.get("router"), regions, features, name),
     )
     _check_concurrency(read, platform)
     return platform
@@ -862,9 +889,12 @@ _VPC_ENDPOINT = re.compile(r"^vpce-[0-9a-f]{8,17}$")
 ENDPOINT_TYPES = ("private", "regional")
 
 
-def _router(read: _Reader, value: object, regions: Mapping[str, Region], longest_deadline_s: int) -> RouterSettings:
-    """`longest_deadline_s`: the longest feature deadline of any cell; without an explicit router.api.rate_limit the
-    stage's rate is derived from the reserved concurrency by Little's law (concurrency / deadline)."""
+def _router(
+    read: _Reader, value: object, regions: Mapping[str, Region], features: Mapping[str, Feature], platform: str
+) -> RouterSettings:
+    """Without an explicit router.api.rate_limit the stage's rate is derived from the reserved concurrency by
+    Little's law (concurrency / the longest feature deadline of any cell)."""
+    longest_deadline_s = _longest_deadline_s(features)
     if value is None:
         return RouterSettings()
     key = "router"
@@ -872,7 +902,7 @@ def _router(read: _Reader, value: object, regions: Mapping[str, Region], longest
         value,
         key,
         ("allowed_callers", "appconfig_extension_layer_arns"),
-        ("api", "calling_services", "reserved_concurrency", "memory_mb"),
+        ("api", "calling_services", "reserved_concurrency", "memory_mb", "fleet_store"),
     )
     # Default: at least one request per second for the longest deadline (Little's law), and never under 20.
     default_concurrency = max(20, longest_deadline_s)
@@ -905,6 +935,15 @@ def _router(read: _Reader, value: object, regions: Mapping[str, Region], longest
         reserved_concurrency=concurrency,
         memory_mb=read.integer(data.get("memory_mb", 1024), f"{key}.memory_mb", 128, 10_240),
         appconfig_extension_layer_arns=_extension_layers(read, data["appconfig_extension_layer_arns"], regions),
+        fleet_store=_fleet_store(
+            read,
+            data.get("fleet_store") or {},
+            regions=regions,
+            features=features,
+            platform=platform,
+            rate=rate,
+            burst=burst,
+        ),
         configured=True,
     )
 
@@ -939,6 +978,37 @@ def _router_api(
                 ids, f"{vkey}.{region}", lambda v, k: read.string(v, k, _VPC_ENDPOINT, "VPC endpoint id (vpce-...)")
             )
     return endpoint_type, rate, burst, vpc_endpoints
+
+
+def _fleet_store(
+    read: _Reader, value: object, *, regions: Mapping[str, Region], features: Mapping[str, Feature], platform: str,
+    rate: int, burst: int,
+) -> FleetStoreSettings:  # fmt: skip
+    """Usage limits sized from the platform: by default the API's burst at the ECPU budget of the longest plan; a
+    configured maximum below the API's steady rate at that budget is refused (the store would throttle first)."""
+    key = "router.fleet_store"
+    data = read.fields(value, key, (), ("max_ecpu_per_second", "max_data_storage_gb"))
+    for region in sorted(regions):
+        name = fleet_cache_name(platform, region)
+        if len(name) > FLEET_CACHE_NAME_MAX:
+            raise read.fail(
+                "platform.name",
+                f"too long for the fleet store's cache name {name!r} (ElastiCache allows {FLEET_CACHE_NAME_MAX} "
+                "characters)",
+            )
+    per_request = fleet_ecpu_per_request(max((f.max_attempts for f in features.values()), default=1))
+    floor = rate * per_request
+    default = min(15_000_000, max(1_000, -(-burst * per_request // 1_000) * 1_000))
+    ecpu = read.integer(data.get("max_ecpu_per_second", default), f"{key}.max_ecpu_per_second", 1_000, 15_000_000)
+    if ecpu < floor:
+        raise read.fail(
+            f"{key}.max_ecpu_per_second",
+            f"{ecpu} is below what the API admits: router.api.rate_limit {rate} x {per_request} ECPUs per request "
+            f"(a read, {per_request - FLEET_READ_ECPU - 2 * FLEET_LEASE_ECPU} for evidence writes, two lease "
+            f"operations) = {floor}",
+        )
+    storage = read.integer(data.get("max_data_storage_gb", 1), f"{key}.max_data_storage_gb", 1, 5_000)
+    return FleetStoreSettings(ecpu, storage)
 
 
 def _calling_services(read: _Reader, value: object, rate: int, burst: int) -> dict[str, CallingService]:

@@ -15,12 +15,15 @@ construct built in `RouterStack.__init__` from the attributes of the ones before
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_cdk import aws_apigateway as apigw
 from constructs import Construct
 
 from stacks.cell import CellStack
+from stacks.constructs.fleet_store import FleetStore
 from stacks.constructs.health_table import HealthTable
 from stacks.constructs.monitoring import RouterMonitoring
 from stacks.constructs.router_api import RouterApi
@@ -43,161 +46,47 @@ FUNCTION_MARGIN_S = 3  # and the Lambda this much longer again (telemetry flush 
 
 # --- the routing table's JSON Schema (AppConfig validator, draft-04) -------------------------------------------
 
-_NAME = "^[A-Za-z0-9._:-]{1,128}$"
+
+# The router's package is importable once stacks.routing (imported above) has put ROUTER_ROOT on the path.
 
 
 def routing_table_schema() -> dict[str, Any]:
-    """JSON Schema (draft-04, what AppConfig validators speak) of the routing table, version 1.
+    """The routing table's JSON Schema, rendered from the router's loader (spillway/schema.py)."""
+    from spillway.schema import routing_table_schema as render  # noqa: PLC0415
 
-    It mirrors the structure documented in lambdas/router/spillway/config.py: keys, types, enums and bounds. The
-    cross-references (a feature's models and regions name existing targets) stay with the router's own loader, which
-    also validates every table at synth time (stacks/routing.py) and rejects a bad one at run time (last known good).
-    """
-    number = {"type": "number", "minimum": 0}
-    positive_int = {"type": "integer", "minimum": 1}
-    names = {"type": "array", "items": {"type": "string", "pattern": _NAME}, "uniqueItems": True}
-    capacity = {"type": "string", "enum": ["provisioned", "on_demand"]}
-    nonempty = {"type": "string", "minLength": 1}
-    breaker_keys = (
-        "error_rate", "slow_rate", "window_s", "min_requests", "consecutive_failures", "latency_ms", "ttft_ms",
-        "cooldown_s", "max_cooldown_s", "half_open_trickle", "ramp_steps", "ramp_successes", "capacity_cooldown_s",
-    )  # fmt: skip
-    breaker_props: dict[str, Any] = dict.fromkeys(breaker_keys, number)
-    breaker_props["ramp_steps"] = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}}
-    breaker_props["latency_ms"] = {"type": ["number", "null"], "minimum": 0}
-    breaker_props["ttft_ms"] = {"type": ["number", "null"], "minimum": 0}
-    target = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["model", "capacity", "region", "backend"],
-        "properties": {
-            "model": {"type": "string", "pattern": _NAME},
-            "capacity": capacity,
-            "region": {"type": "string", "pattern": _NAME},
-            "max_in_flight": positive_int,
-            "backend": {
-                "oneOf": [
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["kind", "model_id"],
-                        "properties": {"kind": {"enum": ["bedrock"]}, "model_id": {"type": "string", "minLength": 1}},
-                    },
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["kind", "endpoint_name"],
-                        "properties": {
-                            "kind": {"enum": ["sagemaker"]},
-                            "endpoint_name": {"type": "string", "minLength": 1},
-                        },
-                    },
-                ]
-            },
-        },
-    }
-    feature = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"],
-        "properties": {
-            "first_capacity": capacity,
-            "models": {**names, "minItems": 1},
-            "home_region": {"type": "string", "pattern": _NAME},
-            "failover_regions": names,
-            "order": {
-                "type": "array",
-                "items": {"enum": ["spill", "failover", "fallback"]},
-                "uniqueItems": True,
-            },
-            "deadline_ms": {"type": "number", "minimum": 1},
-            "attempt_timeout_ms": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["min", "max"],
-                "properties": {"min": number, "max": number},
-            },
-            "max_attempts": positive_int,
-            "fallback_on_context_overflow": {"type": "boolean"},
-            "breaker": {"type": "object", "additionalProperties": False, "properties": breaker_props},
-            "invoke_ids": {
-                "type": "object",
-                "patternProperties": {"^[A-Za-z0-9._:-]+/(provisioned|on_demand)/[A-Za-z0-9._:-]+$": nonempty},
-                "additionalProperties": False,
-            },
-        },
-    }
-    return {
-        "$schema": "http://json-schema.org/draft-04/schema#",
-        "title": "Spillway routing table, version 1 (lambdas/router/spillway/config.py)",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["version", "targets", "features"],
-        "properties": {
-            "version": {"enum": [1]},
-            "targets": {
-                "type": "object",
-                "minProperties": 1,
-                "additionalProperties": False,
-                "patternProperties": {"^[A-Za-z0-9._:-]+/(provisioned|on_demand)/[A-Za-z0-9._:-]+$": target},
-            },
-            "features": {
-                "type": "object",
-                "minProperties": 1,
-                "additionalProperties": False,
-                "patternProperties": {"^[A-Za-z0-9._-]{1,64}$": feature},
-            },
-            "limits": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"max_request_bytes": positive_int},
-            },
-        },
-    }
+    return render()
 
 
 def flags_schema() -> dict[str, Any]:
-    """JSON Schema (draft-04) of the flags profile: ``{"canary": {feature: {"model": name, "share": 0..1}}}``."""
-    return {
-        "$schema": "http://json-schema.org/draft-04/schema#",
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "canary": {
-                "type": "object",
-                "additionalProperties": False,
-                "patternProperties": {
-                    "^[A-Za-z0-9._-]{1,64}$": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["model", "share"],
-                        "properties": {
-                            "model": {"type": "string", "pattern": _NAME},
-                            "share": {"type": "number", "minimum": 0, "maximum": 1},
-                        },
-                    }
-                },
-            }
-        },
-    }
+    """The flags profile's JSON Schema, rendered from the router's flag parser (spillway/schema.py)."""
+    from spillway.schema import flags_schema as render  # noqa: PLC0415
+
+    return render()
 
 
 def converse_request_schema() -> apigw.JsonSchema:
-    """The API Gateway model of the converse body: its shape only; the handler validates the details."""
-    any_object = apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT)
-    return apigw.JsonSchema(
-        schema=apigw.JsonSchemaVersion.DRAFT4,
-        title="ConverseRequest",
-        type=apigw.JsonSchemaType.OBJECT,
-        required=["messages"],
-        additional_properties=False,
-        properties={
-            "messages": apigw.JsonSchema(type=apigw.JsonSchemaType.ARRAY, min_items=1, items=any_object),
-            "system": apigw.JsonSchema(type=apigw.JsonSchemaType.ARRAY, items=any_object),
-            "inferenceConfig": any_object,
-            "toolConfig": any_object,
-        },
-    )
+    """The API Gateway model of the converse body, rendered from the router's own contract (spillway.api): the
+    members and their types only; the handler validates the details."""
+    from spillway.api import gateway_request_schema  # noqa: PLC0415 (stacks.routing puts the router on the path)
+
+    return _api_gateway_schema(gateway_request_schema())
+
+
+def _api_gateway_schema(doc: Mapping[str, Any]) -> apigw.JsonSchema:
+    """A JSON Schema (draft 4) document as CDK's JsonSchema: camelCase keys to snake_case, nested schemas too."""
+    kwargs: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key == "$schema":
+            kwargs["schema"] = apigw.JsonSchemaVersion.DRAFT4
+        elif key == "type":
+            kwargs["type"] = apigw.JsonSchemaType[value.upper()]
+        elif key == "properties":
+            kwargs["properties"] = {name: _api_gateway_schema(member) for name, member in value.items()}
+        elif key == "items":
+            kwargs["items"] = _api_gateway_schema(value)
+        else:
+            kwargs[re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()] = value
+    return apigw.JsonSchema(**kwargs)
 
 
 # --- the stack -------------------------------------------------------------------------------------------------
@@ -250,6 +139,12 @@ class RouterStack(CellStack):
             rollback_alarm=self.monitoring.rollback_alarm, hosted_table=self.hosted_table,
             table_schema=routing_table_schema(), flags_schema=flags_schema(),
         )  # fmt: skip
+        # Fleet-wide breaker evidence and PT leases: the function gets its connect policy and environment.
+        self.fleet_store = FleetStore(
+            self, "FleetStore", platform=platform.name, account=platform.account, region=region,
+            settings=platform.router.fleet_store, vpc=network.vpc, subnets=network.vpc.isolated_subnets,
+            router_security_group=network.router_security_group,
+        )  # fmt: skip
         self.code_dir = stage_router_code(self.table)
         self.router_function = RouterFunction(
             self, "RouterFunction", platform=platform, region=region,
@@ -262,6 +157,7 @@ class RouterStack(CellStack):
             health_table_name=self.health.table_name, health_table_arn=self.health.table_arn, config=self.config,
             code_dir=self.code_dir, deps_dir=deps, extension_layer_arn=layer_arn,
             timeout_s=deadline_s + INTEGRATION_MARGIN_S + FUNCTION_MARGIN_S,
+            store_policies=[self.fleet_store.connect_policy], store_environment=self.fleet_store.environment,
         )  # fmt: skip
         self.function = self.router_function.function
         self.router_api = RouterApi(

@@ -2,7 +2,8 @@
 
 Routes (docs/openapi.json is generated from spillway/api.py, which these follow):
 
-- ``POST /v1/features/{feature}/converse``: a Converse request (messages, system, inferenceConfig, toolConfig);
+- ``POST /v1/features/{feature}/converse``: a Converse request (every ConverseRequest member but modelId and
+  promptVariables; spillway/api.py);
   answers Converse's response (output, stopReason, usage, metrics) with the headers ``x-spillway-target``
   (model/capacity/region), ``x-spillway-attempts``, ``x-spillway-route`` and ``x-spillway-request-id``.
 - ``GET /v1/features``: the features this deployment serves. ``GET /v1/health``: this instance's view of its
@@ -13,63 +14,44 @@ UnknownFeature / NotFound; 405 MethodNotAllowed; 413 PayloadTooLarge; 415 Unsupp
 (with Retry-After) or ConfigUnavailable; 504 DeadlineExceeded; 502 RouterError for anything unexpected. Never a
 500; never the caller's content in an error. Every error body is ``{"error": {"code", "message", "request_id"}}``.
 
-Environment variables:
+Settings: spillway/settings.py reads every environment variable once, when the router is built (at Lambda init),
+and refuses a bad value with an error naming it.
 
-- ``AWS_REGION``: this cell's region (set by Lambda).
-- ``SPILLWAY_APPCONFIG_APPLICATION``, ``SPILLWAY_APPCONFIG_ENVIRONMENT``, ``SPILLWAY_APPCONFIG_PROFILE``: where the
-  AppConfig extension finds the routing table. Unset: the bundled table only.
-- ``SPILLWAY_APPCONFIG_FLAGS_PROFILE``: optional profile of flags (canary), ``{"canary": {feature: {model, share}}}``.
-- ``SPILLWAY_APPCONFIG_URL``: the extension's base URL (default ``http://localhost:<AWS_APPCONFIG_EXTENSION_HTTP_PORT
-  or 2772>``); the local emulator's address in tests and demos.
-- ``SPILLWAY_CONFIG_TTL_S`` (default 5): the in-process config cache; a canary moves within about this long.
-- ``SPILLWAY_CONFIG_TIMEOUT_S`` (default 0.5): one fetch from the extension.
-- ``SPILLWAY_BUNDLED_TABLE``: the routing table bundled in the asset (default ``routing.json`` beside this file).
-- ``SPILLWAY_HEALTH_TABLE``: the DynamoDB table of shared breaker state. Unset: breakers stay local.
-- ``SPILLWAY_HEALTH_TABLE_ENDPOINT_URL``: a DynamoDB endpoint override (local testing only).
-- ``SPILLWAY_HEALTH_CACHE_TTL_S`` (default 2): how often an instance reads the shared breakers.
-- ``SPILLWAY_STORE_BACKOFF_S`` (default 5): how long the store stays quiet after a DynamoDB error.
-- ``SPILLWAY_ENDPOINT_URL_<REGION>`` (e.g. ``SPILLWAY_ENDPOINT_URL_US_EAST_1``) and ``SPILLWAY_ENDPOINT_URL``: model
-  runtime endpoint overrides (the local emulator). Unset in AWS.
-- ``SPILLWAY_DEADLINE_MARGIN_MS`` (default 500): kept back from the Lambda's remaining time to answer in. Keep the
-  Lambda timeout at or under API Gateway's integration timeout (29 s by default), so the router answers 504 itself.
-- ``AWS_LAMBDA_LOG_STREAM_NAME`` (set by Lambda): this instance's ``writer`` in the health table.
-- ``AWS_LAMBDA_FUNCTION_NAME`` (set by Lambda): when present, the router warms at init (routing table, runtime
-  clients, shared breakers) so the first request does not pay for it; ``SPILLWAY_WARM_AT_INIT=0`` turns that off.
-- ``POWERTOOLS_SERVICE_NAME`` (default spillway-router), ``POWERTOOLS_METRICS_NAMESPACE`` (default Spillway),
-  ``POWERTOOLS_LOG_LEVEL`` (default INFO), ``POWERTOOLS_TRACE_DISABLED``: Powertools' own settings.
-  ``POWERTOOLS_LOGGER_LOG_EVENT`` and ``POWERTOOLS_DEV`` are ignored on purpose: the event holds the prompt.
+This module is the composition root: it builds the router from the settings (a function per dependency) and
+adapts API Gateway events to the engine. Request validation lives in spillway/api.py, the informational bodies in
+spillway/views.py, metrics, logs and traces in spillway/telemetry.py.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
-from spillway import api, telemetry
+from spillway import api, telemetry, views
 from spillway.backend import Backend
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
+from spillway.capacity import InflightTracker
 from spillway.engine import Engine, RouteResult, Status
+from spillway.fleet import Fleet, TargetState
+from spillway.fleet_store import ValkeyFleetStore, iam_credentials
 from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
+from spillway.settings import Settings
 from spillway.store import HealthStore, default_client_factory
 from spillway.telemetry import logger, tracer
 
 JSON = "application/json"
-HERE = Path(__file__).resolve().parent
 
 
 class Router:
@@ -85,6 +67,8 @@ class Router:
         store: HealthStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         deadline_margin_ms: float = 500.0,
+        tracker: InflightTracker | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.source = source
         self.backends = dict(backends)
@@ -92,6 +76,8 @@ class Router:
         self.health = health if health is not None else HealthBoard()
         self.store = store
         self.clock = clock
+        self.tracker = tracker if tracker is not None else InflightTracker(clock)
+        self.fleet = fleet
         self.deadline_margin_ms = deadline_margin_ms
         self._engine: Engine | None = None
         self._generation = -1
@@ -104,7 +90,14 @@ class Router:
             return snapshot, None
         with self._lock:
             if self._engine is None:
-                self._engine = Engine(snapshot.table, self.backends, health=self.health, clock=self.clock)
+                self._engine = Engine(
+                    snapshot.table,
+                    self.backends,
+                    health=self.health,
+                    clock=self.clock,
+                    tracker=self.tracker,
+                    fleet=self.fleet,
+                )
             elif snapshot.generation != self._generation:
                 self._engine.update_table(snapshot.table)
             self._generation = snapshot.generation
@@ -128,7 +121,15 @@ class Router:
                 warm(target, budget)
                 warmed += 1
         self.sync_health(snapshot)
+        if self.fleet is not None:
+            self.fleet.warm(snapshot.table.targets.keys())
         return warmed
+
+    def store_status(self, snapshot: Snapshot | None = None) -> dict[str, Any]:
+        if self.fleet is not None:
+            targets = snapshot.table.targets.keys() if snapshot is not None and snapshot.table is not None else ()
+            return self.fleet.status(targets)
+        return self.store.status() if self.store is not None else {"enabled": False}
 
     def sync_health(self, snapshot: Snapshot) -> None:
         if self.store is not None and snapshot.table is not None:
@@ -139,52 +140,80 @@ _router: Router | None = None
 _router_lock = threading.Lock()
 
 
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
+def build_router(settings: Settings | None = None) -> Router:
+    """The router of this process, from `settings` (default: the environment, see spillway/settings.py)."""
+    settings = settings if settings is not None else Settings.from_environ()
+    health = HealthBoard()
+    tracker = InflightTracker(time.monotonic)
+    fleet = build_fleet(settings, health, tracker)
+    return Router(
+        routing_source(settings),
+        backends(settings),
+        region=settings.region,
+        health=health,
+        # With a fleet store, the fleet's shared state decides and the DynamoDB table is not used.
+        store=health_store(settings, health) if fleet is None else None,
+        deadline_margin_ms=settings.deadline_margin_ms,
+        tracker=tracker,
+        fleet=fleet,
+    )
 
 
-def build_router() -> Router:
-    """The router of this process, from the environment (see the module docstring)."""
-    env = os.environ
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    port = env.get("AWS_APPCONFIG_EXTENSION_HTTP_PORT", "2772")
-    source = RoutingSource(
-        application=env.get("SPILLWAY_APPCONFIG_APPLICATION"),
-        environment=env.get("SPILLWAY_APPCONFIG_ENVIRONMENT"),
-        profile=env.get("SPILLWAY_APPCONFIG_PROFILE"),
-        flags_profile=env.get("SPILLWAY_APPCONFIG_FLAGS_PROFILE"),
-        bundled_path=env.get("SPILLWAY_BUNDLED_TABLE") or HERE / "routing.json",
-        base_url=env.get("SPILLWAY_APPCONFIG_URL") or f"http://localhost:{port}",
-        ttl_s=_env_float("SPILLWAY_CONFIG_TTL_S", 5.0),
-        timeout_s=_env_float("SPILLWAY_CONFIG_TIMEOUT_S", 0.5),
+def routing_source(settings: Settings) -> RoutingSource:
+    return RoutingSource(
+        application=settings.appconfig_application,
+        environment=settings.appconfig_environment,
+        profile=settings.appconfig_profile,
+        flags_profile=settings.appconfig_flags_profile,
+        bundled_path=settings.bundled_table,
+        base_url=settings.appconfig_url,
+        ttl_s=settings.config_ttl_s,
+        timeout_s=settings.config_timeout_s,
         on_event=telemetry.config_event,
     )
-    pool = ClientPool()
-    health = HealthBoard()
-    store = None
-    table_name = env.get("SPILLWAY_HEALTH_TABLE")
-    if table_name:
-        store = HealthStore(
-            table_name,
-            health,
-            default_client_factory(region, env.get("SPILLWAY_HEALTH_TABLE_ENDPOINT_URL") or None),
-            cache_ttl_s=_env_float("SPILLWAY_HEALTH_CACHE_TTL_S", 2.0),
-            backoff_s=_env_float("SPILLWAY_STORE_BACKOFF_S", 5.0),
-            writer=env.get("AWS_LAMBDA_LOG_STREAM_NAME") or None,
-            on_error=telemetry.store_error,
-            on_write=telemetry.store_write,
-        )
-    return Router(
-        source,
-        {"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool)},
-        region=region,
-        health=health,
-        store=store,
-        deadline_margin_ms=_env_float("SPILLWAY_DEADLINE_MARGIN_MS", 500.0),
+
+
+def backends(settings: Settings) -> dict[str, Backend]:
+    pool = ClientPool(environ=settings.endpoint_urls)
+    return {"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool)}
+
+
+def health_store(settings: Settings, health: HealthBoard) -> HealthStore | None:
+    """The shared breaker table, when the settings name one; None keeps breakers local."""
+    if settings.health_table is None:
+        return None
+    return HealthStore(
+        settings.health_table,
+        health,
+        default_client_factory(settings.region, settings.health_table_endpoint_url),
+        cache_ttl_s=settings.health_cache_ttl_s,
+        backoff_s=settings.store_backoff_s,
+        writer=settings.writer,
+        on_error=telemetry.store_error,
+        on_write=telemetry.store_write,
     )
+
+
+def build_fleet(settings: Settings, health: HealthBoard, tracker: InflightTracker) -> Fleet | None:
+    """The fleet link from the SPILLWAY_FLEET_STORE_* settings (None when the URL is unset). No I/O here: the
+    connection opens on the first request (or at warm)."""
+    if settings.fleet_store_url is None:
+        return None
+    user, cache = settings.fleet_store_user, settings.fleet_store_cache
+    store = ValkeyFleetStore.from_url(
+        settings.fleet_store_url,
+        connect_timeout_s=settings.fleet_store_timeout_s,
+        read_timeout_s=settings.fleet_store_timeout_s,
+        backoff_s=settings.fleet_store_backoff_s,
+        credentials=iam_credentials(user_id=user, cache_name=cache, region=settings.region) if user and cache else None,
+        on_error=telemetry.store_error,
+    )
+    return Fleet(store, health, tracker, on_change=_fleet_change)
+
+
+def _fleet_change(target: str, change: str, before: TargetState) -> None:
+    """A fleet-wide breaker transition this environment decided (open, ramp, close): one log line."""
+    logger.info("fleet_breaker", extra={"target": target, "change": change, "epoch": before.epoch + 1})
 
 
 def get_router() -> Router:
@@ -196,12 +225,18 @@ def get_router() -> Router:
     return _router
 
 
-def warm_at_init(environ: Mapping[str, str] = os.environ) -> None:
-    """In Lambda (not in tests or local runs), warm the router while the instance initialises."""
-    if not environ.get("AWS_LAMBDA_FUNCTION_NAME") or environ.get("SPILLWAY_WARM_AT_INIT", "1") == "0":
+def init_in_lambda(environ: Mapping[str, str] | None = None) -> None:
+    """In Lambda (not in tests or local runs), build the router while the instance initialises, so a bad setting
+    fails the init with its name, and warm it (unless SPILLWAY_WARM_AT_INIT=0)."""
+    settings = Settings.from_environ(environ)
+    if not settings.in_lambda:
+        return
+    router = build_router(settings)
+    set_router(router)
+    if not settings.warm_at_init:
         return
     try:
-        get_router().warm()
+        router.warm()
     except Exception as exc:  # a cold first request is slower, never broken
         telemetry.unexpected("warm", exc)
 
@@ -214,55 +249,24 @@ def set_router(router: Router | None) -> None:
 
 # -- HTTP ---------------------------------------------------------------------------------------------------------
 
-
-class _PerThreadResolver(APIGatewayRestResolver):
-    """Powertools keeps the current event and context on a class attribute: right for Lambda, where an instance
-    serves one event at a time, wrong for the local endpoint, which calls this handler from many threads (one
-    caller could read another's body and get its answer). Each thread reads its own here."""
-
-    _calls = threading.local()
-
-    @property
-    def current_event(self) -> BaseProxyEvent:  # type: ignore[override]
-        event: BaseProxyEvent = self._calls.event
-        return event
-
-    @property
-    def lambda_context(self) -> Any:  # type: ignore[override]
-        return self._calls.context
-
-    @property
-    def context(self) -> dict[str, Any]:
-        """The resolver's per-request context (route arguments among it), per thread too."""
-        values: dict[str, Any] | None = getattr(self._calls, "values", None)
-        if values is None:
-            values = self._calls.values = {}
-        return values
-
-    @context.setter
-    def context(self, values: dict[str, Any]) -> None:
-        self._calls.values = values
-
-    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        self._calls.event = self._to_proxy_event(dict(event))
-        self._calls.context = context
-        try:
-            return super().resolve(event, context)
-        finally:
-            self._calls.event = self._calls.context = None
-
-
-app = _PerThreadResolver(debug=False)
+# Powertools keeps the current event on the resolver class: right for Lambda, where an environment serves one
+# invocation at a time; the local worlds call the handler the same way (one call at a time per environment).
+app = APIGatewayRestResolver(debug=False)
 
 
 def _request_id() -> str:
-    event = app.current_event
-    context = event.get("requestContext") or {}
-    rid = context.get("requestId") if isinstance(context, Mapping) else None
+    """This request's id, parsed once per invocation by :func:`lambda_handler` into the resolver's context."""
+    rid = app.context.get("request_id")
+    return rid if isinstance(rid, str) else str(uuid.uuid4())
+
+
+def request_id_of(event: Any, context: Any) -> str:
+    """API Gateway's request id, else the Lambda request id, else a fresh one."""
+    request_context = event.get("requestContext") if isinstance(event, Mapping) else None
+    rid = request_context.get("requestId") if isinstance(request_context, Mapping) else None
     if isinstance(rid, str) and rid:
         return rid
-    lambda_context = getattr(app, "lambda_context", None)
-    aws_id = getattr(lambda_context, "aws_request_id", None)
+    aws_id = getattr(context, "aws_request_id", None)
     return aws_id if isinstance(aws_id, str) and aws_id else str(uuid.uuid4())
 
 
@@ -294,6 +298,9 @@ def _route_headers(result: RouteResult) -> dict[str, str]:
     }
     if result.target is not None:
         headers["x-spillway-target"] = result.target
+    if result.store_round_trips:  # with a fleet store: what sharing cost this request
+        headers["x-spillway-store-round-trips"] = str(result.store_round_trips)
+        headers["x-spillway-store-ms"] = f"{result.store_ms:.3f}"
     return headers
 
 
@@ -358,7 +365,8 @@ def converse(feature: str) -> Response[str]:
     if result.status is Status.CLIENT_ERROR:
         code = result.code or api.BAD_REQUEST
         status = result.http_status if 400 <= result.http_status < 500 else 400
-        return _error(api.ApiError(status, code, api.MODEL_REJECTED), request_id, headers)
+        message = api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
+        return _error(api.ApiError(status, code, message), request_id, headers)
     if result.status is Status.DEADLINE:
         return _error(api.ApiError(504, api.DEADLINE_EXCEEDED), request_id, headers)
     retry = result.retry_after_s if result.retry_after_s is not None else 1
@@ -372,12 +380,7 @@ def list_features() -> Response[str]:
     telemetry.record_info()
     if snapshot.table is None:
         return _error(api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5), request_id)
-    features = [
-        api.public_feature(f, snapshot.canaries[name].to_dict() if name in snapshot.canaries else None)
-        for name, f in sorted(snapshot.table.features.items())
-        if CANARY_SUFFIX not in name
-    ]
-    return _json(200, {"features": features}, request_id)
+    return _json(200, views.features_body(snapshot), request_id)
 
 
 @app.get("/v1/health")
@@ -387,36 +390,13 @@ def health() -> Response[str]:
     snapshot, engine = router.current()
     telemetry.record_info()
     router.sync_health(snapshot)
-    board = router.health
-    now = board.clock()
-    targets = []
-    if snapshot.table is not None:
-        for tid in sorted(snapshot.table.targets):
-            state = board.state(tid)
-            record = board.record_of(tid)
-            targets.append(
-                {
-                    "id": tid,
-                    "state": state.value,
-                    "cooldown_remaining_s": round(max(0.0, record.cooldown_until - now), 3)
-                    if state.value == "open"
-                    else 0.0,
-                    "capacity_cooldown_remaining_s": round(max(0.0, record.capacity_until - now), 3),
-                    "trips": record.trips,
-                    "in_flight": engine.tracker.in_flight(tid) if engine is not None else 0,
-                }
-            )
-    body = {
-        "region": router.region,
-        "config": {
-            "source": snapshot.source,
-            "version": snapshot.version,
-            "flags_version": snapshot.flags_version,
-            "canaries": {name: c.to_dict() for name, c in snapshot.canaries.items()},
-        },
-        "store": router.store.status() if router.store is not None else {"enabled": False},
-        "targets": targets,
-    }
+    body = views.health_body(
+        region=router.region,
+        snapshot=snapshot,
+        board=router.health,
+        in_flight=engine.tracker.in_flight if engine is not None else lambda _: 0,
+        store_status=router.store_status(snapshot),
+    )
     return _json(200, body, request_id)
 
 
@@ -437,57 +417,68 @@ def not_found(_: NotFoundError) -> Response[str]:
 def unexpected(exc: Exception) -> Response[str]:
     telemetry.unexpected("route", exc)
     telemetry.record_rejected(None, 502, api.ROUTER_ERROR)
-    return _error(api.ApiError(502, api.ROUTER_ERROR), _safe_request_id())
+    return _error(api.ApiError(502, api.ROUTER_ERROR), _request_id())
 
 
-def _safe_request_id() -> str:
-    try:
-        return _request_id()
-    except Exception:
-        return str(uuid.uuid4())
-
-
-def _event_request_id(event: Any) -> str | None:
-    context = event.get("requestContext") if isinstance(event, Mapping) else None
-    rid = context.get("requestId") if isinstance(context, Mapping) else None
-    return rid if isinstance(rid, str) else None
-
-
-def _last_resort(event: Any) -> dict[str, Any]:
-    context = event.get("requestContext") if isinstance(event, Mapping) else None
-    rid = context.get("requestId") if isinstance(context, Mapping) else None
-    rid = rid if isinstance(rid, str) else str(uuid.uuid4())
-    body = json.dumps(api.error_body(api.ROUTER_ERROR, api.MESSAGES[api.ROUTER_ERROR], rid))
+def _last_resort(request_id: str) -> dict[str, Any]:
+    body = json.dumps(api.error_body(api.ROUTER_ERROR, api.MESSAGES[api.ROUTER_ERROR], request_id))
     return {
         "statusCode": 502,
-        "headers": {"Content-Type": JSON, "x-spillway-request-id": rid},
+        "headers": {"Content-Type": JSON, "x-spillway-request-id": request_id},
         "body": body,
         "isBase64Encoded": False,
     }
 
 
-@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @logger.inject_lambda_context(log_event=False, clear_state=True)
-def _instrumented(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def _instrumented(event: dict[str, Any], context: Any, request_id: str) -> dict[str, Any]:
     try:
-        # The correlation id is API Gateway's request id (Powertools' correlation_paths.API_GATEWAY_REST), read
-        # directly: a correlation_id_path would run a JMESPath search on every invocation.
-        logger.set_correlation_id(_event_request_id(event))
+        # The correlation id is the request id (Powertools' correlation_paths.API_GATEWAY_REST), parsed once: a
+        # correlation_id_path would run a JMESPath search on every invocation.
+        logger.set_correlation_id(request_id)
+        app.context["request_id"] = request_id
         return app.resolve(event, context)
     except Exception as exc:  # the resolver itself failed (a malformed event): still never a 500
         telemetry.unexpected("resolve", exc)
         telemetry.record_rejected(None, 502, api.ROUTER_ERROR)
-        return _last_resort(event)
+        return _last_resort(request_id)
+
+
+_cold = True
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The Lambda entry point. Capture of the response and of errors is off: both can carry text."""
-    try:
-        answer: dict[str, Any] = _instrumented(event, context)
-    except Exception as exc:  # the instrumentation itself failed: answer anyway
-        telemetry.unexpected("instrumentation", exc)
-        return _last_resort(event)
+    """The Lambda entry point, in one trace span (annotations only: no response, no error text)."""
+    global _cold  # noqa: PLW0603 (the first invocation of this instance)
+    with tracer.invocation() as span:
+        if span is not None:
+            span.annotate("ColdStart", _cold)
+            span.annotate("Service", telemetry.SERVICE)
+        _cold = False
+        request_id = request_id_of(event, context)
+        if not is_proxy_event(event):  # not a request API Gateway sent: nothing to route, still never a 500
+            telemetry.record_rejected(None, 502, api.ROUTER_ERROR)
+            answer = _last_resort(request_id)
+        else:
+            answer = _answer(event, context, request_id)
+        status = answer.get("statusCode")
+        if span is not None and isinstance(status, int):
+            span.http_status = status
     return answer
 
 
-warm_at_init()
+def is_proxy_event(event: Any) -> bool:
+    """The fields the resolver routes by, which API Gateway's proxy integration always sends."""
+    return isinstance(event, Mapping) and all(isinstance(event.get(k), str) for k in ("httpMethod", "path"))
+
+
+def _answer(event: dict[str, Any], context: Any, request_id: str) -> dict[str, Any]:
+    try:
+        answer: dict[str, Any] = _instrumented(event, context, request_id)
+    except Exception as exc:  # the instrumentation itself failed: answer anyway
+        telemetry.unexpected("instrumentation", exc)
+        answer = _last_resort(request_id)
+    return answer
+
+
+init_in_lambda()

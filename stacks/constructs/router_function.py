@@ -52,7 +52,8 @@ class RouterFunction(Concern):
         self, scope: Construct, construct_id: str, *, platform: Platform, region: str, network: FunctionNetwork,
         key: kms.IKey, invoke_policies: Sequence[iam.IManagedPolicy], failover_policy_names: Sequence[str],
         health_table_name: str, health_table_arn: str, config: RoutingConfig, code_dir: Path, deps_dir: Path,
-        extension_layer_arn: str, timeout_s: int,
+        extension_layer_arn: str, timeout_s: int, store_policies: Sequence[iam.IManagedPolicy] = (),
+        store_environment: Mapping[str, str] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(scope, construct_id)
         self.function_name = function_name(platform, region)
@@ -68,6 +69,8 @@ class RouterFunction(Concern):
             key=key, invoke_policies=invoke_policies, failover_policy_names=failover_policy_names,
             health_table_arn=health_table_arn, config=config,
         )  # fmt: skip
+        for policy in store_policies:  # the fleet store's connect grant (stacks/constructs/fleet_store.py)
+            self.role.add_managed_policy(policy)
         self.dependencies_layer = lambda_.LayerVersion(
             self,
             "Dependencies",
@@ -117,9 +120,9 @@ class RouterFunction(Concern):
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             code_signing_config=self.code_signing,
-            environment=dict(self._environment(health_table_name, config)),
+            environment={**self._environment(health_table_name, config), **(store_environment or {})},
         )
-        self.function.node.add_dependency(self.runtime_policy)
+        self.function.node.add_dependency(self.runtime_policy, *store_policies)
 
     @staticmethod
     def _environment(health_table_name: str, config: RoutingConfig) -> Mapping[str, str]:

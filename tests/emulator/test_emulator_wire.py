@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -239,3 +240,17 @@ def test_target_dict_round_trip() -> None:
         TargetSpec.from_dict({"region": "r", "kind": "bedrock", "id": "m", "bogus": 1})
     with pytest.raises(ValueError, match="bedrock"):
         TargetSpec.from_dict({"region": "r", "kind": "openai", "id": "m"})
+
+
+def test_each_target_records_the_bodies_it_received(client: ClientFactory, emu: Emulator) -> None:
+    image = bytes(range(256))
+    content = [{"image": {"format": "png", "source": {"bytes": image}}}]
+    client("bedrock-runtime").converse(modelId=PROFILE, messages=[{"role": "user", "content": content}])
+    client("sagemaker-runtime").invoke_endpoint(EndpointName=ENDPOINT, Body=chat_body("x"))
+    (received,) = emu.received(("us-east-1", "bedrock", PROFILE))
+    source = json.loads(received)["messages"][0]["content"][0]["image"]["source"]
+    assert base64.b64decode(source["bytes"]) == image  # boto3 encoded the raw bytes once
+    assert emu.received(("us-east-1", "sagemaker", ENDPOINT)) == [chat_body("x")]
+    assert emu.received(("us-east-1", "bedrock", PT_ARN)) == []
+    emu.reset_stats()
+    assert emu.received(("us-east-1", "bedrock", PROFILE)) == []

@@ -98,7 +98,8 @@ def test_reserved_concurrency_and_encrypted_environment(platform: Platform, rout
 
 
 def test_function_environment_names_its_own_resources(platform: Platform, routers: Mapping[str, Template]) -> None:
-    handler_doc = (ROUTER_ROOT / "handler.py").read_text(encoding="utf-8")
+    # The router reads its environment once, in spillway/settings.py, whose docstring lists every variable.
+    settings_doc = (ROUTER_ROOT / "spillway" / "settings.py").read_text(encoding="utf-8")
     for region, template in routers.items():
         env = _function(template)["Environment"]["Variables"]
         assert env["SPILLWAY_HEALTH_TABLE"] == f"{platform.name}-health"  # the network's DynamoDB naming rule
@@ -108,7 +109,7 @@ def test_function_environment_names_its_own_resources(platform: Platform, router
         assert f"/environments/{region}/configurations/{APPCONFIG_PROFILE}" in prefetch
         for name in env:
             if name.startswith("SPILLWAY_"):
-                assert f"``{name}``" in handler_doc, f"{name} is not read by the handler"
+                assert f"``{name}``" in settings_doc, f"{name} is not read by the router's settings"
 
 
 def test_function_layers_are_the_dependencies_and_the_appconfig_extension(
@@ -222,7 +223,11 @@ def test_private_api_resource_policy(platform: Platform, routers: Mapping[str, T
         assert vpce["PrivateDnsEnabled"] is True
         assert "execute-api" in json.dumps(vpce["ServiceName"])
         ingress = [r["Properties"] for r in resources_of(template, "AWS::EC2::SecurityGroupIngress").values()]
-        assert {r["CidrIp"] for r in ingress} <= {c.vpc_cidr for c in platform.regions.values()}
+        # CIDR rules (the execute-api endpoint's) stay inside the cells' VPCs; the others (the fleet store's) name a
+        # security group.
+        assert {r["CidrIp"] for r in ingress if "CidrIp" in r} <= {c.vpc_cidr for c in platform.regions.values()}
+        assert all("CidrIp" in r or "SourceSecurityGroupId" in r for r in ingress)
+        assert not any("CidrIpv6" in r for r in ingress)
 
 
 def test_stage_throttling_tracing_and_access_logs_without_bodies(
@@ -325,7 +330,9 @@ def test_one_global_health_table_with_a_cmk_replica_per_cell(
             assert key == {"Fn::GetAtt": [_logical_id(routers[owner], "AWS::KMS::Key", "RouterKey"), "Arn"]}
         else:  # the replica cell's own router key, by its deterministic alias
             assert key == f"arn:aws:kms:{region}:{platform.account}:alias/{platform.name}-router-{region}"
-            alias = _one(routers[region], "AWS::KMS::Alias")
+            alias = resources_of(routers[region], "AWS::KMS::Alias")[
+                _logical_id(routers[region], "AWS::KMS::Alias", "RouterKeyAlias")
+            ]["Properties"]
             assert alias["AliasName"] == f"alias/{platform.name}-router-{region}"
 
 

@@ -30,11 +30,20 @@ def test_round_trip_keeps_every_feature_and_target(region: str) -> None:
 
 
 def test_routing_knobs_reach_the_router() -> None:
-    table = parse_routing_table(render_routing_table(load_platform(EXAMPLE), "us-east-1"))
-    summarize = table.features["summarize-thread"]
-    assert (summarize.attempt_min_ms, summarize.attempt_max_ms) == (300, 8000)
-    assert summarize.breaker.ttft_ms == 2500
-    assert table.features["nightly-recap"].order == ("failover", "fallback")
+    """Each feature's routing knobs, as the platform file writes them, are what the router's loader reads."""
+    platform = load_platform(EXAMPLE)
+    written = {name: spec["routing"] for name, spec in yaml.safe_load(EXAMPLE.read_text())["features"].items()}
+    for region in platform.region_names:
+        table = parse_routing_table(render_routing_table(platform, region))
+        for name, feature in table.features.items():
+            knobs = written[name]
+            timeouts = knobs.get("attempt_timeout_ms")
+            if timeouts is not None:
+                assert (feature.attempt_min_ms, feature.attempt_max_ms) == (timeouts["min"], timeouts["max"])
+            for knob, value in knobs.get("breaker", {}).items():
+                assert getattr(feature.breaker, knob) == value, (name, knob)
+            if "order" in knobs:
+                assert feature.order == tuple(knobs["order"])
 
 
 def test_on_demand_first_feature_gets_no_provisioned_target() -> None:

@@ -18,13 +18,15 @@ def test_every_benchmark_runs_in_quick_mode_without_touching_results() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=480,
         check=False,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     benches = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
     for bench in benches:
         assert f"== {bench}" in run.stdout
-    for key in ("engine:", "failover:", "http_overhead_ratio", "spillover:"):
+    for key in ("engine:", "http_overhead_ratio", "fleet: one process, failover:", "fleet: done in"):
         assert key in run.stdout, key
+    for figure in ("failover_refused", "failover_blackholed", "brownout", "spillover", "recovery", "price of sharing"):
+        assert f"{figure}:" in run.stdout, figure
     assert results.read_bytes() == before  # --no-write leaves the recorded figures alone

@@ -58,10 +58,12 @@ def test_region_outage_fails_over_and_shares_the_open_breaker(world: LocalWorld)
     assert all(r.status == 200 for r in replies)
     assert all(r.target is not None and r.target.endswith("us-west-2") for r in replies)
     assert world.breaker_states()[PT_EAST] == "open"
-    # The trip reached DynamoDB (moto server) through the store's conditional write.
-    items = {i["pk"]["S"]: i for i in world.health_items()}
-    assert items[PT_EAST]["state"]["S"] == "open"
-    # Another instance (a fresh router) learns it from the table and never sends to the dead target.
+    # The trip went through the fleet store (redis-server here, SPILLWAY_FLEET_STORE_URL).
+    store = world.http.get_json("/v1/health")["store"]
+    assert store["kind"] == "valkey"
+    assert store["round_trips"] > 0
+    assert store["last_error"] is None
+    # Another environment (a fresh router) learns it from the fleet store and never sends to the dead target.
     world.new_router()
     reply = world.http.converse(FEATURE)
     assert reply.status == 200
@@ -124,17 +126,16 @@ def test_invalid_rollout_is_ignored(world: LocalWorld) -> None:
     assert (reply.status, reply.target) == (200, PT_EAST)
 
 
-def test_dynamodb_unreachable_routing_goes_on(world: LocalWorld) -> None:
-    world.dynamodb_down()
+def test_fleet_store_unreachable_routing_goes_on(world: LocalWorld) -> None:
+    assert world.redis is not None
+    world.redis.down()
     try:
         replies = [world.http.converse(FEATURE) for _ in range(5)]
         assert all(r.status == 200 for r in replies)
-        time.sleep(world.health_cache_ttl_s + 0.05)
-        world.http.converse(FEATURE)
         store = world.http.get_json("/v1/health")["store"]
         assert store["last_error"] is not None
     finally:
-        world.dynamodb_up()
+        world.redis.up()
 
 
 def test_bad_requests_answer_documented_errors(world: LocalWorld) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import botocore.session  # type: ignore[import-untyped]
 import pytest
 
-# Before anything imports Powertools: no X-Ray, fake credentials, a fixed region.
-os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+# Before anything imports Powertools: fake credentials, a fixed region.
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Spillway")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "spillway-router")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -21,6 +23,7 @@ os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import handler
+from emulator import Emulator, TargetSpec
 from spillway.backend import BackendReply, Usage
 from spillway.config import Target
 from spillway.errors import BackendError
@@ -28,8 +31,11 @@ from spillway.health import HealthBoard
 from spillway.routing_source import RoutingSource
 from stacks.platform import load_platform
 from stacks.routing import render_routing_table
+from tests.fakes import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
+# What a fake runtime client needs of a real one: the service model the Bedrock backend walks (client.meta).
+BEDROCK_META = SimpleNamespace(service_model=botocore.session.get_session().get_service_model("bedrock-runtime"))
 PLATFORM = ROOT / "config" / "platform.yaml"
 
 
@@ -52,17 +58,6 @@ def rendered_table(region: str = "us-east-1") -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def table_doc() -> dict[str, Any]:
     return rendered_table()
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 Script = Callable[[Target, Mapping[str, Any], float], BackendReply]
@@ -230,7 +225,7 @@ class Harness:
         return 200, json.dumps(self.doc).encode(), "7"
 
     def call(self, event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
-        return self.handler.lambda_handler(event, context or LambdaContext())  # type: ignore[no-any-return]
+        return self.handler.lambda_handler(event, context or LambdaContext())
 
     def converse(self, feature: str = "summarize-thread", body: Any = None, **kw: Any) -> dict[str, Any]:
         path = f"/v1/features/{feature}/converse"
@@ -244,6 +239,47 @@ def harness(table_doc: dict[str, Any]) -> Iterator[Harness]:
     h.handler.set_router(None)
 
 
+TRACE_ROOT = "1-67a1b2c3-0123456789abcdef01234567"
+TRACE_PARENT = "53995c3f42cd8ad8"
+
+
+class XRayDaemon:
+    """A UDP socket on loopback where the router's spans arrive, as Lambda's X-Ray daemon would receive them."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.raw: list[bytes] = []
+
+    def received(self) -> list[bytes]:
+        """Every datagram sent so far (UDP on loopback: a sent datagram is already queued here)."""
+        while True:
+            try:
+                self.raw.append(self.sock.recv(65535))
+            except BlockingIOError:
+                return self.raw
+
+    def documents(self) -> list[dict[str, Any]]:
+        docs = []
+        for datagram in self.received():
+            header_line, _, document = datagram.partition(b"\n")
+            assert json.loads(header_line) == {"format": "json", "version": 1}
+            docs.append(json.loads(document))
+        return docs
+
+
+@pytest.fixture
+def xray(monkeypatch: pytest.MonkeyPatch) -> Iterator[XRayDaemon]:
+    """Lambda's tracing environment for a sampled invocation: the trace header and the daemon's address."""
+    daemon = XRayDaemon()
+    monkeypatch.setenv("AWS_XRAY_DAEMON_ADDRESS", daemon.address)
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", f"Root={TRACE_ROOT};Parent={TRACE_PARENT};Sampled=1")
+    yield daemon
+    daemon.sock.close()
+
+
 def body_of(response: Mapping[str, Any]) -> Any:
     return json.loads(response["body"])
 
@@ -255,3 +291,33 @@ def header(response: Mapping[str, Any], name: str) -> str | None:
         return str(headers[name.lower()])
     values = multi.get(name.lower())
     return str(values[0]) if values else None
+
+
+# -- the router as deployed, against the loopback emulator ---------------------------------------------------
+
+APP, ENV, PROFILE = "spillway", "us-east-1", "routing"
+
+
+def _specs(table: dict[str, Any]) -> list[TargetSpec]:
+    specs = {}
+    for target in table["targets"].values():
+        backend = target["backend"]
+        kind = backend["kind"]
+        wire_id = backend.get("model_id") or backend["endpoint_name"]
+        specs[(target["region"], kind, wire_id)] = TargetSpec(target["region"], kind, wire_id, echo=True)
+    return list(specs.values())
+
+
+@pytest.fixture
+def emulated(table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    with Emulator(_specs(table_doc)) as emu:
+        emu.set_configuration(APP, ENV, PROFILE, table_doc)
+        for region, url in emu.endpoint_urls().items():
+            monkeypatch.setenv("SPILLWAY_ENDPOINT_URL_" + region.upper().replace("-", "_"), url)
+        monkeypatch.setenv("SPILLWAY_APPCONFIG_URL", emu.appconfig_url)
+        monkeypatch.setenv("SPILLWAY_APPCONFIG_APPLICATION", APP)
+        monkeypatch.setenv("SPILLWAY_APPCONFIG_ENVIRONMENT", ENV)
+        monkeypatch.setenv("SPILLWAY_APPCONFIG_PROFILE", PROFILE)
+        handler.set_router(None)
+        yield emu
+        handler.set_router(None)

@@ -17,6 +17,7 @@ from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend, from_chat, to_chat
 from spillway.config import BedrockRef, SageMakerRef, Target
 from spillway.errors import BackendError, ErrorClass
+from tests.router.conftest import BEDROCK_META
 
 PT_ARN = "arn:aws:bedrock:us-east-1:111122223333:provisioned-model/sonnetuse1pt01"
 BEDROCK_TARGET = Target("claude-sonnet/provisioned/us-east-1", "claude-sonnet", "provisioned", "us-east-1",
@@ -167,6 +168,8 @@ def test_context_window_overflow_is_a_client_error_that_may_fall_back(pool: Stub
 
 
 class _RaisingClient:
+    meta = BEDROCK_META
+
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
@@ -193,6 +196,8 @@ def test_transport_errors_are_unavailable(exc: BaseException, code: str) -> None
 
 
 class _AnswerClient:
+    meta = BEDROCK_META
+
     def __init__(self, answer: Any) -> None:
         self.answer = answer
 

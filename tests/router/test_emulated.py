@@ -3,43 +3,14 @@ extension stand-in, everything built from the environment as in Lambda."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 import handler
-from emulator import Emulator, Fault, TargetSpec
+from emulator import Emulator, Fault
 from tests.router.conftest import LambdaContext, api_event, body_of, converse_body, header
 
-APP, ENV, PROFILE = "spillway", "us-east-1", "routing"
 PT = "claude-sonnet/provisioned/us-east-1"
 OD = "claude-sonnet/on_demand/us-east-1"
-
-
-def _specs(table: dict[str, Any]) -> list[TargetSpec]:
-    specs = {}
-    for target in table["targets"].values():
-        backend = target["backend"]
-        kind = backend["kind"]
-        wire_id = backend.get("model_id") or backend["endpoint_name"]
-        specs[(target["region"], kind, wire_id)] = TargetSpec(target["region"], kind, wire_id, echo=True)
-    return list(specs.values())
-
-
-@pytest.fixture
-def emulated(table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with Emulator(_specs(table_doc)) as emu:
-        emu.set_configuration(APP, ENV, PROFILE, table_doc)
-        for region, url in emu.endpoint_urls().items():
-            monkeypatch.setenv("SPILLWAY_ENDPOINT_URL_" + region.upper().replace("-", "_"), url)
-        monkeypatch.setenv("SPILLWAY_APPCONFIG_URL", emu.appconfig_url)
-        monkeypatch.setenv("SPILLWAY_APPCONFIG_APPLICATION", APP)
-        monkeypatch.setenv("SPILLWAY_APPCONFIG_ENVIRONMENT", ENV)
-        monkeypatch.setenv("SPILLWAY_APPCONFIG_PROFILE", PROFILE)
-        handler.set_router(None)
-        yield emu
-        handler.set_router(None)
 
 
 def _call(feature: str, text: str = "hello emulator", **kw: Any) -> dict[str, Any]:

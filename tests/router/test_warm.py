@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
+from handler import Router
 from spillway.backends import ClientPool, tier_for
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
+from spillway.settings import Settings, SettingsError
 from tests.router.conftest import Harness
 
 
@@ -60,17 +62,36 @@ def test_warm_builds_each_first_attempt_client_once(table_doc: dict[str, Any]) -
         ({"AWS_LAMBDA_FUNCTION_NAME": "spillway-router", "SPILLWAY_WARM_AT_INIT": "0"}, False),
     ],
 )
-def test_warm_at_init_only_in_lambda(table_doc: dict[str, Any], environ: dict[str, str], warms: bool) -> None:
+def test_warm_at_init_only_in_lambda(
+    table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], warms: bool
+) -> None:
     h, maker, _ = _wired(table_doc)
+    built: list[Settings] = []
+
+    def build(settings: Settings) -> Router:
+        built.append(settings)
+        return h.router
+
+    monkeypatch.setattr(h.handler, "build_router", build)
     try:
-        h.handler.warm_at_init(environ)
+        h.handler.set_router(None)
+        h.handler.init_in_lambda(environ)
         assert bool(maker.built) is warms
+        # In Lambda the router is built at init, warmed or not; elsewhere on the first request.
+        assert len(built) == ("AWS_LAMBDA_FUNCTION_NAME" in environ)
     finally:
         h.handler.set_router(None)
 
 
-def test_warm_failure_never_breaks_init(table_doc: dict[str, Any]) -> None:
+def test_a_bad_setting_fails_the_init_naming_it(table_doc: dict[str, Any]) -> None:
+    environ = {"AWS_LAMBDA_FUNCTION_NAME": "spillway-router", "SPILLWAY_DEADLINE_MARGIN_MS": "half a second"}
+    with pytest.raises(SettingsError, match="SPILLWAY_DEADLINE_MARGIN_MS='half a second': not a number"):
+        Harness(table_doc).handler.init_in_lambda(environ)
+
+
+def test_warm_failure_never_breaks_init(table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(table_doc)
+    monkeypatch.setattr(h.handler, "build_router", lambda settings: h.router)
 
     def broken(service: str, region: str, config: Any) -> object:
         raise RuntimeError("no credentials yet")
@@ -78,7 +99,7 @@ def test_warm_failure_never_breaks_init(table_doc: dict[str, Any]) -> None:
     pool = ClientPool(broken)
     h.router.backends.update({"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool)})
     try:
-        h.handler.warm_at_init({"AWS_LAMBDA_FUNCTION_NAME": "spillway-router"})  # must not raise
+        h.handler.init_in_lambda({"AWS_LAMBDA_FUNCTION_NAME": "spillway-router"})  # must not raise
         assert h.converse()["statusCode"] in (503, 504)  # requests meet the failure and answer cleanly
     finally:
         h.handler.set_router(None)

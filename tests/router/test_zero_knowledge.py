@@ -2,8 +2,9 @@
 
 The real backends run (Bedrock and SageMaker, with clients whose services answer or fail with messages that quote
 the canary, as real services do). Everything the process emits is captured: stdout and stderr (Powertools Logger
-and EMF metrics), every Python log record at DEBUG, and each value handed to the tracer. The canary may appear in
-one place only: the body of a successful answer, which is the caller's own completion.
+and EMF metrics), every Python log record at DEBUG, and every trace document the router sends to the X-Ray daemon
+(a UDP socket on loopback). The canary may appear in one place only: the body of a successful answer, which is the
+caller's own completion.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from spillway import telemetry
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
-from tests.router.conftest import Harness, api_event
+from tests.router.conftest import BEDROCK_META, Harness, XRayDaemon, api_event
 
 CANARY = "ZKCANARY-51e9b7"
 
@@ -32,6 +33,8 @@ def _canary(where: str) -> str:
 
 class FakeRuntime:
     """Stands in for a bedrock-runtime / sagemaker-runtime client: `behave(params)` answers or raises."""
+
+    meta = BEDROCK_META
 
     def __init__(self, behave: Callable[[dict[str, Any]], Any]) -> None:
         self.behave = behave
@@ -145,17 +148,6 @@ def _request(where: str) -> dict[str, Any]:
     }
 
 
-class Tracer:
-    def __init__(self) -> None:
-        self.values: list[Any] = []
-
-    def put_annotation(self, key: str, value: Any) -> None:
-        self.values.append((key, value))
-
-    def put_metadata(self, key: str, value: Any, namespace: str | None = None) -> None:
-        self.values.append((key, value, namespace))
-
-
 CASES: list[tuple[str, str, Any, int]] = [
     # (name, feature, backend behaviour or a request mutation, expected status)
     ("served", "summarize-thread", _echo, 200),
@@ -178,7 +170,7 @@ def test_routed_paths_leak_nothing(
     zk: tuple[Harness, list[Any]],
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    xray: XRayDaemon,
     name: str,
     feature: str,
     behave: Any,
@@ -186,19 +178,18 @@ def test_routed_paths_leak_nothing(
 ) -> None:
     h, behaviour = zk
     behaviour[0] = behave
-    tracer = Tracer()
-    monkeypatch.setattr(telemetry.tracer, "put_annotation", tracer.put_annotation)
-    monkeypatch.setattr(telemetry.tracer, "put_metadata", tracer.put_metadata)
     caplog.set_level(logging.DEBUG)
     responses = [h.converse(feature, body=_request(f"{name}{i}"), request_id=f"zk-{name}-{i}") for i in range(4)]
     responses.append(h.call(api_event("GET", "/v1/health", content_type=None)))
     assert responses[0]["statusCode"] == status
     out, err = capsys.readouterr()
     out += h.logs.getvalue()  # type: ignore[attr-defined]
-    emitted = out + err + caplog.text + repr([r.__dict__ for r in caplog.records]) + repr(tracer.values)
+    traces = b"".join(xray.received()).decode()
+    emitted = out + err + caplog.text + repr([r.__dict__ for r in caplog.records]) + traces
     assert '"_aws"' in out, "metrics were captured"
     assert '"routed"' in out, "log lines were captured"
-    assert tracer.values, "trace annotations were captured"
+    spans = xray.documents()
+    assert [doc["annotations"].get("feature") for doc in spans] == [feature] * 4 + [None], "spans were captured"
     assert CANARY not in emitted
     for response in responses:
         headers = json.dumps(response.get("headers")) + json.dumps(response.get("multiValueHeaders"))
@@ -227,6 +218,7 @@ def test_rejected_requests_leak_nothing(
     zk: tuple[Harness, list[Any]],
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
+    xray: XRayDaemon,
     name: str,
     spec: dict[str, Any],
     status: int,
@@ -241,7 +233,8 @@ def test_rejected_requests_leak_nothing(
     out, err = capsys.readouterr()
     out += h.logs.getvalue()  # type: ignore[attr-defined]
     assert '"_aws"' in out
-    assert CANARY not in out + err + caplog.text
+    assert [doc["http"]["response"]["status"] for doc in xray.documents()] == [status], "the span was captured"
+    assert CANARY not in out + err + caplog.text + b"".join(xray.received()).decode()
     assert CANARY not in response["body"]
     assert CANARY not in json.dumps(response.get("multiValueHeaders"))
     assert h.bedrock.calls == []
@@ -252,6 +245,7 @@ def test_unexpected_router_failure_leaks_nothing(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    xray: XRayDaemon,
 ) -> None:
     h, _ = zk
     caplog.set_level(logging.DEBUG)
@@ -265,7 +259,8 @@ def test_unexpected_router_failure_leaks_nothing(
     out, err = capsys.readouterr()
     out += h.logs.getvalue()  # type: ignore[attr-defined]
     assert '"exception_type":"ValueError"' in out
-    assert CANARY not in out + err + caplog.text + response["body"]
+    assert [doc.get("fault") for doc in xray.documents()] == [True], "the span was captured"
+    assert CANARY not in out + err + caplog.text + response["body"] + b"".join(xray.received()).decode()
 
 
 def test_breaker_and_store_telemetry_leak_nothing(

@@ -4,8 +4,12 @@ Standard library only; the handler (Powertools) maps these to responses. Validat
 and answers in a fixed vocabulary: an error message names a JSON path made of known keys and list indices only,
 never a value or a key the caller invented, so no error ever echoes the caller's content.
 
-The request is Bedrock's Converse request without ``modelId`` (the router picks the model): ``messages``
-(required), ``system``, ``inferenceConfig`` and ``toolConfig`` (optional, passed through to the backend).
+The request is Bedrock's ConverseRequest (the shape of the botocore the router ships) without ``modelId`` (the router
+picks the model) and ``promptVariables`` (the router takes no prompt ARNs): every other member is passed through to
+the backend unchanged. ``messages``, ``system``, ``inferenceConfig`` and ``toolConfig`` are checked here in depth;
+the others by type here and in full by botocore's parameter validation in the backend (a client error, answered at
+once). Binary members (image, document, video and audio bytes, ``reasoningContent.redactedContent``) are base64
+strings in this JSON body, as on Bedrock's own wire; the Bedrock backend decodes them by walking botocore's shape.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from .errors import INVALID_BASE64
+
 API_TITLE = "Spillway router"
 API_VERSION = "1.0.0"
 
@@ -24,8 +30,30 @@ CONVERSE_PATH = "/v1/features/<feature>/converse"
 FEATURES_PATH = "/v1/features"
 HEALTH_PATH = "/v1/health"
 
-REQUEST_FIELDS = ("messages", "system", "inferenceConfig", "toolConfig")
-ROLES = ("user", "assistant")
+# The ConverseRequest members (botocore 1.44.5) a caller may send, with the JSON type of each: every member of the
+# installed model is either here or in REFUSED_FIELDS (tests/router/test_openapi.py walks the model).
+REQUEST_MEMBERS: dict[str, str] = {
+    "messages": "array",
+    "system": "array",
+    "inferenceConfig": "object",
+    "toolConfig": "object",
+    "guardrailConfig": "object",
+    "additionalModelRequestFields": "object",
+    "additionalModelResponseFieldPaths": "array",
+    "requestMetadata": "object",
+    "performanceConfig": "object",
+    "serviceTier": "object",
+    "outputConfig": "object",
+}
+REQUEST_FIELDS = tuple(REQUEST_MEMBERS)
+# Members the router refuses, and why (the message names the member only, never what the caller sent).
+REFUSED_FIELDS: dict[str, str] = {
+    "modelId": "is the router's to decide (the feature's policy picks model, capacity and region): leave it out",
+    "promptVariables": (
+        "fills a Bedrock prompt-management prompt, and the router takes no prompt ARNs as a model: leave it out"
+    ),
+}
+ROLES = ("user", "assistant", "system")  # ConversationRole's enum (a test compares it with botocore)
 # Members of bedrock-runtime's ContentBlock / SystemContentBlock shapes (botocore 1.44.5); a test compares them
 # with the installed botocore model so an upgrade that adds a block type is noticed.
 CONTENT_BLOCKS = (
@@ -76,6 +104,7 @@ MESSAGES = {
     DEADLINE_EXCEEDED: "the request's deadline was spent before a model answered",
     CONFIG_UNAVAILABLE: "the router has no valid routing configuration",
     ROUTER_ERROR: "the router failed unexpectedly; the request may be retried",
+    INVALID_BASE64: "a binary member (bytes, redactedContent) is not valid base64",
 }
 MODEL_REJECTED = "the model rejected the request (see the error code); its message is withheld"
 
@@ -117,7 +146,9 @@ def validate_request(body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
         _bad("$", "the body must be a JSON object")
     for key in body:
-        if key not in REQUEST_FIELDS:
+        if key in REFUSED_FIELDS:
+            _bad(key, REFUSED_FIELDS[key])
+        if key not in REQUEST_MEMBERS:
             _bad("$", f"the body has a field this API does not accept; the fields are {', '.join(REQUEST_FIELDS)}")
     if "messages" not in body:
         _bad("messages", "is required")
@@ -128,7 +159,17 @@ def validate_request(body: object) -> dict[str, Any]:
         _inference(body["inferenceConfig"])
     if "toolConfig" in body:
         _tool_config(body["toolConfig"])
+    for key, json_type in REQUEST_MEMBERS.items():  # the rest by type here, in full by botocore in the backend
+        if key in body:
+            _typed(body[key], key, json_type)
     return {key: body[key] for key in REQUEST_FIELDS if key in body}
+
+
+def _typed(raw: object, path: str, json_type: str) -> None:
+    if json_type == "object" and not isinstance(raw, dict):
+        _bad(path, "must be an object")
+    if json_type == "array" and not isinstance(raw, list):
+        _bad(path, "must be a list")
 
 
 def _messages(raw: object) -> None:
@@ -143,7 +184,7 @@ def _messages(raw: object) -> None:
         if set(message) - {"role", "content"}:
             _bad(path, "a message has only the fields role and content")
         if message.get("role") not in ROLES:
-            _bad(f"{path}.role", "must be 'user' or 'assistant'")
+            _bad(f"{path}.role", f"must be one of: {', '.join(ROLES)}")
         if "content" not in message:
             _bad(f"{path}.content", "is required")
         _blocks(message["content"], f"{path}.content", CONTENT_BLOCKS, nonempty=True)
@@ -251,6 +292,7 @@ _ROUTE_HEADERS = {
     },
     **_ERROR_HEADERS,
 }
+_ROUTED_ERRORS = (400, 503, 504)
 _STATUS_TEXT = {
     200: "OK",
     400: "Malformed or invalid body, or the model rejected the request (its error code kept, message withheld)",
@@ -261,6 +303,34 @@ _STATUS_TEXT = {
     503: "No capacity left, or no routing configuration; see Retry-After",
     504: "The deadline was spent",
 }
+
+
+_CHECKED_IN_DEPTH = ("messages", "system", "inferenceConfig", "toolConfig")
+
+
+def _passed_through(json_type: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": json_type, "description": "Converse's member of this name, passed through"}
+    if json_type == "object":
+        schema["additionalProperties"] = True
+    return schema
+
+
+def gateway_request_schema() -> dict[str, Any]:
+    """The body's shape for API Gateway's request validator (JSON Schema draft 4): the members and their types.
+
+    The refused members are let through so that the handler can say why they are refused; the handler checks the
+    details (the gateway's own answer is one fixed message)."""
+    properties: dict[str, Any] = {name: {"type": json_type} for name, json_type in REQUEST_MEMBERS.items()}
+    properties["messages"]["minItems"] = 1
+    properties.update({name: {} for name in REFUSED_FIELDS})
+    return {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "title": "ConverseRequest",
+        "type": "object",
+        "required": ["messages"],
+        "additionalProperties": False,
+        "properties": properties,
+    }
 
 
 def _schemas() -> dict[str, Any]:
@@ -326,6 +396,11 @@ def _schemas() -> dict[str, Any]:
                 "system": {"type": "array", "items": {"$ref": _REF + "SystemContentBlock"}},
                 "inferenceConfig": {"$ref": _REF + "InferenceConfiguration"},
                 "toolConfig": {"$ref": _REF + "ToolConfiguration"},
+                **{
+                    name: _passed_through(json_type)
+                    for name, json_type in REQUEST_MEMBERS.items()
+                    if name not in _CHECKED_IN_DEPTH
+                },
             },
         },
         "ConverseResponse": {
@@ -450,7 +525,9 @@ def openapi_document() -> dict[str, Any]:
                     "content": {"application/json": {"schema": {"$ref": _REF + ok_schema[route.operation_id]}}},
                 }
                 continue
-            headers = dict(_ERROR_HEADERS)
+            # A converse answer after routing (a model's 400, no capacity, the deadline) says where it went too.
+            routed = route.operation_id == "converse" and status in _ROUTED_ERRORS
+            headers = dict(_ROUTE_HEADERS if routed else _ERROR_HEADERS)
             if status == 503:
                 headers["Retry-After"] = {"description": "seconds, 1 to 60", "schema": {"type": "integer"}}
             responses[str(status)] = {

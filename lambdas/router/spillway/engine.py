@@ -9,6 +9,9 @@ admitting an attempt and judging it (even an exception), its breaker ticket and 
 A request whose every sent attempt was throttled answers 503 with Retry-After, even when the deadline ran out: a
 throttle never reaches the caller as something it cannot back off from.
 
+With a fleet (spillway.fleet), breakers and provisioned occupancy are decided on the fleet's shared state instead:
+read once before planning, reported after each attempt, each request through its own RequestHealth.
+
 Thread-safe: per-request state lives on the stack; shared state (breakers, requests in flight) has its own locks.
 Zero knowledge: the request is handed to backends and nothing else; the response is excluded from reprs; the
 trace holds target ids, classes, codes and timings only.
@@ -19,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -27,6 +30,7 @@ from .backend import Backend, BackendReply, Usage
 from .capacity import InflightTracker
 from .config import Feature, RoutingTable, Target
 from .errors import BackendError, ErrorClass, from_exception
+from .fleet import Fleet, LocalHealth, RequestHealth
 from .health import Admission, Clock, HealthBoard, Ticket, Verdict
 from .policy import Plan, Planner, PlanStep, StepKind
 
@@ -82,6 +86,8 @@ class RouteResult:
     fell_back: bool = False  # served by a model after the first of the hierarchy
     failed_over: bool = False  # served outside the home region
     predicted_spill: bool = False  # some provisioned target was skipped as full before sending
+    store_round_trips: int = 0  # round trips to the fleet store this request made (0 without a store)
+    store_ms: float = 0.0  # the time they took
 
     @property
     def attempts_sent(self) -> int:
@@ -111,14 +117,19 @@ class Engine:
         health: HealthBoard | None = None,
         clock: Clock = time.monotonic,
         tracker: InflightTracker | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         """`backends` maps a backend kind ("bedrock", "sagemaker") to its implementation. `clock` measures the
-        deadline and latencies (seconds); the health board keeps its own clock (epoch seconds, shareable)."""
+        deadline and latencies (seconds); the health board keeps its own clock (epoch seconds, shareable).
+        `fleet`: decide breakers and provisioned occupancy on the fleet's shared state (spillway.fleet); its
+        board and tracker are the fallback and must be this engine's."""
         self._planner = Planner(table)
         self._backends = dict(backends)
         self.health = health if health is not None else HealthBoard()
         self._clock = clock
         self.tracker = tracker if tracker is not None else InflightTracker(clock)
+        self.fleet = fleet
+        self._local = LocalHealth(self.health, self.tracker)
 
     @property
     def table(self) -> RoutingTable:
@@ -133,18 +144,47 @@ class Engine:
 
     def handle(self, feature: str, request: Mapping[str, Any], *, deadline_ms: float | None = None) -> RouteResult:
         """Serve one request for `feature`. `deadline_ms` can only shorten the feature's deadline (e.g. to the
-        Lambda's remaining time). Never raises for a backend's failure."""
-        clock = self._clock
-        start = clock()
+        Lambda's remaining time). Never raises for a backend's failure. With a fleet, the request's store writes
+        are all made before this returns."""
+        start = self._clock()
         planner = self._planner
         f = planner.table.features.get(feature)
         if f is None:
             return RouteResult(Status.CLIENT_ERROR, 404, (), 0.0, code="UnknownFeature")
+        fleet = self.fleet
+        if fleet is None:
+            return self._handle(
+                planner=planner, f=f, request=request, health=self._local, start=start, deadline_ms=deadline_ms
+            )
+        try:
+            health: RequestHealth = fleet.request(f, [step.target.id for step in planner.candidates(feature)])
+        except Exception:  # a fleet bug costs this request the fleet's view, never its answer
+            health = self._local
+        try:
+            result = self._handle(
+                planner=planner, f=f, request=request, health=health, start=start, deadline_ms=deadline_ms
+            )
+        finally:
+            round_trips, store_s = health.close()
+        return replace(result, store_round_trips=round_trips, store_ms=store_s * 1000.0)
+
+    def _handle(
+        self,
+        *,
+        planner: Planner,
+        f: Feature,
+        request: Mapping[str, Any],
+        health: RequestHealth,
+        start: float,
+        deadline_ms: float | None,
+    ) -> RouteResult:
+        clock = self._clock
+        feature = f.name
         budget_ms = f.deadline_ms if deadline_ms is None else min(f.deadline_ms, deadline_ms)
         deadline = start + budget_ms / 1000.0
         min_s = f.attempt_min_ms / 1000.0
         max_s = f.attempt_max_ms / 1000.0
-        steps = planner.plan(feature, self.health).steps
+        steps = planner.plan(feature, health).steps
         trace: list[Attempt] = []
         sent = 0
         last_code: str | None = None
@@ -161,12 +201,14 @@ class Engine:
                 out_of_time = True
                 break
             # Never fail without sending at least once: the last step is forced if nothing was sent yet.
-            ticket, level = self._admit(f, step, step.probe or (sent == 0 and i == len(steps) - 1), trace)
+            timeout_s = min(remaining, max_s)
+            force = step.probe or (sent == 0 and i == len(steps) - 1)
+            ticket, level = self._admit(health, f, step, force=force, timeout_s=timeout_s, trace=trace)
             if not ticket.admitted:
                 continue
             sent += 1
             answer = self._attempt(
-                f, step, request, timeout_s=min(remaining, max_s), ticket=ticket, level=level, trace=trace, start=start
+                health, f, step, request, timeout_s=timeout_s, ticket=ticket, level=level, trace=trace, start=start
             )
             if isinstance(answer, RouteResult):
                 return answer
@@ -189,15 +231,24 @@ class Engine:
             tuple(trace),
             elapsed_s * 1000.0,
             code=last_code,
-            retry_after_s=self._retry_after(planner, feature),
+            retry_after_s=self._retry_after(planner, feature, health),
         )
 
-    def _admit(self, f: Feature, step: PlanStep, force: bool, trace: list[Attempt]) -> tuple[Ticket, int]:
+    def _admit(
+        self,
+        health: RequestHealth,
+        f: Feature,
+        step: PlanStep,
+        *,
+        force: bool,
+        timeout_s: float,
+        trace: list[Attempt],
+    ) -> tuple[Ticket, int]:
         """Ask the breaker, then (provisioned targets) the in-flight estimate. Returns the breaker ticket and the
         concurrency level this request holds on the target (0 when untracked). A ticket that is not admitted
         holds nothing; an admitted one (and its level) is the caller's to give back."""
         target = step.target
-        ticket = self.health.begin(target.id, f.breaker, force=force)
+        ticket = health.begin(target.id, f.breaker, force=force, timeout_s=timeout_s)
         if not ticket.admitted:
             trace.append(Attempt(target.id, Outcome.REFUSED, kind=step.kind))
             return ticket, 0
@@ -205,10 +256,10 @@ class Engine:
             return ticket, 0
         level: int | None = None
         try:
-            level = self.tracker.try_start(target.id, target.max_in_flight, force=force)
+            level = health.try_start(target, force=force, timeout_s=timeout_s)
         finally:
             if level is None:  # estimated full (or the tracker failed): give back a probe slot
-                self.health.finish(target.id, f.breaker, Verdict.NEUTRAL, ticket)
+                health.finish(target.id, f.breaker, Verdict.NEUTRAL, ticket)
         if level is None:
             trace.append(Attempt(target.id, Outcome.PREDICTED_FULL, kind=step.kind))
             return Ticket(Admission.REFUSED, ticket.epoch), 0
@@ -216,6 +267,7 @@ class Engine:
 
     def _attempt(
         self,
+        health: RequestHealth,
         f: Feature,
         step: PlanStep,
         request: Mapping[str, Any],
@@ -249,8 +301,8 @@ class Engine:
             return error
         finally:
             if level:
-                self.tracker.finish(target.id, level, throttled=throttled)
-            self.health.finish(target.id, f.breaker, verdict, ticket, retry_after_s=retry_after_s)
+                health.end(target.id, level, throttled=throttled)
+            health.finish(target.id, f.breaker, verdict, ticket, retry_after_s=retry_after_s)
 
     def _send(
         self, target: Target, request: Mapping[str, Any], timeout_s: float
@@ -282,12 +334,13 @@ class Engine:
             predicted_spill=any(a.outcome is Outcome.PREDICTED_FULL for a in trace),
         )
 
-    def _retry_after(self, planner: Planner, feature: str) -> int:
+    @staticmethod
+    def _retry_after(planner: Planner, feature: str, health: RequestHealth) -> int:
         """Seconds until the feature's first candidate may take traffic again, 1 to 60."""
-        now = self.health.clock()
+        now = health.now()
         soonest = 60.0
         for step in planner.candidates(feature):
-            severity, ready_at = self.health.standing(step.target.id)
+            severity, ready_at = health.standing(step.target.id)
             soonest = min(soonest, ready_at - now if severity else 1.0)
         return int(min(60, max(1, math.ceil(soonest))))
 

@@ -120,6 +120,10 @@ def _by_status(status: int | None) -> ErrorClass:
     return _CL if 400 <= status < 500 else _U
 
 
+# Client errors the router finds itself in a request that passed api.py (their messages live in api.MESSAGES).
+INVALID_BASE64 = "InvalidBase64"
+
+
 class BackendError(Exception):
     """A failed attempt, as a backend reports it to the engine. Carries no service message by design."""
 

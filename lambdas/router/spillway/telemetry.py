@@ -1,4 +1,4 @@
-"""Metrics (EMF), log fields and trace annotations. Never prompt or completion text.
+"""Metrics (EMF), log fields and trace annotations (spillway.tracing). Never prompt or completion text.
 
 Everything recorded here is drawn from a closed vocabulary: feature and target names from the routing table,
 outcome classes, error codes, counts and timings. Nothing takes a request or a response. The tests send canary
@@ -24,10 +24,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
+from . import tracing
 from .engine import Outcome, RouteResult, Status
 from .health import BreakerState, Transition
 
@@ -41,9 +42,9 @@ for _name in ("botocore", "boto3", "urllib3", "aws_lambda_powertools"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 logger = Logger(service=SERVICE)
-# No automatic patching: botocore subsegments record a failed call's exception message, which can quote the
-# prompt. Annotations and metadata below are the whole trace content.
-tracer = Tracer(service=SERVICE, auto_patch=False)
+# One subsegment per invocation, no botocore subsegments (a failed call's exception message can quote the prompt):
+# the annotations below are the whole trace content.
+tracer = tracing.Tracer(SERVICE)
 
 _COUNT = MetricUnit.Count
 _MS = MetricUnit.Milliseconds
@@ -170,15 +171,16 @@ def route_fields(feature: str, result: RouteResult, *, canary: bool) -> dict[str
 
 
 def annotate(feature: str, result: RouteResult, *, canary: bool) -> None:
-    tracer.put_annotation("feature", feature)
-    tracer.put_annotation("status", result.status.value)
-    tracer.put_annotation("attempts", str(result.attempts_sent))
-    tracer.put_annotation("canary", canary)
+    """The routed request's trace annotations: names from the routing table, outcome classes and counts."""
+    tracing.annotate("feature", feature)
+    tracing.annotate("outcome", result.status.value)
+    tracing.annotate("attempts", result.attempts_sent)
+    tracing.annotate("canary", canary)
+    tracing.annotate("route", ",".join(f"{a.target}={a.outcome.value}" for a in result.attempts))
     if result.target is not None:
-        tracer.put_annotation("target", result.target)
+        tracing.annotate("target", result.target)
     if result.code is not None:
-        tracer.put_annotation("code", result.code)
-    tracer.put_metadata("route", [f"{a.target}={a.outcome.value}" for a in result.attempts])
+        tracing.annotate("code", result.code)
 
 
 def breaker_event(event: Transition) -> None:

@@ -1,24 +1,26 @@
 """Bedrock Runtime Converse, one client per region (and timeout tier), reused across invocations.
 
 The target's ``model_id`` goes into ``modelId`` unchanged: a foundation model id, an inference profile id or a
-Provisioned Throughput ARN (never parsed, never rebuilt). The caller's messages, system, inferenceConfig and
-toolConfig pass through as they are.
+Provisioned Throughput ARN (never parsed, never rebuilt). Every member of the caller's request (api.py admits the
+ConverseRequest members but modelId and promptVariables) passes through as it is, with one translation: a blob
+member arrives in the router's JSON body as base64 text, and boto3 wants raw bytes (given a str it would encode it
+again), so blobs are decoded by walking botocore's own ConverseRequest shape, wherever the model puts them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
 from ..backend import BackendReply, Usage
 from ..config import BedrockRef, Target
-from ..errors import BackendError, ErrorClass
+from ..errors import INVALID_BASE64, BackendError, ErrorClass
 from . import PooledBackend, backend_error, malformed, usage_int
 
 SERVICE = "bedrock-runtime"
-PASS_THROUGH = ("messages", "system", "inferenceConfig", "toolConfig")
-# Converse response members returned to the caller (ResponseMetadata and anything new are dropped).
-RESPONSE_KEYS = ("output", "stopReason", "usage", "metrics", "additionalModelResponseFields", "trace")
+OPERATION = "Converse"
 
 
 class BedrockBackend(PooledBackend):
@@ -29,20 +31,45 @@ class BedrockBackend(PooledBackend):
         if not isinstance(ref, BedrockRef):
             raise BackendError(ErrorClass.OURS, "WrongBackendKind")
         client = self.client(target, timeout_s)
-        params: dict[str, Any] = {"modelId": ref.model_id}
-        for key in PASS_THROUGH:
-            if key in request:
-                params[key] = request[key]
+        shape = client.meta.service_model.operation_model(OPERATION).input_shape
+        params: dict[str, Any] = {key: value for key, value in request.items() if key != "modelId"}
+        params = decode_blobs(params, shape)
+        params["modelId"] = ref.model_id
         t0 = self._clock()
         try:
             raw = client.converse(**params)
         except Exception as exc:  # every failure leaves as a BackendError, message dropped
             raise backend_error(exc) from None
         elapsed_ms = (self._clock() - t0) * 1000.0
-        return _reply(raw, elapsed_ms)
+        # Converse's response members go back to the caller as botocore parsed them (ResponseMetadata is not one).
+        members = client.meta.service_model.operation_model(OPERATION).output_shape.members
+        return _reply(raw, elapsed_ms, tuple(members))
 
 
-def _reply(raw: Any, elapsed_ms: float) -> BackendReply:
+def decode_blobs(value: Any, shape: Any) -> Any:
+    """`value` with every blob member of botocore `shape` decoded from base64 (a copy where anything changes).
+
+    A blob that is not valid base64 is the caller's error (InvalidBase64), answered before any call. Members the
+    shape does not know are left for botocore's parameter validation to refuse; documents are not descended."""
+    kind = shape.type_name
+    if kind == "blob":
+        if not isinstance(value, str):
+            return value
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise BackendError(ErrorClass.CLIENT, INVALID_BASE64, 400) from None
+    if kind == "structure" and isinstance(value, Mapping) and not shape.metadata.get("document"):
+        members = shape.members
+        return {key: decode_blobs(item, members[key]) if key in members else item for key, item in value.items()}
+    if kind == "list" and isinstance(value, list):
+        return [decode_blobs(item, shape.member) for item in value]
+    if kind == "map" and isinstance(value, Mapping):
+        return {key: decode_blobs(item, shape.value) for key, item in value.items()}
+    return value
+
+
+def _reply(raw: Any, elapsed_ms: float, response_keys: tuple[str, ...]) -> BackendReply:
     if not isinstance(raw, Mapping):
         raise malformed("Converse")
     output = raw.get("output")
@@ -56,7 +83,7 @@ def _reply(raw: Any, elapsed_ms: float) -> BackendReply:
     metrics_raw = raw.get("metrics")
     latency = metrics_raw.get("latencyMs") if isinstance(metrics_raw, Mapping) else None
     latency_ms = float(latency) if isinstance(latency, int | float) and not isinstance(latency, bool) else elapsed_ms
-    response = {key: raw[key] for key in RESPONSE_KEYS if key in raw}
+    response = {key: raw[key] for key in response_keys if key in raw}
     response["usage"] = {
         "inputTokens": usage.input_tokens,
         "outputTokens": usage.output_tokens,

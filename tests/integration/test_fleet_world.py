@@ -1,0 +1,125 @@
+"""The fleet world behaves as Lambda does: separate processes that pay their own cold start, one event each, frozen
+between events, a warm environment reused before a new one starts, throttled beyond the reserved concurrency (API
+Gateway's 500 for a throttled Lambda), a killed environment costing its own event only, and every environment told
+where the fleet's store is."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localrun import FleetWorld, Latency
+from localrun.client import Reply
+
+FEATURE = "summarize-thread"
+RESERVED = 2
+
+
+@pytest.fixture(scope="module")
+def fleet_started() -> Iterator[FleetWorld]:
+    with FleetWorld(
+        reserved_concurrency=RESERVED,
+        latency=Latency(ttft_ms=5.0, ms_per_token=0.0),
+        config_ttl_s=0.3,
+        health_cache_ttl_s=0.2,
+        store_backoff_s=1.0,
+    ) as world:
+        yield world
+
+
+@pytest.fixture
+def fleet(fleet_started: FleetWorld) -> FleetWorld:
+    fleet_started.reset()
+    return fleet_started
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (T: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _concurrently(world: FleetWorld, count: int) -> list[Reply]:
+    replies: list[Reply] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        reply = world.http.converse(FEATURE)
+        with lock:
+            replies.append(reply)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return replies
+
+
+def test_a_first_request_pays_a_cold_start_and_the_environment_is_frozen_after_it(fleet: FleetWorld) -> None:
+    functions = fleet.functions
+    assert functions.environments() == []  # reset leaves no environment: the next request starts one
+    reply = fleet.http.converse(FEATURE)
+    assert reply.status == 200
+    [cold] = functions.cold_starts
+    assert cold.on_request
+    assert cold.init_ms > 0
+    assert cold.cold_start_ms >= cold.init_ms
+    [environment] = functions.environments()
+    assert environment.pid != os.getpid()
+    assert _state(environment.pid) == "T"  # stopped between events: none of its threads run
+
+
+def test_a_warm_environment_is_reused_before_a_new_one_starts(fleet: FleetWorld) -> None:
+    for _ in range(4):
+        assert fleet.http.converse(FEATURE).status == 200
+    assert len(fleet.functions.cold_starts) == 1
+    [environment] = fleet.functions.environments()
+    assert environment.invocations == 4
+
+
+def test_beyond_the_reserved_concurrency_api_gateway_answers_for_the_throttled_lambda(fleet: FleetWorld) -> None:
+    fleet.functions.prewarm(RESERVED)
+    for spec in fleet.emulator_specs():  # every answer takes long enough for the requests to overlap
+        fleet.emu.update_target(spec.key, ttft_ms=1500.0)
+    replies = _concurrently(fleet, RESERVED + 2)
+    statuses = sorted(r.status for r in replies)
+    assert statuses == [200] * RESERVED + [500] * 2
+    throttled = [r for r in replies if r.status == 500]
+    assert all(r.json() == {"message": "Internal server error"} for r in throttled)
+    assert fleet.functions.throttles == 2
+    assert len(fleet.functions.environments()) == RESERVED
+    assert fleet.functions.max_concurrency == RESERVED
+
+
+def test_an_environment_killed_mid_request_costs_that_request_only(fleet: FleetWorld) -> None:
+    fleet.functions.prewarm(1)
+    for spec in fleet.emulator_specs():
+        fleet.emu.update_target(spec.key, ttft_ms=1500.0)
+    replies: list[Reply] = []
+    thread = threading.Thread(target=lambda: replies.append(fleet.http.converse(FEATURE)))
+    thread.start()
+    assert fleet.wait_for(lambda: bool(fleet.functions.busy()), 10.0)
+    killed = fleet.functions.kill_busy()
+    thread.join()
+    assert killed is not None
+    assert [r.status for r in replies] == [502]
+    for spec in fleet.emulator_specs():
+        fleet.emu.update_target(spec.key, ttft_ms=5.0)
+    after = fleet.http.converse(FEATURE)
+    assert after.status == 200
+    assert killed not in fleet.functions.environments()
+    assert fleet.functions.failures == 1
+
+
+def test_every_environment_is_given_the_fleet_store(fleet: FleetWorld) -> None:
+    fleet.functions.prewarm(RESERVED)
+    assert fleet.redis is not None
+    for environment in fleet.functions.environments():
+        environ = Path(f"/proc/{environment.pid}/environ").read_bytes().split(b"\0")
+        assert f"SPILLWAY_FLEET_STORE_URL={fleet.redis.url}".encode() in environ
+    assert fleet.redis.command("PING") == b"PONG"
