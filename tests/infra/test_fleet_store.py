@@ -322,6 +322,13 @@ def test_default_limit_is_the_burst_at_the_longest_plans_budget() -> None:
 
 def test_a_limit_below_what_the_api_admits_is_refused() -> None:
     def low(document: dict[str, Any]) -> None:
+        # The example's 10 requests/s need only 160 ECPUs: shorter deadlines let the concurrency carry 70/s
+        # (Little's law, 70 x 10 s = 700 executions), which needs 1,120 ECPUs, over the 1,000 set here.
+        for feature in document["features"].values():
+            feature["deadline_ms"] = 10_000
+            feature["routing"]["attempt_timeout_ms"] = {"min": 300, "max": 5_000}
+        document["router"]["reserved_concurrency"] = 700
+        document["router"]["api"].update(rate_limit=70, burst_limit=140)
         document["router"]["fleet_store"]["max_ecpu_per_second"] = 1000
 
     assert_names_key(rejects(low), "router.fleet_store.max_ecpu_per_second", "below what the API admits")
