@@ -348,3 +348,16 @@ def test_the_router_function_checks_code_signatures(platform: Platform, template
         (profile_id,) = resources_of(template, "AWS::Signer::SigningProfile")
         assert profile_id in profile_ref
         assert config["CodeSigningPolicies"]["UntrustedArtifactOnDeployment"] == "Warn"  # see router_function.py
+
+
+def test_the_execute_api_endpoint_admits_only_the_caller_subnets(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region in platform.region_names:
+        template = templates[f"{platform.name}-router-{region}"]
+        ingress = [r["Properties"] for r in resources_of(template, "AWS::EC2::SecurityGroupIngress").values()]
+        admitted = {r["CidrIp"] for r in ingress if "CidrIp" in r}
+        assert admitted == set(platform.router.caller_cidrs[region])
+        for cidr in admitted:  # never the subnets of the router, the models and the endpoints
+            for subnet in isolated_subnet_cidrs(platform, region):
+                assert not ipaddress.ip_network(cidr).overlaps(ipaddress.ip_network(subnet)), (cidr, subnet)
