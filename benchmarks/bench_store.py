@@ -108,6 +108,7 @@ def redis_server() -> Iterator[int]:
 
 def valkey_operations(port: int) -> dict[str, Callable[[], object]]:
     """The router's own fleet store (spillway.fleet_store on spillway.resp), one script per operation."""
+    from spillway.fleet import Report
     from spillway.fleet_store import ValkeyFleetStore
     from spillway.health import Verdict
 
@@ -115,9 +116,7 @@ def valkey_operations(port: int) -> dict[str, Callable[[], object]]:
     holder = uuid.uuid4().hex
 
     def report(target: str, lease: str | None) -> object:
-        return store.report(
-            target, epoch=0, verdict=Verdict.OK, window_s=WINDOW_S, capacity_pause_s=0, lease=lease, probe=None
-        )
+        return store.report(target, Report(epoch=0, verdict=Verdict.OK, window_s=WINDOW_S, lease=lease))
 
     def do_acquire() -> object:
         granted = store.acquire_lease(PT_TARGET, holder, MAX_IN_FLIGHT, LEASE_S, force=False)

@@ -25,10 +25,19 @@ def _failover(run: Mapping[str, Any]) -> str:
     lost = run["lost"]
     throttled = run["lost_by_status"].get("500", 0)
     lost_text = f"{lost} of {run['requests']} lost" + (f" ({throttled} throttled by Lambda)" if throttled else "")
+    if "lost_before_outage" in run:
+        lost_text += f", {run['lost_before_outage']} of them before the outage"
     stop_text = "never" if stop is None else f"{stop} s"
     attempts = max(per_target.values(), default=0)
     paid = run["environments_that_paid_a_failure"]
-    return f"{lost_text}; stopped after {stop_text}; {attempts} failed attempts per dead target ({paid} environments)"
+    return (
+        f"{lost_text}; stopped after {stop_text}; {_count(attempts, 'failed attempt')} per dead target at most "
+        f"({_count(paid, 'environment')} paid one)"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _rows(doc: Mapping[str, Any]) -> list[tuple[str, str, dict[str, tuple[str, bool]]]]:
@@ -64,9 +73,12 @@ def _rows(doc: Mapping[str, Any]) -> list[tuple[str, str, dict[str, tuple[str, b
         trip = b["home_targets_tripped_after_s"]
         trip_text = f"not within {b['seconds_observed']:g} s" if trip is None else f"{trip} s"
         share = b["home_first_share_last_2s"]
-        return f"tripped: {trip_text} (home tried first in the last 2 s: {share:.0%}); {b['lost']} lost", bool(
-            b["meets_goal"]
+        threshold = b.get("error_rate_threshold", 0.5)  # the runs before it was set used the feature's default
+        text = (
+            f"tripped: {trip_text} (error-rate threshold {threshold:.0%}; home tried first in the last 2 s: "
+            f"{share:.0%}); {b['lost']} lost"
         )
+        return text, bool(b["meets_goal"])
 
     add("brownout, 30% 5xx, 16 environments", "home targets trip within 5 s; 0 lost", brownout)
 
@@ -81,7 +93,8 @@ def _rows(doc: Mapping[str, Any]) -> list[tuple[str, str, dict[str, tuple[str, b
     def recovery(run: Mapping[str, Any]) -> tuple[str, bool]:
         r = run["environments_48"]["recovery"]
         worst = max(r["probes_per_target_per_cooldown"].values(), default=0.0)
-        return f"{worst:g} probes per target per {r['cooldown_s']:g} s cooldown", bool(r["meets_goal"])
+        text = f"{worst:g} probe{'' if worst == 1 else 's'} per target per {r['cooldown_s']:g} s cooldown"
+        return text, bool(r["meets_goal"])
 
     add("recovery, 48 environments", "1 probe per target per cooldown", recovery)
 

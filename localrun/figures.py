@@ -70,18 +70,21 @@ def first_attempt_share(records: Sequence[Record], target: str) -> float:
 
 
 def trip_time_s(records: Sequence[Record], home: set[str], start_s: float, window_s: float = 1.0) -> float | None:
-    """Seconds from `start_s` to the first moment after which no request sent in any later `window_s` window tried
-    a home target first: the fleet has stopped sending ordinary traffic home. None: it never stopped in the run."""
+    """Seconds from `start_s` to the last request that tried a home target first before a gap of at least
+    `window_s` with none (traffic still flowing): the fleet stopped sending ordinary traffic home then. A probe
+    after the cooldown does not undo it. None: home was tried first all along."""
     later = sorted((r for r in records if r.sent_s >= start_s), key=lambda r: r.sent_s)
-    home_first = [r.sent_s for r in later if r.route and r.route[0][0] in home]
     if not later:
         return None
+    home_first = [r.sent_s for r in later if r.route and r.route[0][0] in home]
     if not home_first:
         return 0.0
-    last = home_first[-1]
-    if later[-1].sent_s - last < window_s:  # still sending home at the end of the run
-        return None
-    return round(last - start_s, 3)
+    end = later[-1].sent_s
+    for here, after in zip(home_first, [*home_first[1:], None], strict=True):
+        gap_end = end if after is None else after
+        if gap_end - here >= window_s:
+            return round(here - start_s, 3)
+    return None
 
 
 def spill_figures(records: Sequence[Record], spilled: Sequence[Record]) -> dict[str, float | int]:

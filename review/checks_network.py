@@ -209,18 +209,18 @@ def _no_open(name: str, a: CloudAssembly, direction: str) -> Check:
     return judge(name, groups, shortfalls, describe)
 
 
-# Ports of stores whose transport is TLS by construction: ElastiCache Serverless always encrypts in transit.
-TLS_ONLY_STORE_PORTS = {"AWS::ElastiCache::ServerlessCache": ("6379", "6380")}
+# Stores whose transport is TLS by construction: ElastiCache Serverless always encrypts in transit. Which of their
+# ports a rule may open is the control's `tls_cache_ports` (the ports the platform uses), 6379 and 6380 by default.
+TLS_ONLY_STORES = ("AWS::ElastiCache::ServerlessCache",)
 
 
-def _tls_store_groups(a: CloudAssembly) -> dict[tuple[str, str], tuple[str, ...]]:
-    """Security groups attached to a TLS-only store, with the store's ports."""
-    found: dict[tuple[str, str], tuple[str, ...]] = {}
-    for resource_type, ports in TLS_ONLY_STORE_PORTS.items():
-        for store in a.resources(resource_type):
-            for group in inv.security_groups_of(a, store, store.properties.get("SecurityGroupIds")):
-                found[group.key] = ports
-    return found
+def _tls_store_groups(a: CloudAssembly) -> set[tuple[str, str]]:
+    """Security groups attached to a TLS-only store."""
+    return {
+        group.key
+        for store in a.resources(*TLS_ONLY_STORES)
+        for group in inv.security_groups_of(a, store, store.properties.get("SecurityGroupIds"))
+    }
 
 
 def _rule_groups(a: CloudAssembly, rule: inv.SgRule) -> list[Resource]:
@@ -234,15 +234,16 @@ def _rule_groups(a: CloudAssembly, rule: inv.SgRule) -> list[Resource]:
 
 @predicate
 def sg_ports_limited(a: CloudAssembly, params: Mapping[str, Any]) -> Check:
-    """Every security-group rule is TCP on the allowed ports only (HTTPS), or on a TLS-only store's port between
-    the store's security group and its clients (ElastiCache Serverless always encrypts in transit)."""
+    """Every security-group rule is TCP on the allowed ports only (HTTPS), or on a TLS-only store's port the platform
+    uses, between the store's security group and its clients (ElastiCache Serverless always encrypts in transit)."""
     allowed = {str(p) for p in params.get("ports", ["443"])}
+    store_ports = {str(p) for p in params.get("tls_cache_ports", ["6379", "6380"])}
     stores = _tls_store_groups(a)
 
     def good(x: inv.SgRule) -> bool:
         if x.protocol not in ("tcp", "6"):
             return False
-        return x.ports in allowed or any(x.ports in stores.get(g.key, ()) for g in _rule_groups(a, x))
+        return x.ports in allowed or (x.ports in store_ports and any(g.key in stores for g in _rule_groups(a, x)))
 
     return simple(
         "sg_ports_limited",

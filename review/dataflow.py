@@ -20,7 +20,7 @@ from typing import Any
 from review import checks_api
 from review import inventory as inv
 from review import policy as pol
-from review.cfn import CloudAssembly, Resource, as_list, import_names
+from review.cfn import CloudAssembly, Resource, as_list, import_names, references
 
 CAPTION = (
     "Data flow, drawn from the templates. Boxes are trust boundaries: the callers (their own accounts, outside these "
@@ -279,7 +279,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
                 for caller in caller_nodes.get(api_of.key, []):
                     g.edge(caller, node, PROMPT, numbered("SigV4 request over TLS"))
                 g.edge(node, api_nodes[api_of.key], PROMPT, numbered("private API"))
-            elif carries_prompts(endpoint):
+            elif carries_prompts(endpoint) and admitted:
                 node = g.node(endpoint.key, f"{service} endpoint\n(model runtime)", "endpoint", "      ")
                 runtime_nodes[endpoint.key] = node
                 for fn_node in admitted:
@@ -320,15 +320,40 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
     return "\n".join(g.lines) + "\n"
 
 
+def _source_conditions(api: Resource, key: str) -> list[Any]:
+    """The values of one condition key (aws:SourceVpc, aws:SourceVpce) anywhere in the API's resource policy."""
+    document = api.properties.get("Policy")
+    found: list[Any] = []
+    for statement in as_list(document.get("Statement")) if isinstance(document, Mapping) else []:
+        for tests in (statement.get("Condition") or {}).values() if isinstance(statement, Mapping) else []:
+            for name, value in (tests or {}).items():
+                if str(name).lower() == key:
+                    found += as_list(value)
+    return found
+
+
 def _endpoint_keys(a: CloudAssembly, api: Resource) -> set[tuple[str, str]]:
-    ids = (api.properties.get("EndpointConfiguration") or {}).get("VpcEndpointIds")
-    return {found.key for item in as_list(ids) if (found := a.resolve(api.stack, item)) is not None}
+    """The execute-api endpoints that lead to a private API: named in its endpoint configuration or its policy
+    (aws:SourceVpce), scoped to it by their own policy, or in a VPC its policy admits (aws:SourceVpc)."""
+    ids = [*as_list((api.properties.get("EndpointConfiguration") or {}).get("VpcEndpointIds"))]
+    ids += _source_conditions(api, "aws:sourcevpce")
+    keys = {found.key for item in ids if (found := a.resolve(api.stack, item)) is not None}
+    vpcs = {found.key for v in _source_conditions(api, "aws:sourcevpc") if (found := a.resolve(api.stack, v))}
+    for endpoint in a.resources("AWS::EC2::VPCEndpoint"):
+        if endpoint.region != api.region or inv.endpoint_service(endpoint) != "execute":
+            continue
+        scoped = endpoint.stack == api.stack and api.logical_id in references(endpoint.properties.get("PolicyDocument"))
+        vpc = a.resolve(endpoint.stack, endpoint.properties.get("VpcId"))
+        if scoped or (vpc is not None and vpc.key in vpcs):
+            keys.add(endpoint.key)
+    return keys
 
 
 def _foreign_endpoints(a: CloudAssembly, api: Resource) -> list[str]:
     """Interface endpoints the private API admits that no template declares: the callers' own, in their VPCs."""
-    ids = (api.properties.get("EndpointConfiguration") or {}).get("VpcEndpointIds")
-    return [pol.text(item) for item in as_list(ids) if a.resolve(api.stack, item) is None]
+    ids = [*as_list((api.properties.get("EndpointConfiguration") or {}).get("VpcEndpointIds"))]
+    ids += _source_conditions(api, "aws:sourcevpce")
+    return sorted({pol.text(item) for item in ids if a.resolve(api.stack, item) is None})
 
 
 def _model_node(g: Graph, a: CloudAssembly, endpoint: Resource, region: str) -> str:

@@ -113,7 +113,7 @@ def run_step(call: Call, concurrency: int, seconds: float, budget: int) -> Step:
 
 
 def stepped_load(
-    call: Call,
+    run_at: Callable[[int, int], Step],
     *,
     start: int,
     step: int,
@@ -124,10 +124,13 @@ def stepped_load(
     max_requests: int,
     max_seconds: float,
     progress: Callable[[Step], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Result:
+    """Step up until a step throttles, errs or passes the knee, or a bound is reached. `run_at(concurrency,
+    request_budget)` runs one step (run_step against a real target)."""
     steps: list[Step] = []
     sustainable: Step | None = None
-    t_end = time.monotonic() + max_seconds
+    t_end = clock() + max_seconds
     left = max_requests
     c = start
     while True:
@@ -137,9 +140,9 @@ def stepped_load(
             )
         if left <= 0:
             return Result(steps, sustainable, f"spent --max-requests {max_requests}")
-        if time.monotonic() + step_seconds > t_end:
+        if clock() + step_seconds > t_end:
             return Result(steps, sustainable, f"out of --max-seconds {max_seconds:g}")
-        s = run_step(call, c, step_seconds, left)
+        s = run_at(c, left)
         left -= s.requests
         steps.append(s)
         if progress is not None:
@@ -335,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"sizing {target}: steps of {args.step_seconds:g} s from {args.start} in flight", file=sys.stderr)
 
+        call = bedrock_call(client, model_id, args.max_tokens)
         result = stepped_load(
-            bedrock_call(client, model_id, args.max_tokens),
+            lambda concurrency, budget: run_step(call, concurrency, args.step_seconds, budget),
             start=args.start,
             step=args.step,
             max_concurrency=args.max_concurrency,

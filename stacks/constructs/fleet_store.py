@@ -35,30 +35,20 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from spillway.fleet_store import ACCESS_STRING as STORE_ACCESS_STRING
+from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
 from stacks.constructs.private_endpoint import ec2_description
 from stacks.platform import FleetStoreSettings, fleet_cache_name, partition_of
 
 ENGINE = "valkey"
 MAJOR_ENGINE_VERSION = "8"
 PORT = 6379  # a serverless cache's endpoint port (its reader endpoint, 6380, is not used: the router reads its writes)
-# What the router's store needs: reads and writes of strings, hashes and sorted sets, EVAL/EVALSHA, TIME (the
-# scripts' one clock: it is in no read/write category) and SELECT 0; minus the dangerous commands (FLUSHALL, KEYS,
-# CONFIG, DEBUG, ...). Keys are not restricted: the cache is this router's alone and holds nothing else.
-ACCESS_STRING = "on ~* -@all +@read +@write +@scripting +@connection +time +select -@dangerous"
+# What the router's store needs (its commands, as an ACL access string) is the router's to say. Keys are not
+# restricted: the cache is this router's alone and holds nothing else.
+ACCESS_STRING = STORE_ACCESS_STRING
 ENV_URL = "SPILLWAY_FLEET_STORE_URL"
 ENV_USER = "SPILLWAY_FLEET_STORE_USER"
 ENV_CACHE = "SPILLWAY_FLEET_STORE_CACHE"
-# ElastiCache uses the key through grants it creates for the caller (CloudFormation's role, then its own).
-KEY_USE_ACTIONS = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant",
-                   "kms:DescribeKey")  # fmt: skip
-# Managing the key, without using it: no Encrypt/Decrypt/GenerateDataKey/CreateGrant, and no wildcard that covers one.
-KEY_ADMIN_ACTIONS = (
-    "kms:CancelKeyDeletion", "kms:CreateAlias", "kms:DeleteAlias", "kms:DescribeKey", "kms:DisableKey",
-    "kms:DisableKeyRotation", "kms:EnableKey", "kms:EnableKeyRotation", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus",
-    "kms:ListAliases", "kms:ListGrants", "kms:ListKeyPolicies", "kms:ListKeyRotations", "kms:ListResourceTags",
-    "kms:PutKeyPolicy", "kms:RevokeGrant", "kms:RotateKeyOnDemand", "kms:ScheduleKeyDeletion", "kms:TagResource",
-    "kms:UntagResource", "kms:UpdateAlias", "kms:UpdateKeyDescription",
-)  # fmt: skip
 
 
 def cache_arn(platform: str, account: str, region: str) -> str:
@@ -92,8 +82,6 @@ class FleetStore(Construct):
         self.cache_arn = cache_arn(platform, account, region)
         self.user_arn = user_arn(platform, account, region)
 
-        # Administration apart from use: the account's administrators manage the key (IAM decides who), and its
-        # only use is ElastiCache of this region working for callers of this account. Nobody holds kms:*.
         self.key = kms.Key(
             self,
             "Key",
@@ -101,29 +89,10 @@ class FleetStore(Construct):
             description=f"{platform} fleet store in {region}: ElastiCache Serverless data at rest",
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
-            policy=iam.PolicyDocument(
-                statements=[
-                    iam.PolicyStatement(
-                        sid="AdministerThroughIam",
-                        principals=[iam.AccountRootPrincipal()],
-                        actions=list(KEY_ADMIN_ACTIONS),
-                        resources=["*"],  # in a key policy, "*" is this key
-                    ),
-                    iam.PolicyStatement(
-                        sid="ElastiCacheOfThisAccountAndRegion",
-                        principals=[iam.AccountRootPrincipal()],
-                        actions=list(KEY_USE_ACTIONS),
-                        resources=["*"],
-                        conditions={
-                            "StringEquals": {
-                                "kms:ViaService": f"elasticache.{region}.amazonaws.com",
-                                "kms:CallerAccount": account,
-                            }
-                        },
-                    ),
-                ]
-            ),
         )
+        # Administration apart from use (stacks/constructs/key_policy.py): its only use is ElastiCache of this region
+        # working for callers of this account, through the grants ElastiCache creates.
+        restrict_key_policy(self.key, uses=[ServiceUse("elasticache")])
 
         self.security_group = ec2.SecurityGroup(
             self,

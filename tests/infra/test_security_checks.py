@@ -538,8 +538,8 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "sg_ports_limited",
         "CacheEgress",
     ),
-    "another port into the serverless cache": (
-        _set("CacheIngress.Properties", {**CACHE_INGRESS, "FromPort": 6380, "ToPort": 6380}),
+    "a port into the serverless cache that is not one of its TLS ports": (
+        _set("CacheIngress.Properties", {**CACHE_INGRESS, "FromPort": 6390, "ToPort": 6390}),
         "SC-8",
         "sg_ports_limited",
         "CacheIngress",

@@ -244,6 +244,15 @@ def test_data_flow_diagram_is_drawn_from_the_templates(report: dict[str, Path], 
         for replica in table.properties["Replicas"]:
             assert f"(replica in {replica['Region']})" in text
     assert dot.count("penwidth=2.4") >= 5 * len(a.regions), "every hop of a prompt, caller to model, in every cell"
+    nodes = dict(re.findall(r'^\s*(n\d+) \[label="((?:[^"\\]|\\.)*)"', dot, flags=re.MULTILINE))
+    prompt = [tuple(line.split(" [")[0].split(" -> ")) for line in dot.splitlines() if "penwidth=2.4" in line]
+    entries = {n for n, label in nodes.items() if "(private API entry)" in label}
+    assert len(entries) == len(a.regions), "one execute-api entry per cell"
+    for caller in callers:
+        node = next(n for n, label in nodes.items() if caller.split(":")[-1] in label.replace("\\n", " "))
+        reached = {target.strip() for source, target in prompt if source.strip() == node}
+        assert reached == entries, f"{caller} reaches every cell's private API entry"
+    assert not any("execute-api endpoint\\n(model runtime)" in label for label in nodes.values())
     assert report["dataflow_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 'id="dataflow-diagram"' in page
     assert page.index('id="dataflow-diagram"') < page.index('id="architecture-diagram"'), "the data flow comes first"

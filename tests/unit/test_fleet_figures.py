@@ -67,8 +67,10 @@ def test_trip_time_is_when_home_stops_being_tried_first_and_none_while_it_goes_o
     home = [rec(t / 10, ((PT, "ok"),)) for t in range(10, 25)]
     tripped = home + [rec(t / 10, ((WEST, "ok"),)) for t in range(25, 60)]
     assert ff.trip_time_s(tripped, DEAD, start_s=1.0) == 1.4
-    still_home = [*tripped, rec(5.95, ((OD, "ok"),))]
-    assert ff.trip_time_s(still_home, DEAD, start_s=1.0) is None
+    probe_later = [*tripped, rec(5.95, ((OD, "ok"),))]  # a half-open probe after the cooldown
+    assert ff.trip_time_s(probe_later, DEAD, start_s=1.0) == 1.4
+    never = [rec(t / 10, ((PT if t % 3 else WEST, "ok"),)) for t in range(10, 60)]  # home tried first all along
+    assert ff.trip_time_s(never, DEAD, start_s=1.0) is None
 
 
 def test_lost_counts_every_answer_but_200_by_status() -> None:

@@ -45,7 +45,7 @@ def _table(max_in_flight: int) -> dict:
                 "home_region": "us-east-1",
                 "deadline_ms": 20000,
                 "max_attempts": 3,
-                "attempt_timeout_ms": {"min": 100, "max": 8000},
+                "attempt_timeout_ms": {"min": 300, "max": 8000},
             }
         },
     }
@@ -109,3 +109,11 @@ def test_lambda_fleet_shape_learns_nothing_across_environments() -> None:
     assert fleet.served == fleet.requests == 40
     assert fleet.on_provisioned == 20
     assert fleet.throttled == fleet.spilled == 20
+
+
+def test_touching_windows_run_on() -> None:
+    # Every minute replayed: the windows touch, so requests in flight at a boundary overlap the next window's
+    # arrivals as they would, instead of the clock stopping for them.
+    arrivals = _arrivals(4.0, 10.0)
+    split = replay(_table(2), _specs(2), arrivals, windows=[(0.0, 5.0), (5.0, 10.0)])[0]
+    assert (split.requests, split.on_provisioned, split.spilled) == (40, 20, 20)

@@ -42,6 +42,8 @@ def test_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFixtu
     for row in ("| summarize-thread | all on-demand |", "| summarize-thread | PT sized for the peak |"):
         assert row in table
     assert "## Break-even" in table
+    assert "## The chosen plans together" in table
+    assert set(plan["together"]["features"]) == {"summarize-thread", "nightly-recap"}
     assert "## Batch work off the standard tier" in table
     for png in ("traffic.png", "cost.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

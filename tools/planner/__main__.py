@@ -15,7 +15,7 @@ from typing import TextIO
 from stacks.platform import PlatformConfigError, load_platform
 from stacks.routing import render_routing_table
 from tools.planner.inputs import InputError, load_prices, load_traffic
-from tools.planner.plan import plan_feature
+from tools.planner.plan import check_together, plan_feature
 from tools.planner.replay import SHAPES
 from tools.planner.report import write_report
 
@@ -70,10 +70,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name in traffic.features
         ]
+        together = None
+        joint = render_routing_table(platform, features[plans[0].feature].home_region)
+        if all(p.feature in joint["features"] for p in plans):
+            progress("the chosen plans together", 0.0)
+            together = check_together(plans, joint, traffic, prices, shape=args.shape)
+            progress("the chosen plans together", 1.0)
     except (InputError, PlatformConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    written = write_report(plans, traffic, prices, args.out, plots=not args.no_plots)
+    written = write_report(plans, traffic, prices, args.out, plots=not args.no_plots, together=together)
     print((args.out / "plan.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -14,7 +14,7 @@ import copy
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -148,7 +148,8 @@ def scenario_table(base: Mapping[str, Any], feature: str, units: int, mif_per_un
     return doc
 
 
-def scenario_specs(doc: Mapping[str, Any], traffic: Traffic, units: int) -> dict[str, TargetSpec]:
+def scenario_specs(doc: Mapping[str, Any], traffic: Traffic, units: Mapping[str, int]) -> dict[str, TargetSpec]:
+    """Emulated targets for a scenario's table: each PT holds its `units[target id]` model units."""
     specs: dict[str, TargetSpec] = {}
     for tid, t in doc["targets"].items():
         cap = traffic.capacity.get(t["model"])
@@ -158,15 +159,14 @@ def scenario_specs(doc: Mapping[str, Any], traffic: Traffic, units: int) -> dict
             )
         backend = t["backend"]
         provisioned = t["capacity"] == "provisioned"
+        n = units.get(tid, 0)
         specs[tid] = TargetSpec(
             t["region"],
             Kind(backend["kind"]),
             backend.get("model_id") or backend.get("endpoint_name"),
             name=tid,
-            max_in_flight=units * cap.max_in_flight_per_unit if provisioned else None,
-            tokens_per_minute=units * cap.tokens_per_minute_per_unit
-            if provisioned
-            else cap.on_demand_tokens_per_minute,
+            max_in_flight=n * cap.max_in_flight_per_unit if provisioned else None,
+            tokens_per_minute=n * cap.tokens_per_minute_per_unit if provisioned else cap.on_demand_tokens_per_minute,
             ttft_ms=cap.ttft_ms,
             ms_per_token=cap.ms_per_output_token,
         )
@@ -310,7 +310,7 @@ def plan_feature(
     scenarios: list[Scenario] = []
     for units in range(0, top + 1):
         doc = scenario_table(base_table, name, units, cap.max_in_flight_per_unit)
-        specs = scenario_specs(doc, traffic, units)
+        specs = scenario_specs(doc, traffic, {f"{model}/provisioned/{region}": units})
         report = None if progress is None else partial(progress, f"{name}: {units} model unit(s)")
         tallies = replay(doc, specs, arrivals, windows=windows, progress=report, shape=shape)
         s = scale_week(f, tallies, {tid: t["model"] for tid, t in doc["targets"].items()}, units)
@@ -334,3 +334,58 @@ def plan_feature(
             max(f.peak_tokens_per_minute, reserved.min_tpm) / 1000.0 * reserved.per_1k_tpm_month
         )
     return plan
+
+
+@dataclass
+class Together:
+    """The chosen plans replayed at once, on one table: what each feature gets when they share capacity."""
+
+    units: dict[str, int]  # PT target id -> model units (summed where features share one)
+    scenarios: dict[str, Scenario]  # feature -> its figures in the joint replay
+
+
+def check_together(
+    plans: list[FeaturePlan],
+    base_table: Mapping[str, Any],
+    traffic: Traffic,
+    prices: Prices,
+    *,
+    shape: str = "shared",
+) -> Together:
+    """Replay every feature's chosen plan (the cheapest meeting its goals, else the peak's) together, on one table
+    (`base_table` must serve every planned feature), so features that share a PT or an on-demand quota meet."""
+    chosen = {p.feature: (p.cheapest or p.peak) for p in plans}
+    doc = copy.deepcopy(dict(base_table))
+    doc["targets"] = {tid: t for tid, t in doc["targets"].items() if t["capacity"] != "provisioned"}
+    units: dict[str, int] = {}
+    features: dict[str, Any] = {}
+    for p in plans:
+        one = scenario_table(base_table, p.feature, chosen[p.feature].units, 1)
+        features[p.feature] = one["features"][p.feature]
+        for tid, t in one["targets"].items():
+            if t["capacity"] == "provisioned":
+                units[tid] = units.get(tid, 0) + chosen[p.feature].units
+                doc["targets"][tid] = t
+    for tid, n in units.items():
+        doc["targets"][tid]["max_in_flight"] = n * traffic.capacity[doc["targets"][tid]["model"]].max_in_flight_per_unit
+    doc["features"] = features
+    specs = scenario_specs(doc, traffic, units)
+    arrivals: list[Arrival] = []
+    windows: list[tuple[float, float]] = []
+    for i, p in enumerate(plans):
+        mine, windows = week_arrivals(traffic.features[p.feature], traffic.sample_minutes * 60.0, traffic.seed + i)
+        arrivals += [replace(a, bucket=i * _BUCKETS + a.bucket) for a in mine]
+    arrivals.sort(key=lambda a: a.at_s)
+    tallies = replay(doc, specs, arrivals, windows=windows, shape=shape)
+    model_of = {tid: t["model"] for tid, t in doc["targets"].items()}
+    out: dict[str, Scenario] = {}
+    for i, p in enumerate(plans):
+        mine_only = {b - i * _BUCKETS: t for b, t in tallies.items() if i * _BUCKETS <= b < (i + 1) * _BUCKETS}
+        s = scale_week(traffic.features[p.feature], mine_only, model_of, chosen[p.feature].units)
+        price_scenario(s, p.model, traffic, prices)
+        judge(s, traffic.features[p.feature])
+        out[p.feature] = s
+    return Together(units, out)
+
+
+_BUCKETS = 1000  # bucket = feature index x this + hour of the week

@@ -10,9 +10,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from tools.planner.inputs import Prices, Traffic
-from tools.planner.plan import FeaturePlan, Scenario
+from tools.planner.plan import FeaturePlan, Scenario, Together
 
 
 def _money(value: float | None) -> str:
@@ -94,7 +95,8 @@ def plan_markdown(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) ->
             else "a Lambda fleet without shared state (one engine per environment, one request each)."
         ),
         "",
-        "| feature | plan | model units | cost / month | on PT | spilled | throttled | dropped | meets goals |",
+        "| feature | plan | model units | cost / month | on PT | spilled (requests / week) | throttled | dropped "
+        "| meets goals |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in plans:
@@ -105,7 +107,7 @@ def plan_markdown(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) ->
         for label, s in rows:
             lines.append(
                 f"| {p.feature} | {label} | {s.units} | {_money(s.total_month)} | {s.pt_share:.1%} | "
-                f"{s.spill_share:.1%} | {s.throttled_share:.2%} | {s.drop_share:.2%} | "
+                f"{s.spill_share:.1%} ({s.spilled:,.0f}) | {s.throttled_share:.2%} | {s.drop_share:.2%} | "
                 f"{'yes' if s.meets_goals else 'no: ' + '; '.join(s.misses)} |"
             )
         if cheapest is None:
@@ -173,6 +175,31 @@ def plan_markdown(plans: list[FeaturePlan], traffic: Traffic, prices: Prices) ->
     return "\n".join(lines) + "\n"
 
 
+def together_markdown(plans: list[FeaturePlan], together: Together | None) -> str:
+    if together is None:
+        return "\nThe chosen plans were not replayed together: no one routing table serves every planned feature.\n"
+    lines = [
+        "",
+        "## The chosen plans together",
+        "",
+        "Every feature's chosen plan (the cheapest meeting its goals) replayed at once, on one table: features that",
+        "share a PT or an on-demand quota meet here. PT bought: "
+        + (", ".join(f"`{tid}` {n} MU" for tid, n in sorted(together.units.items())) or "none")
+        + ".",
+        "",
+        "| feature | model units | cost / month | on PT | spilled | throttled | dropped | meets goals |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in plans:
+        s = together.scenarios[p.feature]
+        lines.append(
+            f"| {p.feature} | {s.units} | {_money(s.total_month)} | {s.pt_share:.1%} | {s.spill_share:.1%} | "
+            f"{s.throttled_share:.2%} | {s.drop_share:.2%} | "
+            f"{'yes' if s.meets_goals else 'no: ' + '; '.join(s.misses)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_plots(plans: list[FeaturePlan], traffic: Traffic, out: Path) -> list[Path]:
     paths: list[Path] = []
     fig, axes = plt.subplots(len(plans), 1, figsize=(11, 3.2 * len(plans)), squeeze=False)
@@ -216,6 +243,7 @@ def write_plots(plans: list[FeaturePlan], traffic: Traffic, out: Path) -> list[P
             edgecolors="green",
             label="meets goals",
         )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{p.feature}: cost against model units")
         ax.set_xlabel("model units")
         ax.set_ylabel("cost per month")
@@ -229,11 +257,28 @@ def write_plots(plans: list[FeaturePlan], traffic: Traffic, out: Path) -> list[P
 
 
 def write_report(
-    plans: list[FeaturePlan], traffic: Traffic, prices: Prices, out: Path, *, plots: bool = True
+    plans: list[FeaturePlan],
+    traffic: Traffic,
+    prices: Prices,
+    out: Path,
+    *,
+    plots: bool = True,
+    together: Together | None = None,
 ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     md = out / "plan.md"
-    md.write_text(plan_markdown(plans, traffic, prices))
+    md.write_text(plan_markdown(plans, traffic, prices) + together_markdown(plans, together))
     js = out / "plan.json"
-    js.write_text(json.dumps(plan_json(plans, traffic, prices), indent=2) + "\n")
+    doc = plan_json(plans, traffic, prices)
+    if together is not None:
+        doc["together"] = {
+            "pt_units": together.units,
+            "features": {
+                p.feature: scenario_json(
+                    together.scenarios[p.feature], p, traffic.features[p.feature].tokens_per_request
+                )
+                for p in plans
+            },
+        }
+    js.write_text(json.dumps(doc, indent=2) + "\n")
     return [md, js, *(write_plots(plans, traffic, out) if plots else [])]
