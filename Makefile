@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: synth test scan lint typecheck bench clean demo chaos load fuzz
+.PHONY: synth test scan lint typecheck bench clean demo chaos load fuzz plan size
 
 $(STAMPS)/venv: requirements.txt requirements-dev.txt lambdas/router/requirements.txt
 	@mkdir -p $(STAMPS)
@@ -135,6 +135,18 @@ load: $(STAMPS)/venv $(STAMPS)/redis-server
 FUZZ_ARGS ?=
 fuzz: $(STAMPS)/venv $(STAMPS)/redis-server
 	$(PY) -m fuzz $(FUZZ_ARGS)
+
+## plan: capacity and cost plan per feature (config/traffic.yaml, config/prices.yaml), each replayed through the
+## router's engine in simulated time; table and plots in reports/plan/ (PLAN_ARGS="--shape lambda-fleet"; docs/operating.md).
+PLAN_ARGS ?=
+plan: $(STAMPS)/venv
+	$(PY) -m tools.planner $(PLAN_ARGS)
+
+## size: stepped load against one target (the emulator on loopback; SIZE_ARGS="--aws --model-id ARN" for a real PT)
+## up to throttles or the latency knee; YAML snippet and plot in reports/sizing/.
+SIZE_ARGS ?=
+size: $(STAMPS)/venv
+	$(PY) -m tools.sizing $(SIZE_ARGS)
 
 clean:
 	rm -rf cdk.out build reports $(STAMPS) $(LAMBDA_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,23 +2,25 @@
 operations, with the real clients, against real servers on loopback.
 
 - Valkey: Debian's redis-server (the RESP protocol ElastiCache Serverless for Valkey speaks), reached with the
-  router's own RESP client (``spillway.resp``) when this tree has it, else the minimal RESP client below; the
-  operations are Lua scripts of the shape the fleet store runs (one round trip each).
+  router's own store (``spillway.fleet_store.ValkeyFleetStore`` on ``spillway.resp``): its scripts, one round trip
+  per operation.
 - DynamoDB: moto's ThreadedMotoServer, reached with boto3 (retries off, as the router's clients), a table of the
-  health table's schema (``pk``: S); conditional updates as the alternative design would run them.
+  health table's schema (``pk``: S); conditional updates as that alternative design would run them.
 
 Operations (what a request does to the store; docs/design-notes.md has the request mix and the costs):
-- ``read``: the breaker state of the feature's targets (4 here): Valkey, one script (HMGET each); DynamoDB, one
+- ``read``: the fleet state of the feature's targets (4 here): Valkey, the store's read script; DynamoDB, one
   strongly consistent BatchGetItem.
-- ``evidence_write``: one attempt's outcome into its target's window: Valkey, one script (HINCRBY + PEXPIRE);
-  DynamoDB, one UpdateItem (ADD + SET expires_at).
-- ``lease_acquire``: a PT slot with an expiry, refused when the target is full: Valkey, one script (drop expired
-  leases, count, add); DynamoDB, a consistent GetItem of the lease map then an UpdateItem conditional on the version
-  read (DynamoDB cannot count only unexpired entries in a condition: two round trips when uncontended, more when
-  another environment wins the race).
-- ``lease_release``: Valkey ZREM; DynamoDB UpdateItem REMOVE.
-- ``on_demand_request`` = read + one evidence write; ``provisioned_request`` = read + lease acquire + one evidence
-  write + lease release; each timed end to end.
+- ``evidence_write``: one attempt's outcome into its target's window: Valkey, the store's report script; DynamoDB,
+  one UpdateItem (ADD + SET expires_at).
+- ``lease_acquire``: a PT slot with an expiry, refused when the target is full: Valkey, the store's lease script
+  (drop expired leases, count, add); DynamoDB, a consistent GetItem of the lease map then an UpdateItem conditional
+  on the version read (a condition cannot count only unexpired entries: two round trips when uncontended, more
+  when another environment wins the race).
+- ``report_and_release`` (Valkey): the report script giving the lease back in the same round trip, as the router
+  does; ``lease_release`` (DynamoDB): an UpdateItem REMOVE (another item than the window's, so another call, or a
+  TransactWriteItems at twice the write price).
+- ``on_demand_request`` and ``provisioned_request``: those operations in the router's order (`SHAPES`), timed end
+  to end; their round trips are `OP_ROUND_TRIPS` summed.
 - ``boto3_round_trip_floor``: one UpdateItem through boto3 to a server that answers ``{}`` at once: the DynamoDB
   client's own cost per round trip (validate, serialize, SigV4-sign, send, parse), without moto's server time.
 
@@ -30,7 +32,7 @@ Merges the key "fleet_store" into benchmarks/results.json. Usage: python benchma
 [--no-write]
 """
 
-# ruff: noqa: PLC0415  (the router's client is imported only when this tree has it)
+# ruff: noqa: PLC0415  (the router's store, moto and boto3 are imported where they are used)
 from __future__ import annotations
 
 import argparse
@@ -59,18 +61,9 @@ TARGETS = tuple(f"claude-sonnet/{capacity}/{region}" for capacity in ("provision
                 for region in ("us-east-1", "us-west-2"))  # fmt: skip
 PT_TARGET = TARGETS[0]
 MAX_IN_FLIGHT = 1_000_000  # never full here: the benchmark times the uncontended path
-LEASE_MS = 30_000
-WINDOW_MS = 10_000
+LEASE_S = 30.0
+WINDOW_S = 10.0
 TABLE = "spillway-health"
-
-READ = "local out = {} for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, 'state', 'until', 'epoch') end return out"  # noqa: E501
-WRITE = "redis.call('HINCRBY', KEYS[1], ARGV[1], 1) redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1"
-ACQUIRE = (
-    "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
-    "if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end "
-    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1]) redis.call('PEXPIRE', KEYS[1], ARGV[3]) return 1"
-)
 
 
 def free_port() -> int:
@@ -94,40 +87,6 @@ def wait_for(port: int, timeout_s: float = 10.0) -> None:
 # --- Valkey side ---------------------------------------------------------------------------------------------
 
 
-class MinimalResp:
-    """One RESP2 connection (used only where the tree has no spillway.resp): write a command, read one reply."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.file = self.sock.makefile("rb")
-
-    def call(self, *args: str | bytes | int | float) -> Any:
-        parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-        self.sock.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
-        return self._read()
-
-    def _read(self) -> Any:
-        line = self.file.readline()[:-2]
-        kind, rest = line[:1], line[1:]
-        if kind in (b"+", b":"):
-            return int(rest) if kind == b":" else rest
-        if kind == b"-":
-            raise RuntimeError(rest.decode())
-        if kind == b"$":
-            size = int(rest)
-            return None if size < 0 else self.file.read(size + 2)[:-2]
-        return None if int(rest) < 0 else [self._read() for _ in range(int(rest))]
-
-
-def valkey_client(port: int) -> tuple[Any, str]:
-    try:
-        from spillway.resp import Connection, parse_url
-    except ImportError:
-        return MinimalResp(port), "benchmarks' minimal RESP client (this tree has no spillway.resp)"
-    return Connection(parse_url(f"redis://127.0.0.1:{port}/0"), connect_timeout_s=2, read_timeout_s=2), "spillway.resp"
-
-
 @contextmanager
 def redis_server() -> Iterator[int]:
     binary = shutil.which("redis-server") or shutil.which("valkey-server")
@@ -147,28 +106,30 @@ def redis_server() -> Iterator[int]:
         process.wait(timeout=10)
 
 
-def valkey_operations(client: Any) -> dict[str, Callable[[], object]]:
-    read, write, acquire = (client.call("SCRIPT", "LOAD", script) for script in (READ, WRITE, ACQUIRE))
-    keys = [f"{{spillway}}:b:{t}" for t in TARGETS]
-    lease_key = f"{{spillway}}:l:{PT_TARGET}"
-    window_key = f"{{spillway}}:w:{TARGETS[1]}"
+def valkey_operations(port: int) -> dict[str, Callable[[], object]]:
+    """The router's own fleet store (spillway.fleet_store on spillway.resp), one script per operation."""
+    from spillway.fleet import Report
+    from spillway.fleet_store import ValkeyFleetStore
+    from spillway.health import Verdict
+
+    store = ValkeyFleetStore.from_url(f"redis://127.0.0.1:{port}/0", connect_timeout_s=2, read_timeout_s=2)
     holder = uuid.uuid4().hex
 
-    def do_read() -> object:
-        return client.call("EVALSHA", read, len(keys), *keys)
-
-    def do_write() -> object:
-        return client.call("EVALSHA", write, 1, window_key, "served", WINDOW_MS)
+    def report(target: str, lease: str | None) -> object:
+        return store.report(target, Report(epoch=0, verdict=Verdict.OK, window_s=WINDOW_S, lease=lease))
 
     def do_acquire() -> object:
-        granted = client.call("EVALSHA", acquire, 1, lease_key, holder, MAX_IN_FLIGHT, LEASE_MS)
-        assert granted == 1, granted
+        granted = store.acquire_lease(PT_TARGET, holder, MAX_IN_FLIGHT, LEASE_S, force=False)
+        assert granted, granted
         return granted
 
-    def do_release() -> object:
-        return client.call("ZREM", lease_key, holder)
-
-    return {"read": do_read, "evidence_write": do_write, "lease_acquire": do_acquire, "lease_release": do_release}
+    return {
+        "read": lambda: store.read(TARGETS, WINDOW_S),
+        "evidence_write": lambda: report(TARGETS[1], None),
+        "lease_acquire": do_acquire,
+        # The router gives the lease back inside the attempt's report: one script, one round trip for both.
+        "report_and_release": lambda: report(PT_TARGET, holder),
+    }
 
 
 # --- DynamoDB side -------------------------------------------------------------------------------------------
@@ -222,7 +183,7 @@ def dynamodb_operations(port: int) -> dict[str, Callable[[], object]]:
             TableName=TABLE,
             Key={"pk": {"S": f"w#{TARGETS[1]}"}},
             UpdateExpression="ADD served :one SET expires_at = :expiry",
-            ExpressionAttributeValues={":one": {"N": "1"}, ":expiry": {"N": str(int(time.time()) + 10)}},
+            ExpressionAttributeValues={":one": {"N": "1"}, ":expiry": {"N": str(int(time.time() + WINDOW_S))}},
         )
 
     def do_acquire() -> object:
@@ -232,7 +193,7 @@ def dynamodb_operations(port: int) -> dict[str, Callable[[], object]]:
         live = {k: v for k, v in item["leases"]["M"].items() if int(v["N"]) > now_ms}
         if len(live) >= MAX_IN_FLIGHT:
             raise AssertionError("never full here")
-        live[holder] = {"N": str(now_ms + LEASE_MS)}
+        live[holder] = {"N": str(now_ms + int(LEASE_S * 1000))}
         return client.update_item(
             TableName=TABLE,
             Key=lease_pk,
@@ -371,17 +332,31 @@ def costs(replica_regions: int = 2, targets_read: int = len(TARGETS)) -> dict[st
 
 # --- measurement ---------------------------------------------------------------------------------------------
 
-ROUND_TRIPS = {
-    "valkey": {"read": 1, "evidence_write": 1, "lease_acquire": 1, "lease_release": 1},
+# Round trips of each operation (DynamoDB's lease: a consistent GetItem, then the conditional UpdateItem).
+OP_ROUND_TRIPS = {
+    "valkey": {"read": 1, "evidence_write": 1, "lease_acquire": 1, "report_and_release": 1},
     "dynamodb": {"read": 1, "evidence_write": 1, "lease_acquire": 2, "lease_release": 1},
+}
+# A request's operations in the router's order, one attempt each (each further attempt adds one evidence write).
+SHAPES = {
+    "valkey": {
+        "on_demand_request": ("read", "evidence_write"),
+        "provisioned_request": ("read", "lease_acquire", "report_and_release"),
+    },
+    "dynamodb": {
+        "on_demand_request": ("read", "evidence_write"),
+        "provisioned_request": ("read", "lease_acquire", "evidence_write", "lease_release"),
+    },
 }
 
 
-def sequences(ops: dict[str, Callable[[], object]]) -> dict[str, Sequence[Callable[[], object]]]:
+def round_trips(store: str) -> dict[str, int]:
+    trips = OP_ROUND_TRIPS[store]
+    shapes = SHAPES[store]
     return {
-        **{name: (op,) for name, op in ops.items()},
-        "on_demand_request": (ops["read"], ops["evidence_write"]),
-        "provisioned_request": (ops["read"], ops["lease_acquire"], ops["evidence_write"], ops["lease_release"]),
+        "on_demand": sum(trips[op] for op in shapes["on_demand_request"]),
+        "provisioned": sum(trips[op] for op in shapes["provisioned_request"]),
+        "per_further_attempt": trips["evidence_write"],
     }
 
 
@@ -401,33 +376,28 @@ def measure(steps: Sequence[Callable[[], object]], warmup: int, iterations: int)
 
 def run(warmup: int, iterations: int) -> dict[str, Any]:
     with redis_server() as redis_port, moto_server() as moto_port, canned_http_server() as canned_port:
-        client, client_name = valkey_client(redis_port)
-        stores = {"valkey": valkey_operations(client), "dynamodb": dynamodb_operations(moto_port)}
+        stores = {"valkey": valkey_operations(redis_port), "dynamodb": dynamodb_operations(moto_port)}
         figures: dict[str, Any] = {store: {} for store in stores}
-        # Interleaved, one operation at a time for both stores, so a busy moment of the machine hits both.
-        for name in sequences(stores["valkey"]):
+        # Interleaved, one operation or shape at a time for both stores, so a busy moment of the machine hits both.
+        steps = {store: {**{op: (op,) for op in ops}, **SHAPES[store]} for store, ops in stores.items()}
+        for name in sorted(set(steps["valkey"]) | set(steps["dynamodb"])):
             for store, ops in stores.items():
-                figures[store][f"{name}_us"] = measure(sequences(ops)[name], warmup, iterations)
+                if name in steps[store]:
+                    figures[store][f"{name}_us"] = measure([ops[op] for op in steps[store][name]], warmup, iterations)
         figures["dynamodb"]["boto3_round_trip_floor_us"] = measure((boto3_round_trip(canned_port),), warmup, iterations)
-    per_request = {
-        store: {
-            "on_demand": trips["read"] + trips["evidence_write"],
-            "provisioned": sum(trips.values()),
-            "per_extra_attempt": trips["evidence_write"],
-        }
-        for store, trips in ROUND_TRIPS.items()
-    }
+    per_request = {store: round_trips(store) for store in OP_ROUND_TRIPS}
     valkey_pt, dynamo_pt = (figures[s]["provisioned_request_us"]["p50"] for s in ("valkey", "dynamodb"))
     return {
         **figures,
         "round_trips_per_request": per_request,
         "cost": costs(),
         "provisioned_request_p50_ratio_dynamodb_over_valkey": round(dynamo_pt / valkey_pt, 1),
-        "valkey_client": client_name,
+        "valkey_client": "spillway.fleet_store.ValkeyFleetStore on spillway.resp (the router's own)",
         "dynamodb_client": "boto3 (retries off)",
         "servers": "redis-server (Debian) and moto ThreadedMotoServer, both on 127.0.0.1",
         "note": "loopback, no network: not AWS latency; AWS's documented figures are in docs/design-notes.md",
         "iterations": iterations,
+        "load_average_1m": round(os.getloadavg()[0], 1),  # the machine is shared: how busy it was at the end
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {platform.system()}",
     }

@@ -19,10 +19,8 @@ def main(argv: list[str]) -> int:
     except (FileNotFoundError, GraphvizMissing) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(
-        f"security review: {paths['html']} ({paths['md'].name}, {paths['svg'].name}, {paths['png'].name})",
-        file=sys.stderr,
-    )
+    pictures = [paths[k].name for k in ("dataflow_svg", "dataflow_png", "svg", "png") if k in paths]
+    print(f"security review: {paths['html']} ({', '.join([paths['md'].name, *pictures])})", file=sys.stderr)
     return 0
 
 

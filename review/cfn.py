@@ -349,6 +349,21 @@ def references(value: Any) -> set[str]:
     return found
 
 
+def import_names(value: Any) -> list[str]:
+    """Export names a value imports (Fn::ImportValue of a literal name), anywhere inside it."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if key == "Fn::ImportValue" and isinstance(child, str):
+                found.append(child)
+            else:
+                found.extend(import_names(child))
+    elif isinstance(value, list):
+        for child in value:
+            found.extend(import_names(child))
+    return found
+
+
 def as_list(value: Any) -> list[Any]:
     if value is None:
         return []

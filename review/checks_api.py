@@ -170,7 +170,7 @@ class Edge:
     acls: list[Resource]
 
 
-def _edges(a: CloudAssembly) -> list[Edge]:
+def prompt_edges(a: CloudAssembly) -> list[Edge]:
     by_api: dict[tuple[str, str], list[Route]] = {}
     for route in api_routes(a):
         if route.carries_prompt:
@@ -201,13 +201,23 @@ def waf_skips_prompt_bodies(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
     log keeps the matched text."""
     return judge(
         "waf_skips_prompt_bodies",
-        _edges(a),
+        prompt_edges(a),
         lambda edge: prompt_inspection_reasons(a, edge),
         lambda edge: (
             f"{where(edge.api)} {', '.join(f'{r.verb} {r.path}' for r in edge.routes)} behind "
             f"{', '.join(where(x) for x in edge.acls) or 'no web ACL'}"
         ),
     )
+
+
+def credential_headers(a: CloudAssembly, acl: Resource) -> tuple[str, ...]:
+    """SigV4's headers, and x-api-key where an API behind this web ACL requires API keys."""
+    keyed = any(
+        r.method.properties.get("ApiKeyRequired")
+        for r in api_routes(a)
+        if any(x.key == acl.key for x in web_acls_of(a, r.api))
+    )
+    return (*CREDENTIAL_HEADERS, "x-api-key") if keyed else CREDENTIAL_HEADERS
 
 
 def waf_logging_reasons(a: CloudAssembly, acl: Resource) -> list[str]:
@@ -226,7 +236,7 @@ def waf_logging_reasons(a: CloudAssembly, acl: Resource) -> list[str]:
             if isinstance(field, Mapping) and isinstance(field.get("SingleHeader"), Mapping)
         }
         whole = {k for f in as_list(config.properties.get("RedactedFields")) if isinstance(f, Mapping) for k in f}
-        missing = [h for h in CREDENTIAL_HEADERS if h not in redacted]
+        missing = [h for h in credential_headers(a, acl) if h not in redacted]
         if missing:
             reasons.append(f"{where(config)} keeps the {', '.join(missing)} header")
         if "QueryString" not in whole:
@@ -238,11 +248,62 @@ def waf_logging_reasons(a: CloudAssembly, acl: Resource) -> list[str]:
 
 @predicate
 def waf_logs_redacted(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
-    """Every web ACL logs through a logging configuration that redacts the credential headers and the query string
-    and filters what it keeps: a WAF log records no request content."""
+    """Every web ACL logs through a logging configuration that redacts the credential headers (SigV4's, and
+    x-api-key where the API requires keys) and the query string, and filters what it keeps: a WAF log records no
+    request content."""
     return judge(
         "waf_logs_redacted",
         list(a.resources("AWS::WAFv2::WebACL")),
         lambda acl: waf_logging_reasons(a, acl),
+        where,
+    )
+
+
+def _stage_rate(a: CloudAssembly, acl: Resource) -> float | None:
+    """The highest steady-state rate (requests per second) of the stages this web ACL is associated with."""
+    rates = []
+    for association in a.resources("AWS::WAFv2::WebACLAssociation"):
+        if association.stack != acl.stack or acl.logical_id not in references(association.properties.get("WebACLArn")):
+            continue
+        for stage in a.resources("AWS::ApiGateway::Stage"):
+            if stage.stack == acl.stack and stage.logical_id in references(association.properties.get("ResourceArn")):
+                rates += [
+                    float(m["ThrottlingRateLimit"])
+                    for m in as_list(stage.properties.get("MethodSettings"))
+                    if isinstance(m, Mapping) and isinstance(m.get("ThrottlingRateLimit"), int | float)
+                ]
+    return max(rates) if rates else None
+
+
+def rate_rule_reasons(a: CloudAssembly, acl: Resource) -> list[str]:
+    rules = [
+        rule
+        for rule in as_list(acl.properties.get("Rules"))
+        if isinstance(rule, Mapping) and "RateBasedStatement" in (rule.get("Statement") or {})
+    ]
+    if not rules:
+        return ["no rate-based rule"]
+    stage_rate = _stage_rate(a, acl)
+    reasons = []
+    for rule in rules:
+        statement = rule["Statement"]["RateBasedStatement"]
+        window = int(statement.get("EvaluationWindowSec", 300))
+        limit = int(statement.get("Limit", 0))
+        if stage_rate is not None and limit >= stage_rate * window:
+            reasons.append(
+                f"rule {rule.get('Name')} admits {limit} requests per {window} s per source: the whole stage's "
+                f"throttle ({stage_rate:g}/s x {window} s = {stage_rate * window:g}), so it never limits one source"
+            )
+    return reasons
+
+
+@predicate
+def waf_rate_below_stage(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every web ACL has a rate-based rule whose limit per source is below what the stage it protects admits in the
+    same window: one source cannot take the whole API."""
+    return judge(
+        "waf_rate_below_stage",
+        list(a.resources("AWS::WAFv2::WebACL")),
+        lambda acl: rate_rule_reasons(a, acl),
         where,
     )

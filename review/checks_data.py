@@ -19,7 +19,6 @@ KEY_USE_SCOPE = (
     "kms:encryptioncontext",
     "kms:encryptioncontextkeys",
     "kms:grantisforawsresource",
-    "kms:calleraccount",
     *pol.SOURCE_SCOPE,
 )
 
@@ -188,12 +187,26 @@ def function_logs_declared(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 def data_at_rest_cmk(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
     """Every data store (tables, buckets, topics, queues, function environments, endpoint volumes, state machines,
     configuration) is encrypted with a customer-managed KMS key."""
-    return simple(
-        "data_at_rest_cmk",
-        _stores(a),
-        lambda e: e.customer_managed,
-        lambda e: f"{where(e.resource)} {e.what}: {e.key}",
-    )
+    log_targets = {
+        target.key
+        for bucket in a.resources("AWS::S3::Bucket")
+        if (
+            target := a.resolve(
+                bucket.stack, (bucket.properties.get("LoggingConfiguration") or {}).get("DestinationBucketName")
+            )
+        )
+    }
+
+    def describe(e: inv.Encrypted) -> str:
+        note = ""
+        if not e.customer_managed and e.resource.key in log_targets:
+            note = (
+                " (an S3 server access log destination, which accepts only SSE-S3: CloudTrail data events "
+                "under a CMK would meet this instead)"
+            )
+        return f"{where(e.resource)} {e.what}: {e.key}{note}"
+
+    return simple("data_at_rest_cmk", _stores(a), lambda e: e.customer_managed, describe)
 
 
 @predicate

@@ -41,9 +41,27 @@ def wildcard_invoke_reasons(s: inv.Statement) -> list[str]:
             continue
         if pol.every_resource(resource):
             reasons.append(f"on every resource ({resource})")
+        elif _function_versions(resource) or _one_api(resource):
+            continue
         elif pol.wildcard(resource) and not pol.has_condition(s.raw, ("aws:resourcetag",)):
             reasons.append(f"on a pattern without an aws:ResourceTag condition ({resource})")
     return reasons
+
+
+def _function_versions(resource: str) -> bool:
+    """`<one function's ARN>:*`: every version and alias of one exact function, not a pattern over functions."""
+    base = resource.removesuffix(":*")
+    exact = base != resource and not pol.wildcard(base)
+    return exact and (base.endswith(".Arn") or ":function:" in base)
+
+
+def _one_api(resource: str) -> bool:
+    """`arn:aws:execute-api:<region>:<account>:<api id>/*`: the stages, methods and paths of one exact API."""
+    parts = pol.arn_parts(resource)
+    if parts is None or parts[2] != "execute-api":
+        return False
+    api_id = parts[5].split("/", 1)[0]
+    return bool(api_id) and not pol.wildcard(api_id) and pol.account_pinned(resource)
 
 
 def wildcard_invoke(s: inv.Statement) -> bool:
@@ -83,7 +101,7 @@ def trust_reasons(s: inv.Statement) -> list[str]:
             reasons.append("assumable by any principal")
         elif kind == "Service" and value not in UNSCOPED_SERVICES:
             if not pol.has_condition(s.raw, pol.SOURCE_SCOPE):
-                reasons.append(f"{value} without aws:SourceAccount or aws:SourceArn (confused deputy)")
+                reasons.append("no aws:SourceAccount or aws:SourceArn condition (confused deputy)")
         elif kind == "AWS" and pol.is_account_root(value) and not s.raw.get("Condition"):
             reasons.append(f"assumable by every principal of {value} without a condition")
     return reasons
@@ -141,4 +159,67 @@ def api_callers_exact(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
         list(a.resources("AWS::ApiGateway::RestApi")),
         caller_reasons,
         lambda r: f"{where(r)}",
+    )
+
+
+TAGGING_ACTIONS = (
+    "tagresource",
+    "untagresource",
+    "createtags",
+    "deletetags",
+    "addtagstoresource",
+    "removetagsfromresource",
+)
+
+
+def _tagging(action: str) -> bool:
+    name = action.lower().split(":", 1)[-1]
+    return name in TAGGING_ACTIONS or action.strip() == "*" or action.lower().endswith(":*")
+
+
+def _service(arn: str) -> str:
+    parts = pol.arn_parts(arn)
+    return parts[2] if parts else ""
+
+
+def abac_services(a: CloudAssembly) -> set[str]:
+    """Services some policy grants on by resource tag (aws:ResourceTag): there a tag opens a door."""
+    return {
+        _service(pol.text(r))
+        for s in inv.iam_statements(a)
+        if s.raw and s.effect == "Allow" and pol.has_condition(s.raw, ("aws:resourcetag",))
+        for r in as_list(s.raw.get("Resource"))
+    } - {""}
+
+
+def tagging_reasons(s: inv.Statement, abac: set[str]) -> list[str]:
+    raw = [pol.text(x) for x in as_list(s.raw.get("Resource"))]
+    patterns = [r for r in raw if pol.wildcard(r) and (_service(r) in abac or r == "*")]
+    if not patterns:
+        return []
+    reasons = []
+    if not pol.has_condition(s.raw, ("aws:resourcetag",)):
+        reasons.append(f"may tag any resource of {', '.join(patterns)} (no aws:ResourceTag condition), then act on it")
+    if not pol.has_condition(s.raw, ("aws:tagkeys",)):
+        reasons.append("tag keys not fixed (no aws:TagKeys condition)")
+    return reasons
+
+
+@predicate
+def iam_tagging_scoped(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """No identity policy lets a principal tag its way into resources: where some policy grants by resource tag,
+    tagging on a resource pattern of that service is held to resources that already carry the tag (aws:ResourceTag)
+    with the tag keys fixed (aws:TagKeys). A tag condition on the request alone lets the role tag any matching
+    resource and then use every grant that tag opens."""
+    abac = abac_services(a)
+    subjects = [
+        s
+        for s in _allows(a)
+        if s.resource.type.startswith("AWS::IAM::") and any(_tagging(x) for x in s.actions) and s.raw
+    ]
+    return judge(
+        "iam_tagging_scoped",
+        subjects,
+        lambda s: tagging_reasons(s, abac),
+        lambda s: f"{where(s.resource)} ({s.where}) for {s.principal}: {', '.join(s.actions)}",
     )

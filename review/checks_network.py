@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +60,16 @@ def subnets_private(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
     )
 
 
+# AWS-owned buckets that a service reads through presigned URLs signed by an AWS account: ECR's image layers. The
+# ECR documentation's minimum S3 gateway endpoint policy names them with Principal `*`; a principal perimeter of
+# this account would break every image pull.
+AWS_PRESIGNED_BUCKETS = re.compile(r"^arn:aws[a-z-]*:s3:::prod-[a-z0-9-]+-starport-layer-bucket/\*$")
+
+
+def _aws_presigned_bucket(resource: str) -> bool:
+    return AWS_PRESIGNED_BUCKETS.match(resource) is not None
+
+
 def endpoint_policy_shortfalls(endpoint: Resource) -> list[str]:
     """Why an endpoint's policy is wider than its clients need (empty: it is not)."""
     document = endpoint.properties.get("PolicyDocument")
@@ -77,36 +88,30 @@ def endpoint_policy_shortfalls(endpoint: Resource) -> list[str]:
         if any(pol.every_action(x) for x in actions):
             reasons.append(f"{sid} allows every action ({', '.join(x for x in actions if pol.every_action(x))})")
         needs_resources = [x for x in actions if x.lower() not in NO_RESOURCE_ACTIONS]
-        if needs_resources and any(pol.every_resource(x) for x in resources):
-            reasons.append(f"{sid} allows every resource ({', '.join(x for x in resources if pol.every_resource(x))})")
         unpinned = [x for x in resources if not pol.account_pinned(x)]
         if unpinned and needs_resources and not pol.has_condition(statement, pol.RESOURCE_PERIMETER):
-            reasons.append(f"{sid} has no resource perimeter (aws:ResourceAccount or aws:ResourceOrgID)")
+            reasons.append(
+                f"{sid} allows {', '.join(unpinned)} with no resource perimeter "
+                "(aws:ResourceAccount or aws:ResourceOrgID): other accounts' resources too"
+            )
         anyone = any(kind == "*" for kind, _ in pol.principals(statement))
-        if anyone and not pol.has_condition(statement, pol.PRINCIPAL_PERIMETER):
+        presigned = bool(resources) and all(_aws_presigned_bucket(x) for x in resources)
+        if anyone and not presigned and not pol.has_condition(statement, pol.PRINCIPAL_PERIMETER):
             reasons.append(f"{sid} admits any principal (no aws:PrincipalAccount or aws:PrincipalOrgID)")
     return reasons
 
 
 @predicate
 def endpoint_policies_least(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
-    """Every VPC endpoint has a policy that names its actions, no `*` resource where the action takes one, a resource
-    perimeter (exact account in the ARN, or aws:ResourceAccount / aws:ResourceOrgID) and a principal perimeter."""
+    """Every VPC endpoint has a policy that names its actions (no `*`, no `service:*`), keeps every resource inside
+    a resource perimeter (the account in the ARN, or aws:ResourceAccount / aws:ResourceOrgID; `*` only for actions
+    that take no resource) and admits principals only inside a principal perimeter (aws:PrincipalAccount / OrgID)."""
     return judge(
         "endpoint_policies_least",
         list(a.resources("AWS::EC2::VPCEndpoint")),
         endpoint_policy_shortfalls,
         lambda r: f"{where(r)} {inv.service_name(r, a)}",
     )
-
-
-def _groups_of(a: CloudAssembly, r: Resource, value: Any) -> list[Resource]:
-    found = []
-    for item in as_list(value):
-        group = a.resolve(r.stack, item)
-        if group is not None and group.type == "AWS::EC2::SecurityGroup":
-            found.append(group)
-    return found
 
 
 def _rules_of(a: CloudAssembly, group: Resource, direction: str) -> list[inv.SgRule]:
@@ -150,11 +155,11 @@ def interface_endpoints_closed(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
     subjects = [r for r in a.resources("AWS::EC2::VPCEndpoint") if r.properties.get("VpcEndpointType") == "Interface"]
 
     def ingress(endpoint: Resource) -> list[inv.SgRule]:
-        groups = _groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
+        groups = inv.security_groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
         return [rule for group in groups for rule in _rules_of(a, group, "ingress")]
 
     def shortfalls(endpoint: Resource) -> list[str]:
-        groups = _groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
+        groups = inv.security_groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
         if not groups:
             return ["no security group of its own (the VPC's default group)"]
         reasons = []
@@ -204,14 +209,46 @@ def _no_open(name: str, a: CloudAssembly, direction: str) -> Check:
     return judge(name, groups, shortfalls, describe)
 
 
+# Stores whose transport is TLS by construction: ElastiCache Serverless always encrypts in transit. Which of their
+# ports a rule may open is the control's `tls_cache_ports` (the ports the platform uses), 6379 and 6380 by default.
+TLS_ONLY_STORES = ("AWS::ElastiCache::ServerlessCache",)
+
+
+def _tls_store_groups(a: CloudAssembly) -> set[tuple[str, str]]:
+    """Security groups attached to a TLS-only store."""
+    return {
+        group.key
+        for store in a.resources(*TLS_ONLY_STORES)
+        for group in inv.security_groups_of(a, store, store.properties.get("SecurityGroupIds"))
+    }
+
+
+def _rule_groups(a: CloudAssembly, rule: inv.SgRule) -> list[Resource]:
+    """The groups a rule joins: its own group and its peer group."""
+    r = rule.resource
+    own = r if r.type == "AWS::EC2::SecurityGroup" else a.resolve(r.stack, r.properties.get("GroupId"))
+    peer_keys = ("SourceSecurityGroupId", "DestinationSecurityGroupId")
+    peers = [a.resolve(r.stack, r.properties.get(k)) for k in peer_keys] if r.type != "AWS::EC2::SecurityGroup" else []
+    return [g for g in (own, *peers) if g is not None]
+
+
 @predicate
 def sg_ports_limited(a: CloudAssembly, params: Mapping[str, Any]) -> Check:
-    """Every security-group rule is TCP on the allowed ports only (HTTPS)."""
+    """Every security-group rule is TCP on the allowed ports only (HTTPS), or on a TLS-only store's port the platform
+    uses, between the store's security group and its clients (ElastiCache Serverless always encrypts in transit)."""
     allowed = {str(p) for p in params.get("ports", ["443"])}
+    store_ports = {str(p) for p in params.get("tls_cache_ports", ["6379", "6380"])}
+    stores = _tls_store_groups(a)
+
+    def good(x: inv.SgRule) -> bool:
+        if x.protocol not in ("tcp", "6"):
+            return False
+        return x.ports in allowed or (x.ports in store_ports and any(g.key in stores for g in _rule_groups(a, x)))
+
     return simple(
         "sg_ports_limited",
         inv.sg_rules(a),
-        lambda x: x.protocol in ("tcp", "6") and x.ports in allowed,
+        good,
         lambda x: f"{where(x.resource)}: {x.direction} {x.protocol}/{x.ports} {x.peer}",
     )
 
@@ -289,3 +326,14 @@ def lambdas_in_vpc(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
         if is_cdk_provider(f)
     ]
     return check
+
+
+@predicate
+def lambda_code_signed(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
+    """Every workload Lambda function enforces code signing (a CodeSigningConfigArn): only signed code deploys."""
+    return simple(
+        "lambda_code_signed",
+        [f for f in a.resources("AWS::Lambda::Function") if not is_cdk_provider(f)],
+        lambda f: bool(f.properties.get("CodeSigningConfigArn")),
+        lambda f: f"{where(f)}: code signing {'enforced' if f.properties.get('CodeSigningConfigArn') else 'NONE'}",
+    )

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from review import checks_api
 from review import inventory as inv
 from review import policy as pol
-from review.cfn import CloudAssembly, Resource, as_list
+from review.cfn import CloudAssembly, Resource, as_list, import_names, references
 
 CAPTION = (
     "Data flow, drawn from the templates. Boxes are trust boundaries: the callers (their own accounts, outside these "
@@ -81,27 +81,6 @@ class Graph:
 
     def close(self, indent: str = "  ") -> None:
         self.lines.append(f"{indent}}}")
-
-
-def _imports(value: Any) -> Iterator[str]:
-    if isinstance(value, Mapping):
-        for key, child in value.items():
-            if key == "Fn::ImportValue" and isinstance(child, str):
-                yield child
-            else:
-                yield from _imports(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _imports(child)
-
-
-def _groups(a: CloudAssembly, r: Resource, value: Any) -> list[Resource]:
-    out = []
-    for item in as_list(value):
-        group = a.resolve(r.stack, item)
-        if group is not None and group.type == "AWS::EC2::SecurityGroup":
-            out.append(group)
-    return out
 
 
 def _ingress_sources(a: CloudAssembly, group: Resource) -> set[tuple[str, str]]:
@@ -211,10 +190,15 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
     # Callers: outside these stacks, admitted by the API's resource policy.
     g.open("callers", "Callers: their own accounts and VPCs (outside these stacks)", 'style="rounded,dashed";')
     caller_nodes: dict[tuple[str, str], list[str]] = {}
+    caller_endpoints: dict[tuple[str, str], list[str]] = {}
     for api in apis.values():
         for value in _callers(api):
             caller_nodes.setdefault(api.key, []).append(
                 g.node(("caller", value), _caller_label(value) if value != "*" else "any principal", "caller")
+            )
+        for endpoint_id in _foreign_endpoints(a, api):
+            caller_endpoints.setdefault(api.key, []).append(
+                g.node(("caller-endpoint", endpoint_id), f"callers' execute-api endpoint\n{endpoint_id}", "endpoint")
             )
     g.close()
 
@@ -242,7 +226,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
                 "      ",
             )
             for acl in checks_api.web_acls_of(a, api):
-                edge = next((e for e in checks_api._edges(a) if e.api.key == api.key), None)
+                edge = next((e for e in checks_api.prompt_edges(a) if e.api.key == api.key), None)
                 inspects = bool(edge and checks_api.prompt_inspection_reasons(a, edge))
                 waf = g.node(
                     acl.key,
@@ -275,7 +259,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
                 "      ",
             )
             router_nodes.setdefault(region, []).append(node)
-            for group in _groups(a, fn, (fn.properties.get("VpcConfig") or {}).get("SecurityGroupIds")):
+            for group in inv.security_groups_of(a, fn, (fn.properties.get("VpcConfig") or {}).get("SecurityGroupIds")):
                 function_groups[group.key] = node
         quiet_services: dict[str, list[str]] = {}
         for endpoint in (e for e in endpoints if e.region == region):
@@ -285,7 +269,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
                 continue
             admitted = {
                 function_groups[k]
-                for group in _groups(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
+                for group in inv.security_groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
                 for k in _ingress_sources(a, group)
                 if k in function_groups
             }
@@ -295,7 +279,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
                 for caller in caller_nodes.get(api_of.key, []):
                     g.edge(caller, node, PROMPT, numbered("SigV4 request over TLS"))
                 g.edge(node, api_nodes[api_of.key], PROMPT, numbered("private API"))
-            elif carries_prompts(endpoint):
+            elif carries_prompts(endpoint) and admitted:
                 node = g.node(endpoint.key, f"{service} endpoint\n(model runtime)", "endpoint", "      ")
                 runtime_nodes[endpoint.key] = node
                 for fn_node in admitted:
@@ -319,6 +303,10 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
             target = _model_node(g, a, endpoint, region)
             g.edge(runtime_nodes[endpoint.key], target, PROMPT, numbered("to the model"))
         for api in cell_apis:
+            for endpoint_node in caller_endpoints.get(api.key, []):
+                for caller in caller_nodes.get(api.key, []):
+                    g.edge(caller, endpoint_node, PROMPT, numbered("SigV4 request over TLS"))
+                g.edge(endpoint_node, api_nodes[api.key], PROMPT, numbered("private API"))
             for fn in {r.integration.key: r.integration for r in routes if r.api == api and r.integration}.values():
                 g.edge(api_nodes[api.key], g.ids[fn.key], PROMPT, numbered("Lambda proxy integration"))
         _stores(g, a, encryption, region, cell_functions)
@@ -332,9 +320,40 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
     return "\n".join(g.lines) + "\n"
 
 
+def _source_conditions(api: Resource, key: str) -> list[Any]:
+    """The values of one condition key (aws:SourceVpc, aws:SourceVpce) anywhere in the API's resource policy."""
+    document = api.properties.get("Policy")
+    found: list[Any] = []
+    for statement in as_list(document.get("Statement")) if isinstance(document, Mapping) else []:
+        for tests in (statement.get("Condition") or {}).values() if isinstance(statement, Mapping) else []:
+            for name, value in (tests or {}).items():
+                if str(name).lower() == key:
+                    found += as_list(value)
+    return found
+
+
 def _endpoint_keys(a: CloudAssembly, api: Resource) -> set[tuple[str, str]]:
-    ids = (api.properties.get("EndpointConfiguration") or {}).get("VpcEndpointIds")
-    return {found.key for item in as_list(ids) if (found := a.resolve(api.stack, item)) is not None}
+    """The execute-api endpoints that lead to a private API: named in its endpoint configuration or its policy
+    (aws:SourceVpce), scoped to it by their own policy, or in a VPC its policy admits (aws:SourceVpc)."""
+    ids = [*as_list((api.properties.get("EndpointConfiguration") or {}).get("VpcEndpointIds"))]
+    ids += _source_conditions(api, "aws:sourcevpce")
+    keys = {found.key for item in ids if (found := a.resolve(api.stack, item)) is not None}
+    vpcs = {found.key for v in _source_conditions(api, "aws:sourcevpc") if (found := a.resolve(api.stack, v))}
+    for endpoint in a.resources("AWS::EC2::VPCEndpoint"):
+        if endpoint.region != api.region or inv.endpoint_service(endpoint) != "execute":
+            continue
+        scoped = endpoint.stack == api.stack and api.logical_id in references(endpoint.properties.get("PolicyDocument"))
+        vpc = a.resolve(endpoint.stack, endpoint.properties.get("VpcId"))
+        if scoped or (vpc is not None and vpc.key in vpcs):
+            keys.add(endpoint.key)
+    return keys
+
+
+def _foreign_endpoints(a: CloudAssembly, api: Resource) -> list[str]:
+    """Interface endpoints the private API admits that no template declares: the callers' own, in their VPCs."""
+    ids = [*as_list((api.properties.get("EndpointConfiguration") or {}).get("VpcEndpointIds"))]
+    ids += _source_conditions(api, "aws:sourcevpce")
+    return sorted({pol.text(item) for item in ids if a.resolve(api.stack, item) is None})
 
 
 def _model_node(g: Graph, a: CloudAssembly, endpoint: Resource, region: str) -> str:
@@ -383,7 +402,7 @@ def _role_text(a: CloudAssembly, fn: Resource) -> str:
 
 def _granted(resource: Resource, role_text: str) -> bool:
     names = [v for k, v in resource.properties.items() if k.endswith("Name") and isinstance(v, str)]
-    return resource.logical_id in role_text or any(f"/{name}" in role_text for name in names)
+    return resource.logical_id in role_text or any(f"/{name}" in role_text or f":{name}" in role_text for name in names)
 
 
 def _stores(g: Graph, a: CloudAssembly, encryption: list[inv.Encrypted], region: str, routers: list[Resource]) -> None:
@@ -443,7 +462,7 @@ def _cross_region(
     sends prompts here over peering."""
     exports = a.exports()
     for record in a.resources("AWS::Route53::RecordSet"):
-        targets = [exports[name] for name in _imports(record.properties) if name in exports]
+        targets = [exports[name] for name in import_names(record.properties) if name in exports]
         zone = a.resolve(record.stack, record.properties.get("HostedZoneId"))
         if zone is None:
             continue

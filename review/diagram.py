@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from review.cfn import CloudAssembly, Resource, references
+from review.cfn import CloudAssembly, Resource, import_names, references
 from review.cfn import render as render_value
 
 # Plumbing: shown in the report's tables, left out of the picture.
@@ -182,7 +182,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, clust
             target = node_of.get((r.stack, ref))
             if target and target != source:
                 edges.add((source, target, ""))
-        for name in _imports(visible):
+        for name in import_names(visible):
             if name in exports and (target := node_of.get(exports[name])) and target != source:
                 edges.add((source, target, "import"))
         peer_region = r.properties.get("PeerRegion")
@@ -203,20 +203,6 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, clust
 
 def _escape_keep_newlines(text: str) -> str:
     return text.replace('"', '\\"')
-
-
-def _imports(value: object) -> list[str]:
-    found: list[str] = []
-    if isinstance(value, dict):
-        for key, child in value.items():
-            if key == "Fn::ImportValue" and isinstance(child, str):
-                found.append(child)
-            else:
-                found.extend(_imports(child))
-    elif isinstance(value, list):
-        for child in value:
-            found.extend(_imports(child))
-    return found
 
 
 class GraphvizMissing(RuntimeError):

@@ -280,6 +280,16 @@ def sg_rules(a: CloudAssembly) -> list[SgRule]:
     return rules
 
 
+def security_groups_of(a: CloudAssembly, r: Resource, value: Any) -> list[Resource]:
+    """The security groups a property names (SecurityGroupIds and the like), through references and imports."""
+    found = []
+    for item in as_list(value):
+        group = a.resolve(r.stack, item)
+        if group is not None and group.type == "AWS::EC2::SecurityGroup":
+            found.append(group)
+    return found
+
+
 def security_groups(a: CloudAssembly) -> list[list[str]]:
     rows = []
     ruled = {rule.resource.key for rule in sg_rules(a)}

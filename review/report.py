@@ -83,7 +83,7 @@ def build(a: CloudAssembly, figures: list[Figure]) -> list[Section]:
         _encryption(a, checks),
         _logging(a, checks),
         _cdk_nag(a),
-        *_nist(controls),
+        *_nist(a, controls),
         _inventory(a),
     ]
 
@@ -97,7 +97,7 @@ def verdict(check: nist.Check | None) -> Para:
     if check.passed:
         return Para(f"{check.description} Holds for all {check.examined} examined ({check.name}).")
     return Para(
-        f"Not so: {check.description} {len(check.gaps)} of {check.examined} fall short ({check.name}): "
+        f"NOT MET ({check.name}): {check.description} {len(check.gaps)} of {check.examined} examined fall short: "
         + "; ".join(check.gaps[:6])
         + (f"; and {len(check.gaps) - 6} more (see the evidence table)." if len(check.gaps) > 6 else "."),
         warn=True,
@@ -267,8 +267,9 @@ def _encryption(a: CloudAssembly, checks: dict[str, nist.Check]) -> Section:
         "Encryption inventory",
         [
             Para(
-                "Every data store and log group, and every other resource with a key property, with the key that "
-                "protects it and that key's rotation."
+                "Every data store and declared log group, and every other resource with a key property, with the "
+                "key that protects it and that key's rotation. Implicit log groups (declared in no template) are "
+                "listed under Logging and retention."
             ),
             verdict(checks.get("data_at_rest_cmk")),
             verdict(checks.get("logs_cmk")),
@@ -318,10 +319,7 @@ def _logging(a: CloudAssembly, checks: dict[str, nist.Check]) -> Section:
                 inv.logging_settings(a),
                 caption="What is recorded (flow logs, access logs, functions, trails, alarms)",
             ),
-            Para(
-                "CloudTrail, GuardDuty and AWS Config are account-level services outside these stacks "
-                "(see the NIST section)."
-            ),
+            Para(_account_services_sentence(a)),
         ],
     )
 
@@ -341,8 +339,9 @@ def _cdk_nag(a: CloudAssembly) -> Section:
             Para(
                 "The compliance gate (stacks/compliance.py) runs cdk-nag's AwsSolutions and NIST 800-53 rev 5 packs on "
                 "every stack, and CloudFormation's own validation; any open error fails `make synth`. cdk-nag reports "
-                "only open findings; each acknowledgement is listed below with its reason, which names the "
-                "compensating control."
+                "only open findings; each acknowledgement is listed below with the reason it gives. Whether a "
+                "reason is true of the template is for the reader to judge against the tables above: the gate "
+                "cannot check it."
             ),
             Para(
                 "Validation report: "
@@ -365,7 +364,7 @@ def _cdk_nag(a: CloudAssembly) -> Section:
     )
 
 
-def _nist(controls: list[nist.ControlResult]) -> list[Section]:
+def _nist(a: CloudAssembly, controls: list[nist.ControlResult]) -> list[Section]:
     rows = []
     checks: dict[str, nist.Check] = {}
     for c in controls:
@@ -424,15 +423,38 @@ def _nist(controls: list[nist.ControlResult]) -> list[Section]:
             "Controls met outside these stacks",
             [
                 Para(
-                    "These stacks do not turn on CloudTrail, GuardDuty, AWS Config, Security Hub, account MFA or IAM "
-                    "Identity Center. They must be on in every account and region the platform runs in, set up by the "
-                    "organization's landing zone, before this platform is deployed:"
+                    _account_services_sentence(a)
+                    + " Account MFA and IAM Identity Center are never in a stack. What these stacks do not hold must "
+                    "be on in every account and region the platform runs in, set up by the organization's landing "
+                    "zone, before this platform is deployed:"
                 ),
                 Table(["controls", "met by"], [[str(o["controls"]), str(o["met_by"])] for o in outside]),
             ],
             level=3,
         ),
     ]
+
+
+ACCOUNT_SERVICES = {
+    "AWS::CloudTrail::Trail": "CloudTrail trail",
+    "AWS::GuardDuty::Detector": "GuardDuty detector",
+    "AWS::Config::ConfigurationRecorder": "AWS Config recorder",
+    "AWS::SecurityHub::Hub": "Security Hub",
+}
+
+
+def _account_services_sentence(a: CloudAssembly) -> str:
+    """Which account-level security services the templates turn on, counted, never assumed."""
+    found = {name: sum(1 for _ in a.resources(t)) for t, name in ACCOUNT_SERVICES.items()}
+    present = [f"{n} {name}" for name, n in found.items() if n]
+    absent = [name for name, n in found.items() if not n]
+    parts = []
+    if absent:
+        listed = ", ".join(absent[:-1]) + (" or " if len(absent) > 1 else "") + absent[-1]
+        parts.append(f"No {listed} in these stacks: they are account-level, outside them.")
+    if present:
+        parts.append(f"These stacks declare {', '.join(present)}.")
+    return " ".join(parts)
 
 
 def _inventory(a: CloudAssembly) -> Section:

@@ -35,6 +35,8 @@ class CellStack(cdk.Stack):
         self._zones = list(platform.regions[region].availability_zones)
         kwargs.setdefault("stack_name", stack_name(platform, kind, region))
         kwargs.setdefault("description", description)
+        # Deleting a cell's stack would take its keys, tables and endpoints with it: a deliberate act, not a typo.
+        kwargs.setdefault("termination_protection", True)
         kwargs["env"] = cdk.Environment(account=platform.account, region=region)
         super().__init__(scope, construct_id, **kwargs)
         self.platform = platform

@@ -221,12 +221,6 @@ def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
     is_complete = _token_name(stack, pt.is_complete.node.default_child, "Arn")
     for name in ("framework-onEvent", "framework-isComplete", "framework-onTimeout"):
         function = provider.node.find_child(name)
-        gate.acknowledge(
-            function,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
-            "CDK's Provider framework function: the managed policy only lets it write its own logs, and its log "
-            "group is this cell's CMK-encrypted framework group with the platform's retention.",
-        )
         for arn in (on_event, is_complete):
             gate.acknowledge(
                 function,
@@ -237,8 +231,11 @@ def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
         gate.acknowledge(
             function,
             "NIST.800.53.R5-IAMNoInlinePolicy",
-            "The Provider framework's generated role policy grants only lambda:InvokeFunction on this cell's two "
-            "handlers; the framework owns that role and is rebuilt by CDK with the same scope on every synthesis.",
+            "CDK's Provider framework generates this role's inline policy: lambda:InvokeFunction and "
+            "lambda:GetFunction on this cell's two handler functions (any version), states:StartExecution on the "
+            "provider's own waiter (the onEvent function only), and logs:CreateLogStream/PutLogEvents on the "
+            "framework's CMK-encrypted log group (models.py _framework_roles replaced AWSLambdaBasicExecutionRole). "
+            "CDK rebuilds it with the same scope on every synthesis.",
         )
         gate.acknowledge(
             function,
@@ -273,8 +270,10 @@ def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
     gate.acknowledge(
         waiter,
         "NIST.800.53.R5-IAMNoInlinePolicy",
-        "The waiter state machine's generated role policy grants only lambda:InvokeFunction on the framework's "
-        "two functions; CDK owns that role and rebuilds it with the same scope on every synthesis.",
+        "CDK generates the waiter's inline role policy: lambda:InvokeFunction on the framework's is-complete and "
+        "timeout functions (any version), the CloudWatch Logs log-delivery actions (authorized on '*' only) for its "
+        "CMK-encrypted framework log group, and kms:Decrypt/GenerateDataKey on the framework key through Step "
+        "Functions only. Only Step Functions of this account, for its state machines, may assume the role.",
     )
     gate.acknowledge(
         waiter,
@@ -285,8 +284,10 @@ def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
     gate.acknowledge(
         waiter,
         "AwsSolutions-SF2",
-        "The waiter polls one control-plane call per minute during a deployment; its executions are logged at ALL "
-        "(without execution data) to the cell's CMK-encrypted log group, which is the trace that matters here.",
+        "SF2 asks for X-Ray tracing. The waiter is CDK's Provider state machine: during a deployment that buys PT "
+        "it calls the framework's is-complete function once a minute, and a trace would show only that poll. Its "
+        "executions are logged at ALL (without execution data) to the cell's CMK-encrypted framework log group, the "
+        "state machine is encrypted with the framework key, and every outcome is a CloudFormation stack event.",
     )
 
 
@@ -297,6 +298,9 @@ def router(gate: ComplianceGate, stack: RouterStack) -> None:
     a WAF web ACL on the stage; the Lambda in the isolated subnets with reserved concurrency and a CMK-encrypted
     environment; customer-managed policies only on its role (CDK's grants are dropped: `without_policy_updates`);
     the table with PITR, a CMK and a backup plan; CMK-encrypted log groups, topic, vault and configuration.
+    The fleet store needs none either: cdk-nag 3.0.2 has no rule for ElastiCache serverless caches, users or user
+    groups (its six ElastiCache rules read CfnCacheCluster and CfnReplicationGroup only), so what those rules ask
+    (in the VPC, encrypted, multi-AZ, authenticated) is proven by tests/infra/test_fleet_store.py instead.
     """
     gate.acknowledge(
         stack.router_function.runtime_policy,
@@ -345,21 +349,28 @@ def router(gate: ComplianceGate, stack: RouterStack) -> None:
         "router Lambda (AWS_PROXY), invoked by API Gateway under IAM with a Lambda resource policy naming this API, "
         "so there is no HTTP backend to present a certificate to. Callers reach the API over TLS only.",
     )
-    cloudwatch_role = stack.api.node.find_child("CloudWatchRole")
-    gate.acknowledge(
-        cloudwatch_role,
-        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
-        "The account-level role API Gateway uses to write access and execution logs in this region; AWS maintains "
-        "the policy for exactly that service and only apigateway.amazonaws.com can assume the role. Both groups it "
-        "writes for this API exist before the stage, created by the router stack: the access log group and "
-        "API-Gateway-Execution-Logs_<restApiId>/live (errors only, no data trace), each CMK-encrypted with the "
-        "platform's retention, so the role never creates an unencrypted or unexpiring group for this API.",
-    )
+    if stack.router_api.account_role is not None:
+        _account_cloudwatch_role(gate, stack.router_api.account_role.role)
     backup_role = stack.health.backup_selection.node.find_child("Role")
     gate.acknowledge(
         backup_role,
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup]",
-        "AWS Backup's own service policy, maintained by AWS for the backup jobs it runs; only backup.amazonaws.com "
-        "can assume the role, the selection names the health table alone, and the vault is CMK-encrypted with "
+        "AWS Backup's own service policy, maintained by AWS for the backup jobs it runs; only AWS Backup acting "
+        "for this account (aws:SourceAccount) can assume the role, the selection names the health table alone, "
+        "and the vault is CMK-encrypted with "
         "recovery-point deletion blocked.",
+    )
+
+
+def _account_cloudwatch_role(gate: ComplianceGate, role: IConstruct) -> None:
+    """Only when the platform file sets router.api.account_cloudwatch_role."""
+    gate.acknowledge(
+        role,
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+        "The account-level role API Gateway uses to write access and execution logs in this region, set because "
+        "the platform file asks for it (router.api.account_cloudwatch_role); AWS maintains the policy for exactly "
+        "that service, and only API Gateway, for this account's APIs in this region, can assume the role. Both "
+        "groups it writes for this API exist before the stage, created by the router stack: the access log group and "
+        "API-Gateway-Execution-Logs_<restApiId>/live (errors only, no data trace), each CMK-encrypted with the "
+        "platform's retention, so the role never creates an unencrypted or unexpiring group for this API.",
     )

@@ -37,6 +37,7 @@ from aws_cdk import aws_route53 as route53
 from constructs import Construct
 
 from stacks.cell import CellStack
+from stacks.cross_region import contain_cross_region_providers
 from stacks.network import BEDROCK_RUNTIME, RUNTIME_SERVICES, SAGEMAKER_RUNTIME, NetworkStack
 from stacks.platform import Platform
 
@@ -79,6 +80,10 @@ class LinksStack(CellStack):
         )
         self.peers: tuple[str, ...] = tuple(r for r in platform.region_names if r != region)
         local = networks[region]
+        # It reads peer VPC ids (and the owners' peering ids); it writes the ids of the peerings it owns.
+        contain_cross_region_providers(
+            self, local.log_key, writer=any(region < peer for peer in self.peers), reader=bool(self.peers)
+        )
 
         # 1. Peering connections owned here (to every larger region), published on both networks for the peer.
         self.owned_peerings: dict[str, ec2.CfnVPCPeeringConnection] = {}

@@ -39,6 +39,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_stepfunctions as sfn
@@ -47,6 +48,7 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
+from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
 from stacks.eni import ENI_ACTIONS, eni_guard
 from stacks.naming import application_profile_name, endpoint_name, pt_handler_name, router_policy_name
 from stacks.network import BEDROCK_INVOKE_ACTIONS, PLATFORM_TAG, SAGEMAKER_INVOKE_ACTIONS
@@ -67,6 +69,20 @@ if TYPE_CHECKING:
 PT_HANDLER_ASSET = Path(__file__).resolve().parents[1] / "lambdas" / "provisioned_throughput"
 PT_METADATA = "Spillway::ProvisionedThroughput"
 VARIANT = "AllTraffic"
+# Object writes and deletions of an artifact bucket: only platform.artifact_publishers may make them.
+ARTIFACT_WRITE_ACTIONS = (
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:PutObject",
+    "s3:PutObjectAcl",
+    "s3:PutObjectLegalHold",
+    "s3:PutObjectRetention",
+    "s3:PutObjectTagging",
+    "s3:PutObjectVersionAcl",
+    "s3:RestoreObject",
+)
+# The only tag keys a purchase may carry (the custom resource's Tags below): aws:TagKeys is fixed to them.
+PT_TAG_KEYS = ("cost-center", PLATFORM_TAG, "spillway:model", "spillway:provisioned-name")
 PT_CONTROL_ACTIONS = (
     "bedrock:CreateProvisionedModelThroughput",
     "bedrock:GetProvisionedModelThroughput",
@@ -164,10 +180,20 @@ class EscrowModel(Construct):
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
+        bucket_name = artifact_bucket_name(platform.name, model, platform.account, region)
+        restrict_key_policy(
+            self.key,
+            uses=[
+                # Artifacts (bucket key on: S3 sets the bucket's ARN as the context), endpoint volumes.
+                ServiceUse("s3", {"aws:s3:arn": f"arn:{stack.partition}:s3:::{bucket_name}"}),
+                ServiceUse("sagemaker"),
+                ServiceUse("ec2"),
+            ],
+        )
         self.bucket = s3.Bucket(
             self,
             "Artifacts",
-            bucket_name=artifact_bucket_name(platform.name, model, platform.account, region),
+            bucket_name=bucket_name,
             encryption=s3.BucketEncryption.KMS,
             encryption_key=self.key,
             bucket_key_enabled=True,
@@ -280,6 +306,19 @@ class EscrowModel(Construct):
                 conditions={"ArnNotEquals": {"aws:PrincipalArn": self.role.role_arn}},
             )
         )
+        # Nobody but the configured publishers (platform.artifact_publishers) writes or removes a model: anyone else
+        # IAM allows would otherwise be able to replace what the endpoint serves.
+        publishers = list(platform.artifact_publishers)
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="OnlyPublishersWriteArtifacts",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(ARTIFACT_WRITE_ACTIONS),
+                resources=[self.bucket.arn_for_objects("*")],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": publishers}} if publishers else None,
+            )
+        )
         self.bucket.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="ExecutionRoleReadsItsFolder",
@@ -334,6 +373,15 @@ class EscrowModel(Construct):
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             min_capacity=spec.min_instances,
             max_capacity=spec.max_instances,
+            # Application Auto Scaling acts for SageMaker through its service-linked role (created on first use);
+            # without this CDK would add a role of its own that nothing assumes.
+            role=iam.Role.from_role_arn(
+                self,
+                "ScalingServiceLinkedRole",
+                f"arn:{stack.partition}:iam::{platform.account}:role/aws-service-role/"
+                "sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+                mutable=False,
+            ),
         )
         self.scaling.node.add_dependency(self.endpoint)
         self.scaling.scale_to_track_metric(
@@ -379,6 +427,7 @@ class ProvisionedThroughputs(Construct):
             self, "HandlerLogs", retention_days=platform.log_retention_days, key=network.log_key
         ).log_group
         name_condition = {"StringEquals": {"aws:RequestTag/spillway:provisioned-name": names}}
+        fixed_tag_keys = {"ForAllValues:StringEquals": {"aws:TagKeys": list(PT_TAG_KEYS)}}
         # The handlers' names are fixed so the role's policy can name their ARNs without referring to them (a cycle).
         handler_names = {entry: pt_handler_name(platform, region, entry) for entry in ("on_event", "is_complete")}
         handler_arns = {
@@ -392,9 +441,23 @@ class ProvisionedThroughputs(Construct):
             statements=[
                 iam.PolicyStatement(
                     sid="CreateConfiguredPurchases",
-                    actions=["bedrock:CreateProvisionedModelThroughput", "bedrock:TagResource"],
+                    actions=["bedrock:CreateProvisionedModelThroughput"],
                     resources=[*served, provisioned],
-                    conditions=name_condition,
+                    conditions={**name_condition, **fixed_tag_keys},
+                ),
+                iam.PolicyStatement(
+                    # Re-tagging only what already carries one of this cell's names, with the fixed tag keys: the role
+                    # cannot tag someone else's PT into its reach (Get and Delete require the same tag).
+                    sid="RetagOwnPurchases",
+                    actions=["bedrock:TagResource"],
+                    resources=[provisioned],
+                    conditions={
+                        "StringEquals": {
+                            "aws:RequestTag/spillway:provisioned-name": names,
+                            "aws:ResourceTag/spillway:provisioned-name": names,
+                        },
+                        **fixed_tag_keys,
+                    },
                 ),
                 iam.PolicyStatement(
                     sid="WatchAndReleaseOwnPurchases",
@@ -441,6 +504,17 @@ class ProvisionedThroughputs(Construct):
             ec2.Port.tcp(443),
             "HTTPS from the model security group",
         )
+        # And out of the model group to it: a rule of this stack on the network's group (no reference back).
+        ec2.CfnSecurityGroupEgress(
+            self,
+            "ModelGroupToBedrockControl",
+            group_id=network.model_security_group.security_group_id,
+            ip_protocol="tcp",
+            from_port=443,
+            to_port=443,
+            destination_security_group_id=self.control_endpoint.security_group.security_group_id,
+            description="HTTPS to the bedrock control-plane endpoint (Provisioned Throughput handler)",
+        )
 
         def handler(construct_id: str, entry: str, timeout: int) -> lambda_.Function:
             function = lambda_.Function(
@@ -469,6 +543,32 @@ class ProvisionedThroughputs(Construct):
         self.framework_logs = EncryptedLogGroup(
             self, "FrameworkLogs", retention_days=platform.log_retention_days, key=network.log_key
         ).log_group
+        # The Provider framework's functions' environment and the waiter's executions: a key of their own, used only
+        # through Lambda and Step Functions (and by CloudWatch Logs delivery for the waiter's logs).
+        self.framework_key = kms.Key(
+            self,
+            "FrameworkKey",
+            description=f"{platform.name} Provisioned Throughput provider framework in {region}: environment, waiter",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        own, account = f"arn:{partition}", platform.account
+        restrict_key_policy(
+            self.framework_key,
+            uses=[
+                ServiceUse("lambda", {"aws:lambda:FunctionArn": f"{own}:lambda:{region}:{account}:function:*"}),
+                ServiceUse("states", {"aws:states:stateMachineArn": f"{own}:states:{region}:{account}:stateMachine:*"}),
+            ],
+            service_statements=[
+                iam.PolicyStatement(
+                    sid="WaiterLogDelivery",
+                    principals=[iam.ServicePrincipal("delivery.logs.amazonaws.com")],
+                    actions=["kms:Decrypt"],
+                    resources=["*"],
+                    conditions={"StringEquals": {"aws:SourceAccount": platform.account}},
+                )
+            ],
+        )
         self.provider = cr.Provider(
             self,
             "Provider",
@@ -481,7 +581,10 @@ class ProvisionedThroughputs(Construct):
             waiter_state_machine_log_options=cr.LogOptions(
                 destination=self.framework_logs, level=sfn.LogLevel.ALL, include_execution_data=False
             ),
+            provider_function_env_encryption=self.framework_key,
         )
+        _waiter_encryption(self.provider, self.framework_key)
+        _framework_roles(self.provider, self.framework_logs, platform.account)
 
         self.resources: dict[str, cdk.CustomResource] = {}
         self.arns: dict[str, str] = {}
@@ -534,6 +637,57 @@ class ProvisionedThroughputs(Construct):
                 self, f"{_camel(model)}Commitment", value=purchase.commitment,
                 description=f"Provisioned Throughput commitment term of {model} in {region}",
             )  # fmt: skip
+
+
+def _waiter_encryption(provider: cr.Provider, key: kms.IKey) -> None:
+    """The waiter state machine (an L1 inside CDK's Provider) encrypts its executions with `key`; its role may use
+    the key through Step Functions only."""
+    waiter = provider.node.find_child("waiter-state-machine")
+    machine = waiter.node.find_child("Resource")
+    assert isinstance(machine, cdk.CfnResource)
+    machine.add_property_override(
+        "EncryptionConfiguration",
+        {"Type": "CUSTOMER_MANAGED_KMS_KEY", "KmsKeyId": key.key_arn, "KmsDataKeyReusePeriodSeconds": 300},
+    )
+    role = waiter.node.find_child("Role")
+    assert isinstance(role, iam.Role)
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
+            resources=[key.key_arn],
+            conditions={"StringLike": {"kms:ViaService": "states.*.amazonaws.com"}},
+        )
+    )
+
+
+def _framework_roles(provider: cr.Provider, log_group: logs.ILogGroup, account: str) -> None:
+    """CDK's Provider roles, narrowed: the framework functions write their own CMK log group only (instead of
+    AWSLambdaBasicExecutionRole, which allows any group), and only Step Functions of this account, for a state machine
+    of this account, may assume the waiter's role."""
+    for name in ("framework-onEvent", "framework-isComplete", "framework-onTimeout"):
+        function = provider.node.find_child(name)
+        assert isinstance(function, lambda_.Function)
+        role = function.role
+        assert isinstance(role, iam.Role)
+        resource = role.node.default_child
+        assert isinstance(resource, iam.CfnRole)
+        resource.managed_policy_arns = []  # (the property itself, so cdk-nag sees it too)
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
+            )
+        )
+    waiter_role = provider.node.find_child("waiter-state-machine").node.find_child("Role")
+    trust = waiter_role.node.default_child
+    assert isinstance(trust, iam.CfnRole)
+    stack = cdk.Stack.of(provider)
+    trust.add_property_override(
+        "AssumeRolePolicyDocument.Statement.0.Condition",
+        {
+            "StringEquals": {"aws:SourceAccount": account},
+            "ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:states:{stack.region}:{account}:stateMachine:*"},
+        },
+    )
 
 
 def _camel(name: str) -> str:

@@ -21,14 +21,17 @@ Endpoints and why
 Interface endpoints (private DNS on, one dedicated security group each, 443 only from the named client groups):
 ``bedrock-runtime`` and ``sagemaker.runtime`` (the router's model calls; policies from ``targets.endpoint_grants``;
 bedrock-runtime also allows the application inference profiles and purchased PT the models stack creates later, by
-resource type in this account and region and only with the ``spillway:platform`` tag),
-``sts`` (credential and role calls by the router and SageMaker containers), ``logs`` and ``monitoring`` (logs and
-metrics), ``kms`` (decrypting CMK-encrypted environment, tables and logs), ``xray`` (traces), ``appconfig`` and
-``appconfigdata`` (the router reads its routing table through AppConfig), and, in regions that host an escrow
-SageMaker endpoint, ``ecr.api`` and ``ecr.dkr``: AWS lists them for SageMaker containers in VPCs without internet
-access; they cost two endpoints per such region and remove a hard-to-diagnose failure ("unable to pull image") if
-SageMaker pulls through the VPC. The ECR layers themselves are served from the regional
-``prod-<region>-starport-layer-bucket`` bucket through the S3 gateway.
+resource type in this account and region and only with the ``spillway:platform`` tag), ``xray`` (the router's
+traces) and ``appconfigdata`` (the AppConfig agent reads the routing table; the control-plane ``appconfig`` endpoint
+is not used and not created); and, in regions that host an escrow SageMaker endpoint, for the model security group:
+``sts``, ``logs``, ``monitoring``, ``kms``, ``ecr.api`` and ``ecr.dkr`` (AWS lists them for SageMaker in VPCs without
+internet access). Every other endpoint's policy names its service's actions (`SERVICE_GRANTS`) on this account's
+resources, with the resource perimeter ``aws:ResourceAccount`` and ``aws:PrincipalAccount`` = the platform account;
+ECR names the configured images' repositories in their registries' accounts. The ECR layers themselves are served
+from the regional ``prod-<region>-starport-layer-bucket`` bucket through the S3 gateway.
+Security groups send HTTPS only to their endpoints' security groups, to the prefix list of the gateway they use (the
+router: DynamoDB; the models: S3; ids from ``regions.<r>.gateway_prefix_lists``, no lookup) and, for the router, to
+the peer cells' isolated subnets (their runtime endpoints, through the peering). No rule reaches 0.0.0.0/0.
 Gateway endpoints (free): S3 (model artifacts, ECR layers, project buckets) and DynamoDB (the router's health table).
 The SageMaker control-plane API (``api.sagemaker``) is not needed at run time: deployment goes through
 CloudFormation outside the VPC.
@@ -51,6 +54,7 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoint
+from stacks.cross_region import confine_provider, contain_cross_region_providers
 from stacks.naming import bucket_name
 from stacks.platform import Platform, partition_of
 from stacks.targets import endpoint_grants, used_targets
@@ -103,16 +107,66 @@ class _Interface:
 INTERFACE_ENDPOINTS: tuple[_Interface, ...] = (
     _Interface(BEDROCK_RUNTIME, (ROUTER,)),
     _Interface(SAGEMAKER_RUNTIME, (ROUTER,)),
-    _Interface("sts", (ROUTER, MODEL)),
-    _Interface("logs", (ROUTER, MODEL)),
-    _Interface("monitoring", (ROUTER, MODEL)),
-    _Interface("kms", (ROUTER, MODEL)),
+    # The router's other calls from the VPC: traces (the X-Ray daemon in its execution environment) and its routing
+    # configuration (the AppConfig agent calls appconfigdata only). Logs, metrics (EMF on stdout), the environment's
+    # key and credentials are handled by Lambda outside the VPC, so the router uses no other endpoint.
     _Interface("xray", (ROUTER,)),
-    _Interface("appconfig", (ROUTER,)),
     _Interface("appconfigdata", (ROUTER,)),
+    # What SageMaker uses from the model subnets of a cell that hosts an escrow endpoint.
+    _Interface("sts", (MODEL,), escrow_only=True),
+    _Interface("logs", (MODEL,), escrow_only=True),
+    _Interface("monitoring", (MODEL,), escrow_only=True),
+    _Interface("kms", (MODEL,), escrow_only=True),
     _Interface("ecr.api", (MODEL,), escrow_only=True),
     _Interface("ecr.dkr", (MODEL,), escrow_only=True),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    """One Allow of an interface endpoint policy: actions on resources of this account (`{p}` partition, `{r}`
+    region, `{a}` account), with the resource perimeter aws:ResourceAccount = the platform account."""
+
+    sid: str
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+
+
+# Interface endpoints other than the model runtimes: the actions their clients call, on this account's resources.
+# Actions without resource-level permissions name "*", still bound by aws:ResourceAccount.
+SERVICE_GRANTS: Mapping[str, tuple[_Grant, ...]] = {
+    "xray": (
+        _Grant(
+            "OwnTraces",
+            ("xray:GetSamplingRules", "xray:GetSamplingTargets", "xray:PutTelemetryRecords", "xray:PutTraceSegments"),
+            ("*",),
+        ),
+    ),
+    "appconfigdata": (
+        _Grant(
+            "OwnConfiguration",
+            ("appconfig:GetLatestConfiguration", "appconfig:StartConfigurationSession"),
+            ("arn:{p}:appconfig:{r}:{a}:application/*",),
+        ),
+    ),
+    "sts": (_Grant("OwnRoles", ("sts:AssumeRole",), ("arn:{p}:iam::{a}:role/*",)),),
+    "logs": (
+        _Grant(
+            "OwnLogGroups",
+            ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"),
+            ("arn:{p}:logs:{r}:{a}:log-group:*",),
+        ),
+    ),
+    "monitoring": (_Grant("OwnMetrics", ("cloudwatch:PutMetricData",), ("*",)),),
+    "kms": (
+        _Grant(
+            "OwnKeys",
+            ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"),
+            ("arn:{p}:kms:{r}:{a}:key/*",),
+        ),
+    ),
+}
+ECR_IMAGE_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
 
 
 def deploy_time_resource_types(platform: Platform, region: str) -> tuple[str, ...]:
@@ -142,6 +196,18 @@ def isolated_subnet_cidrs(platform: Platform, region: str) -> tuple[str, ...]:
     prefix = min(network.prefixlen + bits, 28)
     subnets = list(network.subnets(new_prefix=prefix))
     return tuple(str(s) for s in subnets[: len(config.availability_zones)])
+
+
+def escrow_images(platform: Platform, region: str) -> tuple[str, ...]:
+    """The ECR image URI of every escrow model hosted in `region`, sorted."""
+    return tuple(
+        sorted(
+            offer.endpoint.image_uri
+            for model in platform.models.values()
+            for name, offer in model.regions.items()
+            if name == region and offer.endpoint is not None
+        )
+    )
 
 
 def escrow_artifacts(platform: Platform, region: str) -> tuple[str, ...]:
@@ -204,9 +270,12 @@ class NetworkStack(CellStack):
             name: self.endpoints[name].endpoint for name in RUNTIME_SERVICES
         }
         self.gateway_endpoints: dict[str, ec2.GatewayVpcEndpoint] = self._gateway_endpoints()
+        self._client_egress()
         # Peer region -> VPC peering connection id; filled by the links stack that owns each peering (stacks/links.py).
         self.peering_connections: dict[str, str] = {}
         self._contain_provider_logs()
+        # Every other region's links stack reads this VPC's id: a writer; a network stack reads nothing.
+        contain_cross_region_providers(self, self.log_key, writer=len(platform.region_names) > 1, reader=False)
 
     # --- VPC ---------------------------------------------------------------------------------------------------
 
@@ -232,14 +301,28 @@ class NetworkStack(CellStack):
         return vpc
 
     def _client_group(self, construct_id: str, description: str) -> ec2.SecurityGroup:
-        group = ec2.SecurityGroup(self, construct_id, vpc=self.vpc, description=description, allow_all_outbound=False)
-        # The S3 and DynamoDB gateway endpoints are reached at their public prefix-list addresses, whose ids cannot
-        # be resolved offline; the isolated route tables confine this rule to the VPC, the gateway endpoints (with
-        # their scoped policies) and the peered cells.
-        group.add_egress_rule(
-            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS; routes reach only the VPC, gateway endpoints and peers"
-        )
-        return group
+        # No rule yet: egress is added per destination (endpoints, a gateway's prefix list, peer cells).
+        return ec2.SecurityGroup(self, construct_id, vpc=self.vpc, description=description, allow_all_outbound=False)
+
+    def _client_egress(self) -> None:
+        """HTTPS out of the client groups only to what each uses: its interface endpoints' security groups (added
+        with the endpoints), the prefix list of the gateway it needs (the router: DynamoDB, its health table; the
+        models: S3, their artifacts and image layers) and, for the router, the peer cells' isolated subnets where
+        their runtime endpoints live (failover through the peering). No rule reaches 0.0.0.0/0."""
+        prefix_lists = self.platform.regions[self.region_name].prefix_lists
+        for group, service in ((self.router_security_group, "dynamodb"), (self.model_security_group, "s3")):
+            group.add_egress_rule(
+                ec2.Peer.prefix_list(prefix_lists[service]),
+                ec2.Port.tcp(443),
+                f"HTTPS to the {service} gateway endpoint (prefix list {prefix_lists[service]})",
+            )
+        for peer in self.platform.region_names:
+            if peer == self.region_name:
+                continue
+            for cidr in isolated_subnet_cidrs(self.platform, peer):
+                self.router_security_group.add_egress_rule(
+                    ec2.Peer.ipv4(cidr), ec2.Port.tcp(443), f"HTTPS to the {peer} runtime endpoints (peering)"
+                )
 
     def _flow_log(self) -> ec2.CfnFlowLog:
         stack = cdk.Stack.of(self)
@@ -289,8 +372,6 @@ class NetworkStack(CellStack):
         provider = self.node.try_find_child("Custom::VpcRestrictDefaultSGCustomResourceProvider")
         if provider is None:
             return
-        handler = provider.node.find_child("Handler")
-        assert isinstance(handler, cdk.CfnResource)
         group = EncryptedLogGroup(
             self,
             "RestrictDefaultSgLogs",
@@ -298,8 +379,7 @@ class NetworkStack(CellStack):
             key=self.log_key,
             log_group_name=f"/{self.platform.name}/{self.region_name}/restrict-default-sg",
         )
-        handler.add_property_override("LoggingConfig", {"LogGroup": group.log_group.log_group_name})
-        handler.node.add_dependency(group.log_group)
+        confine_provider(provider, group.log_group)
 
     # --- endpoints ---------------------------------------------------------------------------------------------
 
@@ -326,6 +406,17 @@ class NetworkStack(CellStack):
                     ec2.Port.tcp(443),
                     f"HTTPS from the {client} security group",
                 )
+                # A separate rule (not inline in either group): the ingress above already ties the two groups.
+                ec2.CfnSecurityGroupEgress(
+                    self,
+                    f"{client.capitalize()}To{construct_id}Endpoint",
+                    group_id=groups[client].security_group_id,
+                    ip_protocol="tcp",
+                    from_port=443,
+                    to_port=443,
+                    destination_security_group_id=endpoint.security_group.security_group_id,
+                    description=f"HTTPS to the {spec.name} endpoint",
+                )
             endpoints[spec.name] = endpoint
         return endpoints
 
@@ -336,15 +427,56 @@ class NetworkStack(CellStack):
             return policy + self._deploy_time_invoke_policy() if grants.bedrock else policy
         if service == SAGEMAKER_RUNTIME:
             return self._invoke_policy(SAGEMAKER_INVOKE_ACTIONS, grants.sagemaker)
-        # Other AWS APIs: any action, by principals of this account only (a data perimeter on the endpoint).
+        if service in ("ecr.api", "ecr.dkr"):
+            return self._ecr_policy()
+        partition = partition_of(self.region_name)
+        perimeter = {
+            "StringEquals": {**self._principal_account["StringEquals"], "aws:ResourceAccount": self.platform.account}
+        }
         return [
             iam.PolicyStatement(
-                sid="ThisAccountOnly",
+                sid=grant.sid,
                 principals=[iam.AnyPrincipal()],
-                actions=["*"],
+                actions=list(grant.actions),
+                resources=[r.format(p=partition, r=self.region_name, a=self.platform.account) for r in grant.resources],
+                conditions=perimeter,
+            )
+            for grant in SERVICE_GRANTS[service]
+        ]
+
+    def _ecr_policy(self) -> list[iam.PolicyStatement]:
+        """Pull the configured escrow images only: their exact repositories, in their registries' accounts (AWS's
+        Deep Learning Containers live in AWS-owned accounts); the token call has no resource to scope."""
+        partition = partition_of(self.region_name)
+        repositories = sorted(
+            {
+                (image.split(".", 1)[0], image.split("/", 1)[1].split(":", 1)[0].split("@", 1)[0])
+                for image in escrow_images(self.platform, self.region_name)
+            }
+        )
+        return [
+            iam.PolicyStatement(
+                sid="ConfiguredEscrowImages",
+                principals=[iam.AnyPrincipal()],
+                actions=list(ECR_IMAGE_ACTIONS),
+                resources=[
+                    f"arn:{partition}:ecr:{self.region_name}:{registry}:repository/{repository}"
+                    for registry, repository in repositories
+                ],
+                conditions={
+                    "StringEquals": {
+                        **self._principal_account["StringEquals"],
+                        "aws:ResourceAccount": sorted({registry for registry, _ in repositories}),
+                    }
+                },
+            ),
+            iam.PolicyStatement(
+                sid="RegistryToken",
+                principals=[iam.AnyPrincipal()],
+                actions=["ecr:GetAuthorizationToken"],
                 resources=["*"],
                 conditions=self._principal_account,
-            )
+            ),
         ]
 
     def _invoke_policy(self, actions: Sequence[str], arns: Sequence[str]) -> list[iam.PolicyStatement]:

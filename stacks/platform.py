@@ -58,6 +58,8 @@ _SCHEDULE = re.compile(
 )
 _TIMEZONE = re.compile(r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+-]+){1,2})$")
 _COST_CENTER = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{1,256}$")
+_PREFIX_LIST = re.compile(r"^pl-[0-9a-f]{8,17}$")
+GATEWAY_SERVICES = ("s3", "dynamodb")
 # Bedrock's commitment terms for Provisioned Throughput, as the config spells them, and as the API spells them.
 COMMITMENTS: Mapping[str, str | None] = {"NO_COMMITMENT": None, "ONE_MONTH": "OneMonth", "SIX_MONTHS": "SixMonths"}
 _RETENTION_DAYS = frozenset(
@@ -123,6 +125,9 @@ class Region:
     name: str
     vpc_cidr: str
     availability_zones: tuple[str, ...]
+    # AWS-managed prefix list id of each gateway service (s3, dynamodb) in the region: the security groups' egress
+    # to the gateway endpoints. Synthesis makes no lookup, so the platform file names them.
+    prefix_lists: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def partition(self) -> str:
@@ -294,6 +299,9 @@ class RouterSettings:
     rate_limit: int = 100  # the stage's throttle, all callers together
     burst_limit: int = 200
     calling_services: Mapping[str, CallingService] = field(default_factory=dict)
+    # API Gateway's CloudWatch role is one setting per account and region (AWS::ApiGateway::Account), shared by
+    # every REST API there: the router stack sets it only when the platform file says so.
+    account_cloudwatch_role: bool = False
     reserved_concurrency: int = 20
     memory_mb: int = 1024
     appconfig_extension_layer_arns: Mapping[str, str] = field(default_factory=dict)
@@ -322,6 +330,8 @@ class Platform:
     # Buying Provisioned Throughput needs this switch AND a per-model `create` block with the exact sentence.
     allow_provisioned_purchase: bool = False
     cost_center: str = ""
+    # The roles that may write escrow model artifacts (the release pipeline); every other principal is denied.
+    artifact_publishers: tuple[str, ...] = ()
     router: RouterSettings = field(default_factory=RouterSettings)
 
     @property
@@ -438,7 +448,8 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
     read = _Reader(source)
     top = read.fields(document, "", required=("platform", "regions", "models", "features"), optional=("router",))
     settings = read.fields(top["platform"], "platform", ("name", "account"),
-                           ("log_retention_days", "allow_provisioned_purchase", "cost_center"))  # fmt: skip
+                           ("log_retention_days", "allow_provisioned_purchase", "cost_center",
+                            "artifact_publishers"))  # fmt: skip
     name = read.string(settings["name"], "platform.name", _NAME, "name (lowercase letters, digits, dashes)")
     account = read.string(settings["account"], "platform.account", _ACCOUNT, "12-digit account id")
     retention = read.integer(settings.get("log_retention_days", 365), "platform.log_retention_days", 1, 3653)
@@ -450,6 +461,12 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
     )
     cost_center = read.string(
         settings.get("cost_center", name), "platform.cost_center", _COST_CENTER, "cost-center tag"
+    )
+
+    publishers = read.strings(
+        settings.get("artifact_publishers", []),
+        "platform.artifact_publishers",
+        lambda v, k: read.string(v, k, _CALLER, "publisher: an exact IAM role ARN"),
     )
 
     regions = _regions(read, top["regions"])
@@ -471,7 +488,7 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
             "platform.allow_provisioned_purchase",
             "is true but no model has a provisioned.create block: remove it so no purchase stays armed",
         )
-    return Platform(
+    platform = Platform(
         source,
         name,
         account,
@@ -481,8 +498,57 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
         features,
         allow_purchase,
         cost_center,
+        artifact_publishers=publishers,
         router=_router(read, top.get("router"), regions, features, name),
     )
+    _check_concurrency(read, platform)
+    return platform
+
+
+def _longest_deadline_s(features: Mapping[str, Feature]) -> int:
+    return -(-max((f.deadline_ms for f in features.values()), default=1000) // 1000)
+
+
+def served_deadline_s(platform: Platform, region: str) -> int:
+    """The longest deadline of the features the cell serves, in whole seconds (rounded up)."""
+    deadlines = [f.deadline_ms for f in platform.features_served_in(region)] or [1000]
+    return -(-max(deadlines) // 1000)
+
+
+def _check_concurrency(read: _Reader, platform: Platform) -> None:
+    """The stage's throttle, the usage plans and the reserved concurrency must agree, or Lambda throttles first.
+
+    Little's law: requests in flight = arrival rate x time in the system. A request may hold an execution for the
+    longest deadline the cell serves, so the stage's rate times that deadline must fit the reserved concurrency, a
+    burst arrives at once (each request takes an execution), and the calling services' plans together must fit the
+    stage (else the stage throttles a service within its own plan).
+    """
+    settings = platform.router
+    if not settings.configured:
+        return
+    for region in platform.region_names:
+        deadline = served_deadline_s(platform, region)
+        needed = settings.rate_limit * deadline
+        if needed > settings.reserved_concurrency:
+            raise read.fail(
+                "router.reserved_concurrency",
+                f"{settings.reserved_concurrency} cannot carry router.api.rate_limit {settings.rate_limit}/s in "
+                f"{region}, whose longest deadline is {deadline} s: rate x deadline = {needed} executions "
+                "(Little's law); raise it or lower the rate",
+            )
+    if settings.burst_limit > settings.reserved_concurrency:
+        raise read.fail(
+            "router.api.burst_limit",
+            f"{settings.burst_limit} is over router.reserved_concurrency {settings.reserved_concurrency}: a burst "
+            "arrives at once and each request holds an execution",
+        )
+    planned = sum(service.rate_limit for service in settings.calling_services.values())
+    if planned > settings.rate_limit:
+        raise read.fail(
+            "router.calling_services",
+            f"the usage plans add up to {planned} requests/s, over router.api.rate_limit {settings.rate_limit}: the "
+            "stage would throttle a service within its own plan",
+        )
 
 
 def _reject_duplicate_keys(text: str, source: str) -> None:
@@ -524,7 +590,7 @@ def _regions(read: _Reader, value: object) -> dict[str, Region]:
     for name, body in raw.items():
         key = f"regions.{name}"
         read.region(name, key)
-        data = read.fields(body, key, ("vpc_cidr", "availability_zones"))
+        data = read.fields(body, key, ("vpc_cidr", "availability_zones", "gateway_prefix_lists"))
         cidr_text = read.string(data["vpc_cidr"], f"{key}.vpc_cidr")
         try:
             network = ipaddress.IPv4Network(cidr_text, strict=True)
@@ -540,7 +606,17 @@ def _regions(read: _Reader, value: object) -> dict[str, Region]:
         for i, zone in enumerate(zones):
             if not re.fullmatch(re.escape(name) + r"[a-z]", zone):
                 raise read.fail(f"{key}.availability_zones[{i}]", f"{zone!r} is not a zone of {name}")
-        regions[name] = Region(name, str(network), zones)
+        prefix_lists = read.fields(data["gateway_prefix_lists"], f"{key}.gateway_prefix_lists", GATEWAY_SERVICES)
+        for service in GATEWAY_SERVICES:
+            read.string(
+                prefix_lists[service],
+                f"{key}.gateway_prefix_lists.{service}",
+                _PREFIX_LIST,
+                f"the AWS-managed prefix list id of com.amazonaws.{name}.{service} (aws ec2 describe-prefix-lists)",
+            )
+        if prefix_lists["s3"] == prefix_lists["dynamodb"]:
+            raise read.fail(f"{key}.gateway_prefix_lists.dynamodb", "S3 and DynamoDB have different prefix lists")
+        regions[name] = Region(name, str(network), zones, {s: prefix_lists[s] for s in GATEWAY_SERVICES})
     return regions
 
 
@@ -807,7 +883,8 @@ def _features(
 _LAYER_ARN = re.compile(
     r"^arn:aws(-us-gov)?:lambda:(?P<region>[a-z0-9-]+):[0-9]{12}:layer:(?P<name>[A-Za-z0-9_-]+):[0-9]+$"
 )
-_CALLER = re.compile(r"^([0-9]{12}|arn:aws(-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512})$")
+# Exact role ARNs only: an account id in a resource policy admits every principal its IAM allows.
+_CALLER = re.compile(r"^arn:aws(-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
 _VPC_ENDPOINT = re.compile(r"^vpce-[0-9a-f]{8,17}$")
 ENDPOINT_TYPES = ("private", "regional")
 
@@ -815,6 +892,9 @@ ENDPOINT_TYPES = ("private", "regional")
 def _router(
     read: _Reader, value: object, regions: Mapping[str, Region], features: Mapping[str, Feature], platform: str
 ) -> RouterSettings:
+    """Without an explicit router.api.rate_limit the stage's rate is derived from the reserved concurrency by
+    Little's law (concurrency / the longest feature deadline of any cell)."""
+    longest_deadline_s = _longest_deadline_s(features)
     if value is None:
         return RouterSettings()
     key = "router"
@@ -824,19 +904,35 @@ def _router(
         ("allowed_callers", "appconfig_extension_layer_arns"),
         ("api", "calling_services", "reserved_concurrency", "memory_mb", "fleet_store"),
     )
-    endpoint_type, rate, burst, vpc_endpoints = _router_api(read, data.get("api") or {}, regions)
+    # Default: at least one request per second for the longest deadline (Little's law), and never under 20.
+    default_concurrency = max(20, longest_deadline_s)
+    concurrency = read.integer(
+        data.get("reserved_concurrency", default_concurrency), f"{key}.reserved_concurrency", 1, 999
+    )
+    endpoint_type, rate, burst, vpc_endpoints = _router_api(
+        read,
+        data.get("api") or {},
+        regions,
+        derived_rate=max(1, concurrency // longest_deadline_s),
+        concurrency=concurrency,
+    )
 
     def caller(item: object, item_key: str) -> str:
-        return read.string(item, item_key, _CALLER, "caller: a 12-digit account id or an exact IAM role ARN")
+        return read.string(
+            item, item_key, _CALLER, "caller: an exact IAM role ARN (an account id would admit its every principal)"
+        )
 
     return RouterSettings(
         endpoint_type=endpoint_type,
         allowed_callers=read.strings(data["allowed_callers"], f"{key}.allowed_callers", caller, min_items=1),
         caller_vpc_endpoints=vpc_endpoints,
+        account_cloudwatch_role=read.boolean(
+            (data.get("api") or {}).get("account_cloudwatch_role", False), f"{key}.api.account_cloudwatch_role"
+        ),
         rate_limit=rate,
         burst_limit=burst,
         calling_services=_calling_services(read, data.get("calling_services") or {}, rate, burst),
-        reserved_concurrency=read.integer(data.get("reserved_concurrency", 20), f"{key}.reserved_concurrency", 1, 999),
+        reserved_concurrency=concurrency,
         memory_mb=read.integer(data.get("memory_mb", 1024), f"{key}.memory_mb", 128, 10_240),
         appconfig_extension_layer_arns=_extension_layers(read, data["appconfig_extension_layer_arns"], regions),
         fleet_store=_fleet_store(
@@ -853,15 +949,21 @@ def _router(
 
 
 def _router_api(
-    read: _Reader, value: object, regions: Mapping[str, Region]
+    read: _Reader, value: object, regions: Mapping[str, Region], *, derived_rate: int, concurrency: int
 ) -> tuple[Literal["private", "regional"], int, int, dict[str, tuple[str, ...]]]:
     key = "router.api"
-    api = read.fields(value, key, (), ("endpoint_type", "caller_vpc_endpoints", "rate_limit", "burst_limit"))
+    api = read.fields(
+        value,
+        key,
+        (),
+        ("endpoint_type", "caller_vpc_endpoints", "rate_limit", "burst_limit", "account_cloudwatch_role"),
+    )
     endpoint_type = api.get("endpoint_type", "private")
     if endpoint_type not in ENDPOINT_TYPES:
         raise read.fail(f"{key}.endpoint_type", f"expected 'private' or 'regional', got {endpoint_type!r}")
-    rate = read.integer(api.get("rate_limit", 100), f"{key}.rate_limit", 1, 10_000)
-    burst = read.integer(api.get("burst_limit", min(2 * rate, 5_000)), f"{key}.burst_limit", 1, 5_000)
+    rate = read.integer(api.get("rate_limit", derived_rate), f"{key}.rate_limit", 1, 10_000)
+    default_burst = max(rate, min(2 * rate, 5_000, concurrency))  # a burst must fit the concurrency too
+    burst = read.integer(api.get("burst_limit", default_burst), f"{key}.burst_limit", 1, 5_000)
     if burst < rate:
         raise read.fail(f"{key}.burst_limit", f"{burst} is below rate_limit {rate} (a bucket must hold a second)")
     vpc_endpoints: dict[str, tuple[str, ...]] = {}

@@ -33,7 +33,7 @@ from stacks.constructs.routing_config import RoutingConfig
 from stacks.constructs.web_acl import RouterWebAcl
 from stacks.models import router_invoke_policy_names
 from stacks.packaging import dependencies_layer_dir, stage_router_code
-from stacks.platform import Platform
+from stacks.platform import Platform, served_deadline_s
 from stacks.routing import render_routing_table, with_invoke_ids
 
 if TYPE_CHECKING:
@@ -44,151 +44,24 @@ INTEGRATION_MARGIN_S = 1  # API Gateway waits this much longer than the longest 
 FUNCTION_MARGIN_S = 3  # and the Lambda this much longer again (telemetry flush after the answer)
 
 
-def served_deadline_s(platform: Platform, region: str) -> int:
-    """The longest deadline of the features the cell serves, in whole seconds (rounded up)."""
-    deadlines = [f.deadline_ms for f in platform.features_served_in(region)] or [1000]
-    return -(-max(deadlines) // 1000)
-
-
 # --- the routing table's JSON Schema (AppConfig validator, draft-04) -------------------------------------------
 
-_NAME = "^[A-Za-z0-9._:-]{1,128}$"
+
+# The router's package is importable once stacks.routing (imported above) has put ROUTER_ROOT on the path.
 
 
 def routing_table_schema() -> dict[str, Any]:
-    """JSON Schema (draft-04, what AppConfig validators speak) of the routing table, version 1.
+    """The routing table's JSON Schema, rendered from the router's loader (spillway/schema.py)."""
+    from spillway.schema import routing_table_schema as render  # noqa: PLC0415
 
-    It mirrors the structure documented in lambdas/router/spillway/config.py: keys, types, enums and bounds. The
-    cross-references (a feature's models and regions name existing targets) stay with the router's own loader, which
-    also validates every table at synth time (stacks/routing.py) and rejects a bad one at run time (last known good).
-    """
-    number = {"type": "number", "minimum": 0}
-    positive_int = {"type": "integer", "minimum": 1}
-    names = {"type": "array", "items": {"type": "string", "pattern": _NAME}, "uniqueItems": True}
-    capacity = {"type": "string", "enum": ["provisioned", "on_demand"]}
-    nonempty = {"type": "string", "minLength": 1}
-    breaker_keys = (
-        "error_rate", "slow_rate", "window_s", "min_requests", "consecutive_failures", "latency_ms", "ttft_ms",
-        "cooldown_s", "max_cooldown_s", "half_open_trickle", "ramp_steps", "ramp_successes", "capacity_cooldown_s",
-    )  # fmt: skip
-    breaker_props: dict[str, Any] = dict.fromkeys(breaker_keys, number)
-    breaker_props["ramp_steps"] = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}}
-    breaker_props["latency_ms"] = {"type": ["number", "null"], "minimum": 0}
-    breaker_props["ttft_ms"] = {"type": ["number", "null"], "minimum": 0}
-    target = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["model", "capacity", "region", "backend"],
-        "properties": {
-            "model": {"type": "string", "pattern": _NAME},
-            "capacity": capacity,
-            "region": {"type": "string", "pattern": _NAME},
-            "max_in_flight": positive_int,
-            "backend": {
-                "oneOf": [
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["kind", "model_id"],
-                        "properties": {"kind": {"enum": ["bedrock"]}, "model_id": {"type": "string", "minLength": 1}},
-                    },
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["kind", "endpoint_name"],
-                        "properties": {
-                            "kind": {"enum": ["sagemaker"]},
-                            "endpoint_name": {"type": "string", "minLength": 1},
-                        },
-                    },
-                ]
-            },
-        },
-    }
-    feature = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"],
-        "properties": {
-            "first_capacity": capacity,
-            "models": {**names, "minItems": 1},
-            "home_region": {"type": "string", "pattern": _NAME},
-            "failover_regions": names,
-            "order": {
-                "type": "array",
-                "items": {"enum": ["spill", "failover", "fallback"]},
-                "uniqueItems": True,
-            },
-            "deadline_ms": {"type": "number", "minimum": 1},
-            "attempt_timeout_ms": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["min", "max"],
-                "properties": {"min": number, "max": number},
-            },
-            "max_attempts": positive_int,
-            "fallback_on_context_overflow": {"type": "boolean"},
-            "breaker": {"type": "object", "additionalProperties": False, "properties": breaker_props},
-            "invoke_ids": {
-                "type": "object",
-                "patternProperties": {"^[A-Za-z0-9._:-]+/(provisioned|on_demand)/[A-Za-z0-9._:-]+$": nonempty},
-                "additionalProperties": False,
-            },
-        },
-    }
-    return {
-        "$schema": "http://json-schema.org/draft-04/schema#",
-        "title": "Spillway routing table, version 1 (lambdas/router/spillway/config.py)",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["version", "targets", "features"],
-        "properties": {
-            "version": {"enum": [1]},
-            "targets": {
-                "type": "object",
-                "minProperties": 1,
-                "additionalProperties": False,
-                "patternProperties": {"^[A-Za-z0-9._:-]+/(provisioned|on_demand)/[A-Za-z0-9._:-]+$": target},
-            },
-            "features": {
-                "type": "object",
-                "minProperties": 1,
-                "additionalProperties": False,
-                "patternProperties": {"^[A-Za-z0-9._-]{1,64}$": feature},
-            },
-            "limits": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"max_request_bytes": positive_int},
-            },
-        },
-    }
+    return render()
 
 
 def flags_schema() -> dict[str, Any]:
-    """JSON Schema (draft-04) of the flags profile: ``{"canary": {feature: {"model": name, "share": 0..1}}}``."""
-    return {
-        "$schema": "http://json-schema.org/draft-04/schema#",
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "canary": {
-                "type": "object",
-                "additionalProperties": False,
-                "patternProperties": {
-                    "^[A-Za-z0-9._-]{1,64}$": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["model", "share"],
-                        "properties": {
-                            "model": {"type": "string", "pattern": _NAME},
-                            "share": {"type": "number", "minimum": 0, "maximum": 1},
-                        },
-                    }
-                },
-            }
-        },
-    }
+    """The flags profile's JSON Schema, rendered from the router's flag parser (spillway/schema.py)."""
+    from spillway.schema import flags_schema as render  # noqa: PLC0415
+
+    return render()
 
 
 def converse_request_schema() -> apigw.JsonSchema:

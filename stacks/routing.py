@@ -22,11 +22,10 @@ ROUTER_ROOT = Path(__file__).resolve().parents[1] / "lambdas" / "router"
 if str(ROUTER_ROOT) not in sys.path:
     sys.path.insert(0, str(ROUTER_ROOT))
 
-from spillway.config import RoutingConfigError, RoutingTable, parse_routing_table  # noqa: E402
+from spillway.config import MIN_ATTEMPT_MS, RoutingConfigError, RoutingTable, parse_routing_table  # noqa: E402
 
 SCHEMA_VERSION = 1
 MAX_REQUEST_BYTES = 256 * 1024
-DEFAULT_MIN_ATTEMPT_MS = 250  # an attempt with less time left than this cannot be answered; don't start it
 
 
 def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
@@ -57,7 +56,7 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
                 entry["max_in_flight"] = target.max_in_flight
             targets[target.id] = entry
         features[feature.name] = {
-            "attempt_timeout_ms": {"min": DEFAULT_MIN_ATTEMPT_MS, "max": feature.deadline_ms},
+            "attempt_timeout_ms": {"min": int(MIN_ATTEMPT_MS), "max": feature.deadline_ms},
             **feature.routing,
             "first_capacity": feature.first_capacity,
             "models": list(feature.models),

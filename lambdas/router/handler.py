@@ -125,9 +125,10 @@ class Router:
             self.fleet.warm(snapshot.table.targets.keys())
         return warmed
 
-    def store_status(self) -> dict[str, Any]:
+    def store_status(self, snapshot: Snapshot | None = None) -> dict[str, Any]:
         if self.fleet is not None:
-            return self.fleet.status()
+            targets = snapshot.table.targets.keys() if snapshot is not None and snapshot.table is not None else ()
+            return self.fleet.status(targets)
         return self.store.status() if self.store is not None else {"enabled": False}
 
     def sync_health(self, snapshot: Snapshot) -> None:
@@ -394,7 +395,7 @@ def health() -> Response[str]:
         snapshot=snapshot,
         board=router.health,
         in_flight=engine.tracker.in_flight if engine is not None else lambda _: 0,
-        store_status=router.store_status(),
+        store_status=router.store_status(snapshot),
     )
     return _json(200, body, request_id)
 
@@ -455,14 +456,28 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             span.annotate("Service", telemetry.SERVICE)
         _cold = False
         request_id = request_id_of(event, context)
-        try:
-            answer: dict[str, Any] = _instrumented(event, context, request_id)
-        except Exception as exc:  # the instrumentation itself failed: answer anyway
-            telemetry.unexpected("instrumentation", exc)
+        if not is_proxy_event(event):  # not a request API Gateway sent: nothing to route, still never a 500
+            telemetry.record_rejected(None, 502, api.ROUTER_ERROR)
             answer = _last_resort(request_id)
+        else:
+            answer = _answer(event, context, request_id)
         status = answer.get("statusCode")
         if span is not None and isinstance(status, int):
             span.http_status = status
+    return answer
+
+
+def is_proxy_event(event: Any) -> bool:
+    """The fields the resolver routes by, which API Gateway's proxy integration always sends."""
+    return isinstance(event, Mapping) and all(isinstance(event.get(k), str) for k in ("httpMethod", "path"))
+
+
+def _answer(event: dict[str, Any], context: Any, request_id: str) -> dict[str, Any]:
+    try:
+        answer: dict[str, Any] = _instrumented(event, context, request_id)
+    except Exception as exc:  # the instrumentation itself failed: answer anyway
+        telemetry.unexpected("instrumentation", exc)
+        answer = _last_resort(request_id)
     return answer
 
 

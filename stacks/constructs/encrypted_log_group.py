@@ -1,7 +1,8 @@
 """A CloudWatch Logs group encrypted with a customer-managed KMS key, with a retention from the platform config.
 
-`LogsKey` is the key: rotation on, and a key policy that lets only CloudWatch Logs of its own region use it, and
-only for log groups of its own account (the `kms:EncryptionContext:aws:logs:arn` condition). A cell creates one
+`LogsKey` is the key: rotation on, and a key policy that lets administrators manage it without using it and only
+CloudWatch Logs of its own region use it, only for log groups of its own account (the
+`kms:EncryptionContext:aws:logs:arn` condition). A cell creates one
 (`NetworkStack.log_key`) and later stacks may reuse it, or create their own with `EncryptedLogGroup(key=None)`.
 """
 
@@ -12,6 +13,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
+
+from stacks.constructs.key_policy import restrict_key_policy
 
 # CloudWatch Logs accepts only these retention periods; the platform schema already rejects any other.
 _RETENTION: dict[int, logs.RetentionDays] = {
@@ -61,14 +64,19 @@ class LogsKey(Construct):
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
         log_groups = f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*"
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="CloudWatchLogsOfThisAccountAndRegion",
-                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-                actions=["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
-                resources=["*"],  # in a key policy, "*" is this key
-                conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}},
-            )
+        # Administrators manage it; only CloudWatch Logs uses it (stacks/constructs/key_policy.py).
+        restrict_key_policy(
+            self.key,
+            uses=(),
+            service_statements=[
+                iam.PolicyStatement(
+                    sid="CloudWatchLogsOfThisAccountAndRegion",
+                    principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                    actions=["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                    resources=["*"],  # in a key policy, "*" is this key
+                    conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}},
+                )
+            ],
         )
 
 

@@ -5,7 +5,8 @@ What it builds, and why each piece is shaped so
 -----------------------------------------------
 - **The cache** (`AWS::ElastiCache::ServerlessCache`, engine valkey): in the cell's isolated subnets (serverless is
   multi-AZ by itself), reached only inside the VPC, TLS always on (serverless refuses plain connections), encrypted
-  at rest with its own rotating customer-managed key, usage limits from ``router.fleet_store`` (stacks/platform.py sizes
+  at rest with its own rotating customer-managed key (its policy keeps administration apart from use, which only
+  ElastiCache of the region may make), usage limits from ``router.fleet_store`` (stacks/platform.py sizes
   them from the API's rate and the longest plan). **No snapshots**: everything it holds expires within seconds to
   minutes (evidence windows, cooldowns, leases), and a restored snapshot would bring back leases and breaker states
   that no longer hold, so retention is 0 and there is no daily snapshot or final snapshot.
@@ -34,6 +35,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
 from stacks.constructs.private_endpoint import ec2_description
 from stacks.platform import FleetStoreSettings, fleet_cache_name, partition_of
 
@@ -47,8 +49,6 @@ ACCESS_STRING = "on ~* -@all +@read +@write +@scripting +@connection +time +sele
 ENV_URL = "SPILLWAY_FLEET_STORE_URL"
 ENV_USER = "SPILLWAY_FLEET_STORE_USER"
 ENV_CACHE = "SPILLWAY_FLEET_STORE_CACHE"
-KEY_ACTIONS = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant",
-               "kms:DescribeKey")  # fmt: skip
 
 
 def cache_arn(platform: str, account: str, region: str) -> str:
@@ -90,22 +90,9 @@ class FleetStore(Construct):
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        # ElastiCache uses the key through grants it creates for the caller (CloudFormation's role): only through
-        # ElastiCache of this region, only for callers of this account.
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="ElastiCacheOfThisAccountAndRegion",
-                principals=[iam.AccountRootPrincipal()],
-                actions=list(KEY_ACTIONS),
-                resources=["*"],  # in a key policy, "*" is this key
-                conditions={
-                    "StringEquals": {
-                        "kms:ViaService": f"elasticache.{region}.amazonaws.com",
-                        "kms:CallerAccount": account,
-                    }
-                },
-            )
-        )
+        # Administration apart from use (stacks/constructs/key_policy.py): its only use is ElastiCache of this region
+        # working for callers of this account, through the grants ElastiCache creates.
+        restrict_key_policy(self.key, uses=[ServiceUse("elasticache")])
 
         self.security_group = ec2.SecurityGroup(
             self,

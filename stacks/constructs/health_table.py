@@ -98,4 +98,10 @@ class HealthTable(Concern):
             backup_selection_name=f"{self.table_name}-{region}",
             resources=[backup.BackupResource.from_arn(arn)],
         )
+        # Only AWS Backup acting for this account may assume the selection's role (CDK's trust has no condition).
+        role = selection.node.find_child("Role").node.default_child
+        assert isinstance(role, cdk.CfnResource)
+        role.add_property_override(
+            "AssumeRolePolicyDocument.Statement.0.Condition", {"StringEquals": {"aws:SourceAccount": platform.account}}
+        )
         return plan, selection

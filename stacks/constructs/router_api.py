@@ -23,6 +23,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.cell import CellStack
+from stacks.constructs.api_gateway_account import ApiGatewayAccountRole
 from stacks.constructs.concern import Concern, flat_unique_id
 from stacks.constructs.encrypted_log_group import EncryptedLogGroup
 from stacks.constructs.monitoring import STAGE
@@ -30,45 +31,74 @@ from stacks.constructs.private_endpoint import PrivateInterfaceEndpoint
 from stacks.naming import access_log_group_name, api_name
 from stacks.platform import Platform
 
-# API Gateway's own answers (before the router runs): (type, HTTP status or None to keep the default, code, message).
-# `$context.error.responseType` names the gateway's reason without quoting anything the caller sent.
-GATEWAY_RESPONSES: dict[str, tuple[apigw.ResponseType, str | None, str, str]] = {
+# API Gateway's own answers (before or instead of the router): (type, HTTP status or None to keep the default, code,
+# message, Retry-After seconds or None). `$context.error.responseType` names the gateway's reason without quoting
+# anything the caller sent.
+#
+# A throttled router Lambda (reserved concurrency exhausted): Lambda refuses the invoke with 429
+# TooManyRequestsException before the router runs, so the proxy integration gets no answer to pass on, and API
+# Gateway REST answers "Internal server error" (AWS Knowledge Center, "How do I troubleshoot issues for API Gateway
+# endpoints that integrate with Lambda?", Throttling occurs). That Lambda 429 is the INTEGRATION_FAILURE gateway
+# response (default 504; if unset it falls back to DEFAULT_5XX; API Gateway developer guide, "Gateway response types
+# for API Gateway"). Both answer 503 with Retry-After in the router's error shape, the code the router itself uses
+# when no capacity is left, so a caller backs off the same way whichever layer ran out.
+RETRY_AFTER_THROTTLED_S = 1
+GATEWAY_RESPONSES: dict[str, tuple[apigw.ResponseType, str | None, str, str, int | None]] = {
     "BadRequestBody": (
         apigw.ResponseType.BAD_REQUEST_BODY,
         "400",
         "BadRequest",
         "the body does not match the Converse request schema",
+        None,
     ),
     "BadRequestParameters": (
         apigw.ResponseType.BAD_REQUEST_PARAMETERS,
         "400",
         "BadRequest",
         "a required path parameter is missing",
+        None,
     ),
-    "Throttled": (apigw.ResponseType.THROTTLED, "429", "TooManyRequests", "the calling service is over its rate limit"),
+    "Throttled": (
+        apigw.ResponseType.THROTTLED,
+        "429",
+        "TooManyRequests",
+        "the calling service is over its rate limit",
+        RETRY_AFTER_THROTTLED_S,
+    ),
     "QuotaExceeded": (
         apigw.ResponseType.QUOTA_EXCEEDED,
         "429",
         "QuotaExceeded",
         "the calling service is over its daily quota",
+        None,
     ),
     "IntegrationTimeout": (
         apigw.ResponseType.INTEGRATION_TIMEOUT,
         "504",
         "DeadlineExceeded",
         "the router did not answer within the integration timeout",
+        None,
+    ),
+    "IntegrationFailure": (
+        apigw.ResponseType.INTEGRATION_FAILURE,
+        "503",
+        "NoCapacity",
+        "the router is at its concurrency limit; retry after the Retry-After seconds",
+        RETRY_AFTER_THROTTLED_S,
     ),
     "Default4xx": (
         apigw.ResponseType.DEFAULT_4_XX,
         None,
         "$context.error.responseType",
         "request refused by the gateway",
+        None,
     ),
     "Default5xx": (
         apigw.ResponseType.DEFAULT_5_XX,
-        None,
+        "503",
         "$context.error.responseType",
-        "the gateway could not answer",
+        "the gateway could not reach the router; retry after the Retry-After seconds",
+        RETRY_AFTER_THROTTLED_S,
     ),
 }
 API_RESOURCES = (("POST", "/v1/features/{feature}/converse"), ("GET", "/v1/features"), ("GET", "/v1/health"))
@@ -122,74 +152,86 @@ class RouterApi(Concern):
             key=log_key,
             log_group_name=access_log_group_name(platform, region),
         ).log_group
-        self.api = self._api(function, converse_schema, integration_timeout_s)
+        self.api = self._api(vpc, function, converse_schema, integration_timeout_s)
+        if self.execute_api_endpoint is not None:
+            self._scope_endpoint_policy(self.execute_api_endpoint, self.api)
         self.execution_log_group = self._execution_logs(log_key)
         self.usage_plans, self.api_keys = self._usage_plans()
+        self.account_role: ApiGatewayAccountRole | None = None
+        if platform.router.account_cloudwatch_role:
+            self.account_role = ApiGatewayAccountRole(self, "AccountLogging", api=self.api)
 
     def _execute_api_endpoint(self, vpc: ec2.IVpc, subnets: ec2.SubnetSelection) -> PrivateInterfaceEndpoint:
-        stack = cdk.Stack.of(self)
+        """The cell's execute-api endpoint; its policy names this API once it exists (`_scope_endpoint_policy`)."""
         endpoint = PrivateInterfaceEndpoint(
             self,
             "ExecuteApiEndpoint",
             vpc=vpc,
             service=ec2.InterfaceVpcEndpointAwsService.APIGATEWAY,
             subnets=subnets,
-            policy=[
-                iam.PolicyStatement(
-                    sid="InvokeThisAccountsApis",
-                    principals=[iam.AnyPrincipal()],
-                    actions=["execute-api:Invoke"],
-                    resources=[f"arn:{stack.partition}:execute-api:{stack.region}:{self.platform.account}:*/*"],
-                )
-            ],
             description="execute-api endpoint: HTTPS to the private router API from this cell's VPC",
         )
         # Callers inside the cell's VPC (literal CIDR: cdk-nag can evaluate it); other VPCs use their own endpoints.
         endpoint.allow_from_cidrs(self, [self.platform.regions[self.region_name].vpc_cidr], "HTTPS from the VPC")
         return endpoint
 
-    def _resource_policy(self) -> iam.PolicyDocument:
+    def _scope_endpoint_policy(self, endpoint: PrivateInterfaceEndpoint, api: apigw.RestApi) -> None:
+        """Through this endpoint: only this API, only by the configured caller roles, only this account's API."""
+        stack = cdk.Stack.of(self)
+        endpoint.endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="InvokeTheRouterApiOnly",
+                principals=[iam.AnyPrincipal()],
+                actions=["execute-api:Invoke"],
+                resources=[
+                    f"arn:{stack.partition}:execute-api:{stack.region}:{self.platform.account}:{api.rest_api_id}/*"
+                ],
+                conditions={
+                    "StringEquals": {"aws:ResourceAccount": self.platform.account},
+                    "ArnEquals": {"aws:PrincipalArn": list(self.platform.router.allowed_callers)},
+                },
+            )
+        )
+
+    def _resource_policy(self, vpc: ec2.IVpc) -> iam.PolicyDocument:
+        """The configured caller roles by exact ARN; private, only from the cell's VPC or the callers' endpoints.
+
+        The VPC (not this stack's endpoint id) names the cell's own path, so the endpoint's policy can name this API
+        without a cycle; requests from the VPC reach the API only through its execute-api endpoint.
+        """
         settings = self.platform.router
-        principals: list[iam.IPrincipal] = [
-            iam.AccountPrincipal(caller) if caller.isdigit() else iam.ArnPrincipal(caller)
-            for caller in settings.allowed_callers
-        ]
         statements = [
             iam.PolicyStatement(
                 sid="AllowedCallers",
-                principals=principals,
+                principals=[iam.ArnPrincipal(caller) for caller in settings.allowed_callers],
                 actions=["execute-api:Invoke"],
                 resources=["execute-api:/*"],
             )
         ]
         if self.execute_api_endpoint is not None:
-            endpoints = [
-                self.execute_api_endpoint.endpoint.vpc_endpoint_id,
-                *settings.caller_vpc_endpoints.get(self.region_name, ()),
-            ]
+            elsewhere: dict[str, object] = {"aws:SourceVpc": vpc.vpc_id}
+            callers = list(settings.caller_vpc_endpoints.get(self.region_name, ()))
+            if callers:
+                elsewhere["aws:SourceVpce"] = callers
             statements.append(
                 iam.PolicyStatement(
-                    sid="OnlyThroughAllowedVpcEndpoints",
+                    sid="OnlyFromTheCellOrTheCallersEndpoints",
                     effect=iam.Effect.DENY,
                     principals=[iam.AnyPrincipal()],
                     actions=["execute-api:Invoke"],
                     resources=["execute-api:/*"],
-                    conditions={"StringNotEquals": {"aws:SourceVpce": endpoints}},
+                    conditions={"StringNotEquals": elsewhere},
                 )
             )
         return iam.PolicyDocument(statements=statements)
 
     def _api(
-        self, function: lambda_.IFunction, converse_schema: apigw.JsonSchema, integration_timeout_s: int
+        self, vpc: ec2.IVpc, function: lambda_.IFunction, converse_schema: apigw.JsonSchema, integration_timeout_s: int
     ) -> apigw.RestApi:
         settings = self.platform.router
         private = self.execute_api_endpoint is not None
-        endpoint_configuration = (
-            apigw.EndpointConfiguration(
-                types=[apigw.EndpointType.PRIVATE], vpc_endpoints=[self.execute_api_endpoint.endpoint]
-            )
-            if self.execute_api_endpoint is not None
-            else apigw.EndpointConfiguration(types=[apigw.EndpointType.REGIONAL])
+        endpoint_configuration = apigw.EndpointConfiguration(
+            types=[apigw.EndpointType.PRIVATE if private else apigw.EndpointType.REGIONAL]
         )
         keyed = bool(settings.calling_services)
         api = apigw.RestApi(
@@ -198,9 +240,8 @@ class RouterApi(Concern):
             rest_api_name=self.api_name,
             description=f"{self.platform.name} router in {self.region_name} ({'private' if private else 'regional'})",
             endpoint_configuration=endpoint_configuration,
-            policy=self._resource_policy(),
-            cloud_watch_role=True,
-            cloud_watch_role_removal_policy=cdk.RemovalPolicy.RETAIN,
+            policy=self._resource_policy(vpc),
+            cloud_watch_role=False,  # an account-level setting: ApiGatewayAccountRole, only on request
             disable_execute_api_endpoint=False,
             api_key_source_type=apigw.ApiKeySourceType.HEADER if keyed else None,
             deploy=True,
@@ -282,14 +323,17 @@ class RouterApi(Concern):
     def _gateway_responses(api: apigw.RestApi) -> None:
         """Answers API Gateway gives itself, in the router's error shape. The defaults would echo the validator's
         error string, which quotes the caller's keys: zero knowledge forbids it, so these messages are fixed."""
-        for response_id, (response_type, status, code, message) in GATEWAY_RESPONSES.items():
+        for response_id, (response_type, status, code, message, retry_after) in GATEWAY_RESPONSES.items():
             body = {"error": {"code": code, "message": message, "request_id": "$context.requestId"}}
+            headers = {"x-spillway-request-id": "context.requestId"}
+            if retry_after is not None:
+                headers["Retry-After"] = f"'{retry_after}'"
             api.add_gateway_response(
                 response_id,
                 type=response_type,
                 status_code=status,
                 templates={"application/json": json.dumps(body)},
-                response_headers={"x-spillway-request-id": "context.requestId"},
+                response_headers=headers,
             )
 
     def _usage_plans(self) -> tuple[dict[str, apigw.UsagePlan], dict[str, apigw.IApiKey]]:

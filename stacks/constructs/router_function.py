@@ -19,6 +19,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_signer as signer
 from constructs import Construct
 
 from stacks.constructs.concern import Concern
@@ -83,6 +84,20 @@ class RouterFunction(Concern):
             self, "AppConfigExtension", extension_layer_arn
         )
         settings = platform.router
+        # Code signing: the router's code and layers are checked against this signing profile. WARN, not ENFORCE:
+        # `make synth` stages unsigned assets (signing needs AWS Signer, which no local build can reach), so a
+        # deployment logs unsigned code (CloudWatch metric SignatureValidationErrors) instead of refusing it. A
+        # pipeline that signs (aws signer start-signing-job with this profile) switches it to ENFORCE.
+        self.signing_profile = signer.SigningProfile(
+            self, "SigningProfile", platform=signer.Platform.AWS_LAMBDA_SHA384_ECDSA
+        )
+        self.code_signing = lambda_.CodeSigningConfig(
+            self,
+            "CodeSigning",
+            signing_profiles=[self.signing_profile],
+            untrusted_artifact_on_deployment=lambda_.UntrustedArtifactOnDeployment.WARN,
+            description=f"{platform.name} router in {region}: code signed by its own signing profile",
+        )
         self.function = lambda_.Function(
             self,
             "Function",
@@ -104,6 +119,7 @@ class RouterFunction(Concern):
             environment_encryption=key,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
+            code_signing_config=self.code_signing,
             environment={**self._environment(health_table_name, config), **(store_environment or {})},
         )
         self.function.node.add_dependency(self.runtime_policy, *store_policies)

@@ -3,18 +3,25 @@ configuration, alarm topic), with a deterministic alias so other cells can name 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from stacks.constructs.concern import Concern
-from stacks.naming import router_key_alias
-from stacks.platform import Platform
+from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
+from stacks.naming import alarm_topic_name, function_arn, health_table_name, router_key_alias
+from stacks.platform import Platform, partition_of
 
 
 class RouterKey(Concern):
-    def __init__(self, scope: Construct, construct_id: str, *, platform: Platform, region: str) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, platform: Platform, region: str,
+        extra_uses: Sequence[ServiceUse] = (),
+    ) -> None:  # fmt: skip
+        """`extra_uses`: further services that hold router data with this key (a new concern adds its own)."""
         super().__init__(scope, construct_id)
         self.key = kms.Key(
             self,
@@ -25,13 +32,29 @@ class RouterKey(Concern):
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        # CloudWatch alarms publish to the encrypted alarm topic: the service needs the key, for this account only.
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="CloudWatchAlarmsOfThisAccount",
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=["*"],  # in a key policy, "*" is this key
-                conditions={"StringEquals": {"aws:SourceAccount": platform.account}},
-            )
+        partition = partition_of(region)
+        topic_arn = f"arn:{partition}:sns:{region}:{platform.account}:{alarm_topic_name(platform, region)}"
+        restrict_key_policy(
+            self.key,
+            uses=[
+                # The health table replica: DynamoDB sets the table name in every cryptographic call.
+                ServiceUse("dynamodb", {"aws:dynamodb:tableName": health_table_name(platform)}),
+                # The function's environment.
+                ServiceUse("lambda", {"aws:lambda:FunctionArn": function_arn(platform, region)}),
+                # The alarm topic.
+                ServiceUse("sns", {"aws:sns:topicArn": topic_arn}),
+                ServiceUse("appconfig"),  # the routing configuration and its deployments
+                ServiceUse("backup"),  # the vault's recovery points
+                *extra_uses,
+            ],
+            service_statements=[
+                # CloudWatch alarms publish to the encrypted alarm topic: the service needs the key, this account only.
+                iam.PolicyStatement(
+                    sid="CloudWatchAlarmsOfThisAccount",
+                    principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=["*"],  # in a key policy, "*" is this key
+                    conditions={"StringEquals": {"aws:SourceAccount": platform.account}},
+                )
+            ],
         )

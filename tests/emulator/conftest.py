@@ -13,28 +13,13 @@ import pytest
 from botocore.config import Config
 
 from emulator import Emulator, TargetSpec
+from tests.fakes import FakeClock
 
 PT_ARN = "arn:aws:bedrock:us-east-1:111122223333:provisioned-model/abc123def456"
 PROFILE = "us.anthropic.claude-sonnet-4-v1:0"
 MODEL = "anthropic.claude-sonnet-4-v1:0"
 ENDPOINT = "llama-escrow"
 EAST, WEST = "us-east-1", "us-west-2"
-
-
-class FakeClock:
-    """A clock the test moves by hand (fault windows, token buckets)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
 
 
 def default_targets() -> list[TargetSpec]:

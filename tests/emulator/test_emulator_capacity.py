@@ -89,11 +89,23 @@ def test_tokens_per_minute(clock: FakeClock) -> None:
 
 
 def test_max_tokens_lowers_the_token_cost(clock: FakeClock) -> None:
-    target = TargetSpec(REGION, "bedrock", "m", tokens_per_minute=50, output_tokens=20)
-    with Emulator([target], clock=clock, appconfig=False) as emu:
+    # 50 tokens a minute: uncapped, a request costs 3 in + 20 out = 23 (two fit); capped at 5 out, 8 (six fit).
+    uncapped = TargetSpec(REGION, "bedrock", "m", tokens_per_minute=50, output_tokens=20)
+    capped = TargetSpec(REGION, "bedrock", "c", tokens_per_minute=50, output_tokens=20)
+    with Emulator([uncapped, capped], clock=clock, appconfig=False) as emu:
         bedrock = make_factory(emu)("bedrock-runtime", REGION)
-        for _ in range(6):  # 3 in + 5 out = 8 tokens each
-            bedrock.converse(**converse_kwargs("m", inferenceConfig={"maxTokens": 5}))
+
+        def outcome(model: str, **extra: Any) -> str:
+            try:
+                reply = bedrock.converse(**converse_kwargs(model, **extra))
+            except ClientError as exc:
+                return str(exc.response["Error"]["Code"])
+            return f"{reply['stopReason']}:{reply['usage']['outputTokens']}"
+
+        assert [outcome("m") for _ in range(3)] == ["end_turn:20"] * 2 + ["ThrottlingException"]
+        five = {"inferenceConfig": {"maxTokens": 5}}
+        assert [outcome("c", **five) for _ in range(7)] == ["max_tokens:5"] * 6 + ["ThrottlingException"]
+        assert emu.target_stats(capped)["output_tokens"] == 6 * 5
 
 
 def test_requests_per_minute(clock: FakeClock) -> None:

@@ -3,6 +3,7 @@ and check the one error that names the file and the key."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ def example() -> dict[str, Any]:
     document = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     assert isinstance(document, dict)
     return document
+
+
+def region_document(region: str, vpc_cidr: str, zones: list[str]) -> dict[str, Any]:
+    """A `regions:` entry for a cell the example lacks; its prefix list ids are well-formed placeholders."""
+    ids = {
+        service: "pl-" + hashlib.sha256(f"{region}/{service}".encode()).hexdigest()[:8]
+        for service in ("s3", "dynamodb")
+    }
+    return {"vpc_cidr": vpc_cidr, "availability_zones": zones, "gateway_prefix_lists": ids}
 
 
 def parse(document: dict[str, Any], source: str = SOURCE) -> Platform:

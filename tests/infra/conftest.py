@@ -50,3 +50,33 @@ def resources_of(template: Template, resource_type: str) -> dict[str, Mapping[st
         for logical_id, resource in template.get("Resources", {}).items()
         if resource["Type"] == resource_type
     }
+
+
+PT_EXAMPLE = EXAMPLE.parent / "examples" / "platform-pt.yaml"  # the example, buying PT in us-west-2
+
+
+@pytest.fixture(scope="session")
+def pt_platform() -> Platform:
+    return load_platform(PT_EXAMPLE)
+
+
+@pytest.fixture(scope="session")
+def pt_synth(pt_platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> tuple[Assembly, SynthResult]:
+    assembly = build(pt_platform, outdir=tmp_path_factory.mktemp("pt.out"), cloudformation_validation=False)
+    return assembly, synthesize(assembly)
+
+
+@pytest.fixture(scope="session")
+def pt_templates(pt_synth: tuple[Assembly, SynthResult]) -> dict[str, Template]:
+    """Every template of the PT-buying example, by stack name."""
+    assembly, result = pt_synth
+    return {
+        stack.stack_name: json.loads((result.outdir / stack.template_file).read_text(encoding="utf-8"))
+        for stack in assembly.stacks
+    }
+
+
+@pytest.fixture(scope="session")
+def opted_in_models(pt_platform: Platform, pt_templates: Mapping[str, Template]) -> Template:
+    """The models stack that buys PT in the PT example."""
+    return pt_templates[f"{pt_platform.name}-models-us-west-2"]

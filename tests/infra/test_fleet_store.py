@@ -152,8 +152,18 @@ def test_cache_encrypted_with_its_own_rotating_key_usable_only_through_elasticac
         assert key["Properties"]["EnableKeyRotation"] is True
         assert key["DeletionPolicy"] == "Retain"
         statements = key["Properties"]["KeyPolicy"]["Statement"]
-        (service,) = [s for s in statements if s.get("Sid") == "ElastiCacheOfThisAccountAndRegion"]
-        assert service["Condition"]["StringEquals"]["kms:ViaService"] == f"elasticache.{region}.amazonaws.com"
+        # Administration apart from use: every statement that can use the key (or names a wildcard) holds only
+        # through ElastiCache of this region; nobody holds kms:*.
+        use = ("kms:encrypt", "kms:decrypt", "kms:reencrypt", "kms:generatedatakey", "kms:creategrant")
+        via = f"elasticache.{region}.amazonaws.com"
+        users_of_key = 0
+        for statement in statements:
+            actions = [a.lower() for a in _listed(statement["Action"])]
+            assert not {"kms:*", "*"} & set(actions)
+            if any("*" in a or a.startswith(use) for a in actions):
+                users_of_key += 1
+                assert _listed(statement["Condition"]["StringEquals"]["kms:ViaService"]) == [via], statement
+        assert users_of_key >= 1
         # The key is the cache's alone: no other resource of the stack names it.
         users = {
             r["Type"] for k, r in router["Resources"].items() if k != key_id and key_id in str(r.get("Properties"))
@@ -301,6 +311,34 @@ def test_access_string_allows_the_store_and_refuses_the_dangerous(
     assert (answer == b"+OK\r\n") is allowed, answer
 
 
+def test_the_routers_store_runs_every_script_as_the_iam_user(acl_server: int) -> None:
+    """The router's own store (lambdas/router/spillway/fleet_store.py), authenticated as a user with exactly the
+    construct's access string: every operation goes through (an ACL refusal inside a script raises
+    FleetUnavailable), and the same user cannot FLUSHALL."""
+    from spillway.fleet import Change, Report  # noqa: PLC0415 (stacks.routing puts the router on the path)
+    from spillway.fleet_store import ValkeyFleetStore  # noqa: PLC0415
+    from spillway.health import Verdict  # noqa: PLC0415
+
+    assert _command(acl_server, "ACL", "SETUSER", "router", "reset", *ACCESS_STRING.split(), ">pw") == b"+OK\r\n"
+    store = ValkeyFleetStore.from_url(
+        f"redis://127.0.0.1:{acl_server}/0", connect_timeout_s=2, read_timeout_s=2, credentials=lambda: ("router", "pw")
+    )
+    target = "claude-sonnet/provisioned/us-east-1"
+    try:
+        snapshot = store.read([target], 10.0)
+        epoch = snapshot.targets[target].epoch
+        assert store.acquire_lease(target, "lease-1", 8, 30.0, force=False) == 1
+        store.report(target, Report(epoch=epoch, verdict=Verdict.FAILURE, window_s=10.0, lease="lease-1", level=1))
+        assert store.transition(target, epoch=epoch, change=Change("open", cooldown_s=0.001)) is True
+        time.sleep(0.01)
+        store.acquire_probe(target, "probe-1", 1.0)
+        assert store.errors == 0, store.last_error
+        with pytest.raises(Exception, match="NOPERM"):
+            store._conn.call("FLUSHALL")  # the same authenticated connection
+    finally:
+        store.close()
+
+
 # --- the platform file -----------------------------------------------------------------------------------------
 
 
@@ -316,6 +354,8 @@ def test_default_limit_is_the_burst_at_the_longest_plans_budget() -> None:
 
 def test_a_limit_below_what_the_api_admits_is_refused() -> None:
     def low(document: dict[str, Any]) -> None:
+        # 100 requests/s x 16 ECPUs (4 attempts) = 1,600 per second, over the 1,000 allowed here.
+        document["router"]["api"].update(rate_limit=100, burst_limit=200)
         document["router"]["fleet_store"]["max_ecpu_per_second"] = 1000
 
     assert_names_key(rejects(low), "router.fleet_store.max_ecpu_per_second", "below what the API admits")

@@ -18,7 +18,7 @@ from stacks.links import runtime_dns_name
 from stacks.network import BEDROCK_INVOKE_ACTIONS, RUNTIME_SERVICES, isolated_subnet_cidrs
 from stacks.platform import Platform, parse_platform
 from stacks.targets import endpoint_grants
-from tests.infra.config_documents import example
+from tests.infra.config_documents import example, region_document
 from tests.infra.conftest import Template, resources_of
 from tests.infra.test_network import (
     deploy_time_arns,
@@ -247,10 +247,7 @@ THIRD = "us-east-2"
 @pytest.fixture(scope="module")
 def three_regions() -> Platform:
     document = example()
-    document["regions"][THIRD] = {
-        "vpc_cidr": "10.42.0.0/20",
-        "availability_zones": ["us-east-2a", "us-east-2b", "us-east-2c"],
-    }
+    document["regions"][THIRD] = region_document(THIRD, "10.42.0.0/20", ["us-east-2a", "us-east-2b", "us-east-2c"])
     # The new cell serves one on-demand model as a failover region, and hosts no SageMaker endpoint.
     document["models"]["nova-lite"]["regions"][THIRD] = {"on_demand": True}
     document["features"]["nightly-recap"]["failover_regions"].append(THIRD)

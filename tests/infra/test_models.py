@@ -31,7 +31,7 @@ from stacks.naming import application_profile_name, endpoint_name, router_policy
 from stacks.network import NetworkStack
 from stacks.platform import Platform, parse_platform, purchase_sentence
 from stacks.targets import endpoint_grants, feature_targets, router_grants
-from tests.infra.config_documents import example
+from tests.infra.config_documents import example, region_document
 from tests.infra.conftest import Template, resources_of
 
 INVOKE_ACTIONS = {
@@ -196,7 +196,7 @@ def test_log_group_permissions_name_the_group_arn_once(
         assert getatt(resource)[1] == "Arn"
 
 
-def test_artifact_bucket_rules(templates: Mapping[str, Template], region: str) -> None:
+def test_artifact_bucket_rules(templates: Mapping[str, Template], region: str, platform: Platform) -> None:
     template = models_template(templates, region)
     buckets = resources_of(template, "AWS::S3::Bucket")
     artifacts = {k: v for k, v in buckets.items() if "Artifacts" in k}
@@ -220,9 +220,10 @@ def test_artifact_bucket_rules(templates: Mapping[str, Template], region: str) -
     denies = [s for s in statements(policy) if s["Effect"] == "Deny"]
     assert any(s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}} for s in denies)
     role, _ = _execution_role(template)
-    (others,) = [s for s in denies if "ArnNotEquals" in s.get("Condition", {})]
+    (others,) = [s for s in denies if "ArnNotEquals" in s.get("Condition", {}) and "s3:GetObject" in s["Action"]]
     assert others["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] == {"Fn::GetAtt": [role, "Arn"]}
-    assert "s3:GetObject" in as_list(others["Action"])
+    (writers,) = [s for s in denies if "s3:PutObject" in as_list(s["Action"])]
+    assert as_list(writers["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]) == list(platform.artifact_publishers)
     allows = [s for s in statements(policy) if s["Effect"] == "Allow"]
     assert all(s["Principal"] == {"AWS": {"Fn::GetAtt": [role, "Arn"]}} for s in allows)
 
@@ -432,7 +433,7 @@ def generated_platform(seed: int) -> Platform:
     regions = rng.sample(sorted(REGIONS), rng.randint(2, 3))
     document: dict[str, Any] = {
         "platform": {"name": "gen", "account": "210987654321"},
-        "regions": {r: {"vpc_cidr": REGIONS[r], "availability_zones": [f"{r}a", f"{r}b"]} for r in regions},
+        "regions": {r: region_document(r, REGIONS[r], [f"{r}a", f"{r}b"]) for r in regions},
         "models": {},
         "features": {},
     }

@@ -215,15 +215,19 @@ def test_private_api_resource_policy(platform: Platform, routers: Mapping[str, T
         principals = json.dumps(statements["AllowedCallers"]["Principal"])
         for caller in platform.router.allowed_callers:
             assert caller in principals
-        deny = statements["OnlyThroughAllowedVpcEndpoints"]
+        deny = statements["OnlyFromTheCellOrTheCallersEndpoints"]
         assert deny["Effect"] == "Deny"
+        assert "aws:SourceVpc" in deny["Condition"]["StringNotEquals"]
         endpoint = _logical_id(template, "AWS::EC2::VPCEndpoint", "ExecuteApiEndpoint")
-        assert _as_list(deny["Condition"]["StringNotEquals"]["aws:SourceVpce"]) == [{"Ref": endpoint}]
         vpce = resources_of(template, "AWS::EC2::VPCEndpoint")[endpoint]["Properties"]
         assert vpce["PrivateDnsEnabled"] is True
         assert "execute-api" in json.dumps(vpce["ServiceName"])
         ingress = [r["Properties"] for r in resources_of(template, "AWS::EC2::SecurityGroupIngress").values()]
-        assert {r["CidrIp"] for r in ingress} <= {c.vpc_cidr for c in platform.regions.values()}
+        # CIDR rules (the execute-api endpoint's) stay inside the cells' VPCs; the others (the fleet store's) name a
+        # security group.
+        assert {r["CidrIp"] for r in ingress if "CidrIp" in r} <= {c.vpc_cidr for c in platform.regions.values()}
+        assert all("CidrIp" in r or "SourceSecurityGroupId" in r for r in ingress)
+        assert not any("CidrIpv6" in r for r in ingress)
 
 
 def test_stage_throttling_tracing_and_access_logs_without_bodies(
@@ -326,7 +330,9 @@ def test_one_global_health_table_with_a_cmk_replica_per_cell(
             assert key == {"Fn::GetAtt": [_logical_id(routers[owner], "AWS::KMS::Key", "RouterKey"), "Arn"]}
         else:  # the replica cell's own router key, by its deterministic alias
             assert key == f"arn:aws:kms:{region}:{platform.account}:alias/{platform.name}-router-{region}"
-            alias = _one(routers[region], "AWS::KMS::Alias")
+            alias = resources_of(routers[region], "AWS::KMS::Alias")[
+                _logical_id(routers[region], "AWS::KMS::Alias", "RouterKeyAlias")
+            ]["Properties"]
             assert alias["AliasName"] == f"alias/{platform.name}-router-{region}"
 
 

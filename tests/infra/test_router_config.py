@@ -36,10 +36,14 @@ def test_example_router_section() -> None:
     settings = parse(example()).router
     assert settings.configured
     assert settings.endpoint_type == "private"
-    assert settings.allowed_callers == ("111122223333", "arn:aws:iam::444455556666:role/support-summarizer")
+    assert settings.allowed_callers == (
+        "arn:aws:iam::111122223333:role/support-desk-router-caller",
+        "arn:aws:iam::111122223333:role/recap-batch-router-caller",
+        "arn:aws:iam::444455556666:role/support-summarizer",
+    )
     assert set(settings.calling_services) == {"support-desk", "recap-batch"}
     assert settings.calling_services["support-desk"].quota_per_day == 500_000
-    assert settings.reserved_concurrency == 50
+    assert settings.reserved_concurrency == 600
     assert settings.appconfig_extension_layer_arns["us-east-1"] == EAST
 
 
@@ -57,7 +61,11 @@ def test_router_section_is_optional_but_the_stack_needs_it() -> None:
     [
         ({"api__endpoint_type": "edge"}, "router.api.endpoint_type", "expected 'private' or 'regional'"),
         ({"api__rate_limit": 0}, "router.api.rate_limit", "out of range"),
-        ({"api__burst_limit": 100}, "router.api.burst_limit", "below rate_limit 200"),
+        ({"api__burst_limit": 5}, "router.api.burst_limit", "below rate_limit 10"),
+        ({"api__burst_limit": 601}, "router.api.burst_limit", "over router.reserved_concurrency 600"),
+        ({"api__rate_limit": 11}, "router.reserved_concurrency", "rate x deadline = 660 executions"),
+        ({"reserved_concurrency": 599}, "router.reserved_concurrency", "Little's law"),
+        ({"calling_services__support-desk__rate_limit": 7}, "router.calling_services", "add up to 11 requests/s"),
         (
             {"api__endpoint_type": "regional", "api__caller_vpc_endpoints": {"us-east-1": ["vpce-0123456789abcdef0"]}},
             "router.api.caller_vpc_endpoints",
@@ -74,7 +82,8 @@ def test_router_section_is_optional_but_the_stack_needs_it() -> None:
             "has no cell",
         ),
         ({"allowed_callers": []}, "router.allowed_callers", "at least 1"),
-        ({"allowed_callers": ["*"]}, "router.allowed_callers[0]", "account id or an exact IAM role ARN"),
+        ({"allowed_callers": ["*"]}, "router.allowed_callers[0]", "an exact IAM role ARN"),
+        ({"allowed_callers": ["111122223333"]}, "router.allowed_callers[0]", "would admit its every principal"),
         ({"allowed_callers": ["arn:aws:iam::111122223333:role/*"]}, "router.allowed_callers[0]", "exact IAM role"),
         ({"allowed_callers": ["arn:aws:iam::111122223333:user/alice"]}, "router.allowed_callers[0]", "exact IAM"),
         ({"allowed_callers": _DELETE}, "router.allowed_callers", "missing required field"),
@@ -84,7 +93,7 @@ def test_router_section_is_optional_but_the_stack_needs_it() -> None:
             "out of range",
         ),
         (
-            {"calling_services__support-desk__burst_limit": 50},
+            {"calling_services__support-desk__burst_limit": 5},
             "router.calling_services.support-desk.burst_limit",
             "below rate_limit",
         ),
@@ -134,10 +143,11 @@ def test_router_errors_name_the_key(changes: dict[str, Any], key: str, message: 
 def test_defaults_when_optional_keys_are_left_out() -> None:
     document = example()
     document["router"] = {
-        "allowed_callers": ["111122223333"],
+        "allowed_callers": ["arn:aws:iam::111122223333:role/caller"],
         "appconfig_extension_layer_arns": document["router"]["appconfig_extension_layer_arns"],
     }
     settings = parse(document).router
-    assert (settings.endpoint_type, settings.rate_limit, settings.burst_limit) == ("private", 100, 200)
+    # One setting: the stage's rate is derived from the reserved concurrency and the longest deadline (60 s).
+    assert (settings.endpoint_type, settings.rate_limit, settings.burst_limit) == ("private", 1, 2)
     assert settings.calling_services == {}
-    assert (settings.reserved_concurrency, settings.memory_mb) == (20, 1024)
+    assert (settings.reserved_concurrency, settings.memory_mb) == (60, 1024)  # 1/s for the 60 s deadline

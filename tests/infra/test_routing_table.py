@@ -10,7 +10,7 @@ from spillway.policy import Planner
 from stacks.platform import PlatformConfigError, load_platform, parse_platform
 from stacks.routing import config_key, render_routing_table, validate_routing_table, with_invoke_ids
 from stacks.targets import feature_targets
-from tests.infra.config_documents import EXAMPLE, example
+from tests.infra.config_documents import EXAMPLE, example, region_document
 
 
 @pytest.mark.parametrize("region", ["us-east-1", "us-west-2"])
@@ -30,11 +30,20 @@ def test_round_trip_keeps_every_feature_and_target(region: str) -> None:
 
 
 def test_routing_knobs_reach_the_router() -> None:
-    table = parse_routing_table(render_routing_table(load_platform(EXAMPLE), "us-east-1"))
-    summarize = table.features["summarize-thread"]
-    assert (summarize.attempt_min_ms, summarize.attempt_max_ms) == (300, 8000)
-    assert summarize.breaker.ttft_ms == 2500
-    assert table.features["nightly-recap"].order == ("failover", "fallback")
+    """Each feature's routing knobs, as the platform file writes them, are what the router's loader reads."""
+    platform = load_platform(EXAMPLE)
+    written = {name: spec["routing"] for name, spec in yaml.safe_load(EXAMPLE.read_text())["features"].items()}
+    for region in platform.region_names:
+        table = parse_routing_table(render_routing_table(platform, region))
+        for name, feature in table.features.items():
+            knobs = written[name]
+            timeouts = knobs.get("attempt_timeout_ms")
+            if timeouts is not None:
+                assert (feature.attempt_min_ms, feature.attempt_max_ms) == (timeouts["min"], timeouts["max"])
+            for knob, value in knobs.get("breaker", {}).items():
+                assert getattr(feature.breaker, knob) == value, (name, knob)
+            if "order" in knobs:
+                assert feature.order == tuple(knobs["order"])
 
 
 def test_on_demand_first_feature_gets_no_provisioned_target() -> None:
@@ -54,7 +63,7 @@ def test_bad_routing_knob_is_reported_against_the_platform_key() -> None:
 
 def test_a_cell_no_feature_uses_is_refused_with_its_key() -> None:
     document = example()
-    document["regions"]["us-east-2"] = {"vpc_cidr": "10.42.0.0/16", "availability_zones": ["us-east-2a", "us-east-2b"]}
+    document["regions"]["us-east-2"] = region_document("us-east-2", "10.42.0.0/16", ["us-east-2a", "us-east-2b"])
     layers = document["router"]["appconfig_extension_layer_arns"]
     layers["us-east-2"] = layers["us-east-1"].replace("us-east-1", "us-east-2")
     platform = parse_platform(yaml.safe_dump(document), "bad.yaml")

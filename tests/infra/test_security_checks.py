@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from review import nist
+from review import dataflow, nist
 from review.cfn import load
 from review.report import generate
 
@@ -44,6 +44,15 @@ def _log_group(name: str) -> dict[str, Any]:
         "Properties": {"LogGroupName": name, "KmsKeyId": _arn("Key"), "RetentionInDays": 365},
         "DeletionPolicy": "Retain",
     }
+
+
+CACHE_INGRESS = {
+    "GroupId": _group_id("CacheSg"),
+    "IpProtocol": "tcp",
+    "FromPort": 6379,
+    "ToPort": 6379,
+    "SourceSecurityGroupId": _group_id("RouterSg"),
+}
 
 
 def clean_cell() -> Resources:
@@ -142,6 +151,38 @@ def clean_cell() -> Resources:
                 ],
             },
         },
+        # A serverless cache (TLS only) reached from the router on its port, by security group on both sides.
+        "CacheSg": {
+            "Type": "AWS::EC2::SecurityGroup",
+            "Properties": {
+                "GroupDescription": "fleet store",
+                "VpcId": {"Ref": "Vpc"},
+                "SecurityGroupEgress": [
+                    {"CidrIp": "255.255.255.255/32", "IpProtocol": "icmp", "FromPort": 252, "ToPort": 86}
+                ],
+            },
+        },
+        "CacheIngress": {"Type": "AWS::EC2::SecurityGroupIngress", "Properties": CACHE_INGRESS},
+        "CacheEgress": {
+            "Type": "AWS::EC2::SecurityGroupEgress",
+            "Properties": {
+                "GroupId": _group_id("RouterSg"),
+                "IpProtocol": "tcp",
+                "FromPort": 6379,
+                "ToPort": 6379,
+                "DestinationSecurityGroupId": _group_id("CacheSg"),
+            },
+        },
+        "Cache": {
+            "Type": "AWS::ElastiCache::ServerlessCache",
+            "Properties": {
+                "ServerlessCacheName": "demo-fleet",
+                "Engine": "valkey",
+                "KmsKeyId": _arn("Key"),
+                "SecurityGroupIds": [_group_id("CacheSg")],
+                "SubnetIds": [{"Ref": "Subnet"}],
+            },
+        },
         "Endpoint": {
             "Type": "AWS::EC2::VPCEndpoint",
             "Properties": {
@@ -206,6 +247,16 @@ def clean_cell() -> Resources:
                 "Code": {"ZipFile": "def lambda_handler(event, context): return {}"},
                 "VpcConfig": {"SecurityGroupIds": [_group_id("RouterSg")], "SubnetIds": [{"Ref": "Subnet"}]},
                 "LoggingConfig": {"LogGroup": {"Ref": "FunctionLogs"}},
+                "CodeSigningConfigArn": {"Ref": "Signing"},
+            },
+        },
+        "Signing": {
+            "Type": "AWS::Lambda::CodeSigningConfig",
+            "Properties": {
+                "AllowedPublishers": {
+                    "SigningProfileVersionArns": [f"arn:aws:signer:eu-west-1:{ACCOUNT}:/signing-profiles/demo/1"]
+                },
+                "CodeSigningPolicies": {"UntrustedArtifactOnDeployment": "Enforce"},
             },
         },
         "Api": {
@@ -264,7 +315,13 @@ def clean_cell() -> Resources:
                 "StageName": "live",
                 "AccessLogSetting": {"DestinationArn": _arn("ApiLogs"), "Format": "$context.requestId"},
                 "MethodSettings": [
-                    {"HttpMethod": "*", "ResourcePath": "/*", "LoggingLevel": "OFF", "DataTraceEnabled": False}
+                    {
+                        "HttpMethod": "*",
+                        "ResourcePath": "/*",
+                        "LoggingLevel": "OFF",
+                        "DataTraceEnabled": False,
+                        "ThrottlingRateLimit": 100,
+                    }
                 ],
             },
         },
@@ -296,7 +353,13 @@ def clean_cell() -> Resources:
                                 },
                             }
                         },
-                    }
+                    },
+                    {
+                        "Name": "RatePerSource",
+                        "Priority": 1,
+                        "Action": {"Block": {}},
+                        "Statement": {"RateBasedStatement": {"AggregateKeyType": "IP", "Limit": 3000}},
+                    },
                 ],
             },
         },
@@ -394,6 +457,15 @@ def _add(logical_id: str, resource: dict[str, Any]) -> Callable[[Resources], Non
     return plant
 
 
+def _both(*plants: Callable[[Resources], None]) -> Callable[[Resources], None]:
+    def plant(resources: Resources) -> None:
+        for each in plants:
+            each(resources)
+
+    return plant
+
+
+TAGGED_PT = f"arn:aws:bedrock:eu-west-1:{ACCOUNT}:provisioned-model/*"
 ROOT_ONLY_KEY_POLICY = {
     "Statement": [
         {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*", "Resource": "*"}
@@ -460,6 +532,18 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "sg_no_open_egress",
         "RouterSg",
     ),
+    "the cache port on a rule that names no serverless cache": (
+        _set("CacheEgress.Properties.DestinationSecurityGroupId", _group_id("EndpointSg")),
+        "CM-7",
+        "sg_ports_limited",
+        "CacheEgress",
+    ),
+    "a port into the serverless cache that is not one of its TLS ports": (
+        _set("CacheIngress.Properties", {**CACHE_INGRESS, "FromPort": 6390, "ToPort": 6390}),
+        "SC-8",
+        "sg_ports_limited",
+        "CacheIngress",
+    ),
     "open ingress rule": (
         _set(
             "EndpointSg.Properties.SecurityGroupIngress.0",
@@ -487,6 +571,24 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "interface_endpoints_closed",
         "Endpoint",
     ),
+    "a store port on a group that fronts no TLS-only store": (
+        _add(
+            "Redis",
+            {
+                "Type": "AWS::EC2::SecurityGroupIngress",
+                "Properties": {
+                    "GroupId": _group_id("EndpointSg"),
+                    "IpProtocol": "tcp",
+                    "FromPort": 6379,
+                    "ToPort": 6379,
+                    "SourceSecurityGroupId": _group_id("RouterSg"),
+                },
+            },
+        ),
+        "CM-7",
+        "sg_ports_limited",
+        "Redis",
+    ),
     "root-only key policy": (
         _set("Key.Properties.KeyPolicy", ROOT_ONLY_KEY_POLICY),
         "SC-12",
@@ -496,6 +598,12 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
     "key without a policy": (_drop("Key.Properties.KeyPolicy"), "AC-6", "kms_key_policies_least", "Key"),
     "key use without kms:ViaService": (
         _drop("Key.Properties.KeyPolicy.Statement.2.Condition"),
+        "SC-12",
+        "kms_key_policies_least",
+        "Key",
+    ),
+    "key use confined only to the calling account": (
+        _set("Key.Properties.KeyPolicy.Statement.2.Condition", {"StringEquals": {"kms:CallerAccount": ACCOUNT}}),
         "SC-12",
         "kms_key_policies_least",
         "Key",
@@ -602,6 +710,13 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "waf_skips_prompt_bodies",
         "WebAcl",
     ),
+    "WAF rate rule as wide as the stage": (
+        _set("WebAcl.Properties.Rules.1.Statement.RateBasedStatement.Limit", 30000),
+        "SC-5",
+        "waf_rate_below_stage",
+        "WebAcl",
+    ),
+    "WAF without a rate rule": (_drop("WebAcl.Properties.Rules.1"), "SC-5", "waf_rate_below_stage", "WebAcl"),
     "WAF logs without a filter": (_drop("WafLogging.Properties.LoggingFilter"), "SI-12", "waf_logs_redacted", "WebAcl"),
     "WAF logs keep the authorization header": (
         _set(
@@ -612,7 +727,38 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "waf_logs_redacted",
         "WebAcl",
     ),
+    "WAF logs keep the API key of an API that requires one": (
+        _set("ConverseMethod.Properties.ApiKeyRequired", True),
+        "SI-12",
+        "waf_logs_redacted",
+        "WebAcl",
+    ),
     "WAF without logging": (_drop("WafLogging"), "SI-12", "waf_logs_redacted", "WebAcl"),
+    "execute-api endpoint open to every API of the account": (
+        _add(
+            "ApiEndpoint",
+            {
+                "Type": "AWS::EC2::VPCEndpoint",
+                "Properties": {
+                    "ServiceName": "com.amazonaws.eu-west-1.execute-api",
+                    "VpcEndpointType": "Interface",
+                    "PolicyDocument": {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"AWS": "arn:aws:iam::444455556666:role/caller"},
+                                "Action": "execute-api:Invoke",
+                                "Resource": f"arn:aws:execute-api:eu-west-1:{ACCOUNT}:*/*",
+                            }
+                        ]
+                    },
+                },
+            },
+        ),
+        "AC-3",
+        "iam_no_wildcard_invoke",
+        "ApiEndpoint",
+    ),
     "IAM invoke on *": (
         _set("Invoke.Properties.PolicyDocument.Statement.0.Resource", "*"),
         "AC-6",
@@ -626,6 +772,37 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         ),
         "AC-3",
         "iam_no_wildcard_invoke",
+        "Invoke",
+    ),
+    "IAM invoke on every function of a name prefix": (
+        _set(
+            "Invoke.Properties.PolicyDocument.Statement.0",
+            {
+                "Effect": "Allow",
+                "Action": "lambda:InvokeFunction",
+                "Resource": f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:demo-*",
+            },
+        ),
+        "AC-6",
+        "iam_no_wildcard_invoke",
+        "Invoke",
+    ),
+    "tagging any PT by a request tag, where a tag opens invoke": (
+        _both(
+            _set(f"{ENDPOINT_STATEMENT}.Resource", TAGGED_PT),
+            _set(f"{ENDPOINT_STATEMENT}.Condition.StringEquals.aws:ResourceTag/spillway:platform", "demo"),
+            _set(
+                "Invoke.Properties.PolicyDocument.Statement.0",
+                {
+                    "Effect": "Allow",
+                    "Action": ["bedrock:CreateProvisionedModelThroughput", "bedrock:TagResource"],
+                    "Resource": TAGGED_PT,
+                    "Condition": {"StringEquals": {"aws:RequestTag/spillway:provisioned-name": "demo"}},
+                },
+            ),
+        ),
+        "AC-6",
+        "iam_tagging_scoped",
         "Invoke",
     ),
     "service trust without a source": (
@@ -657,11 +834,29 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "data_at_rest_cmk",
         "Table",
     ),
+    "function environment under the AWS managed key": (
+        _set("Function.Properties.Environment", {"Variables": {"MODE": "x"}}),
+        "SC-28",
+        "data_at_rest_cmk",
+        "Function",
+    ),
+    "state machine without an encryption configuration": (
+        _add("Waiter", {"Type": "AWS::StepFunctions::StateMachine", "Properties": {"RoleArn": _arn("Role")}}),
+        "SC-28",
+        "data_at_rest_cmk",
+        "Waiter",
+    ),
     "table without point-in-time recovery": (
         _drop("Table.Properties.PointInTimeRecoverySpecification"),
         "CP-9",
         "backups_enabled",
         "Table",
+    ),
+    "function without code signing": (
+        _drop("Function.Properties.CodeSigningConfigArn"),
+        "SI-7",
+        "lambda_code_signed",
+        "Function",
     ),
     "function outside the VPC": (_drop("Function.Properties.VpcConfig"), "SC-7", "lambdas_in_vpc", "Function"),
     "data trace on": (
@@ -968,7 +1163,7 @@ def test_functions_without_a_declared_log_group_are_named(
         if "LoggingConfig" not in p
         and (_region(stack), json.dumps(f"/aws/lambda/{p.get('FunctionName')}")) not in named_groups
     }
-    assert implicit == _gap_names(current, "function_logs_declared")
+    assert implicit <= _gap_names(current, "function_logs_declared")
     for control in ("AU-2", "AU-9", "AU-11", "SC-28"):
         assert (current[control].status == nist.NOT_MET) if implicit else True, control
 
@@ -998,3 +1193,166 @@ def test_what_the_stacks_already_do_is_met(current: dict[str, nist.ControlResult
         assert checks[name].passed is True, (name, checks[name].gaps)
     for control in ("IA-2", "IA-5", "CP-9", "SC-8"):
         assert current[control].status == nist.MET, (control, current[control].gaps)
+
+
+def test_every_version_of_one_function_is_not_a_wildcard(tmp_path: Path) -> None:
+    """`<function ARN>:*` (CDK's Provider framework grants it) names one function's versions: exact, not a pattern."""
+    resources = clean_cell()
+    resources["Invoke"]["Properties"]["PolicyDocument"]["Statement"].append(
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::Join": ["", [_arn("Function"), ":*"]]}}
+    )
+    verdicts = _verdicts(_write(tmp_path, resources))
+    assert verdicts["AC-6"].status == nist.MET, verdicts["AC-6"].gaps
+
+
+def test_a_serverless_cache_port_is_tls_by_construction(tmp_path: Path) -> None:
+    """6379 to an ElastiCache Serverless cache's own security group is TLS (serverless always encrypts in transit)."""
+    resources = clean_cell()
+    resources["CacheSg"] = {
+        "Type": "AWS::EC2::SecurityGroup",
+        "Properties": {"GroupDescription": "cache", "VpcId": {"Ref": "Vpc"}},
+    }
+    resources["CacheIngress"] = {
+        "Type": "AWS::EC2::SecurityGroupIngress",
+        "Properties": {
+            "GroupId": _group_id("CacheSg"),
+            "IpProtocol": "tcp",
+            "FromPort": 6379,
+            "ToPort": 6379,
+            "SourceSecurityGroupId": _group_id("RouterSg"),
+        },
+    }
+    resources["Cache"] = {
+        "Type": "AWS::ElastiCache::ServerlessCache",
+        "Properties": {
+            "Engine": "valkey",
+            "ServerlessCacheName": "demo",
+            "KmsKeyId": _arn("Key"),
+            "SecurityGroupIds": [_group_id("CacheSg")],
+        },
+    }
+    verdicts = _verdicts(_write(tmp_path, resources))
+    assert verdicts["CM-7"].status == nist.MET, verdicts["CM-7"].gaps
+    assert verdicts["SC-8"].status == nist.MET, verdicts["SC-8"].gaps
+
+
+def test_apis_that_admit_an_account_root_are_named(
+    current: dict[str, nist.ControlResult], synthesized: dict[str, Mapping[str, Any]]
+) -> None:
+    rooted = {
+        f"{stack}/{logical_id}"
+        for stack, logical_id, p in _resources(synthesized, "AWS::ApiGateway::RestApi")
+        for s in _statements(p.get("Policy"))
+        if any(str(x).endswith(":root") for x in _as_list(s.get("Principal", {}).get("AWS", [])))
+    }
+    assert rooted <= _gap_names(current, "api_callers_exact")
+    assert (current["AC-3"].status == nist.NOT_MET) if rooted else True
+
+
+def test_execute_api_endpoints_open_to_every_api_are_named(
+    current: dict[str, nist.ControlResult], synthesized: dict[str, Mapping[str, Any]]
+) -> None:
+    every_api = {
+        f"{stack}/{logical_id}"
+        for stack, logical_id, p in _resources(synthesized, "AWS::EC2::VPCEndpoint")
+        for s in _statements(p.get("PolicyDocument"))
+        if "execute-api:Invoke" in _as_list(s.get("Action"))
+        and any(str(r).endswith(":*/*") or r == "*" for r in _as_list(s.get("Resource")))
+    }
+    assert every_api <= _gap_names(current, "iam_no_wildcard_invoke")
+    assert every_api <= _gap_names(current, "endpoint_policies_least")
+
+
+def test_waf_body_rules_without_a_uri_scope_down_are_named(
+    current: dict[str, nist.ControlResult], synthesized: dict[str, Mapping[str, Any]]
+) -> None:
+    body_groups = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
+    unscoped = {
+        stack
+        for stack, _, p in _resources(synthesized, "AWS::WAFv2::WebACL")
+        for rule in p.get("Rules", [])
+        for group in [rule.get("Statement", {}).get("ManagedRuleGroupStatement", {})]
+        if group.get("Name") in body_groups
+        and not (
+            "NotStatement" in json.dumps(group.get("ScopeDownStatement"))
+            and "UriPath" in json.dumps(group.get("ScopeDownStatement"))
+        )
+    }
+    # The API of each such stack, fronted by that web ACL, is named.
+    assert unscoped <= {name.split("/")[0] for name in _gap_names(current, "waf_skips_prompt_bodies")}
+
+
+def test_tagging_only_what_already_carries_the_tag_with_fixed_keys_is_scoped(tmp_path: Path) -> None:
+    resources = clean_cell()
+    resources["Invoke"]["Properties"]["PolicyDocument"]["Statement"].append(
+        {
+            "Effect": "Allow",
+            "Action": "bedrock:TagResource",
+            "Resource": f"arn:aws:bedrock:eu-west-1:{ACCOUNT}:provisioned-model/*",
+            "Condition": {
+                "StringEquals": {"aws:ResourceTag/spillway:provisioned-name": "demo"},
+                "ForAllValues:StringEquals": {"aws:TagKeys": ["spillway:provisioned-name"]},
+            },
+        }
+    )
+    verdicts = _verdicts(_write(tmp_path, resources))
+    assert verdicts["AC-6"].status == nist.MET, verdicts["AC-6"].gaps
+
+
+def test_one_api_and_ecr_layers_are_not_wildcards(tmp_path: Path) -> None:
+    """An execute-api endpoint scoped to one API (`<api id>/*`), and ECR's layer bucket open to the presigned URLs of
+    AWS's account as ECR documents it, pass."""
+    resources = clean_cell()
+    resources["ApiEndpoint"] = {
+        "Type": "AWS::EC2::VPCEndpoint",
+        "Properties": {
+            "ServiceName": "com.amazonaws.eu-west-1.execute-api",
+            "VpcEndpointType": "Gateway",
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "arn:aws:iam::444455556666:role/caller"},
+                        "Action": "execute-api:Invoke",
+                        "Resource": {
+                            "Fn::Join": ["", [f"arn:aws:execute-api:eu-west-1:{ACCOUNT}:", {"Ref": "Api"}, "/*"]]
+                        },
+                    }
+                ]
+            },
+        },
+    }
+    resources["S3Endpoint"] = {
+        "Type": "AWS::EC2::VPCEndpoint",
+        "Properties": {
+            "ServiceName": "com.amazonaws.eu-west-1.s3",
+            "VpcEndpointType": "Gateway",
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "*"},
+                        "Action": "s3:GetObject",
+                        "Resource": "arn:aws:s3:::prod-eu-west-1-starport-layer-bucket/*",
+                    }
+                ]
+            },
+        },
+    }
+    verdicts = _verdicts(_write(tmp_path, resources))
+    assert verdicts["AC-3"].status == nist.MET, verdicts["AC-3"].gaps
+    assert verdicts["AC-4"].status == nist.MET, verdicts["AC-4"].gaps
+
+
+def test_the_data_flow_draws_callers_own_endpoints_outside_these_stacks(tmp_path: Path) -> None:
+    resources = clean_cell()
+    resources["Api"]["Properties"]["EndpointConfiguration"]["VpcEndpointIds"] = ["vpce-0123456789abcdef0"]
+    dot = dataflow.to_dot(load(_write(tmp_path, resources)))
+    callers = dot[dot.index("subgraph cluster_callers") : dot.index("subgraph cluster_cell0")]
+    assert "vpce-0123456789abcdef0" in callers
+    assert "role/caller" in callers
+    endpoint = re.search(r'(n\d+) \[label="callers\' execute-api endpoint', dot)
+    assert endpoint is not None
+    prompt_edges = [line for line in dot.splitlines() if "penwidth=2.4" in line]
+    assert any(f"-> {endpoint.group(1)} " in line for line in prompt_edges), "the caller reaches its own endpoint"
+    assert any(line.strip().startswith(f"{endpoint.group(1)} ->") for line in prompt_edges), "and from it the API"

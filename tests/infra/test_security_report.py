@@ -244,6 +244,15 @@ def test_data_flow_diagram_is_drawn_from_the_templates(report: dict[str, Path], 
         for replica in table.properties["Replicas"]:
             assert f"(replica in {replica['Region']})" in text
     assert dot.count("penwidth=2.4") >= 5 * len(a.regions), "every hop of a prompt, caller to model, in every cell"
+    nodes = dict(re.findall(r'^\s*(n\d+) \[label="((?:[^"\\]|\\.)*)"', dot, flags=re.MULTILINE))
+    prompt = [tuple(line.split(" [")[0].split(" -> ")) for line in dot.splitlines() if "penwidth=2.4" in line]
+    entries = {n for n, label in nodes.items() if "(private API entry)" in label}
+    assert len(entries) == len(a.regions), "one execute-api entry per cell"
+    for caller in callers:
+        node = next(n for n, label in nodes.items() if caller.split(":")[-1] in label.replace("\\n", " "))
+        reached = {target.strip() for source, target in prompt if source.strip() == node}
+        assert reached == entries, f"{caller} reaches every cell's private API entry"
+    assert not any("execute-api endpoint\\n(model runtime)" in label for label in nodes.values())
     assert report["dataflow_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 'id="dataflow-diagram"' in page
     assert page.index('id="dataflow-diagram"') < page.index('id="architecture-diagram"'), "the data flow comes first"
@@ -485,3 +494,19 @@ def test_checkov_baseline_refuses_an_entry_without_a_reason(tmp_path: Path) -> N
     path.write_text("accepted:\n  - check: CKV_AWS_1\n    resources: '*'\n    reason: because\n", encoding="utf-8")
     with pytest.raises(ValueError, match="reason"):
         checkov_gate.load_baseline(path)
+
+
+def test_account_level_services_are_counted_not_assumed(tmp_path: Path) -> None:
+    outdir = _write(
+        tmp_path / "trail.out",
+        {
+            "demo-audit-eu-west-1": {
+                "Key": KEY,
+                "Trail": {"Type": "AWS::CloudTrail::Trail", "Properties": {"IsLogging": True}},
+            }
+        },
+    )
+    text = generate(outdir, tmp_path / "reports", diagram_required=False)["md"].read_text(encoding="utf-8")
+    assert "These stacks declare 1 CloudTrail trail." in text
+    assert "No GuardDuty detector, AWS Config recorder or Security Hub in these stacks" in text
+    assert "No CloudTrail trail" not in text

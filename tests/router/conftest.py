@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import botocore.session
+import botocore.session  # type: ignore[import-untyped]
 import pytest
 
 # Before anything imports Powertools: fake credentials, a fixed region.
@@ -31,6 +31,7 @@ from spillway.health import HealthBoard
 from spillway.routing_source import RoutingSource
 from stacks.platform import load_platform
 from stacks.routing import render_routing_table
+from tests.fakes import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a fake runtime client needs of a real one: the service model the Bedrock backend walks (client.meta).
@@ -57,17 +58,6 @@ def rendered_table(region: str = "us-east-1") -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def table_doc() -> dict[str, Any]:
     return rendered_table()
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 Script = Callable[[Target, Mapping[str, Any], float], BackendReply]

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -20,11 +21,12 @@ import pytest
 import handler
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, Status
-from spillway.fleet import Change, Fleet, FleetState, FleetUnavailable
-from spillway.fleet_store import ValkeyFleetStore
+from spillway.fleet import Change, Fleet, FleetState, FleetUnavailable, Report
+from spillway.fleet_store import ValkeyFleetStore, iam_credentials
 from spillway.health import BreakerState, HealthBoard, Verdict
 from spillway.resp import Address, Connection, parse_url
 from spillway.settings import Settings, SettingsError
+from stacks.constructs.fleet_store import ACCESS_STRING  # what the IAM user may run in AWS
 from tests.unit.fleet_fake import FakeFleetStore
 from tests.unit.helpers import FEATURE, FakeClock, ScriptedBackend, make_table
 
@@ -34,9 +36,6 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 PT_E, OD_E = "claude-sonnet/provisioned/us-east-1", "claude-sonnet/on_demand/us-east-1"
 PT_W = "claude-sonnet/provisioned/us-west-2"
 REQUEST = {"messages": [{"role": "user", "content": [{"text": "hello"}]}]}
-# stacks/constructs/fleet_store.py's ACCESS_STRING (h-fleetinfra) plus what the scripts need: TIME is in no
-# category it allows (it is @fast only), and the scripts read the server's clock.
-ACCESS_STRING = "on ~* -@all +@read +@write +@scripting +@connection -@dangerous +time"
 
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
 
@@ -59,7 +58,7 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     )
     try:
         probe = Connection(Address("127.0.0.1", port), connect_timeout_s=0.2, read_timeout_s=0.5)
-        for _ in range(100):
+        for _ in range(600):  # a loaded machine can take seconds to start the server
             with contextlib.suppress(OSError):
                 if probe.call("PING") == b"PONG":
                     break
@@ -100,8 +99,7 @@ def server_time(raw: Connection) -> float:
 
 
 def report(s: ValkeyFleetStore, verdict: Verdict, *, epoch: int = 0, target: str = PT_E, **kw: Any) -> Any:
-    args: dict[str, Any] = {"window_s": 30.0, "capacity_pause_s": 0.0, "lease": None, "probe": None, **kw}
-    return s.report(target, epoch=epoch, verdict=verdict, **args)
+    return s.report(target, Report(epoch, verdict, **{"window_s": 30.0, **kw}))
 
 
 def race(n: int, fn: Any) -> list[Any]:
@@ -239,6 +237,7 @@ def test_the_window_is_the_last_seconds_of_the_servers_clock(store: ValkeyFleetS
 def test_the_scripts_run_as_the_iam_users_access_string(raw: Connection, redis_port: int) -> None:
     raw.call("ACL", "SETUSER", "router", "reset", *ACCESS_STRING.split(), ">secret")
     s = store_on(redis_port, credentials=lambda: ("router", "secret"))
+    s.prepare()
     s.read([PT_E], 30.0)
     report(s, Verdict.FAILURE, lease="x", probe="y")
     assert s.transition(PT_E, epoch=0, change=Change("open", cooldown_s=5.0))
@@ -250,6 +249,17 @@ def test_the_scripts_run_as_the_iam_users_access_string(raw: Connection, redis_p
     with pytest.raises(FleetUnavailable):
         s.read([PT_E], 30.0)
     s.close()
+
+
+def test_prepare_loads_every_script_in_one_round_trip_so_no_request_meets_noscript(
+    store: ValkeyFleetStore, raw: Connection
+) -> None:
+    raw.call("SCRIPT", "FLUSH")
+    store.prepare()
+    assert store.round_trips == 1
+    report(store, Verdict.OK)
+    store.read([PT_E], 30.0)
+    assert store.round_trips == 3  # EVALSHA found each script: no second round trip with the source
 
 
 def test_a_script_missing_from_the_server_cache_is_sent_whole(store: ValkeyFleetStore, raw: Connection) -> None:
@@ -266,6 +276,117 @@ def test_a_connection_the_server_closed_while_idle_is_reopened_once(store: Valke
     assert store.read([PT_E], 30.0).targets[PT_E].epoch == 0
     assert store.errors == 0
     assert store.status()["connects"] == 2
+
+
+# -- TLS and IAM-style authentication ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """redis-server with TLS only (as ElastiCache Serverless), a self-signed certificate for localhost."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    workdir = tmp_path_factory.mktemp("redis-tls")
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-cert-file",
+            "cert.pem",
+            "--tls-key-file",
+            "key.pem",
+            "--tls-auth-clients",
+            "no",
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):  # a loaded machine can take seconds to start the server
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", port))
+                break
+            time.sleep(0.05)
+        yield port, workdir / "cert.pem"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_rediss_with_a_token_signed_anew_for_each_connection(tls_redis: tuple[int, Path]) -> None:
+    port, cert = tls_redis
+    context = ssl.create_default_context(cafile=str(cert))
+    admin = Connection(Address("localhost", port, tls=True), ssl_context=context, read_timeout_s=2.0)
+    admin.call("ACL", "SETUSER", "spillway-router", "reset", *ACCESS_STRING.split(), "nopass")
+    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "session"}
+    signed: list[str] = []
+    sign = iam_credentials(user_id="spillway-router", cache_name="spillway-fleet", region="us-east-1", environ=env)
+
+    def credentials() -> tuple[str, str]:
+        user, token = sign()
+        signed.append(token)
+        return user, token
+
+    s = ValkeyFleetStore.from_url(f"rediss://localhost:{port}", credentials=credentials, ssl_context=context)
+    assert s.read([PT_E], 30.0).targets[PT_E].epoch == 0
+    whoami = admin.call("CLIENT", "LIST")
+    assert isinstance(whoami, bytes)
+    assert b"user=spillway-router" in whoami  # authenticated as the IAM user, over TLS
+    admin.call("CLIENT", "KILL", "USER", "spillway-router")
+    time.sleep(0.05)
+    assert s.read([PT_E], 30.0).targets[PT_E].epoch == 0  # reconnected
+    assert len(signed) == 2  # a token signed for each connection, never reused
+    assert signed[0].startswith("spillway-fleet/?Action=connect&")
+    assert "&User=spillway-router&" in signed[0]
+    admin.call("ACL", "SETUSER", "spillway-router", "off")  # a refused AUTH is a store failure like any other
+    admin.call("CLIENT", "KILL", "USER", "spillway-router")
+    with pytest.raises(FleetUnavailable):
+        s.read([PT_E], 30.0)
+    s.close()
+    admin.close()
+
+
+def test_a_server_certificate_the_client_does_not_trust_is_refused(tls_redis: tuple[int, Path]) -> None:
+    port, _ = tls_redis
+    s = ValkeyFleetStore.from_url(f"rediss://localhost:{port}")  # the system's CAs: a self-signed cert fails
+    with pytest.raises(FleetUnavailable) as refused:
+        s.read([PT_E], 30.0)
+    assert refused.value.reason == "SSLCertVerificationError"
 
 
 # -- fail-open ----------------------------------------------------------------------------------------------------
@@ -287,20 +408,26 @@ def test_a_store_that_is_down_fails_at_once_then_stays_quiet_for_the_backoff() -
     assert again.value.sent
 
 
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A server that accepts connections and never answers."""
+def fake_server(answer: bytes | None) -> Iterator[int]:
+    """A server that accepts connections and answers every read with `answer` (None: never answers)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     accepted: list[socket.socket] = []
     stop = threading.Event()
 
+    def serve(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while conn.recv(65536) and answer is not None:
+                conn.sendall(answer)
+
     def accept() -> None:
         listener.settimeout(0.05)
         while not stop.is_set():
             with contextlib.suppress(OSError):
-                accepted.append(listener.accept()[0])
+                conn = listener.accept()[0]
+                accepted.append(conn)
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
@@ -310,6 +437,34 @@ def silent_port() -> Iterator[int]:
     for conn in accepted:
         conn.close()
     listener.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    yield from fake_server(None)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "ProtocolError"),  # not a RESP server at all
+        (b"*1\r\n:1\r\n", "BadReply"),  # RESP, but not the shape of the read script's reply
+        (b"-NOPERM this user has no permissions\r\n", "NOPERM"),
+    ],
+)
+def test_a_reply_the_store_cannot_read_fails_open_with_its_name(answer: bytes, reason: str) -> None:
+    server = fake_server(answer)
+    port = next(server)
+    s = store_on(port, read_timeout_s=0.5)
+    try:
+        with pytest.raises(FleetUnavailable) as failed:
+            s.read([PT_E], 30.0)
+        assert failed.value.reason == reason
+        assert s.status()["last_error"] == reason
+        assert s.status()["backing_off"]
+    finally:
+        s.close()
+        server.close()
 
 
 def test_a_store_that_never_answers_costs_one_read_timeout_then_nothing(silent_port: int) -> None:
@@ -322,7 +477,7 @@ def test_a_store_that_never_answers_costs_one_read_timeout_then_nothing(silent_p
     assert first.value.reason == "TimeoutError"
     assert paid >= 0.1
     with pytest.raises(FleetUnavailable) as quiet:
-        s.report(PT_E, epoch=0, verdict=Verdict.OK, window_s=30.0, capacity_pause_s=0.0, lease=None, probe=None)
+        s.report(PT_E, Report(0, Verdict.OK, 30.0))
     assert not quiet.value.sent
 
 
@@ -403,6 +558,11 @@ def test_the_handler_wires_the_fleet_from_the_environment(
         assert status["store"]["enabled"] is True
         assert status["store"]["kind"] == "valkey"
         assert sum(u["requests"] for u in status["store"]["usage"].values()) == 1
+        served = header(response, "x-spillway-target")
+        assert served is not None
+        fleet_view = status["store"]["targets"][served]  # the fleet's view of each target, from one read
+        assert fleet_view["state"] == "closed"
+        assert fleet_view["window"]["total"] == 1
     finally:
         h.handler.set_router(None)
 
@@ -464,3 +624,87 @@ def test_the_unit_tests_fake_store_and_the_scripts_agree_on_a_breakers_life(stor
             assert dataclasses.replace(real, **strip) == dataclasses.replace(faked, **strip), (name, kw)
         else:
             assert real == faked, (name, kw)
+
+
+def test_every_write_is_made_before_the_request_returns_and_no_thread_is_left(raw: Connection, redis_port: int) -> None:
+    """Lambda freezes the environment once the handler returns: what the fleet must know is written by then."""
+    threads = threading.active_count()
+    engines, _ = fleet_of(1, redis_port, {PT_E: [("unavailable", 0.0, None)]}, max_in_flight=2)
+    engines[0].handle(FEATURE, REQUEST)
+    assert threading.active_count() == threads
+    other = store_on(redis_port)  # another environment, reading at once
+    state = other.read([PT_E, OD_E], 30.0).targets
+    assert (state[PT_E].total, state[PT_E].failures, state[PT_E].run) == (1, 1, 1)
+    assert state[PT_E].leases == 0  # the lease was released with the report
+    assert state[OD_E].total == 1
+    other.close()
+
+
+# -- cluster mode (ElastiCache Serverless is cluster mode) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A one-node redis cluster serving every slot: scripts whose keys span slots are refused (CROSSSLOT)."""
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis-cluster")
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(workdir / "nodes.conf"),
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        admin = Connection(Address("127.0.0.1", port), connect_timeout_s=0.2, read_timeout_s=2.0)
+        for _ in range(600):  # a loaded machine can take seconds to start the server
+            with contextlib.suppress(OSError):
+                admin.call("PING")
+                break
+            time.sleep(0.05)
+        admin.call("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        for _ in range(600):  # a loaded machine can take seconds to start the server
+            info = admin.call("CLUSTER", "INFO")
+            if isinstance(info, bytes) and b"cluster_state:ok" in info:
+                break
+            time.sleep(0.05)
+        admin.close()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_every_operation_runs_on_a_cluster_because_its_keys_share_one_slot(cluster_port: int) -> None:
+    s = store_on(cluster_port)
+    s.prepare()
+    snapshot = s.read([PT_E, OD_E, PT_W], 30.0)  # nine keys of three targets in one script
+    assert set(snapshot.targets) == {PT_E, OD_E, PT_W}
+    report(s, Verdict.FAILURE, lease="l", probe="p", level=1)
+    assert s.transition(PT_E, epoch=0, change=Change("open", cooldown_s=5.0))
+    assert s.acquire_probe(PT_E, "p", 1.0)
+    assert s.acquire_lease(PT_E, "l", 1, 1.0, force=False) == 1
+    assert s.errors == 0
+    s.close()
+
+
+def test_without_the_hash_tag_a_cluster_refuses_the_scripts(cluster_port: int) -> None:
+    """The planted weakness: keys named without the {…} tag land in different slots."""
+    s = store_on(cluster_port, prefix="spillway")
+    with pytest.raises(FleetUnavailable) as refused:
+        s.read([PT_E, OD_E], 30.0)
+    assert refused.value.reason == "CROSSSLOT"
+    s.close()

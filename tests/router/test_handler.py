@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
+from types import SimpleNamespace
 from typing import Any
 
+import botocore.session  # type: ignore[import-untyped]
 import pytest
+from botocore.model import StructureShape  # type: ignore[import-untyped]
 
 from spillway import api
 from spillway.backend import BackendReply
+from spillway.backends import ClientPool
+from spillway.backends.bedrock import BedrockBackend
 from spillway.errors import BackendError, ErrorClass
-from tests.router.conftest import Harness, LambdaContext, api_event, body_of, converse_body, header, ok_reply
+from stacks.platform import load_platform
+from tests.router.conftest import PLATFORM, Harness, LambdaContext, api_event, body_of, converse_body, header, ok_reply
 
 PT = "claude-sonnet/provisioned/us-east-1"
 OD = "claude-sonnet/on_demand/us-east-1"
@@ -242,12 +248,25 @@ def test_unexpected_exception_is_502_never_500(harness: Harness, monkeypatch: py
     assert "boom" not in response["body"]
 
 
-@pytest.mark.parametrize("event", [{}, {"httpMethod": "POST"}, {"requestContext": {"requestId": "r1"}}, None])
-def test_malformed_event_is_502(harness: Harness, event: Any) -> None:
+@pytest.mark.parametrize(
+    ("event", "request_id"),
+    [
+        ({}, "lambda-req-1"),
+        ({"httpMethod": "POST"}, "lambda-req-1"),
+        ({"path": "/v1/features", "httpMethod": None}, "lambda-req-1"),
+        ({"requestContext": {"requestId": "r1"}}, "r1"),
+        (None, "lambda-req-1"),
+        ([], "lambda-req-1"),
+    ],
+)
+def test_malformed_event_is_502(harness: Harness, event: Any, request_id: str) -> None:
     response = harness.handler.lambda_handler(event, LambdaContext())
-    assert response["statusCode"] in (404, 502)
-    assert response["statusCode"] != 500
-    assert "error" in json.loads(response["body"])
+    assert response["statusCode"] == 502
+    assert json.loads(response["body"]) == {
+        "error": {"code": api.ROUTER_ERROR, "message": api.MESSAGES[api.ROUTER_ERROR], "request_id": request_id}
+    }
+    assert response["headers"]["x-spillway-request-id"] == request_id
+    assert harness.bedrock.calls == []
 
 
 def test_no_config_at_all_is_503(table_doc: dict[str, Any]) -> None:
@@ -267,14 +286,18 @@ def test_list_features(harness: Harness) -> None:
     response = harness.call(api_event("GET", "/v1/features", content_type=None))
     assert response["statusCode"] == 200
     features = {f["name"]: f for f in body_of(response)["features"]}
-    assert set(features) == {"summarize-thread", "nightly-recap", "redact-escrow"}
-    assert features["summarize-thread"]["models"] == ["claude-sonnet", "nova-lite"]
-    assert features["summarize-thread"]["canary"] is None
+    served = load_platform(PLATFORM).features_served_in("us-east-1")  # the harness's table: config/platform.yaml
+    assert set(features) == {f.name for f in served}
+    for feature in served:
+        assert features[feature.name]["models"] == list(feature.models)
+        assert features[feature.name]["canary"] is None
 
 
 def test_health_shows_an_open_breaker_and_no_arns(harness: Harness) -> None:
     harness.bedrock.plan[PT] = DOWN
-    for i in range(3):  # consecutive_failures defaults to 3
+    table = harness.router.current()[0].table
+    assert table is not None
+    for i in range(table.features["summarize-thread"].breaker.consecutive_failures):
         assert harness.converse(request_id=f"r{i}")["statusCode"] == 200
     response = harness.call(api_event("GET", "/v1/health", content_type=None))
     assert response["statusCode"] == 200
@@ -300,8 +323,32 @@ def test_backend_error_class_maps_to_engine_behaviour(harness: Harness) -> None:
     assert header(harness.converse(), "x-spillway-target") == OD
 
 
-def test_ok_reply_helper_is_converse_shaped() -> None:
-    assert set(ok_reply().response) == {"output", "stopReason", "usage", "metrics"}
+class _ConverseClient:
+    """bedrock-runtime as botocore hands its parsed answer back: the members, ResponseMetadata and a member this
+    botocore does not know yet."""
+
+    meta = SimpleNamespace(service_model=botocore.session.get_session().get_service_model("bedrock-runtime"))
+
+    def converse(self, **params: Any) -> dict[str, Any]:
+        return {**ok_reply().response, "ResponseMetadata": {"HTTPStatusCode": 200}, "someFutureMember": {}}
+
+
+def test_a_served_answer_is_converses_output_shape(harness: Harness) -> None:
+    """The 200 body against botocore's own model of Converse's output, through the real Bedrock backend: Converse's
+    members, its required ones present, nothing else (no ResponseMetadata, nothing botocore does not model)."""
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    shape = model.operation_model("Converse").output_shape
+    assert isinstance(shape, StructureShape)
+    harness.router.backends["bedrock"] = BedrockBackend(ClientPool(lambda service, region, config: _ConverseClient()))
+    response = harness.converse()
+    assert response["statusCode"] == 200
+    body = body_of(response)
+    assert set(shape.required_members) <= set(body)
+    assert set(body) <= set(shape.members), set(body) - set(shape.members)
+    usage = shape.members["usage"]
+    assert isinstance(usage, StructureShape)
+    assert set(usage.required_members) <= set(body["usage"]) <= set(usage.members)
+    assert body["output"]["message"]["content"] == [{"text": "fine answer"}]
 
 
 def test_a_broken_context_still_answers_without_a_500(harness: Harness) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +13,8 @@ import pytest
 from spillway import telemetry
 from spillway.errors import BackendError
 from tests.router.conftest import TRACE_PARENT, TRACE_ROOT, Harness, XRayDaemon, api_event
+
+ROUTER = Path(__file__).resolve().parents[2] / "lambdas" / "router"
 
 
 def test_the_trace_header_is_honoured(harness: Harness, xray: XRayDaemon) -> None:
@@ -101,3 +107,18 @@ def test_an_unreachable_daemon_costs_the_trace_not_the_request(
     assert harness.converse("summarize-thread")["statusCode"] == 200
     assert telemetry.tracer.send_errors == errors + 1
     assert xray.documents() == []
+
+
+def test_the_handler_loads_no_tracing_sdk_and_no_build_time_module() -> None:
+    """Cold start: a fresh `import handler` (as Lambda's init does) loads no X-Ray or OpenTelemetry SDK, and none of
+    the modules only the stacks and tests use. The figure itself is benchmarks/bench_cold_start.py's."""
+    probe = (
+        "import sys, handler; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'aws_xray_sdk', 'opentelemetry', 'wrapt'} "
+        "or m in {'spillway.schema', 'yaml', 'jsonschema', 'stacks'}))"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_LAMBDA_", "SPILLWAY_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROUTER, env=environ, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from spillway.fleet import Change, FleetState, FleetUnavailable, Snapshot, TargetState
+from spillway.fleet import Change, FleetState, FleetUnavailable, Report, Snapshot, TargetState
 from spillway.fleet_store import LEARN_TTL_S
 from spillway.health import Verdict
 
@@ -67,18 +67,14 @@ class FakeFleetStore:
         now = self._call("read")
         return Snapshot(now, {tid: self._view(tid, now, window_s) for tid in targets})
 
-    def report(
-        self,
-        target: str,
-        *,
-        epoch: int,
-        verdict: Verdict,
-        window_s: float,
-        capacity_pause_s: float,
-        lease: str | None,
-        probe: str | None,
-        level: int = 0,
-    ) -> tuple[float, TargetState]:
+    def report(self, target: str, outcome: Report) -> tuple[float, TargetState]:
+        verdict, epoch, level, lease, probe = (
+            outcome.verdict,
+            outcome.epoch,
+            outcome.level,
+            outcome.lease,
+            outcome.probe,
+        )
         now = self._call("report")
         t = self._t(target)
         if level:
@@ -93,7 +89,7 @@ class FakeFleetStore:
             t.probe = None
         st = t.state
         if verdict is Verdict.CAPACITY:
-            t.state = replace(st, capacity_until=max(st.capacity_until, now + capacity_pause_s))
+            t.state = replace(st, capacity_until=max(st.capacity_until, now + outcome.capacity_pause_s))
         elif verdict is not Verdict.NEUTRAL and epoch == st.epoch:
             if st.state is FleetState.CLOSED:
                 bucket = t.buckets.setdefault((int(now), st.epoch), [0, 0, 0])
@@ -103,7 +99,7 @@ class FakeFleetStore:
                 t.state = replace(st, run=st.run + 1 if verdict is Verdict.FAILURE else 0)
             elif st.state is FleetState.RAMPING and verdict is Verdict.OK:
                 t.state = replace(st, ramp_ok=st.ramp_ok + 1)
-        return now, self._view(target, now, window_s)
+        return now, self._view(target, now, outcome.window_s)
 
     def transition(self, target: str, *, epoch: int, change: Change) -> bool:
         now = self._call("transition")
@@ -155,6 +151,9 @@ class FakeFleetStore:
             return None
         t.leases[token] = now + ttl_s
         return len(t.leases)
+
+    def prepare(self) -> None:
+        self._call("prepare")
 
     def status(self) -> dict[str, Any]:
         return {"kind": "fake", "calls": len(self.calls)}

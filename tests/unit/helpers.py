@@ -9,24 +9,11 @@ from typing import Any
 from spillway.backend import BackendReply
 from spillway.config import RoutingTable, Target, load_routing_table, parse_routing_table
 from spillway.errors import BackendError, ErrorClass
+from tests.fakes import FakeClock
 
 MODELS = ("claude-sonnet", "nova-lite")
 REGIONS = ("us-east-1", "us-west-2")
 FEATURE = "summarize-thread"
-
-
-class FakeClock:
-    """Seconds, moved only by the test (or by a fake backend spending time)."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.now += seconds
 
 
 def table_dict(

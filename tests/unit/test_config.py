@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from spillway.config import (
+    MIN_ATTEMPT_MS,
     BedrockRef,
     BreakerPolicy,
+    Feature,
     RoutingConfigError,
     SageMakerRef,
     load_routing_table,
@@ -140,14 +142,14 @@ BAD: list[tuple[Mutation, str, str]] = [
     ),
     (_set(["features", FEATURE, "attempt_timeout_ms"], {"min": 300}), f"{F}.attempt_timeout_ms.max", "is required"),
     (
-        _set(["features", FEATURE, "attempt_timeout_ms"], {"min": 99.5, "max": 8000}),
+        _set(["features", FEATURE, "attempt_timeout_ms"], {"min": MIN_ATTEMPT_MS - 0.5, "max": 8000}),
         f"{F}.attempt_timeout_ms.min",
-        "99.5 is below 100: no attempt can be answered",
+        f"{MIN_ATTEMPT_MS - 0.5:g} is below {MIN_ATTEMPT_MS:g}: no attempt can be answered",
     ),
     (
         _set(["features", FEATURE, "attempt_timeout_ms"], {"min": 0, "max": 8000}),
         f"{F}.attempt_timeout_ms.min",
-        "below 100",
+        f"below {MIN_ATTEMPT_MS:g}",
     ),
     (_set(["features", FEATURE, "deadline_ms"], 200), f"{F}.attempt_timeout_ms.min", "no attempt in the deadline"),
     (_set(["features", FEATURE, "max_attempts"], 0), f"{F}.max_attempts", "below 1"),
@@ -184,8 +186,14 @@ def test_bad_key_is_named_by_its_path(mutate: Mutation, path: str, problem: str)
 
 
 def test_the_smallest_useful_attempt_timeout_is_accepted() -> None:
-    raw = table_dict(feature={"attempt_timeout_ms": {"min": 100, "max": 8000}})
-    assert parse_routing_table(raw).features[FEATURE].attempt_min_ms == 100
+    raw = table_dict(feature={"attempt_timeout_ms": {"min": MIN_ATTEMPT_MS, "max": 8000}})
+    assert parse_routing_table(raw).features[FEATURE].attempt_min_ms == MIN_ATTEMPT_MS
+
+
+def test_the_floor_is_the_default_minimum() -> None:
+    assert Feature("f", "on_demand", ("m",), "r").attempt_min_ms == MIN_ATTEMPT_MS
+    with pytest.raises(RoutingConfigError, match="is below"):
+        parse_routing_table(table_dict(feature={"attempt_timeout_ms": {"min": MIN_ATTEMPT_MS - 1, "max": 8000}}))
 
 
 def test_missing_primary_target_is_reported() -> None:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spillway.capacity import InflightTracker
+from spillway.config import MIN_ATTEMPT_MS
 from spillway.engine import Engine, Outcome, Status
 from spillway.health import BUSY, BreakerState, HealthBoard, Transition
 
@@ -23,7 +24,7 @@ policies = st.fixed_dictionaries(
     {
         "deadline_ms": st.integers(500, 30000),
         "max_attempts": st.integers(1, 8),
-        "attempt_timeout_ms": st.tuples(st.integers(100, 500), st.integers(500, 10000)).map(
+        "attempt_timeout_ms": st.tuples(st.integers(int(MIN_ATTEMPT_MS), 500), st.integers(500, 10000)).map(
             lambda t: {"min": t[0], "max": t[1]}
         ),
         "order": st.permutations(["spill", "failover", "fallback"]),

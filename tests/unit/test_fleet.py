@@ -14,7 +14,6 @@ from spillway.capacity import InflightTracker
 from spillway.config import BreakerPolicy, RoutingTable
 from spillway.engine import Engine, Outcome, Status
 from spillway.fleet import (
-    COOLING,
     Change,
     Fleet,
     FleetState,
@@ -24,7 +23,7 @@ from spillway.fleet import (
     should_trip,
     standing,
 )
-from spillway.health import AVAILABLE, BUSY, OPEN, Admission, BreakerState, HealthBoard, Verdict
+from spillway.health import AVAILABLE, BUSY, COOLING, OPEN, Admission, BreakerState, HealthBoard, Verdict
 
 from .fleet_fake import FakeFleetStore
 from .helpers import FEATURE, FakeClock, ScriptedBackend, make_table
@@ -139,16 +138,27 @@ def test_without_the_fleet_every_environment_pays_its_own_run() -> None:
     assert world.sent_to(PT_E) == 48  # each environment saw at most 3 of its own, none tripped before
 
 
-def test_a_30_percent_brownout_trips_on_the_fleets_window_where_no_environment_sees_enough() -> None:
-    table = make_table(breaker={"error_rate": 0.25, "min_requests": 10, "consecutive_failures": 5})
-    pattern = [("unavailable", 0.01, None), ("ok", 0.01, None), ("ok", 0.01, None)] * 2 + [("ok", 0.01, None)] * 4
-    world = World(16, table, {PT_E: pattern * 10})
+BROWNOUT = [("unavailable", 0.01, None), ("ok", 0.01, None), ("ok", 0.01, None)] * 3 + [("ok", 0.01, None)]  # 30%
+
+
+@pytest.mark.parametrize(("error_rate", "trips"), [(0.25, True), (0.4, False)])
+def test_a_30_percent_brownout_trips_a_lower_threshold_on_the_fleets_window(error_rate: float, trips: bool) -> None:
+    """Each of 16 environments sees one outcome, far under min_requests: only the fleet's window can trip."""
+    table = make_table(breaker={"error_rate": error_rate, "min_requests": 10, "consecutive_failures": 5})
+    world = World(16, table, {PT_E: BROWNOUT * 10})
     for i in range(16):
         world.engines[i].handle(FEATURE, REQUEST)
         world.clock.advance(0.05)
-    state = world.store.targets[PT_E].state
-    assert state.state is FleetState.OPEN
-    assert state.trips == 1
+    assert (world.store.targets[PT_E].state.state is FleetState.OPEN) is trips
+
+
+def test_once_the_brownout_trips_no_environment_sends_there() -> None:
+    table = make_table(breaker={"error_rate": 0.25, "min_requests": 10, "consecutive_failures": 5})
+    world = World(16, table, {PT_E: BROWNOUT * 10})
+    for i in range(16):
+        world.engines[i].handle(FEATURE, REQUEST)
+        world.clock.advance(0.05)
+    assert world.store.targets[PT_E].state.trips == 1
     sent_after_trip = world.sent_to(PT_E)
     for i in range(16):
         assert world.engines[i].handle(FEATURE, REQUEST).target == OD_E  # every environment keeps off it
@@ -349,3 +359,18 @@ def test_a_throttle_teaches_the_fleet_a_lower_pt_limit_that_a_success_raises_and
     later = world.fleets[2].request(feature, [PT_E])
     assert later.try_start(target, force=False, timeout_s=2.0) == 1
     assert world.store.read([PT_E], 30.0).targets[PT_E].learned_limit == 0  # forgotten: max_in_flight again
+
+
+def test_the_status_shows_the_fleets_view_of_each_target() -> None:
+    world = World(2, make_table(), {PT_E: fails()})
+    for _ in range(3):
+        world.engines[0].handle(FEATURE, REQUEST)
+    view = world.fleets[1].status([PT_E, OD_E])["targets"]
+    assert view[PT_E]["state"] == "open"
+    assert view[PT_E]["cooldown_remaining_s"] == pytest.approx(5.0)
+    assert view[PT_E]["trips"] == 1
+    assert view[OD_E]["window"] == {"total": 3, "failures": 0, "slow": 0}
+    world.clock.advance(5.0)
+    assert world.fleets[1].status([PT_E])["targets"][PT_E]["state"] == "half_open"
+    world.store.down = True
+    assert "targets" not in world.fleets[1].status([PT_E])

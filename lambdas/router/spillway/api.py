@@ -292,6 +292,7 @@ _ROUTE_HEADERS = {
     },
     **_ERROR_HEADERS,
 }
+_ROUTED_ERRORS = (400, 503, 504)
 _STATUS_TEXT = {
     200: "OK",
     400: "Malformed or invalid body, or the model rejected the request (its error code kept, message withheld)",
@@ -524,7 +525,9 @@ def openapi_document() -> dict[str, Any]:
                     "content": {"application/json": {"schema": {"$ref": _REF + ok_schema[route.operation_id]}}},
                 }
                 continue
-            headers = dict(_ERROR_HEADERS)
+            # A converse answer after routing (a model's 400, no capacity, the deadline) says where it went too.
+            routed = route.operation_id == "converse" and status in _ROUTED_ERRORS
+            headers = dict(_ROUTE_HEADERS if routed else _ERROR_HEADERS)
             if status == 503:
                 headers["Retry-After"] = {"description": "seconds, 1 to 60", "schema": {"type": "integer"}}
             responses[str(status)] = {

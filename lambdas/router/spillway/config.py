@@ -5,57 +5,37 @@ bundled default). Every validation error is a RoutingConfigError whose message s
 bad key, e.g. ``features.summarize-thread.models[1]: unknown model 'x'``. Unknown keys are errors too, so a typo
 never silently falls back to a default.
 
-Schema (version 1)::
+This module is the one description of the table: the key sets below (``TABLE_KEYS``, ``TARGET_KEYS``,
+``FEATURE_KEYS``...) and the dataclasses' types. spillway/schema.py renders the JSON Schema that AppConfig validates
+with from them (``python -m spillway.schema`` prints it), and stacks/routing.py renders tables with their defaults.
+An example (version 1)::
 
     {
       "version": 1,
       "targets": {                                  # target id = "<model>/<capacity>/<region>" (the key)
         "claude-sonnet/provisioned/us-east-1": {
-          "model": "claude-sonnet",                 # [A-Za-z0-9._:-]+, no "/"
-          "capacity": "provisioned",                # "provisioned" | "on_demand"
-          "region": "us-east-1",
-          "backend": {"kind": "bedrock", "model_id": "<model id, inference profile id or PT ARN>"}
-                   | {"kind": "sagemaker", "endpoint_name": "<endpoint>"},
-          "max_in_flight": 8                        # optional int >= 1: estimated concurrency of a provisioned
-        }                                           #   target, for predictive spillover
+          "model": "claude-sonnet", "capacity": "provisioned", "region": "us-east-1",
+          "backend": {"kind": "bedrock", "model_id": "<model id, inference profile id or PT ARN>"},
+          "max_in_flight": 8
+        },
+        "llama-escrow/provisioned/us-east-1": {
+          "model": "llama-escrow", "capacity": "provisioned", "region": "us-east-1",
+          "backend": {"kind": "sagemaker", "endpoint_name": "<endpoint>"}
+        }
       },
       "features": {
         "summarize-thread": {
-          "first_capacity": "provisioned",          # where a request goes first
-          "models": ["claude-sonnet", "nova-lite"], # the hierarchy, best first (fallback walks it)
-          "home_region": "us-east-1",
-          "failover_regions": ["us-west-2"],        # optional, in order; default []
-          "order": ["spill", "failover", "fallback"],  # optional: expansion order, innermost (tried first)
-                                                    #   to outermost; a dimension left out is not expanded
-          "deadline_ms": 20000,                     # the whole request, every attempt included
-          "attempt_timeout_ms": {"min": 300, "max": 8000},  # no attempt starts with less than min left;
-                                                    #   none gets more than max; min >= 100 (below it no
-                                                    #   attempt can be answered: it would only burn a slot)
-          "max_attempts": 4,                        # backend calls, not counting targets skipped unsent
-          "fallback_on_context_overflow": true,     # optional: a context-window overflow tries the next model
-          "invoke_ids": {                           # optional: per feature, invoke a bedrock target by another id
-            "claude-sonnet/on_demand/us-east-1": "<application inference profile ARN>",
-            "claude-sonnet/provisioned/us-east-1": "<purchased PT ARN>"
-          },                                        #   key: a bedrock target of the feature's models, regions and
-                                                    #   capacities; value: the modelId sent instead of the target's
-                                                    #   backend.model_id. Health, breakers, capacity and metrics stay
-                                                    #   keyed by the target id (shared by every feature)
-          "breaker": {                              # optional; every key optional (defaults: BreakerPolicy)
-            "error_rate": 0.5, "slow_rate": 0.5, "window_s": 30, "min_requests": 5,
-            "consecutive_failures": 3, "latency_ms": 10000, "ttft_ms": 3000,
-            "cooldown_s": 5, "max_cooldown_s": 120, "half_open_trickle": 1,
-            "ramp_steps": [0.25, 0.5], "ramp_successes": 3, "capacity_cooldown_s": 1
-          }
+          "first_capacity": "provisioned", "models": ["claude-sonnet"], "home_region": "us-east-1",
+          "deadline_ms": 20000, "attempt_timeout_ms": {"min": 300, "max": 8000}, "max_attempts": 4,
+          "breaker": {"latency_ms": 12000}
         }
       },
-      "limits": {"max_request_bytes": 262144}      # optional
+      "limits": {"max_request_bytes": 262144}
     }
 
-`invoke_ids` lets each feature be billed on its own: the CDK side puts the feature's application inference profile
-ARNs (and a purchased PT's ARN) there in the AppConfig-hosted table; the bundled table has none.
-
-Spill means provisioned -> on_demand of the same model; a feature whose first capacity is on_demand never
-spills onto provisioned capacity (that capacity is bought for the features that ask for it).
+What each knob means is said where it is defined: :class:`Target`, :class:`Feature`, :class:`BreakerPolicy`,
+:class:`Limits`. Spill means provisioned -> on_demand of the same model; a feature whose first capacity is on_demand
+never spills onto provisioned capacity (that capacity is bought for the features that ask for it).
 """
 
 from __future__ import annotations
@@ -64,7 +44,6 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -76,7 +55,21 @@ DEFAULT_ORDER = DIMENSIONS
 _NAME = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FEATURE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MAX_SECONDS = 3600.0
-MIN_ATTEMPT_MS = 100.0  # the smallest useful attempt timeout: a connection and a first byte, no less
+# The smallest useful attempt: a connection and a first byte. The default minimum of every feature and the floor
+# the loader holds configured minimums to (an attempt started with less left could only be cut off).
+MIN_ATTEMPT_MS = 250.0
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys one object of the table takes: the loader refuses any other, the JSON Schema lists exactly these."""
+
+    required: frozenset[str]
+    optional: frozenset[str] = frozenset()
+
+    @property
+    def all(self) -> frozenset[str]:
+        return self.required | self.optional
 
 
 class RoutingConfigError(ValueError):
@@ -105,12 +98,12 @@ BackendRef = BedrockRef | SageMakerRef
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    id: str
-    model: str
+    id: str  # "<model>/<capacity>/<region>": the key of the target in the table
+    model: str  # [A-Za-z0-9._:-], no "/"
     capacity: Capacity
     region: str
-    backend: BackendRef
-    max_in_flight: int | None = None
+    backend: BackendRef  # {"kind": "bedrock", "model_id": ...} or {"kind": "sagemaker", "endpoint_name": ...}
+    max_in_flight: int | None = None  # >= 1, provisioned only: its estimated concurrency, for predictive spillover
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,19 +125,25 @@ class BreakerPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Feature:
-    name: str
-    first_capacity: Capacity
-    models: tuple[str, ...]
+    name: str  # the key of the feature in the table: 1-64 of [A-Za-z0-9._-]
+    first_capacity: Capacity  # where a request goes first
+    models: tuple[str, ...]  # the hierarchy, best first (fallback walks it)
     home_region: str
-    failover_regions: tuple[str, ...] = ()
+    failover_regions: tuple[str, ...] = ()  # in order
+    # Expansion order, innermost (tried first) to outermost; a dimension left out is not expanded.
     order: tuple[str, ...] = DEFAULT_ORDER
-    deadline_ms: float = 20000.0
-    attempt_min_ms: float = 300.0
+    deadline_ms: float = 20000.0  # the whole request, every attempt included
+    # JSON "attempt_timeout_ms": {"min", "max"}: no attempt starts with less than min left (min >= MIN_ATTEMPT_MS),
+    # none gets more than max.
+    attempt_min_ms: float = MIN_ATTEMPT_MS
     attempt_max_ms: float = 8000.0
-    max_attempts: int = 4
-    fallback_on_context_overflow: bool = True
+    max_attempts: int = 4  # backend calls (1-32), not counting targets skipped unsent
+    fallback_on_context_overflow: bool = True  # a context-window overflow tries the next model
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
-    invoke_ids: tuple[tuple[str, str], ...] = ()  # (target id, model id or ARN) this feature invokes instead, sorted
+    # JSON "invoke_ids": {target id: model id or ARN}: a bedrock target of this feature invoked by another id (its
+    # application inference profile, a purchased PT), so spend is attributed per feature. Health, breakers, capacity
+    # and metrics stay keyed by the target id. Stored as sorted pairs.
+    invoke_ids: tuple[tuple[str, str], ...] = ()
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -154,6 +153,23 @@ class Feature:
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_request_bytes: int = 262144
+
+
+TABLE_KEYS = Keys(frozenset({"version", "targets", "features"}), frozenset({"limits"}))
+TARGET_KEYS = Keys(frozenset({"model", "capacity", "region", "backend"}), frozenset({"max_in_flight"}))
+BACKEND_KEYS = {
+    "bedrock": Keys(frozenset({"kind", "model_id"})),
+    "sagemaker": Keys(frozenset({"kind", "endpoint_name"})),
+}
+FEATURE_KEYS = Keys(
+    frozenset({"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"}),
+    frozenset({"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids"}),
+)
+ATTEMPT_TIMEOUT_KEYS = Keys(frozenset({"min", "max"}))
+BREAKER_KEYS = Keys(frozenset(), frozenset(BreakerPolicy.__dataclass_fields__))
+LIMITS_KEYS = Keys(frozenset(), frozenset(Limits.__dataclass_fields__))
+NAME_PATTERN = _NAME.pattern
+FEATURE_NAME_PATTERN = _FEATURE.pattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +198,7 @@ def load_routing_table_file(path: str | Path) -> RoutingTable:
 
 def parse_routing_table(raw: object) -> RoutingTable:
     top = _obj(raw, "$")
-    _keys(top, "$", required={"version", "targets", "features"}, optional={"limits"})
+    _keys(top, "$", TABLE_KEYS)
     version = _int(top["version"], "version", low=1)
     if version != 1:
         raise RoutingConfigError("version", f"unsupported version {version} (this router reads 1)")
@@ -196,7 +212,7 @@ def parse_routing_table(raw: object) -> RoutingTable:
     limits = Limits()
     if "limits" in top:
         lim = _obj(top["limits"], "limits")
-        _keys(lim, "limits", optional={"max_request_bytes"})
+        _keys(lim, "limits", LIMITS_KEYS)
         if "max_request_bytes" in lim:
             limits = Limits(_int(lim["max_request_bytes"], "limits.max_request_bytes", low=1))
     return RoutingTable(version=version, targets=targets, features=features, limits=limits)
@@ -205,7 +221,7 @@ def parse_routing_table(raw: object) -> RoutingTable:
 def _target(tid: str, raw: object) -> Target:
     path = f"targets.{tid}"
     obj = _obj(raw, path)
-    _keys(obj, path, required={"model", "capacity", "region", "backend"}, optional={"max_in_flight"})
+    _keys(obj, path, TARGET_KEYS)
     model = _name(obj["model"], f"{path}.model")
     capacity = _capacity(obj["capacity"], f"{path}.capacity")
     region = _name(obj["region"], f"{path}.region")
@@ -225,10 +241,10 @@ def _backend(raw: object, path: str) -> BackendRef:
     obj = _obj(raw, path)
     kind = obj.get("kind")
     if kind == "bedrock":
-        _keys(obj, path, required={"kind", "model_id"})
+        _keys(obj, path, BACKEND_KEYS["bedrock"])
         return BedrockRef(_text(obj["model_id"], f"{path}.model_id"))
     if kind == "sagemaker":
-        _keys(obj, path, required={"kind", "endpoint_name"})
+        _keys(obj, path, BACKEND_KEYS["sagemaker"])
         return SageMakerRef(_text(obj["endpoint_name"], f"{path}.endpoint_name"))
     raise RoutingConfigError(f"{path}.kind", f"must be 'bedrock' or 'sagemaker', not {kind!r}")
 
@@ -238,12 +254,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
     if not _FEATURE.match(name):
         raise RoutingConfigError(path, "a feature name is 1-64 of [A-Za-z0-9._-]")
     obj = _obj(raw, path)
-    _keys(
-        obj,
-        path,
-        required={"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"},
-        optional={"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids"},
-    )
+    _keys(obj, path, FEATURE_KEYS)
     known_models = {t.model for t in targets.values()}
     known_regions = {t.region for t in targets.values()}
     first = _capacity(obj["first_capacity"], f"{path}.first_capacity")
@@ -258,7 +269,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
     order = _order(obj.get("order", list(DEFAULT_ORDER)), f"{path}.order")
     deadline = _num(obj["deadline_ms"], f"{path}.deadline_ms", low=1, high=_MAX_SECONDS * 1000)
     timeout = _obj(obj["attempt_timeout_ms"], f"{path}.attempt_timeout_ms")
-    _keys(timeout, f"{path}.attempt_timeout_ms", required={"min", "max"})
+    _keys(timeout, f"{path}.attempt_timeout_ms", ATTEMPT_TIMEOUT_KEYS)
     t_min = _num(timeout["min"], f"{path}.attempt_timeout_ms.min")
     if t_min < MIN_ATTEMPT_MS:
         raise RoutingConfigError(
@@ -338,7 +349,7 @@ def _invoke_ids(
 def _breaker(raw: object, path: str) -> BreakerPolicy:
     obj = _obj(raw, path)
     d = BreakerPolicy()
-    _keys(obj, path, optional=set(BreakerPolicy.__dataclass_fields__))
+    _keys(obj, path, BREAKER_KEYS)
     p = f"{path}."
     rate = obj.get("error_rate", d.error_rate)
     ramp_raw = obj.get("ramp_steps", list(d.ramp_steps))
@@ -396,17 +407,11 @@ def _obj(raw: object, path: str) -> Mapping[str, Any]:
     return cast(Mapping[str, Any], raw)
 
 
-def _keys(
-    obj: Mapping[str, Any],
-    path: str,
-    *,
-    required: AbstractSet[str] = frozenset(),
-    optional: AbstractSet[str] = frozenset(),
-) -> None:
-    for key in sorted(required - obj.keys()):
+def _keys(obj: Mapping[str, Any], path: str, keys: Keys) -> None:
+    for key in sorted(keys.required - obj.keys()):
         raise RoutingConfigError(f"{path}.{key}" if path != "$" else key, "is required")
     for key in obj:
-        if key not in required and key not in optional:
+        if key not in keys.all:
             raise RoutingConfigError(f"{path}.{key}" if path != "$" else key, "unknown key")
 
 

@@ -109,6 +109,19 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Report:
+    """One attempt's outcome, as the store is told it (FleetStore.report)."""
+
+    epoch: int  # the breaker epoch the attempt was admitted in
+    verdict: Verdict
+    window_s: float  # the reporting feature's window, for the state returned
+    capacity_pause_s: float = 0.0  # a throttle: the capacity cooldown it asks for
+    lease: str | None = None  # the PT lease to release
+    probe: str | None = None  # the half-open probe to release
+    level: int = 0  # the live leases when the lease was taken (0: no lease)
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """A conditional breaker transition: applied only if the stored epoch is still `epoch`."""
 
@@ -123,18 +136,7 @@ class FleetStore(Protocol):
 
     def read(self, targets: Sequence[str], window_s: float) -> Snapshot: ...
 
-    def report(
-        self,
-        target: str,
-        *,
-        epoch: int,
-        verdict: Verdict,
-        window_s: float,
-        capacity_pause_s: float,
-        lease: str | None,
-        probe: str | None,
-        level: int = 0,
-    ) -> tuple[float, TargetState]:
+    def report(self, target: str, outcome: Report) -> tuple[float, TargetState]:
         """Count the outcome in the target's window and run if `epoch` is current and the breaker closed (a
         success while ramping counts a ramp success); a capacity verdict moves the capacity cooldown to at least
         now + pause; release the lease and the probe; with `level` (the live leases when this attempt's lease was
@@ -156,6 +158,10 @@ class FleetStore(Protocol):
 
     def status(self) -> dict[str, Any]:
         """What /v1/health shows of the store (no secrets)."""
+        ...
+
+    def prepare(self) -> None:
+        """At init: connect and make the server ready for the request path (FleetUnavailable if it cannot)."""
         ...
 
 
@@ -348,17 +354,27 @@ class Fleet:
         return FleetRequest(self, feature, target_ids)
 
     def warm(self, target_ids: Iterable[str]) -> bool:
-        """At init: open the connection and load the read script (one read). False if the store did not answer."""
+        """At init: connect, load the scripts, read once. False if the store did not answer."""
         try:
+            self.store.prepare()
             self.store.read(sorted(target_ids), 0.0)
         except Exception:  # FleetUnavailable, or a store's bug: the first request meets it, init never fails
             return False
         return True
 
-    def status(self) -> dict[str, Any]:
-        """The store's state and the cost of sharing so far: round trips and store time per request, by the kind of
-        capacity the request's feature starts on."""
-        return {"enabled": True, **self.store.status(), "usage": self.usage()}
+    def status(self, target_ids: Iterable[str] = ()) -> dict[str, Any]:
+        """The store's state, the cost of sharing so far (round trips and store time per request, by the kind of
+        capacity the request's feature starts on) and, for `target_ids`, the fleet's view of each target (one read,
+        its 30 s window; "targets" is absent when the store does not answer)."""
+        status: dict[str, Any] = {"enabled": True, **self.store.status(), "usage": self.usage()}
+        ids = sorted(target_ids)
+        if ids:
+            try:
+                snapshot = self.store.read(ids, 30.0)
+            except Exception:  # FleetUnavailable (or a store's bug): the status says what it can
+                return status
+            status["targets"] = {tid: _target_view(state, snapshot.now) for tid, state in snapshot.targets.items()}
+        return status
 
     def _account(self, kind: str, round_trips: int, store_s: float, degraded: bool) -> None:
         with self._lock:
@@ -486,14 +502,7 @@ class FleetRequest:
             return
         answer = self._call(
             lambda: self._fleet.store.report(
-                target_id,
-                epoch=ticket.epoch,
-                verdict=verdict,
-                window_s=policy.window_s,
-                capacity_pause_s=pause,
-                lease=lease,
-                probe=probe,
-                level=level,
+                target_id, Report(ticket.epoch, verdict, policy.window_s, pause, lease, probe, level)
             )
         )
         if answer is None:  # the lease and the probe expire by themselves
@@ -630,6 +639,25 @@ class FleetRequest:
             updated_at=local_now,
         )
         self._local.board.merge(record)
+
+
+def _target_view(state: TargetState, now: float) -> dict[str, Any]:
+    """One target as /v1/health shows the fleet's view of it (numbers and names only)."""
+    half_open = state.half_open(now)
+    name = "half_open" if half_open else state.state.name.lower()
+    return {
+        "state": name,
+        "cooldown_remaining_s": round(max(0.0, state.until - now), 3) if state.state is FleetState.OPEN else 0.0,
+        "capacity_cooldown_remaining_s": round(max(0.0, state.capacity_until - now), 3),
+        "trips": state.trips,
+        "probes": state.probes,
+        "probe_out": state.probe_held,
+        "ramp_step": state.ramp_step,
+        "window": {"total": state.total, "failures": state.failures, "slow": state.slow},
+        "consecutive_failures": state.run,
+        "leases": state.leases,
+        "learned_limit": state.learned_limit,
+    }
 
 
 def _replace_probe(state: TargetState) -> TargetState:

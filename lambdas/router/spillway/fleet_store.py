@@ -21,9 +21,11 @@ timeout, an error reply, a reply this code cannot read) raises FleetUnavailable 
 read timeout per backoff period, and the engine routes on local state meanwhile. The connection is kept across
 invocations; one found closed by the server on first use after a pause is reopened once (resp.Connection).
 
-Authentication: none for redis:// (local); for rediss:// with `iam_user` set, AUTH with an ElastiCache IAM token
-(elasticache_iam_token), a SigV4 presigned "connect" request, signed anew at each connection (tokens last 15
-minutes; ElastiCache closes a connection after 12 hours, and the next call reopens it with a fresh token).
+Authentication: none for redis:// (local); with `credentials` (iam_credentials: the handler passes them when
+SPILLWAY_FLEET_STORE_USER and SPILLWAY_FLEET_STORE_CACHE are set), AUTH with an ElastiCache IAM token, a SigV4
+presigned "connect" request signed anew at each connection (tokens last 15 minutes; ElastiCache closes a
+connection after 12 hours, and the next call reopens it with a fresh token). TLS for rediss://, verified against the
+system's certificate authorities.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ import datetime
 import hashlib
 import hmac
 import os
+import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from .fleet import Change, FleetState, FleetUnavailable, Snapshot, TargetState
+from .fleet import Change, FleetState, FleetUnavailable, Report, Snapshot, TargetState
 from .health import Verdict
 from .resp import Address, Connection, Credentials, Reply, RespError, parse_url
 
@@ -223,6 +226,7 @@ class _Script:
 
 
 ErrorHook = Callable[[str, str], None]  # (operation, error code)
+_T = TypeVar("_T")
 
 
 class ValkeyFleetStore:
@@ -236,6 +240,7 @@ class ValkeyFleetStore:
         read_timeout_s: float = 0.25,
         backoff_s: float = 5.0,
         credentials: Credentials | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         prefix: str = PREFIX,
         clock: Callable[[], float] = time.monotonic,
         on_error: ErrorHook | None = None,
@@ -246,7 +251,11 @@ class ValkeyFleetStore:
         self._clock = clock
         self._on_error = on_error
         self._conn = Connection(
-            address, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s, credentials=credentials
+            address,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            credentials=credentials,
+            ssl_context=ssl_context,
         )
         self._lock = threading.Lock()
         self._quiet_until = 0.0
@@ -274,59 +283,64 @@ class ValkeyFleetStore:
         keys: list[str] = []
         for tid in targets:
             keys.extend(self._keys(tid))
-        reply = self._eval("read", keys, [max(0.0, float(window_s))])
-        rows = _list(reply)
-        now = _int(rows[0]) / 1000.0
-        if len(rows) != len(targets) + 1:
-            raise FleetUnavailable("BadReply")
-        return Snapshot(now, {tid: _state(row) for tid, row in zip(targets, rows[1:], strict=True)})
 
-    def report(
-        self,
-        target: str,
-        *,
-        epoch: int,
-        verdict: Verdict,
-        window_s: float,
-        capacity_pause_s: float,
-        lease: str | None,
-        probe: str | None,
-        level: int = 0,
-    ) -> tuple[float, TargetState]:
-        reply = _list(
-            self._eval(
-                "report",
-                self._keys(target),
-                [
-                    epoch,
-                    _VERDICT_CODE.get(verdict, "n"),
-                    max(0.0, float(window_s)),
-                    int(max(0.0, capacity_pause_s) * 1000),
-                    lease or "",
-                    probe or "",
-                    level,
-                ],
-            )
-        )
-        if len(reply) != 2:
-            raise FleetUnavailable("BadReply")
-        return _int(reply[0]) / 1000.0, _state(reply[1])
+        def parse(reply: Reply) -> Snapshot:
+            rows = _list(reply)
+            if len(rows) != len(targets) + 1:
+                raise FleetUnavailable("BadReply")
+            return Snapshot(_int(rows[0]) / 1000.0, {t: _state(r) for t, r in zip(targets, rows[1:], strict=True)})
+
+        return self._eval("read", keys, [max(0.0, float(window_s))], parse)
+
+    def report(self, target: str, outcome: Report) -> tuple[float, TargetState]:
+        args: list[str | int | float] = [
+            outcome.epoch,
+            _VERDICT_CODE.get(outcome.verdict, "n"),
+            max(0.0, float(outcome.window_s)),
+            int(max(0.0, outcome.capacity_pause_s) * 1000),
+            outcome.lease or "",
+            outcome.probe or "",
+            outcome.level,
+        ]
+
+        def parse(reply: Reply) -> tuple[float, TargetState]:
+            now, state = _list(reply)
+            return _int(now) / 1000.0, _state(state)
+
+        return self._eval("report", self._keys(target), args, parse)
 
     def transition(self, target: str, *, epoch: int, change: Change) -> bool:
         b, p, _ = self._keys(target)
-        reply = _list(
-            self._eval("transition", [b, p], [epoch, change.kind, int(change.cooldown_s * 1000), change.ramp_step])
-        )
-        return _int(reply[0]) == 1
+        args: list[str | int | float] = [epoch, change.kind, int(change.cooldown_s * 1000), change.ramp_step]
+        return self._eval("transition", [b, p], args, lambda reply: _int(_list(reply)[0]) == 1)
 
     def acquire_probe(self, target: str, token: str, ttl_s: float) -> bool:
         b, p, _ = self._keys(target)
-        return _int(self._eval("probe", [b, p], [token, max(1, int(ttl_s * 1000))])) == 1
+        return self._eval("probe", [b, p], [token, max(1, int(ttl_s * 1000))], lambda reply: _int(reply) == 1)
 
     def acquire_lease(self, target: str, token: str, limit: int, ttl_s: float, *, force: bool) -> int | None:
         b, _, lease_key = self._keys(target)
-        count = _int(self._eval("lease", [b, lease_key], [token, limit, max(1, int(ttl_s * 1000)), int(force)]))
-        return count or None
+        args: list[str | int | float] = [token, limit, max(1, int(ttl_s * 1000)), int(force)]
+        return self._eval("lease", [b, lease_key], args, lambda reply: _int(reply) or None)
+
+    def prepare(self) -> None:
+        """Connect and load every script in one round trip, so that no request meets NOSCRIPT (one extra round trip
+        per script on a server that has not seen it)."""
+        with self._lock:
+            if self._clock() < self._quiet_until:
+                raise FleetUnavailable("BackingOff", sent=False)
+            try:
+                self.round_trips += 1
+                replies = self._conn.pipeline([("SCRIPT", "LOAD", s.source) for s in self._scripts.values()])
+            except Exception as exc:
+                self._failed("prepare", type(exc).__name__)
+                raise FleetUnavailable(type(exc).__name__) from exc
+        for reply, script in zip(replies, self._scripts.values(), strict=True):
+            if reply != script.sha.encode():
+                code = reply.code if isinstance(reply, RespError) else "BadReply"
+                with self._lock:
+                    self._failed("prepare", code)
+                raise FleetUnavailable(code)
 
     # -- status -------------------------------------------------------------------------------------------------
 
@@ -351,12 +365,22 @@ class ValkeyFleetStore:
     def _keys(self, target: str) -> tuple[str, str, str]:
         return (f"{self.prefix}:b:{target}", f"{self.prefix}:p:{target}", f"{self.prefix}:l:{target}")
 
-    def _eval(self, name: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Reply:
+    def _eval(
+        self, name: str, keys: Sequence[str], args: Sequence[str | int | float], parse: Callable[[Reply], _T]
+    ) -> _T:
+        """Run a script (by its digest; whole if the server does not have it) and read its reply with `parse`. A
+        reply of another shape is a store failure like any other (backoff included)."""
         script = self._scripts[name]
         try:
-            return self._command("EVALSHA", script.sha, len(keys), *keys, *args)
+            reply = self._command("EVALSHA", script.sha, len(keys), *keys, *args)
         except _NoScript:
-            return self._command("EVAL", script.source, len(keys), *keys, *args)
+            reply = self._command("EVAL", script.source, len(keys), *keys, *args)
+        try:
+            return parse(reply)
+        except (FleetUnavailable, ValueError, TypeError, IndexError) as exc:
+            with self._lock:
+                self._failed(name, "BadReply")
+            raise FleetUnavailable("BadReply") from exc
 
     def _command(self, *args: str | int | float) -> Reply:
         with self._lock:

@@ -157,8 +157,9 @@ class Connection:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if address.tls:
-                context = self._ssl_context or ssl.create_default_context()
-                sock = context.wrap_socket(sock, server_hostname=address.host)
+                if self._ssl_context is None:  # the system's CAs (ElastiCache's certificates chain to them), once
+                    self._ssl_context = ssl.create_default_context()
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=address.host)
             sock.settimeout(self.read_timeout_s)
         except BaseException:
             sock.close()

@@ -13,7 +13,9 @@ Flags (a second, optional profile, deployed on its own without a synth)::
 
     {"canary": {"summarize-thread": {"model": "nova-lite", "share": 0.1}}}
 
-moves ``share`` (0..1) of the feature's requests onto ``model`` first (the rest of its hierarchy after it). Buckets
+moves ``share`` (0..1) of the feature's requests onto ``model`` first (the rest of its hierarchy after it);
+``"enabled": false`` in an entry parks it. An entry with any other key is invalid (and skipped), as a table's
+unknown key is; spillway/schema.py renders the flags' JSON Schema from ``FLAGS_KEYS`` and ``CANARY_KEYS``. Buckets
 are a hash of the request id, so a given request always lands on the same side and shares are exact over many ids.
 Removing the entry, or a share of 0, takes traffic back within one cache TTL.
 """
@@ -31,11 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RoutingConfigError, RoutingTable, parse_routing_table
+from .config import Keys, RoutingConfigError, RoutingTable, parse_routing_table
 
 CANARY_SUFFIX = "..canary"  # a routed-variant feature name no config can declare (".." is rejected below)
 DEFAULT_EXTENSION_URL = "http://localhost:2772"
 Fetch = Callable[[str, float], tuple[int, bytes, str | None]]  # (url, timeout) -> (status, body, version)
+FLAGS_KEYS = Keys(frozenset(), frozenset({"canary"}))
+CANARY_KEYS = Keys(frozenset({"model", "share"}), frozenset({"enabled"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +248,12 @@ def _canaries(doc: dict[str, Any], on_event: Callable[[str, str], None]) -> dict
         return None
     out: dict[str, Canary] = {}
     for feature, entry in raw.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("model"), str)
+            or not isinstance(entry.get("enabled", True), bool)
+            or not entry.keys() <= CANARY_KEYS.all
+        ):
             on_event("flags_invalid", "entry")
             continue
         share = entry.get("share")
