@@ -29,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,8 +132,10 @@ def drive(
 
     def marked(name: str, action: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
+            # On a thread of its own: a fault that takes a while to install (closing a region joins its handler
+            # threads) must not stall the open-loop sender, which would then send the overdue requests at once.
             marks[name] = traffic.now()
-            action()
+            threading.Thread(target=action, name=f"hook-{name}", daemon=True).start()
 
         return run
 
