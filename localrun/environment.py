@@ -14,10 +14,8 @@ Lambda) goes wherever the dispatcher pointed stdout; the pipe carries nothing bu
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import struct
 import sys
 import time
@@ -27,7 +25,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 ROUTER_ROOT = ROOT / "lambdas" / "router"
 HEADER = struct.Struct(">I")
-PR_SET_PDEATHSIG = 1
 
 
 def read_frame(fd: int) -> Any:
@@ -76,19 +73,9 @@ def store_stats(handler: Any) -> dict[str, Any]:
     return out
 
 
-def die_with_parent() -> None:
-    """Linux: SIGKILL this environment when its dispatcher dies, so a killed world leaves no frozen process."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the dispatcher's stop() still ends every environment
-        return
-
-
 def main(argv: list[str]) -> int:
     fd_in, fd_out = int(argv[1]), int(argv[2])
     started = time.perf_counter()
-    die_with_parent()
     for path in (str(ROUTER_ROOT), str(ROOT)):
         if path not in sys.path:
             sys.path.insert(0, path)
