@@ -17,6 +17,14 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from stacks.naming import (
+    BucketNameTooLong,
+    access_logs_bucket_name,
+    artifact_bucket_name,
+    partition_of,
+    provisioned_model_name,
+)
+
 Capacity = Literal["provisioned", "on_demand"]
 CAPACITIES: tuple[Capacity, ...] = ("provisioned", "on_demand")
 ModelKind = Literal["bedrock", "sagemaker"]
@@ -74,42 +82,6 @@ class PlatformConfigError(ValueError):
         self.source, self.key, self.detail = source, key, message
         where = f"{source}: {key}: " if key else f"{source}: "
         super().__init__(where + message)
-
-
-def partition_of(region: str) -> str:
-    return "aws-us-gov" if region.startswith("us-gov-") else "aws"
-
-
-S3_BUCKET_NAME_MAX = 63
-ACCESS_LOGS_PURPOSE = "model-access-logs"  # the models stack's server-access-log bucket, in every escrow region
-
-
-class BucketNameTooLong(ValueError):
-    """A bucket name over S3's 63 characters; the schema turns it into a PlatformConfigError naming the key."""
-
-
-def bucket_name(platform: str, purpose: str, account: str, region: str) -> str:
-    """Every project bucket's name: ``<platform>-<purpose>-<account>-<region>``, the S3 gateway endpoint's convention
-    (stacks/network.py). Longer than S3's 63 characters is a BucketNameTooLong, never a jsii traceback."""
-    name = f"{platform}-{purpose}-{account}-{region}"
-    if len(name) > S3_BUCKET_NAME_MAX and purpose != "*":
-        raise BucketNameTooLong(f"the bucket name {name!r} is {len(name)} characters, over S3's {S3_BUCKET_NAME_MAX}")
-    return name
-
-
-def artifact_bucket_name(platform: str, model: str, account: str, region: str) -> str:
-    """The S3 bucket the models stack creates for one escrow model's artifacts in one region."""
-    return bucket_name(platform, model, account, region)
-
-
-def access_logs_bucket_name(platform: str, account: str, region: str) -> str:
-    """The S3 bucket the models stack creates for its artifact buckets' server access logs in one region."""
-    return bucket_name(platform, ACCESS_LOGS_PURPOSE, account, region)
-
-
-def provisioned_model_name(platform: str, model: str, region: str) -> str:
-    """The name a purchased Provisioned Throughput gets in Bedrock (unique per account and region)."""
-    return f"{platform}-{model}-{region}"
 
 
 def purchase_sentence(model_units: int, commitment: str, model_id: str, region: str) -> str:

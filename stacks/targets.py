@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from spillway.backends.kinds import KINDS, BackendKind, kind_of
-from stacks.naming import endpoint_name
-from stacks.platform import Capacity, Model, Platform, partition_of, usable_capacities
+from stacks.naming import endpoint_name, partition_of
+from stacks.platform import Capacity, Model, Platform, usable_capacities
 
 __all__ = ["KINDS", "BackendKind", "InvokeGrants", "Target", "endpoint_grants", "router_grants", "used_targets"]
 
