@@ -208,7 +208,10 @@ class Model:
 
 
 @dataclass(frozen=True, slots=True)
-class Feature:
+class FeatureSpec:
+    """A feature as the platform file declares it; rendered to the routing table, where the router reads it as
+    spillway.config.Feature (stacks/routing.py)."""
+
     name: str
     first_capacity: Capacity
     models: tuple[str, ...]
@@ -301,7 +304,7 @@ class Platform:
     log_retention_days: int
     regions: Mapping[str, Region]
     models: Mapping[str, Model]
-    features: Mapping[str, Feature]
+    features: Mapping[str, FeatureSpec]
     # Buying Provisioned Throughput needs this switch AND a per-model `create` block with the exact sentence.
     allow_provisioned_purchase: bool = False
     cost_center: str = ""
@@ -314,7 +317,7 @@ class Platform:
         """Regions in a stable order: the order of deployment and of every generated list."""
         return tuple(sorted(self.regions))
 
-    def features_served_in(self, region: str) -> tuple[Feature, ...]:
+    def features_served_in(self, region: str) -> tuple[FeatureSpec, ...]:
         """A cell serves the features that name its region as home or failover."""
         return tuple(f for f in self.features.values() if region in f.regions)
 
@@ -480,7 +483,7 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
     return platform
 
 
-def _longest_deadline_s(features: Mapping[str, Feature]) -> int:
+def _longest_deadline_s(features: Mapping[str, FeatureSpec]) -> int:
     return -(-max((f.deadline_ms for f in features.values()), default=1000) // 1000)
 
 
@@ -820,11 +823,11 @@ MODEL_PARSERS = {"bedrock": _bedrock_model, "sagemaker": _sagemaker_model}
 
 def _features(
     read: _Reader, value: object, regions: Mapping[str, Region], models: Mapping[str, Model]
-) -> dict[str, Feature]:
+) -> dict[str, FeatureSpec]:
     raw = read.mapping(value, "features")
     if not raw:
         raise read.fail("features", "needs at least one feature")
-    features: dict[str, Feature] = {}
+    features: dict[str, FeatureSpec] = {}
     for name, body in raw.items():
         key = f"features.{name}"
         read.string(name, key, _NAME, "feature name (lowercase letters, digits, dashes)")
@@ -851,7 +854,7 @@ def _features(
         failover = read.strings(data.get("failover_regions", []), f"{key}.failover_regions", cell_ref)
         if home in failover:
             raise read.fail(f"{key}.failover_regions", f"repeats the home region {home!r}")
-        feature = Feature(
+        feature = FeatureSpec(
             name=name,
             first_capacity=first,
             models=hierarchy,
@@ -894,7 +897,7 @@ ENDPOINT_TYPES = ("private", "regional")
 
 
 def _router(
-    read: _Reader, value: object, regions: Mapping[str, Region], features: Mapping[str, Feature], platform: str
+    read: _Reader, value: object, regions: Mapping[str, Region], features: Mapping[str, FeatureSpec], platform: str
 ) -> RouterSettings:
     """Without an explicit router.api.rate_limit the stage's rate is derived from the reserved concurrency by
     Little's law (concurrency / the longest feature deadline of any cell)."""
@@ -985,7 +988,7 @@ def _router_api(
 
 
 def _fleet_store(
-    read: _Reader, value: object, *, regions: Mapping[str, Region], features: Mapping[str, Feature], platform: str,
+    read: _Reader, value: object, *, regions: Mapping[str, Region], features: Mapping[str, FeatureSpec], platform: str,
     rate: int, burst: int,
 ) -> FleetStoreSettings:  # fmt: skip
     """Usage limits sized from the platform: by default the API's burst at the ECPU budget of the longest plan; a
