@@ -14,7 +14,7 @@ from spillway.backends.kinds import KINDS, BackendKind, kind_of
 from stacks.naming import endpoint_name, partition_of
 from stacks.platform import Capacity, Model, Platform, usable_capacities
 
-__all__ = ["KINDS", "BackendKind", "InvokeGrants", "DeployedTarget", "endpoint_grants", "router_grants", "used_targets"]
+__all__ = ["KINDS", "BackendKind", "DeployedTarget", "InvokeGrants", "endpoint_grants", "router_grants", "used_targets"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import pytest
 from spillway.backends import ClientPool
 from spillway.backends.kinds import EVERYTHING, KINDS, kind_of, make_backends
 from stacks.platform import MODEL_PARSERS
-from stacks.targets import InvokeGrants, DeployedTarget
+from stacks.targets import DeployedTarget, InvokeGrants
 
 
 def test_every_kind_has_a_platform_parser_and_a_runtime() -> None:
