@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
 from benchmarks import rollout_figures as rf
 from spillway.routing_source import Canary, Snapshot, bucket
@@ -89,3 +91,28 @@ def test_thaw_figures_flag_a_stale_answer_from_an_expired_cache() -> None:
     figures = rf.thaw_figures(no_refresh_on_thaw, ttl, ttl + 1)
     assert figures["stale_past_ttl"] == 1
     assert not figures["meets_goal"]
+
+
+def test_the_published_rollout_figures_are_the_recorded_ones() -> None:
+    """README.md and benchmarks/README.md state results.json's rollout figures (rerun the benchmark, update both)."""
+    root = Path(__file__).resolve().parents[2]
+    run = json.loads((root / "benchmarks" / "results.json").read_text())["rollout"]
+    figures = run["rollout_and_yank"]
+    thaw = run["after_thaw"]
+    stated = [
+        f"{figures['rollout']['stale_until_s']:.2f} s",
+        f"{figures['yank']['stale_until_s']:.2f} s",
+        f"{thaw['longest_stale_after_change_s']:.2f} s",
+        f"{run['environments']} environments",
+        f"{run['config_ttl_s']:g} s",
+    ]
+    for document in ("README.md", "benchmarks/README.md"):
+        text = (root / document).read_text()
+        for figure in stated:
+            assert figure in text, (document, figure)
+    assert (
+        f"stale in {thaw['stale']} of {thaw['first_requests_after_thaw']}"
+        in (root / "benchmarks/README.md").read_text()
+    )
+    for met in (figures["rollout"], figures["yank"], thaw):  # the docs say met
+        assert met["meets_goal"]
