@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "lambdas" / "router"), str(ROOT)]
 
 from benchmarks import rollout_figures as rf  # noqa: E402
+from benchmarks.bench_fleet import git_head, machine  # noqa: E402
 from benchmarks.results import merge_result  # noqa: E402
 from localrun import FleetWorld, Latency, Reply  # noqa: E402
 from localrun.fleet import ENVIRONMENT_HEADER  # noqa: E402
@@ -171,11 +171,6 @@ def after_thaw(world: FleetWorld, spec: Spec, goal_s: float) -> dict[str, Any]:
     return {"per_gap": per_gap, **rf.thaw_figures(thawed, ttl, goal_s)}
 
 
-def machine() -> dict[str, Any]:
-    load1, load5, _ = os.getloadavg()
-    return {"cores": os.cpu_count(), "load_average_1m": round(load1, 2), "load_average_5m": round(load5, 2)}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -186,6 +181,7 @@ def main() -> int:
     started = time.monotonic()
     result: dict[str, Any] = {
         "shape": "fleet of execution environments (localrun/fleet_world.py)",
+        "router": git_head(),
         "environments": spec.environments,
         "config_ttl_s": spec.config_ttl_s,
         "goal": f"every environment on the new share within the config TTL + 1 s ({goal_s:g} s)",
