@@ -127,6 +127,20 @@ class RequestHandler(BaseHTTPRequestHandler):
         if body and self.command != "HEAD":
             self.wfile.write(body)
 
+    def start_chunked(self, status: int, headers: dict[str, str]) -> None:
+        """Send the status and headers of a streamed answer (HTTP/1.1 chunked transfer encoding)."""
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+
+    def send_chunk(self, data: bytes) -> None:
+        """One chunk, on the wire at once (an empty ``data`` ends the body)."""
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
+        self.wfile.flush()
+
     def abort(self) -> None:
         """Drop the connection with no answer (RST)."""
         self.close_connection = True
