@@ -17,6 +17,7 @@ from typing import Any
 from ..backend import BackendReply, Usage
 from ..config import BedrockRef, Target
 from ..errors import INVALID_BASE64, BackendError, ErrorClass
+from ..streaming import BackendStream
 from . import PooledBackend, backend_error, malformed, usage_int
 
 SERVICE = "bedrock-runtime"
@@ -44,6 +45,12 @@ class BedrockBackend(PooledBackend):
         # Converse's response members go back to the caller as botocore parsed them (ResponseMetadata is not one).
         members = client.meta.service_model.operation_model(OPERATION).output_shape.members
         return _reply(raw, elapsed_ms, tuple(members))
+
+    def open_stream(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendStream:
+        """ConverseStream (spillway/backends/streams.py)."""
+        from .streams import open_bedrock_stream  # noqa: PLC0415 (streams imports this module)
+
+        return open_bedrock_stream(self, target, request, timeout_s)
 
 
 def decode_blobs(value: Any, shape: Any) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 from ..backend import BackendReply, Usage
 from ..config import SageMakerRef, Target
 from ..errors import BackendError, ErrorClass
+from ..streaming import BackendStream
 from . import PooledBackend, backend_error, malformed, usage_int
 
 SERVICE = "sagemaker-runtime"
@@ -68,6 +69,12 @@ class SageMakerBackend(PooledBackend):
         except (ValueError, UnicodeDecodeError):
             raise malformed("SageMaker") from None
         return from_chat(answer, elapsed_ms)
+
+    def open_stream(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendStream:
+        """InvokeEndpointWithResponseStream, chat chunks as ConverseStream events (spillway/backends/streams.py)."""
+        from .streams import open_sagemaker_stream  # noqa: PLC0415 (streams imports this module)
+
+        return open_sagemaker_stream(self, target, request, timeout_s)
 
 
 def to_chat(request: Mapping[str, Any]) -> dict[str, Any]:
