@@ -343,7 +343,7 @@ class RegionEndpoint:
         first = spec.ttft_ms / 1000.0
         if fault is not None and fault.kind is FaultKind.SLOW_FIRST_TOKEN:
             first += fault.delay_s
-        if first > 0 and h.closing.wait(first):
+        if first > 0 and h.pause(first):
             h.abort()
             return
         mid = fault if fault is not None and fault.kind in MID_STREAM else None
@@ -353,7 +353,7 @@ class RegionEndpoint:
                 return
             if message == b"":
                 break
-            if index > 0 and spec.ms_per_token > 0 and h.closing.wait(spec.ms_per_token / 1000.0):
+            if index > 0 and spec.ms_per_token > 0 and h.pause(spec.ms_per_token / 1000.0):
                 h.abort()
                 return
             if fault is not None and fault.kind is FaultKind.MALFORMED and index == 0:
@@ -372,7 +372,7 @@ class RegionEndpoint:
         """Strike a mid-stream fault; True when the stream goes on afterwards (a stall that ended)."""
         if fault.kind is FaultKind.STALL:
             state.outcome("stall")
-            if h.closing.wait(fault.delay_s):
+            if h.pause(fault.delay_s):
                 h.abort()
                 return False
             return True

@@ -14,7 +14,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .config import Target
 from .errors import BackendError, ErrorClass, from_exception
@@ -102,5 +102,9 @@ class Pump:
         self._thread.join(JOIN_S)
 
 
-def stream_error(code: str, error_class: ErrorClass = ErrorClass.UNAVAILABLE) -> BackendError:
-    return BackendError(error_class, code)
+def stream_backend_for(backends: Mapping[str, Any], kind: str) -> StreamingBackend:
+    """The backend of ``kind`` if it streams; a deployment bug (ours) otherwise."""
+    backend = backends.get(kind)
+    if backend is None or not callable(getattr(backend, "open_stream", None)):
+        raise BackendError(ErrorClass.OURS, "NoStreamingBackendForKind")
+    return cast(StreamingBackend, backend)

@@ -9,7 +9,9 @@ operation error they mirror (``ThrottlingException``), so a throttle inside a st
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -48,6 +50,14 @@ class _BotocoreStream:
             raise stream_backend_error(exc) from None
 
     def close(self) -> None:
+        # Closing a response does not wake a read blocked on its socket in another thread (the pump's): shut the
+        # socket down first, so that read ends now and the connection is dropped, not returned to the pool.
+        raw_stream = getattr(self._raw, "_raw_stream", None)
+        connection = getattr(raw_stream, "_connection", None) or getattr(raw_stream, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._raw.close()
 
 
