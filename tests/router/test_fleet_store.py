@@ -22,11 +22,10 @@ import handler
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, Status
 from spillway.fleet import Change, Fleet, FleetState, FleetUnavailable, Report
-from spillway.fleet_store import ValkeyFleetStore, iam_credentials
+from spillway.fleet_store import ACCESS_STRING, ValkeyFleetStore, iam_credentials
 from spillway.health import BreakerState, HealthBoard, Verdict
 from spillway.resp import Address, Connection, parse_url
 from spillway.settings import Settings, SettingsError
-from stacks.constructs.fleet_store import ACCESS_STRING  # what the IAM user may run in AWS
 from tests.unit.fleet_fake import FakeFleetStore
 from tests.unit.helpers import FEATURE, FakeClock, ScriptedBackend, make_table
 
@@ -58,7 +57,7 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     )
     try:
         probe = Connection(Address("127.0.0.1", port), connect_timeout_s=0.2, read_timeout_s=0.5)
-        for _ in range(100):
+        for _ in range(600):  # a loaded machine can take seconds to start the server
             with contextlib.suppress(OSError):
                 if probe.call("PING") == b"PONG":
                     break
@@ -337,7 +336,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
+        for _ in range(600):  # a loaded machine can take seconds to start the server
             with socket.socket() as s, contextlib.suppress(OSError):
                 s.connect(("127.0.0.1", port))
                 break
@@ -670,13 +669,13 @@ def cluster_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     )
     try:
         admin = Connection(Address("127.0.0.1", port), connect_timeout_s=0.2, read_timeout_s=2.0)
-        for _ in range(100):
+        for _ in range(600):  # a loaded machine can take seconds to start the server
             with contextlib.suppress(OSError):
                 admin.call("PING")
                 break
             time.sleep(0.05)
         admin.call("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        for _ in range(100):
+        for _ in range(600):  # a loaded machine can take seconds to start the server
             info = admin.call("CLUSTER", "INFO")
             if isinstance(info, bytes) and b"cluster_state:ok" in info:
                 break

@@ -13,8 +13,9 @@ from emulator import Emulator, Fault, TargetSpec
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.chat_stream import ChatChunkTranslator, SseLines, translate
+from spillway.backends.kinds import BedrockRef, SageMakerRef
 from spillway.backends.sagemaker import SageMakerBackend
-from spillway.config import BedrockRef, SageMakerRef, Target
+from spillway.config import Target
 from spillway.errors import BackendError, ErrorClass
 from spillway.streaming import Pump, StreamEvent, StreamTimeout
 

@@ -30,7 +30,7 @@ An example (version 1)::
           "breaker": {"latency_ms": 12000}
         }
       },
-      "limits": {"max_request_bytes": 262144}
+      "limits": {"max_request_bytes": 262144}      # at most (and by default) spillway.limits.MAX_REQUEST_BYTES
     }
 
 What each knob means is said where it is defined: :class:`Target`, :class:`Feature`, :class:`BreakerPolicy`,
@@ -48,6 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from .backends.kinds import KINDS, BackendRef  # a target's backend reference is its kind's (the registry)
+from .limits import MAX_REQUEST_BYTES
+
 Capacity = Literal["provisioned", "on_demand"]
 CAPACITIES: tuple[Capacity, ...] = ("provisioned", "on_demand")
 DIMENSIONS = ("spill", "failover", "fallback")
@@ -58,6 +61,11 @@ _MAX_SECONDS = 3600.0
 # The smallest useful attempt: a connection and a first byte. The default minimum of every feature and the floor
 # the loader holds configured minimums to (an attempt started with less left could only be cut off).
 MIN_ATTEMPT_MS = 250.0
+# Converse members a feature's platform settings may decide, with what each may be (botocore's enums).
+SERVICE_TIERS = ("priority", "default", "flex", "reserved")
+LATENCIES = ("standard", "optimized")
+GUARDRAIL_TRACES = ("enabled", "disabled", "enabled_full")
+PLATFORM_MEMBERS = ("serviceTier", "performanceConfig", "guardrailConfig")
 
 
 @dataclass(frozen=True)
@@ -79,21 +87,6 @@ class RoutingConfigError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
-
-
-@dataclass(frozen=True, slots=True)
-class BedrockRef:
-    model_id: str
-    kind: Literal["bedrock"] = "bedrock"
-
-
-@dataclass(frozen=True, slots=True)
-class SageMakerRef:
-    endpoint_name: str
-    kind: Literal["sagemaker"] = "sagemaker"
-
-
-BackendRef = BedrockRef | SageMakerRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +141,11 @@ class Feature:
     # application inference profile, a purchased PT), so spend is attributed per feature. Health, breakers, capacity
     # and metrics stay keyed by the target id. Stored as sorted pairs.
     invoke_ids: tuple[tuple[str, str], ...] = ()
+    # JSON "converse": {"defaults": {member: value}, "caller_may_override": [member]}: the Converse members of
+    # PLATFORM_MEMBERS the platform decides for this feature's Bedrock targets (service tier, latency, guardrail),
+    # and those a caller may send anyway (sending another answers 400). Stored as sorted pairs and a set.
+    converse_defaults: tuple[tuple[str, Any], ...] = ()
+    caller_may_override: frozenset[str] = frozenset()
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -156,15 +154,13 @@ class Feature:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_request_bytes: int = 262144
+    # The body as the Lambda event carries it; at most what fits in Lambda's payload (spillway/limits.py).
+    max_request_bytes: int = MAX_REQUEST_BYTES
 
 
 TABLE_KEYS = Keys(frozenset({"version", "targets", "features"}), frozenset({"limits"}))
 TARGET_KEYS = Keys(frozenset({"model", "capacity", "region", "backend"}), frozenset({"max_in_flight"}))
-BACKEND_KEYS = {
-    "bedrock": Keys(frozenset({"kind", "model_id"})),
-    "sagemaker": Keys(frozenset({"kind", "endpoint_name"})),
-}
+BACKEND_KEYS = {name: Keys(frozenset({"kind", kind.ref_field})) for name, kind in KINDS.items()}
 FEATURE_KEYS = Keys(
     frozenset({"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"}),
     frozenset(
@@ -174,11 +170,17 @@ FEATURE_KEYS = Keys(
             "breaker",
             "fallback_on_context_overflow",
             "invoke_ids",
+            "converse",
             "first_token_ms",
             "inter_token_ms",
         }
     ),
 )
+CONVERSE_KEYS = Keys(frozenset(), frozenset({"defaults", "caller_may_override"}))
+CONVERSE_DEFAULTS_KEYS = Keys(frozenset(), frozenset(PLATFORM_MEMBERS))
+SERVICE_TIER_KEYS = Keys(frozenset({"type"}))
+PERFORMANCE_KEYS = Keys(frozenset({"latency"}))
+GUARDRAIL_KEYS = Keys(frozenset({"guardrailIdentifier", "guardrailVersion"}), frozenset({"trace"}))
 ATTEMPT_TIMEOUT_KEYS = Keys(frozenset({"min", "max"}))
 BREAKER_KEYS = Keys(frozenset(), frozenset(BreakerPolicy.__dataclass_fields__))
 LIMITS_KEYS = Keys(frozenset(), frozenset(Limits.__dataclass_fields__))
@@ -228,7 +230,7 @@ def parse_routing_table(raw: object) -> RoutingTable:
         lim = _obj(top["limits"], "limits")
         _keys(lim, "limits", LIMITS_KEYS)
         if "max_request_bytes" in lim:
-            limits = Limits(_int(lim["max_request_bytes"], "limits.max_request_bytes", low=1))
+            limits = Limits(_int(lim["max_request_bytes"], "limits.max_request_bytes", low=1, high=MAX_REQUEST_BYTES))
     return RoutingTable(version=version, targets=targets, features=features, limits=limits)
 
 
@@ -252,15 +254,15 @@ def _target(tid: str, raw: object) -> Target:
 
 
 def _backend(raw: object, path: str) -> BackendRef:
+    """A target's backend, by its kind's entry in the registry (spillway/backends/kinds.py)."""
     obj = _obj(raw, path)
-    kind = obj.get("kind")
-    if kind == "bedrock":
-        _keys(obj, path, BACKEND_KEYS["bedrock"])
-        return BedrockRef(_text(obj["model_id"], f"{path}.model_id"))
-    if kind == "sagemaker":
-        _keys(obj, path, BACKEND_KEYS["sagemaker"])
-        return SageMakerRef(_text(obj["endpoint_name"], f"{path}.endpoint_name"))
-    raise RoutingConfigError(f"{path}.kind", f"must be 'bedrock' or 'sagemaker', not {kind!r}")
+    name = obj.get("kind")
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        known = ", ".join(f"'{known}'" for known in sorted(KINDS))
+        raise RoutingConfigError(f"{path}.kind", f"must be one of {known}, not {name!r}")
+    _keys(obj, path, BACKEND_KEYS[kind.name])
+    return kind.make_ref(_text(obj[kind.ref_field], f"{path}.{kind.ref_field}"))
 
 
 def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
@@ -309,6 +311,8 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
     invoke_ids = _invoke_ids(
         obj.get("invoke_ids", {}), f"{path}.invoke_ids", targets, models=models, regions=(home, *failover), first=first
     )
+    defaults, overridable = _converse(obj.get("converse", {}), f"{path}.converse")
+    _guarded_models_on_bedrock(defaults, models, targets, path)
     feature = Feature(
         name=name,
         first_capacity=first,
@@ -325,6 +329,8 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         inter_token_ms=inter_token,
         breaker=breaker,
         invoke_ids=invoke_ids,
+        converse_defaults=defaults,
+        caller_may_override=overridable,
     )
     reachable = {
         t.model
@@ -366,6 +372,59 @@ def _invoke_ids(
             )
         out.append((tid, _text(value, at)))
     return tuple(sorted(out))
+
+
+def _converse(raw: object, path: str) -> tuple[tuple[tuple[str, Any], ...], frozenset[str]]:
+    """A feature's platform-decided Converse members and those a caller may override."""
+    obj = _obj(raw, path)
+    _keys(obj, path, CONVERSE_KEYS)
+    at = f"{path}.defaults"
+    defaults = _obj(obj.get("defaults", {}), at)
+    _keys(defaults, at, CONVERSE_DEFAULTS_KEYS)
+    if "serviceTier" in defaults:
+        tier = _obj(defaults["serviceTier"], f"{at}.serviceTier")
+        _keys(tier, f"{at}.serviceTier", SERVICE_TIER_KEYS)
+        _choice(tier["type"], f"{at}.serviceTier.type", SERVICE_TIERS)
+    if "performanceConfig" in defaults:
+        performance = _obj(defaults["performanceConfig"], f"{at}.performanceConfig")
+        _keys(performance, f"{at}.performanceConfig", PERFORMANCE_KEYS)
+        _choice(performance["latency"], f"{at}.performanceConfig.latency", LATENCIES)
+    if "guardrailConfig" in defaults:
+        guardrail = _obj(defaults["guardrailConfig"], f"{at}.guardrailConfig")
+        _keys(guardrail, f"{at}.guardrailConfig", GUARDRAIL_KEYS)
+        for key in ("guardrailIdentifier", "guardrailVersion"):
+            _text(guardrail[key], f"{at}.guardrailConfig.{key}")
+        if "trace" in guardrail:
+            _choice(guardrail["trace"], f"{at}.guardrailConfig.trace", GUARDRAIL_TRACES)
+    overridable = obj.get("caller_may_override", [])
+    if not isinstance(overridable, list):
+        raise RoutingConfigError(f"{path}.caller_may_override", f"must be a list drawn from {list(PLATFORM_MEMBERS)}")
+    for i, member in enumerate(overridable):
+        _choice(member, f"{path}.caller_may_override[{i}]", PLATFORM_MEMBERS)
+    return tuple(sorted(defaults.items())), frozenset(overridable)
+
+
+def _guarded_models_on_bedrock(
+    defaults: tuple[tuple[str, Any], ...], models: tuple[str, ...], targets: Mapping[str, Target], path: str
+) -> None:
+    """A guardrail is applied by Bedrock: a feature with one may use no model served otherwise (it would answer
+    unguarded)."""
+    if not any(member == "guardrailConfig" for member, _ in defaults):
+        return
+    for i, model in enumerate(models):
+        kinds = {t.backend.kind for t in targets.values() if t.model == model}
+        if kinds != {"bedrock"}:
+            raise RoutingConfigError(
+                f"{path}.models[{i}]",
+                f"model '{model}' is not served by Bedrock alone, and a guardrail applies to Bedrock targets: "
+                "a request it served would go unguarded",
+            )
+
+
+def _choice(raw: object, path: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise RoutingConfigError(path, f"must be one of {', '.join(choices)}, not {raw!r}")
+    return raw  # narrowed to str by the membership test
 
 
 def _breaker(raw: object, path: str) -> BreakerPolicy:

@@ -97,6 +97,35 @@ def _feature_props() -> dict[str, Any]:
         ),
         "breaker": breaker,
         "invoke_ids": _map(_TARGET_ID, _TEXT),
+        "converse": _object(
+            config.CONVERSE_KEYS,
+            {
+                "defaults": _object(
+                    config.CONVERSE_DEFAULTS_KEYS,
+                    {
+                        "serviceTier": _object(
+                            config.SERVICE_TIER_KEYS, {"type": {"enum": list(config.SERVICE_TIERS)}}
+                        ),
+                        "performanceConfig": _object(
+                            config.PERFORMANCE_KEYS, {"latency": {"enum": list(config.LATENCIES)}}
+                        ),
+                        "guardrailConfig": _object(
+                            config.GUARDRAIL_KEYS,
+                            {
+                                "guardrailIdentifier": _TEXT,
+                                "guardrailVersion": _TEXT,
+                                "trace": {"enum": list(config.GUARDRAIL_TRACES)},
+                            },
+                        ),
+                    },
+                ),
+                "caller_may_override": {
+                    "type": "array",
+                    "items": {"enum": list(config.PLATFORM_MEMBERS)},
+                    "uniqueItems": True,
+                },
+            },
+        ),
     }
 
 

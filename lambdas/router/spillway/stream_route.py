@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backend import Usage
+from .backends.contract import Usage
+from .backends.kinds import request_needs
 from .config import Feature
 from .engine import _ERROR_OUTCOME as ERROR_OUTCOME
 from .engine import _VERDICT as VERDICT
-from .engine import Attempt, Outcome, RouteResult, Status
+from .engine import Attempt, Outcome, RouteResult, Status, _unsupported
 from .errors import BackendError, ErrorClass
 from .fleet import RequestHealth
 from .health import Ticket, Verdict
@@ -79,12 +80,19 @@ def run(
     budget_ms = f.deadline_ms if deadline_ms is None else min(f.deadline_ms, deadline_ms)
     deadline = start + budget_ms / 1000.0
     min_s, max_s = f.attempt_min_ms / 1000.0, f.attempt_max_ms / 1000.0
-    steps = planner.plan(f.name, health).steps
+    steps = planner.plan(f.name, health, request_needs(request)).steps
+    last_capable = max((i for i, step in enumerate(steps) if not step.unsupported), default=-1)
+    if last_capable < 0 < len(steps):
+        yield StreamTail(_unsupported(steps))
+        return
     trace: list[Attempt] = []
     sent = 0
     last_code: str | None = None
     out_of_time = False
     for i, step in enumerate(steps):
+        if step.unsupported:  # its backend cannot express the request: passed over, no health signal
+            trace.append(Attempt(step.target.id, Outcome.UNSUPPORTED, kind=step.kind))
+            continue
         if sent >= f.max_attempts:
             break
         remaining = deadline - clock()
@@ -92,7 +100,7 @@ def run(
             out_of_time = True
             break
         timeout_s = min(remaining, max_s)
-        force = step.probe or (sent == 0 and i == len(steps) - 1)
+        force = step.probe or (sent == 0 and i == last_capable)
         ticket, level = admit(health, f, step, force=force, timeout_s=timeout_s, trace=trace)
         if not ticket.admitted:
             continue

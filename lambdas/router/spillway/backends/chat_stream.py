@@ -27,17 +27,9 @@ from typing import Any
 from ..errors import BackendError, ErrorClass
 from ..streaming import StreamEvent
 from . import usage_int
+from .chat import _FINISH as FINISH  # one mapping of finish reasons, buffered or streamed
 
 MALFORMED = "MalformedSageMakerStream"
-FINISH = {
-    "stop": "end_turn",
-    "eos_token": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "content_filtered",
-    "stop_sequence": "stop_sequence",
-}
 
 
 def _malformed() -> BackendError:

@@ -15,13 +15,15 @@ import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..config import BedrockRef, SageMakerRef, Target
+from ..config import Target
 from ..errors import BackendError, ErrorClass
+from ..errors import from_exception as backend_error
 from ..streaming import BackendStream, StreamEvent
-from . import PooledBackend, backend_error
+from . import PooledBackend
 from .bedrock import decode_blobs
+from .chat import to_chat
 from .chat_stream import translate
-from .sagemaker import to_chat
+from .kinds import BedrockRef, SageMakerRef
 
 
 def stream_backend_error(exc: BaseException) -> BackendError:
@@ -77,7 +79,8 @@ def open_bedrock_stream(
         raise BackendError(ErrorClass.OURS, "WrongBackendKind")
     client = backend.client(target, timeout_s)
     shape = client.meta.service_model.operation_model("ConverseStream").input_shape
-    params: dict[str, Any] = decode_blobs({k: v for k, v in request.items() if k != "modelId"}, shape)
+    params: dict[str, Any] = {**dict(ref.defaults), **{k: v for k, v in request.items() if k != "modelId"}}
+    params = decode_blobs(params, shape)
     params["modelId"] = ref.model_id
     try:
         raw = client.converse_stream(**params)["stream"]
