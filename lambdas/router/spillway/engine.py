@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -179,7 +179,7 @@ class Engine:
 
     def stream(
         self, feature: str, request: Mapping[str, Any], *, deadline_ms: float | None = None
-    ) -> Iterator[StreamItem]:
+    ) -> Generator[StreamItem, None, None]:
         """Serve one request for `feature` as a stream (spillway/stream_route.py): a head, events, a tail; or only a
         tail when no target sent a first token. Never raises for a backend's failure; close it to abandon it."""
         from .stream_route import StreamTail, run  # noqa: PLC0415 (stream_route imports this module)
