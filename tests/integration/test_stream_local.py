@@ -5,6 +5,8 @@ ConverseStream, failover before the first token unseen, an explicit incomplete e
 from __future__ import annotations
 
 import copy
+import io
+import json
 from typing import Any
 
 import boto3
@@ -14,7 +16,8 @@ from botocore.credentials import Credentials
 
 from emulator import Fault
 from localrun import LocalWorld
-from tools.stream_router import converse_stream
+from localrun.apigw import LocalContext, to_event
+from tools.stream_router import converse_stream, events
 
 CREDS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 FEATURE = "summarize-thread"
@@ -119,3 +122,20 @@ def test_a_bad_body_is_refused_as_converse_refuses_it(world: LocalWorld) -> None
     status, _headers, events = converse_stream(world.url, FEATURE, {"messages": []}, "us-east-1", credentials=CREDS)
     assert status == 400
     assert next(events)[0] == "error"
+
+
+def test_behind_a_buffered_integration_the_same_events_arrive_whole(world: LocalWorld) -> None:
+    """lambda_handler (a buffered API Gateway integration) answers the route with the whole event stream at once."""
+    assert world.handler is not None
+    body = json.dumps(REQUEST).encode()
+    path = f"/v1/features/{FEATURE}/converse-stream"
+    event = to_event("POST", path, {"Content-Type": "application/json"}, body, request_id="buffered-1")
+    answer = world.handler.lambda_handler(event, LocalContext("buffered-1"))
+    assert answer["statusCode"] == 200
+    headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
+    headers.update({k.lower(): v[0] for k, v in (answer.get("multiValueHeaders") or {}).items()})
+    assert headers["content-type"] == "text/event-stream"
+    assert headers["x-spillway-target"] == PT
+    names = [name for name, _ in events(io.BytesIO(answer["body"].encode()))]
+    assert names[0] == "messageStart"
+    assert names[-1] == "spillway"
