@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -139,3 +140,19 @@ def test_behind_a_buffered_integration_the_same_events_arrive_whole(world: Local
     names = [name for name, _ in events(io.BytesIO(answer["body"].encode()))]
     assert names[0] == "messageStart"
     assert names[-1] == "spillway"
+
+
+def test_the_documented_client_reads_the_stream(world: LocalWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/calling-the-router.md's streaming block, run as written against the local world."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "calling-the-router.md").read_text()
+    section = text.split("## Streaming: converse-stream", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    exec(compile(code, "calling-the-router.md", "exec"), namespace)  # our own documentation, run as written
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    received = list(namespace["converse_stream"](world.url, FEATURE, REQUEST, "us-east-1"))
+    assert received[0][0] == "messageStart"
+    assert received[-1][0] == "spillway"
+    assert received[-1][1]["complete"] is True
+    assert "".join(d["delta"]["text"] for n, d in received if n == "contentBlockDelta")
