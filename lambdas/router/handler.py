@@ -47,6 +47,7 @@ from spillway.fleet_store import ValkeyFleetStore, iam_credentials
 from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
 from spillway.settings import Settings
+from spillway.shadow import Shadower
 from spillway.store import HealthStore, default_client_factory
 from spillway.stream_route import StreamHead, StreamTail
 from spillway.telemetry import logger, tracer
@@ -83,6 +84,7 @@ class Router:
         self._generation = -1
         self._lock = threading.Lock()
         self.health.add_listener(telemetry.breaker_event)
+        self.shadower = Shadower(self.backends, clock=clock)  # mirrors each feature's shadow share (shadow.py)
 
     def current(self) -> tuple[Snapshot, Engine | None]:
         snapshot = self.source.get()
@@ -339,7 +341,9 @@ def converse(feature: str) -> Response[str]:
     router, snapshot, engine, request = admitted
     route_name = snapshot.route_name(feature, request_id)
     canary = route_name != feature
-    result = engine.handle(route_name, request, deadline_ms=_deadline_ms(router))
+    deadline_ms = _deadline_ms(router, _remaining_ms())
+    serve = lambda: engine.handle(route_name, request, deadline_ms=deadline_ms)  # noqa: E731
+    result = router.shadower.mirror(engine.table, feature, request, request_id, serve)  # the snapshot's table
     _record(feature, result, canary=canary)
     headers = _route_headers(result)
     if result.status is Status.SERVED and result.response is not None:
@@ -381,8 +385,7 @@ def _admit(
     return router, snapshot, engine, request
 
 
-def _deadline_ms(router: Router) -> float | None:
-    remaining = _remaining_ms()
+def _deadline_ms(router: Router, remaining: float | None) -> float | None:
     return None if remaining is None else max(0.0, remaining - router.deadline_margin_ms)
 
 
@@ -413,7 +416,14 @@ def _failure(result: RouteResult, request_id: str, headers: Mapping[str, str]) -
 def converse_stream(feature: str) -> Response[str]:
     """The streaming route behind a buffered integration: the same server-sent events, delivered at the end."""
     event = app.current_event
-    chunks = stream_chunks(feature, event.headers.get("content-type"), _body_bytes, bool(event.is_base64_encoded))
+    chunks = stream_chunks(
+        feature,
+        event.headers.get("content-type"),
+        _body_bytes,
+        bool(event.is_base64_encoded),
+        request_id=_request_id(),
+        remaining_ms=_remaining_ms(),
+    )
     split = sse.split_prelude(next(chunks))
     assert split is not None  # stream_chunks yields the whole prelude first
     head, first = split
@@ -424,12 +434,17 @@ def converse_stream(feature: str) -> Response[str]:
 
 
 def stream_chunks(
-    feature: str, content_type: str | None, body: Callable[[], bytes], base64_encoded: bool
+    feature: str,
+    content_type: str | None,
+    body: Callable[[], bytes],
+    base64_encoded: bool,
+    *,
+    request_id: str,
+    remaining_ms: float | None,
 ) -> Iterator[bytes]:
     """The streaming route in Lambda's streaming response format: a prelude (status, headers) once a target has
     sent its first token (or the error answer when none does), then one server-sent event per ConverseStream
     event, then the ``spillway`` event (spillway/sse.py). Closing it early abandons the served attempt."""
-    request_id = _request_id()
     admitted = _admit(feature, content_type, body, base64_encoded)
     if isinstance(admitted, api.ApiError):
         yield from _buffered(_error(admitted, request_id))
@@ -437,7 +452,7 @@ def stream_chunks(
     router, snapshot, engine, request = admitted
     route_name = snapshot.route_name(feature, request_id)
     canary = route_name != feature
-    stream = engine.stream(route_name, request, deadline_ms=_deadline_ms(router))
+    stream = engine.stream(route_name, request, deadline_ms=_deadline_ms(router, remaining_ms))
     try:
         for item in stream:
             if isinstance(item, StreamHead):
@@ -617,8 +632,6 @@ def lambda_stream_handler(event: dict[str, Any], context: Any) -> Iterator[bytes
         text = str(answer.get("body") or "")
         yield base64.b64decode(text) if answer.get("isBase64Encoded") else text.encode()
         return
-    app.context["request_id"] = request_id
-    app.lambda_context = context
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     base64_encoded = bool(event.get("isBase64Encoded"))
 
@@ -631,7 +644,15 @@ def lambda_stream_handler(event: dict[str, Any], context: Any) -> Iterator[bytes
         except ValueError:
             raise api.ApiError(400, api.INVALID_JSON) from None
 
-    yield from stream_chunks(match["feature"], headers.get("content-type"), read_body, base64_encoded)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    yield from stream_chunks(
+        match["feature"],
+        headers.get("content-type"),
+        read_body,
+        base64_encoded,
+        request_id=request_id,
+        remaining_ms=float(remaining()) if callable(remaining) else None,
+    )
 
 
 init_in_lambda()
