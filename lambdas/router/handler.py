@@ -30,7 +30,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -441,7 +441,7 @@ def stream_chunks(
     *,
     request_id: str,
     remaining_ms: float | None,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """The streaming route in Lambda's streaming response format: a prelude (status, headers) once a target has
     sent its first token (or the error answer when none does), then one server-sent event per ConverseStream
     event, then the ``spillway`` event (spillway/sse.py). Closing it early abandons the served attempt."""
@@ -645,7 +645,7 @@ def lambda_stream_handler(event: dict[str, Any], context: Any) -> Iterator[bytes
             raise api.ApiError(400, api.INVALID_JSON) from None
 
     remaining = getattr(context, "get_remaining_time_in_millis", None)
-    yield from stream_chunks(
+    chunks = stream_chunks(
         match["feature"],
         headers.get("content-type"),
         read_body,
@@ -653,6 +653,24 @@ def lambda_stream_handler(event: dict[str, Any], context: Any) -> Iterator[bytes
         request_id=request_id,
         remaining_ms=float(remaining()) if callable(remaining) else None,
     )
+    with tracer.invocation() as span:  # one span per invocation, as lambda_handler (annotations only)
+        if span is not None:
+            span.annotate("Service", telemetry.SERVICE)
+        logger.set_correlation_id(request_id)
+        started = False
+        try:
+            for chunk in chunks:
+                started = True
+                yield chunk
+        except Exception as exc:  # never a 500, and never a clean end: a 502 before the prelude, else an error event
+            telemetry.unexpected("stream", exc)
+            if not started:
+                yield from _buffered(_error(api.ApiError(502, api.ROUTER_ERROR), request_id))
+            else:
+                error = {"code": api.ROUTER_ERROR, "message": sse.INCOMPLETE_MESSAGE}
+                yield sse.event(sse.TRAILER_EVENT, {"complete": False, "error": error})
+        finally:
+            chunks.close()
 
 
 init_in_lambda()

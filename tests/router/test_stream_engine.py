@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from emulator import Emulator, Fault, TargetSpec
 from spillway.backends import ClientPool
@@ -16,6 +17,9 @@ from spillway.config import RoutingConfigError, parse_routing_table
 from spillway.engine import Engine, Outcome, Status
 from spillway.health import Verdict
 from spillway.stream_route import StreamHead, StreamTail
+from stacks.platform import load_platform
+from stacks.routing import render_routing_table
+from tests.router.conftest import PLATFORM
 
 EAST = "us-east-1"
 PT = "arn:aws:bedrock:us-east-1:111122223333:provisioned-model/sonnetpt01"
@@ -233,3 +237,13 @@ def test_unknown_feature(make_engine: Any) -> None:
 def test_first_token_ms_must_fit_the_attempt() -> None:
     with pytest.raises(RoutingConfigError, match="first_token_ms"):
         parse_routing_table(table(first_token_ms=9000))
+
+
+def test_the_platform_file_sets_the_stream_knobs(tmp_path: Any) -> None:
+    """A feature's `routing.first_token_ms` / `inter_token_ms` in config/platform.yaml reach the rendered table."""
+    doc = yaml.safe_load(PLATFORM.read_text())
+    doc["features"]["summarize-thread"].setdefault("routing", {}).update(first_token_ms=1500, inter_token_ms=5000)
+    path = tmp_path / "platform.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    feature = parse_routing_table(render_routing_table(load_platform(path), EAST)).features["summarize-thread"]
+    assert (feature.first_token_ms, feature.inter_token_ms) == (1500, 5000)

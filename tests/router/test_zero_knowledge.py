@@ -393,3 +393,29 @@ def test_streamed_paths_leak_nothing(
     assert CANARY not in trailer[0]
     assert json.loads(trailer[0].split("data: ", 1)[1])["complete"] is complete
     assert CANARY in rest.decode(), "the canary did travel to the model and back"
+
+
+def test_a_router_failure_mid_stream_ends_incomplete_and_leaks_nothing(
+    zk: tuple[Harness, list[Any]], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug after the prelude cannot change the status: the stream still ends with an explicit incomplete event,
+    and the exception's text (which here quotes the canary) reaches nothing."""
+    h, _ = zk
+    render = sse.event
+
+    def broken(name: str, data: Any) -> bytes:
+        if name == "contentBlockDelta":
+            raise RuntimeError(CANARY)
+        return render(name, data)
+
+    monkeypatch.setattr(sse, "event", broken)
+    event = api_event("POST", "/v1/features/summarize-thread/converse-stream", body=_request("bug"))
+    prelude, rest = sse.split_prelude(b"".join(h.handler.lambda_stream_handler(event, LambdaContext()))) or ({}, b"")
+    assert prelude["statusCode"] == 200
+    out, err = capsys.readouterr()
+    assert CANARY not in out + err + h.logs.getvalue() + rest.decode()  # type: ignore[attr-defined]
+    assert (
+        rest.decode()
+        .rstrip()
+        .endswith('"complete":false,"error":{"code":"RouterError","message":"' + sse.INCOMPLETE_MESSAGE + '"}}')
+    )
