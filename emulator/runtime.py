@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from emulator import eventstream_replies as replies
@@ -44,6 +44,14 @@ def _route(raw_path: str) -> tuple[Kind, str, bool] | None:
         return None
     kind, streamed = operation
     return kind, unquote(parts[2]), streamed
+
+
+class _Admitted(NamedTuple):
+    prompt: wire.Prompt
+    style: str
+    fault: Fault | None
+    started: float
+    tokens: tuple[int, int, bool]  # input tokens, output tokens, capped by the request
 
 
 class RegionEndpoint:
@@ -211,7 +219,10 @@ class RegionEndpoint:
             return False
         return True
 
-    def _serve(self, h: RequestHandler, kind: Kind, state: TargetState, raw: bytes) -> None:
+    def _admit_request(
+        self, h: RequestHandler, kind: Kind, state: TargetState, raw: bytes, streamed: bool
+    ) -> _Admitted | None:
+        """Count, parse, apply the faults that answer at once and take capacity; None when already answered."""
         state.count("requests")
         state.record(raw)
         started = time.monotonic()
@@ -219,19 +230,26 @@ class RegionEndpoint:
             prompt, style = self._parse(kind, raw)
         except ValueError as exc:
             self._bad_request(h, state, str(exc))
-            return
+            return None
         spec = state.spec
         active = self.find_fault(self.region, kind, spec.id)
         fault = active.fault if active is not None else None
         if fault is not None:
             state.count("faulted")
-            if self._answer_fault_now(h, state, fault):
-                return
+            if self._answer_fault_now(h, state, fault, streamed=streamed):
+                return None
         out_tokens, capped = wire.output_tokens_for(prompt, spec.output_tokens)
         in_tokens = wire.estimate_tokens(prompt.input_text)
         if state.admit(in_tokens + out_tokens) is not None:
             self._error(h, state, "ThrottlingException")
+            return None
+        return _Admitted(prompt, style, fault, started, (in_tokens, out_tokens, capped))
+
+    def _serve(self, h: RequestHandler, kind: Kind, state: TargetState, raw: bytes) -> None:
+        admitted = self._admit_request(h, kind, state, raw, streamed=False)
+        if admitted is None:
             return
+        prompt, style, fault, started, (in_tokens, out_tokens, capped) = admitted
         try:
             send = self._work(
                 h, state, fault, prompt, style=style, started=started, tokens=(in_tokens, out_tokens, capped)
@@ -295,26 +313,11 @@ class RegionEndpoint:
 
     # Streams (ConverseStream, InvokeEndpointWithResponseStream) ----------------------------------
     def _serve_stream(self, h: RequestHandler, kind: Kind, state: TargetState, raw: bytes) -> None:
-        state.count("requests")
-        state.record(raw)
-        started = time.monotonic()
-        try:
-            prompt, style = self._parse(kind, raw)
-        except ValueError as exc:
-            self._bad_request(h, state, str(exc))
+        admitted = self._admit_request(h, kind, state, raw, streamed=True)
+        if admitted is None:
             return
+        prompt, style, fault, started, (_in_tokens, out_tokens, capped) = admitted
         spec = state.spec
-        active = self.find_fault(self.region, kind, spec.id)
-        fault = active.fault if active is not None else None
-        if fault is not None:
-            state.count("faulted")
-            if self._answer_fault_now(h, state, fault, streamed=True):
-                return
-        out_tokens, capped = wire.output_tokens_for(prompt, spec.output_tokens)
-        in_tokens = wire.estimate_tokens(prompt.input_text)
-        if state.admit(in_tokens + out_tokens) is not None:
-            self._error(h, state, "ThrottlingException")
-            return
         try:
             if fault is not None and fault.kind is FaultKind.HANG:
                 self._hang(h, state, fault)()

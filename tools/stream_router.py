@@ -11,16 +11,14 @@ See docs/calling-the-router.md.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
-from tools.call_router import signed_request
+from tools.call_router import command_line, signed_request
 
 
 def events(answer: IO[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -64,18 +62,7 @@ def converse_stream(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("url", help="the API's base URL, e.g. https://abc123.execute-api.us-east-1.amazonaws.com/prod")
-    parser.add_argument("feature", help="a feature the deployment serves (GET /v1/features lists them)")
-    parser.add_argument("prompt")
-    parser.add_argument("--region", default="us-east-1", help="the region the API lives in (signing scope)")
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--api-key", default=os.environ.get("SPILLWAY_API_KEY"), help="x-api-key (or SPILLWAY_API_KEY)")
-    args = parser.parse_args(argv)
-    request = {
-        "messages": [{"role": "user", "content": [{"text": args.prompt}]}],
-        "inferenceConfig": {"maxTokens": args.max_tokens},
-    }
+    args, request = command_line(__doc__, argv)
     status, headers, stream = converse_stream(args.url, args.feature, request, args.region, api_key=args.api_key)
     lower = {k.lower(): v for k, v in headers.items()}
     print(f"HTTP {status}")

@@ -18,6 +18,7 @@ from botocore.credentials import Credentials
 from emulator import Fault
 from localrun import LocalWorld
 from localrun.apigw import LocalContext, to_event
+from tools import stream_router
 from tools.stream_router import converse_stream, events
 
 CREDS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
@@ -156,3 +157,15 @@ def test_the_documented_client_reads_the_stream(world: LocalWorld, monkeypatch: 
     assert received[-1][0] == "spillway"
     assert received[-1][1]["complete"] is True
     assert "".join(d["delta"]["text"] for n, d in received if n == "contentBlockDelta")
+
+
+def test_the_command_exits_0_on_a_complete_stream_and_1_on_a_cut_one(
+    world: LocalWorld, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    assert stream_router.main([world.url, FEATURE, "hello there"]) == 0
+    assert f"x-spillway-target: {PT}" in capsys.readouterr().out
+    world.emu.set_fault(("us-east-1", "bedrock", _model_id(world, PT)), Fault.stream_error("internal", after_tokens=1))
+    assert stream_router.main([world.url, FEATURE, "hello there"]) == 1
+    assert '"complete": false' in capsys.readouterr().out

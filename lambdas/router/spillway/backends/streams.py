@@ -21,9 +21,9 @@ from ..errors import from_exception as backend_error
 from ..streaming import BackendStream, StreamEvent
 from . import PooledBackend
 from .bedrock import decode_blobs
-from .chat import to_chat
 from .chat_stream import translate
-from .kinds import BedrockRef, SageMakerRef
+from .kinds import BedrockRef
+from .sagemaker import endpoint_and_payload
 
 
 def stream_backend_error(exc: BaseException) -> BackendError:
@@ -101,15 +101,7 @@ def _payload_parts(raw: Any) -> Iterator[bytes]:
 def open_sagemaker_stream(
     backend: PooledBackend, target: Target, request: Mapping[str, Any], timeout_s: float
 ) -> BackendStream:
-    ref = target.backend
-    if not isinstance(ref, SageMakerRef):
-        raise BackendError(ErrorClass.OURS, "WrongBackendKind")
-    try:
-        payload = to_chat(request)
-    except BackendError:
-        raise
-    except (TypeError, AttributeError, ValueError, KeyError):
-        raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
+    ref, payload = endpoint_and_payload(target, request)
     payload.update(stream=True, stream_options={"include_usage": True})
     client = backend.client(target, timeout_s)
     try:
