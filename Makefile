@@ -24,16 +24,16 @@ $(STAMPS)/cdk-cli: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# The router's dependencies as a Lambda layer, without Docker: manylinux wheels for arm64 / CPython 3.13, each at the
-# version installed in .venv (the constraints are the venv's own freeze), so the layer ships what the tests ran.
+# The router's dependencies as a Lambda layer, without Docker: manylinux wheels for arm64 / CPython 3.13, exactly the
+# files of lambdas/router/requirements.lock (pip --require-hashes: a changed wheel fails the build), whose versions a
+# test keeps equal to requirements.txt and to what .venv runs, so the layer ships what the tests ran.
 ROUTER_DEPS := build/router-deps
-$(STAMPS)/router-deps: lambdas/router/requirements.txt $(STAMPS)/venv
+$(STAMPS)/router-deps: lambdas/router/requirements.lock $(STAMPS)/venv
 	@mkdir -p $(STAMPS) build
 	rm -rf $(ROUTER_DEPS)
-	$(PY) -m pip freeze --disable-pip-version-check --exclude-editable > build/router-constraints.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --only-binary=:all: \
-		--platform manylinux2014_aarch64 --implementation cp --python-version 3.13 \
-		--constraint build/router-constraints.txt --target $(ROUTER_DEPS)/python -r lambdas/router/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --only-binary=:all: --require-hashes \
+		--no-deps --platform manylinux2014_aarch64 --implementation cp --python-version 3.13 \
+		--target $(ROUTER_DEPS)/python -r lambdas/router/requirements.lock
 	rm -rf $(ROUTER_DEPS)/python/bin
 	@touch $@
 
