@@ -263,6 +263,32 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+_STREAM_OK = {
+    "description": (
+        "Server-sent events, sent as they come: `event: <ConverseStream event name>` (messageStart, "
+        "contentBlockStart, contentBlockDelta, contentBlockStop, messageStop, metadata) with `data:` the event's "
+        "members as Bedrock's ConverseStream gives them; then `event: spillway` with `data:` {complete, target, "
+        "attempts, route: [{target, outcome, code}], usage, ttft_ms, error: {code, message} when complete is false}. "
+        "A stream without a last `spillway` event, or with complete false, was cut: its partial answer is not whole. "
+        "The headers go out with the first event: x-spillway-route lists the abandoned attempts and the serving "
+        "target as `=first_token`."
+    ),
+    "headers": {
+        "x-spillway-target": {
+            "description": "the target that streams: model/capacity/region",
+            "schema": {"type": "string"},
+        },
+        "x-spillway-attempts": {
+            "description": "attempts sent, the serving one included",
+            "schema": {"type": "integer"},
+        },
+        "x-spillway-route": {"description": "target=outcome, in order", "schema": {"type": "string"}},
+        "x-spillway-request-id": {"description": "API Gateway's request id", "schema": {"type": "string"}},
+    },
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.0 document of the router's ROUTES; docs/openapi.json is its rendering."""
     paths: dict[str, Any] = {}
@@ -270,6 +296,9 @@ def openapi_document() -> dict[str, Any]:
     for route in ROUTES:
         responses: dict[str, Any] = {}
         for status in route.statuses:
+            if status == 200 and route.operation_id == "converseStream":
+                responses["200"] = _STREAM_OK
+                continue
             if status == 200:
                 responses["200"] = {
                     "description": "OK",
@@ -278,7 +307,7 @@ def openapi_document() -> dict[str, Any]:
                 }
                 continue
             # A converse answer after routing (a model's 400, no capacity, the deadline) says where it went too.
-            routed = route.operation_id == "converse" and status in _ROUTED_ERRORS
+            routed = route.operation_id in ("converse", "converseStream") and status in _ROUTED_ERRORS
             headers = dict(_ROUTE_HEADERS if routed else _ERROR_HEADERS)
             if status == 503:
                 headers["Retry-After"] = {"description": "seconds, 1 to 60", "schema": {"type": "integer"}}

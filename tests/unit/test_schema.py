@@ -128,6 +128,8 @@ def feature_of(draw: Draw, targets: dict[str, Any], models: list[str], regions: 
         "invoke_ids": st.dictionaries(st.sampled_from(usable), st.just("arn:aws:bedrock:x:1:profile/p"))
         if usable
         else st.just({}),
+        "first_token_ms": st.one_of(st.none(), st.floats(min_value=MIN_ATTEMPT_MS, max_value=high)),
+        "inter_token_ms": st.floats(min_value=1, max_value=3_600_000.0),
         "converse": st.fixed_dictionaries(
             {},
             optional={

@@ -27,6 +27,7 @@ from .errors import INVALID_BASE64
 from .limits import carried_size
 
 CONVERSE_PATH = "/v1/features/<feature>/converse"
+CONVERSE_STREAM_PATH = "/v1/features/<feature>/converse-stream"
 FEATURES_PATH = "/v1/features"
 HEALTH_PATH = "/v1/health"
 
@@ -288,6 +289,14 @@ ROUTES = (
         CONVERSE_PATH,
         "converse",
         "Converse with the models of one feature, routed across capacity, models and regions",
+        (200, 400, 404, 413, 415, 502, 503, 504),
+    ),
+    Route(
+        "POST",
+        CONVERSE_STREAM_PATH,
+        "converseStream",
+        "ConverseStream with the models of one feature: server-sent events, one per ConverseStream event, then a "
+        "last `spillway` event with the route and usage, or the error when the stream ended incomplete",
         (200, 400, 404, 413, 415, 502, 503, 504),
     ),
     Route("GET", FEATURES_PATH, "listFeatures", "The features this deployment serves", (200, 502, 503)),
