@@ -36,10 +36,11 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
-from spillway import api, telemetry, views
+from spillway import api, openai_api, telemetry, views
 from spillway.backend import Backend
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
+from spillway.backends.openai_compat import OpenAICompatBackend, SecretsManagerKeys, secrets_manager_client_maker
 from spillway.backends.sagemaker import SageMakerBackend
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, RouteResult, Status
@@ -175,7 +176,8 @@ def routing_source(settings: Settings) -> RoutingSource:
 
 def backends(settings: Settings) -> dict[str, Backend]:
     pool = ClientPool(environ=settings.endpoint_urls)
-    return {"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool)}
+    keys = SecretsManagerKeys(secrets_manager_client_maker())
+    return {"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool), "openai": OpenAICompatBackend(keys)}
 
 
 def health_store(settings: Settings, health: HealthBoard) -> HealthStore | None:
@@ -333,12 +335,7 @@ def converse(feature: str) -> Response[str]:
     request_id = _request_id()
     router = get_router()
     snapshot, engine = router.current()
-    known = bool(
-        snapshot.table is not None
-        and api.FEATURE_NAME.match(feature)
-        and CANARY_SUFFIX not in feature
-        and feature in snapshot.table.features
-    )
+    known = _is_feature(snapshot, feature)
     try:
         if engine is None or snapshot.table is None:
             raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
@@ -350,6 +347,17 @@ def converse(feature: str) -> Response[str]:
     except api.ApiError as error:
         telemetry.record_rejected(feature if known else None, error.status, error.code)
         return _error(error, request_id)
+    result = _route_request(router, snapshot, engine, feature=feature, request=request, request_id=request_id)
+    headers = _route_headers(result)
+    if result.status is Status.SERVED and result.response is not None:
+        return _json(200, result.response, request_id, headers)
+    return _error(_route_error(result), request_id, headers)
+
+
+def _route_request(
+    router: Router, snapshot: Snapshot, engine: Engine, *, feature: str, request: Mapping[str, Any], request_id: str
+) -> RouteResult:
+    """Route one validated Converse request of a known feature (either front door), with its telemetry."""
     router.sync_health(snapshot)
     route_name = snapshot.route_name(feature, request_id)
     canary = route_name != feature
@@ -359,18 +367,79 @@ def converse(feature: str) -> Response[str]:
     telemetry.record_route(feature, result, canary=canary)
     telemetry.annotate(feature, result, canary=canary)
     logger.info("routed", extra=telemetry.route_fields(feature, result, canary=canary))
-    headers = _route_headers(result)
-    if result.status is Status.SERVED and result.response is not None:
-        return _json(200, result.response, request_id, headers)
+    return result
+
+
+def _route_error(result: RouteResult) -> api.ApiError:
+    """The answer to a request the engine did not serve: the same statuses and Retry-After for both front doors."""
     if result.status is Status.CLIENT_ERROR:
         code = result.code or api.BAD_REQUEST
         status = result.http_status if 400 <= result.http_status < 500 else 400
         message = api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
-        return _error(api.ApiError(status, code, message), request_id, headers)
+        return api.ApiError(status, code, message)
     if result.status is Status.DEADLINE:
-        return _error(api.ApiError(504, api.DEADLINE_EXCEEDED), request_id, headers)
+        return api.ApiError(504, api.DEADLINE_EXCEEDED)
     retry = result.retry_after_s if result.retry_after_s is not None else 1
-    return _error(api.ApiError(503, api.NO_CAPACITY, retry_after_s=retry), request_id, headers)
+    return api.ApiError(503, api.NO_CAPACITY, retry_after_s=retry)
+
+
+def _is_feature(snapshot: Snapshot, feature: str) -> bool:
+    return bool(
+        snapshot.table is not None
+        and api.FEATURE_NAME.match(feature)
+        and CANARY_SUFFIX not in feature
+        and feature in snapshot.table.features
+    )
+
+
+# -- the OpenAI-compatible front door (spillway/openai_api.py) ----------------------------------------------------
+
+
+def _openai_error(error: api.ApiError, request_id: str, headers: Mapping[str, str] | None = None) -> Response[str]:
+    extra = dict(headers or {})
+    if error.retry_after_s is not None:
+        extra["Retry-After"] = str(error.retry_after_s)
+    return _json(error.status, openai_api.error_body(error), request_id, extra)
+
+
+@app.post(openai_api.CHAT_PATH)
+def chat_completions() -> Response[str]:
+    request_id = _request_id()
+    router = get_router()
+    snapshot, engine = router.current()
+    feature: str | None = None
+    try:
+        if engine is None or snapshot.table is None:
+            raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
+        if not api.is_json_content_type(app.current_event.headers.get("content-type")):
+            raise api.ApiError(415, api.UNSUPPORTED_MEDIA_TYPE)
+        name, stream, request = openai_api.parse(_body_bytes(), snapshot.table.limits.max_request_bytes)
+        if not _is_feature(snapshot, name):
+            raise openai_api.ChatError("model", api.MESSAGES[api.UNKNOWN_FEATURE], 404, api.UNKNOWN_FEATURE)
+        feature = name
+        if stream:
+            raise openai_api.ChatError("stream", "this router answers whole completions only: send stream false")
+    except api.ApiError as error:
+        telemetry.record_rejected(feature, error.status, error.code)
+        return _openai_error(error, request_id)
+    assert engine is not None  # the checks above raised otherwise
+    assert feature is not None
+    result = _route_request(router, snapshot, engine, feature=feature, request=request, request_id=request_id)
+    headers = _route_headers(result)
+    if result.status is Status.SERVED and result.response is not None:
+        return _json(200, openai_api.completion(result.response, feature, request_id), request_id, headers)
+    return _openai_error(_route_error(result), request_id, headers)
+
+
+@app.get(openai_api.MODELS_PATH)
+def list_models() -> Response[str]:
+    request_id = _request_id()
+    snapshot, _ = get_router().current()
+    telemetry.record_info()
+    if snapshot.table is None:
+        return _openai_error(api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5), request_id)
+    names = [name for name in snapshot.table.features if CANARY_SUFFIX not in name]
+    return _json(200, openai_api.models_body(names), request_id)
 
 
 @app.get("/v1/features")

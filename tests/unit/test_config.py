@@ -113,7 +113,11 @@ BAD: list[tuple[Mutation, str, str]] = [
     (_set(["targets"], {}), "targets", "at least one target"),
     (_set(["targets", PT, "capacity"], "reserved"), f"targets.{PT}.capacity", "must be 'provisioned' or 'on_demand'"),
     (_rename_target, "targets.claude-sonnet/provisioned/us-east-9", "target id must be"),
-    (_set(["targets", PT, "backend"], {"kind": "lambda"}), f"targets.{PT}.backend.kind", "'bedrock' or 'sagemaker'"),
+    (
+        _set(["targets", PT, "backend"], {"kind": "lambda"}),
+        f"targets.{PT}.backend.kind",
+        "'bedrock', 'sagemaker' or 'openai'",
+    ),
     (_set(["targets", PT, "backend"], {"kind": "bedrock"}), f"targets.{PT}.backend.model_id", "is required"),
     (_set(["targets", PT, "backend", "model_id"], ""), f"targets.{PT}.backend.model_id", "non-empty string"),
     (_set(["targets", PT, "max_in_flight"], 0), f"targets.{PT}.max_in_flight", "below 1"),

@@ -93,7 +93,27 @@ class SageMakerRef:
     kind: Literal["sagemaker"] = "sagemaker"
 
 
-BackendRef = BedrockRef | SageMakerRef
+# How an OpenAI-compatible endpoint is authenticated: the function's role (SigV4, Bedrock's OpenAI-compatible
+# endpoints) or a bearer key read from Secrets Manager. Workload identity (a token exchanged for another cloud's) is
+# declared so that a table naming it fails validation with a clear "not supported yet", not an unknown-word error.
+OPENAI_AUTH_MODES = ("sigv4", "secret")
+OPENAI_AUTH_PLANNED = ("workload_identity",)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIRef:
+    """A model behind an OpenAI-compatible Chat Completions endpoint (spillway/backends/openai_compat.py)."""
+
+    base_url: str  # https://host[:port]/path, the path up to (not including) /chat/completions
+    model: str  # the endpoint's own model name, sent as the request's "model"
+    auth: str  # one of OPENAI_AUTH_MODES
+    secret_id: str | None = None  # auth "secret": the Secrets Manager secret holding the key
+    signing_service: str = "bedrock"  # auth "sigv4": the service name the signature is scoped to
+    images: bool = False  # the model takes image parts (else an image is this target's client error)
+    kind: Literal["openai"] = "openai"
+
+
+BackendRef = BedrockRef | SageMakerRef | OpenAIRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +180,9 @@ TARGET_KEYS = Keys(frozenset({"model", "capacity", "region", "backend"}), frozen
 BACKEND_KEYS = {
     "bedrock": Keys(frozenset({"kind", "model_id"})),
     "sagemaker": Keys(frozenset({"kind", "endpoint_name"})),
+    "openai": Keys(
+        frozenset({"kind", "base_url", "model", "auth"}), frozenset({"secret_id", "signing_service", "images"})
+    ),
 }
 FEATURE_KEYS = Keys(
     frozenset({"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"}),
@@ -246,7 +269,30 @@ def _backend(raw: object, path: str) -> BackendRef:
     if kind == "sagemaker":
         _keys(obj, path, BACKEND_KEYS["sagemaker"])
         return SageMakerRef(_text(obj["endpoint_name"], f"{path}.endpoint_name"))
-    raise RoutingConfigError(f"{path}.kind", f"must be 'bedrock' or 'sagemaker', not {kind!r}")
+    if kind == "openai":
+        _keys(obj, path, BACKEND_KEYS["openai"])
+        return _openai(obj, path)
+    raise RoutingConfigError(f"{path}.kind", f"must be 'bedrock', 'sagemaker' or 'openai', not {kind!r}")
+
+
+def _openai(obj: Mapping[str, Any], path: str) -> OpenAIRef:
+    base_url = _text(obj["base_url"], f"{path}.base_url").rstrip("/")
+    loopback = base_url.startswith(("http://127.0.0.1:", "http://localhost:"))  # the local emulator only
+    if not (base_url.startswith("https://") or loopback) or any(c in base_url for c in "?# "):
+        raise RoutingConfigError(f"{path}.base_url", "must be an https:// URL without query (plain http: loopback)")
+    auth = _text(obj["auth"], f"{path}.auth")
+    if auth in OPENAI_AUTH_PLANNED:
+        raise RoutingConfigError(f"{path}.auth", f"'{auth}' is not supported yet; use one of {OPENAI_AUTH_MODES}")
+    if auth not in OPENAI_AUTH_MODES:
+        raise RoutingConfigError(f"{path}.auth", f"must be one of {OPENAI_AUTH_MODES}, not {auth!r}")
+    secret_id = _text(obj["secret_id"], f"{path}.secret_id") if "secret_id" in obj else None
+    if (auth == "secret") != (secret_id is not None):
+        raise RoutingConfigError(f"{path}.secret_id", "is required with auth 'secret' and only with it")
+    images = obj.get("images", False)
+    if not isinstance(images, bool):
+        raise RoutingConfigError(f"{path}.images", "must be true or false")
+    service = _text(obj.get("signing_service", "bedrock"), f"{path}.signing_service")
+    return OpenAIRef(base_url, _text(obj["model"], f"{path}.model"), auth, secret_id, service, images)
 
 
 def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
