@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from emulator import wire
+from emulator import openai_compat, wire
 from emulator.faults import ActiveFault, Fault, FaultKind
 from emulator.listener import Listener, RequestHandler
 from emulator.targets import Kind, TargetSpec, TargetState
@@ -32,7 +32,8 @@ def _route(raw_path: str) -> tuple[Kind, str] | None:
         return Kind.BEDROCK, unquote(parts[2])
     if len(parts) == 4 and parts[0] == "" and parts[1] == "endpoints" and parts[3] == "invocations":
         return Kind.SAGEMAKER, unquote(parts[2])
-    return None
+    target = openai_compat.target_of(parts)
+    return (Kind.OPENAI, target) if target is not None else None
 
 
 class RegionEndpoint:
@@ -121,6 +122,8 @@ class RegionEndpoint:
             self.unrouted = 0
 
     def _not_found(self, kind: Kind, wire_id: str) -> wire.WireError:
+        if kind is Kind.OPENAI:
+            return wire.openai_error("ResourceNotFoundException", "The model does not exist.")
         if kind is Kind.SAGEMAKER:
             return wire.sagemaker_error("ValidationError", f"Endpoint {wire_id} of account 111122223333 not found.")
         if wire_id.startswith("arn:"):
@@ -152,11 +155,14 @@ class RegionEndpoint:
             payload = json.loads(raw)
         except ValueError as exc:
             raise ValueError("the payload is not JSON") from exc
-        return wire.sagemaker_prompt(payload)
+        prompt, style = wire.sagemaker_prompt(payload)
+        if kind is Kind.OPENAI and style != "messages":
+            raise ValueError("expected a chat completions body with 'messages'")
+        return prompt, style
 
     def _bad_request(self, h: RequestHandler, state: TargetState, problem: str) -> None:
         spec = state.spec
-        if spec.kind is Kind.BEDROCK:
+        if spec.kind is not Kind.SAGEMAKER:
             self._error(h, state, "ValidationException", problem)
             return
         # The container answers 4xx; SageMaker wraps that as ModelError (424).

@@ -17,6 +17,7 @@ __all__ = ["Kind", "TargetKey", "TargetSpec", "TargetState", "TokenBucket"]
 class Kind(StrEnum):
     BEDROCK = "bedrock"
     SAGEMAKER = "sagemaker"
+    OPENAI = "openai"  # an OpenAI-compatible chat completions endpoint (emulator/openai_compat.py)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from emulator import openai_compat
 from emulator.targets import Kind
 
 __all__ = [
@@ -59,7 +60,8 @@ SAGEMAKER_ERRORS: dict[str, int] = {
     "ThrottlingException": 400,
     "AccessDeniedException": 400,
 }
-MODELED = {Kind.BEDROCK: BEDROCK_ERRORS, Kind.SAGEMAKER: SAGEMAKER_ERRORS}
+# An openai target's faults are named in Bedrock's vocabulary (emulator/openai_compat.py gives their statuses).
+MODELED = {Kind.BEDROCK: BEDROCK_ERRORS, Kind.SAGEMAKER: SAGEMAKER_ERRORS, Kind.OPENAI: BEDROCK_ERRORS}
 
 # alias -> (bedrock code, sagemaker code): one vocabulary for faults on either kind of target.
 ERROR_ALIASES: dict[str, tuple[str, str]] = {
@@ -102,7 +104,7 @@ def resolve_error(name: str | None, kind: Kind) -> str:
     validate_error_name(name)
     alias = name if name in ERROR_ALIASES else _CODE_TO_ALIAS[name]
     bedrock, sagemaker = ERROR_ALIASES[alias]
-    return bedrock if kind is Kind.BEDROCK else sagemaker
+    return sagemaker if kind is Kind.SAGEMAKER else bedrock
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class WireError:
     body: dict[str, Any]
 
     def headers(self, kind: Kind) -> dict[str, str]:
+        if kind is Kind.OPENAI:
+            return openai_compat.headers_for(self.status)
         return {"x-amzn-ErrorType": f"{self.code}:{_NAMESPACE[kind]}"}
 
 
@@ -157,7 +161,14 @@ def sagemaker_error(code: str, message: str | None = None, endpoint: str = "", r
     return WireError(status, code, {"Message": message or _DEFAULT_MESSAGES.get(code, code)})
 
 
+def openai_error(code: str, message: str | None = None) -> WireError:
+    msg = message or _DEFAULT_MESSAGES.get(code, "The model returned an error.")
+    return WireError(openai_compat.status_of(code), code, openai_compat.error_body(code, msg))
+
+
 def error_for(kind: Kind, code: str, message: str | None, target_id: str, region: str) -> WireError:
+    if kind is Kind.OPENAI:
+        return openai_error(code, message)
     if kind is Kind.BEDROCK:
         return bedrock_error(code, message, target_id)
     return sagemaker_error(code, message, target_id, region)
@@ -165,6 +176,8 @@ def error_for(kind: Kind, code: str, message: str | None, target_id: str, region
 
 def timeout_error(kind: Kind, target_id: str, region: str) -> WireError:
     """What the service says after a request hung (if the client is still listening)."""
+    if kind is Kind.OPENAI:
+        return openai_error("ModelTimeoutException")
     if kind is Kind.BEDROCK:
         return bedrock_error("ModelTimeoutException")
     err = sagemaker_error("ModelError", endpoint=target_id, region=region)
