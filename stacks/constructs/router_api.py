@@ -292,6 +292,12 @@ class RouterApi(Concern):
         )
         features.add_method("GET", integration, operation_name="listFeatures", request_validator=validator)
         v1.add_resource("health").add_method("GET", integration, operation_name="health", request_validator=validator)
+        # The OpenAI-compatible front door (spillway/openai_api.py): the handler checks its body, field by field.
+        chat = v1.add_resource("chat").add_resource("completions")
+        chat.add_method("POST", integration, operation_name="chatCompletions", request_validator=validator)
+        v1.add_resource("models").add_method(
+            "GET", integration, operation_name="listModels", request_validator=validator
+        )
         self._gateway_responses(api)
         return api
 

@@ -29,8 +29,8 @@ from typing import Any, NoReturn
 
 from . import api
 
-CHAT_PATH = "/v1/chat/completions"
-MODELS_PATH = "/v1/models"
+CHAT_PATH = api.CHAT_PATH
+MODELS_PATH = api.MODELS_PATH
 
 # Members a chat request may carry; any other is refused by name (see _refuse).
 _ACCEPTED = frozenset(
