@@ -101,7 +101,13 @@ GATEWAY_RESPONSES: dict[str, tuple[apigw.ResponseType, str | None, str, str, int
         RETRY_AFTER_THROTTLED_S,
     ),
 }
-API_RESOURCES = (("POST", "/v1/features/{feature}/converse"), ("GET", "/v1/features"), ("GET", "/v1/health"))
+API_RESOURCES = (
+    ("POST", "/v1/features/{feature}/converse"),
+    ("GET", "/v1/features"),
+    ("GET", "/v1/health"),
+    ("POST", "/v1/chat/completions"),  # the OpenAI-compatible front door: prompt-carrying too (the WAF's scope-down)
+    ("GET", "/v1/models"),
+)
 
 # Fields of the access log: who called what, and how it went. No body, no header value, no query string.
 ACCESS_LOG_FIELDS: Mapping[str, str] = {
