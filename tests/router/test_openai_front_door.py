@@ -182,9 +182,11 @@ def test_an_error_never_echoes_the_callers_content(harness: Harness) -> None:
     response = _chat(harness, body)
     assert response["statusCode"] == 400
     assert SECRET not in response["body"]
-    response = _chat(harness, {**_simple(), SECRET: 1})
-    assert response["statusCode"] == 400
-    assert SECRET not in response["body"]
+    for invented in (SECRET, "my_private_note"):  # an unknown member is refused without its name
+        response = _chat(harness, {**_simple(), invented: 1})
+        assert response["statusCode"] == 400
+        assert invented not in response["body"]
+        assert _openai_error(response)["param"] == "$"
 
 
 def test_an_unknown_feature_is_a_404_naming_model(harness: Harness) -> None:
@@ -217,3 +219,44 @@ def test_models_lists_the_features_in_openais_list_shape(harness: Harness) -> No
     features = body_of(harness.call(api_event("GET", "/v1/features")))["features"]
     assert [m["id"] for m in body["data"]] == sorted(f["name"] for f in features)
     assert all(m["object"] == "model" for m in body["data"])
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": 7, "messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "summarize-thread", "messages": "hello"}, "messages"),
+        ({"model": "summarize-thread", "messages": [{"role": ["user"], "content": "x"}]}, "messages[0].role"),
+        ({"model": "summarize-thread", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        (
+            {"model": "summarize-thread", "messages": [{"role": "system", "content": "only a system prompt"}]},
+            "messages",
+        ),
+        (
+            {
+                "model": "summarize-thread",
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{"}}]},
+                ],
+            },
+            "messages[1].tool_calls[0].function.arguments",
+        ),
+        ({**_simple(), "tools": {"type": "function"}}, "tools"),
+        ({**_simple(), "stop": 3}, "stop"),
+        ({**_simple(), "metadata": {"a": 1}}, "metadata"),
+        ({**_simple(), "max_tokens": 0}, "max_tokens"),
+        (
+            {**_simple(), "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+            "response_format.json_schema",
+        ),
+        (
+            _simple(messages=[{"role": "tool", "content": "result without its call id"}]),
+            "messages[0].tool_call_id",
+        ),
+    ],
+)
+def test_malformed_bodies_are_400s_that_name_the_member(harness: Harness, body: dict[str, Any], param: str) -> None:
+    response = _chat(harness, body)
+    assert response["statusCode"] == 400
+    assert _openai_error(response)["param"] == param

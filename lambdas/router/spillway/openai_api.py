@@ -51,6 +51,33 @@ _ACCEPTED = frozenset(
         "parallel_tool_calls",
     }
 )
+# Chat Completions members the router refuses by name. An error names only members of OpenAI's documented API,
+# never a key the caller invented (which could be content): an unknown member is refused without its name.
+_OPENAI_MEMBERS = frozenset(
+    {
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "modalities",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "store",
+        "stream_options",
+        "top_logprobs",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
+_OPENAI_MESSAGE_MEMBERS = frozenset({"name", "audio", "function_call", "tool_calls", "tool_call_id", "refusal"})
 _DATA_URL = re.compile(r"^data:image/(png|jpeg|jpg|gif|webp);base64,(.*)$", re.DOTALL)
 _FINISH = {
     "end_turn": "stop",
@@ -111,7 +138,9 @@ def parse(raw: bytes, max_bytes: int) -> tuple[str, bool, dict[str, Any]]:
 def to_converse(body: Mapping[str, Any]) -> tuple[str, bool, dict[str, Any]]:
     for key in body:
         if key not in _ACCEPTED:
-            _bad(str(key) if _safe_key(key) else "$", "the router cannot express this member; leave it out")
+            if key in _OPENAI_MEMBERS:
+                _bad(key, "the router cannot express this member; leave it out")
+            _bad("$", "the body has a member that is not part of the Chat Completions API")
     feature = body.get("model")
     if not isinstance(feature, str) or not api.FEATURE_NAME.match(feature):
         _bad("model", "must be the name of a feature (GET /v1/models lists them)")
@@ -152,10 +181,6 @@ def _flags(body: Mapping[str, Any]) -> bool:
     return stream
 
 
-def _safe_key(key: object) -> bool:
-    return isinstance(key, str) and bool(re.fullmatch(r"[a-z_]{1,40}", key))
-
-
 def _messages(raw: object) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not isinstance(raw, list) or not raw:
         _bad("messages", "must be a non-empty list of messages")
@@ -166,12 +191,13 @@ def _messages(raw: object) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if not isinstance(message, dict):
             _bad(path, "a message must be an object")
         role = message.get("role")
-        extra = set(message) - _MESSAGE_KEYS.get(role, set())
-        if role not in _MESSAGE_KEYS:
+        if not isinstance(role, str) or role not in _MESSAGE_KEYS:
             _bad(f"{path}.role", "must be one of: system, developer, user, assistant, tool")
+        extra = set(message) - _MESSAGE_KEYS[role]
         if extra:
             name = sorted(extra)[0]
-            _bad(f"{path}.{name}" if _safe_key(name) else path, "the router cannot express this member")
+            known = name in _OPENAI_MESSAGE_MEMBERS
+            _bad(f"{path}.{name}" if known else path, "the router cannot express this member")
         if role in ("system", "developer"):
             system.extend({"text": text} for text in _texts(message.get("content"), f"{path}.content"))
             continue
