@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "lambdas" / "router"), str(ROOT)]
 
 from benchmarks.results import merge_result, percentiles  # noqa: E402
-from spillway.backend import BackendReply  # noqa: E402
+from spillway.backends.contract import BackendReply  # noqa: E402
 from spillway.config import Target, parse_routing_table  # noqa: E402
 from spillway.engine import Engine, Status  # noqa: E402
 from spillway.errors import BackendError, ErrorClass  # noqa: E402

@@ -80,10 +80,14 @@ class Fault:
     kind: FaultKind
     error: str | None = None
     """ERROR only: an alias (internal, unavailable, model_error, timeout, not_ready, access_denied,
-    validation, not_found, quota, dependency) or an exact error code of the target's service.
+    validation, not_found, quota, dependency, throttling, conflict, bad_credentials, expired_credentials,
+    stream_error, stream_failure), an
+    exact error code of the target's service or one of AWS's common errors (emulator.wire.COMMON_ERRORS).
     For the AppConfig extension: ``status`` decides instead."""
     status: int | None = None
-    """AppConfig extension ERROR only: the HTTP status to answer (default 500)."""
+    """ERROR with a wrapping code (model_error: ModelError, ModelErrorException, ModelStreamErrorException): the
+    model's own status it wraps (OriginalStatusCode / originalStatusCode; default 500). AppConfig extension ERROR:
+    the HTTP status to answer (default 500)."""
     seconds: float | None = None
     """HANG: how long to hang (default 30 s; shutdown interrupts it). SLOW_FIRST_TOKEN: added delay
     (default 1 s)."""

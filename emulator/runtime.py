@@ -135,11 +135,19 @@ class RegionEndpoint:
         headers.update(err.headers(kind))
         h.reply(err.status, wire.dumps(err.body), headers)
 
-    def _error(self, h: RequestHandler, state: TargetState, code: str, message: str | None = None) -> None:
+    def _error(
+        self,
+        h: RequestHandler,
+        state: TargetState,
+        code: str,
+        message: str | None = None,
+        original_status: int | None = None,
+    ) -> None:
         spec = state.spec
         state.count("throttled" if code == "ThrottlingException" else "errors")
         state.outcome(code)
-        self._send_error(h, spec.kind, wire.error_for(spec.kind, code, message, spec.id, self.region))
+        err = wire.error_for(spec.kind, code, message, spec.id, self.region, original_status=original_status)
+        self._send_error(h, spec.kind, err)
 
     def _parse(self, kind: Kind, raw: bytes) -> tuple[wire.Prompt, str]:
         """Read the request as the service would; ValueError carries the service's complaint."""
@@ -183,7 +191,8 @@ class RegionEndpoint:
         if fault.kind is FaultKind.THROTTLE:
             self._error(h, state, "ThrottlingException", fault.message)
         elif fault.kind is FaultKind.ERROR:
-            self._error(h, state, wire.resolve_error(fault.error, state.spec.kind), fault.message)
+            code = wire.resolve_error(fault.error, state.spec.kind)
+            self._error(h, state, code, fault.message, fault.status if code in wire.WRAPPING_CODES else None)
         elif fault.kind is FaultKind.RESET:
             state.outcome("reset")
             h.abort()

@@ -22,7 +22,10 @@ from emulator import openai_compat
 from emulator.targets import Kind
 
 __all__ = [
+    "BEDROCK_ERRORS",
+    "COMMON_ERRORS",
     "ERROR_ALIASES",
+    "SAGEMAKER_ERRORS",
     "WireError",
     "bedrock_error",
     "converse_reply",
@@ -31,16 +34,18 @@ __all__ = [
     "resolve_error",
     "sagemaker_error",
     "sagemaker_reply",
+    "status_of",
 ]
 
-# code -> HTTP status, from the service models (Converse's and InvokeEndpoint's errors, plus shapes the
-# same services define).
+# code -> HTTP status, from the service models (every error shape; the stream-only ones have no status there and
+# get the status of their non-stream twin). A test checks them against the installed botocore.
 BEDROCK_ERRORS: dict[str, int] = {
     "AccessDeniedException": 403,
     "ConflictException": 400,
     "InternalServerException": 500,
     "ModelErrorException": 424,
     "ModelNotReadyException": 429,
+    "ModelStreamErrorException": 424,
     "ModelTimeoutException": 408,
     "ResourceNotFoundException": 404,
     "ServiceQuotaExceededException": 400,
@@ -49,19 +54,67 @@ BEDROCK_ERRORS: dict[str, int] = {
     "ValidationException": 400,
 }
 SAGEMAKER_ERRORS: dict[str, int] = {
+    "InternalDependencyException": 530,
     "InternalFailure": 500,
+    "InternalStreamFailure": 500,
+    "ModelError": 424,
+    "ModelNotReadyException": 429,
+    "ModelStreamError": 424,
     "ServiceUnavailable": 503,
     "ValidationError": 400,
-    "ModelError": 424,
-    "InternalDependencyException": 530,
-    "ModelNotReadyException": 429,
-    # Not in the model: SageMaker's common errors. The AWS common-errors reference gives HTTP 400 for
-    # both; botocore's retry logic recognises ThrottlingException by its code, whatever the status.
-    "ThrottlingException": 400,
-    "AccessDeniedException": 400,
 }
 # An openai target's faults are named in Bedrock's vocabulary (emulator/openai_compat.py gives their statuses).
 MODELED = {Kind.BEDROCK: BEDROCK_ERRORS, Kind.SAGEMAKER: SAGEMAKER_ERRORS, Kind.OPENAI: BEDROCK_ERRORS}
+# AWS's common errors (the "Common Errors" page of the services' API references, with its statuses) and the
+# protocol errors AWS's front ends answer JSON services with (authentication, throttling, timeouts). A service's
+# own model wins where a code is in both (ThrottlingException is 429 on Bedrock, the common 400 on SageMaker).
+COMMON_ERRORS: dict[str, int] = {
+    "AccessDenied": 403,
+    "AccessDeniedException": 400,
+    "ExpiredToken": 403,
+    "ExpiredTokenException": 403,
+    "IncompleteSignature": 400,
+    "InternalError": 500,
+    "InternalFailureException": 500,
+    "InvalidAction": 400,
+    "InvalidClientTokenId": 403,
+    "InvalidParameterCombination": 400,
+    "InvalidParameterValue": 400,
+    "InvalidQueryParameter": 400,
+    "InvalidSignatureException": 403,
+    "LimitExceededException": 400,
+    "MalformedQueryString": 404,
+    "MissingAction": 400,
+    "MissingAuthenticationToken": 403,
+    "MissingParameter": 400,
+    "NotAuthorized": 400,
+    "OptInRequired": 403,
+    "ProvisionedThroughputExceededException": 400,
+    "RequestExpired": 400,
+    "RequestLimitExceeded": 503,
+    "RequestThrottled": 400,
+    "RequestThrottledException": 400,
+    "RequestTimeout": 408,
+    "RequestTimeoutException": 408,
+    "SerializationException": 400,
+    "ServiceUnavailable": 503,
+    "SignatureDoesNotMatch": 403,
+    "SlowDown": 503,
+    "ThrottledException": 400,
+    "Throttling": 400,
+    "ThrottlingException": 400,
+    "TooManyRequestsException": 429,
+    "UnknownOperationException": 404,
+    "UnrecognizedClientException": 403,
+    "ValidationError": 400,
+}
+WRAPPING_CODES = frozenset({"ModelErrorException", "ModelStreamErrorException", "ModelError"})
+
+
+def status_of(kind: Kind, code: str) -> int:
+    """The HTTP status `code` answers with on a `kind` target: its service's model, else the common errors."""
+    return MODELED[kind].get(code) or COMMON_ERRORS[code]
+
 
 # alias -> (bedrock code, sagemaker code): one vocabulary for faults on either kind of target.
 ERROR_ALIASES: dict[str, tuple[str, str]] = {
@@ -77,6 +130,10 @@ ERROR_ALIASES: dict[str, tuple[str, str]] = {
     "dependency": ("InternalServerException", "InternalDependencyException"),
     "throttling": ("ThrottlingException", "ThrottlingException"),
     "conflict": ("ConflictException", "ValidationError"),
+    "bad_credentials": ("UnrecognizedClientException", "UnrecognizedClientException"),
+    "expired_credentials": ("ExpiredTokenException", "ExpiredTokenException"),
+    "stream_error": ("ModelStreamErrorException", "ModelStreamError"),
+    "stream_failure": ("InternalServerException", "InternalStreamFailure"),
 }
 _CODE_TO_ALIAS: dict[str, str] = {}
 for _alias, (_b, _s) in ERROR_ALIASES.items():
@@ -87,19 +144,20 @@ _NAMESPACE = {
     Kind.BEDROCK: "http://internal.amazon.com/coral/com.amazon.bedrock/",
     Kind.SAGEMAKER: "http://internal.amazon.com/coral/com.amazon.sagemaker.runtime/",
 }
+_COMMON_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.coral.service/"
 
 
 def validate_error_name(name: str) -> None:
-    """Raise ValueError unless ``name`` is an alias or an error code of either service."""
-    if name not in ERROR_ALIASES and name not in _CODE_TO_ALIAS:
-        known = sorted(set(ERROR_ALIASES) | set(BEDROCK_ERRORS) | set(SAGEMAKER_ERRORS))
+    """Raise ValueError unless ``name`` is an alias or an error code of either service or AWS's common ones."""
+    if name not in ERROR_ALIASES and name not in _CODE_TO_ALIAS and name not in COMMON_ERRORS:
+        known = sorted(set(ERROR_ALIASES) | set(BEDROCK_ERRORS) | set(SAGEMAKER_ERRORS) | set(COMMON_ERRORS))
         raise ValueError(f"unknown error {name!r}; one of: {', '.join(known)}")
 
 
 def resolve_error(name: str | None, kind: Kind) -> str:
     """The error code a ``Fault.error`` name means on a ``kind`` target."""
     name = name or "internal"
-    if name in MODELED[kind]:
+    if name in MODELED[kind] or name in COMMON_ERRORS:
         return name
     validate_error_name(name)
     alias = name if name in ERROR_ALIASES else _CODE_TO_ALIAS[name]
@@ -116,7 +174,8 @@ class WireError:
     def headers(self, kind: Kind) -> dict[str, str]:
         if kind is Kind.OPENAI:
             return openai_compat.headers_for(self.status)
-        return {"x-amzn-ErrorType": f"{self.code}:{_NAMESPACE[kind]}"}
+        namespace = _NAMESPACE[kind] if self.code in MODELED[kind] else _COMMON_NAMESPACE
+        return {"x-amzn-ErrorType": f"{self.code}:{namespace}"}
 
 
 _DEFAULT_MESSAGES = {
@@ -134,31 +193,59 @@ _DEFAULT_MESSAGES = {
     "ServiceQuotaExceededException": "Your request exceeds the service quota for your account.",
     "InternalDependencyException": "Your request caused an exception with an internal dependency.",
     "ConflictException": "The request conflicts with the current state of the resource.",
+    "UnrecognizedClientException": "The security token included in the request is invalid.",
+    "ExpiredTokenException": "The security token included in the request is expired",
+    "ExpiredToken": "The security token included in the request is expired",
+    "InvalidSignatureException": (
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
+        "Access Key and signing method."
+    ),
+    "IncompleteSignature": "The request signature does not conform to AWS standards.",
+    "RequestExpired": "Signature expired: the request reached AWS more than 15 minutes after its date stamp.",
+    "NotAuthorized": "You do not have permission to perform this action.",
+    "TooManyRequestsException": "Rate exceeded",
+    "RequestTimeout": "Your socket connection to the server was not read from or written to within the timeout.",
+    "UnknownOperationException": "Unknown operation",
 }
 
 
-def bedrock_error(code: str, message: str | None = None, resource: str = "") -> WireError:
-    status = BEDROCK_ERRORS[code]
+def bedrock_error(
+    code: str, message: str | None = None, resource: str = "", *, original_status: int | None = None
+) -> WireError:
+    status = status_of(Kind.BEDROCK, code)
     msg = message or _DEFAULT_MESSAGES.get(code, "The model returned an error.")
     body: dict[str, Any] = {"message": msg}
+    if code not in BEDROCK_ERRORS:
+        body["__type"] = code  # AWS's front end names the error in the body too
     if code == "ModelErrorException":
-        body.update(originalStatusCode=500, resourceName=resource or "model")
+        body.update(originalStatusCode=original_status or 500, resourceName=resource or "model")
+    if code == "ModelStreamErrorException":
+        body.update(originalStatusCode=original_status or 500, originalMessage="model failure")
     return WireError(status, code, body)
 
 
-def sagemaker_error(code: str, message: str | None = None, endpoint: str = "", region: str = "") -> WireError:
-    status = SAGEMAKER_ERRORS[code]
+def sagemaker_error(
+    code: str, message: str | None = None, endpoint: str = "", region: str = "", *, original_status: int | None = None
+) -> WireError:
+    status = status_of(Kind.SAGEMAKER, code)
     if code == "ModelError":
-        msg = message or 'Received server error (500) from primary with message "model failure".'
+        original = original_status or 500
+        side = "client" if 400 <= original < 500 else "server"
+        msg = message or f'Received {side} error ({original}) from primary with message "model failure".'
         body: dict[str, Any] = {
-            "ErrorCode": "SERVER_ERROR_FROM_MODEL",
+            "ErrorCode": f"{side.upper()}_ERROR_FROM_MODEL",
             "Message": msg,
-            "OriginalStatusCode": 500,
+            "OriginalStatusCode": original,
             "OriginalMessage": "model failure",
             "LogStreamArn": (f"arn:aws:logs:{region}:111122223333:log-group:/aws/sagemaker/Endpoints/{endpoint}"),
         }
         return WireError(status, code, body)
-    return WireError(status, code, {"Message": message or _DEFAULT_MESSAGES.get(code, code)})
+    body = {"Message": message or _DEFAULT_MESSAGES.get(code, code)}
+    if code == "ModelStreamError":
+        body["ErrorCode"] = "ModelStreamError"
+    if code not in SAGEMAKER_ERRORS:
+        body["__type"] = code
+    return WireError(status, code, body)
 
 
 def openai_error(code: str, message: str | None = None) -> WireError:
@@ -166,12 +253,14 @@ def openai_error(code: str, message: str | None = None) -> WireError:
     return WireError(openai_compat.status_of(code), code, openai_compat.error_body(code, msg))
 
 
-def error_for(kind: Kind, code: str, message: str | None, target_id: str, region: str) -> WireError:
+def error_for(
+    kind: Kind, code: str, message: str | None, target_id: str, region: str, *, original_status: int | None = None
+) -> WireError:
     if kind is Kind.OPENAI:
         return openai_error(code, message)
     if kind is Kind.BEDROCK:
-        return bedrock_error(code, message, target_id)
-    return sagemaker_error(code, message, target_id, region)
+        return bedrock_error(code, message, target_id, original_status=original_status)
+    return sagemaker_error(code, message, target_id, region, original_status=original_status)
 
 
 def timeout_error(kind: Kind, target_id: str, region: str) -> WireError:
@@ -221,6 +310,7 @@ class Prompt:
     input_text: str
     last_user_text: str
     max_tokens: int | None
+    service_tier: str = "default"  # Converse: the tier asked for, which the answer says served
 
 
 def converse_prompt(body: Mapping[str, Any]) -> Prompt:
@@ -244,7 +334,11 @@ def converse_prompt(body: Mapping[str, Any]) -> Prompt:
     max_tokens = config.get("maxTokens") if isinstance(config, Mapping) else None
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise ValueError("inferenceConfig.maxTokens must be a positive integer.")
-    return Prompt("\n".join(texts), last_user, max_tokens)
+    tier = body.get("serviceTier")
+    tier_type = tier.get("type") if isinstance(tier, Mapping) else None
+    if tier_type is not None and tier_type not in ("priority", "default", "flex", "reserved"):
+        raise ValueError("serviceTier.type must be one of priority, default, flex, reserved.")
+    return Prompt("\n".join(texts), last_user, max_tokens, tier_type or "default")
 
 
 def sagemaker_prompt(body: Any) -> tuple[Prompt, str]:
@@ -308,6 +402,7 @@ def converse_reply(prompt: Prompt, output_tokens: int, capped: bool, echo: bool,
             "totalTokens": input_tokens + output_tokens,
         },
         "metrics": {"latencyMs": latency_ms},
+        "serviceTier": {"type": prompt.service_tier},
     }
 
 

@@ -57,20 +57,16 @@ from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoi
 from stacks.cross_region import confine_provider, contain_cross_region_providers
 from stacks.naming import bucket_name
 from stacks.platform import Platform, partition_of
-from stacks.targets import endpoint_grants, used_targets
+from stacks.targets import KINDS, endpoint_grants, used_targets
 
-BEDROCK_RUNTIME = "bedrock-runtime"
-SAGEMAKER_RUNTIME = "sagemaker.runtime"
-RUNTIME_SERVICES = (BEDROCK_RUNTIME, SAGEMAKER_RUNTIME)
-
-BEDROCK_INVOKE_ACTIONS = (
-    # Converse is authorized as bedrock:InvokeModel and ConverseStream as bedrock:InvokeModelWithResponseStream:
-    # IAM has no bedrock:Converse action.
-    "bedrock:InvokeModel",
-    "bedrock:InvokeModelWithResponseStream",
-)
+# Each backend kind's runtime endpoint service and invoke actions, from the registry (spillway/backends/kinds.py).
+BEDROCK_RUNTIME = KINDS["bedrock"].endpoint_service
+SAGEMAKER_RUNTIME = KINDS["sagemaker"].endpoint_service
+# The kinds the platform file can name (an openai target is written into a routing table by hand, for now).
+RUNTIME_SERVICES = tuple(kind.endpoint_service for kind in KINDS.values() if kind.in_platform_file)
+BEDROCK_INVOKE_ACTIONS = KINDS["bedrock"].invoke_actions
 PLATFORM_TAG = "spillway:platform"  # on every application inference profile and purchased PT (stacks/models.py)
-SAGEMAKER_INVOKE_ACTIONS = ("sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream")
+SAGEMAKER_INVOKE_ACTIONS = KINDS["sagemaker"].invoke_actions
 DYNAMODB_DATA_ACTIONS = (
     "dynamodb:BatchGetItem",
     "dynamodb:BatchWriteItem",

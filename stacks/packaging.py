@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stacks import ROUTER_ROOT
 from stacks.platform import PlatformConfigError
-from stacks.routing import ROUTER_ROOT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPS_DIR = REPO_ROOT / "build" / "router-deps"  # written by `make` ($(STAMPS)/router-deps)

@@ -247,6 +247,9 @@ class Feature:
     # Router knobs (attempt timeouts, expansion order, breaker thresholds), passed through to the routing table
     # and validated there by the router's own loader (stacks/routing.py), so the two schemas cannot drift.
     routing: Mapping[str, Any]
+    # What the platform decides of the feature's Bedrock requests: service_tier, latency, and which of them a
+    # caller may override (caller_may_override); rendered to the routing table's `converse` (stacks/routing.py).
+    converse: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -631,12 +634,11 @@ def _models(
         key = f"models.{name}"
         read.string(name, key, _NAME, "model name (lowercase letters, digits, dashes)")
         kind = read.mapping(body, key).get("kind")
-        if kind == "bedrock":
-            models[name] = _bedrock_model(read, name, body, regions, account=account, platform=platform)
-        elif kind == "sagemaker":
-            models[name] = _sagemaker_model(read, name, body, regions, account=account, platform=platform)
-        else:
-            raise read.fail(f"{key}.kind", f"expected 'bedrock' or 'sagemaker', got {kind!r}")
+        parse = MODEL_PARSERS.get(kind) if isinstance(kind, str) else None
+        if parse is None:
+            known = " or ".join(f"'{k}'" for k in MODEL_PARSERS)
+            raise read.fail(f"{key}.kind", f"expected {known}, got {kind!r}")
+        models[name] = parse(read, name, body, regions, account=account, platform=platform)
     return models
 
 
@@ -815,6 +817,35 @@ def usable_capacities(first_capacity: str) -> tuple[Capacity, ...]:
     return ("provisioned", "on_demand") if first_capacity == "provisioned" else ("on_demand",)
 
 
+# A feature's `converse:` settings: the platform file's name -> (the Converse member, its allowed values).
+CONVERSE_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "service_tier": ("serviceTier", ("priority", "default", "flex", "reserved")),  # reserved: where it is bought
+    "latency": ("performanceConfig", ("standard", "optimized")),
+}
+
+
+def _converse_settings(read: _Reader, value: object, key: str) -> dict[str, Any]:
+    data = dict(read.fields(value if value is not None else {}, key, (), (*CONVERSE_SETTINGS, "caller_may_override")))
+    for name, (_, allowed) in CONVERSE_SETTINGS.items():
+        if name in data and data[name] not in allowed:
+            raise read.fail(f"{key}.{name}", f"expected one of {', '.join(allowed)}, got {data[name]!r}")
+
+    def setting(item: object, item_key: str) -> str:
+        name = read.string(item, item_key)
+        if name not in data:
+            raise read.fail(item_key, f"{name!r} is not a setting of this feature ({', '.join(CONVERSE_SETTINGS)})")
+        return name
+
+    data["caller_may_override"] = read.strings(
+        data.get("caller_may_override", []), f"{key}.caller_may_override", setting
+    )
+    return data
+
+
+# The platform file's model parser per backend kind: every kind of the router's registry has one (a test checks).
+MODEL_PARSERS = {"bedrock": _bedrock_model, "sagemaker": _sagemaker_model}
+
+
 def _features(
     read: _Reader, value: object, regions: Mapping[str, Region], models: Mapping[str, Model]
 ) -> dict[str, Feature]:
@@ -826,7 +857,7 @@ def _features(
         key = f"features.{name}"
         read.string(name, key, _NAME, "feature name (lowercase letters, digits, dashes)")
         data = read.fields(body, key, ("first_capacity", "models", "home_region"),
-                           ("failover_regions", "deadline_ms", "max_attempts", "routing"))  # fmt: skip
+                           ("failover_regions", "deadline_ms", "max_attempts", "routing", "converse"))  # fmt: skip
         first = data["first_capacity"]
         if first not in CAPACITIES:
             raise read.fail(f"{key}.first_capacity", f"expected 'provisioned' or 'on_demand', got {first!r}")
@@ -857,6 +888,7 @@ def _features(
             deadline_ms=read.integer(data.get("deadline_ms", 30_000), f"{key}.deadline_ms", 100, 900_000),
             max_attempts=read.integer(data.get("max_attempts", 4), f"{key}.max_attempts", 1, 20),
             routing=read.mapping(data.get("routing", {}), f"{key}.routing"),
+            converse=_converse_settings(read, data.get("converse", {}), f"{key}.converse"),
         )
         if not any(region in models[m].regions for m in hierarchy for region in feature.regions):
             raise read.fail(f"{key}.models", "no model of the hierarchy is offered in the feature's regions")

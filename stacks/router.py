@@ -47,9 +47,6 @@ FUNCTION_MARGIN_S = 3  # and the Lambda this much longer again (telemetry flush 
 # --- the routing table's JSON Schema (AppConfig validator, draft-04) -------------------------------------------
 
 
-# The router's package is importable once stacks.routing (imported above) has put ROUTER_ROOT on the path.
-
-
 def routing_table_schema() -> dict[str, Any]:
     """The routing table's JSON Schema, rendered from the router's loader (spillway/schema.py)."""
     from spillway.schema import routing_table_schema as render  # noqa: PLC0415
@@ -67,7 +64,7 @@ def flags_schema() -> dict[str, Any]:
 def converse_request_schema() -> apigw.JsonSchema:
     """The API Gateway model of the converse body, rendered from the router's own contract (spillway.api): the
     members and their types only; the handler validates the details."""
-    from spillway.api import gateway_request_schema  # noqa: PLC0415 (stacks.routing puts the router on the path)
+    from spillway.api import gateway_request_schema  # noqa: PLC0415 (stacks/__init__.py puts the router on the path)
 
     return _api_gateway_schema(gateway_request_schema())
 

@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from stacks.platform import Platform, PlatformConfigError
+from spillway.backends.kinds import KINDS
+from spillway.config import MIN_ATTEMPT_MS, RoutingConfigError, RoutingTable, parse_routing_table
+from stacks.platform import CONVERSE_SETTINGS, Platform, PlatformConfigError
 from stacks.targets import feature_targets
 
-# lambdas/router is the Lambda asset and its own import root.
-ROUTER_ROOT = Path(__file__).resolve().parents[1] / "lambdas" / "router"
-if str(ROUTER_ROOT) not in sys.path:
-    sys.path.insert(0, str(ROUTER_ROOT))
-
-from spillway.config import MIN_ATTEMPT_MS, RoutingConfigError, RoutingTable, parse_routing_table  # noqa: E402
-
 SCHEMA_VERSION = 1
-MAX_REQUEST_BYTES = 256 * 1024
 
 
 def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
@@ -41,11 +33,7 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
     targets: dict[str, Any] = {}
     for feature in served:
         for target in feature_targets(platform, feature.name):
-            backend = (
-                {"kind": "sagemaker", "endpoint_name": target.invoke_id}
-                if target.kind == "sagemaker"
-                else {"kind": "bedrock", "model_id": target.invoke_id}
-            )
+            backend = {"kind": target.kind, KINDS[target.kind].ref_field: target.invoke_id}  # the registry's form
             entry: dict[str, Any] = {
                 "model": target.model,
                 "capacity": target.capacity,
@@ -64,15 +52,26 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
             "failover_regions": list(feature.failover_regions),
             "deadline_ms": feature.deadline_ms,
             "max_attempts": feature.max_attempts,
+            **({"converse": converse_settings(feature.converse)} if feature.converse else {}),
         }
     table = {
         "version": SCHEMA_VERSION,
         "targets": dict(sorted(targets.items())),
         "features": dict(sorted(features.items())),
-        "limits": {"max_request_bytes": MAX_REQUEST_BYTES},
-    }
+    }  # no "limits": the router's own, derived from AWS's limits in spillway/limits.py, apply
     validate_routing_table(platform, table)
     return table
+
+
+def converse_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A feature's `converse:` settings in the routing table's form: the Converse members and who may override."""
+    defaults: dict[str, Any] = {}
+    if "service_tier" in settings:
+        defaults["serviceTier"] = {"type": settings["service_tier"]}
+    if "latency" in settings:
+        defaults["performanceConfig"] = {"latency": settings["latency"]}
+    overridable = [CONVERSE_SETTINGS[name][0] for name in settings.get("caller_may_override", ())]
+    return {"defaults": defaults, "caller_may_override": overridable}
 
 
 def with_invoke_ids(

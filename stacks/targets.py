@@ -7,11 +7,14 @@ the config widens both, and nothing else widens either.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from spillway.backends.kinds import KINDS, BackendKind, kind_of
 from stacks.naming import endpoint_name
 from stacks.platform import Capacity, Model, Platform, partition_of, usable_capacities
+
+__all__ = ["KINDS", "BackendKind", "InvokeGrants", "Target", "endpoint_grants", "router_grants", "used_targets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +22,13 @@ class Target:
     model: str
     capacity: Capacity
     region: str
-    kind: str  # "bedrock" or "sagemaker": which runtime endpoint the request enters through
+    kind: str  # a registered backend kind (spillway/backends/kinds.py): which runtime the request enters through
     invoke_id: str  # what the runtime call names: model id, inference profile id, PT ARN or endpoint name
     arns: tuple[str, ...]  # every resource the call may touch, for endpoint and IAM policies
     max_in_flight: int | None
+
+    def __post_init__(self) -> None:
+        kind_of(self.kind)  # an unregistered kind fails here, never falls into another kind's grants
 
     @property
     def id(self) -> str:
@@ -31,10 +37,17 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class InvokeGrants:
-    """Exact resource ARNs per runtime service, sorted and free of duplicates."""
+    """Exact resource ARNs per backend kind (each kind's runtime service), sorted and free of duplicates."""
 
-    bedrock: tuple[str, ...]
-    sagemaker: tuple[str, ...]
+    by_kind: Mapping[str, tuple[str, ...]]
+
+    @property
+    def bedrock(self) -> tuple[str, ...]:
+        return self.by_kind.get("bedrock", ())
+
+    @property
+    def sagemaker(self) -> tuple[str, ...]:
+        return self.by_kind.get("sagemaker", ())
 
 
 def model_targets(platform: Platform, model: Model) -> list[Target]:
@@ -104,11 +117,10 @@ def used_targets(platform: Platform) -> list[Target]:
 
 
 def _grants(targets: Iterable[Target]) -> InvokeGrants:
-    bedrock: set[str] = set()
-    sagemaker: set[str] = set()
+    arns: dict[str, set[str]] = {name: set() for name in KINDS}
     for target in targets:
-        (sagemaker if target.kind == "sagemaker" else bedrock).update(target.arns)
-    return InvokeGrants(tuple(sorted(bedrock)), tuple(sorted(sagemaker)))
+        arns[target.kind].update(target.arns)
+    return InvokeGrants({name: tuple(sorted(found)) for name, found in arns.items()})
 
 
 def endpoint_grants(platform: Platform, region: str) -> InvokeGrants:

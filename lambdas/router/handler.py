@@ -37,11 +37,9 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
 from spillway import api, openai_api, telemetry, views
-from spillway.backend import Backend
 from spillway.backends import ClientPool
-from spillway.backends.bedrock import BedrockBackend
-from spillway.backends.openai_compat import OpenAICompatBackend, SecretsManagerKeys, secrets_manager_client_maker
-from spillway.backends.sagemaker import SageMakerBackend
+from spillway.backends.contract import Backend
+from spillway.backends.kinds import make_backends
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, RouteResult, Status
 from spillway.fleet import Fleet, TargetState
@@ -175,9 +173,7 @@ def routing_source(settings: Settings) -> RoutingSource:
 
 
 def backends(settings: Settings) -> dict[str, Backend]:
-    pool = ClientPool(environ=settings.endpoint_urls)
-    keys = SecretsManagerKeys(secrets_manager_client_maker())
-    return {"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool), "openai": OpenAICompatBackend(keys)}
+    return make_backends(ClientPool(environ=settings.endpoint_urls))  # one per kind of the registry
 
 
 def health_store(settings: Settings, health: HealthBoard) -> HealthStore | None:
@@ -300,6 +296,8 @@ def _route_headers(result: RouteResult) -> dict[str, str]:
     }
     if result.target is not None:
         headers["x-spillway-target"] = result.target
+    if result.service_tier is not None:
+        headers["x-spillway-service-tier"] = result.service_tier
     if result.store_round_trips:  # with a fleet store: what sharing cost this request
         headers["x-spillway-store-round-trips"] = str(result.store_round_trips)
         headers["x-spillway-store-ms"] = f"{result.store_ms:.3f}"
@@ -343,7 +341,15 @@ def converse(feature: str) -> Response[str]:
             raise api.ApiError(404, api.UNKNOWN_FEATURE)
         if not api.is_json_content_type(app.current_event.headers.get("content-type")):
             raise api.ApiError(415, api.UNSUPPORTED_MEDIA_TYPE)
-        request = api.parse_body(_body_bytes(), snapshot.table.limits.max_request_bytes)
+        request = api.parse_body(
+            _body_bytes(),
+            snapshot.table.limits.max_request_bytes,
+            base64_encoded=bool(app.current_event.is_base64_encoded),
+        )
+        settings = snapshot.table.features[feature]
+        api.refuse_platform_members(
+            request, (member for member, _ in settings.converse_defaults), settings.caller_may_override
+        )
     except api.ApiError as error:
         telemetry.record_rejected(feature if known else None, error.status, error.code)
         return _error(error, request_id)
@@ -375,7 +381,11 @@ def _route_error(result: RouteResult) -> api.ApiError:
     if result.status is Status.CLIENT_ERROR:
         code = result.code or api.BAD_REQUEST
         status = result.http_status if 400 <= result.http_status < 500 else 400
-        message = api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
+        message = (
+            api.unsupported_message(result.unsupported)
+            if result.unsupported
+            else api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
+        )
         return api.ApiError(status, code, message)
     if result.status is Status.DEADLINE:
         return api.ApiError(504, api.DEADLINE_EXCEEDED)
@@ -413,7 +423,11 @@ def chat_completions() -> Response[str]:
             raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
         if not api.is_json_content_type(app.current_event.headers.get("content-type")):
             raise api.ApiError(415, api.UNSUPPORTED_MEDIA_TYPE)
-        name, stream, request = openai_api.parse(_body_bytes(), snapshot.table.limits.max_request_bytes)
+        name, stream, request = openai_api.parse(
+            _body_bytes(),
+            snapshot.table.limits.max_request_bytes,
+            base64_encoded=bool(app.current_event.is_base64_encoded),
+        )
         if not _is_feature(snapshot, name):
             raise openai_api.ChatError("model", api.MESSAGES[api.UNKNOWN_FEATURE], 404, api.UNKNOWN_FEATURE)
         feature = name
@@ -505,6 +519,9 @@ def _instrumented(event: dict[str, Any], context: Any, request_id: str) -> dict[
         # The correlation id is the request id (Powertools' correlation_paths.API_GATEWAY_REST), parsed once: a
         # correlation_id_path would run a JMESPath search on every invocation.
         logger.set_correlation_id(request_id)
+        if not is_proxy_event(event):  # not a request API Gateway sent: nothing to route, still never a 500
+            telemetry.record_rejected(None, 502, api.ROUTER_ERROR)
+            return _last_resort(request_id)
         app.context["request_id"] = request_id
         return app.resolve(event, context)
     except Exception as exc:  # the resolver itself failed (a malformed event): still never a 500
@@ -524,12 +541,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             span.annotate("ColdStart", _cold)
             span.annotate("Service", telemetry.SERVICE)
         _cold = False
-        request_id = request_id_of(event, context)
-        if not is_proxy_event(event):  # not a request API Gateway sent: nothing to route, still never a 500
-            telemetry.record_rejected(None, 502, api.ROUTER_ERROR)
-            answer = _last_resort(request_id)
-        else:
-            answer = _answer(event, context, request_id)
+        answer = _answer(event, context, request_id_of(event, context))
         status = answer.get("statusCode")
         if span is not None and isinstance(status, int):
             span.http_status = status

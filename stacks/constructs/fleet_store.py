@@ -35,6 +35,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from spillway.fleet_store import ACCESS_STRING as STORE_ACCESS_STRING
 from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
 from stacks.constructs.private_endpoint import ec2_description
 from stacks.platform import FleetStoreSettings, fleet_cache_name, partition_of
@@ -42,10 +43,9 @@ from stacks.platform import FleetStoreSettings, fleet_cache_name, partition_of
 ENGINE = "valkey"
 MAJOR_ENGINE_VERSION = "8"
 PORT = 6379  # a serverless cache's endpoint port (its reader endpoint, 6380, is not used: the router reads its writes)
-# What the router's store needs: reads and writes of strings, hashes and sorted sets, EVAL/EVALSHA, TIME (the
-# scripts' one clock: it is in no read/write category) and SELECT 0; minus the dangerous commands (FLUSHALL, KEYS,
-# CONFIG, DEBUG, ...). Keys are not restricted: the cache is this router's alone and holds nothing else.
-ACCESS_STRING = "on ~* -@all +@read +@write +@scripting +@connection +time +select -@dangerous"
+# What the router's store needs (its commands, as an ACL access string) is the router's to say. Keys are not
+# restricted: the cache is this router's alone and holds nothing else.
+ACCESS_STRING = STORE_ACCESS_STRING
 ENV_URL = "SPILLWAY_FLEET_STORE_URL"
 ENV_USER = "SPILLWAY_FLEET_STORE_USER"
 ENV_CACHE = "SPILLWAY_FLEET_STORE_CACHE"

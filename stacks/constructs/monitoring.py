@@ -136,6 +136,16 @@ class RouterMonitoring(Concern):
             datapoints=1,
         )
         add(
+            "DeploymentFaults",
+            "deployment-faults",
+            "A target answered with a deployment fault (missing endpoint or model id, access denied, bad credentials "
+            "or signature): fix the deployment; the router moves on to the next target meanwhile",
+            _insights("DeploymentFaults", "service, feature, target", "deployment faults"),
+            1,
+            evaluation=1,
+            datapoints=1,
+        )
+        add(
             "BackendThrottles",
             "backend-throttles",
             "Backends throttle the router (capacity): spillover is carrying load; PT or quotas may need raising",

@@ -11,7 +11,8 @@ from emulator import Emulator, Fault, TargetSpec
 from emulator.openai_compat import base_path
 from emulator.targets import Kind
 from spillway.backends.openai_compat import OpenAICompatBackend, StaticKeys
-from spillway.config import OpenAIRef, Target
+from spillway.backends.kinds import OpenAIRef
+from spillway.config import Target
 from spillway.errors import BackendError, ErrorClass
 
 MODEL = "gpt-oss-120b"
@@ -29,7 +30,7 @@ def _call(emu: Emulator, text: str = "hi", model: str = MODEL, timeout_s: float 
     base_url = emu.endpoint_url("us-east-1").rstrip("/") + base_path(model)
     target = Target("m/on_demand/us-east-1", "m", "on_demand", "us-east-1", OpenAIRef(base_url, model, "secret", "k"))
     request = {"messages": [{"role": "user", "content": [{"text": text}]}]}
-    reply = OpenAICompatBackend(StaticKeys({"k": "key"})).invoke(target, request, timeout_s)
+    reply = OpenAICompatBackend(keys=StaticKeys({"k": "key"})).invoke(target, request, timeout_s)
     return str(reply.response["output"]["message"]["content"][0]["text"])
 
 

@@ -11,7 +11,8 @@ import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
 from emulator import Emulator, Fault, TargetSpec
-from emulator.wire import BEDROCK_ERRORS, ERROR_ALIASES, SAGEMAKER_ERRORS
+from emulator.targets import Kind
+from emulator.wire import BEDROCK_ERRORS, ERROR_ALIASES, SAGEMAKER_ERRORS, status_of
 from tests.emulator.conftest import (
     ENDPOINT,
     MODEL,
@@ -38,7 +39,7 @@ def test_error_catalogs_match_botocore_service_models() -> None:
     for code, status in BEDROCK_ERRORS.items():
         assert bedrock[code] == status, code
     for code, status in SAGEMAKER_ERRORS.items():
-        if code in sagemaker:  # ThrottlingException and AccessDeniedException are common errors, not modeled
+        if code in sagemaker:  # InternalStreamFailure and ModelStreamError are stream events, without a status
             assert sagemaker[code] == status, code
     converse = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("Converse")
     assert {s.name for s in converse.error_shapes} <= set(BEDROCK_ERRORS)
@@ -152,7 +153,7 @@ SAGEMAKER_CASES = [(alias, codes[1]) for alias, codes in ERROR_ALIASES.items()] 
 def test_every_bedrock_error(client: ClientFactory, emu: Emulator, error: str, code: str) -> None:
     emu.set_fault((WEST, "bedrock", MODEL), Fault.error_response(error, count=1))
     got, status, response = _error(lambda: client("bedrock-runtime", WEST).converse(**converse_kwargs(MODEL)))
-    assert (got, status) == (code, BEDROCK_ERRORS[code])
+    assert (got, status) == (code, status_of(Kind.BEDROCK, code))
     assert response["Error"]["Message"]
     assert response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-errortype"].startswith(code + ":")
     if code == "ModelErrorException":
@@ -165,7 +166,7 @@ def test_every_sagemaker_error(client: ClientFactory, emu: Emulator, error: str,
     emu.set_fault((WEST, "sagemaker", ENDPOINT), Fault.error_response(error, count=1))
     sagemaker = client("sagemaker-runtime", WEST)
     got, status, response = _error(lambda: sagemaker.invoke_endpoint(EndpointName=ENDPOINT, Body=chat_body()))
-    assert (got, status) == (code, SAGEMAKER_ERRORS[code])
+    assert (got, status) == (code, status_of(Kind.SAGEMAKER, code))
     assert response["Error"]["Message"]
     if code == "ModelError":
         assert response["OriginalStatusCode"] in (408, 500)

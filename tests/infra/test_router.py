@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from stacks import packaging
+from stacks import ROUTER_ROOT, packaging
 from stacks.constructs.health_table import HEALTH_TTL_ATTRIBUTE, health_table_owner
 from stacks.constructs.router_api import ACCESS_LOG_FIELDS, API_RESOURCES
 from stacks.constructs.routing_config import APPCONFIG_PROFILE
@@ -20,7 +20,7 @@ from stacks.eni import ENI_ACTIONS
 from stacks.packaging import RouterBuildError, stage_router_code
 from stacks.platform import Platform
 from stacks.router import routing_table_schema
-from stacks.routing import ROUTER_ROOT, render_routing_table
+from stacks.routing import render_routing_table
 from tests.infra.conftest import Template, resources_of
 
 INVOKE_ACTION = re.compile(r"^(bedrock:Invoke|sagemaker:Invoke)", re.IGNORECASE)
@@ -442,7 +442,7 @@ def test_alarms_and_dashboard(platform: Platform, routers: Mapping[str, Template
         found = resources_of(template, "AWS::CloudWatch::Alarm").values()
         alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in found}
         prefix = f"{platform.name}-router-{region}-"
-        expected = {"api-5xx", "breaker-open", "backend-throttles", "lambda-throttles"}
+        expected = {"api-5xx", "breaker-open", "deployment-faults", "backend-throttles", "lambda-throttles"}
         for feature in sorted(render_routing_table(platform, region)["features"]):
             expected |= {f"spill-rate-{feature}", f"failover-rate-{feature}"}
         assert {name.removeprefix(prefix) for name in alarms} == expected

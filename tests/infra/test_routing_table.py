@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import yaml
 
-from spillway.config import BedrockRef, parse_routing_table
+from spillway.backends.kinds import BedrockRef
+from spillway.config import parse_routing_table
 from spillway.policy import Planner
 from stacks.platform import PlatformConfigError, load_platform, parse_platform
 from stacks.routing import config_key, render_routing_table, validate_routing_table, with_invoke_ids
@@ -130,8 +133,8 @@ def test_invoke_ids_name_the_cells_profiles_and_pt_and_round_trip() -> None:
             assert invoke_id == (profiles[(name, model)] if capacity == "on_demand" else pt[model])
         planned = {s.target.id: s.target.backend for s in Planner(table).candidates(name)}
         for tid, backend in planned.items():
-            if tid in ids:
-                assert backend == BedrockRef(ids[tid])
-            else:
-                assert backend == table.targets[tid].backend
+            expected = BedrockRef(ids[tid]) if tid in ids else table.targets[tid].backend
+            if isinstance(expected, BedrockRef):  # with the feature's platform-decided Converse members
+                expected = replace(expected, defaults=feature.converse_defaults)
+            assert backend == expected
     assert any(dict(f.invoke_ids) for f in table.features.values())

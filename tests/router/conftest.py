@@ -7,6 +7,7 @@ import json
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +25,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import handler
 from emulator import Emulator, TargetSpec
-from spillway.backend import BackendReply, Usage
+from spillway.backends.contract import BackendReply, Usage
 from spillway.config import Target
 from spillway.errors import BackendError
 from spillway.health import HealthBoard
@@ -308,16 +309,32 @@ def _specs(table: dict[str, Any]) -> list[TargetSpec]:
     return list(specs.values())
 
 
-@pytest.fixture
-def emulated(table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with Emulator(_specs(table_doc)) as emu:
-        emu.set_configuration(APP, ENV, PROFILE, table_doc)
-        for region, url in emu.endpoint_urls().items():
-            monkeypatch.setenv("SPILLWAY_ENDPOINT_URL_" + region.upper().replace("-", "_"), url)
-        monkeypatch.setenv("SPILLWAY_APPCONFIG_URL", emu.appconfig_url)
-        monkeypatch.setenv("SPILLWAY_APPCONFIG_APPLICATION", APP)
-        monkeypatch.setenv("SPILLWAY_APPCONFIG_ENVIRONMENT", ENV)
-        monkeypatch.setenv("SPILLWAY_APPCONFIG_PROFILE", PROFILE)
+def emulator_environment(emu: Emulator) -> dict[str, str]:
+    """What the router reads to reach the emulator's runtimes and AppConfig stand-in."""
+    env = {"SPILLWAY_ENDPOINT_URL_" + r.upper().replace("-", "_"): url for r, url in emu.endpoint_urls().items()}
+    env.update(
+        SPILLWAY_APPCONFIG_URL=emu.appconfig_url,
+        SPILLWAY_APPCONFIG_APPLICATION=APP,
+        SPILLWAY_APPCONFIG_ENVIRONMENT=ENV,
+        SPILLWAY_APPCONFIG_PROFILE=PROFILE,
+    )
+    return env
+
+
+@contextmanager
+def emulated_router(table: dict[str, Any], patch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """An emulator serving every target of `table` and its AppConfig stand-in, the router's environment pointing
+    at them (the router is built from the environment on its next use)."""
+    with Emulator(_specs(table)) as emu:
+        emu.set_configuration(APP, ENV, PROFILE, table)
+        for name, value in emulator_environment(emu).items():
+            patch.setenv(name, value)
         handler.set_router(None)
         yield emu
         handler.set_router(None)
+
+
+@pytest.fixture
+def emulated(table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    with emulated_router(table_doc, monkeypatch) as emu:
+        yield emu

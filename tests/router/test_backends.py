@@ -12,11 +12,14 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from spillway.backends import ClientPool, backend_error, endpoint_url_for, tier_for
+from spillway.backends import ClientPool, endpoint_url_for, tier_for
 from spillway.backends.bedrock import BedrockBackend
-from spillway.backends.sagemaker import SageMakerBackend, from_chat, to_chat
-from spillway.config import BedrockRef, SageMakerRef, Target
+from spillway.backends.chat import from_chat, to_chat
+from spillway.backends.kinds import BedrockRef, SageMakerRef
+from spillway.backends.sagemaker import SageMakerBackend
+from spillway.config import Target
 from spillway.errors import BackendError, ErrorClass
+from spillway.errors import from_exception as backend_error
 from tests.router.conftest import BEDROCK_META
 
 PT_ARN = "arn:aws:bedrock:us-east-1:111122223333:provisioned-model/sonnetuse1pt01"

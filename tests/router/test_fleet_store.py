@@ -22,11 +22,10 @@ import handler
 from spillway.capacity import InflightTracker
 from spillway.engine import Engine, Status
 from spillway.fleet import Change, Fleet, FleetState, FleetUnavailable, Report
-from spillway.fleet_store import ValkeyFleetStore, iam_credentials
+from spillway.fleet_store import ACCESS_STRING, ValkeyFleetStore, iam_credentials
 from spillway.health import BreakerState, HealthBoard, Verdict
 from spillway.resp import Address, Connection, parse_url
 from spillway.settings import Settings, SettingsError
-from stacks.constructs.fleet_store import ACCESS_STRING  # what the IAM user may run in AWS
 from tests.unit.fleet_fake import FakeFleetStore
 from tests.unit.helpers import FEATURE, FakeClock, ScriptedBackend, make_table
 

@@ -11,10 +11,10 @@ import botocore.session  # type: ignore[import-untyped]
 import pytest
 from botocore.model import StructureShape  # type: ignore[import-untyped]
 
-from spillway import api
-from spillway.backend import BackendReply
+from spillway import api, limits
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
+from spillway.backends.contract import BackendReply
 from spillway.errors import BackendError, ErrorClass
 from stacks.platform import load_platform
 from tests.router.conftest import PLATFORM, Harness, LambdaContext, api_event, body_of, converse_body, header, ok_reply
@@ -170,6 +170,23 @@ def test_unknown_path_is_404_and_wrong_method_405(harness: Harness) -> None:
     response = harness.call(api_event("GET", "/v1/features/summarize-thread/converse"))
     assert response["statusCode"] == 405
     assert _error(response)["code"] == api.METHOD_NOT_ALLOWED
+
+
+@pytest.mark.parametrize("image_bytes", [300 * 1024, limits.BEDROCK_IMAGE_BYTES])
+def test_images_up_to_bedrocks_limit_are_served_not_413(harness: Harness, image_bytes: int) -> None:
+    image = {"image": {"format": "png", "source": {"bytes": base64.b64encode(b"\x89" * image_bytes).decode()}}}
+    response = harness.converse(body={"messages": [{"role": "user", "content": [{"text": "what is it?"}, image]}]})
+    assert response["statusCode"] == 200
+    ((_, request, _),) = harness.bedrock.calls
+    assert request["messages"][0]["content"][1] == image  # handed on as sent (the Bedrock backend decodes it)
+
+
+def test_over_the_derived_limit_is_413_before_any_call(harness: Harness) -> None:
+    text = "x" * (limits.MAX_REQUEST_BYTES - 60)  # with the envelope of the body, just over
+    response = harness.converse(body=converse_body(text))
+    assert response["statusCode"] == 413
+    assert _error(response)["code"] == api.PAYLOAD_TOO_LARGE
+    assert harness.bedrock.calls == []
 
 
 def test_over_the_configured_size_is_413(table_doc: dict[str, Any]) -> None:

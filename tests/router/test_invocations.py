@@ -3,10 +3,14 @@ invocation leaves behind (request id, route arguments, the resolver's event) nev
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from spillway.backend import BackendReply, Usage
+from spillway import telemetry
+from spillway.backends.contract import BackendReply, Usage
 from spillway.config import Target
 from tests.router.conftest import Harness, LambdaContext, api_event, body_of, converse_body, header
 
@@ -47,3 +51,22 @@ def test_route_arguments_do_not_carry_over(harness: Harness) -> None:
     assert body_of(unknown)["error"]["code"] == "UnknownFeature"
     assert harness.call(api_event("GET", "/v1/health", content_type=None))["statusCode"] == 200
     assert harness.converse("summarize-thread")["statusCode"] == 200
+
+
+def test_a_malformed_events_log_line_is_its_own(harness: Harness) -> None:
+    """The logger's per-invocation keys are reset for an event the router refuses too, so its line does not carry
+    the previous request's correlation id."""
+    handler = telemetry.logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    try:
+        harness.converse(request_id="the-previous-request")
+        context = LambdaContext()
+        context.aws_request_id = "lambda-malformed"
+        assert harness.call({"requestContext": {}}, context)["statusCode"] == 502
+    finally:
+        handler.setStream(previous)
+    (rejected,) = [json.loads(line) for line in buffer.getvalue().splitlines() if '"rejected"' in line]
+    assert rejected["correlation_id"] == "lambda-malformed"
+    assert rejected["function_request_id"] == "lambda-malformed"

@@ -18,7 +18,8 @@ from spillway.backends.openai_compat import (
     retry_after_s,
     sigv4_signer,
 )
-from spillway.config import OpenAIRef, RoutingConfigError, Target, parse_routing_table
+from spillway.backends.kinds import OpenAIRef
+from spillway.config import RoutingConfigError, Target, parse_routing_table
 from spillway.errors import BackendError, ErrorClass
 from tests.fakes import FakeClock
 
@@ -79,7 +80,7 @@ def _request(**extra: Any) -> dict[str, Any]:
 
 def test_a_keyed_call_sends_chat_completions_with_the_bearer_key(server: Scripted) -> None:
     ref = OpenAIRef(server.url, "gpt-oss-120b", "secret", secret_id="azure-key")
-    backend = OpenAICompatBackend(StaticKeys({"azure-key": "k-123"}))
+    backend = OpenAICompatBackend(keys=StaticKeys({"azure-key": "k-123"}))
     reply = backend.invoke(_target(ref), _request(inferenceConfig={"maxTokens": 9}), 5.0)
     assert reply.response["output"]["message"]["content"] == [{"text": "hi"}]
     assert reply.usage is not None
@@ -115,7 +116,7 @@ def test_images_structured_output_and_tools_are_rendered(server: Scripted) -> No
         },
         "toolConfig": {"tools": [{"toolSpec": {"name": "f", "inputSchema": {"json": {"type": "object"}}}}]},
     }
-    OpenAICompatBackend(StaticKeys({"s": "k"})).invoke(_target(ref), request, 5.0)
+    OpenAICompatBackend(keys=StaticKeys({"s": "k"})).invoke(_target(ref), request, 5.0)
     body = server.requests[0][2]
     assert body["messages"][0]["content"] == [
         {"type": "text", "text": "see"},
@@ -130,7 +131,7 @@ def test_images_structured_output_and_tools_are_rendered(server: Scripted) -> No
 
 def test_what_the_target_cannot_express_is_a_client_error_before_any_call(server: Scripted) -> None:
     text_only = OpenAIRef(server.url, "m", "secret", secret_id="s")
-    backend = OpenAICompatBackend(StaticKeys({"s": "k"}))
+    backend = OpenAICompatBackend(keys=StaticKeys({"s": "k"}))
     image = {"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": "AAAA"}}}]}
     for request in (_request(guardrailConfig={"guardrailIdentifier": "g"}), {"messages": [image]}):
         with pytest.raises(BackendError) as caught:
@@ -160,7 +161,7 @@ def test_each_status_has_its_class(  # noqa: PLR0917 (pytest passes parameters b
     server.answers.append((status, headers, body))
     ref = OpenAIRef(server.url, "m", "secret", secret_id="s")
     with pytest.raises(BackendError) as caught:
-        OpenAICompatBackend(StaticKeys({"s": "k"})).invoke(_target(ref), _request(), 5.0)
+        OpenAICompatBackend(keys=StaticKeys({"s": "k"})).invoke(_target(ref), _request(), 5.0)
     assert caught.value.error_class is expected
     assert caught.value.retry_after_s == retry
     assert "slow down" not in repr(caught.value)
@@ -170,14 +171,14 @@ def test_a_context_overflow_is_a_client_error_that_says_so(server: Scripted) -> 
     server.answers.append((400, {}, {"error": {"code": "context_length_exceeded", "message": "x"}}))
     ref = OpenAIRef(server.url, "m", "secret", secret_id="s")
     with pytest.raises(BackendError) as caught:
-        OpenAICompatBackend(StaticKeys({"s": "k"})).invoke(_target(ref), _request(), 5.0)
+        OpenAICompatBackend(keys=StaticKeys({"s": "k"})).invoke(_target(ref), _request(), 5.0)
     assert caught.value.error_class is ErrorClass.CLIENT
     assert caught.value.context_overflow
 
 
 def test_a_malformed_200_and_a_timeout_are_unavailable(server: Scripted) -> None:
     ref = OpenAIRef(server.url, "m", "secret", secret_id="s")
-    backend = OpenAICompatBackend(StaticKeys({"s": "k"}))
+    backend = OpenAICompatBackend(keys=StaticKeys({"s": "k"}))
     server.answers.append((200, {}, b"not json"))
     with pytest.raises(BackendError) as caught:
         backend.invoke(_target(ref), _request(), 5.0)
@@ -191,7 +192,7 @@ def test_a_malformed_200_and_a_timeout_are_unavailable(server: Scripted) -> None
 
 def test_kept_connections_are_reused(server: Scripted) -> None:
     ref = OpenAIRef(server.url, "m", "secret", secret_id="s")
-    backend = OpenAICompatBackend(StaticKeys({"s": "k"}))
+    backend = OpenAICompatBackend(keys=StaticKeys({"s": "k"}))
     for _ in range(3):
         backend.invoke(_target(ref), _request(), 5.0)
     assert len(server.requests) == 3

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from spillway.backend import BackendReply, Usage
+from spillway.backends.contract import BackendReply, Usage
 from spillway.errors import BackendError
 from tests.router.conftest import Harness, api_event, body_of, header
 

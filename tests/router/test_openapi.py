@@ -13,6 +13,7 @@ from openapi_spec_validator import validate
 import handler
 from spillway import api
 from spillway.errors import BackendError
+from spillway.limits import MAX_REQUEST_BYTES
 from tests.router.conftest import Harness, api_event, converse_body
 from tools import openapi as tool
 
@@ -51,7 +52,7 @@ def _statuses_the_handler_answers(harness: Harness, monkeypatch: pytest.MonkeyPa
         harness.converse(),
         harness.converse(body={"messages": "not a list"}),
         harness.converse("no-such-feature"),
-        harness.call(api_event("POST", path, body=converse_body("x" * 300_000))),
+        harness.call(api_event("POST", path, body=converse_body("x" * (MAX_REQUEST_BYTES + 1)))),
         harness.call(api_event("POST", path, raw_body="hello", content_type="text/plain")),
     ]
 
@@ -89,6 +90,8 @@ def test_content_block_vocabulary_matches_botocore() -> None:
     model = botocore.session.get_session().get_service_model("bedrock-runtime")
     assert set(api.CONTENT_BLOCKS) == set(model.shape_for("ContentBlock").members)
     assert set(api.SYSTEM_BLOCKS) == set(model.shape_for("SystemContentBlock").members)
+    assert set(api.TOOL_RESULT_BLOCKS) == set(model.shape_for("ToolResultContentBlock").members)
+    assert set(api.TOOL_KINDS) == set(model.shape_for("Tool").members)
     assert set(api.INFERENCE_KEYS) == set(model.shape_for("InferenceConfiguration").members)
     assert set(api.TOOL_CONFIG_KEYS) == set(model.shape_for("ToolConfiguration").members)
     converse_input = model.operation_model("Converse").input_shape

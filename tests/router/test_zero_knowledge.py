@@ -22,6 +22,7 @@ from spillway import telemetry
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
+from spillway.limits import MAX_REQUEST_BYTES
 from tests.router.conftest import BEDROCK_META, Harness, XRayDaemon, api_event
 
 CANARY = "ZKCANARY-51e9b7"
@@ -205,7 +206,15 @@ REJECTED: list[tuple[str, dict[str, Any], int]] = [
     ("unknown_key", {"body": {CANARY: CANARY, "messages": [{"role": "user", "content": [{"text": "x"}]}]}}, 400),
     ("bad_block", {"body": {"messages": [{"role": "user", "content": [{CANARY: {"text": CANARY}}]}]}}, 400),
     ("bad_json", {"raw_body": '{"messages": "' + CANARY}, 400),
-    ("too_big", {"body": {"messages": [{"role": "user", "content": [{"text": CANARY * 20000}]}]}}, 413),
+    (
+        "too_big",
+        {
+            "body": {
+                "messages": [{"role": "user", "content": [{"text": CANARY * (MAX_REQUEST_BYTES // len(CANARY) + 1)}]}]
+            }
+        },
+        413,
+    ),
     ("wrong_type", {"raw_body": CANARY, "content_type": "text/plain"}, 415),
     ("unknown_feature", {"feature": CANARY, "body": {"messages": [{"role": "user", "content": [{"text": "x"}]}]}}, 404),
     ("wrong_path", {"path": f"/v1/{CANARY}", "body": {"x": CANARY}}, 404),

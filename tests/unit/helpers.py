@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from spillway.backend import BackendReply
+from spillway.backends.contract import BackendReply
 from spillway.config import RoutingTable, Target, load_routing_table, parse_routing_table
 from spillway.errors import BackendError, ErrorClass
 from tests.fakes import FakeClock

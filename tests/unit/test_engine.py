@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from spillway.backend import BackendReply
+from spillway.backends.contract import BackendReply
 from spillway.capacity import InflightTracker
 from spillway.config import RoutingTable, Target
 from spillway.engine import Engine, Outcome, RouteResult, Status

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from spillway.config import BedrockRef, RoutingConfigError, parse_routing_table
+from spillway.backends.kinds import BedrockRef
+from spillway.config import RoutingConfigError, parse_routing_table
 from spillway.health import HealthBoard
 from spillway.policy import Planner
 

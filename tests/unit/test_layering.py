@@ -65,4 +65,18 @@ def test_the_check_sees_what_it_must() -> None:
     backends_init = imported(PACKAGE / "backends" / "__init__.py")
     assert {"boto3", "botocore.config"} <= backends_init  # importlib.import_module literals
     assert "spillway.errors" in backends_init  # `from ..errors import ...`
-    assert "spillway.backend.BackendReply" in imported(PACKAGE / "engine.py")
+    assert "spillway.backends.contract.BackendReply" in imported(PACKAGE / "engine.py")
+
+
+@pytest.mark.parametrize("name", ["kinds.py", "contract.py"])
+def test_the_registry_and_the_contract_load_no_runtime(name: str) -> None:
+    """The config, planner and engine read these two: they load no SDK and no backend implementation (the registry
+    names its implementations as strings and imports them only when the router is built)."""
+    names = imported(PACKAGE / "backends" / name)
+    assert not _uses(names, AWS_SDK)
+    runtimes = {"spillway.backends.bedrock", "spillway.backends.sagemaker", "spillway.backends.chat"}
+    assert not {n for n in names if n.rsplit(".", 1)[0] in runtimes or n in runtimes}
+
+
+def test_one_name_per_idea() -> None:
+    assert not (PACKAGE / "backend.py").exists(), "the engine-backend contract is spillway/backends/contract.py"

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from spillway import config, schema
 from spillway.config import MIN_ATTEMPT_MS, RoutingConfigError, parse_routing_table
+from spillway.limits import MAX_REQUEST_BYTES
 from spillway.routing_source import CANARY_KEYS, FLAGS_KEYS, _canaries
 
 MODELS = ("claude-sonnet", "nova-lite", "llama-escrow")
@@ -93,7 +94,7 @@ def tables(draw: Draw) -> dict[str, Any]:
         features[name] = draw(feature_of(targets, models, regions))
     table: dict[str, Any] = {"version": 1, "targets": targets, "features": features}
     if draw(st.booleans()):
-        table["limits"] = {"max_request_bytes": draw(st.integers(min_value=1, max_value=10_000_000))}
+        table["limits"] = {"max_request_bytes": draw(st.integers(min_value=1, max_value=MAX_REQUEST_BYTES))}
     return table
 
 
@@ -134,6 +135,19 @@ def feature_of(draw: Draw, targets: dict[str, Any], models: list[str], regions: 
         "invoke_ids": st.dictionaries(st.sampled_from(usable), st.just("arn:aws:bedrock:x:1:profile/p"))
         if usable
         else st.just({}),
+        "converse": st.fixed_dictionaries(
+            {},
+            optional={
+                "defaults": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "serviceTier": st.builds(lambda t: {"type": t}, st.sampled_from(config.SERVICE_TIERS)),
+                        "performanceConfig": st.builds(lambda v: {"latency": v}, st.sampled_from(config.LATENCIES)),
+                    },
+                ),
+                "caller_may_override": st.lists(st.sampled_from(config.PLATFORM_MEMBERS), unique=True),
+            },
+        ),
     }
     assert set(knobs) == config.FEATURE_KEYS.optional, "every feature knob is generated"
     for name in sorted(names):

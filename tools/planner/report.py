@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from tools.planner.inputs import Prices, Traffic
 from tools.planner.plan import FeaturePlan, Scenario, Together
@@ -242,6 +243,7 @@ def write_plots(plans: list[FeaturePlan], traffic: Traffic, out: Path) -> list[P
             edgecolors="green",
             label="meets goals",
         )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{p.feature}: cost against model units")
         ax.set_xlabel("model units")
         ax.set_ylabel("cost per month")

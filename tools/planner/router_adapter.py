@@ -13,7 +13,7 @@ _ROUTER_ROOT = Path(__file__).resolve().parents[2] / "lambdas" / "router"
 if str(_ROUTER_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROUTER_ROOT))
 
-from spillway.backend import Backend, BackendReply, Usage  # noqa: E402
+from spillway.backends.contract import Backend, BackendReply, Usage  # noqa: E402
 from spillway.capacity import InflightTracker  # noqa: E402
 from spillway.config import RoutingTable, Target, parse_routing_table  # noqa: E402
 from spillway.engine import Engine, Outcome, RouteResult, Status  # noqa: E402

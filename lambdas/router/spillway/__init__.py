@@ -1,6 +1,6 @@
 """Spillway: the router library. Pure Python, no AWS import; backends are injected."""
 
-from .backend import Backend, BackendReply, Usage
+from .backends.contract import Backend, BackendReply, Usage
 from .config import RoutingConfigError, RoutingTable, Target, load_routing_table, parse_routing_table
 from .engine import Attempt, Engine, Outcome, RouteResult, Status
 from .errors import BackendError, ErrorClass, classify

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .errors import INVALID_BASE64
+from .limits import carried_size
 
 API_TITLE = "Spillway router"
 API_VERSION = "1.0.0"
@@ -75,6 +77,8 @@ CONTENT_BLOCKS = (
     "toolRemoval",
 )
 SYSTEM_BLOCKS = ("text", "guardContent", "cachePoint")
+TOOL_RESULT_BLOCKS = ("json", "text", "image", "document", "video", "searchResult")  # ToolResultContentBlock
+TOOL_KINDS = ("toolSpec", "systemTool", "cachePoint")  # Tool
 INFERENCE_KEYS = ("maxTokens", "temperature", "topP", "stopSequences")
 TOOL_CONFIG_KEYS = ("tools", "toolChoice")
 MAX_MESSAGES = 1000
@@ -122,6 +126,15 @@ class ApiError(Exception):
         self.retry_after_s = retry_after_s
 
 
+def unsupported_message(names: tuple[str, ...]) -> str:
+    """UnsupportedContent's message: the member, block or tool kinds no target of the feature can express (names
+    from the request vocabulary, never content)."""
+    return (
+        f"no model of this feature can take: {', '.join(names)}; docs/calling-the-router.md lists what each backend "
+        "kind takes"
+    )
+
+
 def error_body(code: str, message: str, request_id: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "request_id": request_id}}
 
@@ -133,15 +146,25 @@ def is_json_content_type(value: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def parse_body(raw: bytes, max_bytes: int) -> dict[str, Any]:
+def parse_body(raw: bytes, max_bytes: int, *, base64_encoded: bool = False) -> dict[str, Any]:
     """Size, JSON and shape checks, in that order. Returns the request to hand to the engine."""
-    if len(raw) > max_bytes:
-        raise ApiError(413, PAYLOAD_TOO_LARGE, f"the body is over this deployment's limit of {max_bytes} bytes")
+    return validate_request(load_json(raw, max_bytes, base64_encoded=base64_encoded))
+
+
+def load_json(raw: bytes, max_bytes: int, *, base64_encoded: bool = False) -> object:
+    """Size and JSON checks (both front doors). The size is the body's as the Lambda event carries it
+    (spillway.limits): what must fit in Lambda's payload."""
+    if carried_size(raw, base64_encoded=base64_encoded) > max_bytes:
+        raise ApiError(
+            413,
+            PAYLOAD_TOO_LARGE,
+            f"the body is over this deployment's limit of {max_bytes} bytes (as carried in the Lambda event, where "
+            "quotes, backslashes and line breaks count twice); send large documents and videos by s3Location",
+        )
     try:
-        body = json.loads(raw)
+        return json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, INVALID_JSON) from None
-    return validate_request(body)
 
 
 def validate_request(body: object) -> dict[str, Any]:
@@ -165,6 +188,13 @@ def validate_request(body: object) -> dict[str, Any]:
         if key in body:
             _typed(body[key], key, json_type)
     return {key: body[key] for key in REQUEST_FIELDS if key in body}
+
+
+def refuse_platform_members(request: Mapping[str, Any], decided: Iterable[str], overridable: AbstractSet[str]) -> None:
+    """400 for a member the feature's platform settings decide and do not let callers override (named, no value)."""
+    for member in sorted(set(decided) - set(overridable)):
+        if member in request:
+            _bad(member, "is decided by this feature's platform settings, which do not let a caller override it")
 
 
 def _typed(raw: object, path: str, json_type: str) -> None:
@@ -241,7 +271,7 @@ def _tool_config(raw: object) -> None:
         _bad(f"{path}.tools", "must be a non-empty list of tools")
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or len(tool) != 1:
-            _bad(f"{path}.tools[{i}]", "a tool is an object with one of: toolSpec, cachePoint, systemTool")
+            _bad(f"{path}.tools[{i}]", f"a tool is an object with one of: {', '.join(TOOL_KINDS)}")
     if "toolChoice" in raw and not isinstance(raw["toolChoice"], dict):
         _bad(f"{path}.toolChoice", "must be an object")
 
@@ -298,6 +328,10 @@ _ROUTE_HEADERS = {
         "schema": {"type": "string"},
     },
     "x-spillway-attempts": {"description": "backend calls made for this request", "schema": {"type": "integer"}},
+    "x-spillway-service-tier": {
+        "description": "the Bedrock service tier that served, as Converse's answer says (absent when it says none)",
+        "schema": {"type": "string", "enum": ["priority", "default", "flex", "reserved"]},
+    },
     "x-spillway-route": {
         "description": "every target tried or passed over, in order, as target=outcome, comma-separated",
         "schema": {"type": "string"},
@@ -309,7 +343,7 @@ _STATUS_TEXT = {
     200: "OK",
     400: "Malformed or invalid body, or the model rejected the request (its error code kept, message withheld)",
     404: "Unknown feature",
-    413: "Body over the routing table's limits.max_request_bytes",
+    413: "Body over the size limit: what fits in Lambda's 6 MB payload (spillway/limits.py), or lower if configured",
     415: "Content-Type is not application/json",
     502: "The router failed unexpectedly (never a bare 500)",
     503: "No capacity left, or no routing configuration; see Retry-After",

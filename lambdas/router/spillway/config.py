@@ -30,7 +30,7 @@ An example (version 1)::
           "breaker": {"latency_ms": 12000}
         }
       },
-      "limits": {"max_request_bytes": 262144}
+      "limits": {"max_request_bytes": 262144}      # at most (and by default) spillway.limits.MAX_REQUEST_BYTES
     }
 
 What each knob means is said where it is defined: :class:`Target`, :class:`Feature`, :class:`BreakerPolicy`,
@@ -48,6 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from .backends.kinds import KINDS, BackendRef, RefError  # a target's backend reference is its kind's (the registry)
+from .limits import MAX_REQUEST_BYTES
+
 Capacity = Literal["provisioned", "on_demand"]
 CAPACITIES: tuple[Capacity, ...] = ("provisioned", "on_demand")
 DIMENSIONS = ("spill", "failover", "fallback")
@@ -58,6 +61,11 @@ _MAX_SECONDS = 3600.0
 # The smallest useful attempt: a connection and a first byte. The default minimum of every feature and the floor
 # the loader holds configured minimums to (an attempt started with less left could only be cut off).
 MIN_ATTEMPT_MS = 250.0
+# Converse members a feature's platform settings may decide, with what each may be (botocore's enums).
+SERVICE_TIERS = ("priority", "default", "flex", "reserved")
+LATENCIES = ("standard", "optimized")
+GUARDRAIL_TRACES = ("enabled", "disabled", "enabled_full")
+PLATFORM_MEMBERS = ("serviceTier", "performanceConfig", "guardrailConfig")
 
 
 @dataclass(frozen=True)
@@ -79,41 +87,6 @@ class RoutingConfigError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
-
-
-@dataclass(frozen=True, slots=True)
-class BedrockRef:
-    model_id: str
-    kind: Literal["bedrock"] = "bedrock"
-
-
-@dataclass(frozen=True, slots=True)
-class SageMakerRef:
-    endpoint_name: str
-    kind: Literal["sagemaker"] = "sagemaker"
-
-
-# How an OpenAI-compatible endpoint is authenticated: the function's role (SigV4, Bedrock's OpenAI-compatible
-# endpoints) or a bearer key read from Secrets Manager. Workload identity (a token exchanged for another cloud's) is
-# declared so that a table naming it fails validation with a clear "not supported yet", not an unknown-word error.
-OPENAI_AUTH_MODES = ("sigv4", "secret")
-OPENAI_AUTH_PLANNED = ("workload_identity",)
-
-
-@dataclass(frozen=True, slots=True)
-class OpenAIRef:
-    """A model behind an OpenAI-compatible Chat Completions endpoint (spillway/backends/openai_compat.py)."""
-
-    base_url: str  # https://host[:port]/path, the path up to (not including) /chat/completions
-    model: str  # the endpoint's own model name, sent as the request's "model"
-    auth: str  # one of OPENAI_AUTH_MODES
-    secret_id: str | None = None  # auth "secret": the Secrets Manager secret holding the key
-    signing_service: str = "bedrock"  # auth "sigv4": the service name the signature is scoped to
-    images: bool = False  # the model takes image parts (else an image is this target's client error)
-    kind: Literal["openai"] = "openai"
-
-
-BackendRef = BedrockRef | SageMakerRef | OpenAIRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +137,11 @@ class Feature:
     # application inference profile, a purchased PT), so spend is attributed per feature. Health, breakers, capacity
     # and metrics stay keyed by the target id. Stored as sorted pairs.
     invoke_ids: tuple[tuple[str, str], ...] = ()
+    # JSON "converse": {"defaults": {member: value}, "caller_may_override": [member]}: the Converse members of
+    # PLATFORM_MEMBERS the platform decides for this feature's Bedrock targets (service tier, latency, guardrail),
+    # and those a caller may send anyway (sending another answers 400). Stored as sorted pairs and a set.
+    converse_defaults: tuple[tuple[str, Any], ...] = ()
+    caller_may_override: frozenset[str] = frozenset()
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -172,22 +150,22 @@ class Feature:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_request_bytes: int = 262144
+    # The body as the Lambda event carries it; at most what fits in Lambda's payload (spillway/limits.py).
+    max_request_bytes: int = MAX_REQUEST_BYTES
 
 
 TABLE_KEYS = Keys(frozenset({"version", "targets", "features"}), frozenset({"limits"}))
 TARGET_KEYS = Keys(frozenset({"model", "capacity", "region", "backend"}), frozenset({"max_in_flight"}))
-BACKEND_KEYS = {
-    "bedrock": Keys(frozenset({"kind", "model_id"})),
-    "sagemaker": Keys(frozenset({"kind", "endpoint_name"})),
-    "openai": Keys(
-        frozenset({"kind", "base_url", "model", "auth"}), frozenset({"secret_id", "signing_service", "images"})
-    ),
-}
+BACKEND_KEYS = {name: Keys(frozenset({"kind", *kind.fields}), kind.optional_fields) for name, kind in KINDS.items()}
 FEATURE_KEYS = Keys(
     frozenset({"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"}),
-    frozenset({"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids"}),
+    frozenset({"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids", "converse"}),
 )
+CONVERSE_KEYS = Keys(frozenset(), frozenset({"defaults", "caller_may_override"}))
+CONVERSE_DEFAULTS_KEYS = Keys(frozenset(), frozenset(PLATFORM_MEMBERS))
+SERVICE_TIER_KEYS = Keys(frozenset({"type"}))
+PERFORMANCE_KEYS = Keys(frozenset({"latency"}))
+GUARDRAIL_KEYS = Keys(frozenset({"guardrailIdentifier", "guardrailVersion"}), frozenset({"trace"}))
 ATTEMPT_TIMEOUT_KEYS = Keys(frozenset({"min", "max"}))
 BREAKER_KEYS = Keys(frozenset(), frozenset(BreakerPolicy.__dataclass_fields__))
 LIMITS_KEYS = Keys(frozenset(), frozenset(Limits.__dataclass_fields__))
@@ -237,7 +215,7 @@ def parse_routing_table(raw: object) -> RoutingTable:
         lim = _obj(top["limits"], "limits")
         _keys(lim, "limits", LIMITS_KEYS)
         if "max_request_bytes" in lim:
-            limits = Limits(_int(lim["max_request_bytes"], "limits.max_request_bytes", low=1))
+            limits = Limits(_int(lim["max_request_bytes"], "limits.max_request_bytes", low=1, high=MAX_REQUEST_BYTES))
     return RoutingTable(version=version, targets=targets, features=features, limits=limits)
 
 
@@ -261,38 +239,20 @@ def _target(tid: str, raw: object) -> Target:
 
 
 def _backend(raw: object, path: str) -> BackendRef:
+    """A target's backend, by its kind's entry in the registry (spillway/backends/kinds.py)."""
     obj = _obj(raw, path)
-    kind = obj.get("kind")
-    if kind == "bedrock":
-        _keys(obj, path, BACKEND_KEYS["bedrock"])
-        return BedrockRef(_text(obj["model_id"], f"{path}.model_id"))
-    if kind == "sagemaker":
-        _keys(obj, path, BACKEND_KEYS["sagemaker"])
-        return SageMakerRef(_text(obj["endpoint_name"], f"{path}.endpoint_name"))
-    if kind == "openai":
-        _keys(obj, path, BACKEND_KEYS["openai"])
-        return _openai(obj, path)
-    raise RoutingConfigError(f"{path}.kind", f"must be 'bedrock', 'sagemaker' or 'openai', not {kind!r}")
-
-
-def _openai(obj: Mapping[str, Any], path: str) -> OpenAIRef:
-    base_url = _text(obj["base_url"], f"{path}.base_url").rstrip("/")
-    loopback = base_url.startswith(("http://127.0.0.1:", "http://localhost:"))  # the local emulator only
-    if not (base_url.startswith("https://") or loopback) or any(c in base_url for c in "?# "):
-        raise RoutingConfigError(f"{path}.base_url", "must be an https:// URL without query (plain http: loopback)")
-    auth = _text(obj["auth"], f"{path}.auth")
-    if auth in OPENAI_AUTH_PLANNED:
-        raise RoutingConfigError(f"{path}.auth", f"'{auth}' is not supported yet; use one of {OPENAI_AUTH_MODES}")
-    if auth not in OPENAI_AUTH_MODES:
-        raise RoutingConfigError(f"{path}.auth", f"must be one of {OPENAI_AUTH_MODES}, not {auth!r}")
-    secret_id = _text(obj["secret_id"], f"{path}.secret_id") if "secret_id" in obj else None
-    if (auth == "secret") != (secret_id is not None):
-        raise RoutingConfigError(f"{path}.secret_id", "is required with auth 'secret' and only with it")
-    images = obj.get("images", False)
-    if not isinstance(images, bool):
-        raise RoutingConfigError(f"{path}.images", "must be true or false")
-    service = _text(obj.get("signing_service", "bedrock"), f"{path}.signing_service")
-    return OpenAIRef(base_url, _text(obj["model"], f"{path}.model"), auth, secret_id, service, images)
+    name = obj.get("kind")
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        known = ", ".join(f"'{known}'" for known in sorted(KINDS))
+        raise RoutingConfigError(f"{path}.kind", f"must be one of {known}, not {name!r}")
+    _keys(obj, path, BACKEND_KEYS[kind.name])
+    if kind.parse is not None:  # a kind of several keys checks them itself (the registry's RefError names one)
+        try:
+            return kind.parse(obj)
+        except RefError as error:
+            raise RoutingConfigError(f"{path}.{error.key}", error.problem) from None
+    return kind.make_ref(_text(obj[kind.ref_field], f"{path}.{kind.ref_field}"))
 
 
 def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
@@ -335,6 +295,8 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
     invoke_ids = _invoke_ids(
         obj.get("invoke_ids", {}), f"{path}.invoke_ids", targets, models=models, regions=(home, *failover), first=first
     )
+    defaults, overridable = _converse(obj.get("converse", {}), f"{path}.converse")
+    _guarded_models_on_bedrock(defaults, models, targets, path)
     feature = Feature(
         name=name,
         first_capacity=first,
@@ -349,6 +311,8 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         fallback_on_context_overflow=overflow,
         breaker=breaker,
         invoke_ids=invoke_ids,
+        converse_defaults=defaults,
+        caller_may_override=overridable,
     )
     reachable = {
         t.model
@@ -390,6 +354,59 @@ def _invoke_ids(
             )
         out.append((tid, _text(value, at)))
     return tuple(sorted(out))
+
+
+def _converse(raw: object, path: str) -> tuple[tuple[tuple[str, Any], ...], frozenset[str]]:
+    """A feature's platform-decided Converse members and those a caller may override."""
+    obj = _obj(raw, path)
+    _keys(obj, path, CONVERSE_KEYS)
+    at = f"{path}.defaults"
+    defaults = _obj(obj.get("defaults", {}), at)
+    _keys(defaults, at, CONVERSE_DEFAULTS_KEYS)
+    if "serviceTier" in defaults:
+        tier = _obj(defaults["serviceTier"], f"{at}.serviceTier")
+        _keys(tier, f"{at}.serviceTier", SERVICE_TIER_KEYS)
+        _choice(tier["type"], f"{at}.serviceTier.type", SERVICE_TIERS)
+    if "performanceConfig" in defaults:
+        performance = _obj(defaults["performanceConfig"], f"{at}.performanceConfig")
+        _keys(performance, f"{at}.performanceConfig", PERFORMANCE_KEYS)
+        _choice(performance["latency"], f"{at}.performanceConfig.latency", LATENCIES)
+    if "guardrailConfig" in defaults:
+        guardrail = _obj(defaults["guardrailConfig"], f"{at}.guardrailConfig")
+        _keys(guardrail, f"{at}.guardrailConfig", GUARDRAIL_KEYS)
+        for key in ("guardrailIdentifier", "guardrailVersion"):
+            _text(guardrail[key], f"{at}.guardrailConfig.{key}")
+        if "trace" in guardrail:
+            _choice(guardrail["trace"], f"{at}.guardrailConfig.trace", GUARDRAIL_TRACES)
+    overridable = obj.get("caller_may_override", [])
+    if not isinstance(overridable, list):
+        raise RoutingConfigError(f"{path}.caller_may_override", f"must be a list drawn from {list(PLATFORM_MEMBERS)}")
+    for i, member in enumerate(overridable):
+        _choice(member, f"{path}.caller_may_override[{i}]", PLATFORM_MEMBERS)
+    return tuple(sorted(defaults.items())), frozenset(overridable)
+
+
+def _guarded_models_on_bedrock(
+    defaults: tuple[tuple[str, Any], ...], models: tuple[str, ...], targets: Mapping[str, Target], path: str
+) -> None:
+    """A guardrail is applied by Bedrock: a feature with one may use no model served otherwise (it would answer
+    unguarded)."""
+    if not any(member == "guardrailConfig" for member, _ in defaults):
+        return
+    for i, model in enumerate(models):
+        kinds = {t.backend.kind for t in targets.values() if t.model == model}
+        if kinds != {"bedrock"}:
+            raise RoutingConfigError(
+                f"{path}.models[{i}]",
+                f"model '{model}' is not served by Bedrock alone, and a guardrail applies to Bedrock targets: "
+                "a request it served would go unguarded",
+            )
+
+
+def _choice(raw: object, path: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise RoutingConfigError(path, f"must be one of {', '.join(choices)}, not {raw!r}")
+    return raw  # narrowed to str by the membership test
 
 
 def _breaker(raw: object, path: str) -> BreakerPolicy:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from .backend import Backend, BackendReply, Usage
+from .backends.contract import Backend, BackendReply, Usage
+from .backends.kinds import request_needs
 from .capacity import InflightTracker
 from .config import Feature, RoutingTable, Target
 from .errors import BackendError, ErrorClass, from_exception
@@ -46,6 +47,7 @@ class Outcome(StrEnum):
     OURS = "ours"
     PREDICTED_FULL = "predicted_full"  # not sent: provisioned target estimated full
     REFUSED = "refused"  # not sent: its breaker turned it away (half-open slot taken, ramp share, cooldown)
+    UNSUPPORTED = "unsupported"  # not sent: its backend cannot express the request (no health signal)
 
 
 class Status(StrEnum):
@@ -68,7 +70,8 @@ class Attempt:
         return self.outcome not in _UNSENT
 
 
-_UNSENT = (Outcome.PREDICTED_FULL, Outcome.REFUSED)
+_UNSENT = (Outcome.PREDICTED_FULL, Outcome.REFUSED, Outcome.UNSUPPORTED)
+UNSUPPORTED_CONTENT = "UnsupportedContent"  # no target of the feature can express the request: 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,12 @@ class RouteResult:
     code: str | None = None  # the error code of a client error, or of the last failure
     retry_after_s: int | None = None
     usage: Usage | None = None
+    service_tier: str | None = None  # the Bedrock service tier that served, as the answer says
     spilled: bool = False  # served by on-demand where the feature starts on provisioned
     fell_back: bool = False  # served by a model after the first of the hierarchy
     failed_over: bool = False  # served outside the home region
     predicted_spill: bool = False  # some provisioned target was skipped as full before sending
+    unsupported: tuple[str, ...] = ()  # with UnsupportedContent: what no target could express (names, no content)
     store_round_trips: int = 0  # round trips to the fleet store this request made (0 without a store)
     store_ms: float = 0.0  # the time they took
 
@@ -184,7 +189,10 @@ class Engine:
         deadline = start + budget_ms / 1000.0
         min_s = f.attempt_min_ms / 1000.0
         max_s = f.attempt_max_ms / 1000.0
-        steps = planner.plan(feature, health).steps
+        steps = planner.plan(feature, health, request_needs(request)).steps
+        last_capable = max((i for i, step in enumerate(steps) if not step.unsupported), default=-1)
+        if last_capable < 0 < len(steps):
+            return _unsupported(steps)
         trace: list[Attempt] = []
         sent = 0
         last_code: str | None = None
@@ -192,6 +200,9 @@ class Engine:
         out_of_time = False
         overflow: BackendError | None = None
         for i, step in enumerate(steps):
+            if step.unsupported:
+                trace.append(Attempt(step.target.id, Outcome.UNSUPPORTED, kind=step.kind))
+                continue
             if step.target.model == skip_model:
                 continue
             if sent >= f.max_attempts:
@@ -202,7 +213,7 @@ class Engine:
                 break
             # Never fail without sending at least once: the last step is forced if nothing was sent yet.
             timeout_s = min(remaining, max_s)
-            force = step.probe or (sent == 0 and i == len(steps) - 1)
+            force = step.probe or (sent == 0 and i == last_capable)
             ticket, level = self._admit(health, f, step, force=force, timeout_s=timeout_s, trace=trace)
             if not ticket.admitted:
                 continue
@@ -328,6 +339,7 @@ class Engine:
             response=reply.response,
             target=target.id,
             usage=reply.usage,
+            service_tier=reply.service_tier,
             spilled=target.capacity != f.first_capacity,
             fell_back=target.model != f.models[0],
             failed_over=target.region != f.home_region,
@@ -343,6 +355,14 @@ class Engine:
             severity, ready_at = health.standing(step.target.id)
             soonest = min(soonest, ready_at - now if severity else 1.0)
         return int(min(60, max(1, math.ceil(soonest))))
+
+
+def _unsupported(steps: tuple[PlanStep, ...]) -> RouteResult:
+    """No target of the feature can express the request: 400 UnsupportedContent, naming what no target takes (every
+    target traced as unsupported, none sent)."""
+    trace = tuple(Attempt(step.target.id, Outcome.UNSUPPORTED, kind=step.kind) for step in steps)
+    missing = sorted(frozenset().union(*(step.unsupported for step in steps)))
+    return RouteResult(Status.CLIENT_ERROR, 400, trace, 0.0, code=UNSUPPORTED_CONTENT, unsupported=tuple(missing))
 
 
 def _client_error(error: BackendError, trace: list[Attempt], elapsed_s: float) -> RouteResult:

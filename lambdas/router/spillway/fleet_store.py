@@ -47,6 +47,11 @@ from .health import Verdict
 from .resp import Address, Connection, Credentials, Reply, RespError, parse_url
 
 PREFIX = "{spillway}"
+# The commands this store runs, as a Valkey ACL access string: reads and writes of strings, hashes and sorted sets,
+# EVAL/EVALSHA, TIME (the scripts' one clock: it is in no read/write category) and SELECT 0; minus the dangerous
+# commands (FLUSHALL, KEYS, CONFIG, DEBUG, ...). The stack gives its IAM user exactly this (stacks/constructs/
+# fleet_store.py), and tests/router/test_fleet_store.py runs every operation as a user with it.
+ACCESS_STRING = "on ~* -@all +@read +@write +@scripting +@connection +time +select -@dangerous"
 RING = 120  # one-second buckets kept per target: a window longer than this is read as this long
 RETAIN_S = 7200  # > the longest cooldown the config allows (3600 s)
 LEARN_TTL_S = 30.0  # a PT limit learned from a throttle is forgotten this long after it (InflightTracker's default)

@@ -121,14 +121,9 @@ def error_body(error: api.ApiError) -> dict[str, Any]:
     return {"error": {"message": error.message, "type": kind, "param": param, "code": error.code}}
 
 
-def parse(raw: bytes, max_bytes: int) -> tuple[str, bool, dict[str, Any]]:
+def parse(raw: bytes, max_bytes: int, *, base64_encoded: bool = False) -> tuple[str, bool, dict[str, Any]]:
     """(feature, stream, Converse request) from a chat completions body, or ChatError/ApiError."""
-    if len(raw) > max_bytes:
-        raise api.ApiError(413, api.PAYLOAD_TOO_LARGE, f"the body is over this deployment's limit of {max_bytes} bytes")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise api.ApiError(400, api.INVALID_JSON) from None
+    body = api.load_json(raw, max_bytes, base64_encoded=base64_encoded)
     if not isinstance(body, dict):
         _bad("$", "the body must be a JSON object")
     feature, stream, request = to_converse(body)

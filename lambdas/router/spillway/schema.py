@@ -20,6 +20,7 @@ import typing
 from typing import Any
 
 from . import config
+from .backends.kinds import OPENAI_AUTH_MODES
 from .config import Keys
 from .routing_source import CANARY_KEYS, FLAGS_KEYS
 
@@ -72,7 +73,7 @@ _NAME = {"type": "string", "pattern": config.NAME_PATTERN}
 _NAMES = {"type": "array", "items": _NAME, "uniqueItems": True}
 _TEXT = {"type": "string", "minLength": 1}
 # Backend keys that are not free text (an openai backend's auth mode and image flag).
-_BACKEND_TYPES: dict[str, Any] = {"auth": {"enum": list(config.OPENAI_AUTH_MODES)}, "images": {"type": "boolean"}}
+_BACKEND_TYPES: dict[str, Any] = {"auth": {"enum": list(OPENAI_AUTH_MODES)}, "images": {"type": "boolean"}}
 
 
 def _target_props() -> dict[str, Any]:
@@ -101,6 +102,35 @@ def _feature_props() -> dict[str, Any]:
         ),
         "breaker": breaker,
         "invoke_ids": _map(_TARGET_ID, _TEXT),
+        "converse": _object(
+            config.CONVERSE_KEYS,
+            {
+                "defaults": _object(
+                    config.CONVERSE_DEFAULTS_KEYS,
+                    {
+                        "serviceTier": _object(
+                            config.SERVICE_TIER_KEYS, {"type": {"enum": list(config.SERVICE_TIERS)}}
+                        ),
+                        "performanceConfig": _object(
+                            config.PERFORMANCE_KEYS, {"latency": {"enum": list(config.LATENCIES)}}
+                        ),
+                        "guardrailConfig": _object(
+                            config.GUARDRAIL_KEYS,
+                            {
+                                "guardrailIdentifier": _TEXT,
+                                "guardrailVersion": _TEXT,
+                                "trace": {"enum": list(config.GUARDRAIL_TRACES)},
+                            },
+                        ),
+                    },
+                ),
+                "caller_may_override": {
+                    "type": "array",
+                    "items": {"enum": list(config.PLATFORM_MEMBERS)},
+                    "uniqueItems": True,
+                },
+            },
+        ),
     }
 
 

@@ -10,8 +10,11 @@ Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``Spillway``; every
   DeadlineExceeded, RouterErrors, Spills, Fallbacks, Failovers, PredictedSpills, CanaryRequests, Latency (ms),
   Attempts, InputTokens, OutputTokens;
 - per attempt, dimensions ``feature`` and ``target``: TargetAttempts, TargetServed, Throttles, TargetFailures,
-  TargetClientErrors, TargetRefused, AttemptLatency (ms), InputTokens, OutputTokens (of the target that served).
+  DeploymentFaults ("ours": a missing or misnamed target, denied access, bad credentials; alarmed),
+  TargetClientErrors, TargetRefused, TargetUnsupported (passed over: the backend cannot express the request),
+  AttemptLatency (ms), InputTokens, OutputTokens (of the target that served).
   No time to first token yet: the backends do not stream, so there is none to measure;
+- dimensions ``feature`` and ``service_tier``: ServedByTier (the Bedrock tier the answer says served);
 - dimension ``target``: BreakerOpens, BreakerCloses, BreakerRemoteOpens (learned from the shared store);
 - dimension ``operation``: StoreErrors, StoreWriteRejected; dimension ``event``: ConfigEvents.
 """
@@ -59,10 +62,11 @@ _OUTCOME_METRIC = {
     Outcome.SLOW: "TargetServed",
     Outcome.CAPACITY: "Throttles",
     Outcome.UNAVAILABLE: "TargetFailures",
-    Outcome.OURS: "TargetFailures",
+    Outcome.OURS: "DeploymentFaults",
     Outcome.CLIENT: "TargetClientErrors",
     Outcome.PREDICTED_FULL: "TargetRefused",
     Outcome.REFUSED: "TargetRefused",
+    Outcome.UNSUPPORTED: "TargetUnsupported",
 }
 
 
@@ -117,6 +121,8 @@ def record_route(feature: str, result: RouteResult, *, canary: bool) -> None:
         request["InputTokens"] = (_COUNT, result.usage.input_tokens)
         request["OutputTokens"] = (_COUNT, result.usage.output_tokens)
     _group({"feature": feature}, request)
+    if result.service_tier is not None:  # which Bedrock tier served (priority, default, flex, reserved)
+        _group({"feature": feature, "service_tier": result.service_tier}, {"ServedByTier": (_COUNT, 1)})
     per_target: dict[str, dict[str, tuple[MetricUnit, float]]] = {}
     for attempt in result.attempts:
         values = per_target.setdefault(attempt.target, {})
@@ -160,6 +166,7 @@ def route_fields(feature: str, result: RouteResult, *, canary: bool) -> dict[str
         ],
         "elapsed_ms": round(result.elapsed_ms, 1),
         "spilled": result.spilled,
+        "service_tier": result.service_tier,
         "fell_back": result.fell_back,
         "failed_over": result.failed_over,
         "canary": canary,

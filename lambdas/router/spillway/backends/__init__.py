@@ -1,13 +1,17 @@
 """The only modules that speak to AWS model runtimes: Bedrock (Converse) and SageMaker (InvokeEndpoint).
 
+kinds.py is the registry of backend kinds (what each means: its config, its runtime, what it can express);
+contract.py what the engine and a backend say to each other; chat.py the Converse <-> chat-completions translation.
+This module: the pooled runtime clients every kind shares.
+
 Clients are created once per (service, region, timeout tier) and reused across invocations. botocore's retries are
 off (the engine owns retries). A botocore client's timeouts are fixed when it is created, so an attempt's budget is
 rounded down to a tier of a short geometric ladder: an attempt never waits longer than its budget, loses at most a
 fifth of it, and a region needs only a handful of clients. ``endpoint_url`` per region (the local emulator) comes
 from ``SPILLWAY_ENDPOINT_URL_<REGION>`` (``us-east-1`` -> ``US_EAST_1``) or ``SPILLWAY_ENDPOINT_URL``.
 
-Zero knowledge: failures leave here as spillway.errors.BackendError, which carries a code and a class only; the
-service's message is read for one purpose (is this a context-window overflow?) and dropped.
+Zero knowledge: failures leave here as spillway.errors.BackendError (errors.from_exception), which carries a code
+and a class only; the service's message is read to classify the error and dropped.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Target
-from ..errors import BackendError, ErrorClass, from_exception
+from ..errors import BackendError, ErrorClass
+
+if TYPE_CHECKING:  # the config imports this package's registry (kinds.py): no import of the config at run time
+    from ..config import Target
 
 # Read-timeout tiers in seconds (ratio ~1.25): the tier used is the largest not above the attempt's budget.
 TIERS: tuple[float, ...] = (
@@ -29,14 +35,6 @@ TIERS: tuple[float, ...] = (
     25.0, 32.0, 40.0, 50.0, 64.0, 80.0, 100.0, 128.0, 160.0, 200.0, 256.0, 320.0, 400.0, 512.0, 640.0, 800.0, 900.0,
 )  # fmt: skip
 MAX_CONNECT_TIMEOUT_S = 2.0
-
-# A client error whose message says the input is over the model's context window: the engine may fall back to a
-# larger model. Only this boolean survives; the message itself is never kept.
-_OVERFLOW = re.compile(
-    r"too many (input )?tokens|input is too long|prompt is too long|too long for|context (length|window)|"
-    r"maximum context|exceeds? the (maximum|max)[^.]{0,40}(tokens|length)|max_model_len|input length",
-    re.IGNORECASE,
-)
 
 ClientMaker = Callable[[str, str, Any], Any]  # (service, region, botocore Config) -> client
 
@@ -126,31 +124,6 @@ def _default_maker(environ: Mapping[str, str] | None) -> ClientMaker:
         return session.client(service, region_name=region, config=config, endpoint_url=url)
 
     return make
-
-
-def backend_error(exc: BaseException) -> BackendError:
-    """A runtime client's exception as a BackendError; a client error that is a context overflow says so.
-
-    A SageMaker ModelError carries the container's own status: a 4xx there is the container refusing this request
-    (a client error, or 429 capacity), not an unhealthy endpoint, and must not feed its breaker."""
-    error = from_exception(exc)
-    response = getattr(exc, "response", None)
-    response = response if isinstance(response, dict) else {}
-    if error.code in ("ModelError", "ModelErrorException"):
-        original = response.get("OriginalStatusCode")
-        if isinstance(original, int) and 400 <= original < 500:
-            error_class = ErrorClass.CAPACITY if original == 429 else ErrorClass.CLIENT
-            error = BackendError(error_class, error.code, 400 if original != 429 else 429, error.retry_after_s)
-    if error.error_class is ErrorClass.CLIENT or error.code in ("ModelError", "ModelErrorException"):
-        err = response.get("Error") or {}
-        message = str(err.get("Message") or "")
-        original_message = response.get("OriginalMessage")
-        if isinstance(original_message, str):
-            message = f"{message} {original_message}"
-        if message and _OVERFLOW.search(message):
-            # 400 whatever the container said (a 424 is not an answer a caller can act on).
-            return BackendError(ErrorClass.CLIENT, error.code, 400, error.retry_after_s, context_overflow=True)
-    return error
 
 
 def malformed(kind: str) -> BackendError:

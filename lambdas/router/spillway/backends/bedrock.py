@@ -14,12 +14,13 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from ..backend import BackendReply, Usage
-from ..config import BedrockRef, Target
-from ..errors import INVALID_BASE64, BackendError, ErrorClass
-from . import PooledBackend, backend_error, malformed, usage_int
+from ..config import SERVICE_TIERS, Target
+from ..errors import INVALID_BASE64, BackendError, ErrorClass, from_exception
+from . import PooledBackend, malformed, usage_int
+from .contract import BackendReply, Usage
+from .kinds import KINDS, BedrockRef
 
-SERVICE = "bedrock-runtime"
+SERVICE = KINDS["bedrock"].service
 OPERATION = "Converse"
 
 
@@ -32,14 +33,14 @@ class BedrockBackend(PooledBackend):
             raise BackendError(ErrorClass.OURS, "WrongBackendKind")
         client = self.client(target, timeout_s)
         shape = client.meta.service_model.operation_model(OPERATION).input_shape
-        params: dict[str, Any] = {key: value for key, value in request.items() if key != "modelId"}
+        params: dict[str, Any] = {**dict(ref.defaults), **{k: v for k, v in request.items() if k != "modelId"}}
         params = decode_blobs(params, shape)
         params["modelId"] = ref.model_id
         t0 = self._clock()
         try:
             raw = client.converse(**params)
         except Exception as exc:  # every failure leaves as a BackendError, message dropped
-            raise backend_error(exc) from None
+            raise from_exception(exc) from None
         elapsed_ms = (self._clock() - t0) * 1000.0
         # Converse's response members go back to the caller as botocore parsed them (ResponseMetadata is not one).
         members = client.meta.service_model.operation_model(OPERATION).output_shape.members
@@ -91,4 +92,12 @@ def _reply(raw: Any, elapsed_ms: float, response_keys: tuple[str, ...]) -> Backe
         **{k: v for k, v in usage_map.items() if k not in ("inputTokens", "outputTokens", "totalTokens")},
     }
     response["metrics"] = {"latencyMs": round(latency_ms)}
-    return BackendReply(response=response, latency_ms=latency_ms, ttft_ms=None, usage=usage)
+    tier_raw = raw.get("serviceTier")
+    tier = tier_raw.get("type") if isinstance(tier_raw, Mapping) else None
+    return BackendReply(
+        response=response,
+        latency_ms=latency_ms,
+        ttft_ms=None,
+        usage=usage,
+        service_tier=tier if tier in SERVICE_TIERS else None,  # a closed vocabulary: it goes into metrics
+    )

@@ -33,13 +33,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from ..backend import BackendReply
-from ..config import OpenAIRef, Target
-from ..errors import BackendError, ErrorClass
-from . import _OVERFLOW, MAX_CONNECT_TIMEOUT_S, malformed
-from .sagemaker import _result, _tools, from_chat
+from ..config import Target
+from ..errors import _OVERFLOW, BackendError, ErrorClass
+from . import MAX_CONNECT_TIMEOUT_S, ClientPool, malformed
+from .chat import _result, _tools, from_chat
+from .contract import BackendReply
+from .kinds import KINDS, OpenAIRef
 
 KEY_TTL_S = 300.0
+SECRET_TIMEOUT_S = 2.0
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # Converse members this kind renders; any other is refused (UnsupportedRequestMember).
 _RENDERED = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "outputConfig", "requestMetadata"})
@@ -104,14 +106,6 @@ class SecretsManagerKeys:
             self._cache.pop(secret_id, None)
 
 
-def secrets_manager_client_maker(endpoint_url: str | None = None) -> Callable[[str], Any]:
-    def make(region: str) -> Any:
-        boto3: Any = importlib.import_module("boto3")
-        return boto3.session.Session().client("secretsmanager", region_name=region, endpoint_url=endpoint_url)
-
-    return make
-
-
 # (url, body, headers, region, service) -> the headers of the signed POST
 Signer = Callable[[str, bytes, dict[str, str], str, str], dict[str, str]]
 
@@ -137,15 +131,22 @@ def sigv4_signer() -> Signer:
 
 
 class OpenAICompatBackend:
-    """The ``openai`` backend kind."""
+    """The ``openai`` backend kind. Built by the registry with the shared client pool, whose Secrets Manager client
+    (endpoint URL overrides included) reads the keys; tests pass ``keys`` and ``signer`` stand-ins."""
+
+    SERVICE = KINDS["openai"].service
 
     def __init__(
         self,
-        keys: KeySource | None = None,
+        pool: ClientPool | None = None,
         *,
+        keys: KeySource | None = None,
         signer: Signer | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        if keys is None:
+            shared = pool if pool is not None else ClientPool()
+            keys = SecretsManagerKeys(lambda region: shared.client("secretsmanager", region, SECRET_TIMEOUT_S)[0])
         self._keys = keys
         self._signer = signer
         self._clock = clock
@@ -169,7 +170,7 @@ class OpenAICompatBackend:
         status, response_headers, raw = self._post(url, body, headers, timeout_s)
         elapsed_ms = (self._clock() - t0) * 1000.0
         if status != 200:
-            if status == 401 and ref.secret_id is not None and self._keys is not None:
+            if status == 401 and ref.secret_id is not None:
                 self._keys.forget(ref.secret_id)
             raise error_for(status, response_headers, raw)
         try:
@@ -185,8 +186,8 @@ class OpenAICompatBackend:
 
     def _authorize(self, ref: OpenAIRef, region: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         if ref.auth == "secret":
-            if self._keys is None or ref.secret_id is None:
-                raise BackendError(ErrorClass.OURS, "NoKeySource")
+            if ref.secret_id is None:
+                raise BackendError(ErrorClass.OURS, "NoSecretId")
             return {**headers, "Authorization": "Bearer " + self._keys.key(ref.secret_id, region)}
         if self._signer is None:
             self._signer = sigv4_signer()

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .config import Target
+from ..config import Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class BackendReply:
     latency_ms: float = 0.0  # as the backend measured it
     ttft_ms: float | None = None  # time to first token, when streamed
     usage: Usage | None = None
+    service_tier: str | None = None  # the tier that served, when the answer says (Bedrock's serviceTier.type)
 
 
 class Backend(Protocol):
