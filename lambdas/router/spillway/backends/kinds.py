@@ -129,6 +129,27 @@ def request_needs(request: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(needs) & EVERYTHING  # only the vocabulary: what validation let through has no other names
 
 
+# What the chat-completions API of serving containers can express (spillway/backends/chat.py).
+CHAT_CAN: frozenset[str] = frozenset(
+    (
+        "messages",
+        "system",
+        "inferenceConfig",
+        "toolConfig",
+        "text",
+        "toolUse",
+        "toolResult",
+        "cachePoint",
+        "system.text",
+        "system.cachePoint",
+        "toolResult.text",
+        "toolResult.json",
+        "toolConfig.toolSpec",
+        "toolConfig.cachePoint",
+    )
+)
+
+
 @dataclass(frozen=True, slots=True)
 class BackendKind:
     name: str
@@ -185,24 +206,7 @@ KINDS: dict[str, BackendKind] = {
         # The chat-completions API of LLM serving containers (spillway/backends/chat.py): text, tool calls and
         # results of text or JSON, a text system prompt, the four inference settings. cachePoint is a caching hint
         # with no meaning there and is left out. Nothing else has a form in that API.
-        can=frozenset(
-            (
-                "messages",
-                "system",
-                "inferenceConfig",
-                "toolConfig",
-                "text",
-                "toolUse",
-                "toolResult",
-                "cachePoint",
-                "system.text",
-                "system.cachePoint",
-                "toolResult.text",
-                "toolResult.json",
-                "toolConfig.toolSpec",
-                "toolConfig.cachePoint",
-            )
-        ),
+        can=CHAT_CAN,
     ),
     "openai": BackendKind(
         name="openai",
@@ -216,27 +220,7 @@ KINDS: dict[str, BackendKind] = {
         implementation="spillway.backends.openai_compat:OpenAICompatBackend",
         # Chat completions (spillway/backends/openai_compat.py): what SageMaker's containers take, plus images as
         # data URLs (on a target with images: true), structured output and request metadata.
-        can=frozenset(
-            (
-                "messages",
-                "system",
-                "inferenceConfig",
-                "toolConfig",
-                "outputConfig",
-                "requestMetadata",
-                "text",
-                "image",
-                "toolUse",
-                "toolResult",
-                "cachePoint",
-                "system.text",
-                "system.cachePoint",
-                "toolResult.text",
-                "toolResult.json",
-                "toolConfig.toolSpec",
-                "toolConfig.cachePoint",
-            )
-        ),
+        can=CHAT_CAN | {"outputConfig", "requestMetadata", "image"},
         required_fields=("base_url", "model", "auth"),
         optional_fields=frozenset({"secret_id", "signing_service", "images"}),
         parse=parse_openai_ref,

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from ..config import Target
 from ..errors import _OVERFLOW, BackendError, ErrorClass
 from . import MAX_CONNECT_TIMEOUT_S, ClientPool, malformed
-from .chat import _result, _tools, from_chat
+from .chat import _result, from_chat, to_chat
 from .contract import BackendReply
 from .kinds import KINDS, OpenAIRef
 
@@ -311,21 +311,10 @@ def to_openai(request: Mapping[str, Any], ref: OpenAIRef) -> dict[str, Any]:
     for key in request:
         if key not in _RENDERED:
             raise BackendError(ErrorClass.CLIENT, "UnsupportedRequestMember", 400)
-    messages: list[dict[str, Any]] = []
-    system = [b["text"] for b in request.get("system") or [] if isinstance(b, Mapping) and "text" in b]
-    if system:
-        messages.append({"role": "system", "content": "\n".join(system)})
+    # What SageMaker's chat payload says (system, inference settings, tools), with this kind's messages (images).
+    payload: dict[str, Any] = {"model": ref.model, **to_chat({**request, "messages": []})}
     for message in request["messages"]:
-        messages.extend(_message(message, ref.images))
-    payload: dict[str, Any] = {"model": ref.model, "messages": messages}
-    config = request.get("inferenceConfig") or {}
-    for src, dst in (("maxTokens", "max_tokens"), ("temperature", "temperature"), ("topP", "top_p")):
-        if src in config:
-            payload[dst] = config[src]
-    if config.get("stopSequences"):
-        payload["stop"] = list(config["stopSequences"])
-    if request.get("toolConfig"):
-        payload.update(_tools(request["toolConfig"]))
+        payload["messages"].extend(_message(message, ref.images))
     if "outputConfig" in request:
         payload["response_format"] = _response_format(request["outputConfig"])
     if request.get("requestMetadata"):
