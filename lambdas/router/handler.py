@@ -372,6 +372,7 @@ def _route_request(
     remaining = _remaining_ms()
     deadline_ms = None if remaining is None else max(0.0, remaining - router.deadline_margin_ms)
     serve = lambda: engine.handle(route_name, request, deadline_ms=deadline_ms)  # noqa: E731
+    assert snapshot.table is not None  # a known feature is a feature of this table
     result = router.shadower.mirror(snapshot.table, feature, request, request_id, serve)
     telemetry.record_route(feature, result, canary=canary)
     telemetry.annotate(feature, result, canary=canary)
