@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from spillway.backends import ClientPool
+from spillway.backends.kinds import OpenAIRef, make_backends
 from spillway.backends.openai_compat import (
     OpenAICompatBackend,
     SecretsManagerKeys,
@@ -18,7 +20,6 @@ from spillway.backends.openai_compat import (
     retry_after_s,
     sigv4_signer,
 )
-from spillway.backends.kinds import OpenAIRef
 from spillway.config import RoutingConfigError, Target, parse_routing_table
 from spillway.errors import BackendError, ErrorClass
 from tests.fakes import FakeClock
@@ -268,3 +269,21 @@ def test_a_good_openai_backend_parses() -> None:
     backend = {"kind": "openai", "base_url": "https://h/v1/", "model": "m", "auth": "secret", "secret_id": "s"}
     table = parse_routing_table(_table(backend))
     assert table.targets["gpt-oss/on_demand/us-east-1"].backend == OpenAIRef("https://h/v1", "m", "secret", "s")
+
+
+def test_the_registrys_default_reads_the_key_from_secrets_manager(server: Scripted) -> None:
+    """Built as the registry builds it (with the shared client pool), the key comes from Secrets Manager (moto)."""
+    moto = pytest.importorskip("moto")
+    with moto.mock_aws():
+        import boto3  # noqa: PLC0415
+
+        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        secrets.create_secret(Name="azure-openai-key", SecretString="sk-from-secrets-manager")
+        backend = make_backends(ClientPool())["openai"]
+        ref = OpenAIRef(server.url, "m", "secret", secret_id="azure-openai-key")
+        backend.invoke(_target(ref), _request(), 5.0)
+        with pytest.raises(BackendError) as caught:  # a secret that does not exist is ours, never the caller's
+            backend.invoke(_target(OpenAIRef(server.url, "m", "secret", secret_id="missing")), _request(), 5.0)
+    assert server.requests[0][1]["authorization"] == "Bearer sk-from-secrets-manager"
+    assert (caught.value.error_class, caught.value.code) == (ErrorClass.OURS, "SecretUnavailable")
+    assert len(server.requests) == 1
