@@ -10,8 +10,8 @@ import pytest
 from emulator import Emulator, Fault, TargetSpec
 from emulator.openai_compat import base_path
 from emulator.targets import Kind
-from spillway.backends.openai_compat import OpenAICompatBackend, StaticKeys
 from spillway.backends.kinds import OpenAIRef
+from spillway.backends.openai_compat import OpenAICompatBackend, StaticKeys
 from spillway.config import Target
 from spillway.errors import BackendError, ErrorClass
 

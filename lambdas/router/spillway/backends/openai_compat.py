@@ -22,7 +22,6 @@ boolean and dropped.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import importlib
 import json
@@ -36,7 +35,7 @@ from urllib.parse import urlsplit
 from ..config import Target
 from ..errors import _OVERFLOW, BackendError, ErrorClass
 from . import MAX_CONNECT_TIMEOUT_S, ClientPool, malformed
-from .chat import _result, from_chat, to_chat
+from .chat import from_chat, to_chat
 from .contract import BackendReply
 from .kinds import KINDS, OpenAIRef
 
@@ -311,54 +310,12 @@ def to_openai(request: Mapping[str, Any], ref: OpenAIRef) -> dict[str, Any]:
     for key in request:
         if key not in _RENDERED:
             raise BackendError(ErrorClass.CLIENT, "UnsupportedRequestMember", 400)
-    # What SageMaker's chat payload says (system, inference settings, tools), with this kind's messages (images).
-    payload: dict[str, Any] = {"model": ref.model, **to_chat({**request, "messages": []})}
-    for message in request["messages"]:
-        payload["messages"].extend(_message(message, ref.images))
+    payload: dict[str, Any] = {"model": ref.model, **to_chat(request, images=ref.images)}  # SageMaker's rules too
     if "outputConfig" in request:
         payload["response_format"] = _response_format(request["outputConfig"])
     if request.get("requestMetadata"):
         payload["metadata"] = dict(request["requestMetadata"])
     return payload
-
-
-def _message(message: Mapping[str, Any], images: bool) -> list[dict[str, Any]]:
-    role = message["role"]
-    parts: list[dict[str, Any]] = []
-    calls: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    for block in message["content"]:
-        (kind,) = block
-        value = block[kind]
-        if kind == "text":
-            parts.append({"type": "text", "text": value})
-        elif kind == "image" and images and role == "user":
-            parts.append({"type": "image_url", "image_url": {"url": _data_url(value)}})
-        elif kind == "toolUse" and role == "assistant":
-            function = {"name": str(value["name"]), "arguments": json.dumps(value.get("input", {}))}
-            calls.append({"id": str(value["toolUseId"]), "type": "function", "function": function})
-        elif kind == "toolResult" and role == "user":
-            results.append({"role": "tool", "tool_call_id": str(value["toolUseId"]), "content": _result(value)})
-        elif kind != "cachePoint":
-            raise BackendError(ErrorClass.CLIENT, "UnsupportedContentBlock", 400)
-    out: list[dict[str, Any]] = list(results)
-    if parts or calls or not results:
-        only_text = all(p["type"] == "text" for p in parts)
-        content: Any = "\n".join(p["text"] for p in parts) if only_text else parts
-        entry: dict[str, Any] = {"role": role, "content": content}
-        if calls:
-            entry["tool_calls"] = calls
-        out.append(entry)
-    return out
-
-
-def _data_url(image: Mapping[str, Any]) -> str:
-    data = image["source"]["bytes"]
-    if isinstance(data, bytes | bytearray):
-        data = base64.b64encode(data).decode()
-    if not isinstance(data, str) or image["format"] not in ("png", "jpeg", "gif", "webp"):
-        raise BackendError(ErrorClass.CLIENT, "UnsupportedContentBlock", 400)
-    return f"data:image/{image['format']};base64,{data}"
 
 
 def _response_format(output: Mapping[str, Any]) -> dict[str, Any]:
