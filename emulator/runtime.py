@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from emulator import eventstream_replies as replies
-from emulator import wire
+from emulator import openai_compat, wire
 from emulator.faults import MID_STREAM, ActiveFault, Fault, FaultKind
 from emulator.listener import Listener, RequestHandler
 from emulator.targets import Kind, TargetSpec, TargetState
@@ -37,13 +37,12 @@ def _route(raw_path: str) -> tuple[Kind, str, bool] | None:
     """(kind, decoded id, streamed) for a runtime path, matched on the raw (still percent-encoded) segments."""
     parts = urlsplit(raw_path).path.split("/")
     # "/model/{modelId}/converse" -> ["", "model", id, "converse"]
-    if len(parts) != 4 or parts[0] != "":
-        return None
-    operation = _OPERATIONS.get((parts[1], parts[3]))
-    if operation is None:
-        return None
-    kind, streamed = operation
-    return kind, unquote(parts[2]), streamed
+    operation = _OPERATIONS.get((parts[1], parts[3])) if len(parts) == 4 and parts[0] == "" else None
+    if operation is not None:
+        kind, streamed = operation
+        return kind, unquote(parts[2]), streamed
+    target = openai_compat.target_of(parts)
+    return (Kind.OPENAI, target, False) if target is not None else None
 
 
 class _Admitted(NamedTuple):
@@ -143,6 +142,8 @@ class RegionEndpoint:
             self.unrouted = 0
 
     def _not_found(self, kind: Kind, wire_id: str) -> wire.WireError:
+        if kind is Kind.OPENAI:
+            return wire.openai_error("ResourceNotFoundException", "The model does not exist.")
         if kind is Kind.SAGEMAKER:
             return wire.sagemaker_error("ValidationError", f"Endpoint {wire_id} of account 111122223333 not found.")
         if wire_id.startswith("arn:"):
@@ -182,11 +183,14 @@ class RegionEndpoint:
             payload = json.loads(raw)
         except ValueError as exc:
             raise ValueError("the payload is not JSON") from exc
-        return wire.sagemaker_prompt(payload)
+        prompt, style = wire.sagemaker_prompt(payload)
+        if kind is Kind.OPENAI and style != "messages":
+            raise ValueError("expected a chat completions body with 'messages'")
+        return prompt, style
 
     def _bad_request(self, h: RequestHandler, state: TargetState, problem: str) -> None:
         spec = state.spec
-        if spec.kind is Kind.BEDROCK:
+        if spec.kind is not Kind.SAGEMAKER:
             self._error(h, state, "ValidationException", problem)
             return
         # The container answers 4xx; SageMaker wraps that as ModelError (424).

@@ -36,7 +36,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
-from spillway import api, sse, telemetry, views
+from spillway import api, openai_api, sse, telemetry, views
 from spillway.backends import ClientPool
 from spillway.backends.contract import Backend
 from spillway.backends.kinds import make_backends
@@ -339,12 +339,7 @@ def converse(feature: str) -> Response[str]:
     if isinstance(admitted, api.ApiError):
         return _error(admitted, request_id)
     router, snapshot, engine, request = admitted
-    route_name = snapshot.route_name(feature, request_id)
-    canary = route_name != feature
-    deadline_ms = _deadline_ms(router, _remaining_ms())
-    serve = lambda: engine.handle(route_name, request, deadline_ms=deadline_ms)  # noqa: E731
-    result = router.shadower.mirror(engine.table, feature, request, request_id, serve)  # the snapshot's table
-    _record(feature, result, canary=canary)
+    result = _route_request(router, snapshot, engine, feature=feature, request=request, request_id=request_id)
     headers = _route_headers(result)
     if result.status is Status.SERVED and result.response is not None:
         return _json(200, result.response, request_id, headers)
@@ -360,12 +355,7 @@ def _admit(
     """The checks both Converse routes make before routing (the same pass-through contract), or the refusal."""
     router = get_router()
     snapshot, engine = router.current()
-    known = bool(
-        snapshot.table is not None
-        and api.FEATURE_NAME.match(feature)
-        and CANARY_SUFFIX not in feature
-        and feature in snapshot.table.features
-    )
+    known = _is_feature(snapshot, feature)
     try:
         if engine is None or snapshot.table is None:
             raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
@@ -395,8 +385,27 @@ def _record(feature: str, result: RouteResult, *, canary: bool) -> None:
     logger.info("routed", extra=telemetry.route_fields(feature, result, canary=canary))
 
 
+def _route_request(
+    router: Router, snapshot: Snapshot, engine: Engine, *, feature: str, request: Mapping[str, Any], request_id: str
+) -> RouteResult:
+    """Route one admitted Converse request of a known feature (either front door), shadow and telemetry included."""
+    route_name = snapshot.route_name(feature, request_id)
+    canary = route_name != feature
+    deadline_ms = _deadline_ms(router, _remaining_ms())
+    serve = lambda: engine.handle(route_name, request, deadline_ms=deadline_ms)  # noqa: E731
+    result = router.shadower.mirror(engine.table, feature, request, request_id, serve)  # the snapshot's table
+    _record(feature, result, canary=canary)
+    return result
+
+
 def _failure(result: RouteResult, request_id: str, headers: Mapping[str, str]) -> Response[str]:
-    """The answer to a request no target served: a client error, 504, or 503 with Retry-After."""
+    """The answer to a request no target served, in the router's error shape."""
+    return _error(_route_error(result), request_id, headers)
+
+
+def _route_error(result: RouteResult) -> api.ApiError:
+    """The answer to a request the engine did not serve: a client error, 504, or 503 with Retry-After; the same
+    statuses and Retry-After for every front door."""
     if result.status is Status.CLIENT_ERROR:
         code = result.code or api.BAD_REQUEST
         status = result.http_status if 400 <= result.http_status < 500 else 400
@@ -405,11 +414,75 @@ def _failure(result: RouteResult, request_id: str, headers: Mapping[str, str]) -
             if result.unsupported
             else api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
         )
-        return _error(api.ApiError(status, code, message), request_id, headers)
+        return api.ApiError(status, code, message)
     if result.status is Status.DEADLINE:
-        return _error(api.ApiError(504, api.DEADLINE_EXCEEDED), request_id, headers)
+        return api.ApiError(504, api.DEADLINE_EXCEEDED)
     retry = result.retry_after_s if result.retry_after_s is not None else 1
-    return _error(api.ApiError(503, api.NO_CAPACITY, retry_after_s=retry), request_id, headers)
+    return api.ApiError(503, api.NO_CAPACITY, retry_after_s=retry)
+
+
+def _is_feature(snapshot: Snapshot, feature: str) -> bool:
+    return bool(
+        snapshot.table is not None
+        and api.FEATURE_NAME.match(feature)
+        and CANARY_SUFFIX not in feature
+        and feature in snapshot.table.features
+    )
+
+
+# -- the OpenAI-compatible front door (spillway/openai_api.py) ----------------------------------------------------
+
+
+def _openai_error(error: api.ApiError, request_id: str, headers: Mapping[str, str] | None = None) -> Response[str]:
+    extra = dict(headers or {})
+    if error.retry_after_s is not None:
+        extra["Retry-After"] = str(error.retry_after_s)
+    return _json(error.status, openai_api.error_body(error), request_id, extra)
+
+
+@app.post(openai_api.CHAT_PATH)
+def chat_completions() -> Response[str]:
+    request_id = _request_id()
+    router = get_router()
+    snapshot, engine = router.current()
+    feature: str | None = None
+    try:
+        if engine is None or snapshot.table is None:
+            raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
+        if not api.is_json_content_type(app.current_event.headers.get("content-type")):
+            raise api.ApiError(415, api.UNSUPPORTED_MEDIA_TYPE)
+        name, stream, request = openai_api.parse(
+            _body_bytes(),
+            snapshot.table.limits.max_request_bytes,
+            base64_encoded=bool(app.current_event.is_base64_encoded),
+        )
+        if not _is_feature(snapshot, name):
+            raise openai_api.ChatError("model", api.MESSAGES[api.UNKNOWN_FEATURE], 404, api.UNKNOWN_FEATURE)
+        feature = name
+        if stream:
+            raise openai_api.ChatError("stream", "this router answers whole completions only: send stream false")
+    except api.ApiError as error:
+        telemetry.record_rejected(feature, error.status, error.code)
+        return _openai_error(error, request_id)
+    assert engine is not None  # the checks above raised otherwise
+    assert feature is not None
+    router.sync_health(snapshot)
+    result = _route_request(router, snapshot, engine, feature=feature, request=request, request_id=request_id)
+    headers = _route_headers(result)
+    if result.status is Status.SERVED and result.response is not None:
+        return _json(200, openai_api.completion(result.response, feature, request_id), request_id, headers)
+    return _openai_error(_route_error(result), request_id, headers)
+
+
+@app.get(openai_api.MODELS_PATH)
+def list_models() -> Response[str]:
+    request_id = _request_id()
+    snapshot, _ = get_router().current()
+    telemetry.record_info()
+    if snapshot.table is None:
+        return _openai_error(api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5), request_id)
+    names = [name for name in snapshot.table.features if CANARY_SUFFIX not in name]
+    return _json(200, openai_api.models_body(names), request_id)
 
 
 @app.post("/v1/features/<feature>/converse-stream")

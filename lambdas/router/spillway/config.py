@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from .backends.kinds import KINDS, BackendRef  # a target's backend reference is its kind's (the registry)
+from .backends.kinds import KINDS, BackendRef, RefError  # a target's backend reference is its kind's (the registry)
 from .limits import MAX_REQUEST_BYTES
 
 Capacity = Literal["provisioned", "on_demand"]
@@ -172,7 +172,7 @@ class Limits:
 
 TABLE_KEYS = Keys(frozenset({"version", "targets", "features"}), frozenset({"limits"}))
 TARGET_KEYS = Keys(frozenset({"model", "capacity", "region", "backend"}), frozenset({"max_in_flight"}))
-BACKEND_KEYS = {name: Keys(frozenset({"kind", kind.ref_field})) for name, kind in KINDS.items()}
+BACKEND_KEYS = {name: Keys(frozenset({"kind", *kind.fields}), kind.optional_fields) for name, kind in KINDS.items()}
 FEATURE_KEYS = Keys(
     frozenset({"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"}),
     frozenset(
@@ -277,6 +277,11 @@ def _backend(raw: object, path: str) -> BackendRef:
         known = ", ".join(f"'{known}'" for known in sorted(KINDS))
         raise RoutingConfigError(f"{path}.kind", f"must be one of {known}, not {name!r}")
     _keys(obj, path, BACKEND_KEYS[kind.name])
+    if kind.parse is not None:  # a kind of several keys checks them itself (the registry's RefError names one)
+        try:
+            return kind.parse(obj)
+        except RefError as error:
+            raise RoutingConfigError(f"{path}.{error.key}", error.problem) from None
     return kind.make_ref(_text(obj[kind.ref_field], f"{path}.{kind.ref_field}"))
 
 
