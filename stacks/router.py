@@ -160,7 +160,7 @@ class RouterStack(CellStack):
         self.router_api = RouterApi(
             self, "RouterApi", platform=platform, region=region, vpc=network.vpc, subnets=network.isolated_subnets,
             log_key=network.log_key, function=self.function, converse_schema=converse_request_schema(),
-            integration_timeout_s=deadline_s + INTEGRATION_MARGIN_S,
+            integration_timeout_s=deadline_s + INTEGRATION_MARGIN_S, streams=self.router_function.streams,
         )  # fmt: skip
         self.api = self.router_api.api
         self.web_acl = RouterWebAcl(

@@ -108,6 +108,13 @@ API_RESOURCES = (
     ("POST", "/v1/chat/completions"),  # the OpenAI-compatible front door: prompt-carrying too (the WAF's scope-down)
     ("GET", "/v1/models"),
 )
+# The streaming route (handler.lambda_stream_handler), deployed only once the function answers in Lambda's streaming
+# mode: the managed Python runtime has no streaming handler and the runtime loop docs/design-notes.md chose is not
+# built, so behind a streaming integration today's function could only fail (`RouterFunction.streams`).
+STREAM_RESOURCE = ("POST", "/v1/features/{feature}/converse-stream")
+# API Gateway REST's limits for a response-streaming integration: 15 minutes in all (developer guide, "Stream the
+# integration response for your proxy integrations in API Gateway"); the 5-minute idle limit is theirs to enforce.
+STREAM_TIMEOUT_MAX_S = 15 * 60
 
 # Fields of the access log: who called what, and how it went. No body, no header value, no query string.
 ACCESS_LOG_FIELDS: Mapping[str, str] = {
@@ -142,7 +149,7 @@ class RouterApi(Concern):
     def __init__(
         self, scope: Construct, construct_id: str, *, platform: Platform, region: str, vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection, log_key: kms.IKey, function: lambda_.IFunction,
-        converse_schema: apigw.JsonSchema, integration_timeout_s: int,
+        converse_schema: apigw.JsonSchema, integration_timeout_s: int, streams: bool = False,
     ) -> None:  # fmt: skip
         super().__init__(scope, construct_id)
         self.platform = platform
@@ -158,7 +165,7 @@ class RouterApi(Concern):
             key=log_key,
             log_group_name=access_log_group_name(platform, region),
         ).log_group
-        self.api = self._api(vpc, function, converse_schema, integration_timeout_s)
+        self.api = self._api(vpc, function, converse_schema, integration_timeout_s, streams)
         if self.execute_api_endpoint is not None:
             self._scope_endpoint_policy(self.execute_api_endpoint, self.api)
         self.execution_log_group = self._execution_logs(log_key)
@@ -234,8 +241,9 @@ class RouterApi(Concern):
         return iam.PolicyDocument(statements=statements)
 
     def _api(
-        self, vpc: ec2.IVpc, function: lambda_.IFunction, converse_schema: apigw.JsonSchema, integration_timeout_s: int
-    ) -> apigw.RestApi:
+        self, vpc: ec2.IVpc, function: lambda_.IFunction, converse_schema: apigw.JsonSchema,
+        integration_timeout_s: int, streams: bool,
+    ) -> apigw.RestApi:  # fmt: skip
         settings = self.platform.router
         private = self.execute_api_endpoint is not None
         endpoint_configuration = apigw.EndpointConfiguration(
@@ -289,7 +297,8 @@ class RouterApi(Concern):
         )
         v1 = api.root.add_resource("v1")
         features = v1.add_resource("features")
-        converse = features.add_resource("{feature}").add_resource("converse")
+        feature = features.add_resource("{feature}")
+        converse = feature.add_resource("converse")
         converse.add_method(
             "POST",
             integration,
@@ -298,6 +307,8 @@ class RouterApi(Concern):
             request_models={"application/json": model},
             request_parameters={"method.request.path.feature": True},
         )
+        if streams:
+            add_converse_stream(feature, function, validator, model, integration_timeout_s)
         features.add_method("GET", integration, operation_name="listFeatures", request_validator=validator)
         v1.add_resource("health").add_method("GET", integration, operation_name="health", request_validator=validator)
         # The OpenAI-compatible front door (spillway/openai_api.py): the handler checks its body, field by field.
@@ -381,3 +392,34 @@ class RouterApi(Concern):
             plan.add_api_key(key)
             plans[name], keys[name] = plan, key
         return plans, keys
+
+
+def stream_timeout_s(integration_timeout_s: int) -> int:
+    """The streaming route's integration timeout: the buffered route's (the longest feature deadline plus the
+    margin: a stream ends by the same deadline), within API Gateway's 15 minutes for a streamed answer."""
+    return min(integration_timeout_s, STREAM_TIMEOUT_MAX_S)
+
+
+def add_converse_stream(
+    feature: apigw.IResource, function: lambda_.IFunction, validator: apigw.IRequestValidator, model: apigw.IModel,
+    integration_timeout_s: int,
+) -> apigw.Method:  # fmt: skip
+    """`POST .../{feature}/converse-stream`: validated like converse, integrated with AWS_PROXY to the function's
+    response-streaming invocation (`responseTransferMode: STREAM`, URI `/2021-11-15/functions/{arn}/
+    response-streaming-invocations`). The integration's lambda:InvokeFunction permission also authorises
+    InvokeWithResponseStream (Lambda has no separate action for it)."""
+    integration = apigw.LambdaIntegration(
+        function,
+        proxy=True,
+        allow_test_invoke=False,
+        response_transfer_mode=apigw.ResponseTransferMode.STREAM,
+        timeout=cdk.Duration.seconds(stream_timeout_s(integration_timeout_s)),
+    )
+    return feature.add_resource("converse-stream").add_method(
+        "POST",
+        integration,
+        operation_name="converseStream",
+        request_validator=validator,
+        request_models={"application/json": model},
+        request_parameters={"method.request.path.feature": True},
+    )

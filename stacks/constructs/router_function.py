@@ -48,6 +48,12 @@ class FunctionNetwork:
 class RouterFunction(Concern):
     """`function`, `role`, `runtime_policy`, `log_group`, `dependencies_layer`."""
 
+    # Whether the function answers InvokeWithResponseStream in Lambda's streaming mode. The managed Python runtime
+    # calls `handler.lambda_handler` and buffers its answer; `handler.lambda_stream_handler` needs the runtime loop
+    # docs/design-notes.md chose ("Python has no native streaming handler"), not built yet. Until it is, the API
+    # deploys no streaming route (stacks/constructs/router_api.py, STREAM_RESOURCE).
+    streams = False
+
     def __init__(
         self, scope: Construct, construct_id: str, *, platform: Platform, region: str, network: FunctionNetwork,
         key: kms.IKey, invoke_policies: Sequence[iam.IManagedPolicy], failover_policy_names: Sequence[str],

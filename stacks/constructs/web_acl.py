@@ -31,7 +31,7 @@ from constructs import Construct
 
 from stacks.constructs.concern import Concern
 from stacks.constructs.encrypted_log_group import EncryptedLogGroup
-from stacks.constructs.router_api import API_RESOURCES
+from stacks.constructs.router_api import API_RESOURCES, STREAM_RESOURCE
 from stacks.naming import router_name
 from stacks.platform import Platform, RouterSettings
 
@@ -62,8 +62,12 @@ REDACTED_HEADERS = (
 RATE_LIMITED_BODY = "RateLimited"
 
 
-def prompt_route_patterns(resources: Iterable[tuple[str, str]] = API_RESOURCES) -> tuple[str, ...]:
-    """A regular expression per API route that takes a body (prompt-carrying), path parameters as one segment."""
+def prompt_route_patterns(
+    resources: Iterable[tuple[str, str]] = (*API_RESOURCES, STREAM_RESOURCE),
+) -> tuple[str, ...]:
+    """A regular expression per API route that takes a body (prompt-carrying), path parameters as one segment.
+
+    The streaming route is listed whether or not the API deploys it yet: it is never body-inspected."""
     patterns = []
     for method, path in resources:
         if method in BODY_METHODS:

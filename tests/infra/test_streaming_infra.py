@@ -1,0 +1,127 @@
+"""The streaming route's infrastructure (issue 12): its API Gateway method, kept out of the template while the
+function cannot answer in streaming mode, and the WAF treating it as prompt-carrying."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_lambda as lambda_
+
+from stacks.constructs.router_api import STREAM_RESOURCE, STREAM_TIMEOUT_MAX_S, add_converse_stream, stream_timeout_s
+from stacks.constructs.router_function import RouterFunction
+from stacks.constructs.web_acl import prompt_route_patterns
+from stacks.platform import Platform
+from tests.infra.conftest import Template, resources_of
+from tests.infra.test_waf import BODY_RULE_GROUPS, Request, matches
+
+STREAM_PATH = "/live/v1/features/summarize-thread/converse-stream"
+
+
+def _stream_method_template(integration_timeout_s: int) -> dict[str, Any]:
+    """A small stack holding only the streaming method (the shared synthesis deploys no stream route yet)."""
+    app = cdk.App()
+    stack = cdk.Stack(app, "StreamRoute", env=cdk.Environment(account="111111111111", region="us-east-1"))
+    function = lambda_.Function(
+        stack, "Router", runtime=lambda_.Runtime.PYTHON_3_13, handler="handler.lambda_handler",
+        code=lambda_.Code.from_inline("def lambda_handler(event, context): ..."),
+    )  # fmt: skip
+    api = apigw.RestApi(
+        stack, "Api",
+        default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
+    )  # fmt: skip
+    validator = api.add_request_validator("Validator", validate_request_body=True, validate_request_parameters=True)
+    model = api.add_model(
+        "ConverseRequest", content_type="application/json", schema=apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT)
+    )
+    feature = api.root.add_resource("v1").add_resource("features").add_resource("{feature}")
+    add_converse_stream(feature, function, validator, model, integration_timeout_s)
+    return app.synth().get_stack_by_name("StreamRoute").template  # type: ignore[no-any-return]
+
+
+def _joined(value: Any) -> str:
+    """An Fn::Join's literal parts, references as <ref>: enough to read a URI or an ARN's shape."""
+    parts = value["Fn::Join"][1]
+    return "".join(part if isinstance(part, str) else "<ref>" for part in parts)
+
+
+def test_the_stream_method_streams_from_the_functions_response_streaming_invocation() -> None:
+    template = _stream_method_template(integration_timeout_s=125)
+    (method,) = resources_of(template, "AWS::ApiGateway::Method").values()
+    props = method["Properties"]
+    assert props["HttpMethod"] == "POST"
+    assert props["AuthorizationType"] == "AWS_IAM"
+    assert props["OperationName"] == "converseStream"
+    assert props["RequestValidatorId"]
+    assert "application/json" in props["RequestModels"]
+    assert props["RequestParameters"] == {"method.request.path.feature": True}
+    integration = props["Integration"]
+    assert integration["Type"] == "AWS_PROXY"
+    assert integration["IntegrationHttpMethod"] == "POST"
+    assert integration["ResponseTransferMode"] == "STREAM"
+    assert integration["TimeoutInMillis"] == 125_000
+    uri = _joined(integration["Uri"])
+    expected = "arn:<ref>:apigateway:us-east-1:lambda:path/2021-11-15/functions/<ref>/response-streaming-invocations"
+    assert uri == expected
+
+
+def test_the_stream_method_may_invoke_the_function_on_that_route_only() -> None:
+    template = _stream_method_template(integration_timeout_s=125)
+    permissions = list(resources_of(template, "AWS::Lambda::Permission").values())
+    assert len(permissions) == 1  # no test-invoke permission
+    props = permissions[0]["Properties"]
+    # InvokeWithResponseStream is authorised by lambda:InvokeFunction (no action of its own).
+    assert props["Action"] == "lambda:InvokeFunction"
+    assert props["Principal"] == "apigateway.amazonaws.com"
+    assert _joined(props["SourceArn"]).endswith("/POST/v1/features/*/converse-stream")
+
+
+def test_the_stream_timeout_is_the_deadline_within_api_gateways_fifteen_minutes() -> None:
+    assert stream_timeout_s(125) == 125
+    assert stream_timeout_s(3600) == STREAM_TIMEOUT_MAX_S == 900
+    (method,) = resources_of(_stream_method_template(3600), "AWS::ApiGateway::Method").values()
+    assert method["Properties"]["Integration"]["TimeoutInMillis"] == 900_000
+
+
+def test_no_stream_route_is_deployed_while_the_function_cannot_stream(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region in platform.region_names:
+        template = templates[f"{platform.name}-router-{region}"]
+        paths = {r["Properties"].get("PathPart") for r in resources_of(template, "AWS::ApiGateway::Resource").values()}
+        assert "converse" in paths
+        # Behind a STREAM integration today's buffered function could only fail: the route waits for the loop.
+        assert ("converse-stream" in paths) is RouterFunction.streams
+        for method in resources_of(template, "AWS::ApiGateway::Method").values():
+            assert method["Properties"]["Integration"].get("ResponseTransferMode") != "STREAM"
+
+
+def _body_groups(template: Template) -> list[Mapping[str, Any]]:
+    (acl,) = resources_of(template, "AWS::WAFv2::WebACL").values()
+    groups = [rule["Statement"].get("ManagedRuleGroupStatement") for rule in acl["Properties"]["Rules"]]
+    return [g for g in groups if g is not None and g["Name"] in BODY_RULE_GROUPS]
+
+
+def test_the_waf_treats_converse_stream_as_prompt_carrying(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    assert any(re.search(p, STREAM_PATH) for p in prompt_route_patterns())
+    method, _ = STREAM_RESOURCE
+    empty = Request(method, STREAM_PATH, b"")  # the route itself, even without a body
+    for region in platform.region_names:
+        groups = _body_groups(templates[f"{platform.name}-router-{region}"])
+        assert groups
+        for group in groups:
+            assert not matches(group["ScopeDownStatement"], empty), (region, group["Name"])
+        # Planted: without the route's pattern, the empty-bodied stream request would reach the body rules.
+        planted = copy.deepcopy(groups[0]["ScopeDownStatement"])
+        statements = planted["AndStatement"]["Statements"]
+        planted["AndStatement"]["Statements"] = [
+            s for s in statements if "converse-stream" not in str(s) and "converse\\-stream" not in str(s)
+        ]
+        assert len(planted["AndStatement"]["Statements"]) < len(statements)
+        assert matches(planted, empty)
