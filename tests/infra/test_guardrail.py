@@ -15,7 +15,7 @@ from stacks.platform import Platform
 from stacks.router import RouterStack
 from stacks.routing import render_routing_table, with_invoke_ids
 from tests.infra.config_documents import assert_names_key, parse, rejects
-from tests.infra.conftest import Template, resources_of
+from tests.infra.conftest import Template, resources_of, templates_of
 from tests.infra.guarded_documents import GUARDED_FEATURE, GUARDED_REGION, GUARDRAIL, guarded_example
 
 OTHER_REGION = "us-west-2"
@@ -34,11 +34,7 @@ def guarded_synth(guarded: Platform, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def guarded_templates(guarded_synth: tuple[Assembly, SynthResult]) -> dict[str, Template]:
-    assembly, result = guarded_synth
-    return {
-        stack.stack_name: json.loads((result.outdir / stack.template_file).read_text(encoding="utf-8"))
-        for stack in assembly.stacks
-    }
+    return templates_of(*guarded_synth)
 
 
 def _one(template: Template, resource_type: str) -> tuple[str, Mapping[str, Any]]:
