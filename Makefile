@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: synth test scan lint typecheck bench clean demo chaos load fuzz plan size
+.PHONY: synth test scan lint typecheck bench clean demo chaos load fuzz plan size shadow-report shadow-overhead
 
 $(STAMPS)/venv: requirements.txt requirements-dev.txt lambdas/router/requirements.txt
 	@mkdir -p $(STAMPS)
@@ -24,16 +24,16 @@ $(STAMPS)/cdk-cli: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# The router's dependencies as a Lambda layer, without Docker: manylinux wheels for arm64 / CPython 3.13, each at the
-# version installed in .venv (the constraints are the venv's own freeze), so the layer ships what the tests ran.
+# The router's dependencies as a Lambda layer, without Docker: manylinux wheels for arm64 / CPython 3.13, exactly the
+# files of lambdas/router/requirements.lock (pip --require-hashes: a changed wheel fails the build), whose versions a
+# test keeps equal to requirements.txt and to what .venv runs, so the layer ships what the tests ran.
 ROUTER_DEPS := build/router-deps
-$(STAMPS)/router-deps: lambdas/router/requirements.txt $(STAMPS)/venv
+$(STAMPS)/router-deps: lambdas/router/requirements.lock $(STAMPS)/venv
 	@mkdir -p $(STAMPS) build
 	rm -rf $(ROUTER_DEPS)
-	$(PY) -m pip freeze --disable-pip-version-check --exclude-editable > build/router-constraints.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --only-binary=:all: \
-		--platform manylinux2014_aarch64 --implementation cp --python-version 3.13 \
-		--constraint build/router-constraints.txt --target $(ROUTER_DEPS)/python -r lambdas/router/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --only-binary=:all: --require-hashes \
+		--no-deps --platform manylinux2014_aarch64 --implementation cp --python-version 3.13 \
+		--target $(ROUTER_DEPS)/python -r lambdas/router/requirements.lock
 	rm -rf $(ROUTER_DEPS)/python/bin
 	@touch $@
 
@@ -147,6 +147,18 @@ plan: $(STAMPS)/venv
 SIZE_ARGS ?=
 size: $(STAMPS)/venv
 	$(PY) -m tools.sizing $(SIZE_ARGS)
+
+## shadow-report: candidate against incumbent per feature from the router's shadow records (SHADOW_LOG=a log file;
+## default: the records of `make shadow-overhead`); table, JSON and latency plots in reports/shadow/.
+SHADOW_LOG ?= reports/shadow/records.jsonl
+shadow-report: $(STAMPS)/venv
+	@test -f $(SHADOW_LOG) || $(PY) -m tools.shadow_overhead --out $(dir $(SHADOW_LOG))
+	$(PY) -m tools.shadow_report $(SHADOW_LOG) --out reports/shadow
+
+## shadow-overhead: the caller's p50/p99 with shadowing on and off, same run (docs/design-notes.md quotes it).
+shadow-overhead: $(STAMPS)/venv
+	$(PY) -m tools.shadow_overhead --requests 600 --grace-ms 50
+	$(PY) -m tools.shadow_overhead --requests 600 --grace-ms 0
 
 clean:
 	rm -rf cdk.out build reports $(STAMPS) $(LAMBDA_VENV) .pytest_cache .mypy_cache .ruff_cache

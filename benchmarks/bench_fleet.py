@@ -29,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -128,11 +129,16 @@ def drive(
     """Open-loop traffic; returns the records and the traffic-clock time of each named hook."""
     traffic = Traffic(world.http, max_in_flight=256)
     marks: dict[str, float] = {}
+    started: list[threading.Thread] = []
 
     def marked(name: str, action: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
+            # On a thread of its own: a fault that takes a while to install (closing a region joins its handler
+            # threads) must not stall the open-loop sender, which would then send the overdue requests at once.
             marks[name] = traffic.now()
-            action()
+            thread = threading.Thread(target=action, name=f"hook-{name}", daemon=True)
+            thread.start()
+            started.append(thread)
 
         return run
 
@@ -141,6 +147,8 @@ def drive(
         traffic.phase("run", rates, seconds, at=named)
     finally:
         traffic.close()
+        for thread in started:
+            thread.join()
     return traffic.of(), marks
 
 

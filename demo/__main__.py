@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "Starting the emulator (Bedrock + SageMaker, us-east-1 and us-west-2), DynamoDB (moto), redis-server and the "
         f"router ({'a fleet of execution environments' if args.world == 'fleet' else 'one process'})..."
     )
-    warm = min(args.environments, 24)
+    warm = args.environments  # every environment warm before the phases: cold starts here share the CPU
     with make_world(
         args.world, latency=LATENCY, health_cache_ttl_s=1.0, reserved_concurrency=args.environments, warm=warm
     ) as world:

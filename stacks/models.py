@@ -49,7 +49,7 @@ from constructs import Construct
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
 from stacks.constructs.guardrail import PlatformGuardrail
-from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
+from stacks.constructs.key_policy import ServiceUse, restricted_key
 from stacks.eni import ENI_ACTIONS, eni_guard
 from stacks.naming import application_profile_name, endpoint_name, pt_handler_name, router_policy_name
 from stacks.network import APPLY_GUARDRAIL, BEDROCK_INVOKE_ACTIONS, PLATFORM_TAG, SAGEMAKER_INVOKE_ACTIONS
@@ -174,16 +174,11 @@ class EscrowModel(Construct):
         stack = cdk.Stack.of(self)
         self.endpoint_name = endpoint_name(platform, model)
 
-        self.key = kms.Key(
+        bucket_name = artifact_bucket_name(platform.name, model, platform.account, region)
+        self.key = restricted_key(
             self,
             "Key",
             description=f"{platform.name} {model} escrow model in {region}: artifacts and endpoint volumes",
-            enable_key_rotation=True,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-        )
-        bucket_name = artifact_bucket_name(platform.name, model, platform.account, region)
-        restrict_key_policy(
-            self.key,
             uses=[
                 # Artifacts (bucket key on: S3 sets the bucket's ARN as the context), endpoint volumes.
                 ServiceUse("s3", {"aws:s3:arn": f"arn:{stack.partition}:s3:::{bucket_name}"}),
@@ -546,16 +541,11 @@ class ProvisionedThroughputs(Construct):
         ).log_group
         # The Provider framework's functions' environment and the waiter's executions: a key of their own, used only
         # through Lambda and Step Functions (and by CloudWatch Logs delivery for the waiter's logs).
-        self.framework_key = kms.Key(
+        own, account = f"arn:{partition}", platform.account
+        self.framework_key = restricted_key(
             self,
             "FrameworkKey",
             description=f"{platform.name} Provisioned Throughput provider framework in {region}: environment, waiter",
-            enable_key_rotation=True,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-        )
-        own, account = f"arn:{partition}", platform.account
-        restrict_key_policy(
-            self.framework_key,
             uses=[
                 ServiceUse("lambda", {"aws:lambda:FunctionArn": f"{own}:lambda:{region}:{account}:function:*"}),
                 ServiceUse("states", {"aws:states:stateMachineArn": f"{own}:states:{region}:{account}:stateMachine:*"}),

@@ -305,6 +305,9 @@ class RouterSettings:
     endpoint_type: Literal["private", "regional"] = "private"
     allowed_callers: tuple[str, ...] = ()  # 12-digit account ids or IAM role ARNs, exact
     caller_vpc_endpoints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # private API only
+    # Subnets of callers inside a cell's VPC (its free upper half, never the router and model subnets): the only
+    # addresses the cell's execute-api endpoint admits. None: the endpoint admits no one (callers use their own).
+    caller_cidrs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     rate_limit: int = 100  # the stage's throttle, all callers together
     burst_limit: int = 200
     calling_services: Mapping[str, CallingService] = field(default_factory=dict)
@@ -1103,6 +1106,7 @@ def _router(
         endpoint_type=endpoint_type,
         allowed_callers=read.strings(data["allowed_callers"], f"{key}.allowed_callers", caller, min_items=1),
         caller_vpc_endpoints=vpc_endpoints,
+        caller_cidrs=_caller_cidrs(read, (data.get("api") or {}).get("caller_cidrs"), regions),
         account_cloudwatch_role=read.boolean(
             (data.get("api") or {}).get("account_cloudwatch_role", False), f"{key}.api.account_cloudwatch_role"
         ),
@@ -1125,6 +1129,30 @@ def _router(
     )
 
 
+def _caller_cidrs(read: _Reader, value: object, regions: Mapping[str, Region]) -> dict[str, tuple[str, ...]]:
+    """Per region, the callers' subnets in the cell's VPC: inside its upper half, which the network leaves free (the
+    isolated subnets of the router, the models and the endpoints take the lower half)."""
+    key = "router.api.caller_cidrs"
+    found: dict[str, tuple[str, ...]] = {}
+    for region, cidrs in read.mapping(value or {}, key).items():
+        if region not in regions:
+            raise read.fail(f"{key}.{region}", f"region {region!r} has no cell (add it under regions)")
+        free = list(ipaddress.IPv4Network(regions[region].vpc_cidr).subnets(prefixlen_diff=1))[1]
+
+        def cidr(item: object, item_key: str, free: ipaddress.IPv4Network = free) -> str:
+            text = read.string(item, item_key)
+            try:
+                network = ipaddress.IPv4Network(text, strict=True)
+            except ValueError:
+                raise read.fail(item_key, f"{text!r} is not an IPv4 CIDR block") from None
+            if not network.subnet_of(free):
+                raise read.fail(item_key, f"{text} is not in {free}, the VPC's half free of router and model subnets")
+            return str(network)
+
+        found[region] = read.strings(cidrs, f"{key}.{region}", cidr, min_items=1)
+    return found
+
+
 def _router_api(
     read: _Reader, value: object, regions: Mapping[str, Region], *, derived_rate: int, concurrency: int
 ) -> tuple[Literal["private", "regional"], int, int, dict[str, tuple[str, ...]]]:
@@ -1133,7 +1161,14 @@ def _router_api(
         value,
         key,
         (),
-        ("endpoint_type", "caller_vpc_endpoints", "rate_limit", "burst_limit", "account_cloudwatch_role"),
+        (
+            "endpoint_type",
+            "caller_vpc_endpoints",
+            "caller_cidrs",
+            "rate_limit",
+            "burst_limit",
+            "account_cloudwatch_role",
+        ),
     )
     endpoint_type = api.get("endpoint_type", "private")
     if endpoint_type not in ENDPOINT_TYPES:

@@ -47,6 +47,7 @@ from spillway.fleet_store import ValkeyFleetStore, iam_credentials
 from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
 from spillway.settings import Settings
+from spillway.shadow import Shadower
 from spillway.store import HealthStore, default_client_factory
 from spillway.telemetry import logger, tracer
 
@@ -82,6 +83,7 @@ class Router:
         self._generation = -1
         self._lock = threading.Lock()
         self.health.add_listener(telemetry.breaker_event)
+        self.shadower = Shadower(self.backends, clock=clock)  # mirrors each feature's shadow share (shadow.py)
 
     def current(self) -> tuple[Snapshot, Engine | None]:
         snapshot = self.source.get()
@@ -367,7 +369,8 @@ def converse(feature: str) -> Response[str]:
     canary = route_name != feature
     remaining = _remaining_ms()
     deadline_ms = None if remaining is None else max(0.0, remaining - router.deadline_margin_ms)
-    result = engine.handle(route_name, request, deadline_ms=deadline_ms)
+    serve = lambda: engine.handle(route_name, request, deadline_ms=deadline_ms)  # noqa: E731
+    result = router.shadower.mirror(snapshot.table, feature, request, request_id, serve)
     telemetry.record_route(feature, result, canary=canary)
     telemetry.annotate(feature, result, canary=canary)
     logger.info("routed", extra=telemetry.route_fields(feature, result, canary=canary))

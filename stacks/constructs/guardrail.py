@@ -11,10 +11,9 @@ import hashlib
 
 import aws_cdk as cdk
 from aws_cdk import aws_bedrock as bedrock
-from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
+from stacks.constructs.key_policy import ServiceUse, restricted_key
 from stacks.network import PLATFORM_TAG  # the bedrock-runtime endpoint allows ApplyGuardrail only with it
 from stacks.platform import Guardrail, Platform
 
@@ -30,14 +29,12 @@ class PlatformGuardrail(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, platform: Platform, spec: Guardrail) -> None:
         super().__init__(scope, construct_id)
         region = cdk.Stack.of(self).region
-        self.key = kms.Key(
+        self.key = restricted_key(
             self,
             "Key",
             description=f"{platform.name} guardrail {spec.name} in {region}: its policies and messages",
-            enable_key_rotation=True,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
+            uses=[ServiceUse("bedrock")],
         )
-        restrict_key_policy(self.key, uses=[ServiceUse("bedrock")])
         tags = [
             cdk.CfnTag(key="cost-center", value=platform.cost_center),
             cdk.CfnTag(key="spillway:guardrail", value=spec.name),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from constructs import Construct
 
 ADMIN_ACTIONS = (
     "kms:CancelKeyDeletion",
@@ -113,3 +114,25 @@ def restrict_key_policy(
     resource = key.node.default_child
     assert isinstance(resource, kms.CfnKey)
     resource.add_property_override("KeyPolicy", {"Version": "2012-10-17", "Statement": statements})
+
+
+def restricted_key(
+    scope: Construct,
+    construct_id: str,
+    *,
+    description: str,
+    uses: Sequence[ServiceUse],
+    service_statements: Sequence[iam.PolicyStatement] = (),
+    alias: str | None = None,
+) -> kms.Key:
+    """A rotating customer-managed key, retained on deletion, with the policy `restrict_key_policy` writes."""
+    key = kms.Key(
+        scope,
+        construct_id,
+        alias=alias,
+        description=description,
+        enable_key_rotation=True,
+        removal_policy=cdk.RemovalPolicy.RETAIN,
+    )
+    restrict_key_policy(key, uses=uses, service_statements=service_statements)
+    return key

@@ -171,8 +171,10 @@ class RouterApi(Concern):
             subnets=subnets,
             description="execute-api endpoint: HTTPS to the private router API from this cell's VPC",
         )
-        # Callers inside the cell's VPC (literal CIDR: cdk-nag can evaluate it); other VPCs use their own endpoints.
-        endpoint.allow_from_cidrs(self, [self.platform.regions[self.region_name].vpc_cidr], "HTTPS from the VPC")
+        # Only the callers' own subnets in the cell's VPC (router.api.caller_cidrs, literal: cdk-nag can evaluate
+        # them), never the router and model subnets; callers in other VPCs use their own endpoints.
+        callers = self.platform.router.caller_cidrs.get(self.region_name, ())
+        endpoint.allow_from_cidrs(self, callers, "HTTPS from the caller subnets")
         return endpoint
 
     def _scope_endpoint_policy(self, endpoint: PrivateInterfaceEndpoint, api: apigw.RestApi) -> None:

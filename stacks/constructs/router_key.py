@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from stacks.constructs.concern import Concern
-from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
+from stacks.constructs.key_policy import ServiceUse, restricted_key
 from stacks.naming import alarm_topic_name, function_arn, health_table_name, router_key_alias
 from stacks.platform import Platform, partition_of
 
@@ -23,19 +21,14 @@ class RouterKey(Concern):
     ) -> None:  # fmt: skip
         """`extra_uses`: further services that hold router data with this key (a new concern adds its own)."""
         super().__init__(scope, construct_id)
-        self.key = kms.Key(
+        partition = partition_of(region)
+        topic_arn = f"arn:{partition}:sns:{region}:{platform.account}:{alarm_topic_name(platform, region)}"
+        self.key = restricted_key(
             self,
             "RouterKey",
             alias=router_key_alias(platform, region),
             description=f"{platform.name} router data in {region}: environment, health table, "
             "backups, routing configuration, alarm topic",
-            enable_key_rotation=True,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-        )
-        partition = partition_of(region)
-        topic_arn = f"arn:{partition}:sns:{region}:{platform.account}:{alarm_topic_name(platform, region)}"
-        restrict_key_policy(
-            self.key,
             uses=[
                 # The health table replica: DynamoDB sets the table name in every cryptographic call.
                 ServiceUse("dynamodb", {"aws:dynamodb:tableName": health_table_name(platform)}),

@@ -18,6 +18,8 @@ from stacks.platform import Platform
 from tests.infra.conftest import Template, resources_of
 
 RUNTIME_SERVICES = ("bedrock-runtime", "sagemaker.runtime")
+# The fleet store (ElastiCache Serverless, TLS always on), reached from the router's group to the store's group only.
+TLS_STORE_PORTS = {("tcp", 6379, 6379), ("tcp", 6380, 6380)}
 CRYPTO_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncrypt", "kms:*", "*")
 
 
@@ -64,9 +66,11 @@ def egress_problems(template: Template, allowed_cidrs: set[str]) -> list[str]:
     """Every egress rule of the template: tcp/443 to a security group, a prefix list, or an allowed literal CIDR."""
     problems = []
     for logical_id, rule in _egress_rules(template):
-        if (rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort")) != ("tcp", 443, 443):
-            if rule.get("CidrIp") == "255.255.255.255/32":  # CDK's "no egress" placeholder
-                continue
+        ports = (rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort"))
+        if rule.get("CidrIp") == "255.255.255.255/32":  # CDK's "no egress" placeholder
+            continue
+        to_store = ports in TLS_STORE_PORTS and "DestinationSecurityGroupId" in rule
+        if ports != ("tcp", 443, 443) and not to_store:
             problems.append(f"{logical_id}: egress other than tcp/443")
         if "DestinationSecurityGroupId" in rule or "DestinationPrefixListId" in rule:
             continue
@@ -176,7 +180,7 @@ def test_the_router_key_is_used_only_through_its_services(
 ) -> None:
     for region in platform.region_names:
         template = templates[f"{platform.name}-router-{region}"]
-        (key,) = resources_of(template, "AWS::KMS::Key").values()
+        (key,) = [k for i, k in resources_of(template, "AWS::KMS::Key").items() if i.startswith("RouterKey")]
         statements = {s["Sid"]: s for s in key["Properties"]["KeyPolicy"]["Statement"]}
         dynamodb = statements["UseThroughDynamodb"]["Condition"]
         assert dynamodb["StringEquals"]["kms:ViaService"] == f"dynamodb.{region}.amazonaws.com"
@@ -344,3 +348,16 @@ def test_the_router_function_checks_code_signatures(platform: Platform, template
         (profile_id,) = resources_of(template, "AWS::Signer::SigningProfile")
         assert profile_id in profile_ref
         assert config["CodeSigningPolicies"]["UntrustedArtifactOnDeployment"] == "Warn"  # see router_function.py
+
+
+def test_the_execute_api_endpoint_admits_only_the_caller_subnets(
+    platform: Platform, templates: Mapping[str, Template]
+) -> None:
+    for region in platform.region_names:
+        template = templates[f"{platform.name}-router-{region}"]
+        ingress = [r["Properties"] for r in resources_of(template, "AWS::EC2::SecurityGroupIngress").values()]
+        admitted = {r["CidrIp"] for r in ingress if "CidrIp" in r}
+        assert admitted == set(platform.router.caller_cidrs[region])
+        for cidr in admitted:  # never the subnets of the router, the models and the endpoints
+            for subnet in isolated_subnet_cidrs(platform, region):
+                assert not ipaddress.ip_network(cidr).overlaps(ipaddress.ip_network(subnet)), (cidr, subnet)

@@ -225,7 +225,8 @@ def test_private_api_resource_policy(platform: Platform, routers: Mapping[str, T
         ingress = [r["Properties"] for r in resources_of(template, "AWS::EC2::SecurityGroupIngress").values()]
         # CIDR rules (the execute-api endpoint's) stay inside the cells' VPCs; the others (the fleet store's) name a
         # security group.
-        assert {r["CidrIp"] for r in ingress if "CidrIp" in r} <= {c.vpc_cidr for c in platform.regions.values()}
+        callers = {c for cidrs in platform.router.caller_cidrs.values() for c in cidrs}
+        assert {r["CidrIp"] for r in ingress if "CidrIp" in r} <= callers
         assert all("CidrIp" in r or "SourceSecurityGroupId" in r for r in ingress)
         assert not any("CidrIpv6" in r for r in ingress)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import logging
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +27,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import handler
 from emulator import Emulator, TargetSpec
+from spillway import telemetry
 from spillway.backends.contract import BackendReply, Usage
 from spillway.config import Target
 from spillway.errors import BackendError
@@ -338,3 +341,18 @@ def emulated_router(table: dict[str, Any], patch: pytest.MonkeyPatch) -> Iterato
 def emulated(table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     with emulated_router(table_doc, monkeypatch) as emu:
         yield emu
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """Everything the Powertools Logger writes (its handler holds the stdout of import time: swap its stream)."""
+    handler = telemetry.logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    # The logger is process-wide: another suite (the local world) may have quieted it. Every level is checked here.
+    level = telemetry.logger.log_level
+    telemetry.logger.setLevel("DEBUG")
+    yield buffer
+    telemetry.logger.setLevel(level)
+    handler.setStream(previous)

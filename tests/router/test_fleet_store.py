@@ -45,6 +45,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000, redis' rule) is free and valid too: the kernel's
+    ephemeral range reaches 60999, and a cluster node on a port over 55535 refuses to start."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a redis cluster node")
+
+
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
@@ -645,7 +661,7 @@ def test_every_write_is_made_before_the_request_returns_and_no_thread_is_left(ra
 @pytest.fixture(scope="module")
 def cluster_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A one-node redis cluster serving every slot: scripts whose keys span slots are refused (CROSSSLOT)."""
-    port = free_port()
+    port = free_cluster_port()
     workdir = tmp_path_factory.mktemp("redis-cluster")
     proc = subprocess.Popen(
         [

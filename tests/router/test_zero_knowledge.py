@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from spillway import telemetry
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
@@ -94,21 +93,6 @@ def _raise(exc: BaseException) -> Callable[[dict[str, Any]], Any]:
         raise exc
 
     return fail
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """Everything the Powertools Logger writes (its handler holds the stdout of import time: swap its stream)."""
-    handler = telemetry.logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    # The logger is process-wide: another suite (the local world) may have quieted it. Every level is checked here.
-    level = telemetry.logger.log_level
-    telemetry.logger.setLevel("DEBUG")
-    yield buffer
-    telemetry.logger.setLevel(level)
-    handler.setStream(previous)
 
 
 @pytest.fixture

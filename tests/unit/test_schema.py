@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from spillway import config, schema
 from spillway.config import MIN_ATTEMPT_MS, RoutingConfigError, parse_routing_table
 from spillway.limits import MAX_REQUEST_BYTES
-from spillway.routing_source import CANARY_KEYS, FLAGS_KEYS, _canaries
+from spillway.routing_source import CANARY_KEYS, FLAGS_KEYS, _canaries, _shadow_flags
 
 MODELS = ("claude-sonnet", "nova-lite", "llama-escrow")
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
@@ -141,6 +141,10 @@ def feature_of(draw: Draw, targets: dict[str, Any], models: list[str], regions: 
                 "caller_may_override": st.lists(st.sampled_from(config.PLATFORM_MEMBERS), unique=True),
             },
         ),
+        "shadow": st.fixed_dictionaries(
+            {"target": st.sampled_from(sorted(targets)), "share": st.floats(0.0, 1.0)},
+            optional={"grace_ms": st.floats(0.0, config.MAX_SHADOW_GRACE_MS)},
+        ),
     }
     assert set(knobs) == config.FEATURE_KEYS.optional, "every feature knob is generated"
     for name in sorted(names):
@@ -247,14 +251,24 @@ canary_entries = st.fixed_dictionaries(
     {"model": st.sampled_from(MODELS), "share": st.floats(min_value=0.0, max_value=1.0)},
     optional={"enabled": st.booleans()},
 )
+shadow_entries = st.fixed_dictionaries(
+    {"target": st.sampled_from(["nova-lite/on_demand/us-east-1"]), "share": st.floats(min_value=0.0, max_value=1.0)},
+    optional={"enabled": st.booleans(), "grace_ms": st.floats(0.0, 1000.0)},
+)
+_flag_features = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
 flag_documents = st.fixed_dictionaries(
-    {}, optional={"canary": st.dictionaries(st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True), canary_entries)}
+    {},
+    optional={
+        "canary": st.dictionaries(_flag_features, canary_entries),
+        "shadow": st.dictionaries(_flag_features, shadow_entries),
+    },
 )
 
 
 def _parse_flags(doc: dict[str, Any]) -> list[tuple[str, str]]:
     events: list[tuple[str, str]] = []
     _canaries(doc, lambda kind, detail: events.append((kind, detail)))
+    _shadow_flags(doc, lambda kind, detail: events.append((kind, detail)))
     return events
 
 
@@ -263,7 +277,7 @@ def _parse_flags(doc: dict[str, Any]) -> list[tuple[str, str]]:
 def test_flags_the_router_accepts_pass_the_schema(doc: dict[str, Any]) -> None:
     assert _parse_flags(doc) == []
     FLAGS.validate(doc)
-    assert {"canary"} == FLAGS_KEYS.all
+    assert {"canary", "shadow"} == FLAGS_KEYS.all
     assert {"model", "share", "enabled"} == CANARY_KEYS.all
 
 

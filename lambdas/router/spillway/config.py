@@ -66,6 +66,7 @@ SERVICE_TIERS = ("priority", "default", "flex", "reserved")
 LATENCIES = ("standard", "optimized")
 GUARDRAIL_TRACES = ("enabled", "disabled", "enabled_full")
 PLATFORM_MEMBERS = ("serviceTier", "performanceConfig", "guardrailConfig")
+DEFAULT_SHADOW_GRACE_MS = 50.0  # a shadow slower than the primary by more than this is abandoned
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,16 @@ class BreakerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowPolicy:
+    """Mirror a share of a feature's requests to a candidate target (spillway/shadow.py). The caller never sees the
+    shadow: its answer comes from the feature's own route; the shadow's numbers are recorded, never its content."""
+
+    target: str  # a target id of the table: the candidate (another model, tier, region or cloud)
+    share: float  # 0..1 of the feature's requests mirrored (a hash of the request id decides)
+    grace_ms: float = DEFAULT_SHADOW_GRACE_MS  # 0..1000: the caller's longest wait for it past the primary's answer
+
+
+@dataclass(frozen=True, slots=True)
 class Feature:
     name: str  # the key of the feature in the table: 1-64 of [A-Za-z0-9._-]
     first_capacity: Capacity  # where a request goes first
@@ -142,6 +153,7 @@ class Feature:
     # and those a caller may send anyway (sending another answers 400). Stored as sorted pairs and a set.
     converse_defaults: tuple[tuple[str, Any], ...] = ()
     caller_may_override: frozenset[str] = frozenset()
+    shadow: ShadowPolicy | None = None  # JSON "shadow": {"target", "share", "grace_ms"}; none mirrors nothing
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -159,13 +171,17 @@ TARGET_KEYS = Keys(frozenset({"model", "capacity", "region", "backend"}), frozen
 BACKEND_KEYS = {name: Keys(frozenset({"kind", kind.ref_field})) for name, kind in KINDS.items()}
 FEATURE_KEYS = Keys(
     frozenset({"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"}),
-    frozenset({"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids", "converse"}),
+    frozenset(
+        {"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids", "converse", "shadow"}
+    ),
 )
 CONVERSE_KEYS = Keys(frozenset(), frozenset({"defaults", "caller_may_override"}))
 CONVERSE_DEFAULTS_KEYS = Keys(frozenset(), frozenset(PLATFORM_MEMBERS))
 SERVICE_TIER_KEYS = Keys(frozenset({"type"}))
 PERFORMANCE_KEYS = Keys(frozenset({"latency"}))
 GUARDRAIL_KEYS = Keys(frozenset({"guardrailIdentifier", "guardrailVersion"}), frozenset({"trace"}))
+SHADOW_KEYS = Keys(frozenset({"target", "share"}), frozenset({"grace_ms"}))
+MAX_SHADOW_GRACE_MS = 1000.0
 ATTEMPT_TIMEOUT_KEYS = Keys(frozenset({"min", "max"}))
 BREAKER_KEYS = Keys(frozenset(), frozenset(BreakerPolicy.__dataclass_fields__))
 LIMITS_KEYS = Keys(frozenset(), frozenset(Limits.__dataclass_fields__))
@@ -308,6 +324,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         invoke_ids=invoke_ids,
         converse_defaults=defaults,
         caller_may_override=overridable,
+        shadow=None if obj.get("shadow") is None else parse_shadow(obj["shadow"], f"{path}.shadow", targets),
     )
     reachable = {
         t.model
@@ -349,6 +366,18 @@ def _invoke_ids(
             )
         out.append((tid, _text(value, at)))
     return tuple(sorted(out))
+
+
+def parse_shadow(raw: object, path: str, targets: Mapping[str, Target]) -> ShadowPolicy:
+    """A feature's shadow: the candidate must be one of the table's targets (the flags profile's entries too)."""
+    obj = _obj(raw, path)
+    _keys(obj, path, SHADOW_KEYS)
+    candidate = _text(obj["target"], f"{path}.target")
+    if candidate not in targets:
+        raise RoutingConfigError(f"{path}.target", f"unknown target '{candidate[:160]}'")
+    share = _num(obj["share"], f"{path}.share", low=0.0, high=1.0)
+    grace = _num(obj.get("grace_ms", DEFAULT_SHADOW_GRACE_MS), f"{path}.grace_ms", low=0.0, high=MAX_SHADOW_GRACE_MS)
+    return ShadowPolicy(candidate, share, grace)
 
 
 def _converse(raw: object, path: str) -> tuple[tuple[tuple[str, Any], ...], frozenset[str]]:

@@ -18,6 +18,14 @@ moves ``share`` (0..1) of the feature's requests onto ``model`` first (the rest 
 unknown key is; spillway/schema.py renders the flags' JSON Schema from ``FLAGS_KEYS`` and ``CANARY_KEYS``. Buckets
 are a hash of the request id, so a given request always lands on the same side and shares are exact over many ids.
 Removing the entry, or a share of 0, takes traffic back within one cache TTL.
+
+Shadow traffic (spillway/shadow.py) is set the same way, per feature, over the table's own ``shadow``::
+
+    {"shadow": {"summarize-thread": {"target": "nova-lite/on_demand/us-east-1", "share": 0.05}}}
+
+An entry replaces the feature's ``shadow`` of the table (``grace_ms`` optional); ``"enabled": false`` or a share of
+0 turns that feature's shadowing off, whatever the table says. An entry naming a target the table does not have is
+refused (event ``shadow_rejected``) and the table's own shadow stays.
 """
 
 from __future__ import annotations
@@ -33,12 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Keys, RoutingConfigError, RoutingTable, parse_routing_table
+from .config import Keys, RoutingConfigError, RoutingTable, parse_routing_table, parse_shadow
 
 CANARY_SUFFIX = "..canary"  # a routed-variant feature name no config can declare (".." is rejected below)
 DEFAULT_EXTENSION_URL = "http://localhost:2772"
 Fetch = Callable[[str, float], tuple[int, bytes, str | None]]  # (url, timeout) -> (status, body, version)
-FLAGS_KEYS = Keys(frozenset(), frozenset({"canary"}))
+FLAGS_KEYS = Keys(frozenset(), frozenset({"canary", "shadow"}))
+SHADOW_FLAG_KEYS = Keys(frozenset({"target", "share"}), frozenset({"grace_ms", "enabled"}))
 CANARY_KEYS = Keys(frozenset({"model", "share"}), frozenset({"enabled"}))
 
 
@@ -116,6 +125,7 @@ class RoutingSource:
         self._raw_source = "none"
         self._raw_version: str | None = None
         self._flags: dict[str, Canary] = {}
+        self._shadows: dict[str, dict[str, Any] | None] = {}  # feature -> its shadow entry, None = off
         self._flags_version: str | None = None
         self._snapshot = Snapshot(None, "none", None)
         self._generation = 0
@@ -168,6 +178,9 @@ class RoutingSource:
                     if flags != self._flags:
                         changed = True
                     self._flags, self._flags_version = flags, flags_version
+                shadows = _shadow_flags(flags_doc, self._on_event)
+                if shadows is not None and shadows != self._shadows:
+                    self._shadows, changed = shadows, True
         if changed or self._snapshot.table is None:
             self._rebuild()
 
@@ -175,7 +188,7 @@ class RoutingSource:
         if self._raw is None:
             self._snapshot = Snapshot(None, "none", None)
             return
-        raw = self._raw
+        raw = _with_shadows(self._raw, self._shadows, self._on_event)
         canaries: dict[str, Canary] = {}
         variants: dict[str, Any] = {}
         for feature, canary in self._flags.items():
@@ -264,6 +277,51 @@ def _canaries(doc: dict[str, Any], on_event: Callable[[str, str], None]) -> dict
             continue
         out[str(feature)] = Canary(entry["model"], float(share))
     return out
+
+
+def _shadow_flags(doc: dict[str, Any], on_event: Callable[[str, str], None]) -> dict[str, dict[str, Any] | None] | None:
+    """The flags' shadow entries: feature -> its table entry, or None where the flag turns shadowing off."""
+    raw = doc.get("shadow", {})
+    if not isinstance(raw, dict):
+        on_event("flags_invalid", "shadow")
+        return None
+    out: dict[str, dict[str, Any] | None] = {}
+    for feature, entry in raw.items():
+        if not isinstance(entry, dict) or not entry.keys() <= SHADOW_FLAG_KEYS.all:
+            on_event("flags_invalid", "shadow_entry")
+            continue
+        enabled = entry.get("enabled", True)
+        if not isinstance(enabled, bool):
+            on_event("flags_invalid", "shadow_entry")
+            continue
+        table_entry = {key: value for key, value in entry.items() if key != "enabled"}
+        out[str(feature)] = table_entry if enabled and table_entry.get("share") != 0 else None
+    return out
+
+
+def _with_shadows(
+    raw: dict[str, Any], shadows: Mapping[str, dict[str, Any] | None], on_event: Callable[[str, str], None]
+) -> dict[str, Any]:
+    """The table document with the flags' shadow entries in place of the features' own (each checked first)."""
+    if not shadows:
+        return raw
+    features = dict(raw["features"])
+    targets = parse_routing_table(raw).targets
+    for feature, entry in shadows.items():
+        base = features.get(feature)
+        if not isinstance(base, dict):
+            on_event("shadow_rejected", "unknown")
+            continue
+        if entry is None:
+            features[feature] = {key: value for key, value in base.items() if key != "shadow"}
+            continue
+        try:
+            parse_shadow(entry, f"flags.shadow.{feature}", targets)
+        except RoutingConfigError:
+            on_event("shadow_rejected", feature)
+            continue
+        features[feature] = {**base, "shadow": entry}
+    return {**raw, "features": features}
 
 
 def _variant(raw: Mapping[str, Any], feature: str, canary: Canary) -> dict[str, Any] | None:

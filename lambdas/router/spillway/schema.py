@@ -21,7 +21,7 @@ from typing import Any
 
 from . import config
 from .config import Keys
-from .routing_source import CANARY_KEYS, FLAGS_KEYS
+from .routing_source import CANARY_KEYS, FLAGS_KEYS, SHADOW_FLAG_KEYS
 
 DRAFT4 = "http://json-schema.org/draft-04/schema#"
 _TARGET_ID = f"^{config.NAME_PATTERN[1:-1]}/({'|'.join(config.CAPACITIES)})/{config.NAME_PATTERN[1:-1]}$"
@@ -62,7 +62,13 @@ def flags_schema() -> dict[str, Any]:
     return {
         "$schema": DRAFT4,
         "title": "Spillway flags (rendered from lambdas/router/spillway/routing_source.py)",
-        **_object(FLAGS_KEYS, {"canary": _map(config.FEATURE_NAME_PATTERN, entry)}),
+        **_object(
+            FLAGS_KEYS,
+            {
+                "canary": _map(config.FEATURE_NAME_PATTERN, entry),
+                "shadow": _map(config.FEATURE_NAME_PATTERN, _shadow(SHADOW_FLAG_KEYS, "flags.shadow.*")),
+            },
+        ),
     }
 
 
@@ -126,7 +132,19 @@ def _feature_props() -> dict[str, Any]:
                 },
             },
         ),
+        "shadow": _shadow(config.SHADOW_KEYS, "features.*.shadow"),
     }
+
+
+def _shadow(keys: Keys, path: str) -> dict[str, Any]:
+    """A shadow entry (the table's, or the flags' with its `enabled`): the candidate's target id and a share."""
+    rendered = {
+        "target": {"type": "string", "pattern": _TARGET_ID},
+        "share": {"type": "number", "minimum": 0, "maximum": 1},
+        "grace_ms": {"type": "number", "minimum": 0, "maximum": config.MAX_SHADOW_GRACE_MS},
+        "enabled": {"type": "boolean"},
+    }
+    return _object(keys, _exactly(path, keys, {key: rendered[key] for key in keys.all}))
 
 
 # -- rendering -----------------------------------------------------------------------------------------------------

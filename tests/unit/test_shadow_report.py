@@ -1,0 +1,75 @@
+"""tools/shadow_report.py: figures computed from the records, other log lines ignored, a plot per feature."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tools import shadow_report
+
+FEATURE = "summarize-thread"
+CANDIDATE = "nova-lite/on_demand/us-east-1"
+
+
+def record(outcome: str, incumbent_ms: float, candidate_ms: float | None, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "message": "shadow",
+        "feature": FEATURE,
+        "incumbent": "claude-sonnet/provisioned/us-east-1",
+        "candidate": CANDIDATE,
+        "incumbent_status": 200,
+        "incumbent_ms": incumbent_ms,
+        "incumbent_input_tokens": 10,
+        "incumbent_output_tokens": 100,
+        "incumbent_stop": "end_turn",
+        "outcome": outcome,
+        "candidate_ms": candidate_ms,
+        "candidate_output_tokens": 150 if outcome == "ok" else None,
+        "candidate_stop": "max_tokens" if outcome == "ok" else None,
+    }
+    return {**base, **kw}
+
+
+def lines() -> list[str]:
+    rows = [record("ok", 10.0 * i, 20.0 * i) for i in range(1, 9)]
+    rows.append(record("error", 50.0, 5.0, error_class="capacity", error_code="ThrottlingException"))
+    rows.append(record("abandoned", 60.0, None))
+    out = [f"2026-12-04T15:00:00Z\t{json.dumps(r)}" for r in rows]  # a CloudWatch export's prefix
+    out.append(json.dumps({"message": "routed", "feature": FEATURE, "candidate": "x"}))  # not a shadow record
+    out.append("START RequestId: abc Version: $LATEST")
+    return out
+
+
+def test_the_report_compares_candidate_and_incumbent(tmp_path: Path) -> None:
+    records = shadow_report.read_records(lines())
+    assert len(records) == 10
+    (c,) = shadow_report.write_report(records, tmp_path)
+    assert (c.feature, c.candidate) == (FEATURE, CANDIDATE)
+    assert c.incumbent.requests == c.shadow.requests == 10
+    assert c.incumbent.p50_ms == 50.0  # nearest rank of 10, 20, ..., 80, 50, 60
+    assert c.shadow.p50_ms == 80.0  # 5, 20, 40, ..., 160: the abandoned one is not a latency
+    assert c.shadow.p99_ms == 160.0
+    assert c.shadow.error_rate == round(1 / 9, 4)
+    assert c.abandoned_share == 0.1
+    assert c.token_ratio == 1.5
+    assert c.shadow.stop_reasons == {"max_tokens": 1.0}
+    assert c.incumbent.stop_reasons == {"end_turn": 1.0}
+    assert (
+        "| summarize-thread | candidate | nova-lite/on_demand/us-east-1 | 10 | 80.0 | 160.0 |"
+        in (tmp_path / "report.md").read_text()
+    )
+    plot = tmp_path / "latency-summarize-thread--nova-lite_on_demand_us-east-1.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_command_reads_a_log_file(tmp_path: Path) -> None:
+    log = tmp_path / "router.log"
+    log.write_text("\n".join(lines()) + "\n")
+    assert shadow_report.main([str(log), "--out", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "report.json").read_text())[0]["token_ratio"] == 1.5
+
+
+def test_no_records_is_an_empty_report(tmp_path: Path) -> None:
+    assert shadow_report.write_report([], tmp_path) == []
+    assert "no shadow records" in (tmp_path / "report.md").read_text()
