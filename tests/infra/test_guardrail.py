@@ -228,3 +228,15 @@ def test_the_hosted_table_names_the_cells_guardrail_and_version(
     assert GUARDED_FEATURE in router.features  # monitored like every feature it serves
     shipped = json.loads((router.code_dir / "routing.json").read_text(encoding="utf-8"))
     assert GUARDED_FEATURE not in shipped["features"]  # the bundle never serves it unguarded
+
+
+def test_cfn_lint_accepts_the_guarded_models_template(
+    guarded: Platform, guarded_synth: tuple[Assembly, SynthResult]
+) -> None:
+    """CloudFormation's own resource schema (through cfn-lint) on the guardrail's properties: names, lengths, enums."""
+    cfnlint_api = pytest.importorskip("cfnlint.api", reason="cfn-lint is pinned in requirements-dev.txt")
+    _, result = guarded_synth
+    template = result.outdir / f"{guarded.name}-models-{GUARDED_REGION}.template.json"
+    matches = cfnlint_api.lint_file(template, config=cfnlint_api.ManualArgs(regions=[GUARDED_REGION]))
+    errors = [f"{m.rule.id} {m.message}" for m in matches if m.rule.id.startswith("E")]
+    assert errors == []
