@@ -119,6 +119,13 @@ def test_the_hosted_table_carries_the_cells_guardrail(guarded: Platform) -> None
     assert "guardrailConfig" not in converse["caller_may_override"]
 
 
+def test_the_platform_file_may_let_callers_send_their_own_guardrail() -> None:
+    document = guarded_example()
+    document["features"][GUARDED_FEATURE]["converse"]["caller_may_override"] = ["guardrail"]
+    table = render_routing_table(parse(document), GUARDED_REGION, {GUARDRAIL: ("gr0abc", "3")})
+    assert table["features"][GUARDED_FEATURE]["converse"]["caller_may_override"] == ["guardrailConfig"]
+
+
 def test_a_cell_without_the_guardrail_cannot_render_its_feature(guarded: Platform) -> None:
     with pytest.raises(Exception, match="builds no guardrail 'support-safety'"):
         render_routing_table(guarded, GUARDED_REGION, {})
