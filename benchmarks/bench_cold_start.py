@@ -95,15 +95,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="7 rounds instead of 31")
     default = str(LAMBDA_PYTHON) if LAMBDA_PYTHON.exists() else sys.executable
     parser.add_argument("--python", default=default, help="the interpreter to measure (default: %(default)s)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave results.json alone")
     args = parser.parse_args()
     result = measure(args.python, 7 if args.quick else 31)
-    merge_result("cold_start", result)
+    if not args.no_write:
+        merge_result("cold_start", result)
     print(
         f"python {result['python']}: import handler {result['handler_import_ms']} ms, floor "
         f"{result['floor_import_ms']} ms; paired difference median {result['difference_ms']} ms "
         f"(goal <= {GOAL_DIFFERENCE_MS:.0f}), p90 {result['difference_ms_p90']} ms"
     )
-    return 0 if result["difference_ms"] <= GOAL_DIFFERENCE_MS else 1
+    # Like the other benchmarks, a missed goal is reported, not an error: results.json and the READMEs say it.
+    return 0
 
 
 if __name__ == "__main__":

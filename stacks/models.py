@@ -51,16 +51,21 @@ from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
 from stacks.constructs.guardrail import PlatformGuardrail
 from stacks.constructs.key_policy import ServiceUse, restricted_key
 from stacks.eni import ENI_ACTIONS, eni_guard
-from stacks.naming import application_profile_name, endpoint_name, pt_handler_name, router_policy_name
+from stacks.naming import (
+    access_logs_bucket_name,
+    application_profile_name,
+    artifact_bucket_name,
+    endpoint_name,
+    partition_of,
+    pt_handler_name,
+    router_policy_name,
+)
 from stacks.network import APPLY_GUARDRAIL, BEDROCK_INVOKE_ACTIONS, PLATFORM_TAG, SAGEMAKER_INVOKE_ACTIONS
 from stacks.platform import (
     EscrowEndpoint,
     Model,
     Platform,
     ProvisionedPurchase,
-    access_logs_bucket_name,
-    artifact_bucket_name,
-    partition_of,
 )
 from stacks.targets import router_grants
 

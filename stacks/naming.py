@@ -7,8 +7,8 @@ the table and bucket names built here.
 
 - Stacks:           ``<platform>-<kind>-<region>`` (`stack_name`).
 - DynamoDB tables:  ``<platform>-<purpose>`` (`table_name`); the DynamoDB gateway allows ``table/<platform>-*``.
-- S3 buckets:       ``<platform>-<purpose>-<account>-<region>`` (`bucket_name`, length-checked in stacks/platform.py,
-                    which also validates the artifact and access-log bucket names of the config).
+- S3 buckets:       ``<platform>-<purpose>-<account>-<region>`` (`bucket_name`, length-checked: stacks/platform.py
+                    validates the config's artifact and access-log bucket names with it).
 - Router resources: ``<platform>-router-<region>`` for the function, API, web ACL, dashboard, backup vault and plan
                     and alarm prefix (`router_name`); the key alias ``alias/<platform>-router-<region>``.
 """
@@ -16,22 +16,47 @@ the table and bucket names built here.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-from stacks.platform import (
-    Platform,
-    access_logs_bucket_name,
-    artifact_bucket_name,
-    partition_of,
-    provisioned_model_name,
-)
-from stacks.platform import bucket_name as _platform_bucket_name
+if TYPE_CHECKING:  # stacks/platform.py validates the config's names with the helpers below: no runtime cycle
+    from stacks.platform import Platform
 
-# Bucket and PT names are built (and length-checked) by the platform schema; exported here with the others.
-__all__ = [
-    "access_logs_bucket_name",
-    "artifact_bucket_name",
-    "provisioned_model_name",
-]
+
+def partition_of(region: str) -> str:
+    return "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+S3_BUCKET_NAME_MAX = 63
+ACCESS_LOGS_PURPOSE = "model-access-logs"  # the models stack's server-access-log bucket, in every escrow region
+
+
+class BucketNameTooLong(ValueError):
+    """A bucket name over S3's 63 characters; the schema turns it into a PlatformConfigError naming the key."""
+
+
+def bucket_name(platform: str, purpose: str, account: str, region: str) -> str:
+    """Every project bucket's name: ``<platform>-<purpose>-<account>-<region>``, the S3 gateway endpoint's convention
+    (stacks/network.py). Longer than S3's 63 characters is a BucketNameTooLong, never a jsii traceback."""
+    name = f"{platform}-{purpose}-{account}-{region}"
+    if len(name) > S3_BUCKET_NAME_MAX and purpose != "*":
+        raise BucketNameTooLong(f"the bucket name {name!r} is {len(name)} characters, over S3's {S3_BUCKET_NAME_MAX}")
+    return name
+
+
+def artifact_bucket_name(platform: str, model: str, account: str, region: str) -> str:
+    """The S3 bucket the models stack creates for one escrow model's artifacts in one region."""
+    return bucket_name(platform, model, account, region)
+
+
+def access_logs_bucket_name(platform: str, account: str, region: str) -> str:
+    """The S3 bucket the models stack creates for its artifact buckets' server access logs in one region."""
+    return bucket_name(platform, ACCESS_LOGS_PURPOSE, account, region)
+
+
+def provisioned_model_name(platform: str, model: str, region: str) -> str:
+    """The name a purchased Provisioned Throughput gets in Bedrock (unique per account and region)."""
+    return f"{platform}-{model}-{region}"
+
 
 HEALTH_PURPOSE = "health"
 PT_HANDLER_ENTRIES = {"on_event": "event", "is_complete": "check"}
@@ -44,11 +69,6 @@ def stack_name(platform: Platform, kind: str, region: str) -> str:
 def table_name(platform: Platform, purpose: str) -> str:
     """The name a project table must have to pass the DynamoDB gateway endpoint of its region."""
     return f"{platform.name}-{purpose}"
-
-
-def bucket_name(platform: Platform, region: str, purpose: str) -> str:
-    """The name a project bucket must have to pass the S3 gateway endpoint of its region."""
-    return _platform_bucket_name(platform.name, purpose, platform.account, region)
 
 
 # --- the router -------------------------------------------------------------------------------------------------

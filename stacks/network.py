@@ -55,8 +55,8 @@ from constructs import Construct
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoint
 from stacks.cross_region import confine_provider, contain_cross_region_providers
-from stacks.naming import bucket_name
-from stacks.platform import Platform, partition_of
+from stacks.naming import bucket_name, partition_of
+from stacks.platform import Platform
 from stacks.targets import KINDS, endpoint_grants, used_targets
 
 # Each backend kind's runtime endpoint service and invoke actions, from the registry (spillway/backends/kinds.py).
@@ -557,7 +557,9 @@ class NetworkStack(CellStack):
 
     def _s3_policy(self) -> list[iam.PolicyStatement]:
         partition = self.platform.regions[self.region_name].partition
-        pattern = f"arn:{partition}:s3:::{bucket_name(self.platform, self.region_name, '*')}"
+        pattern = (
+            f"arn:{partition}:s3:::{bucket_name(self.platform.name, '*', self.platform.account, self.region_name)}"
+        )
         # Bucket names are global: the name pattern alone would also match another account's bucket, a way out of
         # the escrow VPC. The bucket must be this account's too.
         own_buckets = {

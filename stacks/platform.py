@@ -17,6 +17,14 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from stacks.naming import (
+    BucketNameTooLong,
+    access_logs_bucket_name,
+    artifact_bucket_name,
+    partition_of,
+    provisioned_model_name,
+)
+
 Capacity = Literal["provisioned", "on_demand"]
 CAPACITIES: tuple[Capacity, ...] = ("provisioned", "on_demand")
 ModelKind = Literal["bedrock", "sagemaker"]
@@ -74,42 +82,6 @@ class PlatformConfigError(ValueError):
         self.source, self.key, self.detail = source, key, message
         where = f"{source}: {key}: " if key else f"{source}: "
         super().__init__(where + message)
-
-
-def partition_of(region: str) -> str:
-    return "aws-us-gov" if region.startswith("us-gov-") else "aws"
-
-
-S3_BUCKET_NAME_MAX = 63
-ACCESS_LOGS_PURPOSE = "model-access-logs"  # the models stack's server-access-log bucket, in every escrow region
-
-
-class BucketNameTooLong(ValueError):
-    """A bucket name over S3's 63 characters; the schema turns it into a PlatformConfigError naming the key."""
-
-
-def bucket_name(platform: str, purpose: str, account: str, region: str) -> str:
-    """Every project bucket's name: ``<platform>-<purpose>-<account>-<region>``, the S3 gateway endpoint's convention
-    (stacks/network.py). Longer than S3's 63 characters is a BucketNameTooLong, never a jsii traceback."""
-    name = f"{platform}-{purpose}-{account}-{region}"
-    if len(name) > S3_BUCKET_NAME_MAX and purpose != "*":
-        raise BucketNameTooLong(f"the bucket name {name!r} is {len(name)} characters, over S3's {S3_BUCKET_NAME_MAX}")
-    return name
-
-
-def artifact_bucket_name(platform: str, model: str, account: str, region: str) -> str:
-    """The S3 bucket the models stack creates for one escrow model's artifacts in one region."""
-    return bucket_name(platform, model, account, region)
-
-
-def access_logs_bucket_name(platform: str, account: str, region: str) -> str:
-    """The S3 bucket the models stack creates for its artifact buckets' server access logs in one region."""
-    return bucket_name(platform, ACCESS_LOGS_PURPOSE, account, region)
-
-
-def provisioned_model_name(platform: str, model: str, region: str) -> str:
-    """The name a purchased Provisioned Throughput gets in Bedrock (unique per account and region)."""
-    return f"{platform}-{model}-{region}"
 
 
 def purchase_sentence(model_units: int, commitment: str, model_id: str, region: str) -> str:
@@ -236,7 +208,10 @@ class Model:
 
 
 @dataclass(frozen=True, slots=True)
-class Feature:
+class FeatureSpec:
+    """A feature as the platform file declares it; rendered to the routing table, where the router reads it as
+    spillway.config.Feature (stacks/routing.py)."""
+
     name: str
     first_capacity: Capacity
     models: tuple[str, ...]
@@ -359,7 +334,7 @@ class Platform:
     log_retention_days: int
     regions: Mapping[str, Region]
     models: Mapping[str, Model]
-    features: Mapping[str, Feature]
+    features: Mapping[str, FeatureSpec]
     # Buying Provisioned Throughput needs this switch AND a per-model `create` block with the exact sentence.
     allow_provisioned_purchase: bool = False
     cost_center: str = ""
@@ -378,7 +353,7 @@ class Platform:
         """Regions in a stable order: the order of deployment and of every generated list."""
         return tuple(sorted(self.regions))
 
-    def features_served_in(self, region: str) -> tuple[Feature, ...]:
+    def features_served_in(self, region: str) -> tuple[FeatureSpec, ...]:
         """A cell serves the features that name its region as home or failover."""
         return tuple(f for f in self.features.values() if region in f.regions)
 
@@ -548,7 +523,7 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
     return platform
 
 
-def _longest_deadline_s(features: Mapping[str, Feature]) -> int:
+def _longest_deadline_s(features: Mapping[str, FeatureSpec]) -> int:
     return -(-max((f.deadline_ms for f in features.values()), default=1000) // 1000)
 
 
@@ -893,11 +868,11 @@ def _features(
     regions: Mapping[str, Region],
     models: Mapping[str, Model],
     guardrails: Mapping[str, Guardrail],
-) -> dict[str, Feature]:
+) -> dict[str, FeatureSpec]:
     raw = read.mapping(value, "features")
     if not raw:
         raise read.fail("features", "needs at least one feature")
-    features: dict[str, Feature] = {}
+    features: dict[str, FeatureSpec] = {}
     for name, body in raw.items():
         key = f"features.{name}"
         read.string(name, key, _NAME, "feature name (lowercase letters, digits, dashes)")
@@ -924,7 +899,7 @@ def _features(
         failover = read.strings(data.get("failover_regions", []), f"{key}.failover_regions", cell_ref)
         if home in failover:
             raise read.fail(f"{key}.failover_regions", f"repeats the home region {home!r}")
-        feature = Feature(
+        feature = FeatureSpec(
             name=name,
             first_capacity=first,
             models=hierarchy,
@@ -957,7 +932,7 @@ def _features(
 
 
 def _check_guardrail(
-    read: _Reader, feature: Feature, key: str, models: Mapping[str, Model], guardrails: Mapping[str, Guardrail]
+    read: _Reader, feature: FeatureSpec, key: str, models: Mapping[str, Model], guardrails: Mapping[str, Guardrail]
 ) -> None:
     """A guarded feature names a declared guardrail, uses Bedrock models only (Bedrock applies the guardrail: a
     SageMaker answer would go unguarded) and has no failover region (a guardrail's id is regional; the router
@@ -1070,7 +1045,7 @@ ENDPOINT_TYPES = ("private", "regional")
 
 
 def _router(
-    read: _Reader, value: object, regions: Mapping[str, Region], features: Mapping[str, Feature], platform: str
+    read: _Reader, value: object, regions: Mapping[str, Region], features: Mapping[str, FeatureSpec], platform: str
 ) -> RouterSettings:
     """Without an explicit router.api.rate_limit the stage's rate is derived from the reserved concurrency by
     Little's law (concurrency / the longest feature deadline of any cell)."""
@@ -1193,7 +1168,7 @@ def _router_api(
 
 
 def _fleet_store(
-    read: _Reader, value: object, *, regions: Mapping[str, Region], features: Mapping[str, Feature], platform: str,
+    read: _Reader, value: object, *, regions: Mapping[str, Region], features: Mapping[str, FeatureSpec], platform: str,
     rate: int, burst: int,
 ) -> FleetStoreSettings:  # fmt: skip
     """Usage limits sized from the platform: by default the API's burst at the ECPU budget of the longest plan; a

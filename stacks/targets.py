@@ -11,14 +11,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from spillway.backends.kinds import KINDS, BackendKind, kind_of
-from stacks.naming import endpoint_name
-from stacks.platform import Capacity, Model, Platform, partition_of, usable_capacities
+from stacks.naming import endpoint_name, partition_of
+from stacks.platform import Capacity, Model, Platform, usable_capacities
 
-__all__ = ["KINDS", "BackendKind", "InvokeGrants", "Target", "endpoint_grants", "router_grants", "used_targets"]
+__all__ = ["KINDS", "BackendKind", "DeployedTarget", "InvokeGrants", "endpoint_grants", "router_grants", "used_targets"]
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class DeployedTarget:
+    """A target as the stacks derive it from the platform file, with what to grant on it; the router's own view
+    of a target is spillway.config.Target, rendered from this through the routing table (stacks/routing.py)."""
+
     model: str
     capacity: Capacity
     region: str
@@ -50,21 +53,23 @@ class InvokeGrants:
         return self.by_kind.get("sagemaker", ())
 
 
-def model_targets(platform: Platform, model: Model) -> list[Target]:
-    targets: list[Target] = []
+def model_targets(platform: Platform, model: Model) -> list[DeployedTarget]:
+    targets: list[DeployedTarget] = []
     for region, offer in sorted(model.regions.items()):
         partition = partition_of(region)
         if offer.endpoint is not None:
             name = endpoint_name(platform, model.name)
             arn = f"arn:{partition}:sagemaker:{region}:{platform.account}:endpoint/{name}"
             targets.append(
-                Target(model.name, "provisioned", region, "sagemaker", name, (arn,), offer.endpoint.max_in_flight)
+                DeployedTarget(
+                    model.name, "provisioned", region, "sagemaker", name, (arn,), offer.endpoint.max_in_flight
+                )
             )
         if offer.provisioned is not None:
             pt = offer.provisioned
             if pt.arn is not None:
                 targets.append(
-                    Target(model.name, "provisioned", region, "bedrock", pt.arn, (pt.arn,), pt.max_in_flight)
+                    DeployedTarget(model.name, "provisioned", region, "bedrock", pt.arn, (pt.arn,), pt.max_in_flight)
                 )
             else:
                 # Bought by the models stack: its ARN is a deploy-time token there (ModelsStack adds it to the
@@ -75,7 +80,9 @@ def model_targets(platform: Platform, model: Model) -> list[Target]:
                 assert model.model_id is not None
                 served = f"arn:{partition}:bedrock:{region}::foundation-model/{model.model_id}"
                 targets.append(
-                    Target(model.name, "provisioned", region, "bedrock", pt.purchase.name, (served,), pt.max_in_flight)
+                    DeployedTarget(
+                        model.name, "provisioned", region, "bedrock", pt.purchase.name, (served,), pt.max_in_flight
+                    )
                 )
         if offer.on_demand:
             assert model.model_id is not None  # bedrock models always have one (schema)
@@ -90,11 +97,11 @@ def model_targets(platform: Platform, model: Model) -> list[Target]:
                     *(f"arn:{partition_of(r)}:bedrock:{r}::foundation-model/{model.model_id}" for r in profile.regions),
                 )
                 invoke_id = profile.id
-            targets.append(Target(model.name, "on_demand", region, "bedrock", invoke_id, arns, None))
+            targets.append(DeployedTarget(model.name, "on_demand", region, "bedrock", invoke_id, arns, None))
     return targets
 
 
-def feature_targets(platform: Platform, feature_name: str) -> list[Target]:
+def feature_targets(platform: Platform, feature_name: str) -> list[DeployedTarget]:
     """Every target a feature may use: its models, in its regions. A feature that starts on on-demand never
     spills onto provisioned capacity (that is bought for the features that ask for it), so it gets none."""
     feature = platform.features[feature_name]
@@ -107,16 +114,16 @@ def feature_targets(platform: Platform, feature_name: str) -> list[Target]:
     ]
 
 
-def used_targets(platform: Platform) -> list[Target]:
+def used_targets(platform: Platform) -> list[DeployedTarget]:
     """Targets some feature uses, each once, in a stable order."""
-    seen: dict[str, Target] = {}
+    seen: dict[str, DeployedTarget] = {}
     for feature in sorted(platform.features):
         for target in feature_targets(platform, feature):
             seen.setdefault(target.id, target)
     return [seen[key] for key in sorted(seen)]
 
 
-def _grants(targets: Iterable[Target]) -> InvokeGrants:
+def _grants(targets: Iterable[DeployedTarget]) -> InvokeGrants:
     arns: dict[str, set[str]] = {name: set() for name in KINDS}
     for target in targets:
         arns[target.kind].update(target.arns)

@@ -38,7 +38,8 @@ from constructs import Construct
 from spillway.fleet_store import ACCESS_STRING as STORE_ACCESS_STRING
 from stacks.constructs.key_policy import ServiceUse, restrict_key_policy
 from stacks.constructs.private_endpoint import ec2_description
-from stacks.platform import FleetStoreSettings, fleet_cache_name, partition_of
+from stacks.naming import partition_of
+from stacks.platform import FleetStoreSettings, fleet_cache_name
 
 ENGINE = "valkey"
 MAJOR_ENGINE_VERSION = "8"

@@ -10,8 +10,8 @@ from constructs import Construct
 
 from stacks.constructs.concern import Concern
 from stacks.constructs.key_policy import ServiceUse, restricted_key
-from stacks.naming import alarm_topic_name, function_arn, health_table_name, router_key_alias
-from stacks.platform import Platform, partition_of
+from stacks.naming import alarm_topic_name, function_arn, health_table_name, partition_of, router_key_alias
+from stacks.platform import Platform
 
 
 class RouterKey(Concern):

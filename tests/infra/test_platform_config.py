@@ -12,13 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stacks.platform import (
-    PlatformConfigError,
-    access_logs_bucket_name,
-    artifact_bucket_name,
-    load_platform,
-    parse_platform,
-)
+from stacks.naming import access_logs_bucket_name, artifact_bucket_name
+from stacks.platform import PlatformConfigError, load_platform, parse_platform
 from stacks.targets import endpoint_grants, router_grants, used_targets
 from tests.infra.config_documents import EXAMPLE, SOURCE, assert_names_key, example, parse, rejects
 

@@ -3,6 +3,7 @@ AppConfig, alarms, dashboard, and the assets they ship."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -481,6 +482,25 @@ def test_each_cell_ships_its_own_routing_table(platform: Platform, routers: Mapp
         assert (asset / "handler.py").is_file()
         assert (asset / "spillway" / "config.py").is_file()
         assert not (asset / "tests").exists()
+
+
+def _defined_functions(path: Path) -> set[str]:
+    return {node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)}
+
+
+def test_the_asset_ships_no_openapi_renderer(routers: Mapping[str, Template], synth: Any) -> None:
+    """docs/openapi.json is rendered by tools/openapi.py: none of its functions, nor its schema references, ship."""
+    renderer = _defined_functions(Path(__file__).resolve().parents[2] / "tools" / "openapi.py") - {"main"}
+    assert {"openapi_document", "openapi_path"} <= renderer
+    for template in routers.values():
+        key = _function(template)["Code"]["S3Key"]
+        asset = Path(synth.outdir) / f"asset.{key.removesuffix('.zip')}"
+        modules = list(asset.rglob("*.py"))
+        assert asset / "spillway" / "api.py" in modules
+        assert not (asset / "tools").exists()
+        for module in modules:
+            assert not _defined_functions(module) & renderer, module.relative_to(asset)
+            assert "#/components/schemas/" not in module.read_text(), module.relative_to(asset)
 
 
 def test_staging_is_deterministic(tmp_path: Path) -> None:

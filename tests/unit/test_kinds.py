@@ -8,7 +8,7 @@ import pytest
 from spillway.backends import ClientPool
 from spillway.backends.kinds import EVERYTHING, KINDS, kind_of, make_backends
 from stacks.platform import MODEL_PARSERS
-from stacks.targets import InvokeGrants, Target
+from stacks.targets import DeployedTarget, InvokeGrants
 
 
 def test_every_kind_has_a_platform_parser_and_a_runtime() -> None:
@@ -27,7 +27,7 @@ def test_an_unknown_kind_fails_loudly_naming_the_known_ones() -> None:
     with pytest.raises(KeyError, match="the kinds are bedrock, sagemaker"):
         kind_of("openai")
     with pytest.raises(KeyError, match="bedrock, sagemaker"):
-        Target("m", "on_demand", "us-east-1", "openai", "x", ("arn:aws:x",), None)
+        DeployedTarget("m", "on_demand", "us-east-1", "openai", "x", ("arn:aws:x",), None)
 
 
 def test_grants_are_kept_per_kind() -> None:
