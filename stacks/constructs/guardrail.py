@@ -14,13 +14,9 @@ from aws_cdk import aws_bedrock as bedrock
 from constructs import Construct
 
 from stacks.constructs.key_policy import ServiceUse, restricted_key
+from stacks.naming import guardrail_name
 from stacks.network import PLATFORM_TAG  # the bedrock-runtime endpoint allows ApplyGuardrail only with it
 from stacks.platform import Guardrail, Platform
-
-
-def guardrail_name(platform: Platform, guardrail: str) -> str:
-    """The guardrail's name in Bedrock (1-50 of [0-9a-zA-Z_-]): unique per account and region."""
-    return f"{platform.name}-{guardrail}"[:50]
 
 
 class PlatformGuardrail(Construct):
