@@ -29,4 +29,6 @@ def test_every_benchmark_runs_in_quick_mode_without_touching_results() -> None:
         assert key in run.stdout, key
     for figure in ("failover_refused", "failover_blackholed", "brownout", "spillover", "recovery", "price of sharing"):
         assert f"{figure}:" in run.stdout, figure
+    for figure in ("rollout: rollout and yank:", "rollout: after a thaw:", "rollout: done in"):
+        assert figure in run.stdout, figure
     assert results.read_bytes() == before  # --no-write leaves the recorded figures alone
