@@ -540,6 +540,95 @@ def burst_beyond_reserved_concurrency(world: World) -> Figures:
     return figures
 
 
+def _streams(world: World, count: int, parallel: int = 4) -> list[tuple[int, dict[str, str], list[tuple[str, Any]]]]:
+    """`count` converse-stream calls through the documented client, `parallel` at a time: (status, headers, events)."""
+    from botocore.credentials import Credentials  # noqa: PLC0415
+
+    from tools.stream_router import converse_stream  # noqa: PLC0415
+
+    request = {"messages": [{"role": "user", "content": [{"text": "Summarize the thread, please."}]}]}
+    out: list[tuple[int, dict[str, str], list[tuple[str, Any]]]] = []
+    lock = threading.Lock()
+    left = list(range(count))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not left:
+                    return
+                left.pop()
+            status, headers, events = converse_stream(
+                world.url, FEATURE, request, HOME, credentials=Credentials("local", "local")
+            )
+            answer = (status, {k.lower(): v for k, v in headers.items()}, list(events))
+            with lock:
+                out.append(answer)
+
+    threads = [threading.Thread(target=worker) for _ in range(parallel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return out
+
+
+def _clean_but_partial(events: list[tuple[str, Any]]) -> bool:
+    """A stream that says complete without Bedrock's own end (messageStop, metadata): half an answer, passed as
+    whole. The figure that must stay 0."""
+    names = [name for name, _ in events]
+    complete = bool(events) and names[-1] == "spillway" and events[-1][1].get("complete") is True
+    return complete and not {"messageStop", "metadata"} <= set(names)
+
+
+def stream_stall_before_first_token(world: World) -> Figures:
+    """PT us-east-1 sends its headers and messageStart, then nothing for 30 s; the feature allows 400 ms to the
+    first token. Every stream is served whole by another target, and no caller sees a word of the stalled one."""
+    table = world.table_copy()
+    table["features"][FEATURE].update(first_token_ms=400)
+    world.deploy_table(table)
+    world.await_config()
+    world.set_fault(PT_EAST, Fault.slow_first_token(30.0))
+    answers = _streams(world, 24)
+    served = Counter(headers.get("x-spillway-target") for _, headers, _ in answers)
+    figures = {
+        "streams": len(answers),
+        "not_200": sum(1 for status, _, _ in answers if status != 200),
+        "served_by": dict(served),
+        "saw_two_message_starts": sum(1 for *_, ev in answers if [n for n, _ in ev].count("messageStart") != 1),
+        "incomplete": sum(1 for *_, ev in answers if not ev or ev[-1][0] != "spillway" or not ev[-1][1]["complete"]),
+        "abandoned_for_no_first_token": sum(
+            1 for *_, ev in answers if ev and any(r.get("code") == "NoFirstToken" for r in ev[-1][1].get("route", []))
+        ),
+    }
+    assert figures["not_200"] == 0
+    assert PT_EAST not in served, "a caller was served by the stalled target"
+    assert figures["saw_two_message_starts"] == 0, "an abandoned attempt's events reached a caller"
+    assert figures["incomplete"] == 0
+    return figures
+
+
+def stream_error_mid_stream(world: World) -> Figures:
+    """PT us-east-1 fails half of its streams after 3 tokens (modelStreamErrorException): each of those ends with an
+    explicit incomplete event naming the code; 0 streams end cleanly with a partial answer."""
+    world.set_fault(PT_EAST, Fault.stream_error("model_stream_error", after_tokens=3, probability=0.5, seed=12))
+    answers = _streams(world, 24)
+    trailers = [ev[-1][1] if ev and ev[-1][0] == "spillway" else None for *_, ev in answers]
+    figures = {
+        "streams": len(answers),
+        "not_200": sum(1 for status, _, _ in answers if status != 200),
+        "ended_incomplete": sum(1 for t in trailers if t is not None and not t["complete"]),
+        "incomplete_codes": dict(Counter(t["error"]["code"] for t in trailers if t is not None and not t["complete"])),
+        "without_last_event": sum(1 for t in trailers if t is None),
+        "clean_but_partial": sum(1 for *_, ev in answers if _clean_but_partial(ev)),
+    }
+    assert figures["not_200"] == 0
+    assert figures["without_last_event"] == 0
+    assert figures["ended_incomplete"] > 0, "the fault never struck"
+    assert set(figures["incomplete_codes"]) == {"ModelStreamErrorException"}
+    assert figures["clean_but_partial"] == 0
+    return figures
+
+
 SCENARIOS: list[Callable[[World], Figures]] = [
     pt_surge,
     home_region_outage,
@@ -557,6 +646,8 @@ SCENARIOS: list[Callable[[World], Figures]] = [
     store_slow_during_outage,
     burst_beyond_reserved_concurrency,
     clocks_disagree,
+    stream_stall_before_first_token,
+    stream_error_mid_stream,
 ]
 
 

@@ -12,6 +12,7 @@ from typing import Any, Self
 
 from emulator.appconfig import AppConfigExtension
 from emulator.control import ControlServer
+from emulator.eventstream import validate_stream_error
 from emulator.faults import ActiveFault, Fault, FaultKind, Scope
 from emulator.runtime import RegionEndpoint
 from emulator.targets import Kind, TargetKey, TargetSpec, TargetState
@@ -322,6 +323,8 @@ class Emulator:
             raise ValueError("REFUSE closes a region's listener: scope it to one region (use RESET for one target)")
         if fault.kind is FaultKind.ERROR and fault.error is not None:
             validate_error_name(fault.error)
+        if fault.kind is FaultKind.STREAM_ERROR and fault.error is not None:
+            validate_stream_error(fault.error)
         if where.region is not None:
             self._region(where.region)
         active = ActiveFault(fault, where, self.clock())

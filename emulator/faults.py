@@ -36,11 +36,19 @@ class FaultKind(StrEnum):
     """HTTP 200 with a broken body; ``Fault.malformed`` picks how it is broken."""
     RESET = "reset"
     """Close the connection without an answer (the client sees the connection drop)."""
+    STALL = "stall"
+    """Streams: after ``after_tokens`` tokens, say nothing for ``seconds``, then go on. Buffered: added latency."""
+    STREAM_ERROR = "stream_error"
+    """Streams: after ``after_tokens`` tokens, a modeled exception event (``error``: throttling,
+    model_stream_error, internal, unavailable, validation, or the event's name). Buffered: that error."""
+    DROP = "drop"
+    """Streams: after ``after_tokens`` tokens, the connection drops. Buffered: like RESET."""
 
 
 MALFORMED_VARIANTS = ("truncated", "not_json", "empty", "wrong_shape", "bad_types")
 
-_DEFAULT_SECONDS = {FaultKind.HANG: 30.0, FaultKind.SLOW_FIRST_TOKEN: 1.0}
+_DEFAULT_SECONDS = {FaultKind.HANG: 30.0, FaultKind.SLOW_FIRST_TOKEN: 1.0, FaultKind.STALL: 30.0}
+MID_STREAM = frozenset({FaultKind.STALL, FaultKind.STREAM_ERROR, FaultKind.DROP})
 
 
 @dataclass(frozen=True)
@@ -90,11 +98,13 @@ class Fault:
     the HTTP status to answer (default 500)."""
     seconds: float | None = None
     """HANG: how long to hang (default 30 s; shutdown interrupts it). SLOW_FIRST_TOKEN: added delay
-    (default 1 s)."""
+    (default 1 s). STALL: how long the stream stalls (default 30 s)."""
     malformed: str = "truncated"
     """MALFORMED only: truncated | not_json | empty | wrong_shape | bad_types."""
     message: str | None = None
     """Optional error message (no prompt text is ever put in one)."""
+    after_tokens: int = 1
+    """STALL, STREAM_ERROR, DROP on a stream: how many tokens go out before the fault strikes."""
     count: int | None = None
     skip: int = 0
     starts_in_s: float = 0.0
@@ -116,6 +126,8 @@ class Fault:
             raise ValueError("starts_in_s must be >= 0")
         if self.seconds is not None and self.seconds < 0:
             raise ValueError("seconds must be >= 0")
+        if self.after_tokens < 0:
+            raise ValueError("after_tokens must be >= 0")
         if self.malformed not in MALFORMED_VARIANTS:
             raise ValueError(f"malformed must be one of {', '.join(MALFORMED_VARIANTS)}")
         if self.kind is FaultKind.REFUSE and (self.count is not None or self.skip or self.probability != 1.0):
@@ -156,6 +168,18 @@ class Fault:
     @classmethod
     def reset(cls, **schedule: Any) -> Fault:
         return cls(FaultKind.RESET, **schedule)
+
+    @classmethod
+    def stall(cls, seconds: float = 30.0, after_tokens: int = 1, **schedule: Any) -> Fault:
+        return cls(FaultKind.STALL, seconds=seconds, after_tokens=after_tokens, **schedule)
+
+    @classmethod
+    def stream_error(cls, error: str = "model_stream_error", after_tokens: int = 1, **schedule: Any) -> Fault:
+        return cls(FaultKind.STREAM_ERROR, error=error, after_tokens=after_tokens, **schedule)
+
+    @classmethod
+    def drop(cls, after_tokens: int = 1, **schedule: Any) -> Fault:
+        return cls(FaultKind.DROP, after_tokens=after_tokens, **schedule)
 
     # Dict / JSON form ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -7,11 +7,13 @@ thread lingers; long waits inside handlers use :attr:`Listener.closing` so that 
 from __future__ import annotations
 
 import contextlib
+import select
 import selectors
 import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -126,6 +128,36 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
+
+    def start_chunked(self, status: int, headers: dict[str, str]) -> None:
+        """Send the status and headers of a streamed answer (HTTP/1.1 chunked transfer encoding)."""
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+
+    def send_chunk(self, data: bytes) -> None:
+        """One chunk, on the wire at once (an empty ``data`` ends the body)."""
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` mid-answer; True (at once) when the listener closes or the peer hangs up meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.server.closing.is_set():
+                return True
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.25))
+            if readable:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return True  # the peer closed: nobody is listening any more
+                except OSError:
+                    return True
+                return self.server.closing.wait(max(0.0, deadline - time.monotonic()))  # pipelined bytes: just wait
+        return self.server.closing.is_set()
 
     def abort(self) -> None:
         """Drop the connection with no answer (RST)."""

@@ -7,11 +7,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from emulator import wire
-from emulator.faults import ActiveFault, Fault, FaultKind
+from emulator import eventstream_replies as replies
+from emulator import openai_compat, wire
+from emulator.faults import MID_STREAM, ActiveFault, Fault, FaultKind
 from emulator.listener import Listener, RequestHandler
 from emulator.targets import Kind, TargetSpec, TargetState
 
@@ -24,15 +25,32 @@ def _request_id() -> str:
     return str(uuid.uuid4())
 
 
-def _route(raw_path: str) -> tuple[Kind, str] | None:
-    """(kind, decoded id) for a runtime path, matched on the raw (still percent-encoded) segments."""
+_OPERATIONS = {
+    ("model", "converse"): (Kind.BEDROCK, False),
+    ("model", "converse-stream"): (Kind.BEDROCK, True),
+    ("endpoints", "invocations"): (Kind.SAGEMAKER, False),
+    ("endpoints", "invocations-response-stream"): (Kind.SAGEMAKER, True),
+}
+
+
+def _route(raw_path: str) -> tuple[Kind, str, bool] | None:
+    """(kind, decoded id, streamed) for a runtime path, matched on the raw (still percent-encoded) segments."""
     parts = urlsplit(raw_path).path.split("/")
     # "/model/{modelId}/converse" -> ["", "model", id, "converse"]
-    if len(parts) == 4 and parts[0] == "" and parts[1] == "model" and parts[3] == "converse":
-        return Kind.BEDROCK, unquote(parts[2])
-    if len(parts) == 4 and parts[0] == "" and parts[1] == "endpoints" and parts[3] == "invocations":
-        return Kind.SAGEMAKER, unquote(parts[2])
-    return None
+    operation = _OPERATIONS.get((parts[1], parts[3])) if len(parts) == 4 and parts[0] == "" else None
+    if operation is not None:
+        kind, streamed = operation
+        return kind, unquote(parts[2]), streamed
+    target = openai_compat.target_of(parts)
+    return (Kind.OPENAI, target, False) if target is not None else None
+
+
+class _Admitted(NamedTuple):
+    prompt: wire.Prompt
+    style: str
+    fault: Fault | None
+    started: float
+    tokens: tuple[int, int, bool]  # input tokens, output tokens, capped by the request
 
 
 class RegionEndpoint:
@@ -104,13 +122,16 @@ class RegionEndpoint:
             unknown = wire.WireError(404, "UnknownOperationException", {"message": "Unknown operation"})
             self._send_error(h, Kind.BEDROCK, unknown)
             return
-        kind, wire_id = route
+        kind, wire_id, streamed = route
         state = self.lookup(kind, wire_id)
         if state is None:
             self._unrouted()
             self._send_error(h, kind, self._not_found(kind, wire_id))
             return
-        self._serve(h, kind, state, body)
+        if streamed:
+            self._serve_stream(h, kind, state, body)
+        else:
+            self._serve(h, kind, state, body)
 
     def _unrouted(self) -> None:
         with self._lock:
@@ -121,6 +142,8 @@ class RegionEndpoint:
             self.unrouted = 0
 
     def _not_found(self, kind: Kind, wire_id: str) -> wire.WireError:
+        if kind is Kind.OPENAI:
+            return wire.openai_error("ResourceNotFoundException", "The model does not exist.")
         if kind is Kind.SAGEMAKER:
             return wire.sagemaker_error("ValidationError", f"Endpoint {wire_id} of account 111122223333 not found.")
         if wire_id.startswith("arn:"):
@@ -160,11 +183,14 @@ class RegionEndpoint:
             payload = json.loads(raw)
         except ValueError as exc:
             raise ValueError("the payload is not JSON") from exc
-        return wire.sagemaker_prompt(payload)
+        prompt, style = wire.sagemaker_prompt(payload)
+        if kind is Kind.OPENAI and style != "messages":
+            raise ValueError("expected a chat completions body with 'messages'")
+        return prompt, style
 
     def _bad_request(self, h: RequestHandler, state: TargetState, problem: str) -> None:
         spec = state.spec
-        if spec.kind is Kind.BEDROCK:
+        if spec.kind is not Kind.SAGEMAKER:
             self._error(h, state, "ValidationException", problem)
             return
         # The container answers 4xx; SageMaker wraps that as ModelError (424).
@@ -180,21 +206,27 @@ class RegionEndpoint:
         )
         self._send_error(h, spec.kind, wire.WireError(err.status, err.code, body))
 
-    def _answer_fault_now(self, h: RequestHandler, state: TargetState, fault: Fault) -> bool:
+    def _answer_fault_now(self, h: RequestHandler, state: TargetState, fault: Fault, streamed: bool = False) -> bool:
         """Faults that answer before any capacity is used; True when the request is answered."""
         if fault.kind is FaultKind.THROTTLE:
             self._error(h, state, "ThrottlingException", fault.message)
         elif fault.kind is FaultKind.ERROR:
             code = wire.resolve_error(fault.error, state.spec.kind)
             self._error(h, state, code, fault.message, fault.status if code in wire.WRAPPING_CODES else None)
-        elif fault.kind is FaultKind.RESET:
+        elif fault.kind is FaultKind.STREAM_ERROR and not streamed:
+            alias = fault.error if fault.error in wire.ERROR_ALIASES else "model_error"
+            self._error(h, state, wire.resolve_error(alias, state.spec.kind), fault.message)
+        elif fault.kind is FaultKind.RESET or (fault.kind is FaultKind.DROP and not streamed):
             state.outcome("reset")
             h.abort()
         else:
             return False
         return True
 
-    def _serve(self, h: RequestHandler, kind: Kind, state: TargetState, raw: bytes) -> None:
+    def _admit_request(
+        self, h: RequestHandler, kind: Kind, state: TargetState, raw: bytes, streamed: bool
+    ) -> _Admitted | None:
+        """Count, parse, apply the faults that answer at once and take capacity; None when already answered."""
         state.count("requests")
         state.record(raw)
         started = time.monotonic()
@@ -202,19 +234,26 @@ class RegionEndpoint:
             prompt, style = self._parse(kind, raw)
         except ValueError as exc:
             self._bad_request(h, state, str(exc))
-            return
+            return None
         spec = state.spec
         active = self.find_fault(self.region, kind, spec.id)
         fault = active.fault if active is not None else None
         if fault is not None:
             state.count("faulted")
-            if self._answer_fault_now(h, state, fault):
-                return
+            if self._answer_fault_now(h, state, fault, streamed=streamed):
+                return None
         out_tokens, capped = wire.output_tokens_for(prompt, spec.output_tokens)
         in_tokens = wire.estimate_tokens(prompt.input_text)
         if state.admit(in_tokens + out_tokens) is not None:
             self._error(h, state, "ThrottlingException")
+            return None
+        return _Admitted(prompt, style, fault, started, (in_tokens, out_tokens, capped))
+
+    def _serve(self, h: RequestHandler, kind: Kind, state: TargetState, raw: bytes) -> None:
+        admitted = self._admit_request(h, kind, state, raw, streamed=False)
+        if admitted is None:
             return
+        prompt, style, fault, started, (in_tokens, out_tokens, capped) = admitted
         try:
             send = self._work(
                 h, state, fault, prompt, style=style, started=started, tokens=(in_tokens, out_tokens, capped)
@@ -241,7 +280,7 @@ class RegionEndpoint:
         if fault is not None and fault.kind is FaultKind.HANG:
             return self._hang(h, state, fault)
         delay = (spec.ttft_ms + spec.ms_per_token * out_tokens) / 1000.0
-        if fault is not None and fault.kind is FaultKind.SLOW_FIRST_TOKEN:
+        if fault is not None and fault.kind in (FaultKind.SLOW_FIRST_TOKEN, FaultKind.STALL):
             delay += fault.delay_s
         if delay > 0 and h.closing.wait(delay):
             return h.abort
@@ -275,3 +314,91 @@ class RegionEndpoint:
         err = wire.timeout_error(state.spec.kind, state.spec.id, self.region)
         state.count("errors")
         return lambda: self._send_error(h, state.spec.kind, err)
+
+    # Streams (ConverseStream, InvokeEndpointWithResponseStream) ----------------------------------
+    def _serve_stream(self, h: RequestHandler, kind: Kind, state: TargetState, raw: bytes) -> None:
+        admitted = self._admit_request(h, kind, state, raw, streamed=True)
+        if admitted is None:
+            return
+        prompt, style, fault, started, (_in_tokens, out_tokens, capped) = admitted
+        spec = state.spec
+        try:
+            if fault is not None and fault.kind is FaultKind.HANG:
+                self._hang(h, state, fault)()
+                return
+            plan = replies.stream_plan(prompt, out_tokens, capped, spec.echo)
+            self._stream(h, state, fault, self._framed(kind, state, plan, style, raw), started)
+        except (BrokenPipeError, ConnectionResetError):
+            state.outcome("client_closed")  # the caller abandoned the stream
+            h.close_connection = True
+        finally:
+            state.release()
+
+    def _framed(
+        self, kind: Kind, state: TargetState, plan: replies.StreamPlan, style: str, raw: bytes
+    ) -> replies.Framed:
+        if kind is Kind.BEDROCK:
+            return replies.bedrock_framed(plan)
+        payload = json.loads(raw)
+        options = payload.get("stream_options") if isinstance(payload, dict) else None
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return replies.sagemaker_framed(plan, style, state.spec.id, include_usage)
+
+    def _stream(
+        self, h: RequestHandler, state: TargetState, fault: Fault | None, framed: replies.Framed, started: float
+    ) -> None:
+        """Headers and opening events at once; tokens after the time to first token, one per ms_per_token."""
+        spec, kind = state.spec, state.spec.kind
+        headers = {"Content-Type": "application/vnd.amazon.eventstream", "x-amzn-RequestId": _request_id()}
+        if kind is Kind.SAGEMAKER:
+            headers["X-Amzn-SageMaker-Content-Type"] = "text/event-stream"
+            headers["x-Amzn-Invoked-Production-Variant"] = "AllTraffic"
+        h.start_chunked(200, headers)
+        for message in framed.opening:
+            h.send_chunk(message)
+        first = spec.ttft_ms / 1000.0
+        if fault is not None and fault.kind is FaultKind.SLOW_FIRST_TOKEN:
+            first += fault.delay_s
+        if first > 0 and h.pause(first):
+            h.abort()
+            return
+        mid = fault if fault is not None and fault.kind in MID_STREAM else None
+        for index, message in enumerate([*framed.tokens, b""]):
+            strikes = mid is not None and index == min(mid.after_tokens, len(framed.tokens))
+            if mid is not None and strikes and not self._mid_stream_fault(h, state, mid):
+                return
+            if message == b"":
+                break
+            if index > 0 and spec.ms_per_token > 0 and h.pause(spec.ms_per_token / 1000.0):
+                h.abort()
+                return
+            if fault is not None and fault.kind is FaultKind.MALFORMED and index == 0:
+                h.send_chunk(message[:-1] + bytes([message[-1] ^ 0xFF]))  # the message CRC no longer matches
+            else:
+                h.send_chunk(message)
+        for message in framed.closing(int((time.monotonic() - started) * 1000)):
+            h.send_chunk(message)
+        h.send_chunk(b"")
+        out_tokens = len(framed.tokens)
+        state.count("served")
+        state.count("output_tokens", out_tokens)
+        state.outcome("malformed" if fault is not None and fault.kind is FaultKind.MALFORMED else "ok")
+
+    def _mid_stream_fault(self, h: RequestHandler, state: TargetState, fault: Fault) -> bool:
+        """Strike a mid-stream fault; True when the stream goes on afterwards (a stall that ended)."""
+        if fault.kind is FaultKind.STALL:
+            state.outcome("stall")
+            if h.pause(fault.delay_s):
+                h.abort()
+                return False
+            return True
+        state.count("errors")
+        if fault.kind is FaultKind.DROP:
+            state.outcome("dropped")
+            h.abort()
+            return False
+        exception = replies.stream_exception(state.spec.kind is Kind.BEDROCK, fault.error, fault.message)
+        state.outcome("stream_error")
+        h.send_chunk(exception)
+        h.send_chunk(b"")
+        return False

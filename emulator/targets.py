@@ -17,6 +17,7 @@ __all__ = ["Kind", "TargetKey", "TargetSpec", "TargetState", "TokenBucket"]
 class Kind(StrEnum):
     BEDROCK = "bedrock"
     SAGEMAKER = "sagemaker"
+    OPENAI = "openai"  # an OpenAI-compatible chat completions endpoint (emulator/openai_compat.py)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class TargetSpec:
         try:
             object.__setattr__(self, "kind", Kind(self.kind))
         except ValueError:
-            raise ValueError(f"kind must be bedrock or sagemaker, not {self.kind!r}") from None
+            raise ValueError(f"kind must be one of {[k.value for k in Kind]}, not {self.kind!r}") from None
         object.__setattr__(self, "aliases", tuple(self.aliases))
         if not self.region or not self.id:
             raise ValueError("a target needs a region and an id")

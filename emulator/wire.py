@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from emulator import openai_compat
 from emulator.targets import Kind
 
 __all__ = [
@@ -62,7 +63,8 @@ SAGEMAKER_ERRORS: dict[str, int] = {
     "ServiceUnavailable": 503,
     "ValidationError": 400,
 }
-MODELED = {Kind.BEDROCK: BEDROCK_ERRORS, Kind.SAGEMAKER: SAGEMAKER_ERRORS}
+# An openai target's faults are named in Bedrock's vocabulary (emulator/openai_compat.py gives their statuses).
+MODELED = {Kind.BEDROCK: BEDROCK_ERRORS, Kind.SAGEMAKER: SAGEMAKER_ERRORS, Kind.OPENAI: BEDROCK_ERRORS}
 # AWS's common errors (the "Common Errors" page of the services' API references, with its statuses) and the
 # protocol errors AWS's front ends answer JSON services with (authentication, throttling, timeouts). A service's
 # own model wins where a code is in both (ThrottlingException is 429 on Bedrock, the common 400 on SageMaker).
@@ -160,7 +162,7 @@ def resolve_error(name: str | None, kind: Kind) -> str:
     validate_error_name(name)
     alias = name if name in ERROR_ALIASES else _CODE_TO_ALIAS[name]
     bedrock, sagemaker = ERROR_ALIASES[alias]
-    return bedrock if kind is Kind.BEDROCK else sagemaker
+    return sagemaker if kind is Kind.SAGEMAKER else bedrock
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class WireError:
     body: dict[str, Any]
 
     def headers(self, kind: Kind) -> dict[str, str]:
+        if kind is Kind.OPENAI:
+            return openai_compat.headers_for(self.status)
         namespace = _NAMESPACE[kind] if self.code in MODELED[kind] else _COMMON_NAMESPACE
         return {"x-amzn-ErrorType": f"{self.code}:{namespace}"}
 
@@ -244,9 +248,16 @@ def sagemaker_error(
     return WireError(status, code, body)
 
 
+def openai_error(code: str, message: str | None = None) -> WireError:
+    msg = message or _DEFAULT_MESSAGES.get(code, "The model returned an error.")
+    return WireError(openai_compat.status_of(code), code, openai_compat.error_body(code, msg))
+
+
 def error_for(
     kind: Kind, code: str, message: str | None, target_id: str, region: str, *, original_status: int | None = None
 ) -> WireError:
+    if kind is Kind.OPENAI:
+        return openai_error(code, message)
     if kind is Kind.BEDROCK:
         return bedrock_error(code, message, target_id, original_status=original_status)
     return sagemaker_error(code, message, target_id, region, original_status=original_status)
@@ -254,6 +265,8 @@ def error_for(
 
 def timeout_error(kind: Kind, target_id: str, region: str) -> WireError:
     """What the service says after a request hung (if the client is still listening)."""
+    if kind is Kind.OPENAI:
+        return openai_error("ModelTimeoutException")
     if kind is Kind.BEDROCK:
         return bedrock_error("ModelTimeoutException")
     err = sagemaker_error("ModelError", endpoint=target_id, region=region)

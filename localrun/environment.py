@@ -14,6 +14,7 @@ Lambda) goes wherever the dispatcher pointed stdout; the pipe carries nothing bu
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import struct
@@ -97,6 +98,14 @@ def main(argv: list[str]) -> int:
             write_frame(fd_out, {"rebuilt": True})
             continue
         context = LocalContext(frame["request_id"], float(frame["remaining_ms"]))
+        if frame.get("op") == "stream":  # the streaming integration: each chunk leaves as the function yields it
+            try:
+                for chunk in handler.lambda_stream_handler(frame["event"], context):
+                    write_frame(fd_out, {"chunk": base64.b64encode(chunk).decode()})
+            finally:
+                sys.stdout.flush()
+                write_frame(fd_out, {"end": True})
+            continue
         result = handler.lambda_handler(frame["event"], context)
         sys.stdout.flush()
         write_frame(fd_out, {"result": result})

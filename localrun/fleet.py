@@ -19,6 +19,7 @@ Gateway's integration timeout. Either way Lambda replaces it with a fresh one on
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -316,8 +317,47 @@ class Fleet:
         status, body = self.throttle_answer
         raise InvocationError(status, body, [*JSON_HEADERS, ("x-amzn-errortype", "InternalServerErrorException")])
 
-    def invoke(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        """One API Gateway event through the fleet: the Lambda handler's signature."""
+    def invoke_stream(self, event: dict[str, Any], context: Any) -> Iterator[bytes]:
+        """One event through the fleet's streaming integration (InvokeWithResponseStream): the chunks as the
+        environment writes them. The environment stays busy (thawed) until its stream ends; a caller that leaves
+        early does not stop it (Lambda's function also runs to its end), its chunks are read and dropped."""
+        environment = self._environment()
+        remaining = float(getattr(context, "get_remaining_time_in_millis", lambda: DEFAULT_TIMEOUT_MS)())
+        request_id = str(getattr(context, "aws_request_id", ""))
+        deadline = time.monotonic() + remaining / 1000.0
+        frame = {"op": "stream", "event": event, "request_id": request_id, "remaining_ms": remaining}
+        finished = gone = False
+        try:
+            environment.thaw()
+            environment.send(frame)
+            while True:
+                answer = environment.receive(deadline)
+                if answer.get("end"):
+                    finished = True
+                    return
+                yield base64.b64decode(answer["chunk"])
+        except EnvironmentGone as error:
+            gone = True
+            self._discard(environment)
+            raise InvocationError(*(GATEWAY_504 if error.timed_out else GATEWAY_502), JSON_HEADERS) from None
+        finally:
+            if not gone:
+                self._end_stream(environment, deadline, drain=not finished)
+
+    def _end_stream(self, environment: Environment, deadline: float, *, drain: bool) -> None:
+        """Back to idle once its stream has ended (read to the end first if the caller left early)."""
+        try:
+            while drain and not environment.receive(deadline).get("end"):
+                pass
+        except EnvironmentGone:
+            self._discard(environment)
+            return
+        environment.freeze()
+        environment.invocations += 1
+        self._release(environment)
+
+    def _environment(self) -> Environment:
+        """An environment for one event: an idle one, or a new one (a cold start) when the fleet may grow."""
         environment = self._acquire()
         if environment is None:
             try:
@@ -330,6 +370,11 @@ class Fleet:
             with self._lock:
                 self._starting -= 1
                 self._busy.add(environment)
+        return environment
+
+    def invoke(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """One API Gateway event through the fleet: the Lambda handler's signature."""
+        environment = self._environment()
         remaining = float(getattr(context, "get_remaining_time_in_millis", lambda: DEFAULT_TIMEOUT_MS)())
         request_id = str(getattr(context, "aws_request_id", ""))
         frame = {"op": "invoke", "event": event, "request_id": request_id, "remaining_ms": remaining}

@@ -88,7 +88,7 @@ class FleetWorld(World):
             throttle_answer=self.throttle_answer,
             reuse=self.reuse,
         )
-        self._serve(self.fleet.invoke)
+        self._serve(self.fleet.invoke, stream_handler=self.fleet.invoke_stream)
         self._warm_up()
 
     def _per_environment(self, index: int) -> Mapping[str, str]:

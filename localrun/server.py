@@ -11,19 +11,25 @@ of a reset.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from localrun.apigw import DEFAULT_REMAINING_MS, REMAINING_HEADER, LocalContext, response_parts, to_event
 from localrun.sink import RouterOutput
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+# A streaming function: Lambda's streaming HTTP integration format (a JSON prelude, eight NUL bytes, the body).
+StreamHandler = Callable[[dict[str, Any], Any], Iterator[bytes]]
+PRELUDE_END = b"\x00" * 8
+STREAMED = re.compile(r"^/v1/features/[^/]+/converse-stream/?$")
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 # An oversized body is drained (read and discarded) up to this much, within DRAIN_S, before the connection closes.
 DRAIN_MAX = 64 * 1024 * 1024
@@ -47,6 +53,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     lambda_handler: LambdaHandler
+    stream_handler: StreamHandler | None = None
     output: RouterOutput | None = None
 
 
@@ -119,15 +126,63 @@ class _Handler(BaseHTTPRequestHandler):
         event = to_event(
             self.command, self.path, headers, body, request_id=request_id, source_ip=self.client_address[0]
         )
+        context = LocalContext(request_id, remaining)
+        if self.server.stream_handler is not None and STREAMED.match(urlsplit(self.path).path):
+            self._stream(self.server.stream_handler(event, context))
+            return
         try:
             with self.server.output.capture() if self.server.output is not None else nullcontext():
-                result = self.server.lambda_handler(event, LocalContext(request_id, remaining))
+                result = self.server.lambda_handler(event, context)
             status, pairs, out = response_parts(result)
         except InvocationError as failed:
             status, pairs, out = failed.status, failed.headers, failed.body
         except Exception:  # API Gateway answers a failed Lambda invocation with 502 and this body
             status, pairs, out = 502, [("content-type", "application/json")], b'{"message":"Internal server error"}'
         self._send(status, pairs, out)
+
+    def _stream(self, chunks: Iterator[bytes]) -> None:
+        """A streaming integration's answer, as API Gateway's STREAM transfer mode passes it on: the status and
+        headers once the prelude is complete, then each chunk as it comes (HTTP/1.1 chunked). A caller that hangs up
+        closes the function's stream; a function that fails before its prelude is a 502, after it a dropped
+        connection (the body's own last event says whether it was complete)."""
+        pending = b""
+        started = False
+        try:
+            with self.server.output.capture() if self.server.output is not None else nullcontext():
+                for chunk in chunks:
+                    if not started:
+                        pending += chunk
+                        at = pending.find(PRELUDE_END)
+                        if at < 0:
+                            continue
+                        head = json.loads(pending[:at])
+                        self.send_response(int(head.get("statusCode", 502)))
+                        for key, value in (head.get("headers") or {}).items():
+                            if str(key).lower() not in ("content-length", "transfer-encoding"):
+                                self.send_header(str(key), str(value))
+                        self.send_header("Transfer-Encoding", "chunked")
+                        self.end_headers()
+                        started = True
+                        chunk = pending[at + len(PRELUDE_END) :]  # noqa: PLW2901 (what follows the prelude)
+                    if chunk:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.flush()
+            if started:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                return
+        except OSError:  # the caller hung up: the stream is closed below, which abandons the attempt
+            self.close_connection = True
+            return
+        except Exception:  # a failed function: API Gateway answers for it, or drops the stream
+            if started:
+                self.close_connection = True
+                return
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        self._send(502, [("content-type", "application/json")], b'{"message":"Internal server error"}')
 
     def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.send_response(status)
@@ -155,13 +210,19 @@ class LocalEndpoint:
     """``with LocalEndpoint(handler.lambda_handler) as ep: ep.url`` -> http://127.0.0.1:<port>."""
 
     def __init__(
-        self, lambda_handler: LambdaHandler, host: str = "127.0.0.1", port: int = 0, output: RouterOutput | None = None
+        self,
+        lambda_handler: LambdaHandler,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        output: RouterOutput | None = None,
+        stream_handler: StreamHandler | None = None,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the local endpoint listens on loopback only")
         self._server = _Server((host, port), _Handler)
         self._server.lambda_handler = lambda_handler
         self._server.output = output
+        self._server.stream_handler = stream_handler
         self._thread: threading.Thread | None = None
 
     @property

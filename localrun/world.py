@@ -50,7 +50,7 @@ from emulator.targets import Kind  # noqa: E402
 from localrun.blackhole import Blackhole  # noqa: E402
 from localrun.client import Client  # noqa: E402
 from localrun.redis_server import RedisServer  # noqa: E402
-from localrun.server import LambdaHandler, LocalEndpoint  # noqa: E402
+from localrun.server import LambdaHandler, LocalEndpoint, StreamHandler  # noqa: E402
 from localrun.sink import RouterOutput  # noqa: E402
 
 APPLICATION = "spillway"
@@ -250,8 +250,13 @@ class World:
         env.update(self.extra_env)
         return env
 
-    def _serve(self, lambda_handler: LambdaHandler, output: RouterOutput | None = None) -> None:
-        self.endpoint = LocalEndpoint(lambda_handler, output=output).start()
+    def _serve(
+        self,
+        lambda_handler: LambdaHandler,
+        output: RouterOutput | None = None,
+        stream_handler: StreamHandler | None = None,
+    ) -> None:
+        self.endpoint = LocalEndpoint(lambda_handler, output=output, stream_handler=stream_handler).start()
         self.client = Client(self.endpoint.url)
 
     def stop(self) -> None:
@@ -494,6 +499,17 @@ def serialized(lambda_handler: LambdaHandler) -> LambdaHandler:
     return one_at_a_time
 
 
+def serialized_stream(stream_handler: StreamHandler) -> StreamHandler:
+    """The streaming entry called one event at a time too: the environment is busy until its stream ends."""
+    lock = threading.Lock()
+
+    def one_at_a_time(event: dict[str, Any], context: Any) -> Iterator[bytes]:
+        with lock:
+            yield from stream_handler(event, context)
+
+    return one_at_a_time
+
+
 class LocalWorld(World):
     """The router imported into this process and called one event at a time (one execution environment): quick, for
     tests and debugging. Many callers at once queue for it, as they would for one Lambda environment, so its
@@ -522,7 +538,11 @@ class LocalWorld(World):
         warnings.filterwarnings("ignore", module=r"aws_lambda_powertools\..*")
         self.output.install()
         self.new_router()
-        self._serve(serialized(handler.lambda_handler), self.output)
+        self._serve(
+            serialized(handler.lambda_handler),
+            self.output,
+            stream_handler=serialized_stream(handler.lambda_stream_handler),
+        )
 
     def _stop_router(self) -> None:
         if self.handler is not None:

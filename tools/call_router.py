@@ -68,8 +68,9 @@ def converse(
         return error.code, dict(error.headers.items()), body
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def command_line(description: str | None, argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The callers' shared command line: (arguments, the Converse request of the prompt)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help="the API's base URL, e.g. https://abc123.execute-api.us-east-1.amazonaws.com/prod")
     parser.add_argument("feature", help="a feature the deployment serves (GET /v1/features lists them)")
     parser.add_argument("prompt")
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         "messages": [{"role": "user", "content": [{"text": args.prompt}]}],
         "inferenceConfig": {"maxTokens": args.max_tokens},
     }
+    return args, request
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, request = command_line(__doc__, argv)
     status, headers, body = converse(args.url, args.feature, request, args.region, api_key=args.api_key)
     lower = {k.lower(): v for k, v in headers.items()}
     print(f"HTTP {status}")

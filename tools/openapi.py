@@ -27,6 +27,7 @@ from spillway.api import (  # noqa: E402 (needs the router's import root on the 
     FEATURE_NAME,
     MAX_MESSAGES,
     MAX_STOP_SEQUENCES,
+    OPENAI_OPERATIONS,
     REQUEST_MEMBERS,
     ROLES,
     ROUTES,
@@ -263,29 +264,156 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+_STREAM_OK = {
+    "description": (
+        "Server-sent events, sent as they come: `event: <ConverseStream event name>` (messageStart, "
+        "contentBlockStart, contentBlockDelta, contentBlockStop, messageStop, metadata) with `data:` the event's "
+        "members as Bedrock's ConverseStream gives them; then `event: spillway` with `data:` {complete, target, "
+        "attempts, route: [{target, outcome, code}], usage, ttft_ms, error: {code, message} when complete is false}. "
+        "A stream without a last `spillway` event, or with complete false, was cut: its partial answer is not whole. "
+        "The headers go out with the first event: x-spillway-route lists the abandoned attempts and the serving "
+        "target as `=first_token`."
+    ),
+    "headers": {
+        "x-spillway-target": {
+            "description": "the target that streams: model/capacity/region",
+            "schema": {"type": "string"},
+        },
+        "x-spillway-attempts": {
+            "description": "attempts sent, the serving one included",
+            "schema": {"type": "integer"},
+        },
+        "x-spillway-route": {"description": "target=outcome, in order", "schema": {"type": "string"}},
+        "x-spillway-request-id": {"description": "API Gateway's request id", "schema": {"type": "string"}},
+    },
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+
+def _error_schema(route: Any) -> str:
+    return "OpenAIError" if route.operation_id in OPENAI_OPERATIONS else "Error"
+
+
+def _openai_schemas() -> dict[str, Any]:
+    """The OpenAI-shaped bodies, as far as the router defines them (openai_api.py says what maps to what)."""
+    any_obj = {"type": "object", "additionalProperties": True}
+    return {
+        "ChatCompletionRequest": {
+            "type": "object",
+            "description": (
+                "OpenAI's chat completions request; members Converse cannot express are refused (400, param "
+                "names the member). Non-streaming: stream true is refused."
+            ),
+            "required": ["model", "messages"],
+            "additionalProperties": False,
+            "properties": {
+                "model": {"type": "string", "pattern": FEATURE_NAME.pattern, "description": "the feature"},
+                "messages": {"type": "array", "minItems": 1, "items": any_obj},
+                "max_tokens": {"type": "integer", "minimum": 1},
+                "max_completion_tokens": {"type": "integer", "minimum": 1},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+                "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                "tools": {"type": "array", "minItems": 1, "items": any_obj},
+                "tool_choice": {"oneOf": [{"type": "string", "enum": ["auto", "required"]}, any_obj]},
+                "response_format": any_obj,
+                "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                "stream": {"type": "boolean", "enum": [False]},
+                "n": {"type": "integer", "enum": [1]},
+                "parallel_tool_calls": {"type": "boolean", "enum": [True]},
+            },
+        },
+        "ChatCompletion": {
+            "type": "object",
+            "required": ["id", "object", "created", "model", "choices", "usage"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"type": "string", "enum": ["chat.completion"]},
+                "created": {"type": "integer"},
+                "model": {"type": "string"},
+                "choices": {"type": "array", "items": any_obj},
+                "usage": {
+                    "type": "object",
+                    "properties": {
+                        "prompt_tokens": {"type": "integer"},
+                        "completion_tokens": {"type": "integer"},
+                        "total_tokens": {"type": "integer"},
+                    },
+                },
+            },
+        },
+        "ModelList": {
+            "type": "object",
+            "required": ["object", "data"],
+            "properties": {
+                "object": {"type": "string", "enum": ["list"]},
+                "data": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "object", "created", "owned_by"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "object": {"type": "string", "enum": ["model"]},
+                            "created": {"type": "integer"},
+                            "owned_by": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        "OpenAIError": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["message", "type", "param", "code"],
+                    "properties": {
+                        "message": {"type": "string", "description": "the router's words; never the caller's"},
+                        "type": {"type": "string"},
+                        "param": {"type": "string", "nullable": True, "description": "the member at fault"},
+                        "code": {"type": "string", "description": "the router's code, or the model's"},
+                    },
+                }
+            },
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.0 document of the router's ROUTES; docs/openapi.json is its rendering."""
     paths: dict[str, Any] = {}
-    ok_schema = {"converse": "ConverseResponse", "listFeatures": "FeatureList", "health": "Health"}
+    ok_schema = {
+        "converse": "ConverseResponse",
+        "listFeatures": "FeatureList",
+        "health": "Health",
+        "chatCompletions": "ChatCompletion",
+        "listModels": "ModelList",
+    }
+    routed_operations = ("converse", "chatCompletions")
     for route in ROUTES:
         responses: dict[str, Any] = {}
         for status in route.statuses:
+            if status == 200 and route.operation_id == "converseStream":
+                responses["200"] = _STREAM_OK
+                continue
             if status == 200:
                 responses["200"] = {
                     "description": "OK",
-                    "headers": _ROUTE_HEADERS if route.operation_id == "converse" else _ERROR_HEADERS,
+                    "headers": _ROUTE_HEADERS if route.operation_id in routed_operations else _ERROR_HEADERS,
                     "content": {"application/json": {"schema": {"$ref": _REF + ok_schema[route.operation_id]}}},
                 }
                 continue
             # A converse answer after routing (a model's 400, no capacity, the deadline) says where it went too.
-            routed = route.operation_id == "converse" and status in _ROUTED_ERRORS
+            routed = route.operation_id in (*routed_operations, "converseStream") and status in _ROUTED_ERRORS
             headers = dict(_ROUTE_HEADERS if routed else _ERROR_HEADERS)
             if status == 503:
                 headers["Retry-After"] = {"description": "seconds, 1 to 60", "schema": {"type": "integer"}}
             responses[str(status)] = {
                 "description": _STATUS_TEXT[status],
                 "headers": headers,
-                "content": {"application/json": {"schema": {"$ref": _REF + "Error"}}},
+                "content": {"application/json": {"schema": {"$ref": _REF + _error_schema(route)}}},
             }
         operation: dict[str, Any] = {
             "operationId": route.operation_id,
@@ -303,9 +431,10 @@ def openapi_document() -> dict[str, Any]:
                 }
             ]
         if route.method == "POST":
+            request_schema = "ChatCompletionRequest" if route.operation_id == "chatCompletions" else "ConverseRequest"
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": _REF + "ConverseRequest"}}},
+                "content": {"application/json": {"schema": {"$ref": _REF + request_schema}}},
             }
         paths.setdefault(openapi_path(route.path), {})[route.method.lower()] = operation
     return {
@@ -320,7 +449,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_openai_schemas()},
             "securitySchemes": {
                 "sigv4": {
                     "type": "apiKey",

@@ -30,13 +30,13 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
-from spillway import api, telemetry, views
+from spillway import api, openai_api, sse, telemetry, views
 from spillway.backends import ClientPool
 from spillway.backends.contract import Backend
 from spillway.backends.kinds import make_backends
@@ -49,6 +49,7 @@ from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
 from spillway.settings import Settings
 from spillway.shadow import Shadower
 from spillway.store import HealthStore, default_client_factory
+from spillway.stream_route import StreamHead, StreamTail
 from spillway.telemetry import logger, tracer
 
 JSON = "application/json"
@@ -333,14 +334,28 @@ def _remaining_ms() -> float | None:
 @app.post("/v1/features/<feature>/converse")
 def converse(feature: str) -> Response[str]:
     request_id = _request_id()
+    event = app.current_event
+    admitted = _admit(feature, event.headers.get("content-type"), _body_bytes, bool(event.is_base64_encoded))
+    if isinstance(admitted, api.ApiError):
+        return _error(admitted, request_id)
+    router, snapshot, engine, request = admitted
+    result = _route_request(router, snapshot, engine, feature=feature, request=request, request_id=request_id)
+    headers = _route_headers(result)
+    if result.status is Status.SERVED and result.response is not None:
+        return _json(200, result.response, request_id, headers)
+    return _failure(result, request_id, headers)
+
+
+Admitted = tuple[Router, Snapshot, Engine, dict[str, Any]]
+
+
+def _admit(
+    feature: str, content_type: str | None, body: Callable[[], bytes], base64_encoded: bool
+) -> Admitted | api.ApiError:
+    """The checks both Converse routes make before routing (the same pass-through contract), or the refusal."""
     router = get_router()
     snapshot, engine = router.current()
-    known = bool(
-        snapshot.table is not None
-        and api.FEATURE_NAME.match(feature)
-        and CANARY_SUFFIX not in feature
-        and feature in snapshot.table.features
-    )
+    known = _is_feature(snapshot, feature)
     try:
         if engine is None or snapshot.table is None:
             raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
@@ -350,33 +365,51 @@ def converse(feature: str) -> Response[str]:
             raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
         if not known:
             raise api.ApiError(404, api.UNKNOWN_FEATURE)
-        if not api.is_json_content_type(app.current_event.headers.get("content-type")):
+        if not api.is_json_content_type(content_type):
             raise api.ApiError(415, api.UNSUPPORTED_MEDIA_TYPE)
-        request = api.parse_body(
-            _body_bytes(),
-            snapshot.table.limits.max_request_bytes,
-            base64_encoded=bool(app.current_event.is_base64_encoded),
-        )
+        request = api.parse_body(body(), snapshot.table.limits.max_request_bytes, base64_encoded=base64_encoded)
         settings = snapshot.table.features[feature]
         api.refuse_platform_members(
             request, (member for member, _ in settings.converse_defaults), settings.caller_may_override
         )
     except api.ApiError as error:
         telemetry.record_rejected(feature if known else None, error.status, error.code)
-        return _error(error, request_id)
+        return error
     router.sync_health(snapshot)
-    route_name = snapshot.route_name(feature, request_id)
-    canary = route_name != feature
-    remaining = _remaining_ms()
-    deadline_ms = None if remaining is None else max(0.0, remaining - router.deadline_margin_ms)
-    serve = lambda: engine.handle(route_name, request, deadline_ms=deadline_ms)  # noqa: E731
-    result = router.shadower.mirror(snapshot.table, feature, request, request_id, serve)
+    return router, snapshot, engine, request
+
+
+def _deadline_ms(router: Router, remaining: float | None) -> float | None:
+    return None if remaining is None else max(0.0, remaining - router.deadline_margin_ms)
+
+
+def _record(feature: str, result: RouteResult, *, canary: bool) -> None:
     telemetry.record_route(feature, result, canary=canary)
     telemetry.annotate(feature, result, canary=canary)
     logger.info("routed", extra=telemetry.route_fields(feature, result, canary=canary))
-    headers = _route_headers(result)
-    if result.status is Status.SERVED and result.response is not None:
-        return _json(200, result.response, request_id, headers)
+
+
+def _route_request(
+    router: Router, snapshot: Snapshot, engine: Engine, *, feature: str, request: Mapping[str, Any], request_id: str
+) -> RouteResult:
+    """Route one admitted Converse request of a known feature (either front door), shadow and telemetry included."""
+    route_name = snapshot.route_name(feature, request_id)
+    canary = route_name != feature
+    deadline_ms = _deadline_ms(router, _remaining_ms())
+    serve = lambda: engine.handle(route_name, request, deadline_ms=deadline_ms)  # noqa: E731
+    result = router.shadower.mirror(engine.table, feature, request, request_id, serve)  # the snapshot's table
+    _record(feature, result, canary=canary)
+    return result
+
+
+def _failure(result: RouteResult, request_id: str, headers: Mapping[str, str]) -> Response[str]:
+    """The answer to a request no target served, in the router's error shape."""
+    return _error(_route_error(result), request_id, headers)
+
+
+def _route_error(result: RouteResult) -> api.ApiError:
+    """The answer to a request the engine did not serve: a client error, 504, or 503 with Retry-After; the same
+    statuses and Retry-After for every front door."""
     if result.status is Status.CLIENT_ERROR:
         code = result.code or api.BAD_REQUEST
         status = result.http_status if 400 <= result.http_status < 500 else 400
@@ -385,11 +418,174 @@ def converse(feature: str) -> Response[str]:
             if result.unsupported
             else api.MESSAGES.get(code, api.MODEL_REJECTED)  # the router's own finding, or the model's (withheld)
         )
-        return _error(api.ApiError(status, code, message), request_id, headers)
+        return api.ApiError(status, code, message)
     if result.status is Status.DEADLINE:
-        return _error(api.ApiError(504, api.DEADLINE_EXCEEDED), request_id, headers)
+        return api.ApiError(504, api.DEADLINE_EXCEEDED)
     retry = result.retry_after_s if result.retry_after_s is not None else 1
-    return _error(api.ApiError(503, api.NO_CAPACITY, retry_after_s=retry), request_id, headers)
+    return api.ApiError(503, api.NO_CAPACITY, retry_after_s=retry)
+
+
+def _is_feature(snapshot: Snapshot, feature: str) -> bool:
+    return bool(
+        snapshot.table is not None
+        and api.FEATURE_NAME.match(feature)
+        and CANARY_SUFFIX not in feature
+        and feature in snapshot.table.features
+    )
+
+
+# -- the OpenAI-compatible front door (spillway/openai_api.py) ----------------------------------------------------
+
+
+def _openai_error(error: api.ApiError, request_id: str, headers: Mapping[str, str] | None = None) -> Response[str]:
+    extra = dict(headers or {})
+    if error.retry_after_s is not None:
+        extra["Retry-After"] = str(error.retry_after_s)
+    return _json(error.status, openai_api.error_body(error), request_id, extra)
+
+
+@app.post(openai_api.CHAT_PATH)
+def chat_completions() -> Response[str]:
+    request_id = _request_id()
+    router = get_router()
+    snapshot, engine = router.current()
+    feature: str | None = None
+    try:
+        if engine is None or snapshot.table is None:
+            raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
+        if not api.is_json_content_type(app.current_event.headers.get("content-type")):
+            raise api.ApiError(415, api.UNSUPPORTED_MEDIA_TYPE)
+        name, stream, request = openai_api.parse(
+            _body_bytes(),
+            snapshot.table.limits.max_request_bytes,
+            base64_encoded=bool(app.current_event.is_base64_encoded),
+        )
+        if not _is_feature(snapshot, name):
+            raise openai_api.ChatError("model", api.MESSAGES[api.UNKNOWN_FEATURE], 404, api.UNKNOWN_FEATURE)
+        feature = name
+        if stream:
+            raise openai_api.ChatError("stream", "this router answers whole completions only: send stream false")
+    except api.ApiError as error:
+        telemetry.record_rejected(feature, error.status, error.code)
+        return _openai_error(error, request_id)
+    assert engine is not None  # the checks above raised otherwise
+    assert feature is not None
+    router.sync_health(snapshot)
+    result = _route_request(router, snapshot, engine, feature=feature, request=request, request_id=request_id)
+    headers = _route_headers(result)
+    if result.status is Status.SERVED and result.response is not None:
+        return _json(200, openai_api.completion(result.response, feature, request_id), request_id, headers)
+    return _openai_error(_route_error(result), request_id, headers)
+
+
+@app.get(openai_api.MODELS_PATH)
+def list_models() -> Response[str]:
+    request_id = _request_id()
+    snapshot, _ = get_router().current()
+    telemetry.record_info()
+    if snapshot.table is None:
+        return _openai_error(api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5), request_id)
+    names = [name for name in snapshot.table.features if CANARY_SUFFIX not in name]
+    return _json(200, openai_api.models_body(names), request_id)
+
+
+@app.post("/v1/features/<feature>/converse-stream")
+def converse_stream(feature: str) -> Response[str]:
+    """The streaming route behind a buffered integration: the same server-sent events, delivered at the end."""
+    event = app.current_event
+    chunks = stream_chunks(
+        feature,
+        event.headers.get("content-type"),
+        _body_bytes,
+        bool(event.is_base64_encoded),
+        request_id=_request_id(),
+        remaining_ms=_remaining_ms(),
+    )
+    split = sse.split_prelude(next(chunks))
+    assert split is not None  # stream_chunks yields the whole prelude first
+    head, first = split
+    body = first + b"".join(chunks)
+    headers = {str(k): str(v) for k, v in head["headers"].items()}
+    content_type = headers.pop("Content-Type", JSON)
+    return Response(status_code=int(head["statusCode"]), content_type=content_type, body=body.decode(), headers=headers)
+
+
+def stream_chunks(
+    feature: str,
+    content_type: str | None,
+    body: Callable[[], bytes],
+    base64_encoded: bool,
+    *,
+    request_id: str,
+    remaining_ms: float | None,
+) -> Generator[bytes, None, None]:
+    """The streaming route in Lambda's streaming response format: a prelude (status, headers) once a target has
+    sent its first token (or the error answer when none does), then one server-sent event per ConverseStream
+    event, then the ``spillway`` event (spillway/sse.py). Closing it early abandons the served attempt."""
+    admitted = _admit(feature, content_type, body, base64_encoded)
+    if isinstance(admitted, api.ApiError):
+        yield from _buffered(_error(admitted, request_id))
+        return
+    router, snapshot, engine, request = admitted
+    route_name = snapshot.route_name(feature, request_id)
+    canary = route_name != feature
+    stream = engine.stream(route_name, request, deadline_ms=_deadline_ms(router, remaining_ms))
+    try:
+        for item in stream:
+            if isinstance(item, StreamHead):
+                yield sse.prelude(200, {**_stream_headers(item), "x-spillway-request-id": request_id})
+            elif isinstance(item, StreamTail):
+                _record(feature, item.result, canary=canary)
+                telemetry.record_stream(feature, item)
+                if item.result.target is None:  # no first token anywhere: an ordinary error answer
+                    yield from _buffered(_failure(item.result, request_id, _route_headers(item.result)))
+                else:
+                    yield sse.event(sse.TRAILER_EVENT, _trailer(item))
+            else:
+                name, members = item
+                yield sse.event(name, members)
+    finally:
+        stream.close()
+
+
+def _stream_headers(head: StreamHead) -> dict[str, str]:
+    route = [f"{a.target}={a.outcome.value}" for a in head.attempts] + [f"{head.target}=first_token"]
+    return {
+        "Content-Type": sse.EVENT_STREAM,
+        "Cache-Control": "no-cache",
+        "x-spillway-target": head.target,
+        "x-spillway-attempts": str(sum(1 for a in head.attempts if a.sent) + 1),
+        "x-spillway-route": ",".join(route),
+    }
+
+
+def _trailer(tail: StreamTail) -> dict[str, Any]:
+    result = tail.result
+    trailer: dict[str, Any] = {
+        "complete": not tail.incomplete,
+        "target": result.target,
+        "attempts": result.attempts_sent,
+        "route": [{"target": a.target, "outcome": a.outcome.value, "code": a.code} for a in result.attempts],
+        "ttft_ms": None if tail.ttft_ms is None else round(tail.ttft_ms, 1),
+    }
+    if result.usage is not None:
+        usage = result.usage
+        trailer["usage"] = {
+            "inputTokens": usage.input_tokens,
+            "outputTokens": usage.output_tokens,
+            "totalTokens": usage.input_tokens + usage.output_tokens,
+        }
+    if tail.incomplete:
+        trailer["error"] = {"code": result.code or sse.STREAM_INCOMPLETE, "message": sse.INCOMPLETE_MESSAGE}
+    return trailer
+
+
+def _buffered(response: Response[str]) -> Iterator[bytes]:
+    headers = {str(k): str(v) for k, v in (response.headers or {}).items()}
+    headers["Content-Type"] = response.content_type or JSON
+    body = response.body if isinstance(response.body, bytes) else str(response.body or "").encode()
+    yield sse.prelude(response.status_code, headers)
+    yield body
 
 
 @app.get("/v1/features")
@@ -419,7 +615,7 @@ def health() -> Response[str]:
     return _json(200, body, request_id)
 
 
-_KNOWN_PATHS = re.compile(r"^/v1/(features(/[^/]+/converse)?|health)/?$")
+_KNOWN_PATHS = re.compile(r"^/v1/(features(/[^/]+/converse(-stream)?)?|health)/?$")
 
 
 @app.not_found
@@ -496,6 +692,62 @@ def _answer(event: dict[str, Any], context: Any, request_id: str) -> dict[str, A
         telemetry.unexpected("instrumentation", exc)
         answer = _last_resort(request_id)
     return answer
+
+
+_STREAM_PATH = re.compile(r"^/v1/features/(?P<feature>[^/]+)/converse-stream/?$")
+
+
+def lambda_stream_handler(event: dict[str, Any], context: Any) -> Iterator[bytes]:
+    """The entry point for a streaming integration (InvokeWithResponseStream): the streaming route's chunks as they
+    come (spillway/sse.py's prelude first); any other request answered whole, in the same format."""
+    request_id = request_id_of(event, context)
+    match = _STREAM_PATH.match(str(event.get("path") or "")) if is_proxy_event(event) else None
+    if match is None or event.get("httpMethod") != "POST":
+        answer = lambda_handler(event, context)
+        headers = {str(k): str(v) for k, v in (answer.get("headers") or {}).items()}
+        yield sse.prelude(int(answer.get("statusCode", 502)), headers)
+        text = str(answer.get("body") or "")
+        yield base64.b64decode(text) if answer.get("isBase64Encoded") else text.encode()
+        return
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    base64_encoded = bool(event.get("isBase64Encoded"))
+
+    def read_body() -> bytes:
+        raw = event.get("body") or ""
+        if not base64_encoded:
+            return str(raw).encode("utf-8", "surrogatepass")
+        try:
+            return base64.b64decode(str(raw), validate=True)
+        except ValueError:
+            raise api.ApiError(400, api.INVALID_JSON) from None
+
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    chunks = stream_chunks(
+        match["feature"],
+        headers.get("content-type"),
+        read_body,
+        base64_encoded,
+        request_id=request_id,
+        remaining_ms=float(remaining()) if callable(remaining) else None,
+    )
+    with tracer.invocation() as span:  # one span per invocation, as lambda_handler (annotations only)
+        if span is not None:
+            span.annotate("Service", telemetry.SERVICE)
+        logger.set_correlation_id(request_id)
+        started = False
+        try:
+            for chunk in chunks:
+                started = True
+                yield chunk
+        except Exception as exc:  # never a 500, and never a clean end: a 502 before the prelude, else an error event
+            telemetry.unexpected("stream", exc)
+            if not started:
+                yield from _buffered(_error(api.ApiError(502, api.ROUTER_ERROR), request_id))
+            else:
+                error = {"code": api.ROUTER_ERROR, "message": sse.INCOMPLETE_MESSAGE}
+                yield sse.event(sse.TRAILER_EVENT, {"complete": False, "error": error})
+        finally:
+            chunks.close()
 
 
 init_in_lambda()

@@ -101,7 +101,13 @@ GATEWAY_RESPONSES: dict[str, tuple[apigw.ResponseType, str | None, str, str, int
         RETRY_AFTER_THROTTLED_S,
     ),
 }
-API_RESOURCES = (("POST", "/v1/features/{feature}/converse"), ("GET", "/v1/features"), ("GET", "/v1/health"))
+API_RESOURCES = (
+    ("POST", "/v1/features/{feature}/converse"),
+    ("GET", "/v1/features"),
+    ("GET", "/v1/health"),
+    ("POST", "/v1/chat/completions"),  # the OpenAI-compatible front door: prompt-carrying too (the WAF's scope-down)
+    ("GET", "/v1/models"),
+)
 
 # Fields of the access log: who called what, and how it went. No body, no header value, no query string.
 ACCESS_LOG_FIELDS: Mapping[str, str] = {
@@ -294,6 +300,12 @@ class RouterApi(Concern):
         )
         features.add_method("GET", integration, operation_name="listFeatures", request_validator=validator)
         v1.add_resource("health").add_method("GET", integration, operation_name="health", request_validator=validator)
+        # The OpenAI-compatible front door (spillway/openai_api.py): the handler checks its body, field by field.
+        chat = v1.add_resource("chat").add_resource("completions")
+        chat.add_method("POST", integration, operation_name="chatCompletions", request_validator=validator)
+        v1.add_resource("models").add_method(
+            "GET", integration, operation_name="listModels", request_validator=validator
+        )
         self._gateway_responses(api)
         return api
 

@@ -240,7 +240,7 @@ def test_target_dict_round_trip() -> None:
     with pytest.raises(ValueError, match="unknown target field"):
         TargetSpec.from_dict({"region": "r", "kind": "bedrock", "id": "m", "bogus": 1})
     with pytest.raises(ValueError, match="bedrock"):
-        TargetSpec.from_dict({"region": "r", "kind": "openai", "id": "m"})
+        TargetSpec.from_dict({"region": "r", "kind": "vertex", "id": "m"})
 
 
 def test_each_target_records_the_bodies_it_received(client: ClientFactory, emu: Emulator) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from stacks import ROUTER_ROOT, packaging
 from stacks.constructs.health_table import HEALTH_TTL_ATTRIBUTE, health_table_owner
-from stacks.constructs.router_api import ACCESS_LOG_FIELDS
+from stacks.constructs.router_api import ACCESS_LOG_FIELDS, API_RESOURCES
 from stacks.constructs.routing_config import APPCONFIG_PROFILE
 from stacks.eni import ENI_ACTIONS
 from stacks.packaging import RouterBuildError, stage_router_code
@@ -199,13 +199,15 @@ def test_function_code_cannot_use_the_eni_actions(platform: Platform, routers: M
 def test_every_method_requires_iam_and_an_api_key(platform: Platform, routers: Mapping[str, Template]) -> None:
     for template in routers.values():
         methods = resources_of(template, "AWS::ApiGateway::Method")
-        assert len(methods) == 3
+        assert len(methods) == len(API_RESOURCES)
         for method in methods.values():
             assert method["Properties"]["AuthorizationType"] == "AWS_IAM"
             assert method["Properties"]["ApiKeyRequired"] is bool(platform.router.calling_services)
         post = [m["Properties"] for m in methods.values() if m["Properties"]["HttpMethod"] == "POST"]
-        assert post[0]["RequestValidatorId"]
-        assert "application/json" in post[0]["RequestModels"]
+        assert len(post) == 2  # converse (the gateway checks its body's shape) and chat completions
+        assert all(p["RequestValidatorId"] for p in post)
+        converse = [p for p in post if p.get("OperationName") == "converse"]
+        assert "application/json" in converse[0]["RequestModels"]
 
 
 def test_private_api_resource_policy(platform: Platform, routers: Mapping[str, Template]) -> None:

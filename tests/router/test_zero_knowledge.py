@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
+from spillway import sse
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
 from spillway.limits import MAX_REQUEST_BYTES
-from tests.router.conftest import BEDROCK_META, Harness, XRayDaemon, api_event
+from tests.router.conftest import BEDROCK_META, Harness, LambdaContext, XRayDaemon, api_event
 
 CANARY = "ZKCANARY-51e9b7"
 
@@ -51,6 +52,67 @@ class FakeRuntime:
                 return raw
 
         return {"Body": Body()}
+
+    def converse_stream(self, **params: Any) -> Any:
+        """The behaviour's Converse answer as ConverseStream events (a MidStream fails after its first events)."""
+        answer = self.behave(params)
+        if isinstance(answer, MidStream):
+            return {"stream": FakeEventStream(answer.events(), answer.error)}
+        text = answer["output"]["message"]["content"][0]["text"]
+        return {"stream": FakeEventStream(MidStream(text, None).events() + _converse_tail(), None)}
+
+    def invoke_endpoint_with_response_stream(self, **params: Any) -> Any:
+        answer = self.behave(params)
+        if isinstance(answer, MidStream):
+            return {"Body": FakeEventStream(answer.parts(), answer.error)}
+        text = answer["choices"][0]["message"]["content"]
+        parts = [
+            *MidStream(text, None).parts(),
+            *_sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        ]
+        return {"Body": FakeEventStream([*parts, {"PayloadPart": {"Bytes": b"data: [DONE]\n\n"}}], None)}
+
+
+class MidStream:
+    """A stream that sends `text` as its first token, then fails with `error` (the service's message quoting it)."""
+
+    def __init__(self, text: str, error: BaseException | None) -> None:
+        self.text, self.error = text, error
+
+    def events(self) -> list[dict[str, Any]]:
+        delta = {"contentBlockIndex": 0, "delta": {"text": self.text}}
+        return [{"messageStart": {"role": "assistant"}}, {"contentBlockDelta": delta}]
+
+    def parts(self) -> list[dict[str, Any]]:
+        return _sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": self.text}}]})
+
+
+def _sse(chunk: Any) -> list[dict[str, Any]]:
+    return [{"PayloadPart": {"Bytes": b"data: " + json.dumps(chunk).encode() + b"\n\n"}}]
+
+
+def _converse_tail() -> list[dict[str, Any]]:
+    usage = {"inputTokens": 5, "outputTokens": 5, "totalTokens": 10}
+    return [
+        {"contentBlockStop": {"contentBlockIndex": 0}},
+        {"messageStop": {"stopReason": "end_turn"}},
+        {"metadata": {"usage": usage, "metrics": {"latencyMs": 3}}},
+    ]
+
+
+class FakeEventStream:
+    """What botocore's EventStream offers the backends: iteration (raising where the service failed) and close."""
+
+    def __init__(self, items: list[dict[str, Any]], error: BaseException | None) -> None:
+        self.items, self.error = items, error
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from self.items
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        pass
 
 
 def _client_error(code: str, status: int, message: str, operation: str = "Converse") -> ClientError:
@@ -268,3 +330,92 @@ def test_breaker_and_store_telemetry_leak_nothing(
     assert "BreakerOpens" in out
     assert '"breaker"' in out
     assert CANARY not in out
+
+
+def _stream_failing(code: str) -> Callable[[dict[str, Any]], Any]:
+    """The first token echoes the prompt, then a stream exception whose message quotes it again."""
+
+    def fail(params: dict[str, Any]) -> Any:
+        text = json.dumps(params.get("messages") or params.get("Body") or "")
+        error = _client_error(code, 200, f"stream failed on {text}", "ConverseStream")
+        return MidStream("echo " + text, error)
+
+    return fail
+
+
+STREAM_CASES: list[tuple[str, str, Any, int, bool]] = [
+    # (name, feature, backend behaviour, status, complete)
+    ("stream_served", "summarize-thread", _echo, 200, True),
+    ("stream_served_sagemaker", "redact-escrow", _echo, 200, True),
+    ("stream_error_mid_stream", "summarize-thread", _stream_failing("modelStreamErrorException"), 200, False),
+    ("stream_error_sagemaker", "redact-escrow", _stream_failing("ModelStreamError"), 200, False),
+    ("stream_refused_before", "summarize-thread", _quoting("ValidationException", 400), 400, False),
+    ("stream_all_failing", "nightly-recap", _quoting("InternalServerException", 500), 503, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "feature", "behave", "status", "complete"), STREAM_CASES, ids=[c[0] for c in STREAM_CASES]
+)
+def test_streamed_paths_leak_nothing(
+    *,
+    zk: tuple[Harness, list[Any]],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    xray: XRayDaemon,
+    name: str,
+    feature: str,
+    behave: Any,
+    status: int,
+    complete: bool,
+) -> None:
+    """The canary may travel in the relayed events only: never in the headers, the last event, an error answer, a
+    log line, a metric or a trace, whether the stream completes, fails mid-stream or never starts."""
+    h, behaviour = zk
+    behaviour[0] = behave
+    caplog.set_level(logging.DEBUG)
+    event = api_event("POST", f"/v1/features/{feature}/converse-stream", body=_request(name))
+    chunks = list(h.handler.lambda_stream_handler(event, LambdaContext()))
+    prelude, rest = sse.split_prelude(b"".join(chunks)) or ({}, b"")
+    assert prelude["statusCode"] == status
+    assert CANARY not in json.dumps(prelude)
+    out, err = capsys.readouterr()
+    out += h.logs.getvalue()  # type: ignore[attr-defined]
+    emitted = out + err + caplog.text + repr([r.__dict__ for r in caplog.records]) + b"".join(xray.received()).decode()
+    assert '"routed"' in out, "log lines were captured"
+    assert CANARY not in emitted
+    if status != 200:
+        assert CANARY not in rest.decode()
+        return
+    blocks = rest.decode().split("\n\n")
+    trailer = [b for b in blocks if b.startswith("event: spillway")]
+    assert len(trailer) == 1
+    assert CANARY not in trailer[0]
+    assert json.loads(trailer[0].split("data: ", 1)[1])["complete"] is complete
+    assert CANARY in rest.decode(), "the canary did travel to the model and back"
+
+
+def test_a_router_failure_mid_stream_ends_incomplete_and_leaks_nothing(
+    zk: tuple[Harness, list[Any]], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug after the prelude cannot change the status: the stream still ends with an explicit incomplete event,
+    and the exception's text (which here quotes the canary) reaches nothing."""
+    h, _ = zk
+    render = sse.event
+
+    def broken(name: str, data: Any) -> bytes:
+        if name == "contentBlockDelta":
+            raise RuntimeError(CANARY)
+        return render(name, data)
+
+    monkeypatch.setattr(sse, "event", broken)
+    event = api_event("POST", "/v1/features/summarize-thread/converse-stream", body=_request("bug"))
+    prelude, rest = sse.split_prelude(b"".join(h.handler.lambda_stream_handler(event, LambdaContext()))) or ({}, b"")
+    assert prelude["statusCode"] == 200
+    out, err = capsys.readouterr()
+    assert CANARY not in out + err + h.logs.getvalue() + rest.decode()  # type: ignore[attr-defined]
+    assert (
+        rest.decode()
+        .rstrip()
+        .endswith('"complete":false,"error":{"code":"RouterError","message":"' + sse.INCOMPLETE_MESSAGE + '"}}')
+    )

@@ -67,6 +67,13 @@ def breakers(draw: Draw) -> dict[str, Any]:
     return knobs
 
 
+BACKENDS: dict[str, Any] = {
+    "bedrock": lambda ref: {"kind": "bedrock", "model_id": ref},
+    "sagemaker": lambda ref: {"kind": "sagemaker", "endpoint_name": ref},
+    "openai": lambda ref: {"kind": "openai", "base_url": "https://api.example.com/v1", "model": ref, "auth": "sigv4"},
+}
+
+
 @st.composite
 def tables(draw: Draw) -> dict[str, Any]:
     models = draw(st.lists(st.sampled_from(MODELS), min_size=1, max_size=2, unique=True))
@@ -77,7 +84,7 @@ def tables(draw: Draw) -> dict[str, Any]:
             for capacity in config.CAPACITIES:
                 kind = draw(st.sampled_from(sorted(config.BACKEND_KEYS)))
                 ref = f"{model}-{capacity}-{region}"
-                backend = {"kind": kind, "model_id": ref} if kind == "bedrock" else {"kind": kind, "endpoint_name": ref}
+                backend = BACKENDS[kind](ref)
                 entry: dict[str, Any] = {"model": model, "capacity": capacity, "region": region, "backend": backend}
                 if capacity == "provisioned" and draw(st.booleans()):
                     entry["max_in_flight"] = draw(counts)
@@ -128,6 +135,8 @@ def feature_of(draw: Draw, targets: dict[str, Any], models: list[str], regions: 
         "invoke_ids": st.dictionaries(st.sampled_from(usable), st.just("arn:aws:bedrock:x:1:profile/p"))
         if usable
         else st.just({}),
+        "first_token_ms": st.one_of(st.none(), st.floats(min_value=MIN_ATTEMPT_MS, max_value=high)),
+        "inter_token_ms": st.floats(min_value=1, max_value=3_600_000.0),
         "converse": st.fixed_dictionaries(
             {},
             optional={
@@ -230,7 +239,8 @@ def test_the_strategies_cover_every_knob() -> None:
     assert config.TABLE_KEYS.optional == {"limits"}
     assert config.LIMITS_KEYS.optional == {"max_request_bytes"}
     assert config.ATTEMPT_TIMEOUT_KEYS.optional == set()
-    assert all(not keys.optional for keys in config.BACKEND_KEYS.values())
+    assert set(BACKENDS) == set(config.BACKEND_KEYS)
+    assert all(not keys.optional for kind, keys in config.BACKEND_KEYS.items() if kind != "openai")
 
 
 def test_a_knob_the_renderer_cannot_type_fails_the_render(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,8 +27,11 @@ from .errors import INVALID_BASE64
 from .limits import carried_size
 
 CONVERSE_PATH = "/v1/features/<feature>/converse"
+CONVERSE_STREAM_PATH = "/v1/features/<feature>/converse-stream"
 FEATURES_PATH = "/v1/features"
 HEALTH_PATH = "/v1/health"
+CHAT_PATH = "/v1/chat/completions"  # the OpenAI-compatible front door (openai_api.py)
+MODELS_PATH = "/v1/models"
 
 # The ConverseRequest members (botocore 1.44.5) a caller may send, with the JSON type of each: every member of the
 # installed model is either here or in REFUSED_FIELDS (tests/router/test_openapi.py walks the model).
@@ -143,9 +146,13 @@ def is_json_content_type(value: str | None) -> bool:
 
 
 def parse_body(raw: bytes, max_bytes: int, *, base64_encoded: bool = False) -> dict[str, Any]:
-    """Size, JSON and shape checks, in that order. Returns the request to hand to the engine.
+    """Size, JSON and shape checks, in that order. Returns the request to hand to the engine."""
+    return validate_request(load_json(raw, max_bytes, base64_encoded=base64_encoded))
 
-    The size is the body's as the Lambda event carries it (spillway.limits): what must fit in Lambda's payload."""
+
+def load_json(raw: bytes, max_bytes: int, *, base64_encoded: bool = False) -> object:
+    """Size and JSON checks (both front doors). The size is the body's as the Lambda event carries it
+    (spillway.limits): what must fit in Lambda's payload."""
     if carried_size(raw, base64_encoded=base64_encoded) > max_bytes:
         raise ApiError(
             413,
@@ -154,10 +161,9 @@ def parse_body(raw: bytes, max_bytes: int, *, base64_encoded: bool = False) -> d
             "quotes, backslashes and line breaks count twice); send large documents and videos by s3Location",
         )
     try:
-        body = json.loads(raw)
+        return json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, INVALID_JSON) from None
-    return validate_request(body)
 
 
 def validate_request(body: object) -> dict[str, Any]:
@@ -290,9 +296,27 @@ ROUTES = (
         "Converse with the models of one feature, routed across capacity, models and regions",
         (200, 400, 404, 413, 415, 502, 503, 504),
     ),
+    Route(
+        "POST",
+        CONVERSE_STREAM_PATH,
+        "converseStream",
+        "ConverseStream with the models of one feature: server-sent events, one per ConverseStream event, then a "
+        "last `spillway` event with the route and usage, or the error when the stream ended incomplete",
+        (200, 400, 404, 413, 415, 502, 503, 504),
+    ),
     Route("GET", FEATURES_PATH, "listFeatures", "The features this deployment serves", (200, 502, 503)),
     Route("GET", HEALTH_PATH, "health", "This router instance's view of its targets' health", (200, 502, 503)),
+    Route(
+        "POST",
+        CHAT_PATH,
+        "chatCompletions",
+        "OpenAI Chat Completions (the feature is the request's model), translated to Converse and routed",
+        (200, 400, 404, 413, 415, 502, 503, 504),
+    ),
+    Route("GET", MODELS_PATH, "listModels", "The features, as OpenAI's model list", (200, 502, 503)),
 )
+# The OpenAI-shaped operations: their errors are OpenAI's error object, their bodies OpenAI's.
+OPENAI_OPERATIONS = ("chatCompletions", "listModels")
 
 
 def gateway_request_schema() -> dict[str, Any]:

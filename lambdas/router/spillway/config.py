@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from .backends.kinds import KINDS, BackendRef  # a target's backend reference is its kind's (the registry)
+from .backends.kinds import KINDS, BackendRef, RefError  # a target's backend reference is its kind's (the registry)
 from .limits import MAX_REQUEST_BYTES
 
 Capacity = Literal["provisioned", "on_demand"]
@@ -143,6 +143,10 @@ class Feature:
     attempt_max_ms: float = 8000.0
     max_attempts: int = 4  # backend calls (1-32), not counting targets skipped unsent
     fallback_on_context_overflow: bool = True  # a context-window overflow tries the next model
+    # Streams: an attempt with no first token this long after it is sent is abandoned for the next target (None: the
+    # attempt's own timeout); after the first token, a gap longer than inter_token_ms ends the stream incomplete.
+    first_token_ms: float | None = None
+    inter_token_ms: float = 10000.0
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     # JSON "invoke_ids": {target id: model id or ARN}: a bedrock target of this feature invoked by another id (its
     # application inference profile, a purchased PT), so spend is attributed per feature. Health, breakers, capacity
@@ -168,11 +172,21 @@ class Limits:
 
 TABLE_KEYS = Keys(frozenset({"version", "targets", "features"}), frozenset({"limits"}))
 TARGET_KEYS = Keys(frozenset({"model", "capacity", "region", "backend"}), frozenset({"max_in_flight"}))
-BACKEND_KEYS = {name: Keys(frozenset({"kind", kind.ref_field})) for name, kind in KINDS.items()}
+BACKEND_KEYS = {name: Keys(frozenset({"kind", *kind.fields}), kind.optional_fields) for name, kind in KINDS.items()}
 FEATURE_KEYS = Keys(
     frozenset({"first_capacity", "models", "home_region", "deadline_ms", "attempt_timeout_ms", "max_attempts"}),
     frozenset(
-        {"failover_regions", "order", "breaker", "fallback_on_context_overflow", "invoke_ids", "converse", "shadow"}
+        {
+            "failover_regions",
+            "order",
+            "breaker",
+            "fallback_on_context_overflow",
+            "invoke_ids",
+            "converse",
+            "shadow",
+            "first_token_ms",
+            "inter_token_ms",
+        }
     ),
 )
 CONVERSE_KEYS = Keys(frozenset(), frozenset({"defaults", "caller_may_override"}))
@@ -263,6 +277,11 @@ def _backend(raw: object, path: str) -> BackendRef:
         known = ", ".join(f"'{known}'" for known in sorted(KINDS))
         raise RoutingConfigError(f"{path}.kind", f"must be one of {known}, not {name!r}")
     _keys(obj, path, BACKEND_KEYS[kind.name])
+    if kind.parse is not None:  # a kind of several keys checks them itself (the registry's RefError names one)
+        try:
+            return kind.parse(obj)
+        except RefError as error:
+            raise RoutingConfigError(f"{path}.{error.key}", error.problem) from None
     return kind.make_ref(_text(obj[kind.ref_field], f"{path}.{kind.ref_field}"))
 
 
@@ -303,6 +322,12 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
     if not isinstance(overflow, bool):
         raise RoutingConfigError(f"{path}.fallback_on_context_overflow", "must be true or false")
     breaker = _breaker(obj.get("breaker", {}), f"{path}.breaker")
+    first_token = _opt_num(obj.get("first_token_ms"), f"{path}.first_token_ms")
+    if first_token is not None and not MIN_ATTEMPT_MS <= first_token <= t_max:
+        raise RoutingConfigError(
+            f"{path}.first_token_ms", f"{first_token:g} must lie within {MIN_ATTEMPT_MS:g} and the attempt maximum"
+        )
+    inter_token = _num(obj.get("inter_token_ms", 10000.0), f"{path}.inter_token_ms", low=1, high=_MAX_SECONDS * 1000)
     invoke_ids = _invoke_ids(
         obj.get("invoke_ids", {}), f"{path}.invoke_ids", targets, models=models, regions=(home, *failover), first=first
     )
@@ -320,6 +345,8 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         attempt_max_ms=t_max,
         max_attempts=max_attempts,
         fallback_on_context_overflow=overflow,
+        first_token_ms=first_token,
+        inter_token_ms=inter_token,
         breaker=breaker,
         invoke_ids=invoke_ids,
         converse_defaults=defaults,

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends.contract import Backend, BackendReply, Usage
 from .backends.kinds import request_needs
@@ -34,6 +34,9 @@ from .errors import BackendError, ErrorClass, from_exception
 from .fleet import Fleet, LocalHealth, RequestHealth
 from .health import Admission, Clock, HealthBoard, Ticket, Verdict
 from .policy import Plan, Planner, PlanStep, StepKind
+
+if TYPE_CHECKING:
+    from .stream_route import StreamItem
 
 
 class Outcome(StrEnum):
@@ -55,6 +58,7 @@ class Status(StrEnum):
     CLIENT_ERROR = "client_error"
     EXHAUSTED = "exhausted"  # 503 with Retry-After
     DEADLINE = "deadline"  # 504
+    INCOMPLETE = "incomplete"  # streamed: the stream failed after its first token (spillway/stream_route.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,49 @@ class Engine:
         finally:
             round_trips, store_s = health.close()
         return replace(result, store_round_trips=round_trips, store_ms=store_s * 1000.0)
+
+    def stream(
+        self, feature: str, request: Mapping[str, Any], *, deadline_ms: float | None = None
+    ) -> Generator[StreamItem, None, None]:
+        """Serve one request for `feature` as a stream (spillway/stream_route.py): a head, events, a tail; or only a
+        tail when no target sent a first token. Never raises for a backend's failure; close it to abandon it."""
+        from .stream_route import StreamTail, run  # noqa: PLC0415 (stream_route imports this module)
+
+        start = self._clock()
+        planner = self._planner
+        f = planner.table.features.get(feature)
+        if f is None:
+            yield StreamTail(RouteResult(Status.CLIENT_ERROR, 404, (), 0.0, code="UnknownFeature"))
+            return
+        health: RequestHealth = self._local
+        if self.fleet is not None:
+            try:
+                health = self.fleet.request(f, [step.target.id for step in planner.candidates(feature)])
+            except Exception:  # a fleet bug costs this request the fleet's view, never its answer
+                health = self._local
+
+        def conclude(
+            trace: list[Attempt], last_code: str | None, *, out_of_time: bool, client: BackendError | None
+        ) -> RouteResult:
+            elapsed_s = self._clock() - start
+            if client is not None:
+                return _client_error(client, trace, elapsed_s)
+            sent = [a for a in trace if a.sent]
+            throttled_only = bool(sent) and all(a.outcome is Outcome.CAPACITY for a in sent)
+            if out_of_time and not throttled_only:
+                return RouteResult(Status.DEADLINE, 504, tuple(trace), elapsed_s * 1000.0, code=last_code)
+            retry = self._retry_after(planner, feature, health)
+            return RouteResult(
+                Status.EXHAUSTED, 503, tuple(trace), elapsed_s * 1000.0, code=last_code, retry_after_s=retry
+            )
+
+        try:
+            yield from run(
+                planner=planner, f=f, request=request, health=health, backends=self._backends, admit=self._admit,
+                conclude=conclude, clock=self._clock, start=start, deadline_ms=deadline_ms,
+            )  # fmt: skip
+        finally:
+            health.close()
 
     def _handle(
         self,

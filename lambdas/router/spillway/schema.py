@@ -20,6 +20,7 @@ import typing
 from typing import Any
 
 from . import config
+from .backends.kinds import OPENAI_AUTH_MODES
 from .config import Keys
 from .routing_source import CANARY_KEYS, FLAGS_KEYS, SHADOW_FLAG_KEYS
 
@@ -77,12 +78,16 @@ def flags_schema() -> dict[str, Any]:
 _NAME = {"type": "string", "pattern": config.NAME_PATTERN}
 _NAMES = {"type": "array", "items": _NAME, "uniqueItems": True}
 _TEXT = {"type": "string", "minLength": 1}
+# Backend keys that are not free text (an openai backend's auth mode and image flag).
+_BACKEND_TYPES: dict[str, Any] = {"auth": {"enum": list(OPENAI_AUTH_MODES)}, "images": {"type": "boolean"}}
 
 
 def _target_props() -> dict[str, Any]:
     """A target's keys whose JSON differs from its field: names, and the backend, one object per kind."""
     backends = [
-        _object(keys, {"kind": {"enum": [kind]}, **dict.fromkeys(keys.all - {"kind"}, _TEXT)})
+        _object(
+            keys, {"kind": {"enum": [kind]}, **{key: _BACKEND_TYPES.get(key, _TEXT) for key in keys.all - {"kind"}}}
+        )
         for kind, keys in sorted(config.BACKEND_KEYS.items())
     ]
     return {"model": _NAME, "region": _NAME, "backend": {"oneOf": backends}}

@@ -34,6 +34,7 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import Ama
 from . import tracing
 from .engine import Outcome, RouteResult, Status
 from .health import BreakerState, Transition
+from .stream_route import StreamTail
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "spillway-router")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Spillway")
@@ -56,6 +57,7 @@ _STATUS_METRIC = {
     Status.CLIENT_ERROR: "ClientErrors",
     Status.EXHAUSTED: "Exhausted",
     Status.DEADLINE: "DeadlineExceeded",
+    Status.INCOMPLETE: "StreamsIncomplete",  # a stream that failed after its first token
 }
 _OUTCOME_METRIC = {
     Outcome.OK: "TargetServed",
@@ -233,3 +235,18 @@ def config_event(kind: str, detail: str) -> None:
 def unexpected(where: str, exc: BaseException) -> None:
     """An exception the router did not expect: its type only (its message may quote the request)."""
     logger.error("unexpected_exception", extra={"where": where, "exception_type": type(exc).__name__})
+
+
+def record_stream(feature: str, tail: StreamTail) -> None:
+    """A streamed request's own figures, per served target: time to first token, inter-token gaps, incomplete ends."""
+    target = tail.result.target
+    if target is None:
+        return
+    values: dict[str, tuple[MetricUnit, float]] = {"Streams": (_COUNT, 1)}
+    if tail.ttft_ms is not None:
+        values["TimeToFirstToken"] = (_MS, round(tail.ttft_ms, 3))
+    if tail.gaps_ms:
+        values["InterTokenMax"] = (_MS, round(max(tail.gaps_ms), 3))
+    if tail.incomplete:
+        values["StreamsIncomplete"] = (_COUNT, 1)
+    _group({"feature": feature, "target": target}, values)

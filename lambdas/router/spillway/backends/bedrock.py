@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import SERVICE_TIERS, Target
 from ..errors import INVALID_BASE64, BackendError, ErrorClass, from_exception
+from ..streaming import BackendStream
 from . import PooledBackend, malformed, usage_int
 from .contract import BackendReply, Usage
 from .kinds import KINDS, BedrockRef
@@ -45,6 +46,12 @@ class BedrockBackend(PooledBackend):
         # Converse's response members go back to the caller as botocore parsed them (ResponseMetadata is not one).
         members = client.meta.service_model.operation_model(OPERATION).output_shape.members
         return _reply(raw, elapsed_ms, tuple(members))
+
+    def open_stream(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendStream:
+        """ConverseStream (spillway/backends/streams.py)."""
+        from .streams import open_bedrock_stream  # noqa: PLC0415 (streams imports this module)
+
+        return open_bedrock_stream(self, target, request, timeout_s)
 
 
 def decode_blobs(value: Any, shape: Any) -> Any:

@@ -15,6 +15,7 @@ have to drop. A block it still meets (a caller of this module that skipped the c
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -34,13 +35,14 @@ _FINISH = {
 }
 
 
-def to_chat(request: Mapping[str, Any]) -> dict[str, Any]:
+def to_chat(request: Mapping[str, Any], *, images: bool = False) -> dict[str, Any]:
+    """The chat completions payload of a Converse request; `images`: the model takes image parts (data URLs)."""
     messages: list[dict[str, Any]] = []
     system = [b["text"] for b in request.get("system") or [] if isinstance(b, Mapping) and "text" in b]
     if system:
         messages.append({"role": "system", "content": "\n".join(system)})
     for message in request["messages"]:
-        messages.extend(_message(message))
+        messages.extend(_message(message, images))
     payload: dict[str, Any] = {"messages": messages}
     config = request.get("inferenceConfig") or {}
     for src, dst in (("maxTokens", "max_tokens"), ("temperature", "temperature"), ("topP", "top_p")):
@@ -54,16 +56,18 @@ def to_chat(request: Mapping[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def _message(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _message(message: Mapping[str, Any], images: bool = False) -> list[dict[str, Any]]:
     role = message["role"]
-    texts: list[str] = []
+    parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     for block in message["content"]:
         (kind,) = block
         value = block[kind]
         if kind == "text":
-            texts.append(value)
+            parts.append({"type": "text", "text": value})
+        elif kind == "image" and images and role == "user":
+            parts.append({"type": "image_url", "image_url": {"url": _data_url(value)}})
         elif kind == "toolUse" and role == "assistant":
             calls.append(
                 {
@@ -79,12 +83,24 @@ def _message(message: Mapping[str, Any]) -> list[dict[str, Any]]:
         else:
             raise BackendError(ErrorClass.CLIENT, "UnsupportedContentBlock", 400)
     out: list[dict[str, Any]] = list(results)
-    if texts or calls or not results:
-        entry: dict[str, Any] = {"role": role, "content": "\n".join(texts)}
+    if parts or calls or not results:
+        # Text alone as one string (what every serving container takes); with an image, the list of parts.
+        only_text = all(part["type"] == "text" for part in parts)
+        content: Any = "\n".join(part["text"] for part in parts) if only_text else parts
+        entry: dict[str, Any] = {"role": role, "content": content}
         if calls:
             entry["tool_calls"] = calls
         out.append(entry)
     return out
+
+
+def _data_url(image: Mapping[str, Any]) -> str:
+    data = image["source"]["bytes"]
+    if isinstance(data, bytes | bytearray):
+        data = base64.b64encode(data).decode()
+    if not isinstance(data, str) or image["format"] not in ("png", "jpeg", "gif", "webp"):
+        raise BackendError(ErrorClass.CLIENT, "UnsupportedContentBlock", 400)
+    return f"data:image/{image['format']};base64,{data}"
 
 
 def _result(value: Mapping[str, Any]) -> str:

@@ -14,7 +14,7 @@ a message content block (``image``), a system block (``system.guardContent``), a
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,7 +36,65 @@ class SageMakerRef:
     kind: Literal["sagemaker"] = "sagemaker"
 
 
-BackendRef = BedrockRef | SageMakerRef
+# How an OpenAI-compatible endpoint is authenticated: the function's role (SigV4: Bedrock's OpenAI-compatible
+# endpoints) or a bearer key read from Secrets Manager. Workload identity (another cloud's token exchanged from the
+# function's role) is declared so that a table naming it fails with "not supported yet", not an unknown word.
+OPENAI_AUTH_MODES = ("sigv4", "secret")
+OPENAI_AUTH_PLANNED = ("workload_identity",)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIRef:
+    """A model behind an OpenAI-compatible Chat Completions endpoint (spillway/backends/openai_compat.py)."""
+
+    base_url: str  # https://host[:port]/path, up to (not including) /chat/completions
+    model: str  # the endpoint's own model name, sent as the request's "model"
+    auth: str  # one of OPENAI_AUTH_MODES
+    secret_id: str | None = None  # auth "secret": the Secrets Manager secret holding the key
+    signing_service: str = "bedrock"  # auth "sigv4": the service the signature is scoped to
+    images: bool = False  # the model takes image parts (else an image is this target's client error)
+    kind: Literal["openai"] = "openai"
+
+
+BackendRef = BedrockRef | SageMakerRef | OpenAIRef
+
+
+class RefError(ValueError):
+    """A backend object's key is wrong: the loader reports it at ``<path>.<key>``."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def _text(obj: Mapping[str, Any], key: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str) or not value.strip():
+        raise RefError(key, "must be a non-empty string")
+    return value
+
+
+def parse_openai_ref(obj: Mapping[str, Any]) -> OpenAIRef:
+    """An ``openai`` backend object (its keys already checked against the kind's fields)."""
+    base_url = _text(obj, "base_url").rstrip("/")
+    loopback = base_url.startswith(("http://127.0.0.1:", "http://localhost:"))  # the local emulator only
+    if not (base_url.startswith("https://") or loopback) or any(c in base_url for c in "?# "):
+        raise RefError("base_url", "must be an https:// URL without query (plain http: loopback only)")
+    auth = _text(obj, "auth")
+    if auth in OPENAI_AUTH_PLANNED:
+        raise RefError("auth", f"'{auth}' is not supported yet; use one of {OPENAI_AUTH_MODES}")
+    if auth not in OPENAI_AUTH_MODES:
+        raise RefError("auth", f"must be one of {OPENAI_AUTH_MODES}, not {auth!r}")
+    secret_id = _text(obj, "secret_id") if "secret_id" in obj else None
+    if (auth == "secret") != (secret_id is not None):
+        raise RefError("secret_id", "is required with auth 'secret' and only with it")
+    images = obj.get("images", False)
+    if not isinstance(images, bool):
+        raise RefError("images", "must be true or false")
+    service = _text(obj, "signing_service") if "signing_service" in obj else "bedrock"
+    return OpenAIRef(base_url, _text(obj, "model"), auth, secret_id, service, images)
+
 
 # Everything a request can ask of a backend, in the names `request_needs` gives.
 EVERYTHING: frozenset[str] = frozenset(
@@ -71,22 +129,56 @@ def request_needs(request: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(needs) & EVERYTHING  # only the vocabulary: what validation let through has no other names
 
 
+# What the chat-completions API of serving containers can express (spillway/backends/chat.py).
+CHAT_CAN: frozenset[str] = frozenset(
+    (
+        "messages",
+        "system",
+        "inferenceConfig",
+        "toolConfig",
+        "text",
+        "toolUse",
+        "toolResult",
+        "cachePoint",
+        "system.text",
+        "system.cachePoint",
+        "toolResult.text",
+        "toolResult.json",
+        "toolConfig.toolSpec",
+        "toolConfig.cachePoint",
+    )
+)
+
+
 @dataclass(frozen=True, slots=True)
 class BackendKind:
     name: str
     ref_field: str  # the routing table's backend key naming what is invoked
-    ref: type[BedrockRef] | type[SageMakerRef]  # built with that key's value
+    ref: type[BedrockRef] | type[SageMakerRef] | type[OpenAIRef]  # built with that key's value
     service: str  # the boto3 runtime service
     endpoint_service: str  # the interface VPC endpoint's service name (com.amazonaws.<region>.<this>)
     invoke_actions: tuple[str, ...]  # IAM actions a call is authorized as
     implementation: str  # "module:Class" of the runtime backend, imported when the router is built
     can: frozenset[str]  # what it can express, from EVERYTHING
+    # A kind of several backend keys: all its required keys, its optional ones, and the parser that checks them.
+    required_fields: tuple[str, ...] = ()
+    optional_fields: frozenset[str] = frozenset()
+    parse: Callable[[Mapping[str, Any]], BackendRef] | None = None
+    # The platform file can name it: CDK renders its targets, its VPC endpoint and its grants (stacks/).
+    in_platform_file: bool = True
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.required_fields or (self.ref_field,)
 
     def missing(self, needs: frozenset[str]) -> frozenset[str]:
         """What of `needs` this kind cannot express (empty when it can serve the request)."""
         return needs - self.can
 
     def make_ref(self, value: str) -> BackendRef:
+        """The reference of a single-key kind (a kind of several keys has a parse hook instead)."""
+        if issubclass(self.ref, OpenAIRef):
+            raise TypeError("an openai reference is built by its parse hook")
         return self.ref(value)
 
 
@@ -114,24 +206,25 @@ KINDS: dict[str, BackendKind] = {
         # The chat-completions API of LLM serving containers (spillway/backends/chat.py): text, tool calls and
         # results of text or JSON, a text system prompt, the four inference settings. cachePoint is a caching hint
         # with no meaning there and is left out. Nothing else has a form in that API.
-        can=frozenset(
-            (
-                "messages",
-                "system",
-                "inferenceConfig",
-                "toolConfig",
-                "text",
-                "toolUse",
-                "toolResult",
-                "cachePoint",
-                "system.text",
-                "system.cachePoint",
-                "toolResult.text",
-                "toolResult.json",
-                "toolConfig.toolSpec",
-                "toolConfig.cachePoint",
-            )
-        ),
+        can=CHAT_CAN,
+    ),
+    "openai": BackendKind(
+        name="openai",
+        ref_field="model",
+        ref=OpenAIRef,
+        # The service a SigV4-signed call is scoped to (Bedrock's OpenAI-compatible endpoints); http.client, not boto3.
+        service="bedrock",
+        endpoint_service="bedrock-mantle",
+        # What Bedrock authorizes its OpenAI-compatible Chat Completions as (bedrock-runtime /openai/v1).
+        invoke_actions=("bedrock:InvokeModel",),
+        implementation="spillway.backends.openai_compat:OpenAICompatBackend",
+        # Chat completions (spillway/backends/openai_compat.py): what SageMaker's containers take, plus images as
+        # data URLs (on a target with images: true), structured output and request metadata.
+        can=CHAT_CAN | {"outputConfig", "requestMetadata", "image"},
+        required_fields=("base_url", "model", "auth"),
+        optional_fields=frozenset({"secret_id", "signing_service", "images"}),
+        parse=parse_openai_ref,
+        in_platform_file=False,  # not yet: routing tables name it by hand (docs/models.md)
     ),
 }
 

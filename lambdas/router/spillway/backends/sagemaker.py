@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import Target
 from ..errors import BackendError, ErrorClass, from_exception
+from ..streaming import BackendStream
 from . import PooledBackend, malformed
 from .chat import from_chat, to_chat
 from .contract import BackendReply
@@ -24,17 +25,7 @@ class SageMakerBackend(PooledBackend):
     SERVICE = SERVICE
 
     def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
-        ref = target.backend
-        if not isinstance(ref, SageMakerRef):
-            raise BackendError(ErrorClass.OURS, "WrongBackendKind")
-        try:
-            payload = to_chat(request)
-        except BackendError:
-            raise
-        except (TypeError, AttributeError, ValueError, KeyError):
-            # A request that passed the router's validation but that this container's API cannot express: the
-            # caller's request, not the endpoint's health (it must not feed the breaker).
-            raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
+        ref, payload = endpoint_and_payload(target, request)
         client = self.client(target, timeout_s)
         t0 = self._clock()
         try:
@@ -53,3 +44,24 @@ class SageMakerBackend(PooledBackend):
         except (ValueError, UnicodeDecodeError):
             raise malformed("SageMaker") from None
         return from_chat(answer, elapsed_ms)
+
+    def open_stream(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendStream:
+        """InvokeEndpointWithResponseStream, chat chunks as ConverseStream events (spillway/backends/streams.py)."""
+        from .streams import open_sagemaker_stream  # noqa: PLC0415 (streams imports this module)
+
+        return open_sagemaker_stream(self, target, request, timeout_s)
+
+
+def endpoint_and_payload(target: Target, request: Mapping[str, Any]) -> tuple[SageMakerRef, dict[str, Any]]:
+    """The target's endpoint and the request as the container's chat-completions payload (buffered or streamed)."""
+    ref = target.backend
+    if not isinstance(ref, SageMakerRef):
+        raise BackendError(ErrorClass.OURS, "WrongBackendKind")
+    try:
+        return ref, to_chat(request)
+    except BackendError:
+        raise
+    except (TypeError, AttributeError, ValueError, KeyError):
+        # A request that passed the router's validation but that this container's API cannot express: the
+        # caller's request, not the endpoint's health (it must not feed the breaker).
+        raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None

@@ -1,0 +1,331 @@
+"""OpenAI-compatible Chat Completions endpoints: Bedrock's OpenAI-compatible endpoints, vLLM and the like.
+
+One POST to ``<base_url>/chat/completions`` per attempt over the standard library's http.client (no new Lambda
+dependency), its socket timeout the attempt's budget. Keep-alive connections are kept per thread and host; a kept
+connection the server closed meanwhile is reopened once before anything was sent back.
+
+Auth (``OpenAIRef.auth``): ``sigv4`` signs with the function's role through botocore's SigV4Auth (imported on first
+use, like boto3 elsewhere); ``secret`` sends ``Authorization: Bearer <key>``, the key read through a KeySource
+(Secrets Manager in AWS, cached for KEY_TTL_S so a rotation is picked up; a 401 drops the cached key at once; a
+static mapping locally).
+
+Translation: the Converse request is rendered as chat completions JSON as for SageMaker (sagemaker.to_chat's
+rules) plus what this kind adds: image blocks as base64 data URLs (when the target says ``images``), Converse's
+structured output (``outputConfig``) as ``response_format`` json_schema, ``requestMetadata`` as ``metadata``.
+Any other member is this target's client error, never a silent drop.
+
+Error taxonomy, by status: 429 is capacity (Retry-After, retry-after-ms or the x-ratelimit-reset-* headers give the
+cooldown); 408, 5xx, timeouts and connection failures are unavailable; 401/403/404 are ours (a deployment bug);
+other 4xx are the caller's (a context-window overflow said so). The endpoint's message is read for that one
+boolean and dropped.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from ..config import Target
+from ..errors import _OVERFLOW, BackendError, ErrorClass
+from . import MAX_CONNECT_TIMEOUT_S, ClientPool, malformed
+from .chat import from_chat, to_chat
+from .contract import BackendReply
+from .kinds import KINDS, OpenAIRef
+
+KEY_TTL_S = 300.0
+SECRET_TIMEOUT_S = 2.0
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# Converse members this kind renders; any other is refused (UnsupportedRequestMember).
+_RENDERED = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "outputConfig", "requestMetadata"})
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class KeySource(Protocol):
+    """Where a bearer key comes from. ``forget`` drops a cached key (the endpoint refused it: maybe rotated)."""
+
+    def key(self, secret_id: str, region: str, /) -> str: ...
+
+    def forget(self, secret_id: str, /) -> None: ...
+
+
+class StaticKeys:
+    """Keys from a mapping: the local stand-in for Secrets Manager (tests, the local worlds)."""
+
+    def __init__(self, keys: Mapping[str, str]) -> None:
+        self._keys = dict(keys)
+
+    def key(self, secret_id: str, _region: str, /) -> str:
+        try:
+            return self._keys[secret_id]
+        except KeyError:
+            raise BackendError(ErrorClass.OURS, "SecretNotFound") from None
+
+    def forget(self, _secret_id: str, /) -> None:
+        return None  # nothing cached
+
+
+class SecretsManagerKeys:
+    """GetSecretValue through boto3 (its PrivateLink endpoint in the VPC), each key cached for ``ttl_s``."""
+
+    def __init__(
+        self,
+        make_client: Callable[[str], Any],
+        *,
+        ttl_s: float = KEY_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._make_client = make_client
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    def key(self, secret_id: str, region: str, /) -> str:
+        cached = self._cache.get(secret_id)
+        if cached is not None and self._clock() < cached[1]:
+            return cached[0]
+        try:
+            value = self._make_client(region).get_secret_value(SecretId=secret_id)["SecretString"]
+        except Exception:  # the secret's own error is ours to fix, never the caller's; its message is dropped
+            raise BackendError(ErrorClass.OURS, "SecretUnavailable") from None
+        with self._lock:
+            self._cache[secret_id] = (value, self._clock() + self._ttl_s)
+        return str(value)
+
+    def forget(self, secret_id: str, /) -> None:
+        with self._lock:
+            self._cache.pop(secret_id, None)
+
+
+# (url, body, headers, region, service) -> the headers of the signed POST
+Signer = Callable[[str, bytes, dict[str, str], str, str], dict[str, str]]
+
+
+def sigv4_signer() -> Signer:
+    """Signs with the function's role: botocore's credential chain and SigV4Auth, loaded on first use."""
+    holder: list[Any] = []
+
+    def sign(url: str, body: bytes, headers: dict[str, str], region: str, service: str) -> dict[str, str]:
+        auth: Any = importlib.import_module("botocore.auth")
+        awsrequest: Any = importlib.import_module("botocore.awsrequest")
+        if not holder:
+            session: Any = importlib.import_module("botocore.session")
+            holder.append(session.get_session().get_credentials())
+        credentials = holder[0]
+        if credentials is None:
+            raise BackendError(ErrorClass.OURS, "NoCredentials")
+        request = awsrequest.AWSRequest(method="POST", url=url, data=body, headers=headers)
+        auth.SigV4Auth(credentials.get_frozen_credentials(), service, region).add_auth(request)
+        return dict(request.headers.items())
+
+    return sign
+
+
+class OpenAICompatBackend:
+    """The ``openai`` backend kind. Built by the registry with the shared client pool, whose Secrets Manager client
+    (endpoint URL overrides included) reads the keys; tests pass ``keys`` and ``signer`` stand-ins."""
+
+    SERVICE = KINDS["openai"].service
+
+    def __init__(
+        self,
+        pool: ClientPool | None = None,
+        *,
+        keys: KeySource | None = None,
+        signer: Signer | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if keys is None:
+            shared = pool if pool is not None else ClientPool()
+            keys = SecretsManagerKeys(lambda region: shared.client("secretsmanager", region, SECRET_TIMEOUT_S)[0])
+        self._keys = keys
+        self._signer = signer
+        self._clock = clock
+        self._local = threading.local()
+
+    def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
+        ref = target.backend
+        if not isinstance(ref, OpenAIRef):
+            raise BackendError(ErrorClass.OURS, "WrongBackendKind")
+        try:
+            payload = to_openai(request, ref)
+        except BackendError:
+            raise
+        except (TypeError, AttributeError, ValueError, KeyError):
+            raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        url = ref.base_url + "/chat/completions"
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = self._authorize(ref, target.region, url, body, headers)
+        t0 = self._clock()
+        status, response_headers, raw = self._post(url, body, headers, timeout_s)
+        elapsed_ms = (self._clock() - t0) * 1000.0
+        if status != 200:
+            if status == 401 and ref.secret_id is not None:
+                self._keys.forget(ref.secret_id)
+            raise error_for(status, response_headers, raw)
+        try:
+            answer = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise malformed("OpenAI") from None
+        try:
+            return from_chat(answer, elapsed_ms)
+        except BackendError as error:
+            if error.error_class is ErrorClass.UNAVAILABLE:
+                raise malformed("OpenAI") from None
+            raise
+
+    def _authorize(self, ref: OpenAIRef, region: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+        if ref.auth == "secret":
+            if ref.secret_id is None:
+                raise BackendError(ErrorClass.OURS, "NoSecretId")
+            return {**headers, "Authorization": "Bearer " + self._keys.key(ref.secret_id, region)}
+        if self._signer is None:
+            self._signer = sigv4_signer()
+        return self._signer(url, body, headers, region, ref.signing_service)
+
+    def _post(
+        self, url: str, body: bytes, headers: dict[str, str], timeout_s: float
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        parts = urlsplit(url)
+        path = parts.path or "/"
+        for attempt in (0, 1):
+            conn, reused = self._connection(parts.scheme, parts.netloc, timeout_s)
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                raw = response.read(MAX_RESPONSE_BYTES + 1)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                self._drop(parts.netloc)
+                if reused and attempt == 0:
+                    continue  # the server closed a kept connection: reopen once
+                raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+            except TimeoutError:
+                self._drop(parts.netloc)
+                raise BackendError(ErrorClass.UNAVAILABLE, "ReadTimeout") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop(parts.netloc)
+                raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+            if len(raw) > MAX_RESPONSE_BYTES:
+                self._drop(parts.netloc)
+                raise malformed("OpenAI")
+            if response.will_close:
+                self._drop(parts.netloc)
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, raw
+        raise BackendError(ErrorClass.UNAVAILABLE, "ConnectionClosed")  # pragma: no cover (the loop returns)
+
+    def _connection(self, scheme: str, netloc: str, timeout_s: float) -> tuple[http.client.HTTPConnection, bool]:
+        pool: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
+        conn = pool.get(netloc)
+        if conn is not None:
+            conn.timeout = timeout_s
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout_s)
+            return conn, conn.sock is not None
+        make = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        conn = make(netloc, timeout=min(MAX_CONNECT_TIMEOUT_S, timeout_s))
+        try:
+            conn.connect()
+        except TimeoutError:
+            raise BackendError(ErrorClass.UNAVAILABLE, "ConnectTimeout") from None
+        except OSError as exc:
+            raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+        assert conn.sock is not None
+        conn.sock.settimeout(timeout_s)
+        pool[netloc] = conn
+        return conn, False
+
+    def _drop(self, netloc: str) -> None:
+        pool: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
+        conn = pool.pop(netloc, None)
+        if conn is not None:
+            conn.close()
+
+
+def error_for(status: int, headers: Mapping[str, str], raw: bytes) -> BackendError:
+    """A non-200 answer as a BackendError (code ``OpenAIHttp<status>``), by the taxonomy above."""
+    code = f"OpenAIHttp{status}"
+    if status == 429:
+        return BackendError(ErrorClass.CAPACITY, code, 429, retry_after_s(headers))
+    if status == 408 or status >= 500:
+        return BackendError(ErrorClass.UNAVAILABLE, code, status)
+    if status in (401, 403, 404):
+        return BackendError(ErrorClass.OURS, code, status)
+    if 400 <= status < 500:
+        return BackendError(ErrorClass.CLIENT, code, 400, context_overflow=_overflow(raw))
+    return BackendError(ErrorClass.UNAVAILABLE, code, status)  # 1xx/3xx: not an answer this client can use
+
+
+def _overflow(raw: bytes) -> bool:
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return False
+    if not isinstance(error, Mapping):
+        return False
+    if error.get("code") == "context_length_exceeded":
+        return True
+    message = error.get("message")
+    return isinstance(message, str) and bool(_OVERFLOW.search(message))
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """Retry-After (seconds), retry-after-ms, else the later of OpenAI's x-ratelimit-reset-requests/-tokens."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                seconds = float(value) * scale
+            except ValueError:
+                continue  # an HTTP date: the reset headers or the capacity cooldown apply
+            if seconds >= 0:
+                return seconds
+    resets = [_duration(headers.get(name)) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+    known = [r for r in resets if r is not None]
+    return max(known) if known else None
+
+
+def _duration(value: str | None) -> float | None:
+    """OpenAI's reset durations: "20ms", "1s", "6m0s", "1h2m3.5s"."""
+    if not value:
+        return None
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value.strip():
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+# -- translation -------------------------------------------------------------------------------------------------
+
+
+def to_openai(request: Mapping[str, Any], ref: OpenAIRef) -> dict[str, Any]:
+    for key in request:
+        if key not in _RENDERED:
+            raise BackendError(ErrorClass.CLIENT, "UnsupportedRequestMember", 400)
+    payload: dict[str, Any] = {"model": ref.model, **to_chat(request, images=ref.images)}  # SageMaker's rules too
+    if "outputConfig" in request:
+        payload["response_format"] = _response_format(request["outputConfig"])
+    if request.get("requestMetadata"):
+        payload["metadata"] = dict(request["requestMetadata"])
+    return payload
+
+
+def _response_format(output: Mapping[str, Any]) -> dict[str, Any]:
+    if set(output) - {"textFormat"}:
+        raise BackendError(ErrorClass.CLIENT, "UnsupportedRequestMember", 400)
+    text_format = output["textFormat"]
+    definition = text_format["structure"]["jsonSchema"]
+    if text_format.get("type") != "json_schema":
+        raise BackendError(ErrorClass.CLIENT, "UnsupportedRequestMember", 400)
+    spec: dict[str, Any] = {"name": definition.get("name") or "output", "schema": json.loads(definition["schema"])}
+    if definition.get("description"):
+        spec["description"] = definition["description"]
+    return {"type": "json_schema", "json_schema": spec}

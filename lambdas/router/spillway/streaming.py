@@ -1,0 +1,110 @@
+"""The streaming contract between the engine and the backends, and the pump that puts deadlines on a stream.
+
+A backend stream yields ConverseStream events as ``(name, members)`` pairs (``messageStart``, ``contentBlockStart``,
+``contentBlockDelta``, ``contentBlockStop``, ``messageStop``, ``metadata``) whatever the backend speaks, and raises
+spillway.errors.BackendError when it fails. A blocking read cannot be given a deadline from outside, so the
+:class:`Pump` reads the stream on its own thread into a queue and the engine waits on the queue with the time it
+allows (first token, then each gap). The thread never outlives the request: closing the pump closes the backend's
+connection, which ends the blocked read, and joins the thread. No module here imports boto3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, cast
+
+from .config import Target
+from .errors import BackendError, ErrorClass, from_exception
+
+StreamEvent = tuple[str, Mapping[str, Any]]  # (ConverseStream event name, its members); members never logged
+
+# Events that carry the answer itself: the first of them is the first token.
+TOKEN_EVENTS = frozenset({"contentBlockStart", "contentBlockDelta"})
+CONVERSE_STREAM_EVENTS = (
+    "messageStart",
+    "contentBlockStart",
+    "contentBlockDelta",
+    "contentBlockStop",
+    "messageStop",
+    "metadata",
+)
+JOIN_S = 2.0  # how long closing waits for the reader thread once its connection is closed
+
+
+class BackendStream(Protocol):
+    """An open stream: iterate its events (BackendError on failure); close it to drop the connection."""
+
+    def __iter__(self) -> Iterator[StreamEvent]: ...
+
+    def close(self) -> None: ...
+
+
+class StreamingBackend(Protocol):
+    """What the engine calls to stream. Raises BackendError when the stream cannot start."""
+
+    def open_stream(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendStream: ...
+
+
+class StreamTimeout(Exception):
+    """Nothing came from the stream within the time allowed."""
+
+
+class _End:
+    pass
+
+
+_END = _End()
+
+
+class Pump:
+    """Reads one backend stream on a thread; :meth:`next` waits for its next event with a timeout."""
+
+    def __init__(self, stream: BackendStream) -> None:
+        self._stream = stream
+        self._queue: queue.Queue[StreamEvent | BackendError | _End] = queue.Queue()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="spillway-stream", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for item in self._stream:
+                if self._closed.is_set():
+                    return
+                self._queue.put(item)
+            self._queue.put(_END)
+        except Exception as exc:  # every failure reaches the engine as a BackendError, message dropped
+            if not self._closed.is_set():
+                self._queue.put(from_exception(exc))
+
+    def next(self, timeout_s: float) -> StreamEvent | None:
+        """The next event; None at the stream's clean end. Raises BackendError, or StreamTimeout after timeout_s."""
+        try:
+            item = self._queue.get(timeout=max(0.0, timeout_s))
+        except queue.Empty:
+            raise StreamTimeout from None
+        if isinstance(item, _End):
+            return None
+        if isinstance(item, BackendError):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Drop the connection and wait for the reader to notice (idempotent)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(Exception):  # closing a broken connection may fail; it is closed either way
+            self._stream.close()
+        self._thread.join(JOIN_S)
+
+
+def stream_backend_for(backends: Mapping[str, Any], kind: str) -> StreamingBackend:
+    """The backend of ``kind`` if it streams; a deployment bug (ours) otherwise."""
+    backend = backends.get(kind)
+    if backend is None or not callable(getattr(backend, "open_stream", None)):
+        raise BackendError(ErrorClass.OURS, "NoStreamingBackendForKind")
+    return cast(StreamingBackend, backend)

@@ -1,0 +1,202 @@
+"""Streaming backends: Bedrock ConverseStream and SageMaker InvokeEndpointWithResponseStream on the emulator, read
+with the router's own boto3 clients; the chat-chunk translation on its own, chunk by chunk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from emulator import Emulator, Fault, TargetSpec
+from spillway.backends import ClientPool
+from spillway.backends.bedrock import BedrockBackend
+from spillway.backends.chat_stream import ChatChunkTranslator, SseLines, translate
+from spillway.backends.kinds import BedrockRef, SageMakerRef
+from spillway.backends.sagemaker import SageMakerBackend
+from spillway.config import Target
+from spillway.errors import BackendError, ErrorClass
+from spillway.streaming import Pump, StreamEvent, StreamTimeout
+
+REGION = "us-east-1"
+MODEL = "anthropic.claude-sonnet-4-v1:0"
+ENDPOINT = "llama-escrow"
+BEDROCK = Target(f"sonnet/on_demand/{REGION}", "sonnet", "on_demand", REGION, BedrockRef(MODEL))
+SAGEMAKER = Target(f"llama/provisioned/{REGION}", "llama", "provisioned", REGION, SageMakerRef(ENDPOINT))
+REQUEST = {"messages": [{"role": "user", "content": [{"text": "stream this answer"}]}]}
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulator]:
+    targets = [
+        TargetSpec(REGION, "bedrock", MODEL, echo=True),
+        TargetSpec(REGION, "sagemaker", ENDPOINT, echo=True),
+    ]
+    with Emulator(targets, appconfig=False) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def pool(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> ClientPool:
+    emu.clear_faults()
+    monkeypatch.setenv("SPILLWAY_ENDPOINT_URL", emu.endpoint_url(REGION))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return ClientPool()
+
+
+def _names(events: list[StreamEvent]) -> list[str]:
+    return [name for name, _ in events]
+
+
+def _text(events: list[StreamEvent]) -> str:
+    return "".join(m["delta"].get("text", "") for n, m in events if n == "contentBlockDelta")
+
+
+@pytest.mark.parametrize(("backend_class", "target"), [(BedrockBackend, BEDROCK), (SageMakerBackend, SAGEMAKER)])
+def test_both_backends_stream_the_same_converse_events(backend_class: Any, target: Target, pool: ClientPool) -> None:
+    stream = backend_class(pool).open_stream(target, REQUEST, 5.0)
+    events = list(stream)
+    stream.close()
+    names = _names(events)
+    assert names[0] == "messageStart"
+    assert names[-3:] == ["contentBlockStop", "messageStop", "metadata"]
+    assert set(names[1:-3]) == {"contentBlockDelta"}
+    assert _text(events) == "stream this answer"
+    assert events[-2][1] == {"stopReason": "end_turn"}
+    usage = events[-1][1]["usage"]
+    assert usage["outputTokens"] > 0  # SageMaker's usage comes from the include_usage chunk the backend asks for
+    assert usage["totalTokens"] == usage["inputTokens"] + usage["outputTokens"]
+
+
+@pytest.mark.parametrize(
+    ("alias", "code", "error_class"),
+    [
+        ("throttling", "ThrottlingException", ErrorClass.CAPACITY),
+        ("model_stream_error", "ModelStreamErrorException", ErrorClass.UNAVAILABLE),
+        ("internal", "InternalServerException", ErrorClass.UNAVAILABLE),
+        ("unavailable", "ServiceUnavailableException", ErrorClass.UNAVAILABLE),
+        ("validation", "ValidationException", ErrorClass.CLIENT),
+    ],
+)
+def test_bedrock_stream_exceptions_are_classified_as_their_operation_errors(
+    emu: Emulator, pool: ClientPool, alias: str, code: str, error_class: ErrorClass
+) -> None:
+    emu.set_fault((REGION, "bedrock", MODEL), Fault.stream_error(alias, after_tokens=1, count=1))
+    stream = BedrockBackend(pool).open_stream(BEDROCK, REQUEST, 5.0)
+    seen: list[str] = []
+    with pytest.raises(BackendError) as caught:
+        seen.extend(name for name, _ in stream)
+    assert (caught.value.code, caught.value.error_class) == (code, error_class)
+    assert "message" not in str(caught.value).lower()  # codes only
+
+
+def test_sagemaker_stream_error_mid_stream(emu: Emulator, pool: ClientPool) -> None:
+    emu.set_fault((REGION, "sagemaker", ENDPOINT), Fault.stream_error("internal", after_tokens=1, count=1))
+    stream = SageMakerBackend(pool).open_stream(SAGEMAKER, REQUEST, 5.0)
+    with pytest.raises(BackendError) as caught:
+        list(stream)
+    assert caught.value.code == "InternalStreamFailure"
+
+
+def test_error_before_the_stream_is_raised_by_open(emu: Emulator, pool: ClientPool) -> None:
+    emu.set_fault((REGION, "bedrock", MODEL), Fault.throttle(count=1))
+    with pytest.raises(BackendError) as caught:
+        BedrockBackend(pool).open_stream(BEDROCK, REQUEST, 5.0)
+    assert caught.value.error_class is ErrorClass.CAPACITY
+
+
+def test_dropped_connection_is_unavailable(emu: Emulator, pool: ClientPool) -> None:
+    emu.set_fault((REGION, "sagemaker", ENDPOINT), Fault.drop(after_tokens=1, count=1))
+    stream = SageMakerBackend(pool).open_stream(SAGEMAKER, REQUEST, 5.0)
+    with pytest.raises(BackendError) as caught:
+        list(stream)
+    assert caught.value.error_class is ErrorClass.UNAVAILABLE
+
+
+def test_pump_times_out_on_a_stall_and_close_drops_the_connection(emu: Emulator, pool: ClientPool) -> None:
+    emu.set_fault((REGION, "bedrock", MODEL), Fault.stall(seconds=10, after_tokens=1, count=1))
+    pump = Pump(BedrockBackend(pool).open_stream(BEDROCK, REQUEST, 20.0))
+    assert pump.next(5.0) is not None  # messageStart
+    assert pump.next(5.0) is not None  # the first token
+    with pytest.raises(StreamTimeout):
+        pump.next(0.2)
+    pump.close()
+    assert not pump._thread.is_alive()  # the blocked read ended with the connection
+
+
+# The translation, chunk by chunk ----------------------------------------------------------------------------------
+
+
+def _sse(*chunks: Any) -> bytes:
+    return b"".join(b"data: " + (c if isinstance(c, bytes) else json.dumps(c).encode()) + b"\n\n" for c in chunks)
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def test_lines_split_across_parts_are_joined() -> None:
+    lines = SseLines()
+    assert lines.feed(b'data: {"a"') == []
+    assert lines.feed(b": 1}\n\ndata: [DO") == ['{"a": 1}']
+    assert lines.feed(b"NE]\n\n") == ["[DONE]"]
+    assert not lines.leftover()
+
+
+def test_tool_calls_become_tool_use_blocks() -> None:
+    raw = _sse(
+        _chunk({"role": "assistant", "content": "Let me look."}),
+        _chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "lookup", "arguments": '{"q"'}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": ': "x"}'}}]}),
+        _chunk({}, "tool_calls"),
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 9}},
+        b"[DONE]",
+    )
+    events = list(translate(iter([raw[:17], raw[17:]]), clock=lambda: 0.0))
+    assert _names(events) == [
+        "messageStart",
+        "contentBlockDelta",
+        "contentBlockStart",
+        "contentBlockDelta",
+        "contentBlockDelta",
+        "contentBlockStop",
+        "contentBlockStop",
+        "messageStop",
+        "metadata",
+    ]
+    assert events[2][1] == {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "call_1", "name": "lookup"}}}
+    arguments = "".join(
+        m["delta"]["toolUse"]["input"] for n, m in events if n == "contentBlockDelta" and "toolUse" in m["delta"]
+    )
+    assert json.loads(arguments) == {"q": "x"}
+    assert events[-2][1] == {"stopReason": "tool_use"}
+    assert events[-1][1]["usage"] == {"inputTokens": 5, "outputTokens": 9, "totalTokens": 14}
+
+
+def test_reasoning_content_is_kept_in_its_own_block() -> None:
+    translator = ChatChunkTranslator(clock=lambda: 0.0)
+    events = translator.data(json.dumps(_chunk({"reasoning_content": "thinking"})))
+    assert events[1] == (
+        "contentBlockDelta",
+        {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "thinking"}}},
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _sse(_chunk({"content": "half"})),  # cut before [DONE]
+        _sse(b"not json"),
+        _sse({"choices": "nope"}),
+        _sse({"error": {"message": "container failed"}}),
+        _sse(_chunk({"content": 5})),
+        _sse(b"[DONE]"),  # no answer at all
+        _sse(_chunk({"content": "a"}), b"[DONE]", _chunk({"content": "after the end"})),
+    ],
+)
+def test_a_broken_container_stream_fails_loudly(raw: bytes) -> None:
+    with pytest.raises(BackendError) as caught:
+        list(translate(iter([raw]), clock=lambda: 0.0))
+    assert caught.value.error_class is ErrorClass.UNAVAILABLE
