@@ -48,6 +48,7 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
+from stacks.constructs.guardrail import PlatformGuardrail
 from stacks.constructs.key_policy import ServiceUse, restricted_key
 from stacks.eni import ENI_ACTIONS, eni_guard
 from stacks.naming import (
@@ -59,7 +60,7 @@ from stacks.naming import (
     pt_handler_name,
     router_policy_name,
 )
-from stacks.network import BEDROCK_INVOKE_ACTIONS, PLATFORM_TAG, SAGEMAKER_INVOKE_ACTIONS
+from stacks.network import APPLY_GUARDRAIL, BEDROCK_INVOKE_ACTIONS, PLATFORM_TAG, SAGEMAKER_INVOKE_ACTIONS
 from stacks.platform import (
     EscrowEndpoint,
     Model,
@@ -750,6 +751,12 @@ class ModelsStack(CellStack):
             ProvisionedThroughputs(self, "ProvisionedThroughput", cell=cell, purchases=purchases) if purchases else None
         )
 
+        # Guardrails of the features homed here (stacks/constructs/guardrail.py).
+        self.guardrails: dict[str, PlatformGuardrail] = {
+            name: PlatformGuardrail(self, f"Guardrail{_camel(name)}", platform=platform, spec=platform.guardrails[name])
+            for name in platform.guardrails_in(region)
+        }
+
         # The router's invoke policies.
         self.router_invoke_policy = self._invoke_policy(region)
         self.failover_invoke_policies: dict[str, iam.ManagedPolicy] = {
@@ -780,6 +787,22 @@ class ModelsStack(CellStack):
             statements.append(
                 iam.PolicyStatement(
                     sid="InvokeBedrockTargets", actions=list(BEDROCK_INVOKE_ACTIONS), resources=list(bedrock_arns)
+                )
+            )
+        if own and self.guardrails:
+            # Converse with a guardrailConfig needs ApplyGuardrail on it and its key; exact ARNs (tokens) only.
+            statements.append(
+                iam.PolicyStatement(
+                    sid="ApplyFeatureGuardrails",
+                    actions=[APPLY_GUARDRAIL],
+                    resources=[g.guardrail_arn for _, g in sorted(self.guardrails.items())],
+                )
+            )
+            statements.append(
+                iam.PolicyStatement(
+                    sid="DecryptFeatureGuardrails",
+                    actions=["kms:Decrypt"],
+                    resources=[g.key_arn for _, g in sorted(self.guardrails.items())],
                 )
             )
         if sagemaker_arns:

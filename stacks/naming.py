@@ -148,3 +148,12 @@ def application_profile_name(platform: Platform, feature: str, model: str) -> st
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[:55]}-{digest}"
+
+
+def guardrail_name(platform: Platform, guardrail: str) -> str:
+    """A Bedrock guardrail's name: unique per account and region; at most 50 characters ([0-9a-zA-Z_-])."""
+    name = f"{platform.name}-{guardrail}"
+    if len(name) <= 50:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:41]}-{digest}"

@@ -65,6 +65,7 @@ SAGEMAKER_RUNTIME = KINDS["sagemaker"].endpoint_service
 # The kinds the platform file can name (an openai target is written into a routing table by hand, for now).
 RUNTIME_SERVICES = tuple(kind.endpoint_service for kind in KINDS.values() if kind.in_platform_file)
 BEDROCK_INVOKE_ACTIONS = KINDS["bedrock"].invoke_actions
+APPLY_GUARDRAIL = "bedrock:ApplyGuardrail"  # Converse with a guardrailConfig (stacks/constructs/guardrail.py)
 PLATFORM_TAG = "spillway:platform"  # on every application inference profile and purchased PT (stacks/models.py)
 SAGEMAKER_INVOKE_ACTIONS = KINDS["sagemaker"].invoke_actions
 DYNAMODB_DATA_ACTIONS = (
@@ -420,7 +421,7 @@ class NetworkStack(CellStack):
         grants = endpoint_grants(self.platform, self.region_name)
         if service == BEDROCK_RUNTIME:
             policy = self._invoke_policy(BEDROCK_INVOKE_ACTIONS, grants.bedrock)
-            return policy + self._deploy_time_invoke_policy() if grants.bedrock else policy
+            return policy + self._deploy_time_invoke_policy() + self._guardrail_policy() if grants.bedrock else policy
         if service == SAGEMAKER_RUNTIME:
             return self._invoke_policy(SAGEMAKER_INVOKE_ACTIONS, grants.sagemaker)
         if service in ("ecr.api", "ecr.dkr"):
@@ -513,6 +514,28 @@ class NetworkStack(CellStack):
                 principals=[iam.AnyPrincipal()],
                 actions=list(BEDROCK_INVOKE_ACTIONS),
                 resources=arns,
+                conditions={
+                    "StringEquals": {
+                        "aws:PrincipalAccount": self.platform.account,
+                        f"aws:ResourceTag/{PLATFORM_TAG}": self.platform.name,
+                    }
+                },
+            )
+        ]
+
+    def _guardrail_policy(self) -> list[iam.PolicyStatement]:
+        """The guardrails this cell's models stack (deployed after this one) builds get their ids from Bedrock: the
+        endpoint allows ApplyGuardrail on this account and region's guardrails carrying the platform's tag only. The
+        router's own policy names each guardrail's exact ARN (stacks/models.py)."""
+        if not self.platform.guardrails_in(self.region_name):
+            return []
+        arn = f"arn:{partition_of(self.region_name)}:bedrock:{self.region_name}:{self.platform.account}:guardrail/*"
+        return [
+            iam.PolicyStatement(
+                sid="ApplyOwnTaggedGuardrails",
+                principals=[iam.AnyPrincipal()],
+                actions=[APPLY_GUARDRAIL],
+                resources=[arn],
                 conditions={
                     "StringEquals": {
                         "aws:PrincipalAccount": self.platform.account,

@@ -230,6 +230,12 @@ class FeatureSpec:
     def regions(self) -> tuple[str, ...]:
         return (self.home_region, *self.failover_regions)
 
+    @property
+    def guardrail(self) -> str | None:
+        """The name of the platform guardrail (`guardrails:`) Bedrock applies to this feature's requests, if any."""
+        name = self.converse.get("guardrail")
+        return str(name) if name is not None else None
+
 
 @dataclass(frozen=True, slots=True)
 class CallingService:
@@ -300,6 +306,27 @@ class RouterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeniedTopic:
+    name: str
+    definition: str
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Guardrail:
+    """An AWS::Bedrock::Guardrail of the platform file's `guardrails:` (stacks/constructs/guardrail.py builds it)."""
+
+    name: str
+    blocked_input_message: str
+    blocked_output_message: str
+    content_filters: Mapping[str, str] = field(default_factory=dict)  # filter type -> strength (input and output)
+    denied_topics: tuple[DeniedTopic, ...] = ()
+    words: tuple[str, ...] = ()
+    managed_word_lists: tuple[str, ...] = ()  # PROFANITY
+    sensitive_information: Mapping[str, str] = field(default_factory=dict)  # PII entity type -> BLOCK | ANONYMIZE
+
+
+@dataclass(frozen=True, slots=True)
 class Platform:
     source: str
     name: str
@@ -314,6 +341,12 @@ class Platform:
     # The roles that may write escrow model artifacts (the release pipeline); every other principal is denied.
     artifact_publishers: tuple[str, ...] = ()
     router: RouterSettings = field(default_factory=RouterSettings)
+    guardrails: Mapping[str, Guardrail] = field(default_factory=dict)
+
+    def guardrails_in(self, region: str) -> tuple[str, ...]:
+        """The guardrails `region`'s models stack builds: those of the features homed there (a guarded feature has
+        no failover region, so its home is the only cell that applies it)."""
+        return tuple(sorted({g for f in self.features.values() if f.home_region == region and (g := f.guardrail)}))
 
     @property
     def region_names(self) -> tuple[str, ...]:
@@ -427,7 +460,9 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
         raise PlatformConfigError(source, "", f"{where}{problem}") from None
     _reject_duplicate_keys(text, source)
     read = _Reader(source)
-    top = read.fields(document, "", required=("platform", "regions", "models", "features"), optional=("router",))
+    top = read.fields(
+        document, "", required=("platform", "regions", "models", "features"), optional=("router", "guardrails")
+    )
     settings = read.fields(top["platform"], "platform", ("name", "account"),
                            ("log_retention_days", "allow_provisioned_purchase", "cost_center",
                             "artifact_publishers"))  # fmt: skip
@@ -452,7 +487,8 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
 
     regions = _regions(read, top["regions"])
     models = _models(read, top["models"], regions, account, name)
-    features = _features(read, top["features"], regions, models)
+    guardrails = _guardrails(read, top.get("guardrails") or {})
+    features = _features(read, top["features"], regions, models, guardrails)
     purchases = [
         f"models.{m.name}.regions.{r}.provisioned.create"
         for m in models.values()
@@ -481,6 +517,7 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
         cost_center,
         artifact_publishers=publishers,
         router=_router(read, top.get("router"), regions, features, name),
+        guardrails=guardrails,
     )
     _check_concurrency(read, platform)
     return platform
@@ -799,13 +836,14 @@ def usable_capacities(first_capacity: str) -> tuple[Capacity, ...]:
 CONVERSE_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "service_tier": ("serviceTier", ("priority", "default", "flex", "reserved")),  # reserved: where it is bought
     "latency": ("performanceConfig", ("standard", "optimized")),
+    "guardrail": ("guardrailConfig", ()),  # a name from the platform file's `guardrails:` (checked in _features)
 }
 
 
 def _converse_settings(read: _Reader, value: object, key: str) -> dict[str, Any]:
     data = dict(read.fields(value if value is not None else {}, key, (), (*CONVERSE_SETTINGS, "caller_may_override")))
     for name, (_, allowed) in CONVERSE_SETTINGS.items():
-        if name in data and data[name] not in allowed:
+        if allowed and name in data and data[name] not in allowed:
             raise read.fail(f"{key}.{name}", f"expected one of {', '.join(allowed)}, got {data[name]!r}")
 
     def setting(item: object, item_key: str) -> str:
@@ -825,7 +863,11 @@ MODEL_PARSERS = {"bedrock": _bedrock_model, "sagemaker": _sagemaker_model}
 
 
 def _features(
-    read: _Reader, value: object, regions: Mapping[str, Region], models: Mapping[str, Model]
+    read: _Reader,
+    value: object,
+    regions: Mapping[str, Region],
+    models: Mapping[str, Model],
+    guardrails: Mapping[str, Guardrail],
 ) -> dict[str, FeatureSpec]:
     raw = read.mapping(value, "features")
     if not raw:
@@ -884,8 +926,111 @@ def _features(
                     f"{region} offers no model of the hierarchy ({', '.join(hierarchy)}) at a capacity a "
                     f"{first}-first feature may use ({' or '.join(usable)}): add an offer there or drop the region",
                 )
+        _check_guardrail(read, feature, key, models, guardrails)
         features[name] = feature
     return features
+
+
+def _check_guardrail(
+    read: _Reader, feature: FeatureSpec, key: str, models: Mapping[str, Model], guardrails: Mapping[str, Guardrail]
+) -> None:
+    """A guarded feature names a declared guardrail, uses Bedrock models only (Bedrock applies the guardrail: a
+    SageMaker answer would go unguarded) and has no failover region (a guardrail's id is regional; the router
+    applies one per feature, so another region's Bedrock would be sent this region's id: docs/design-notes.md)."""
+    name = feature.guardrail
+    if name is None:
+        return
+    gkey = f"{key}.converse.guardrail"
+    read.string(name, gkey)
+    if name not in guardrails:
+        known = ", ".join(sorted(guardrails)) or "none declared under guardrails"
+        raise read.fail(gkey, f"unknown guardrail {name!r} ({known})")
+    for i, model in enumerate(feature.models):
+        if models[model].kind != "bedrock":
+            raise read.fail(
+                f"{key}.models[{i}]",
+                f"model {model!r} is {models[model].kind}, and guardrail {name!r} applies to Bedrock only: "
+                "its answers would go unguarded",
+            )
+    if feature.failover_regions:
+        raise read.fail(
+            f"{key}.failover_regions",
+            f"a feature with guardrail {name!r} does not fail over: the guardrail is regional (see design-notes)",
+        )
+
+
+# AWS::Bedrock::Guardrail's vocabulary (the CloudFormation resource's allowed values).
+CONTENT_FILTER_TYPES = ("SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT", "PROMPT_ATTACK")
+FILTER_STRENGTHS = ("NONE", "LOW", "MEDIUM", "HIGH")
+PII_ACTIONS = ("BLOCK", "ANONYMIZE")
+PII_TYPES = (
+    "ADDRESS", "AGE", "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "CA_HEALTH_NUMBER", "CA_SOCIAL_INSURANCE_NUMBER",
+    "CREDIT_DEBIT_CARD_CVV", "CREDIT_DEBIT_CARD_EXPIRY", "CREDIT_DEBIT_CARD_NUMBER", "DRIVER_ID", "EMAIL",
+    "INTERNATIONAL_BANK_ACCOUNT_NUMBER", "IP_ADDRESS", "LICENSE_PLATE", "MAC_ADDRESS", "NAME", "PASSWORD", "PHONE",
+    "PIN", "SWIFT_CODE", "UK_NATIONAL_HEALTH_SERVICE_NUMBER", "UK_NATIONAL_INSURANCE_NUMBER",
+    "UK_UNIQUE_TAXPAYER_REFERENCE_NUMBER", "URL", "USERNAME", "US_BANK_ACCOUNT_NUMBER", "US_BANK_ROUTING_NUMBER",
+    "US_INDIVIDUAL_TAX_IDENTIFICATION_NUMBER", "US_PASSPORT_NUMBER", "US_SOCIAL_SECURITY_NUMBER",
+    "VEHICLE_IDENTIFICATION_NUMBER",
+)  # fmt: skip
+_TOPIC_NAME = re.compile(r"^[0-9a-zA-Z-_ !?.]{1,100}$")
+_MESSAGE = re.compile(r"^.{1,500}$", re.DOTALL)
+
+
+def _guardrails(read: _Reader, value: object) -> dict[str, Guardrail]:
+    out: dict[str, Guardrail] = {}
+    for name, body in read.mapping(value, "guardrails").items():
+        key = f"guardrails.{name}"
+        read.string(name, key, _NAME, "guardrail name (lowercase letters, digits, dashes)")
+        data = read.fields(
+            body, key, ("blocked_input_message", "blocked_output_message"),
+            ("content_filters", "denied_topics", "words", "managed_word_lists", "sensitive_information"),
+        )  # fmt: skip
+
+        def choices(raw: object, at: str, names: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
+            entries = dict(read.mapping(raw or {}, at))
+            for item, choice in entries.items():
+                if item not in names:
+                    raise read.fail(f"{at}.{item}", f"expected one of {', '.join(names)}")
+                if choice not in values:
+                    raise read.fail(f"{at}.{item}", f"expected one of {', '.join(values)}, got {choice!r}")
+            return entries
+
+        filters = choices(data.get("content_filters"), f"{key}.content_filters", CONTENT_FILTER_TYPES, FILTER_STRENGTHS)
+        topics = []
+        for i, raw in enumerate(data.get("denied_topics") or []):
+            tkey = f"{key}.denied_topics[{i}]"
+            topic = read.fields(raw, tkey, ("name", "definition"), ("examples",))
+            topics.append(
+                DeniedTopic(
+                    read.string(topic["name"], f"{tkey}.name", _TOPIC_NAME, "topic name (1-100 characters)"),
+                    read.string(topic["definition"], f"{tkey}.definition", re.compile(r"^.{1,200}$"), "1-200 chars"),
+                    read.strings(topic.get("examples", []), f"{tkey}.examples", read.string),
+                )
+            )
+        words = read.strings(data.get("words", []), f"{key}.words", read.string)
+        managed = read.strings(
+            data.get("managed_word_lists", []),
+            f"{key}.managed_word_lists",
+            lambda v, k: read.string(v, k, re.compile(r"^PROFANITY$"), "PROFANITY"),
+        )
+        pii = choices(data.get("sensitive_information"), f"{key}.sensitive_information", PII_TYPES, PII_ACTIONS)
+        if not (any(s != "NONE" for s in filters.values()) or topics or words or managed or pii):
+            raise read.fail(key, "filters nothing: set content_filters, denied_topics, words or sensitive_information")
+        out[name] = Guardrail(
+            name=name,
+            blocked_input_message=read.string(
+                data["blocked_input_message"], f"{key}.blocked_input_message", _MESSAGE, "1-500 characters"
+            ),
+            blocked_output_message=read.string(
+                data["blocked_output_message"], f"{key}.blocked_output_message", _MESSAGE, "1-500 characters"
+            ),
+            content_filters=filters,
+            denied_topics=tuple(topics),
+            words=words,
+            managed_word_lists=managed,
+            sensitive_information=pii,
+        )
+    return out
 
 
 # --- router (stacks/router.py) ---------------------------------------------------------------------------------

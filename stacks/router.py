@@ -111,18 +111,20 @@ class RouterStack(CellStack):
         self.models = models
         self.add_stack_dependency(network)
         self.add_stack_dependency(models)
-        self.table = render_routing_table(platform, region)  # token free: bundled with the function
-        # What AppConfig hosts: the same table plus, per feature, the cell's application inference profiles and
-        # purchased PT (deploy-time ARNs of this region's models stack) under invoke_ids.
+        self.table = render_routing_table(platform, region)  # token free, no guarded feature: bundled with the function
+        # What AppConfig hosts: the same table plus the guarded features (with the cell's guardrail ids) and, per
+        # feature, the cell's application inference profiles and purchased PT (deploy-time ARNs of this region's
+        # models stack) under invoke_ids.
+        guardrails = {name: (g.guardrail_id, g.version_number) for name, g in models.guardrails.items()}
         self.hosted_table = with_invoke_ids(
             platform,
             region,
-            self.table,
+            render_routing_table(platform, region, guardrails),
             {pair: profile.attr_inference_profile_arn for pair, profile in models.application_profiles.items()},
             dict(models.provisioned.arns) if models.provisioned is not None else {},
         )
-        self.features = tuple(sorted(self.table["features"]))
-        self.targets = tuple(sorted(self.table["targets"]))
+        self.features = tuple(sorted(self.hosted_table["features"]))
+        self.targets = tuple(sorted(self.hosted_table["targets"]))
         deadline_s = served_deadline_s(platform, region)
 
         self.key = RouterKey(self, "Key", platform=platform, region=region).key

@@ -20,8 +20,16 @@ from stacks.targets import feature_targets
 SCHEMA_VERSION = 1
 
 
-def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
-    """The routing table of `region`'s router: the features it serves and every target they may use."""
+def render_routing_table(
+    platform: Platform, region: str, guardrails: Mapping[str, tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """The routing table of `region`'s router: the features it serves and every target they may use.
+
+    A feature with a guardrail is rendered only given `guardrails` (name -> (id, version) of `region`'s models stack,
+    deploy-time tokens), under its `converse.defaults.guardrailConfig`. Without them (the token-free table bundled
+    with the function, the fallback when AppConfig has none) it is left out, never rendered unguarded: while the
+    bundle serves, the router answers it 503 ConfigUnavailable (handler.py).
+    """
     served = platform.features_served_in(region)
     if not served:
         raise PlatformConfigError(
@@ -32,6 +40,9 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
     features: dict[str, Any] = {}
     targets: dict[str, Any] = {}
     for feature in served:
+        guardrail = _guardrail_config(platform, region, feature.name, guardrails)
+        if feature.guardrail is not None and guardrail is None:
+            continue
         for target in feature_targets(platform, feature.name):
             backend = {"kind": target.kind, KINDS[target.kind].ref_field: target.invoke_id}  # the registry's form
             entry: dict[str, Any] = {
@@ -52,7 +63,7 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
             "failover_regions": list(feature.failover_regions),
             "deadline_ms": feature.deadline_ms,
             "max_attempts": feature.max_attempts,
-            **({"converse": converse_settings(feature.converse)} if feature.converse else {}),
+            **({"converse": converse_settings(feature.converse, guardrail)} if feature.converse else {}),
         }
     table = {
         "version": SCHEMA_VERSION,
@@ -63,9 +74,25 @@ def render_routing_table(platform: Platform, region: str) -> dict[str, Any]:
     return table
 
 
-def converse_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+def _guardrail_config(
+    platform: Platform, region: str, feature: str, guardrails: Mapping[str, tuple[str, str]] | None
+) -> dict[str, str] | None:
+    """The feature's Converse guardrailConfig in `region`, or None when it has no guardrail or none is given."""
+    name = platform.features[feature].guardrail
+    if name is None or guardrails is None:
+        return None
+    if name not in guardrails:
+        key = f"features.{feature}.converse.guardrail"
+        raise PlatformConfigError(platform.source, key, f"{region}'s models stack builds no guardrail {name!r}")
+    identifier, version = guardrails[name]
+    return {"guardrailIdentifier": identifier, "guardrailVersion": version}
+
+
+def converse_settings(settings: Mapping[str, Any], guardrail: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A feature's `converse:` settings in the routing table's form: the Converse members and who may override."""
     defaults: dict[str, Any] = {}
+    if guardrail is not None:
+        defaults["guardrailConfig"] = dict(guardrail)
     if "service_tier" in settings:
         defaults["serviceTier"] = {"type": settings["service_tier"]}
     if "latency" in settings:

@@ -359,6 +359,10 @@ def _admit(
     try:
         if engine is None or snapshot.table is None:
             raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
+        if not known and snapshot.source == "bundled":
+            # The bundle leaves out guarded features (their guardrail's id exists only once deployed): a feature it
+            # does not know may be one the hosted table serves, never to be served unguarded (stacks/routing.py).
+            raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
         if not known:
             raise api.ApiError(404, api.UNKNOWN_FEATURE)
         if not api.is_json_content_type(content_type):

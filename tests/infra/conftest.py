@@ -69,7 +69,11 @@ def pt_synth(pt_platform: Platform, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def pt_templates(pt_synth: tuple[Assembly, SynthResult]) -> dict[str, Template]:
     """Every template of the PT-buying example, by stack name."""
-    assembly, result = pt_synth
+    return templates_of(*pt_synth)
+
+
+def templates_of(assembly: Assembly, result: SynthResult) -> dict[str, Template]:
+    """Every template of a synthesized assembly, by stack name."""
     return {
         stack.stack_name: json.loads((result.outdir / stack.template_file).read_text(encoding="utf-8"))
         for stack in assembly.stacks
