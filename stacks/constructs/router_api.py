@@ -299,14 +299,7 @@ class RouterApi(Concern):
         features = v1.add_resource("features")
         feature = features.add_resource("{feature}")
         converse = feature.add_resource("converse")
-        converse.add_method(
-            "POST",
-            integration,
-            operation_name="converse",
-            request_validator=validator,
-            request_models={"application/json": model},
-            request_parameters={"method.request.path.feature": True},
-        )
+        add_converse_method(converse, "converse", integration, validator, model)
         if streams:
             add_converse_stream(feature, function, validator, model, integration_timeout_s)
         features.add_method("GET", integration, operation_name="listFeatures", request_validator=validator)
@@ -415,10 +408,18 @@ def add_converse_stream(
         response_transfer_mode=apigw.ResponseTransferMode.STREAM,
         timeout=cdk.Duration.seconds(stream_timeout_s(integration_timeout_s)),
     )
-    return feature.add_resource("converse-stream").add_method(
+    return add_converse_method(feature.add_resource("converse-stream"), "converseStream", integration, validator, model)
+
+
+def add_converse_method(
+    resource: apigw.IResource, operation_name: str, integration: apigw.Integration,
+    validator: apigw.IRequestValidator, model: apigw.IModel,
+) -> apigw.Method:  # fmt: skip
+    """A POST taking a Converse body: the gateway checks it against the model and requires the feature."""
+    return resource.add_method(
         "POST",
         integration,
-        operation_name="converseStream",
+        operation_name=operation_name,
         request_validator=validator,
         request_models={"application/json": model},
         request_parameters={"method.request.path.feature": True},
