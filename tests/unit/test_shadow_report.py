@@ -6,7 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tools import shadow_report
+
+# The report draws with matplotlib, a requirements-dev.txt tool: the router's own Python 3.13 test venv
+# (make test-lambda-runtime) has only the Lambda's dependencies, so this tool's tests run in the main suite.
+pytest.importorskip("matplotlib", reason="the shadow report's plot needs matplotlib (requirements-dev.txt only)")
 
 FEATURE = "summarize-thread"
 CANDIDATE = "nova-lite/on_demand/us-east-1"
