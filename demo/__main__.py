@@ -17,6 +17,7 @@ to reports/demo/. Runs in about a minute.
 from __future__ import annotations
 
 import argparse
+import base64
 import shutil
 import sys
 import time
@@ -172,6 +173,22 @@ def plot(world: World, traffic: Traffic, bounds: list[tuple[str, float, float]],
     plt.close(fig)
 
 
+# A 1x1 PNG: the demo's multimodal request (its bytes travel base64 in the JSON body, decoded once for Bedrock).
+TINY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+)
+
+
+def image_request(world: World) -> str:
+    """One Converse request with an image to redact-escrow, whose first model (a SageMaker chat-completions
+    endpoint) cannot express it: the plan passes over it as unsupported and the next model of the hierarchy serves."""
+    image = {"image": {"format": "png", "source": {"bytes": base64.b64encode(TINY_PNG).decode()}}}
+    body = {"messages": [{"role": "user", "content": [{"text": "What is in this picture?"}, image]}]}
+    reply = world.http.converse("redact-escrow", body)
+    route = ", ".join(f"{target}={outcome}" for target, outcome in reply.route)
+    return f"\nan image to redact-escrow: HTTP {reply.status}, served by {reply.target}; route {route}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -223,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             bounds.append((name, begin, traffic.now()))
         traffic.close()
         seconds = traffic.now()
-        summary = summarize(world, traffic, [p[0] for p in plan], seconds)
+        summary = summarize(world, traffic, [p[0] for p in plan], seconds) + image_request(world)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "summary.txt").write_text(summary)
         plot(world, traffic, bounds, args.out / "traffic.png")
