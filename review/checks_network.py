@@ -330,10 +330,19 @@ def lambdas_in_vpc(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
 
 @predicate
 def lambda_code_signed(a: CloudAssembly, _: Mapping[str, Any]) -> Check:
-    """Every workload Lambda function enforces code signing (a CodeSigningConfigArn): only signed code deploys."""
+    """Every workload Lambda function enforces code signing: a CodeSigningConfig whose policy for untrusted
+    artifacts is Enforce, so only signed code deploys (Warn deploys unsigned code with a log line)."""
+
+    def policy(f: Resource) -> str:
+        config = a.resolve(f.stack, f.properties.get("CodeSigningConfigArn"))
+        if config is None:
+            return "NONE" if not f.properties.get("CodeSigningConfigArn") else "unresolved"
+        policies = config.properties.get("CodeSigningPolicies") or {}
+        return str(policies.get("UntrustedArtifactOnDeployment", "Warn"))  # CloudFormation's default is Warn
+
     return simple(
         "lambda_code_signed",
         [f for f in a.resources("AWS::Lambda::Function") if not is_cdk_provider(f)],
-        lambda f: bool(f.properties.get("CodeSigningConfigArn")),
-        lambda f: f"{where(f)}: code signing {'enforced' if f.properties.get('CodeSigningConfigArn') else 'NONE'}",
+        lambda f: policy(f) == "Enforce",
+        lambda f: f"{where(f)}: code signing {policy(f)}",
     )
