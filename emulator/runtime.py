@@ -378,11 +378,11 @@ class RegionEndpoint:
                 h.send_chunk(message)
         for message in framed.closing(int((time.monotonic() - started) * 1000)):
             h.send_chunk(message)
-        h.send_chunk(b"")
-        out_tokens = len(framed.tokens)
+        # Counted before the terminating chunk: a client that has read the whole stream sees the count.
         state.count("served")
-        state.count("output_tokens", out_tokens)
+        state.count("output_tokens", len(framed.tokens))
         state.outcome("malformed" if fault is not None and fault.kind is FaultKind.MALFORMED else "ok")
+        h.send_chunk(b"")
 
     def _mid_stream_fault(self, h: RequestHandler, state: TargetState, fault: Fault) -> bool:
         """Strike a mid-stream fault; True when the stream goes on afterwards (a stall that ended)."""
