@@ -84,7 +84,7 @@ class Router:
         self._generation = -1
         self._lock = threading.Lock()
         self.health.add_listener(telemetry.breaker_event)
-        self.shadower = Shadower(self.backends, clock=clock)  # mirrors each feature's shadow share (shadow.py)
+        self.shadower = Shadower(self.backends, clock=clock, region=region)  # each feature's shadow share (shadow.py)
 
     def current(self) -> tuple[Snapshot, Engine | None]:
         snapshot = self.source.get()

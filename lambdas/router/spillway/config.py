@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from .backends.kinds import KINDS, BackendRef, RefError  # a target's backend reference is its kind's (the registry)
+# A target's backend reference is its kind's (the registry).
+from .backends.kinds import KINDS, BackendRef, BedrockRef, RefError
 from .limits import MAX_REQUEST_BYTES
 
 Capacity = Literal["provisioned", "on_demand"]
@@ -67,6 +68,18 @@ LATENCIES = ("standard", "optimized")
 GUARDRAIL_TRACES = ("enabled", "disabled", "enabled_full")
 PLATFORM_MEMBERS = ("serviceTier", "performanceConfig", "guardrailConfig")
 DEFAULT_SHADOW_GRACE_MS = 50.0  # a shadow slower than the primary by more than this is abandoned
+# The judge (spillway/judge.py): its cost bound per router instance, and the longest pair of answers it reads.
+DEFAULT_JUDGE_PER_MINUTE = 6
+MAX_JUDGE_PER_MINUTE = 600
+DEFAULT_JUDGE_ANSWER_TOKENS = 2000
+MAX_JUDGE_ANSWER_TOKENS = 32000
+# Kinds a judge may be: only these run inside the escrow boundary (AWS's runtimes through the cell's endpoints).
+JUDGE_KINDS = ("bedrock", "sagemaker")
+# A Bedrock cross-region inference profile (system-defined: its id starts with a geography) may serve from another
+# region: never a judge, since the answers it reads would leave the cell.
+_GEO_PROFILE = re.compile(
+    r"^(?:arn:[^:]+:bedrock:[^:]*:[^:]*:inference-profile/)?(?:us|us-gov|eu|apac|jp|au|ca|global)\."
+)
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,18 @@ class ShadowPolicy:
     target: str  # a target id of the table: the candidate (another model, tier, region or cloud)
     share: float  # 0..1 of the feature's requests mirrored (a hash of the request id decides)
     grace_ms: float = DEFAULT_SHADOW_GRACE_MS  # 0..1000: the caller's longest wait for it past the primary's answer
+    judge: JudgePolicy | None = None  # JSON "judge": score the candidate's answers against the incumbent's; off
+
+
+@dataclass(frozen=True, slots=True)
+class JudgePolicy:
+    """Score a shadow's answer against the incumbent's with a judge model (spillway/judge.py): a bedrock or sagemaker
+    target of the feature's home region, so the two answers never leave the cell. Only the score is recorded."""
+
+    target: str  # a target id of the table: the judge
+    share: float  # 0..1 of the served shadows judged (a hash of the request id decides)
+    max_per_minute: int = DEFAULT_JUDGE_PER_MINUTE  # judge calls per router instance per minute: its cost bound
+    max_answer_tokens: int = DEFAULT_JUDGE_ANSWER_TOKENS  # both answers' output tokens; a longer pair is not judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +219,8 @@ CONVERSE_DEFAULTS_KEYS = Keys(frozenset(), frozenset(PLATFORM_MEMBERS))
 SERVICE_TIER_KEYS = Keys(frozenset({"type"}))
 PERFORMANCE_KEYS = Keys(frozenset({"latency"}))
 GUARDRAIL_KEYS = Keys(frozenset({"guardrailIdentifier", "guardrailVersion"}), frozenset({"trace"}))
-SHADOW_KEYS = Keys(frozenset({"target", "share"}), frozenset({"grace_ms"}))
+SHADOW_KEYS = Keys(frozenset({"target", "share"}), frozenset({"grace_ms", "judge"}))
+JUDGE_KEYS = Keys(frozenset({"target", "share"}), frozenset({"max_per_minute", "max_answer_tokens"}))
 MAX_SHADOW_GRACE_MS = 1000.0
 ATTEMPT_TIMEOUT_KEYS = Keys(frozenset({"min", "max"}))
 BREAKER_KEYS = Keys(frozenset(), frozenset(BreakerPolicy.__dataclass_fields__))
@@ -351,7 +377,9 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         invoke_ids=invoke_ids,
         converse_defaults=defaults,
         caller_may_override=overridable,
-        shadow=None if obj.get("shadow") is None else parse_shadow(obj["shadow"], f"{path}.shadow", targets),
+        shadow=None
+        if obj.get("shadow") is None
+        else parse_shadow(obj["shadow"], f"{path}.shadow", targets, home, invoke_ids),
     )
     reachable = {
         t.model
@@ -395,8 +423,15 @@ def _invoke_ids(
     return tuple(sorted(out))
 
 
-def parse_shadow(raw: object, path: str, targets: Mapping[str, Target]) -> ShadowPolicy:
-    """A feature's shadow: the candidate must be one of the table's targets (the flags profile's entries too)."""
+def parse_shadow(
+    raw: object,
+    path: str,
+    targets: Mapping[str, Target],
+    home_region: str,
+    invoke_ids: tuple[tuple[str, str], ...] = (),
+) -> ShadowPolicy:
+    """A feature's shadow: the candidate must be one of the table's targets (the flags profile's entries too), and a
+    judge one of the feature's home region's bedrock or sagemaker targets, invoked by no cross-region profile."""
     obj = _obj(raw, path)
     _keys(obj, path, SHADOW_KEYS)
     candidate = _text(obj["target"], f"{path}.target")
@@ -404,7 +439,45 @@ def parse_shadow(raw: object, path: str, targets: Mapping[str, Target]) -> Shado
         raise RoutingConfigError(f"{path}.target", f"unknown target '{candidate[:160]}'")
     share = _num(obj["share"], f"{path}.share", low=0.0, high=1.0)
     grace = _num(obj.get("grace_ms", DEFAULT_SHADOW_GRACE_MS), f"{path}.grace_ms", low=0.0, high=MAX_SHADOW_GRACE_MS)
-    return ShadowPolicy(candidate, share, grace)
+    judge = None
+    if obj.get("judge") is not None:
+        judge = _judge(obj["judge"], f"{path}.judge", targets, home_region, dict(invoke_ids))
+    return ShadowPolicy(candidate, share, grace, judge)
+
+
+def _judge(
+    raw: object, path: str, targets: Mapping[str, Target], home_region: str, invoke_ids: Mapping[str, str]
+) -> JudgePolicy:
+    obj = _obj(raw, path)
+    _keys(obj, path, JUDGE_KEYS)
+    at = f"{path}.target"
+    tid = _text(obj["target"], at)
+    target = targets.get(tid)
+    if target is None:
+        raise RoutingConfigError(at, f"unknown target '{tid[:160]}'")
+    if target.backend.kind not in JUDGE_KINDS:
+        raise RoutingConfigError(
+            at, f"target '{tid}' is {target.backend.kind}: a judge must be one of {', '.join(JUDGE_KINDS)}"
+        )
+    if target.region != home_region:
+        raise RoutingConfigError(
+            at, f"target '{tid}' is in {target.region}: a judge must be in the feature's home region {home_region}"
+        )
+    invoked = invoke_ids.get(tid) or (target.backend.model_id if isinstance(target.backend, BedrockRef) else "")
+    if _GEO_PROFILE.match(invoked):
+        raise RoutingConfigError(at, f"target '{tid}' is invoked by a cross-region inference profile: not a judge")
+    return JudgePolicy(
+        target=tid,
+        share=_num(obj["share"], f"{path}.share", low=0.0, high=1.0),
+        max_per_minute=_int(
+            obj.get("max_per_minute", DEFAULT_JUDGE_PER_MINUTE), f"{path}.max_per_minute", low=1,
+            high=MAX_JUDGE_PER_MINUTE,
+        ),
+        max_answer_tokens=_int(
+            obj.get("max_answer_tokens", DEFAULT_JUDGE_ANSWER_TOKENS), f"{path}.max_answer_tokens", low=1,
+            high=MAX_JUDGE_ANSWER_TOKENS,
+        ),
+    )  # fmt: skip
 
 
 def _converse(raw: object, path: str) -> tuple[tuple[tuple[str, Any], ...], frozenset[str]]:

@@ -90,6 +90,7 @@ class RouteResult:
     retry_after_s: int | None = None
     usage: Usage | None = None
     service_tier: str | None = None  # the Bedrock service tier that served, as the answer says
+    ttft_ms: float | None = None  # the served attempt's time to first token, when it was measured
     spilled: bool = False  # served by on-demand where the feature starts on provisioned
     fell_back: bool = False  # served by a model after the first of the hierarchy
     failed_over: bool = False  # served outside the home region
@@ -387,6 +388,7 @@ class Engine:
             target=target.id,
             usage=reply.usage,
             service_tier=reply.service_tier,
+            ttft_ms=reply.ttft_ms,
             spilled=target.capacity != f.first_capacity,
             fell_back=target.model != f.models[0],
             failed_over=target.region != f.home_region,

@@ -23,9 +23,10 @@ Shadow traffic (spillway/shadow.py) is set the same way, per feature, over the t
 
     {"shadow": {"summarize-thread": {"target": "nova-lite/on_demand/us-east-1", "share": 0.05}}}
 
-An entry replaces the feature's ``shadow`` of the table (``grace_ms`` optional); ``"enabled": false`` or a share of
-0 turns that feature's shadowing off, whatever the table says. An entry naming a target the table does not have is
-refused (event ``shadow_rejected``) and the table's own shadow stays.
+An entry replaces the feature's ``shadow`` of the table (``grace_ms`` and ``judge`` optional); ``"enabled": false``
+or a share of 0 turns that feature's shadowing off, whatever the table says. An entry naming a target the table does
+not have (or a judge the table's would refuse) is refused (event ``shadow_rejected``) and the table's own shadow
+stays.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ CANARY_SUFFIX = "..canary"  # a routed-variant feature name no config can declar
 DEFAULT_EXTENSION_URL = "http://localhost:2772"
 Fetch = Callable[[str, float], tuple[int, bytes, str | None]]  # (url, timeout) -> (status, body, version)
 FLAGS_KEYS = Keys(frozenset(), frozenset({"canary", "shadow"}))
-SHADOW_FLAG_KEYS = Keys(frozenset({"target", "share"}), frozenset({"grace_ms", "enabled"}))
+SHADOW_FLAG_KEYS = Keys(frozenset({"target", "share"}), frozenset({"grace_ms", "judge", "enabled"}))
 CANARY_KEYS = Keys(frozenset({"model", "share"}), frozenset({"enabled"}))
 
 
@@ -306,7 +307,7 @@ def _with_shadows(
     if not shadows:
         return raw
     features = dict(raw["features"])
-    targets = parse_routing_table(raw).targets
+    table = parse_routing_table(raw)
     for feature, entry in shadows.items():
         base = features.get(feature)
         if not isinstance(base, dict):
@@ -315,8 +316,9 @@ def _with_shadows(
         if entry is None:
             features[feature] = {key: value for key, value in base.items() if key != "shadow"}
             continue
+        settings = table.features[feature]
         try:
-            parse_shadow(entry, f"flags.shadow.{feature}", targets)
+            parse_shadow(entry, f"flags.shadow.{feature}", table.targets, settings.home_region, settings.invoke_ids)
         except RoutingConfigError:
             on_event("shadow_rejected", feature)
             continue

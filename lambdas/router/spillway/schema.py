@@ -148,8 +148,21 @@ def _shadow(keys: Keys, path: str) -> dict[str, Any]:
         "share": {"type": "number", "minimum": 0, "maximum": 1},
         "grace_ms": {"type": "number", "minimum": 0, "maximum": config.MAX_SHADOW_GRACE_MS},
         "enabled": {"type": "boolean"},
+        "judge": _judge(f"{path}.judge"),
     }
     return _object(keys, _exactly(path, keys, {key: rendered[key] for key in keys.all}))
+
+
+def _judge(path: str) -> dict[str, Any]:
+    """A shadow's judge: its target id, the share of served shadows judged, and its cost bound."""
+    keys = config.JUDGE_KEYS
+    rendered = {
+        "target": {"type": "string", "pattern": _TARGET_ID},
+        "share": {"type": "number", "minimum": 0, "maximum": 1},
+        "max_per_minute": {"type": "integer", "minimum": 1, "maximum": config.MAX_JUDGE_PER_MINUTE},
+        "max_answer_tokens": {"type": "integer", "minimum": 1, "maximum": config.MAX_JUDGE_ANSWER_TOKENS},
+    }
+    return _object(keys, _exactly(path, keys, rendered))
 
 
 # -- rendering -----------------------------------------------------------------------------------------------------

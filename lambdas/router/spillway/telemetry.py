@@ -16,7 +16,13 @@ Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``Spillway``; every
   No time to first token yet: the backends do not stream, so there is none to measure;
 - dimensions ``feature`` and ``service_tier``: ServedByTier (the Bedrock tier the answer says served);
 - dimension ``target``: BreakerOpens, BreakerCloses, BreakerRemoteOpens (learned from the shared store);
-- dimension ``operation``: StoreErrors, StoreWriteRejected; dimension ``event``: ConfigEvents.
+- dimension ``operation``: StoreErrors, StoreWriteRejected; dimension ``event``: ConfigEvents;
+- per shadow request (spillway/shadow.py), dimensions ``feature``, ``candidate`` and ``role`` (``candidate`` or
+  ``incumbent``: the same sampled requests on both sides): ShadowRequests, ShadowLatency (ms),
+  ShadowTimeToFirstToken (ms, when measured), ShadowErrors (the caller's 4xx/5xx; the candidate's non-throttle
+  failures), ShadowThrottles (throttled attempts), ShadowOutputTokens, ShadowAbandoned (candidate only);
+- per judge call, dimensions ``feature`` and ``candidate``: ShadowJudged, ShadowJudgeScore (0..1), ShadowJudgeUnparsed,
+  ShadowJudgeErrors, ShadowJudgeLatency (ms).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
@@ -35,6 +41,9 @@ from . import tracing
 from .engine import Outcome, RouteResult, Status
 from .health import BreakerState, Transition
 from .stream_route import StreamTail
+
+if TYPE_CHECKING:
+    from .shadow import JudgeRecord, ShadowRecord
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "spillway-router")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Spillway")
@@ -250,3 +259,46 @@ def record_stream(feature: str, tail: StreamTail) -> None:
     if tail.incomplete:
         values["StreamsIncomplete"] = (_COUNT, 1)
     _group({"feature": feature, "target": target}, values)
+
+
+def record_shadow(record: ShadowRecord) -> None:
+    """One shadow request's metrics, a line per side: both sides on the same sampled requests, numbers only."""
+    dimensions = {"feature": record.feature, "candidate": record.candidate}
+    incumbent: dict[str, tuple[MetricUnit, float]] = {
+        "ShadowRequests": (_COUNT, 1),
+        "ShadowLatency": (_MS, record.incumbent_ms),
+        "ShadowErrors": (_COUNT, 0 if record.incumbent_status == 200 else 1),
+        "ShadowThrottles": (_COUNT, record.incumbent_throttles),
+    }
+    if record.incumbent_ttft_ms is not None:
+        incumbent["ShadowTimeToFirstToken"] = (_MS, record.incumbent_ttft_ms)
+    if record.incumbent_output_tokens is not None:
+        incumbent["ShadowOutputTokens"] = (_COUNT, record.incumbent_output_tokens)
+    _group({**dimensions, "role": "incumbent"}, incumbent)
+    throttled = record.error_class == "capacity"
+    candidate: dict[str, tuple[MetricUnit, float]] = {
+        "ShadowRequests": (_COUNT, 1),
+        "ShadowAbandoned": (_COUNT, 1 if record.outcome == "abandoned" else 0),
+        "ShadowErrors": (_COUNT, 1 if record.outcome == "error" and not throttled else 0),
+        "ShadowThrottles": (_COUNT, 1 if throttled else 0),
+    }
+    if record.candidate_ms is not None:
+        candidate["ShadowLatency"] = (_MS, record.candidate_ms)
+    if record.candidate_ttft_ms is not None:
+        candidate["ShadowTimeToFirstToken"] = (_MS, record.candidate_ttft_ms)
+    if record.candidate_output_tokens is not None:
+        candidate["ShadowOutputTokens"] = (_COUNT, record.candidate_output_tokens)
+    _group({**dimensions, "role": "candidate"}, candidate)
+
+
+def record_judge(record: JudgeRecord) -> None:
+    """One judge call's metrics: its score (0..1) when it gave one, else why not."""
+    values: dict[str, tuple[MetricUnit, float]] = {"ShadowJudgeLatency": (_MS, record.judge_ms)}
+    if record.score is not None:
+        values["ShadowJudged"] = (_COUNT, 1)
+        values["ShadowJudgeScore"] = (MetricUnit.NoUnit, record.score)
+    elif record.outcome == "unparsed":
+        values["ShadowJudgeUnparsed"] = (_COUNT, 1)
+    else:
+        values["ShadowJudgeErrors"] = (_COUNT, 1)
+    _group({"feature": record.feature, "candidate": record.candidate}, values)
