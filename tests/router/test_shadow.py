@@ -18,7 +18,7 @@ import pytest
 from spillway.backends.contract import BackendReply
 from spillway.config import ShadowPolicy, Target, parse_routing_table
 from spillway.errors import BackendError, ErrorClass
-from spillway.shadow import ShadowRecord, log_record
+from spillway.shadow import JudgeRecord, ShadowRecord, log_judge, log_record
 from stacks.platform import PlatformConfigError, parse_platform
 from stacks.routing import render_routing_table
 from tests.router.conftest import PLATFORM, Harness, converse_body, ok_reply
@@ -29,9 +29,20 @@ CANDIDATE = "claude-sonnet/on_demand/us-east-1"  # another tier, and the feature
 CANARY = "SHADOWCANARY-7c1d"
 
 
-def with_shadow(doc: dict[str, Any], share: float = 1.0, target: str = CANDIDATE, grace_ms: float = 1000) -> Any:
+JUDGE = "llama-escrow/provisioned/us-east-1"  # the escrow endpoint of the home region: inside the cell
+
+
+def with_shadow(
+    doc: dict[str, Any],
+    share: float = 1.0,
+    target: str = CANDIDATE,
+    grace_ms: float = 1000,
+    judge: dict[str, Any] | None = None,
+) -> Any:
     doc = copy.deepcopy(doc)
     doc["features"][FEATURE]["shadow"] = {"target": target, "share": share, "grace_ms": grace_ms}
+    if judge is not None:
+        doc["features"][FEATURE]["shadow"]["judge"] = judge
     return doc
 
 
@@ -45,6 +56,16 @@ def records() -> Iterator[list[dict[str, Any]]]:
 
 
 _SINKS: list[list[dict[str, Any]]] = []
+_JUDGE_SINKS: list[list[dict[str, Any]]] = []
+
+
+@pytest.fixture
+def judged() -> Iterator[list[dict[str, Any]]]:
+    """Every judge record of the harnesses `build` makes, also logged by the default sink."""
+    seen: list[dict[str, Any]] = []
+    _JUDGE_SINKS.append(seen)
+    yield seen
+    _JUDGE_SINKS.remove(seen)
 
 
 def build(doc: dict[str, Any], flags: dict[str, Any] | None = None) -> Harness:
@@ -56,7 +77,13 @@ def build(doc: dict[str, Any], flags: dict[str, Any] | None = None) -> Harness:
         for sink in _SINKS:
             sink.append(asdict(record))
 
+    def tee_judge(record: JudgeRecord) -> None:
+        log_judge(record)
+        for sink in _JUDGE_SINKS:
+            sink.append(asdict(record))
+
     h.router.shadower.emit = tee
+    h.router.shadower.emit_judge = tee_judge
     return h
 
 
@@ -225,11 +252,12 @@ def test_shadow_records_hold_no_content(
     assert CANARY in response["body"], "the canary did travel to the model and back"
 
 
-def _platform_with_shadow(target: str) -> Any:
+def _platform_with_shadow(target: str, judge: str | None = None) -> Any:
     text = PLATFORM.read_text(encoding="utf-8")
     anchor = "    routing:\n      attempt_timeout_ms: {min: 300, max: 8000}\n"
     assert anchor in text, "summarize-thread's routing block is where this test expects it"
-    shadow = f"      shadow: {{target: {target}, share: 0.05, grace_ms: 20}}\n"
+    judged = f", judge: {judge}" if judge is not None else ""
+    shadow = f"      shadow: {{target: {target}, share: 0.05, grace_ms: 20{judged}}}\n"
     return parse_platform(text.replace(anchor, anchor + shadow, 1), "platform.yaml")
 
 
@@ -241,3 +269,150 @@ def test_the_platform_files_routing_block_carries_the_shadow_into_the_table() ->
 def test_a_platform_shadow_naming_an_unknown_target_is_refused_with_its_key() -> None:
     with pytest.raises(PlatformConfigError, match=r"features\.summarize-thread\.routing\.shadow\.target"):
         render_routing_table(_platform_with_shadow("gpt-9/on_demand/us-east-1"), "us-east-1")
+
+
+# -- metrics and the judge -----------------------------------------------------------------------------------------
+
+
+def emf_documents(out: str) -> list[dict[str, Any]]:
+    """The EMF lines among what the router printed."""
+    docs = []
+    for line in out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            docs.append(json.loads(line))
+    return docs
+
+
+def shadow_metrics(out: str) -> dict[str, dict[str, Any]]:
+    """The shadow EMF lines by role ("candidate", "incumbent", "judge"), each the line's own members."""
+    by_role: dict[str, dict[str, Any]] = {}
+    for doc in emf_documents(out):
+        names = {m["Name"] for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+        if "ShadowRequests" in names:
+            by_role[doc["role"]] = doc
+        elif "ShadowJudgeLatency" in names:
+            by_role["judge"] = doc
+    return by_role
+
+
+def metric(doc: dict[str, Any], name: str) -> float:
+    """One metric's value in an EMF line (Powertools writes each value as a list)."""
+    (value,) = doc[name] if isinstance(doc[name], list) else [doc[name]]
+    return float(value)
+
+
+def test_shadow_metrics_come_per_side_as_emf(
+    table_doc: dict[str, Any], capsys: pytest.CaptureFixture[str], records: list[dict[str, Any]]
+) -> None:
+    h = build(with_shadow(table_doc))
+    h.bedrock.plan[INCUMBENT] = [BackendError.of("ThrottlingException", 429)]  # the caller's route spills once
+    h.bedrock.plan[CANDIDATE] = ok_reply("the caller's spill and the shadow alike", 5, 33)
+    capsys.readouterr()
+    answer(h, request_id="req-metrics")
+    h.handler.set_router(None)
+    metrics = shadow_metrics(capsys.readouterr().out)
+    assert set(metrics) == {"candidate", "incumbent"}
+    for role, doc in metrics.items():
+        (directive,) = doc["_aws"]["CloudWatchMetrics"]
+        assert directive["Dimensions"] == [["feature", "candidate", "role", "service"]], role
+        assert (doc["feature"], doc["candidate"]) == (FEATURE, CANDIDATE)
+    (record,) = records
+    incumbent, candidate = metrics["incumbent"], metrics["candidate"]
+    assert metric(incumbent, "ShadowThrottles") == record["incumbent_throttles"] == 1
+    assert metric(incumbent, "ShadowLatency") == record["incumbent_ms"]
+    assert metric(candidate, "ShadowLatency") == record["candidate_ms"]
+    assert metric(candidate, "ShadowOutputTokens") == record["candidate_output_tokens"] == 33
+    assert (metric(candidate, "ShadowAbandoned"), metric(candidate, "ShadowErrors")) == (0, 0)
+    assert "ShadowAbandoned" not in incumbent, "only a candidate is abandoned"
+
+
+def _judge_echoes(target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
+    return ok_reply(f"7 {json.dumps(request)}")  # a judge that talks: quotes both answers back (no score)
+
+
+def _judge_quotes_in_error(target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
+    raise RuntimeError(f"judge failed on {json.dumps(request)}")
+
+
+JUDGE_BEHAVIOURS: list[tuple[str, Any, str]] = [
+    ("scores", lambda: ok_reply("7"), "scored"),
+    ("echoes the answers", lambda: _judge_echoes, "unparsed"),
+    ("fails quoting the answers", lambda: _judge_quotes_in_error, "error"),
+    ("throttles", lambda: BackendError.of("ThrottlingException", 429), "error"),
+]
+
+
+@pytest.mark.parametrize(("name", "behaviour", "outcome"), JUDGE_BEHAVIOURS, ids=[b[0] for b in JUDGE_BEHAVIOURS])
+def test_the_judge_never_changes_the_callers_answer_and_no_text_leaves_its_call(
+    *,
+    table_doc: dict[str, Any],
+    logs: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    records: list[dict[str, Any]],
+    judged: list[dict[str, Any]],
+    name: str,
+    behaviour: Any,
+    outcome: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    plain_h = build(table_doc)
+    plain_h.bedrock.plan[INCUMBENT] = ok_reply(f"{CANARY}-incumbent")
+    plain = answer(plain_h, request_id="req-judge-off", text=f"{CANARY}-prompt")
+    plain_h.handler.set_router(None)
+    h = build(with_shadow(table_doc, judge={"target": JUDGE, "share": 1.0}))
+    h.bedrock.plan[INCUMBENT] = ok_reply(f"{CANARY}-incumbent")
+    h.bedrock.plan[CANDIDATE] = ok_reply(f"{CANARY}-candidate")
+    h.sagemaker.plan[JUDGE] = behaviour()
+    capsys.readouterr()
+    response = answer(h, request_id="req-judge-on", text=f"{CANARY}-prompt")
+    h.handler.set_router(None)
+    assert comparable(response) == comparable(plain)
+    ((judge_id, judge_request, _),) = h.sagemaker.calls
+    assert judge_id == JUDGE
+    sent = json.dumps(judge_request)
+    assert f"{CANARY}-incumbent" in sent, "the answers went to the judge call"
+    assert f"{CANARY}-candidate" in sent
+    assert f"{CANARY}-prompt" not in sent, "the judge reads the two answers, not the prompt"
+    assert [r["outcome"] for r in judged] == [outcome]
+    assert [r["outcome"] for r in records] == ["ok"]
+    out, err = capsys.readouterr()
+    emitted = out + err + logs.getvalue() + caplog.text + repr([r.__dict__ for r in caplog.records])
+    assert '"message":"shadow_judge"' in logs.getvalue().replace(" ", ""), "the judge record was logged"
+    assert "judge" in shadow_metrics(out), "and its metrics emitted"
+    assert CANARY not in emitted
+    assert CANARY not in json.dumps(records + judged)
+    if name == "scores":
+        assert judged[0]["score"] == 0.7
+        assert metric(shadow_metrics(out)["judge"], "ShadowJudgeScore") == 0.7
+
+
+def test_a_hanging_judge_never_holds_the_caller(table_doc: dict[str, Any], judged: list[dict[str, Any]]) -> None:
+    plain_h = build(table_doc)
+    plain = answer(plain_h, request_id="req-hang-off")
+    plain_h.handler.set_router(None)
+    h = build(with_shadow(table_doc, judge={"target": JUDGE, "share": 1.0}))
+    release = threading.Event()
+    h.sagemaker.plan[JUDGE] = hanging(release)
+    try:
+        response = h.converse(FEATURE, body=converse_body("hello"), request_id="req-hang-on")
+        assert comparable(response) == comparable(plain)
+        assert judged == [], "answered while the judge is still out"
+    finally:
+        release.set()
+        assert h.router.shadower.wait_idle(5)
+        h.handler.set_router(None)
+    assert [(r["outcome"], r["error_code"]) for r in judged] == [("error", "ReadTimeoutError")]
+
+
+def test_the_platform_files_shadow_carries_a_judge_and_refuses_one_outside_the_cell() -> None:
+    judge = "{target: llama-escrow/provisioned/us-east-1, share: 0.2, max_per_minute: 4}"
+    table = parse_routing_table(render_routing_table(_platform_with_shadow(CANDIDATE, judge), "us-east-1"))
+    policy = table.features[FEATURE].shadow
+    assert policy is not None
+    assert policy.judge is not None
+    assert (policy.judge.target, policy.judge.share, policy.judge.max_per_minute) == (JUDGE, 0.2, 4)
+    # Claude on-demand here is a cross-region inference profile (us.): it could serve from another region.
+    outside = "{target: claude-sonnet/on_demand/us-east-1, share: 0.2}"
+    with pytest.raises(PlatformConfigError, match=r"features\.summarize-thread\.routing\.shadow\.judge\.target"):
+        render_routing_table(_platform_with_shadow(CANDIDATE, outside), "us-east-1")
