@@ -126,7 +126,7 @@ def stream_exception(kind_is_bedrock: bool, error: str | None, message: str | No
     return eventstream.exception(name, {"Message": text})
 
 
-def stream_plan(prompt: wire.Prompt, output_tokens: int, capped: bool, echo: bool) -> StreamPlan:
-    text = wire.reply_text(prompt, output_tokens, echo)
+def stream_plan(prompt: wire.Prompt, output_tokens: int, capped: bool, echo: bool, judge: bool = False) -> StreamPlan:
+    text = wire.reply_text(prompt, output_tokens, echo, judge)
     pieces = tokens_of(text, max(1, output_tokens))
     return StreamPlan(pieces, wire.estimate_tokens(prompt.input_text), output_tokens, capped)

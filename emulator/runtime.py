@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 from emulator import eventstream_replies as replies
 from emulator import openai_compat, wire
 from emulator.faults import MID_STREAM, ActiveFault, Fault, FaultKind
+from emulator.judge import judge_reply
 from emulator.listener import Listener, RequestHandler
 from emulator.targets import Kind, TargetSpec, TargetState
 
@@ -242,7 +243,9 @@ class RegionEndpoint:
             state.count("faulted")
             if self._answer_fault_now(h, state, fault, streamed=streamed):
                 return None
-        out_tokens, capped = wire.output_tokens_for(prompt, spec.output_tokens)
+        # A judge asked to judge answers one number: one token, whatever the target's usual length.
+        judging = spec.judge and judge_reply(prompt.last_user_text) is not None
+        out_tokens, capped = wire.output_tokens_for(prompt, 1 if judging else spec.output_tokens)
         in_tokens = wire.estimate_tokens(prompt.input_text)
         if state.admit(in_tokens + out_tokens) is not None:
             self._error(h, state, "ThrottlingException")
@@ -287,9 +290,11 @@ class RegionEndpoint:
         latency_ms = int((time.monotonic() - started) * 1000)
         good: Any
         if kind is Kind.BEDROCK:
-            good = wire.converse_reply(prompt, out_tokens, capped, spec.echo, latency_ms)
+            good = wire.converse_reply(prompt, out_tokens, capped, spec.echo, latency_ms, judge=spec.judge)
         else:
-            good = wire.sagemaker_reply(prompt, style, spec.id, out_tokens, capped=capped, echo=spec.echo)
+            good = wire.sagemaker_reply(
+                prompt, style, spec.id, out_tokens, capped=capped, echo=spec.echo, judge=spec.judge
+            )
         headers = {"x-amzn-RequestId": _request_id()}
         if kind is Kind.SAGEMAKER:
             headers["x-Amzn-Invoked-Production-Variant"] = "AllTraffic"
@@ -326,7 +331,7 @@ class RegionEndpoint:
             if fault is not None and fault.kind is FaultKind.HANG:
                 self._hang(h, state, fault)()
                 return
-            plan = replies.stream_plan(prompt, out_tokens, capped, spec.echo)
+            plan = replies.stream_plan(prompt, out_tokens, capped, spec.echo, spec.judge)
             self._stream(h, state, fault, self._framed(kind, state, plan, style, raw), started)
         except (BrokenPipeError, ConnectionResetError):
             state.outcome("client_closed")  # the caller abandoned the stream

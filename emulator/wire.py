@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator import openai_compat
+from emulator.judge import judge_reply
 from emulator.targets import Kind
 
 __all__ = [
@@ -373,7 +374,10 @@ def sagemaker_prompt(body: Any) -> tuple[Prompt, str]:
 _WORDS = ("synthetic", "reply", "from", "the", "spillway", "emulator")
 
 
-def reply_text(prompt: Prompt, output_tokens: int, echo: bool) -> str:
+def reply_text(prompt: Prompt, output_tokens: int, echo: bool, judge: bool = False) -> str:
+    score = judge_reply(prompt.last_user_text) if judge else None
+    if score is not None:  # a judge target asked to judge: the score of the two answers (emulator/judge.py)
+        return score
     if echo:
         return prompt.last_user_text
     return " ".join(_WORDS[i % len(_WORDS)] for i in range(max(1, output_tokens)))
@@ -386,13 +390,15 @@ def output_tokens_for(prompt: Prompt, configured: int) -> tuple[int, bool]:
     return configured, False
 
 
-def converse_reply(prompt: Prompt, output_tokens: int, capped: bool, echo: bool, latency_ms: int) -> dict[str, Any]:
+def converse_reply(
+    prompt: Prompt, output_tokens: int, capped: bool, echo: bool, latency_ms: int, *, judge: bool = False
+) -> dict[str, Any]:
     input_tokens = estimate_tokens(prompt.input_text)
     return {
         "output": {
             "message": {
                 "role": "assistant",
-                "content": [{"text": reply_text(prompt, output_tokens, echo)}],
+                "content": [{"text": reply_text(prompt, output_tokens, echo, judge)}],
             }
         },
         "stopReason": "max_tokens" if capped else "end_turn",
@@ -406,8 +412,10 @@ def converse_reply(prompt: Prompt, output_tokens: int, capped: bool, echo: bool,
     }
 
 
-def sagemaker_reply(prompt: Prompt, style: str, endpoint: str, output_tokens: int, *, capped: bool, echo: bool) -> Any:
-    text = reply_text(prompt, output_tokens, echo)
+def sagemaker_reply(
+    prompt: Prompt, style: str, endpoint: str, output_tokens: int, *, capped: bool, echo: bool, judge: bool = False
+) -> Any:
+    text = reply_text(prompt, output_tokens, echo, judge)
     if style == "inputs":
         return [{"generated_text": text}]
     input_tokens = estimate_tokens(prompt.input_text)
