@@ -115,3 +115,20 @@ def test_without_a_judge_the_report_has_no_scores(tmp_path: Path) -> None:
 def test_no_records_is_an_empty_report(tmp_path: Path) -> None:
     assert shadow_report.write_report([], tmp_path) == []
     assert "no shadow records" in (tmp_path / "report.md").read_text()
+
+
+def test_the_local_measurement_feeds_the_report_with_ttft_and_scores(tmp_path: Path) -> None:
+    """`make shadow-report` without a log: tools.shadow_overhead's records carry both sides' TTFT and judge scores."""
+    from tools import shadow_overhead  # noqa: PLC0415 (sleeps its simulated models: only this test pays for it)
+
+    figures = shadow_overhead.run(requests=12, grace_ms=1000, out=tmp_path)
+    assert figures["sent_shadows"] == 12
+    records = shadow_report.read_records((tmp_path / "records.jsonl").read_text().splitlines())
+    (c,) = shadow_report.write_report(records, tmp_path)
+    assert c.shadow.ttft_p50_ms is not None
+    assert c.incumbent.ttft_p50_ms is not None
+    assert c.shadow.ttft_p50_ms <= (c.shadow.p50_ms or 0), "a first token comes before the whole answer"
+    assert c.judge is not None
+    assert c.judge.scored == figures["judged"]["scored"] > 0
+    assert c.judge.mean_score is not None
+    assert 0.0 < c.judge.mean_score < 1.0, "a changed answer is neither identical nor unrelated"
