@@ -148,8 +148,9 @@ SIZE_ARGS ?=
 size: $(STAMPS)/venv
 	$(PY) -m tools.sizing $(SIZE_ARGS)
 
-## shadow-report: candidate against incumbent per feature from the router's shadow records (SHADOW_LOG=a log file;
-## default: the records of `make shadow-overhead`); table, JSON and latency plots in reports/shadow/.
+## shadow-report: candidate against incumbent per feature from the router's shadow and judge records (SHADOW_LOG=a
+## log file; default: the records of `make shadow-overhead`); table with judge scores, JSON and latency/TTFT plots
+## in reports/shadow/.
 SHADOW_LOG ?= reports/shadow/records.jsonl
 shadow-report: $(STAMPS)/venv
 	@test -f $(SHADOW_LOG) || $(PY) -m tools.shadow_overhead --out $(dir $(SHADOW_LOG))
