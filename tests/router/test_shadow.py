@@ -9,7 +9,7 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from spillway.backends.contract import BackendReply
 from spillway.config import ShadowPolicy, Target, parse_routing_table
 from spillway.errors import BackendError, ErrorClass
-from spillway.shadow import JudgeRecord, ShadowRecord, log_judge, log_record
+from spillway.shadow import log_judge, log_record
 from stacks.platform import PlatformConfigError, parse_platform
 from stacks.routing import render_routing_table
 from tests.router.conftest import PLATFORM, Harness, converse_body, ok_reply
@@ -46,44 +46,45 @@ def with_shadow(
     return doc
 
 
+_SINKS: list[list[dict[str, Any]]] = []
+_JUDGE_SINKS: list[list[dict[str, Any]]] = []
+
+
+def _collected(sinks: list[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    seen: list[dict[str, Any]] = []
+    sinks.append(seen)
+    yield seen
+    sinks.remove(seen)
+
+
 @pytest.fixture
 def records() -> Iterator[list[dict[str, Any]]]:
     """Every shadow record of the harnesses `build` makes, also logged by the default sink."""
-    seen: list[dict[str, Any]] = []
-    _SINKS.append(seen)
-    yield seen
-    _SINKS.remove(seen)
-
-
-_SINKS: list[list[dict[str, Any]]] = []
-_JUDGE_SINKS: list[list[dict[str, Any]]] = []
+    yield from _collected(_SINKS)
 
 
 @pytest.fixture
 def judged() -> Iterator[list[dict[str, Any]]]:
     """Every judge record of the harnesses `build` makes, also logged by the default sink."""
-    seen: list[dict[str, Any]] = []
-    _JUDGE_SINKS.append(seen)
-    yield seen
-    _JUDGE_SINKS.remove(seen)
+    yield from _collected(_JUDGE_SINKS)
+
+
+def _tee(log: Callable[[Any], None], sinks: list[list[dict[str, Any]]]) -> Callable[[Any], None]:
+    """A sink that logs as the router does (log line and metrics) and keeps each record for the test."""
+
+    def tee(record: Any) -> None:
+        log(record)
+        for sink in sinks:
+            sink.append(asdict(record))
+
+    return tee
 
 
 def build(doc: dict[str, Any], flags: dict[str, Any] | None = None) -> Harness:
     h = Harness(doc, flags)
     h.bedrock.plan[INCUMBENT] = ok_reply("the incumbent's answer")
-
-    def tee(record: ShadowRecord) -> None:
-        log_record(record)
-        for sink in _SINKS:
-            sink.append(asdict(record))
-
-    def tee_judge(record: JudgeRecord) -> None:
-        log_judge(record)
-        for sink in _JUDGE_SINKS:
-            sink.append(asdict(record))
-
-    h.router.shadower.emit = tee
-    h.router.shadower.emit_judge = tee_judge
+    h.router.shadower.emit = _tee(log_record, _SINKS)
+    h.router.shadower.emit_judge = _tee(log_judge, _JUDGE_SINKS)
     return h
 
 
@@ -219,6 +220,14 @@ def test_a_flag_naming_an_unknown_target_is_refused_and_the_table_shadow_stays(t
     h.handler.set_router(None)
 
 
+def everything_emitted(
+    capsys: pytest.CaptureFixture[str], logs: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> tuple[str, str]:
+    """What the router printed (its EMF lines), and that with every log line and record it wrote."""
+    out, err = capsys.readouterr()
+    return out, out + err + logs.getvalue() + caplog.text + repr([r.__dict__ for r in caplog.records])
+
+
 @pytest.mark.parametrize("candidate", ["echoes", "quotes_in_error"])
 def test_shadow_records_hold_no_content(
     *,
@@ -243,9 +252,9 @@ def test_shadow_records_hold_no_content(
     h.bedrock.plan[CANDIDATE] = echo
     response = answer(h, request_id="req-zk", text=f"{CANARY}-prompt")
     h.handler.set_router(None)
-    out, err = capsys.readouterr()
-    emitted = out + err + logs.getvalue() + caplog.text + repr([r.__dict__ for r in caplog.records])
+    out, emitted = everything_emitted(capsys, logs, caplog)
     assert '"message":"shadow"' in logs.getvalue().replace(" ", ""), "the shadow record was captured"
+    assert set(shadow_metrics(out)) == {"candidate", "incumbent"}, "and its metrics"
     assert len(records) == 1
     assert CANARY not in emitted
     assert CANARY not in json.dumps(records)
@@ -376,8 +385,7 @@ def test_the_judge_never_changes_the_callers_answer_and_no_text_leaves_its_call(
     assert f"{CANARY}-prompt" not in sent, "the judge reads the two answers, not the prompt"
     assert [r["outcome"] for r in judged] == [outcome]
     assert [r["outcome"] for r in records] == ["ok"]
-    out, err = capsys.readouterr()
-    emitted = out + err + logs.getvalue() + caplog.text + repr([r.__dict__ for r in caplog.records])
+    out, emitted = everything_emitted(capsys, logs, caplog)
     assert '"message":"shadow_judge"' in logs.getvalue().replace(" ", ""), "the judge record was logged"
     assert "judge" in shadow_metrics(out), "and its metrics emitted"
     assert CANARY not in emitted
