@@ -529,6 +529,7 @@ def stream_chunks(
     router, snapshot, engine, request = admitted
     route_name = snapshot.route_name(feature, request_id)
     canary = route_name != feature
+    shadow = router.shadower.begin(engine.table, feature, request, request_id)  # before the primary sends
     stream = engine.stream(route_name, request, deadline_ms=_deadline_ms(router, remaining_ms))
     try:
         for item in stream:
@@ -541,6 +542,9 @@ def stream_chunks(
                     yield from _buffered(_failure(item.result, request_id, _route_headers(item.result)))
                 else:
                     yield sse.event(sse.TRAILER_EVENT, _trailer(item))
+                # The caller has the whole answer: the shadow gets at most its grace (a caller that leaves early
+                # gets no record of it; the shadow still ends on its own).
+                router.shadower.end(shadow, item.result, incumbent_ttft_ms=item.ttft_ms)
             else:
                 name, members = item
                 yield sse.event(name, members)

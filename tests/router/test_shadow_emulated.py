@@ -13,6 +13,8 @@ import pytest
 
 import handler
 from emulator.judge import similarity
+from spillway import sse
+from spillway.backends.kinds import BedrockRef
 from tests.router.conftest import LambdaContext, api_event, converse_body, emulated_router
 
 FEATURE = "summarize-thread"
@@ -20,6 +22,7 @@ CANDIDATE = "nova-lite/on_demand/us-east-1"
 JUDGE = "llama-escrow/provisioned/us-east-1"
 CANARY = "EMUSHADOWCANARY-2b9e"
 CANDIDATE_TTFT_MS = 40.0
+INCUMBENT_TTFT_MS = 30.0
 # The candidate answers the emulator's synthetic words; the incumbent echoes the prompt, which shares some of them.
 PROMPT = f"synthetic reply from the spillway {CANARY}"
 CANDIDATE_ANSWER = " ".join(("synthetic", "reply", "from", "the", "spillway", "emulator") * 3)
@@ -105,3 +108,40 @@ def test_an_emulator_without_a_judge_gives_no_score(
         assert handler.get_router().shadower.wait_idle(10)
     (judged,) = records(logs, "shadow_judge")
     assert (judged["outcome"], judged.get("score")) == ("unparsed", None)  # the logger leaves out a null
+
+
+def _streamed(feature: str, text: str) -> tuple[int, list[tuple[str, Any]]]:
+    """A streamed request through the streaming entry point: its status and its relayed events, timings left out
+    (the model's own ``metrics`` and the last ``spillway`` event's)."""
+    event = api_event("POST", f"/v1/features/{feature}/converse-stream", body=converse_body(text))
+    prelude, rest = sse.split_prelude(b"".join(handler.lambda_stream_handler(event, LambdaContext()))) or ({}, b"")
+    events = []
+    for block in rest.decode().split("\n\n"):
+        if not block or block.startswith(f"event: {sse.TRAILER_EVENT}"):
+            continue
+        name, data = block.removeprefix("event: ").split("\ndata: ", 1)
+        events.append((name, {k: v for k, v in json.loads(data).items() if k != "metrics"}))
+    return int(prelude["statusCode"]), events
+
+
+def test_a_streamed_request_is_shadowed_with_both_first_tokens_and_its_stream_untouched(
+    table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch, logs: io.StringIO
+) -> None:
+    with emulated_router(table_doc, monkeypatch):
+        plain = _streamed(FEATURE, "stream me")
+    with emulated_router(shadowed(table_doc), monkeypatch) as emu:
+        table = handler.get_router().source.get().table
+        assert table is not None
+        pt = table.targets["claude-sonnet/provisioned/us-east-1"].backend
+        assert isinstance(pt, BedrockRef)
+        emu.update_target(("us-east-1", "bedrock", pt.model_id), ttft_ms=INCUMBENT_TTFT_MS)
+        emu.update_target(("us-east-1", "sagemaker", "spillway-llama-escrow"), judge=True)
+        shadowed_stream = _streamed(FEATURE, "stream me")
+        assert handler.get_router().shadower.wait_idle(10)
+    assert shadowed_stream == plain
+    assert plain[0] == 200
+    (record,) = records(logs, "shadow")
+    assert record["outcome"] == "ok"
+    assert record["incumbent_ttft_ms"] >= INCUMBENT_TTFT_MS, "the streamed route's own first token"
+    assert record["candidate_ttft_ms"] > 0
+    assert records(logs, "shadow_judge") == [], "a streamed answer is not kept whole: nothing for a judge to read"

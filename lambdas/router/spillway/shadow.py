@@ -10,7 +10,8 @@ is delayed by at most the grace, and only when the candidate is slower than the 
 The shadow is sent through the backend's streaming call where its kind streams (ConverseStream, SageMaker's response
 stream), so its time to first token is measured as ``Engine.stream`` measures it: from sending to the first event
 that carries the answer (``contentBlockStart`` or ``contentBlockDelta``), or the clean end of an empty answer. The
-caller's own answer is not streamed; its time to first token is the served attempt's, when the engine measured one.
+incumbent's is the caller's own: a streamed request's first token (the streamed route calls :meth:`Shadower.begin`
+and :meth:`Shadower.end` around its stream), a buffered request's served attempt's when the engine measured one.
 
 What a shadow never does: change the caller's answer, status or headers (:meth:`Shadower.mirror` returns the
 primary's result object itself); reach the caller when it fails (every error of the shadow ends in its record);
@@ -24,10 +25,11 @@ feature, the incumbent and candidate target ids, latencies, times to first token
 throttled attempts, stop reasons from Converse's closed vocabulary, error class and code, and ``abandoned``:
 tools/shadow_report.py compares candidate and incumbent from these lines.
 
-The optional judge (spillway/judge.py, the feature's ``shadow.judge``): for its share of the shadows that served,
-after the caller's answer is final, both answers' texts go to one judge call on the instance's judge thread (one in
-flight at most, ``max_per_minute`` per instance) and are dropped when it returns; the caller never waits for it.
-Its record (``"message": "shadow_judge"``) holds the score, the judge's target id, latency and error code.
+The optional judge (spillway/judge.py, the feature's ``shadow.judge``): for its share of the shadows that served
+(of buffered requests: a streamed answer is relayed, never kept whole), after the caller's answer is final, both
+answers' texts go to one judge call on the instance's judge thread (one in flight at most, ``max_per_minute`` per
+instance) and are dropped when it returns; the caller never waits for it. Its record (``"message": "shadow_judge"``)
+holds the score, the judge's target id, latency and error code.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import judge as judging
 from . import telemetry
@@ -144,6 +146,16 @@ class _Run:
         self.latency_ms = 0.0
 
 
+class Pending(NamedTuple):
+    """A shadow under way, between :meth:`Shadower.begin` and :meth:`Shadower.end`."""
+
+    table: RoutingTable
+    feature: str
+    target: Target  # the candidate, as the feature sends to it
+    policy: ShadowPolicy
+    run: _Run
+
+
 @dataclass(frozen=True, slots=True)
 class _JudgeJob:
     feature: str
@@ -194,21 +206,36 @@ class Shadower:
     ) -> RouteResult:
         """Serve the caller with `serve()` and, for the feature's shadow share, mirror `request` to its candidate.
         Returns exactly what `serve()` returned. Nothing about the shadow (or its judge) raises here."""
-        policy, target, run = None, None, None
+        pending = self.begin(table, feature, request, request_id)
+        result = serve()
+        self.end(pending, result)
+        return result
+
+    def begin(self, table: RoutingTable, feature: str, request: Mapping[str, Any], request_id: str) -> Pending | None:
+        """Start the request's shadow, if the feature's share samples it, before the primary sends anything (a
+        streamed request's route calls this and :meth:`end`; a buffered one, :meth:`mirror`). Never raises."""
         try:
             policy = self._policy(table, feature, request_id)
+            if policy is None:
+                return None
             f = table.features[feature]
-            target = as_sent_for(f, table.targets[policy.target], request) if policy is not None else None
-            if policy is not None and target is not None:
-                keep_text = _sampled(policy.judge, request_id)
-                run = self._start(target, request, f.attempt_max_ms, keep_text=keep_text)
+            target = as_sent_for(f, table.targets[policy.target], request)
+            if target is None:
+                return None
+            run = self._start(target, request, f.attempt_max_ms, keep_text=_sampled(policy.judge, request_id))
+            return None if run is None else Pending(table, feature, target, policy, run)
         except Exception:  # a shadow's bug costs the shadow, never the caller
-            run = None
-        result = serve()
-        if run is not None and policy is not None and target is not None:
-            with contextlib.suppress(Exception):  # a lost record; the caller is answered regardless
-                self._finish(table, feature, target, policy, run, result=result)
-        return result
+            return None
+
+    def end(self, pending: Pending | None, result: RouteResult, *, incumbent_ttft_ms: float | None = None) -> None:
+        """Wait at most the grace for the shadow and record it against the caller's `result` (a streamed request's
+        time to first token given apart, since its result carries none). Never raises."""
+        if pending is None:
+            return
+        if incumbent_ttft_ms is not None:
+            result = replace(result, ttft_ms=incumbent_ttft_ms)
+        with contextlib.suppress(Exception):  # a lost record; the caller is answered regardless
+            self._finish(pending, result)
 
     def cooling(self, target_id: str) -> bool:
         """Whether `target_id` (a candidate or a judge) is in its throttle cooldown (nothing is sent to it)."""
@@ -315,9 +342,8 @@ class Shadower:
             length = min(MAX_COOLDOWN_S, last * 2 if last else FIRST_COOLDOWN_S)
             self._cooldown[target_id] = (self._clock() + length, length)
 
-    def _finish(
-        self, table: RoutingTable, feature: str, target: Target, policy: ShadowPolicy, run: _Run, *, result: RouteResult
-    ) -> None:
+    def _finish(self, pending: Pending, result: RouteResult) -> None:
+        table, feature, target, policy, run = pending
         finished = run.done.wait(policy.grace_ms / 1000.0)
         usage = result.usage
         abandoned = ShadowRecord(
