@@ -21,12 +21,13 @@ from spillway.config import (
     JudgePolicy,
     RoutingConfigError,
     RoutingTable,
+    ShadowPolicy,
     Target,
     parse_routing_table,
 )
 from spillway.engine import Attempt, Engine, Outcome, RouteResult, Status
 from spillway.errors import BackendError, ErrorClass
-from spillway.routing_source import _shadow_flags
+from spillway.routing_source import _shadow_flags, _with_shadows
 from spillway.shadow import FIRST_COOLDOWN_S, JudgeRecord, Shadower, ShadowRecord, stop_reason
 from tests.fakes import FakeClock
 from tests.unit.helpers import FEATURE, table_dict
@@ -370,6 +371,7 @@ def test_the_engine_carries_the_served_replys_time_to_first_token() -> None:
 # -- the judge ---------------------------------------------------------------------------------------------------
 
 JUDGE = "claude-sonnet/on_demand/us-east-1"
+WEST_JUDGE = "claude-sonnet/on_demand/us-west-2"
 CANARY = "JUDGECANARY-51f0"
 
 
@@ -598,3 +600,15 @@ def test_a_judge_in_the_table_and_the_flags_passes_both_schemas() -> None:
 )
 def test_the_judges_reply_is_read_for_a_score_only(reply: str, score: float | None) -> None:
     assert judge.parse_score({"output": {"message": {"content": [{"text": reply}]}}}) == score
+
+
+def test_a_flag_may_judge_but_a_judge_outside_the_cell_is_refused_and_the_tables_shadow_stays() -> None:
+    events: list[tuple[str, str]] = []
+    doc = table_dict(feature={"shadow": {"target": CANDIDATE, "share": 0.5}})
+    good = {FEATURE: {"target": CANDIDATE, "share": 1.0, "judge": {"target": JUDGE, "share": 0.5}}}
+    taken = parse_routing_table(_with_shadows(doc, good, lambda *e: events.append(e)))
+    assert taken.features[FEATURE].shadow == ShadowPolicy(CANDIDATE, 1.0, judge=JudgePolicy(JUDGE, 0.5))
+    outside = {FEATURE: {"target": CANDIDATE, "share": 1.0, "judge": {"target": WEST_JUDGE, "share": 0.5}}}
+    kept = parse_routing_table(_with_shadows(doc, outside, lambda *e: events.append(e)))
+    assert kept.features[FEATURE].shadow == ShadowPolicy(CANDIDATE, 0.5)
+    assert events == [("shadow_rejected", FEATURE)]
