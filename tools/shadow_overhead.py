@@ -5,7 +5,7 @@ Shape: one process serving one request at a time, as a Lambda instance does; the
 median 30 ms: a slower candidate is the case the grace exists for; 1 in 200 candidate calls throttles). A fifth of
 each latency is the time to its first token: the candidate streams (the shadower measures it), the incumbent's reply
 states it, as a streamed attempt's would. A judge (the feature's ``shadow.judge``, a quarter of the served shadows)
-scores the candidate's answer with the emulator's judge (emulator/judge.py): the candidate's answer is the
+scores the candidate's answer with the emulator's judge (local/emulator/judge.py): the candidate's answer is the
 incumbent's with about one word in four changed. Requests alternate on/off so load drift on a shared machine falls
 on both sides alike. The handler's own work is the same with and without a shadow and is left out. Also writes the
 run's shadow and judge records (the log lines' fields) to reports/shadow/records.jsonl, the input
@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lambdas" / "router"))
 
-from emulator.judge import judge_reply
+from local.emulator.judge import judge_reply
 from spillway.backends.contract import BackendReply, Usage
 from spillway.config import RoutingTable, Target, parse_routing_table
 from spillway.engine import Engine

@@ -52,7 +52,7 @@ class TargetSpec:
     ms_per_token: float = 0.0
     output_tokens: int = 16
     echo: bool = False
-    judge: bool = False  # a judge model: answers the score of the two answers in its prompt (emulator/judge.py)
+    judge: bool = False  # a judge model: answers the score of the two answers in its prompt (local/emulator/judge.py)
 
     def __post_init__(self) -> None:
         try:

@@ -376,7 +376,7 @@ _WORDS = ("synthetic", "reply", "from", "the", "spillway", "emulator")
 
 def reply_text(prompt: Prompt, output_tokens: int, echo: bool, judge: bool = False) -> str:
     score = judge_reply(prompt.last_user_text) if judge else None
-    if score is not None:  # a judge target asked to judge: the score of the two answers (emulator/judge.py)
+    if score is not None:  # a judge target asked to judge: the score of the two answers (local/emulator/judge.py)
         return score
     if echo:
         return prompt.last_user_text

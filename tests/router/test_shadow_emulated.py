@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import handler
-from emulator.judge import similarity
+from local.emulator.judge import similarity
 from spillway import sse
 from spillway.backends.kinds import BedrockRef
 from tests.router.conftest import LambdaContext, api_event, converse_body, emulated_router
@@ -76,7 +76,7 @@ def test_a_shadow_over_the_wire_measures_its_first_token_and_the_emulated_judge_
 
 def test_the_emulated_judge_reads_the_routers_template() -> None:
     """The emulator's judge and the router's prompt template agree on where the two answers are."""
-    from emulator import judge as emulated  # noqa: PLC0415
+    from local.emulator import judge as emulated  # noqa: PLC0415
     from spillway import judge  # noqa: PLC0415
 
     assert (emulated.REFERENCE_TAG, emulated.CANDIDATE_TAG) == (judge.REFERENCE_TAG, judge.CANDIDATE_TAG)

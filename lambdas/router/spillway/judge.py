@@ -7,7 +7,9 @@ a whole number from 0 to :data:`SCORE_MAX` and nothing more; any other reply is 
 
 The score says how well the candidate's answer does the job the incumbent's did, with the incumbent as the
 reference: it measures agreement with what callers get today, not absolute quality. The judge sees neither the
-prompt nor the caller (less content sent, fewer tokens paid).
+prompt nor the caller (less content sent, fewer tokens paid). A caller can still sway a score through what the
+models answer (the tags are fenced, the instructions say the answers are data, but a judge is a model): a score
+informs an operator's decision and decides nothing in the router.
 
 Where it may run (spillway/config.py refuses any other judge): a bedrock or sagemaker target of the feature's home
 region, invoked by no cross-region inference profile; the shadower also refuses a judge outside the router's own
@@ -40,8 +42,17 @@ SYSTEM_PROMPT = (
 _SCORE = re.compile(r"^\s*(\d{1,2})(?:\s*/\s*10)?\s*\.?\s*$")
 
 
+def _fenced(answer: str) -> str:
+    """An answer that cannot close or open the template's tags (a model's answer may quote them, by chance or because
+    a caller asked it to): each tag inside it is written with square brackets instead."""
+    for tag in (REFERENCE_TAG, CANDIDATE_TAG):
+        answer = answer.replace(f"<{tag}>", f"[{tag}]").replace(f"</{tag}>", f"[/{tag}]")
+    return answer
+
+
 def judge_request(reference: str, candidate: str) -> dict[str, Any]:
     """The judge's Converse request: the template with the two answers in their tags, a short greedy reply."""
+    reference, candidate = _fenced(reference), _fenced(candidate)
     text = f"<{REFERENCE_TAG}>\n{reference}\n</{REFERENCE_TAG}>\n\n<{CANDIDATE_TAG}>\n{candidate}\n</{CANDIDATE_TAG}>"
     return {
         "system": [{"text": SYSTEM_PROMPT}],
