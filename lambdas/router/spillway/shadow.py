@@ -232,10 +232,8 @@ class Shadower:
         time to first token given apart, since its result carries none). Never raises."""
         if pending is None:
             return
-        if incumbent_ttft_ms is not None:
-            result = replace(result, ttft_ms=incumbent_ttft_ms)
         with contextlib.suppress(Exception):  # a lost record; the caller is answered regardless
-            self._finish(pending, result)
+            self._finish(pending, result if incumbent_ttft_ms is None else replace(result, ttft_ms=incumbent_ttft_ms))
 
     def cooling(self, target_id: str) -> bool:
         """Whether `target_id` (a candidate or a judge) is in its throttle cooldown (nothing is sent to it)."""
