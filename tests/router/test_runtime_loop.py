@@ -213,6 +213,19 @@ def test_a_handler_that_does_not_exist_is_an_init_error(handler: str, env: Mappi
     assert report.headers["lambda-runtime-function-error-type"] == "Runtime.NoSuchHandler"
 
 
+def _modules_after(code: str) -> set[str]:
+    script = f"import json, sys; {code}; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROUTER)
+    return set(json.loads(done.stdout))
+
+
+def test_the_loop_loads_no_module_the_routers_dependencies_do_not_load_anyway() -> None:
+    """Its cold-start cost is its own few lines: http.client and the rest come with botocore and Powertools, which
+    the handler imports in any case (standard library only; a new import here must be one of theirs)."""
+    dependencies = _modules_after("import boto3, aws_lambda_powertools.event_handler")
+    assert _modules_after("import runtime_loop") - dependencies == {"runtime_loop"}
+
+
 def test_routes_render_and_parse_back() -> None:
     routes = {("POST", STREAM_RESOURCE), ("GET", "/v1/health")}
     assert runtime_loop.parse_routes(runtime_loop.render_routes(sorted(routes))) == routes
