@@ -4,6 +4,7 @@ loopback (tests/router/runtime_api.py) that checks the documented framing, heade
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import subprocess
@@ -224,6 +225,51 @@ def test_the_loop_loads_no_module_the_routers_dependencies_do_not_load_anyway() 
     the handler imports in any case (standard library only; a new import here must be one of theirs)."""
     dependencies = _modules_after("import boto3, aws_lambda_powertools.event_handler")
     assert _modules_after("import runtime_loop") - dependencies == {"runtime_loop"}
+
+
+def _raw_stream(stand_in: RuntimeApiStandIn, headers: Mapping[str, str], body: bytes) -> int:
+    """Take an invocation and answer it with hand-written bytes (what a faulty runtime might send)."""
+    connection = http.client.HTTPConnection(*stand_in.address.split(":"))
+    stand_in.invoke(_event(STREAM_RESOURCE))
+    connection.request("GET", "/2018-06-01/runtime/invocation/next")
+    response = connection.getresponse()
+    response.read()
+    rid = response.headers["Lambda-Runtime-Aws-Request-Id"]
+    connection.putrequest("POST", f"/2018-06-01/runtime/invocation/{rid}/response")
+    for name, value in headers.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    connection.send(body)
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+STREAMING_HEADERS = {
+    "Lambda-Runtime-Function-Response-Mode": "streaming",
+    "Transfer-Encoding": "chunked",
+    "Trailer": "Lambda-Runtime-Function-Error-Type",
+}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "violation"),
+    [
+        (STREAMING_HEADERS, b"5\r\nhello\r\n0\r\nLambda-Runtime-Function-Error-Body: eA==\r\n\r\n", "not declared"),
+        (STREAMING_HEADERS, b"zz\r\nhello\r\n0\r\n\r\n", "not hexadecimal"),
+        (STREAMING_HEADERS, b"3\r\nhello\r\n0\r\n\r\n", "without its CRLF"),
+        ({"Transfer-Encoding": "chunked"}, b"5\r\nhello\r\n0\r\n\r\n", "without Lambda-Runtime-Function-Response-Mode"),
+    ],
+    ids=["undeclared-trailer", "bad-chunk-size", "short-chunk", "no-response-mode"],
+)
+def test_the_stand_in_refuses_what_lambda_could_not_read(
+    headers: Mapping[str, str], body: bytes, violation: str
+) -> None:
+    """The stand-in's checks can fail: each framing fault is refused and recorded."""
+    with RuntimeApiStandIn() as stand_in:
+        assert _raw_stream(stand_in, headers, body) == 400
+        assert len(stand_in.violations) == 1
+        assert violation in stand_in.violations[0]
 
 
 def test_routes_render_and_parse_back() -> None:
