@@ -229,7 +229,8 @@ def test_the_loop_loads_no_module_the_routers_dependencies_do_not_load_anyway() 
 
 def _raw_stream(stand_in: RuntimeApiStandIn, headers: Mapping[str, str], body: bytes) -> int:
     """Take an invocation and answer it with hand-written bytes (what a faulty runtime might send)."""
-    connection = http.client.HTTPConnection(*stand_in.address.split(":"))
+    host, port = stand_in.address.split(":")
+    connection = http.client.HTTPConnection(host, int(port))
     stand_in.invoke(_event(STREAM_RESOURCE))
     connection.request("GET", "/2018-06-01/runtime/invocation/next")
     response = connection.getresponse()
