@@ -150,7 +150,7 @@ def _handler_class(stand_in: RuntimeApiStandIn) -> type[BaseHTTPRequestHandler]:
             return
 
         def _reply(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
-            body = json.dumps(doc).encode()
+            body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
             self.send_response(status)
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
@@ -174,14 +174,7 @@ def _handler_class(stand_in: RuntimeApiStandIn) -> type[BaseHTTPRequestHandler]:
             }
             if pending.trace_id:
                 headers["Lambda-Runtime-Trace-Id"] = pending.trace_id
-            body = pending.event
-            self.send_response(200)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._reply(200, pending.event, headers)  # the event, as the function's trigger sent it
 
         def do_POST(self) -> None:
             headers = {k.lower(): v for k, v in self.headers.items()}
