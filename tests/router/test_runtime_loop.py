@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import runtime_loop
 
-from emulator import Emulator, Fault
+from local.emulator import Emulator, Fault
 from spillway import sse
 from tests.router.conftest import APP, ENV, PROFILE, _specs, api_event, converse_body, emulator_environment
 from tests.router.runtime_api import Answer, RuntimeApiStandIn
