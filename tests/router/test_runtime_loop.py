@@ -13,8 +13,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import runtime_loop
+from botocore.config import Config
 
 from local.emulator import Emulator, Fault
 from spillway import sse
@@ -304,6 +306,14 @@ def _router_event(path: str, text: str, request_id: str) -> dict[str, Any]:
     return event
 
 
+def _bedrock(emu: Emulator, region: str) -> Any:
+    return boto3.client(
+        "bedrock-runtime", region_name=region, endpoint_url=emu.endpoint_url(region),
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )  # fmt: skip
+
+
 def _delta_text(body: bytes) -> str:
     return "".join(
         json.loads(data)["delta"].get("text", "") for name, data in _events(body) if name == "contentBlockDelta"
@@ -345,6 +355,12 @@ def test_the_router_answers_both_ways_through_its_wrapper_and_loop(table_doc: di
             streamed = stand_in.answer(
                 stand_in.invoke(_router_event("/v1/features/summarize-thread/converse-stream", words, "r-2"))
             )
+            # What Bedrock's ConverseStream sends the target that served, for the same request (boto3, directly).
+            target = table_doc["targets"][_api_gateway_stream(streamed)[0]["headers"]["x-spillway-target"]]
+            direct = _bedrock(emu, target["region"]).converse_stream(
+                modelId=target["backend"]["model_id"], **converse_body(words)
+            )
+            expected = [next(iter(e.items())) for e in direct["stream"]]
             emu.set_fault("*", Fault.stream_error(after_tokens=1))
             broken = stand_in.answer(
                 stand_in.invoke(_router_event("/v1/features/summarize-thread/converse-stream", words, "r-3"))
@@ -362,12 +378,13 @@ def test_the_router_answers_both_ways_through_its_wrapper_and_loop(table_doc: di
     assert prelude["statusCode"] == 200
     assert prelude["headers"]["Content-Type"] == sse.EVENT_STREAM
     assert prelude["headers"]["x-spillway-target"]
-    names = [name for name, _ in _events(body)]
-    assert names[0] == "messageStart"
-    assert names[-1] == sse.TRAILER_EVENT
-    assert {"contentBlockDelta", "messageStop", "metadata"} <= set(names)
+    *relayed, (last, trailer) = _events(body)
+    assert [name for name, _ in relayed] == [name for name, _ in expected]
+    deltas = [json.loads(data) for name, data in relayed if name == "contentBlockDelta"]
+    assert deltas == [members for name, members in expected if name == "contentBlockDelta"]
     assert _delta_text(body) == words
-    assert json.loads(_events(body)[-1][1])["complete"] is True
+    assert last == sse.TRAILER_EVENT
+    assert json.loads(trailer)["complete"] is True
     assert streamed.trailers == {}
 
     prelude, body = _api_gateway_stream(broken)
