@@ -283,8 +283,9 @@ def handle(api: RuntimeApi, handlers: Handlers, invocation: Invocation, environ:
 def _stream(api: RuntimeApi, rid: str, handler: StreamHandler, event: Any, context: LambdaContext) -> None:
     """The response opens with the handler's first chunk: a handler that fails before it is reported through
     the error path (a whole, ordinary function error), one that fails later through the trailers."""
-    chunks = iter(handler(event, context))
+    chunks: Iterator[bytes] = iter(())
     try:
+        chunks = iter(handler(event, context))
         first = next(chunks, b"")
     except Exception as exc:
         _log("handler_error", request_id=rid, error_type=type(exc).__name__, streamed=False)

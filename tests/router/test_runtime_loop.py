@@ -175,6 +175,24 @@ def test_a_stream_that_fails_before_its_first_chunk_is_an_invocation_error(fake_
     assert SECRET not in answer.body.decode()
 
 
+def test_a_stream_handler_that_raises_when_called_is_an_invocation_error() -> None:
+    with RuntimeApiStandIn() as stand_in:
+        process = _start(
+            stand_in,
+            "fake_function.buffered",
+            SPILLWAY_STREAM_HANDLER="fake_function.stream_that_is_no_generator",
+            SPILLWAY_STREAM_ROUTES=ROUTES,
+        )
+        answer = stand_in.answer(stand_in.invoke(_event(STREAM_RESOURCE)))
+        served = stand_in.answer(stand_in.invoke(_event("/v1/health", "GET")))  # and the environment serves on
+        stand_in.shut_down()
+        _, err = process.communicate(timeout=30)
+    assert answer.kind == "error"
+    assert json.loads(answer.body)["errorType"] == "RuntimeError"
+    assert served.kind == "response"
+    assert SECRET not in answer.body.decode() + err.decode()
+
+
 def test_a_buffered_handler_that_raises_is_an_invocation_error(fake_runtime: RuntimeApiStandIn) -> None:
     answer = fake_runtime.answer(fake_runtime.invoke(_event("/v1/features/{feature}/converse", do="raise")))
     assert answer.kind == "error"

@@ -54,3 +54,8 @@ def stream(event: dict[str, Any], context: Any) -> Iterator[bytes]:
     if do == "raise_mid_stream":
         raise RuntimeError(SECRET)
     yield b"event: end\ndata: {}\n\n"
+
+
+def stream_that_is_no_generator(event: dict[str, Any], context: Any) -> Iterator[bytes]:
+    """A stream handler that fails when called, before it returns anything to iterate."""
+    raise RuntimeError(SECRET)
