@@ -374,6 +374,9 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     except (ContainerError, OSError, http.client.HTTPException) as exc:  # the environment is going away
         _log("runtime_api_error", error_type=type(exc).__name__, detail=str(exc))
         return 1
+    except Exception as exc:  # a fault of the loop itself: its class only, no traceback (the text may quote a request)
+        _log("runtime_fault", error_type=type(exc).__name__)
+        return 1
 
 
 if __name__ == "__main__":
