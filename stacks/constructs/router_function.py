@@ -40,10 +40,11 @@ from stacks.constructs.routing_config import APPCONFIG_FLAGS_PROFILE, APPCONFIG_
 from stacks.eni import ENI_ACTIONS, eni_guard
 from stacks.naming import function_arn, function_name
 from stacks.packaging import ASSET_EXCLUDES
-from stacks.platform import Platform
+from stacks.platform import Platform, PlatformConfigError
 
 HANDLER = "handler.lambda_handler"  # also the managed runtime's, should the wrapper ever be taken away
 STREAM_HANDLER = "handler.lambda_stream_handler"
+LAMBDA_MAX_TIMEOUT_S = 15 * 60  # a function's longest timeout (Lambda quotas); a stream cannot outlive it either
 TASK_ROOT = "/var/task"  # where Lambda unpacks the function's code (LAMBDA_TASK_ROOT)
 RUNTIME = lambda_.Runtime.PYTHON_3_13  # the interpreter the router's tests run on (TOOLCHAIN.md)
 
@@ -74,6 +75,13 @@ class RouterFunction(Concern):
         store_environment: Mapping[str, str] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(scope, construct_id)
+        if timeout_s > LAMBDA_MAX_TIMEOUT_S:
+            raise PlatformConfigError(
+                platform.source,
+                "features",
+                f"the longest deadline served in {region} needs a {timeout_s} s function timeout with the router's "
+                f"margins, over Lambda's {LAMBDA_MAX_TIMEOUT_S} s: shorten it",
+            )
         self.function_name = function_name(platform, region)
         self.function_arn = function_arn(platform, region)
         self.log_group = EncryptedLogGroup(

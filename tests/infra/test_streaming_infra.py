@@ -7,18 +7,21 @@ import copy
 import importlib
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
+import pytest
 import runtime_loop
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 
-from stacks.assembly import SynthResult
+from stacks.assembly import SynthResult, build
 from stacks.constructs.router_api import STREAM_RESOURCE, STREAM_TIMEOUT_MAX_S, add_converse_stream, stream_timeout_s
-from stacks.constructs.router_function import HANDLER, RouterFunction
+from stacks.constructs.router_function import HANDLER, LAMBDA_MAX_TIMEOUT_S, RouterFunction
 from stacks.constructs.web_acl import prompt_route_patterns
-from stacks.platform import Platform
+from stacks.platform import Platform, PlatformConfigError
+from tests.infra.config_documents import SOURCE, example, parse
 from tests.infra.conftest import Template, resources_of
 from tests.infra.test_waf import BODY_RULE_GROUPS, Request, matches
 
@@ -164,3 +167,19 @@ def test_the_waf_treats_converse_stream_as_prompt_carrying(
         ]
         assert len(planted["AndStatement"]["Statements"]) < len(statements)
         assert matches(planted, empty)
+
+
+def test_a_deadline_the_function_cannot_outlive_is_refused_by_name(tmp_path: Path) -> None:
+    """Lambda's 15 minutes bound the function, and so every stream: a served deadline that needs a longer function
+    timeout with the router's margins is a configuration error, not a template CloudFormation would refuse."""
+    document = example()
+    document["features"]["summarize-thread"]["deadline_ms"] = 899_000
+    # The one rate Little's law allows such a deadline within the reserved concurrency's range.
+    document["router"]["api"].update(rate_limit=1, burst_limit=1)
+    document["router"]["calling_services"] = {"support-desk": {"rate_limit": 1, "burst_limit": 1, "quota_per_day": 10}}
+    document["router"]["reserved_concurrency"] = 999
+    platform = parse(document)  # the file itself is consistent
+    with pytest.raises(PlatformConfigError, match=f"over Lambda's {LAMBDA_MAX_TIMEOUT_S} s") as caught:
+        build(platform, outdir=tmp_path, cloudformation_validation=False)
+    assert caught.value.source == SOURCE
+    assert "903 s function timeout" in str(caught.value)
