@@ -18,10 +18,11 @@ its bootstrap (through ``AWS_LAMBDA_EXEC_WRAPPER``, see ``runtime-wrapper``) and
 - a handler that raises before answering: ``POST /runtime/invocation/{id}/error``;
 - a 500 from the Runtime API ("container error, non-recoverable"): exit.
 
-Standard library only, imported before anything of the router's, so even a router that cannot import is reported as
-an init error. ``http.client`` is already loaded by botocore's urllib3, so the loop adds nothing to the cold start
-but its own few lines. Error reports carry exception class names, never exception text: the router's exceptions may
-quote a caller's request (init errors, before any request, carry their message: a bad setting names itself).
+Standard library only, imported before anything of the router's, so even a router that cannot import is reported as an
+init error. ``http.client`` and the rest come with botocore and Powertools anyway: the loop adds no module to the cold
+start, only its own lines (tests/router/test_runtime_loop.py holds it to that). Error reports carry exception class
+names, never exception text: the router's exceptions may quote a caller's request (init errors, before any request,
+carry their message: a bad setting names itself).
 """
 
 from __future__ import annotations
