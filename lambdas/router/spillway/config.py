@@ -68,7 +68,8 @@ LATENCIES = ("standard", "optimized")
 GUARDRAIL_TRACES = ("enabled", "disabled", "enabled_full")
 PLATFORM_MEMBERS = ("serviceTier", "performanceConfig", "guardrailConfig")
 DEFAULT_SHADOW_GRACE_MS = 50.0  # a shadow slower than the primary by more than this is abandoned
-# The judge (spillway/judge.py): its cost bound per router instance, and the longest pair of answers it reads.
+# The judge (spillway/judge.py): its cost bound per feature and router instance, and the longest pair of answers
+# it reads.
 DEFAULT_JUDGE_PER_MINUTE = 6
 MAX_JUDGE_PER_MINUTE = 600
 DEFAULT_JUDGE_ANSWER_TOKENS = 2000
@@ -148,7 +149,7 @@ class JudgePolicy:
 
     target: str  # a target id of the table: the judge
     share: float  # 0..1 of the served shadows judged (a hash of the request id decides)
-    max_per_minute: int = DEFAULT_JUDGE_PER_MINUTE  # judge calls per router instance per minute: its cost bound
+    max_per_minute: int = DEFAULT_JUDGE_PER_MINUTE  # judge calls a minute, per feature and instance: its cost bound
     max_answer_tokens: int = DEFAULT_JUDGE_ANSWER_TOKENS  # both answers' output tokens; a longer pair is not judged
 
 

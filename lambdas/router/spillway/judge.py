@@ -13,8 +13,9 @@ informs an operator's decision and decides nothing in the router.
 
 Where it may run (spillway/config.py refuses any other judge): a bedrock or sagemaker target of the feature's home
 region, invoked by no cross-region inference profile; the shadower also refuses a judge outside the router's own
-region at run time. Its cost bound: ``max_per_minute`` calls per router instance, ``max_answer_tokens`` of answers
-per call (a longer pair is not judged), :data:`JUDGE_MAX_TOKENS` tokens of reply.
+region at run time. Its cost bound: ``max_per_minute`` calls per feature and router instance, one call in flight per
+instance, ``max_answer_tokens`` of answers per call (a longer pair is not judged), :data:`JUDGE_MAX_TOKENS` tokens of
+reply.
 """
 
 from __future__ import annotations
