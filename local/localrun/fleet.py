@@ -231,9 +231,8 @@ class Fleet:
         with self._lock:
             index = self._next_index
             self._next_index += 1
-        env = dict(self.env)
+        env = {**RUNTIME_ENVIRONMENT, **self.env}  # the router's entry, unless `env` names another function
         env["AWS_LAMBDA_LOG_STREAM_NAME"] = f"local/[$LATEST]env-{index:03d}"
-        env.update(RUNTIME_ENVIRONMENT)
         if self.per_environment is not None:
             env.update(self.per_environment(index))
         api = RuntimeApiStandIn().__enter__()

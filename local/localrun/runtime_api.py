@@ -244,8 +244,11 @@ def _handler_class(stand_in: RuntimeApiStandIn) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:  # the runtime's process ended (killed, or gone while `next` waited): nobody to tell
+                self.close_connection = True
 
         def do_GET(self) -> None:
             if self.path != f"{PREFIX}/invocation/next":

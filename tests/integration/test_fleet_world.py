@@ -72,6 +72,8 @@ def test_a_first_request_pays_a_cold_start_and_the_environment_is_frozen_after_i
     [environment] = functions.environments()
     assert environment.pid != os.getpid()
     assert _state(environment.pid) == "T"  # stopped between events: none of its threads run
+    assert environment.api.nexts == 2  # through the Runtime API: the init's `next`, then the one it is frozen in
+    assert environment.api.violations == []
 
 
 def test_a_warm_environment_is_reused_before_a_new_one_starts(fleet: FleetWorld) -> None:
@@ -122,4 +124,7 @@ def test_every_environment_is_given_the_fleet_store(fleet: FleetWorld) -> None:
     for environment in fleet.functions.environments():
         environ = Path(f"/proc/{environment.pid}/environ").read_bytes().split(b"\0")
         assert f"SPILLWAY_FLEET_STORE_URL={fleet.redis.url}".encode() in environ
+        # The router runs through its runtime loop, against this environment's own Runtime API.
+        assert f"AWS_LAMBDA_RUNTIME_API={environment.api.address}".encode() in environ
+        assert b"_HANDLER=handler.lambda_handler" in environ
     assert fleet.redis.command("PING") == b"PONG"
