@@ -479,12 +479,16 @@ class Fleet:
             taken, self._idle = list(self._idle), []
             self._busy.update(taken)
         out: list[tuple[int, Any]] = []
-        for environment in taken:
+        for at, environment in enumerate(taken):
             try:
                 out.append((environment.index, look(environment)))
             except EnvironmentGone:
                 self._discard(environment)
                 continue
+            except BaseException:
+                for untouched in taken[at:]:  # back to dispatch, whatever the look said
+                    self._release(untouched)
+                raise
             self._release(environment)
         return out
 
@@ -499,9 +503,11 @@ class Fleet:
         def call(environment: Environment) -> dict[str, Any]:
             environment.thaw()
             rid = environment.api.invoke(event, timeout_s=timeout_s)
-            answer = [p for p in environment.progress(rid, time.monotonic() + timeout_s) if isinstance(p, Answer)]
+            answer = list(environment.progress(rid, time.monotonic() + timeout_s))[-1]
             environment.park(time.monotonic() + PARK_TIMEOUT_S)
-            result: dict[str, Any] = json.loads(answer[-1].body)
+            if not isinstance(answer, Answer) or answer.kind != "response" or answer.streamed:
+                raise RuntimeError(f"environment {environment.index} failed the world's look inside")
+            result: dict[str, Any] = json.loads(answer.body)
             return result
 
         return self.each_idle(call)

@@ -309,6 +309,8 @@ def _handler_class(stand_in: RuntimeApiStandIn) -> type[BaseHTTPRequestHandler]:
                 if size == 0:
                     break
                 data = self.rfile.read(size)
+                if not data:
+                    raise Disconnected
                 if len(data) != size or self.rfile.read(2) != b"\r\n":
                     raise ContractViolation("a chunk shorter than its size, or without its CRLF")
                 answer.chunks.append(data)
