@@ -170,7 +170,7 @@ class Environment:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGCONT)  # a stopped process dies on SIGKILL too; this just reaps faster
             self.proc.wait()
-            self.api.__exit__(None, None, None)
+            self.api.close_soon()
             for fd in (self.to_env, self.from_env):
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -117,6 +117,11 @@ class RuntimeApiStandIn:
         self._server.shutdown()
         self._server.server_close()
 
+    def close_soon(self) -> None:
+        """:meth:`__exit__` on a thread of its own: the server's loop notices within its poll interval (0.5 s),
+        which a caller ending many environments, or answering for a dead one, need not wait for."""
+        threading.Thread(target=self.__exit__, name="runtime-api-close", daemon=True).start()
+
     def shut_down(self) -> None:
         """Every later ``next`` answers 500: the environment is going away."""
         self._queue.put(None)
