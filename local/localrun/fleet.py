@@ -405,7 +405,6 @@ class Fleet:
                     if part.kind == "response" and not part.streamed:
                         _tag_environment(part, environment.index)
                 yield part
-            environment.park(time.monotonic() + PARK_TIMEOUT_S)
         except EnvironmentGone as error:
             self._discard(environment)
             raise InvocationError(*(GATEWAY_504 if error.timed_out else GATEWAY_502), JSON_HEADERS) from None
@@ -415,8 +414,7 @@ class Fleet:
             else:
                 self._settle(environment)
             raise
-        environment.invocations += 1
-        self._release(environment)
+        self._settle(environment)  # answered: whatever happens to the process now, the event has its answer
 
     def _drain(self, environment: Environment, rid: str, deadline: float) -> None:
         try:
@@ -428,6 +426,7 @@ class Fleet:
         self._settle(environment)
 
     def _settle(self, environment: Environment) -> None:
+        """Once its runtime asks for the next event: frozen and idle again (or dropped, if it ended instead)."""
         try:
             environment.park(time.monotonic() + PARK_TIMEOUT_S)
         except EnvironmentGone:
