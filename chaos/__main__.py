@@ -26,7 +26,7 @@ from typing import Any
 from emulator import Fault
 from localrun import FleetWorld, Latency, World, error_body_ok, iter_classify, make_world
 from localrun import figures as ff
-from localrun.fleet import GATEWAY_500
+from localrun.fleet import is_throttle_answer
 from localrun.traffic import Record, Traffic, percentile
 
 FEATURE = "summarize-thread"
@@ -521,8 +521,7 @@ def burst_beyond_reserved_concurrency(world: World) -> Figures:
     for thread in threads:
         thread.join()
     statuses = Counter(r.status for r in replies)
-    throttle_status, throttle_body = GATEWAY_500
-    throttled = [r for r in replies if r.status == throttle_status and r.body == throttle_body]
+    throttled = [r for r in replies if is_throttle_answer(r.status, r.headers, r.body)]
     figures = {
         "burst": burst,
         "reserved_concurrency": RESERVED_CONCURRENCY,

@@ -7,14 +7,15 @@ the local endpoint calls it as it would call the handler). Per invocation it doe
 - else a new environment, if the function's reserved concurrency allows one more: a fresh process that pays its
   own cold start (interpreter, ``import handler``, the router's warm-up) before the event runs;
 - else the invocation is throttled. Lambda answers API Gateway 429 TooManyRequestsException before any code runs,
-  and API Gateway (REST, Lambda proxy) turns a failed invocation into its own 500 ``{"message": "Internal server
-  error"}`` (AWS's "troubleshoot 500 errors from API Gateway with Lambda" article: throttling is one cause);
-  a stack's DEFAULT_5XX gateway response may reshape that answer: ``throttle_answer`` says what the caller gets.
+  and API Gateway answers with its INTEGRATION_FAILURE gateway response: the router stack's (503 NoCapacity with
+  Retry-After, in the router's error shape), rendered from the definition the stack deploys
+  (stacks/gateway_responses.py), not a copy of it.
 
 After the answer the environment is frozen (SIGSTOP): none of its threads run until the next event. An environment
 that dies in the middle of an event (killed, crashed) costs that event a 502, as API Gateway answers a failed
-invocation; one that overruns the function's timeout (the event's remaining time) is killed and costs a 504, API
-Gateway's integration timeout. Either way Lambda replaces it with a fresh one on demand.
+invocation; one that overruns the function's timeout (the event's remaining time) is killed and costs API Gateway's
+INTEGRATION_TIMEOUT gateway response (the stack's 504 DeadlineExceeded). Either way Lambda replaces it with a fresh
+one on demand.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ from typing import IO, Any
 
 from localrun.environment import HEADER, ROOT
 from localrun.server import InvocationError
+from stacks.gateway_responses import REQUEST_ID_HEADER, GatewayResponse, by_type, render
 
 JSON_HEADERS = [("content-type", "application/json")]
-GATEWAY_500 = (500, b'{"message": "Internal server error"}')
+# A function that fails in the middle of an event: API Gateway's own 502 for a Lambda proxy integration.
 GATEWAY_502 = (502, b'{"message": "Internal server error"}')
-GATEWAY_504 = (504, b'{"message": "Endpoint request timed out"}')
+THROTTLED = by_type("INTEGRATION_FAILURE")  # Lambda refused the invoke (reserved concurrency reached)
+TIMED_OUT = by_type("INTEGRATION_TIMEOUT")
 DEFAULT_TIMEOUT_MS = 29_000.0  # API Gateway's integration timeout, the router Lambda's timeout at most
 ENVIRONMENT_HEADER = "x-local-environment"
 READY_TIMEOUT_S = 60.0  # a cold start on a loaded 2-core machine, with room
@@ -166,7 +169,6 @@ class Fleet:
         reserved_concurrency: int,
         log_dir: Path,
         per_environment: Callable[[int], Mapping[str, str]] | None = None,
-        throttle_answer: tuple[int, bytes] = GATEWAY_500,
         reuse: str = "lru",
         python: str = sys.executable,
     ) -> None:
@@ -178,7 +180,6 @@ class Fleet:
         self.reserved_concurrency = reserved_concurrency
         self.log_dir = log_dir
         self.per_environment = per_environment
-        self.throttle_answer = throttle_answer
         self.python = python
         self.reuse = reuse
         self._lock = threading.Lock()
@@ -300,8 +301,9 @@ class Fleet:
 
     # -- invocations ----------------------------------------------------------------------------------------------
 
-    def _acquire(self) -> Environment | None:
-        """An idle environment (thawed), or None when a new one may start; raises when throttled."""
+    def _acquire(self, request_id: str) -> Environment | None:
+        """An idle environment (thawed), or None when a new one may start; raises API Gateway's answer for a
+        throttled Lambda (`request_id`: API Gateway's) when the reserved concurrency is reached."""
         with self._lock:
             self.invocations += 1
             if self._idle:
@@ -314,16 +316,15 @@ class Fleet:
                 self.max_concurrency = max(self.max_concurrency, len(self._busy) + self._starting)
                 return None
             self.throttles += 1
-        status, body = self.throttle_answer
-        raise InvocationError(status, body, [*JSON_HEADERS, ("x-amzn-errortype", "InternalServerErrorException")])
+        raise InvocationError(*_gateway_answer(THROTTLED, request_id))
 
     def invoke_stream(self, event: dict[str, Any], context: Any) -> Iterator[bytes]:
         """One event through the fleet's streaming integration (InvokeWithResponseStream): the chunks as the
         environment writes them. The environment stays busy (thawed) until its stream ends; a caller that leaves
         early does not stop it (Lambda's function also runs to its end), its chunks are read and dropped."""
-        environment = self._environment()
-        remaining = float(getattr(context, "get_remaining_time_in_millis", lambda: DEFAULT_TIMEOUT_MS)())
         request_id = str(getattr(context, "aws_request_id", ""))
+        environment = self._environment(_api_request_id(event))
+        remaining = float(getattr(context, "get_remaining_time_in_millis", lambda: DEFAULT_TIMEOUT_MS)())
         deadline = time.monotonic() + remaining / 1000.0
         frame = {"op": "stream", "event": event, "request_id": request_id, "remaining_ms": remaining}
         finished = gone = False
@@ -339,7 +340,7 @@ class Fleet:
         except EnvironmentGone as error:
             gone = True
             self._discard(environment)
-            raise InvocationError(*(GATEWAY_504 if error.timed_out else GATEWAY_502), JSON_HEADERS) from None
+            raise self._gone(error, _api_request_id(event)) from None
         finally:
             if not gone:
                 self._end_stream(environment, deadline, drain=not finished)
@@ -356,9 +357,9 @@ class Fleet:
         environment.invocations += 1
         self._release(environment)
 
-    def _environment(self) -> Environment:
+    def _environment(self, request_id: str) -> Environment:
         """An environment for one event: an idle one, or a new one (a cold start) when the fleet may grow."""
-        environment = self._acquire()
+        environment = self._acquire(request_id)
         if environment is None:
             try:
                 environment = self._spawn(on_request=True)
@@ -374,21 +375,28 @@ class Fleet:
 
     def invoke(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """One API Gateway event through the fleet: the Lambda handler's signature."""
-        environment = self._environment()
-        remaining = float(getattr(context, "get_remaining_time_in_millis", lambda: DEFAULT_TIMEOUT_MS)())
         request_id = str(getattr(context, "aws_request_id", ""))
+        environment = self._environment(_api_request_id(event))
+        remaining = float(getattr(context, "get_remaining_time_in_millis", lambda: DEFAULT_TIMEOUT_MS)())
         frame = {"op": "invoke", "event": event, "request_id": request_id, "remaining_ms": remaining}
         try:
             answer = self._call(environment, frame, remaining / 1000.0)
         except EnvironmentGone as gone:
             self._discard(environment)
-            raise InvocationError(*(GATEWAY_504 if gone.timed_out else GATEWAY_502), JSON_HEADERS) from None
+            raise self._gone(gone, _api_request_id(event)) from None
         environment.invocations += 1
         self._release(environment)
         result: dict[str, Any] = answer["result"]
         # Harness only (API Gateway sends no such header): which environment answered, for per-environment figures.
         result.setdefault("headers", {})[ENVIRONMENT_HEADER] = str(environment.index)
         return result
+
+    @staticmethod
+    def _gone(error: EnvironmentGone, request_id: str) -> InvocationError:
+        """What API Gateway answers for an environment that overran its time or died in the middle of an event."""
+        if error.timed_out:
+            return InvocationError(*_gateway_answer(TIMED_OUT, request_id))
+        return InvocationError(*GATEWAY_502, JSON_HEADERS)
 
     def _call(self, environment: Environment, frame: Mapping[str, Any], timeout_s: float) -> Any:
         environment.thaw()
@@ -442,3 +450,25 @@ class Fleet:
             return None
         busy[0].crash()
         return busy[0]
+
+
+def is_throttle_answer(status: int, headers: Mapping[str, str], body: bytes) -> bool:
+    """Whether an answer is API Gateway's for a throttled Lambda (`headers` by lower-case name), exactly as
+    rendered for its request id."""
+    expected_status, expected_body, expected_headers = _gateway_answer(THROTTLED, headers.get(REQUEST_ID_HEADER, ""))
+    return (
+        status == expected_status
+        and body == expected_body
+        and all(headers.get(name) == value for name, value in expected_headers)
+    )
+
+
+def _api_request_id(event: Mapping[str, Any]) -> str:
+    """API Gateway's request id ($context.requestId), which its own answers carry."""
+    return str((event.get("requestContext") or {}).get("requestId", ""))
+
+
+def _gateway_answer(response: GatewayResponse, request_id: str) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """(status, body, headers) of a gateway response for one request, in InvocationError's order."""
+    status, headers, body = render(response, {"requestId": request_id, "error.responseType": response.response_type})
+    return status, body, headers

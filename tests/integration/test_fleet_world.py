@@ -1,7 +1,7 @@
 """The fleet world behaves as Lambda does: separate processes that pay their own cold start, one event each, frozen
-between events, a warm environment reused before a new one starts, throttled beyond the reserved concurrency (API
-Gateway's 500 for a throttled Lambda), a killed environment costing its own event only, and every environment told
-where the fleet's store is."""
+between events, a warm environment reused before a new one starts, throttled beyond the reserved concurrency (the
+stack's gateway response for a throttled Lambda: 503 NoCapacity with Retry-After), a killed environment costing its
+own event only, and every environment told where the fleet's store is."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 
 from localrun import FleetWorld, Latency
 from localrun.client import Reply
+from localrun.fleet import is_throttle_answer
+from stacks.gateway_responses import GATEWAY_RESPONSES
 
 FEATURE = "summarize-thread"
 RESERVED = 2
@@ -88,9 +90,17 @@ def test_beyond_the_reserved_concurrency_api_gateway_answers_for_the_throttled_l
         fleet.emu.update_target(spec.key, ttft_ms=1500.0)
     replies = _concurrently(fleet, RESERVED + 2)
     statuses = sorted(r.status for r in replies)
-    assert statuses == [200] * RESERVED + [500] * 2
-    throttled = [r for r in replies if r.status == 500]
-    assert all(r.json() == {"message": "Internal server error"} for r in throttled)
+    assert statuses == [200] * RESERVED + [503] * 2
+    throttled = [r for r in replies if r.status == 503]
+    for reply in throttled:  # the router stack's INTEGRATION_FAILURE response, rendered for this request
+        request_id = reply.header("x-spillway-request-id")
+        assert request_id
+        assert reply.header("retry-after") == "1"
+        assert reply.json() == {
+            "error": {"code": "NoCapacity", "message": GATEWAY_RESPONSES["IntegrationFailure"].message,
+                      "request_id": request_id}
+        }  # fmt: skip
+        assert is_throttle_answer(reply.status, reply.headers, reply.body)
     assert fleet.functions.throttles == 2
     assert len(fleet.functions.environments()) == RESERVED
     assert fleet.functions.max_concurrency == RESERVED
