@@ -106,3 +106,14 @@ def latency_ms(records: Sequence[Record]) -> dict[str, float]:
 def lost(records: Sequence[Record]) -> dict[str, int]:
     """Answers other than 200, by status (0: no HTTP answer at all)."""
     return dict(sorted(Counter(r.status for r in records if not r.served).items()))
+
+
+def peak_in_flight(records: Sequence[Record]) -> int:
+    """The most requests in flight at once, from each request's send to its final answer (its retries included):
+    the concurrency the caller's traffic asked of the fleet."""
+    edges = sorted([(r.sent_s, 1) for r in records] + [(r.done_s, -1) for r in records], key=lambda e: (e[0], e[1]))
+    peak = level = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak

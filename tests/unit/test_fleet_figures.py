@@ -76,3 +76,11 @@ def test_trip_time_is_when_home_stops_being_tried_first_and_none_while_it_goes_o
 def test_lost_counts_every_answer_but_200_by_status() -> None:
     records = [rec(0.0, ((WEST, "ok"),)), rec(0.1, (), status=500), rec(0.2, (), status=500), rec(0.3, (), status=0)]
     assert ff.lost(records) == {0: 1, 500: 2}
+
+
+def test_peak_in_flight_counts_overlapping_requests_and_not_back_to_back_ones() -> None:
+    back_to_back = [rec(0.5 * i, ((WEST, "ok"),)) for i in range(4)]  # each ends as the next starts
+    assert ff.peak_in_flight(back_to_back) == 1
+    overlapping = [*back_to_back, rec(0.25, ((WEST, "ok"),)), rec(0.3, ((WEST, "ok"),))]
+    assert ff.peak_in_flight(overlapping) == 3
+    assert ff.peak_in_flight([]) == 0
