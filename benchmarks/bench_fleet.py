@@ -465,8 +465,14 @@ def main() -> int:
         choices=SCENARIOS,
         help="run only these parts (repeatable), merged into the key's last full run; default: all",
     )
+    parser.add_argument("--size", type=int, action="append", help="only these fleet sizes (repeatable)")
     args = parser.parse_args()
     spec = QUICK if args.quick else FULL
+    if args.size:
+        unknown = set(args.size) - set(spec.sizes)
+        if unknown:
+            parser.error(f"--size: the sizes are {', '.join(map(str, spec.sizes))}")
+    sizes = [size for size in spec.sizes if not args.size or size in args.size]
     chosen = set(args.scenario or SCENARIOS)
     started = time.monotonic()
     result: dict[str, Any] = {"shape": "fleet of execution environments (localrun/fleet_world.py)", "goals": GOALS}
@@ -486,7 +492,7 @@ def main() -> int:
         print(f"fleet: one process, failover: {json.dumps(result['one_process']['failover_refused'])}", flush=True)
 
     if chosen & {"failover", "brownout", "spillover", "recovery"}:
-        for size in spec.sizes:
+        for size in sizes:
             result[f"environments_{size}"] = fleet_parts(size, spec, settings, chosen, quick=args.quick)
 
     if "price" in chosen:
@@ -500,17 +506,23 @@ def main() -> int:
     return 0
 
 
+SCENARIO_KEYS = ("failover_refused", "failover_blackholed", "brownout", "spillover", "recovery")
+
+
 def merged(key: str, part: dict[str, Any], chosen: set[str]) -> dict[str, Any]:
-    """The key's last full run with the parts of this partial run put in, and a note of the rerun per part."""
+    """The key's last full run with the scenario results of this partial run put in (the full run's setup figures
+    stay), and a note of the rerun per scenario and fleet size."""
     doc: dict[str, Any] = json.loads(RESULTS.read_text(encoding="utf-8")).get(key) or {}
     for name, value in part.items():
         if name.startswith("environments_"):
-            doc.setdefault(name, {}).update(value)
+            doc.setdefault(name, {}).update({k: v for k, v in value.items() if k in SCENARIO_KEYS})
         elif name in ("one_process", "price_of_sharing"):
             doc[name] = value
     note = {n: part[n] for n in ("router", "machine_before", "machine_after", "seconds", "model_latency_ms")}
+    sizes = [name.rsplit("_", 1)[1] for name in part if name.startswith("environments_")]
     for scenario in sorted(chosen):
-        doc.setdefault("reruns", {})[scenario] = note
+        label = f"{scenario}, {' and '.join(sizes)} environments" if sizes else scenario
+        doc.setdefault("reruns", {})[label] = note
     return doc
 
 
