@@ -1,7 +1,11 @@
 """The planner's replay against the router itself: a slice of the traffic profile, scaled down, sent in real time
 through the one-process local world (the router's handler, real boto3 clients, the emulator), and the same slice
 replayed in simulated time on the same routing table and the same emulated capacity. Their spill and drop shares
-must agree within a few percent: the plan's figures are the router's."""
+must agree within a few percent: the plan's figures are the router's.
+
+What the machine's load changes is given to the replay as measured, not assumed: each request's arrival is the
+instant it actually left (a busy sender leaves late and in bunches, and the router sees those bunches), and each PT
+call holds its slot for the mean the router's calls actually took."""
 
 from __future__ import annotations
 
@@ -57,21 +61,23 @@ def _slice_rate() -> float:
 class Answer:
     status: int
     target: str | None
+    sent_s: float  # when the request actually left, seconds from the start of the schedule
 
 
 def send_schedule(world: LocalWorld, times: list[float]) -> list[Answer]:
     """Send one request at each instant of `times` (seconds from now), whatever the answers do, as callers do."""
 
-    def one() -> Answer:
+    def one(start: float) -> Answer:
+        sent = time.monotonic() - start
         reply = world.http.converse(FEATURE)
-        return Answer(reply.status, reply.target)
+        return Answer(reply.status, reply.target, sent)
 
     with ThreadPoolExecutor(max_workers=64, thread_name_prefix="slice") as pool:
         start = time.monotonic()
         futures = []
         for t in times:
             time.sleep(max(0.0, start + t - time.monotonic()))
-            futures.append(pool.submit(one))
+            futures.append(pool.submit(one, start))
         return [f.result(timeout=60) for f in futures]
 
 
@@ -113,7 +119,7 @@ def test_replay_matches_the_router_in_real_time(world: LocalWorld, monkeypatch: 
         for spec in world.emulator_specs()
         if spec.name is not None
     }
-    arrivals = [Arrival(t, FEATURE, 8, LATENCY.output_tokens) for t in times]
+    arrivals = [Arrival(t, FEATURE, 8, LATENCY.output_tokens) for t in sorted(a.sent_s for a in answers)]
     tally = replay(world.table_doc, specs, arrivals)[0]
     replay_spill = tally.spilled / tally.requests
     replay_drop = tally.dropped / tally.requests
