@@ -1,8 +1,8 @@
 """API Gateway's own answers (before or instead of the router), in the router's error shape: one definition, rendered
 twice. The router's API (stacks/constructs/router_api.py) writes each as an AWS::ApiGateway::GatewayResponse; the
-local fleet world (localrun/fleet.py) answers a throttled or timed-out Lambda with what API Gateway sends from that
-same resource (:func:`render`), so a caller sees locally what it sees in AWS. No CDK import: the local world loads
-this without the CDK.
+local fleet world (local/localrun/fleet.py) answers a throttled or timed-out Lambda with what API Gateway sends from
+that same resource (:func:`render`), so a caller sees locally what it sees in AWS. No CDK import: the local world
+loads this without the CDK.
 
 `$context.error.responseType` names the gateway's reason without quoting anything the caller sent.
 

@@ -131,8 +131,8 @@ def rendered_from_template(template: Template, response_type: str, context: Mapp
 
 
 def test_the_local_fleet_answers_a_throttled_lambda_as_the_template_does(routers: Mapping[str, Template]) -> None:
-    """The fleet world's throttle answer (localrun/fleet.py) is the deployed gateway response, byte for byte."""
-    from localrun.fleet import is_throttle_answer  # noqa: PLC0415 (the local world, only here)
+    """The fleet world's throttle answer (local/localrun/fleet.py) is the deployed gateway response, byte for byte."""
+    from local.localrun.fleet import is_throttle_answer  # noqa: PLC0415 (the local world, only here)
 
     context = {"requestId": "c0ffee00-0000-4000-8000-000000000001", "error.responseType": "INTEGRATION_FAILURE"}
     for region, template in routers.items():

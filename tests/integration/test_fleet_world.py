@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from localrun import FleetWorld, Latency
-from localrun.client import Reply
-from localrun.fleet import is_throttle_answer
-from localrun.retry import StandardRetry
-from localrun.traffic import Traffic
+from local.localrun import FleetWorld, Latency
+from local.localrun.client import Reply
+from local.localrun.fleet import is_throttle_answer
+from local.localrun.retry import StandardRetry
+from local.localrun.traffic import Traffic
 from stacks.gateway_responses import GATEWAY_RESPONSES
 
 FEATURE = "summarize-thread"

@@ -1,11 +1,11 @@
-"""The benchmarks' caller retries as botocore's standard retry mode does (localrun/retry.py), checked against
+"""The benchmarks' caller retries as botocore's standard retry mode does (local/localrun/retry.py), checked against
 botocore's own ExponentialBackoff and constants where they exist, so a drift from the SDK fails here."""
 
 from __future__ import annotations
 
 from botocore.retries import standard
 
-from localrun import retry
+from local.localrun import retry
 
 
 def test_the_limits_are_botocores() -> None:
