@@ -5,7 +5,7 @@ must agree within a few percent: the plan's figures are the router's.
 
 What the machine's load changes is given to the replay as measured, not assumed: each request's arrival is the
 instant it actually left (a busy sender leaves late and in bunches, and the router sees those bunches), and each PT
-call holds its slot for the mean the router's calls actually took."""
+attempt holds its slot for the mean time the router's attempts actually held theirs (send to release)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import pytest
 
 import local.localrun.world
 from local.localrun import Latency, LocalWorld
+from spillway.engine import Engine
 from tools.planner.inputs import load_traffic
 from tools.planner.replay import Arrival, poisson_arrivals, replay
 
@@ -82,20 +83,21 @@ def send_schedule(world: LocalWorld, times: list[float]) -> list[Answer]:
 
 
 def timed_pt_calls(world: LocalWorld, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """How long each call to the PT takes inside the router (its slot in the router's count), as they happen."""
-    backend = world.router.backends["bedrock"]
-    invoke = backend.invoke
+    """How long each attempt on the PT holds its slot in the router's count, as they happen: from the send to the
+    release (the in-flight count's end and, with the fleet store, the lease given back with the attempt's report).
+    On a loaded machine that is longer than the backend call alone, and it is what the router decides on."""
+    attempt = Engine._attempt
     holds: list[float] = []
 
-    def timed(target: Any, request: Any, timeout_s: float) -> Any:
+    def timed(engine: Engine, health: Any, f: Any, step: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = time.monotonic()
         try:
-            return invoke(target, request, timeout_s)
+            return attempt(engine, health, f, step, *args, **kwargs)
         finally:
-            if target.id == PT_EAST:
+            if step.target.id == PT_EAST:
                 holds.append((time.monotonic() - t0) * 1000.0)
 
-    monkeypatch.setattr(backend, "invoke", timed)
+    monkeypatch.setattr(Engine, "_attempt", timed)
     return holds
 
 
@@ -110,7 +112,8 @@ def test_replay_matches_the_router_in_real_time(world: LocalWorld, monkeypatch: 
     real_drop = 1 - len(served) / len(answers)
 
     # The replay holds each PT answer for as long as the router held its slot on average: the emulator's latency
-    # plus the router's own call (boto3, the HTTP hop: tens to hundreds of ms on a loaded machine). The mean is what
+    # plus the router's own call and release (boto3, the HTTP hop, the report: tens to hundreds of ms on a loaded
+    # machine). The mean is what
     # matters: how many requests a full target turns away depends on the mean hold time, not its spread (Erlang's
     # loss formula).
     overhead_ms = max(0.0, statistics.fmean(holds_ms) - MODEL_MS)
