@@ -140,7 +140,7 @@ def test_every_environment_is_given_the_fleet_store(fleet: FleetWorld) -> None:
 def test_a_caller_retrying_as_the_sdk_does_is_served_after_a_lambda_throttle(fleet: FleetWorld) -> None:
     fleet.functions.prewarm(RESERVED)
     for spec in fleet.emulator_specs():  # each answer holds its environment long enough for the next to find none
-        fleet.emu.update_target(spec.key, ttft_ms=1500.0)
+        fleet.emu.update_target(spec.key, ttft_ms=1000.0)
     traffic = Traffic(fleet.http, max_in_flight=8, retry=StandardRetry())
     try:
         traffic.phase("burst", {FEATURE: 4.0}, 1.0)
@@ -149,7 +149,7 @@ def test_a_caller_retrying_as_the_sdk_does_is_served_after_a_lambda_throttle(fle
     records = traffic.of()
     assert len(records) == 4
     assert all(r.served for r in records), [(r.status, r.earlier) for r in records]
-    assert fleet.functions.throttles >= 2  # two environments, four requests within 0.75 s of 1.5 s each
+    assert fleet.functions.throttles >= 2  # two environments, four requests within 0.75 s of 1 s each
     # Every throttle the fleet counted is one of the caller's earlier answers, each recognised as the gateway's.
     assert sum(r.earlier.count("lambda_throttle") for r in records) == fleet.functions.throttles
     assert sum(1 for r in records if r.retried_after_lambda_throttle) >= 2
