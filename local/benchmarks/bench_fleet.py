@@ -131,10 +131,9 @@ QUICK = Spec(
 
 
 def world_settings(latency: Latency, *, quick: bool = False) -> dict[str, Any]:
-    """The router's production cache settings (config 5 s, shared health 2 s), as the stacks set them; the quick
-    (smoke) run reads a new table after 1 s, so its two table changes do not wait 5 s each."""
-    config_ttl_s = 1.0 if quick else 5.0
-    return {"latency": latency, "config_ttl_s": config_ttl_s, "health_cache_ttl_s": 2.0, "store_backoff_s": 5.0}
+    """The router's production cache settings (config 5 s), as the stacks set them; the quick (smoke) run reads a
+    new table after 1 s, so its two table changes do not wait 5 s each."""
+    return {"latency": latency, "config_ttl_s": 1.0 if quick else 5.0}
 
 
 def reserved_for(world_table: dict[str, Any], rates: dict[str, float]) -> int:
