@@ -17,7 +17,7 @@ FAILED = frozenset({"unavailable", "ours"})  # an attempt sent that failed (engi
 
 @dataclass(frozen=True)
 class DeadAttempt:
-    sent_s: float  # when the request that made it was sent (an attempt leaves at that time or later)
+    sent_s: float  # when the router began the request's attempts (Record.attempts_from_s): it left then or later
     target: str
     environment: int | None
 
@@ -25,7 +25,7 @@ class DeadAttempt:
 def dead_attempts(records: Iterable[Record], dead: set[str], since_s: float = 0.0) -> list[DeadAttempt]:
     """Every failed attempt on a dead target by a request sent at or after `since_s`, in time order."""
     out = [
-        DeadAttempt(r.sent_s, target, r.environment)
+        DeadAttempt(r.attempts_from_s, target, r.environment)
         for r in records
         if r.sent_s >= since_s
         for target, outcome in r.route

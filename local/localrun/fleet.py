@@ -47,6 +47,9 @@ THROTTLED = by_type("INTEGRATION_FAILURE")  # Lambda refused the invoke (reserve
 TIMED_OUT = by_type("INTEGRATION_TIMEOUT")
 DEFAULT_TIMEOUT_MS = 29_000.0  # API Gateway's integration timeout, the router Lambda's timeout at most
 ENVIRONMENT_HEADER = "x-local-environment"
+# Harness only too: time.monotonic() when the environment was handed the event, so a caller in this process can time
+# a request's attempts from when the router began them rather than from when it sent the request.
+INVOKED_AT_HEADER = "x-local-invoked-at"
 READY_TIMEOUT_S = 60.0  # a cold start on a loaded 2-core machine, with room
 PARK_TIMEOUT_S = 10.0  # from an answer to the runtime's next `next`: its few lines after the handler returns
 # What the function's configuration sets in AWS to start the router's runtime loop (stacks/constructs/
@@ -399,12 +402,13 @@ class Fleet:
         finished = False
         try:
             environment.thaw()
+            invoked_at = time.monotonic()
             rid = environment.api.invoke(event, timeout_s=remaining / 1000.0, request_id=request_id)
             for part in environment.progress(rid, deadline):
                 if isinstance(part, Answer):
                     finished = True
                     if part.kind == "response" and not part.streamed:
-                        _tag_environment(part, environment.index)
+                        _tag_environment(part, environment.index, invoked_at)
                 yield part
         except EnvironmentGone as error:
             self._discard(environment)
@@ -533,14 +537,16 @@ class Fleet:
         return busy[0]
 
 
-def _tag_environment(answer: Answer, index: int) -> None:
+def _tag_environment(answer: Answer, index: int, invoked_at: float) -> None:
     """Harness only (API Gateway sends no such header): which environment answered, for per-environment figures."""
     try:
         result = json.loads(answer.body)
     except ValueError:
         return
     if isinstance(result, dict):
-        result.setdefault("headers", {})[ENVIRONMENT_HEADER] = str(index)
+        headers = result.setdefault("headers", {})
+        headers[ENVIRONMENT_HEADER] = str(index)
+        headers[INVOKED_AT_HEADER] = f"{invoked_at:.6f}"
         answer.body = json.dumps(result).encode()
 
 

@@ -37,6 +37,13 @@ class Record:
     # answer to a throttled Lambda, else the status ("0": no answer). sent_s is the first attempt's.
     earlier: tuple[str, ...] = ()
     lambda_throttle: bool = False  # this answer is API Gateway's for a throttled Lambda
+    invoked_s: float | None = None  # when the fleet handed this answer's event to an environment (fleet world only)
+
+    @property
+    def attempts_from_s(self) -> float:
+        """When the router began this answer's attempts: the fleet's hand-over, else the send (the caller's
+        clock lags the router's by the HTTP hop and any wait for an environment, more on a loaded machine)."""
+        return self.sent_s if self.invoked_s is None else self.invoked_s
 
     @property
     def throttle_label(self) -> str:
@@ -104,6 +111,13 @@ class Traffic:
             self.records.append(rec)
             self.in_flight -= 1
 
+    def _since_start(self, monotonic: str | None) -> float | None:
+        """A time.monotonic() value from the fleet (the same process's clock) on this traffic's clock."""
+        try:
+            return None if monotonic is None else float(monotonic) - self._t0
+        except ValueError:
+            return None
+
     def _attempt(self, phase: str, feature: str, sent: float, earlier: tuple[str, ...]) -> Record:
         try:
             reply = self.client.converse(feature, dict(self.body), remaining_ms=self.remaining_ms)
@@ -120,6 +134,7 @@ class Traffic:
             reply.header("retry-after"),
             environment=_environment(reply.header("x-local-environment")),
             earlier=earlier,
+            invoked_s=self._since_start(reply.header("x-local-invoked-at")),
             lambda_throttle=is_throttle_answer(reply.status, reply.headers, reply.body),
         )
 

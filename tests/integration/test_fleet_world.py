@@ -156,6 +156,8 @@ def test_a_caller_retrying_as_the_sdk_does_is_served_after_a_lambda_throttle(fle
     # Every throttle the fleet counted is one of the caller's earlier answers, each recognised as the gateway's.
     assert sum(r.earlier.count("lambda_throttle") for r in records) == fleet.functions.throttles
     assert sum(1 for r in records if r.retried_after_lambda_throttle) >= 2
+    # Each answer says when the fleet handed its event over: after the request first left, never before.
+    assert all(r.invoked_s is not None and r.invoked_s >= r.sent_s for r in records)
 
 
 def test_the_worlds_look_inside_asks_each_idle_environment_and_leaves_it_idle(fleet: FleetWorld) -> None:
