@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from local.localrun.client import Client, converse_body
-from local.localrun.fleet import is_throttle_answer
+from local.localrun.fleet import ENVIRONMENT_HEADER, INVOKED_AT_HEADER, is_throttle_answer
 from local.localrun.retry import StandardRetry
 
 if TYPE_CHECKING:
@@ -132,9 +132,9 @@ class Traffic:
             reply.target,
             tuple(reply.route),
             reply.header("retry-after"),
-            environment=_environment(reply.header("x-local-environment")),
+            environment=_environment(reply.header(ENVIRONMENT_HEADER)),
             earlier=earlier,
-            invoked_s=self._since_start(reply.header("x-local-invoked-at")),
+            invoked_s=self._since_start(reply.header(INVOKED_AT_HEADER)),
             lambda_throttle=is_throttle_answer(reply.status, reply.headers, reply.body),
         )
 
