@@ -62,8 +62,8 @@ from stacks.targets import KINDS, endpoint_grants, used_targets
 # Each backend kind's runtime endpoint service and invoke actions, from the registry (spillway/backends/kinds.py).
 BEDROCK_RUNTIME = KINDS["bedrock"].endpoint_service
 SAGEMAKER_RUNTIME = KINDS["sagemaker"].endpoint_service
-# The kinds the platform file can name (an openai target is written into a routing table by hand, for now).
-RUNTIME_SERVICES = tuple(kind.endpoint_service for kind in KINDS.values() if kind.in_platform_file)
+# The runtime endpoints of the kinds that have one (an openai target is reached on its provider's path).
+RUNTIME_SERVICES = tuple(k.endpoint_service for k in KINDS.values() if k.in_platform_file and k.endpoint_service)
 BEDROCK_INVOKE_ACTIONS = KINDS["bedrock"].invoke_actions
 APPLY_GUARDRAIL = "bedrock:ApplyGuardrail"  # Converse with a guardrailConfig (stacks/constructs/guardrail.py)
 PLATFORM_TAG = "spillway:platform"  # on every application inference profile and purchased PT (stacks/models.py)

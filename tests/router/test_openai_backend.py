@@ -249,7 +249,8 @@ def _table(backend: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("backend", "path", "problem"),
     [
-        ({"auth": "workload_identity"}, "auth", "not supported yet"),
+        ({"auth": "workload_identity"}, "audience", "required"),
+        ({"auth": "sigv4", "audience": "a"}, "audience", "only with it"),
         ({"auth": "apikey"}, "auth", "must be one of"),
         ({"auth": "secret"}, "secret_id", "required"),
         ({"auth": "sigv4", "secret_id": "s"}, "secret_id", "only with it"),

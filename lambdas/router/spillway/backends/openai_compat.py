@@ -7,7 +7,8 @@ connection the server closed meanwhile is reopened once before anything was sent
 Auth (``OpenAIRef.auth``): ``sigv4`` signs with the function's role through botocore's SigV4Auth (imported on first
 use, like boto3 elsewhere); ``secret`` sends ``Authorization: Bearer <key>``, the key read through a KeySource
 (Secrets Manager in AWS, cached for KEY_TTL_S so a rotation is picked up; a 401 drops the cached key at once; a
-static mapping locally).
+static mapping locally); ``workload_identity`` sends ``Authorization: Bearer <access token>`` from the provider's
+token exchange (workload_identity.py; a 401 drops it too).
 
 Translation: the Converse request is rendered as chat completions JSON as for SageMaker (sagemaker.to_chat's
 rules) plus what this kind adds: image blocks as base64 data URLs (when the target says ``images``), Converse's
@@ -38,6 +39,7 @@ from . import MAX_CONNECT_TIMEOUT_S, ClientPool, malformed
 from .chat import from_chat, to_chat
 from .contract import BackendReply
 from .kinds import KINDS, OpenAIRef
+from .workload_identity import FederatedTokens
 
 KEY_TTL_S = 300.0
 SECRET_TIMEOUT_S = 2.0
@@ -141,12 +143,16 @@ class OpenAICompatBackend:
         *,
         keys: KeySource | None = None,
         signer: Signer | None = None,
+        tokens: FederatedTokens | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        shared = pool if pool is not None else ClientPool()
         if keys is None:
-            shared = pool if pool is not None else ClientPool()
             keys = SecretsManagerKeys(lambda region: shared.client("secretsmanager", region, SECRET_TIMEOUT_S)[0])
+        if tokens is None:
+            tokens = FederatedTokens(lambda region: shared.client("sts", region, SECRET_TIMEOUT_S)[0])
         self._keys = keys
+        self._tokens = tokens
         self._signer = signer
         self._clock = clock
         self._local = threading.local()
@@ -171,6 +177,8 @@ class OpenAICompatBackend:
         if status != 200:
             if status == 401 and ref.secret_id is not None:
                 self._keys.forget(ref.secret_id)
+            if status == 401 and ref.auth == "workload_identity":
+                self._tokens.forget(ref)
             raise error_for(status, response_headers, raw)
         try:
             answer = json.loads(raw)
@@ -188,6 +196,8 @@ class OpenAICompatBackend:
             if ref.secret_id is None:
                 raise BackendError(ErrorClass.OURS, "NoSecretId")
             return {**headers, "Authorization": "Bearer " + self._keys.key(ref.secret_id, region)}
+        if ref.auth == "workload_identity":
+            return {**headers, "Authorization": "Bearer " + self._tokens.token(ref, region)}
         if self._signer is None:
             self._signer = sigv4_signer()
         return self._signer(url, body, headers, region, ref.signing_service)
