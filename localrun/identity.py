@@ -55,12 +55,11 @@ class IdentityStandIns:
 
     def __init__(
         self,
-        audience: str,
-        *,
+        *audiences: str,
         access_lifetime_s: int = 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.audience = audience  # the workload identity pool provider the exchange serves
+        self.audiences = frozenset(audiences)  # the workload identity pool providers the exchange serves
         self.access_lifetime_s = access_lifetime_s
         self.clock = clock
         self._key = secrets.token_bytes(32)
@@ -188,14 +187,15 @@ class IdentityStandIns:
             return 400, _oauth_error("unsupported_grant_type", "grant_type must be token-exchange")
         if field.get("requested_token_type") != ACCESS_TOKEN or field.get("subject_token_type") != JWT:
             return 400, _oauth_error("invalid_request", "requested or subject token type is not supported")
-        if field.get("audience") != self.audience:
+        audience = field.get("audience", "")
+        if audience not in self.audiences:
             return 400, _oauth_error("invalid_target", "The target service indicated by the audience is invalid")
         claims = self._claims(field.get("subject_token", ""))
         if claims is None or claims.get("iss") != LOCAL_ISSUER:
             return 400, _oauth_error("invalid_grant", "The subject token is invalid")
         audiences = claims.get("aud")
         audiences = audiences if isinstance(audiences, list) else [audiences]
-        if "https:" + self.audience not in audiences:
+        if "https:" + audience not in audiences:
             return 400, _oauth_error("invalid_grant", "The audience of the subject token does not match")
         if not isinstance(claims.get("exp"), int) or claims["exp"] <= self.clock():
             return 400, _oauth_error("invalid_grant", "The subject token has expired")

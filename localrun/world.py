@@ -49,6 +49,7 @@ from emulator import Emulator, Fault, TargetKey, TargetSpec  # noqa: E402
 from emulator.targets import Kind  # noqa: E402
 from localrun.blackhole import Blackhole  # noqa: E402
 from localrun.client import Client  # noqa: E402
+from localrun.providers import LocalProviders  # noqa: E402
 from localrun.redis_server import RedisServer  # noqa: E402
 from localrun.server import LambdaHandler, LocalEndpoint, StreamHandler  # noqa: E402
 from localrun.sink import RouterOutput  # noqa: E402
@@ -158,6 +159,7 @@ class World:
 
         self.table_doc: dict[str, Any] = render_routing_table(self.platform, region)
         self.by_id = {t.id: t for t in self.targets if t.id in self.table_doc["targets"]}
+        self.providers = LocalProviders(self.table_doc)  # other clouds' stand-ins (localrun/providers.py)
         self.emulator: Emulator | None = None
         self.endpoint: LocalEndpoint | None = None
         self.moto: Any = None
@@ -205,12 +207,14 @@ class World:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: no access log lines
         self._tmp = tempfile.TemporaryDirectory(prefix="spillway-local-")
         self.emulator = Emulator(self.emulator_specs(), appconfig=True).start()
-        self.emulator.set_configuration(APPLICATION, self.region, ROUTING_PROFILE, self.table_doc)
         if self.use_moto:
             self._start_moto()
             self._create_health_table()
         if self.use_redis:
             self.redis = RedisServer().start()
+        self.providers.start(self.emulator, self.table_doc, self.dynamodb_url if self.use_moto else None)
+        self.table_doc = self.providers.localize(self.table_doc, self.emulator)
+        self.emulator.set_configuration(APPLICATION, self.region, ROUTING_PROFILE, self.table_doc)
         return self.router_env()
 
     @property
@@ -247,6 +251,7 @@ class World:
             env["SPILLWAY_HEALTH_TABLE_ENDPOINT_URL"] = self.dynamodb_url
         if self.redis is not None:
             env["SPILLWAY_FLEET_STORE_URL"] = self.redis.url
+        env.update(self.providers.env())
         env.update(self.extra_env)
         return env
 
@@ -276,6 +281,7 @@ class World:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        self.providers.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -781,7 +781,7 @@ class ModelsStack(CellStack):
         sagemaker_arns: Sequence[str] = ()
         if own:
             grants = router_grants(self.platform, router_region)
-            bedrock_arns = [*grants.bedrock, *bedrock_arns]
+            bedrock_arns = [*grants.bedrock_runtime, *bedrock_arns]
             sagemaker_arns = grants.sagemaker
         if bedrock_arns:
             statements.append(

@@ -420,7 +420,7 @@ class NetworkStack(CellStack):
     def _interface_policy(self, service: str) -> list[iam.PolicyStatement]:
         grants = endpoint_grants(self.platform, self.region_name)
         if service == BEDROCK_RUNTIME:
-            policy = self._invoke_policy(BEDROCK_INVOKE_ACTIONS, grants.bedrock)
+            policy = self._invoke_policy(BEDROCK_INVOKE_ACTIONS, grants.bedrock_runtime)
             return policy + self._deploy_time_invoke_policy() + self._guardrail_policy() if grants.bedrock else policy
         if service == SAGEMAKER_RUNTIME:
             return self._invoke_policy(SAGEMAKER_INVOKE_ACTIONS, grants.sagemaker)

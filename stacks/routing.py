@@ -44,7 +44,7 @@ def render_routing_table(
         if feature.guardrail is not None and guardrail is None:
             continue
         for target in feature_targets(platform, feature.name):
-            backend = {"kind": target.kind, KINDS[target.kind].ref_field: target.invoke_id}  # the registry's form
+            backend = {"kind": target.kind, KINDS[target.kind].ref_field: target.invoke_id, **dict(target.backend_fields)}
             entry: dict[str, Any] = {
                 "model": target.model,
                 "capacity": target.capacity,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from spillway.backends.kinds import KINDS, BackendKind, kind_of
 from stacks.naming import endpoint_name, partition_of
@@ -29,6 +30,8 @@ class DeployedTarget:
     invoke_id: str  # what the runtime call names: model id, inference profile id, PT ARN or endpoint name
     arns: tuple[str, ...]  # every resource the call may touch, for endpoint and IAM policies
     max_in_flight: int | None
+    # The routing table's other backend keys, for a kind of several (openai: base_url, auth, secret_id...).
+    backend_fields: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         kind_of(self.kind)  # an unregistered kind fails here, never falls into another kind's grants
@@ -52,8 +55,44 @@ class InvokeGrants:
     def sagemaker(self) -> tuple[str, ...]:
         return self.by_kind.get("sagemaker", ())
 
+    @property
+    def bedrock_runtime(self) -> tuple[str, ...]:
+        """What enters through bedrock-runtime: Converse targets and Bedrock's OpenAI-compatible ones (an openai
+        target has ARNs only when its provider is Bedrock: stacks/providers.py)."""
+        return tuple(sorted({*self.bedrock, *self.by_kind.get("openai", ())}))
+
+
+def openai_targets(platform: Platform, model: Model) -> list[DeployedTarget]:
+    """A `kind: openai` model's targets: one per cell that reaches its provider."""
+    assert model.openai is not None  # schema: every openai model names its provider and model
+    provider = platform.providers[model.openai.provider]
+    targets: list[DeployedTarget] = []
+    for region, offer in sorted(model.regions.items()):
+        arns: tuple[str, ...] = ()
+        if provider.type == "bedrock":  # bedrock-runtime's /openai/v1: authorized on the foundation model
+            arns = (f"arn:{partition_of(region)}:bedrock:{region}::foundation-model/{model.openai.wire_model}",)
+        fields = provider.backend_fields(region, platform.name)
+        if model.openai.images:
+            fields["images"] = True
+        (capacity,) = offer.capacities
+        targets.append(
+            DeployedTarget(
+                model.name,
+                capacity,
+                region,
+                "openai",
+                model.openai.wire_model,
+                arns,
+                model.openai.max_in_flight,
+                tuple(sorted(fields.items())),
+            )
+        )
+    return targets
+
 
 def model_targets(platform: Platform, model: Model) -> list[DeployedTarget]:
+    if model.kind == "openai":
+        return openai_targets(platform, model)
     targets: list[DeployedTarget] = []
     for region, offer in sorted(model.regions.items()):
         partition = partition_of(region)

@@ -240,8 +240,9 @@ KINDS: dict[str, BackendKind] = {
         # No endpoint of its own: each provider's path (stacks/providers.py) says how it is reached. Bedrock's
         # OpenAI-compatible Chat Completions (bedrock-runtime /openai/v1) go through the bedrock kind's endpoint.
         endpoint_service="",
-        # What Bedrock authorizes its OpenAI-compatible Chat Completions as (bedrock-runtime /openai/v1).
-        invoke_actions=("bedrock:InvokeModel",),
+        # What Bedrock authorizes its OpenAI-compatible Chat Completions as (bedrock-runtime /openai/v1; streamed:
+        # InvokeModelWithResponseStream), granted on the exact foundation models of a bedrock provider's targets.
+        invoke_actions=("bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"),
         implementation="spillway.backends.openai_compat:OpenAICompatBackend",
         # Chat completions (spillway/backends/openai_compat.py): what SageMaker's containers take, plus images as
         # data URLs (on a target with images: true), structured output and request metadata.
