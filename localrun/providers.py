@@ -26,6 +26,9 @@ from emulator.targets import Kind
 from localrun.identity import IdentityStandIns
 
 
+REFUSED = "http://127.0.0.1:1"  # nothing listens: a call there fails at once, on this machine
+
+
 class LocalProviders:
     """Stand-ins for the providers an (already rendered) routing table's openai targets use."""
 
@@ -74,13 +77,12 @@ class LocalProviders:
         return out
 
     def env(self) -> dict[str, str]:
-        """The router's environment for the stand-ins: botocore's own per-service endpoint settings."""
-        env: dict[str, str] = {}
-        if self.identity is not None:
-            env["AWS_ENDPOINT_URL_STS"] = self.identity.sts_url
-        if self._secrets_url is not None:
-            env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = self._secrets_url
-        return env
+        """The router's environment for the stand-ins: botocore's own per-service endpoint settings. Both always
+        point at loopback: without moto, a secret read is refused at once (port 1), never sent to AWS."""
+        return {
+            "AWS_ENDPOINT_URL_STS": self.identity.sts_url if self.identity is not None else REFUSED,
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": self._secrets_url or REFUSED,
+        }
 
     def rotate(self, secret_id: str, table: Mapping[str, Any]) -> str:
         """A rotation: the provider takes a new key (the old one stops working) and every cell's secret gets it."""
