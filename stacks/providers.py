@@ -48,7 +48,15 @@ _LAMBDA_ARN = re.compile(
 )
 _NOT_A_PEER = tuple(
     ipaddress.IPv4Network(n)
-    for n in ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16")
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    )
 )
 _HOST_URL = re.compile(r"^https://(?P<host>[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)(:[0-9]{2,5})?(/[A-Za-z0-9._~/-]*)?$")
 
@@ -103,7 +111,11 @@ class Provider:
     def host(self, region: str) -> str:
         """The API's host name (what the resolver rules forward and TLS verifies)."""
         if self.type == "vertex":
-            return "aiplatform.googleapis.com" if self.location == "global" else f"{self.location}-aiplatform.googleapis.com"
+            return (
+                "aiplatform.googleapis.com"
+                if self.location == "global"
+                else f"{self.location}-aiplatform.googleapis.com"
+            )
         if self.type == "azure_openai":
             return f"{self.resource}.openai.azure.com"
         if self.type == "bedrock":
@@ -165,9 +177,7 @@ def parse_providers(read: _Reader, value: object, regions: Mapping[str, Region],
     return providers
 
 
-def _vertex(
-    read: _Reader, key: str, name: str, body: object, regions: Mapping[str, Region], account: str
-) -> Provider:
+def _vertex(read: _Reader, key: str, name: str, body: object, regions: Mapping[str, Region], account: str) -> Provider:
     data = read.fields(body, key, ("type", "project", "location", "workload_identity", "private_path"))
     project = read.string(data["project"], f"{key}.project", _GCP_PROJECT, "Google Cloud project id")
     location = read.string(data["location"], f"{key}.location", _GCP_LOCATION, "Vertex AI location (or global)")
@@ -235,7 +245,9 @@ def _cidr(read: _Reader, value: object, key: str) -> ipaddress.IPv4Network:
     except ValueError:
         raise read.fail(key, f"{text!r} is not an IPv4 CIDR block") from None
     if not network.is_private:
-        raise read.fail(key, f"{text} is not a private range: the private path carries only the provider's private ranges")
+        raise read.fail(
+            key, f"{text} is not a private range: the private path carries only the provider's private ranges"
+        )
     return network
 
 
@@ -341,6 +353,8 @@ def parse_openai_model(
     in_flight = None
     if provider.type == "self_hosted" or "max_in_flight" in data:
         if "max_in_flight" not in data:
-            raise read.fail(f"{key}.max_in_flight", "a self-hosted model's capacity: how many requests it takes at once")
+            raise read.fail(
+                f"{key}.max_in_flight", "a self-hosted model's capacity: how many requests it takes at once"
+            )
         in_flight = read.integer(data["max_in_flight"], f"{key}.max_in_flight", 1, 10_000)
     return OpenAIModel(name, wire, images, in_flight), cells

@@ -43,8 +43,12 @@ def render_routing_table(
         guardrail = _guardrail_config(platform, region, feature.name, guardrails)
         if feature.guardrail is not None and guardrail is None:
             continue
-        for target in feature_targets(platform, feature.name):
-            backend = {"kind": target.kind, KINDS[target.kind].ref_field: target.invoke_id, **dict(target.backend_fields)}
+        for target in feature_targets(platform, feature.name, region):
+            backend = {
+                "kind": target.kind,
+                KINDS[target.kind].ref_field: target.invoke_id,
+                **dict(target.backend_fields),
+            }
             entry: dict[str, Any] = {
                 "model": target.model,
                 "capacity": target.capacity,

@@ -14,6 +14,7 @@ from typing import Any
 from spillway.backends.kinds import KINDS, BackendKind, kind_of
 from stacks.naming import endpoint_name, partition_of
 from stacks.platform import Capacity, Model, Platform, usable_capacities
+from stacks.providers import Provider
 
 __all__ = ["KINDS", "BackendKind", "DeployedTarget", "InvokeGrants", "endpoint_grants", "router_grants", "used_targets"]
 
@@ -140,17 +141,42 @@ def model_targets(platform: Platform, model: Model) -> list[DeployedTarget]:
     return targets
 
 
-def feature_targets(platform: Platform, feature_name: str) -> list[DeployedTarget]:
+def feature_targets(platform: Platform, feature_name: str, router_region: str | None = None) -> list[DeployedTarget]:
     """Every target a feature may use: its models, in its regions. A feature that starts on on-demand never
-    spills onto provisioned capacity (that is bought for the features that ask for it), so it gets none."""
+    spills onto provisioned capacity (that is bought for the features that ask for it), so it gets none. Given the
+    router's region, only what that router can reach (`reachable_from`)."""
     feature = platform.features[feature_name]
     capacities = usable_capacities(feature.first_capacity)
     return [
         target
         for model in feature.models
         for target in model_targets(platform, platform.models[model])
-        if target.region in feature.regions and target.capacity in capacities
+        if target.region in feature.regions
+        and target.capacity in capacities
+        and (router_region is None or reachable_from(platform, target, router_region))
     ]
+
+
+def reachable_from(platform: Platform, target: DeployedTarget, router_region: str) -> bool:
+    """Whether `router_region`'s router can reach `target`. Another cloud (or a server in a VPC) is reached over the
+    private path of the router's own cell only (its VPN, its resolver rules, its secret and STS endpoints): the other
+    cells' targets of that model are theirs. AWS runtimes in other regions are reached through the peering."""
+    if target.kind != "openai":
+        return True
+    model = platform.models[target.model]
+    assert model.openai is not None
+    return platform.providers[model.openai.provider].type == "bedrock" or target.region == router_region
+
+
+def providers_reached_from(platform: Platform, region: str) -> tuple[Provider, ...]:
+    """The providers `region`'s router uses over its own cell's path (their VPN, resolver rules, secret, STS)."""
+    names = {
+        model.openai.provider
+        for f in platform.features_served_in(region)
+        for t in feature_targets(platform, f.name, region)
+        if t.kind == "openai" and (model := platform.models[t.model]).openai is not None
+    }
+    return tuple(platform.providers[name] for name in sorted(names) if platform.providers[name].type != "bedrock")
 
 
 def used_targets(platform: Platform) -> list[DeployedTarget]:
@@ -177,4 +203,4 @@ def endpoint_grants(platform: Platform, region: str) -> InvokeGrants:
 def router_grants(platform: Platform, region: str) -> InvokeGrants:
     """What `region`'s router may invoke: every target of the features it serves, failover regions included."""
     served = {f.name for f in platform.features_served_in(region)}
-    return _grants(t for name in sorted(served) for t in feature_targets(platform, name))
+    return _grants(t for name in sorted(served) for t in feature_targets(platform, name, region))

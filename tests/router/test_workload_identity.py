@@ -95,7 +95,9 @@ def test_a_federated_target_serves_with_a_token_from_the_role_and_caches_it(
     assert (stand_ins.web_identity_tokens, stand_ins.exchanges) == (1, 1)  # one exchange for the three calls
 
 
-def test_a_revoked_token_costs_one_attempt_then_a_fresh_exchange(emulator: Emulator, stand_ins: IdentityStandIns) -> None:
+def test_a_revoked_token_costs_one_attempt_then_a_fresh_exchange(
+    emulator: Emulator, stand_ins: IdentityStandIns
+) -> None:
     tokens = FederatedTokens(lambda region: _sts(stand_ins))
     backend = OpenAICompatBackend(keys=StaticKeys({}), tokens=tokens)
     target = _target(_ref(emulator, stand_ins))

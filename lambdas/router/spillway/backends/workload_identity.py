@@ -62,7 +62,9 @@ def post_form(url: str, fields: Mapping[str, str], timeout_s: float) -> tuple[in
     conn = make(parts.netloc, timeout=timeout_s)
     try:
         body = urlencode(dict(fields)).encode()
-        conn.request("POST", parts.path or "/", body=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        conn.request(
+            "POST", parts.path or "/", body=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
         response = conn.getresponse()
         return response.status, response.read(MAX_ANSWER_BYTES + 1)
     except TimeoutError:
