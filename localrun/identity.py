@@ -37,8 +37,8 @@ LOCAL_ISSUER = "https://local-issuer.tokens.sts.global.api.aws"  # the account's
 LOCAL_ROLE = "arn:aws:iam::111122223333:role/spillway-router-local"
 STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
 SIGNING_ALGORITHMS = ("RS256", "ES384")  # what GetWebIdentityToken accepts
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 (a URN, not a secret)
+ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a URN, not a secret)
 JWT = "urn:ietf:params:oauth:token-type:jwt"
 
 
@@ -178,7 +178,7 @@ class IdentityStandIns:
         )
         return 200, body
 
-    def exchange(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+    def exchange(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:  # noqa: PLR0911 (one per refusal)
         """Google STS token exchange: (status, JSON)."""
         if self._down:
             return 503, {"error": "temporarily_unavailable", "error_description": "The service is unavailable."}
@@ -229,7 +229,7 @@ def _handler_for(stand_ins: IdentityStandIns) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *_: Any) -> None:  # quiet: no access log lines
             return None
 
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             form = parse_qs(self.rfile.read(length).decode("utf-8", "replace")) if length else {}
             if self.path == "/v1/token":

@@ -25,7 +25,6 @@ from emulator.openai_compat import base_path
 from emulator.targets import Kind
 from localrun.identity import IdentityStandIns
 
-
 REFUSED = "http://127.0.0.1:1"  # nothing listens: a call there fails at once, on this machine
 
 
@@ -67,7 +66,7 @@ class LocalProviders:
     def localize(self, table: Mapping[str, Any], emu: Emulator) -> dict[str, Any]:
         """``table`` with each openai target pointed at its loopback stand-ins."""
         out = copy.deepcopy(dict(table))
-        for target_id, target in out["targets"].items():
+        for target in out["targets"].values():
             backend = target["backend"]
             if backend["kind"] != "openai":
                 continue

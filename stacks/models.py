@@ -46,10 +46,12 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from spillway.backends.workload_identity import JWT_LIFETIME_S, SIGNING_ALGORITHM
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
 from stacks.constructs.guardrail import PlatformGuardrail
 from stacks.constructs.key_policy import ServiceUse, restricted_key
+from stacks.constructs.provider_secret import ProviderSecret
 from stacks.eni import ENI_ACTIONS, eni_guard
 from stacks.naming import (
     access_logs_bucket_name,
@@ -60,8 +62,6 @@ from stacks.naming import (
     pt_handler_name,
     router_policy_name,
 )
-from spillway.backends.workload_identity import JWT_LIFETIME_S, SIGNING_ALGORITHM
-from stacks.constructs.provider_secret import ProviderSecret
 from stacks.network import (
     APPLY_GUARDRAIL,
     BEDROCK_INVOKE_ACTIONS,

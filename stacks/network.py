@@ -52,13 +52,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from spillway.backends.workload_identity import jwt_audience
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoint
+from stacks.constructs.cross_cloud import CrossCloudPaths
 from stacks.cross_region import confine_provider, contain_cross_region_providers
 from stacks.naming import bucket_name, partition_of
 from stacks.platform import Platform
-from spillway.backends.workload_identity import jwt_audience
-from stacks.constructs.cross_cloud import CrossCloudPaths
 from stacks.targets import KINDS, endpoint_grants, providers_reached_from, used_targets
 
 # Each backend kind's runtime endpoint service and invoke actions, from the registry (spillway/backends/kinds.py).
@@ -178,7 +178,7 @@ SERVICE_GRANTS: Mapping[str, tuple[_Grant, ...]] = {
 ECR_IMAGE_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
 
 
-GET_WEB_IDENTITY_TOKEN = "sts:GetWebIdentityToken"
+GET_WEB_IDENTITY_TOKEN = "sts:GetWebIdentityToken"  # noqa: S105 (an IAM action)
 
 
 def router_endpoint_needs(platform: Platform, region: str) -> frozenset[str]:

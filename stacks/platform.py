@@ -17,7 +17,6 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from stacks.providers import OpenAIModel, Provider, parse_openai_model, parse_providers
 from stacks.naming import (
     BucketNameTooLong,
     access_logs_bucket_name,
@@ -25,6 +24,7 @@ from stacks.naming import (
     partition_of,
     provisioned_model_name,
 )
+from stacks.providers import OpenAIModel, Provider, parse_openai_model, parse_providers
 
 Capacity = Literal["provisioned", "on_demand"]
 CAPACITIES: tuple[Capacity, ...] = ("provisioned", "on_demand")
@@ -497,7 +497,7 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
 
     regions = _regions(read, top["regions"])
     providers = parse_providers(read, top.get("providers") or {}, regions, account)
-    models = _models(read, top["models"], regions, account, name, providers)
+    models = _models(read, top["models"], regions, account, name, providers=providers)
     guardrails = _guardrails(read, top.get("guardrails") or {})
     features = _features(read, top["features"], regions, models, guardrails)
     purchases = [
@@ -656,6 +656,7 @@ def _models(
     regions: Mapping[str, Region],
     account: str,
     platform: str,
+    *,
     providers: Mapping[str, Provider],
 ) -> dict[str, Model]:
     raw = read.mapping(value, "models")

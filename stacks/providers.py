@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 ProviderType = Literal["vertex", "azure_openai", "bedrock", "self_hosted"]
 PROVIDER_TYPES: tuple[ProviderType, ...] = ("vertex", "azure_openai", "bedrock", "self_hosted")
-GOOGLE_TOKEN_URL = "https://sts.googleapis.com/v1/token"  # Google's security token service (token exchange)
+GOOGLE_TOKEN_URL = "https://sts.googleapis.com/v1/token"  # noqa: S105 (Google's token exchange, not a secret)
 VPN_TUNNELS_PER_CONNECTION = 2
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
@@ -172,12 +172,12 @@ def parse_providers(read: _Reader, value: object, regions: Mapping[str, Region],
         kind = read.mapping(body, key).get("type")
         if kind not in PROVIDER_TYPES:
             raise read.fail(f"{key}.type", f"expected one of {', '.join(PROVIDER_TYPES)}, got {kind!r}")
-        providers[name] = _PARSERS[kind](read, key, name, body, regions, account)
+        providers[name] = _PARSERS[kind](read, key, name, body, regions=regions, account=account)
     _check_ranges(read, providers, regions)
     return providers
 
 
-def _vertex(read: _Reader, key: str, name: str, body: object, regions: Mapping[str, Region], account: str) -> Provider:
+def _vertex(read: _Reader, key: str, name: str, body: object, **_: object) -> Provider:
     data = read.fields(body, key, ("type", "project", "location", "workload_identity", "private_path"))
     project = read.string(data["project"], f"{key}.project", _GCP_PROJECT, "Google Cloud project id")
     location = read.string(data["location"], f"{key}.location", _GCP_LOCATION, "Vertex AI location (or global)")
@@ -189,25 +189,27 @@ def _vertex(read: _Reader, key: str, name: str, body: object, regions: Mapping[s
         "workload identity pool provider (//iam.googleapis.com/projects/<number>/locations/global/"
         "workloadIdentityPools/<pool>/providers/<provider>)",
     )
-    path = _private_path(read, f"{key}.private_path", data["private_path"], regions)
+    path = _private_path(read, f"{key}.private_path", data["private_path"])
     return Provider(name, "vertex", project=project, location=location, audience=audience, path=path)
 
 
-def _azure(read: _Reader, key: str, name: str, body: object, regions: Mapping[str, Region], account: str) -> Provider:
+def _azure(
+    read: _Reader, key: str, name: str, body: object, *, regions: Mapping[str, Region], account: str
+) -> Provider:
     data = read.fields(body, key, ("type", "resource", "api_key", "private_path"))
     resource = read.string(data["resource"], f"{key}.resource", _AZURE_RESOURCE, "Azure OpenAI resource name")
     api_key = _api_key(read, f"{key}.api_key", data["api_key"], regions, account)
-    path = _private_path(read, f"{key}.private_path", data["private_path"], regions)
+    path = _private_path(read, f"{key}.private_path", data["private_path"])
     return Provider(name, "azure_openai", resource=resource, api_key=api_key, path=path)
 
 
-def _bedrock(read: _Reader, key: str, name: str, body: object, regions: Mapping[str, Region], account: str) -> Provider:
+def _bedrock(read: _Reader, key: str, name: str, body: object, **_: object) -> Provider:
     read.fields(body, key, ("type",))
     return Provider(name, "bedrock")
 
 
 def _self_hosted(
-    read: _Reader, key: str, name: str, body: object, regions: Mapping[str, Region], account: str
+    read: _Reader, key: str, name: str, body: object, *, regions: Mapping[str, Region], account: str
 ) -> Provider:
     data = read.fields(body, key, ("type", "base_url", "addresses", "api_key"))
     url = read.string(data["base_url"], f"{key}.base_url", _HOST_URL, "https:// URL (host, optional port and path)")
@@ -220,7 +222,7 @@ def _self_hosted(
         if region not in regions:
             raise read.fail(rkey, f"region {region!r} has no cell (add it under regions)")
         vpc = ipaddress.IPv4Network(regions[region].vpc_cidr)
-        isolated = list(vpc.subnets(prefixlen_diff=1))[0]  # the network's subnets: router, endpoints, models
+        isolated = next(iter(vpc.subnets(prefixlen_diff=1)))  # the network's subnets: router, endpoints, models
 
         def inside(item: object, item_key: str, vpc: ipaddress.IPv4Network = vpc, low: Any = isolated) -> str:
             network = _cidr(read, item, item_key)
@@ -251,7 +253,7 @@ def _cidr(read: _Reader, value: object, key: str) -> ipaddress.IPv4Network:
     return network
 
 
-def _private_path(read: _Reader, key: str, value: object, regions: Mapping[str, Region]) -> PrivatePath:
+def _private_path(read: _Reader, key: str, value: object) -> PrivatePath:
     data = read.fields(value, key, ("vpn", "routes", "endpoint_ips", "dns_resolvers"))
     vpn_data = read.fields(data["vpn"], f"{key}.vpn", ("peer_ips", "peer_asn"))
 

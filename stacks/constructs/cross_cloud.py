@@ -154,14 +154,14 @@ class CrossCloudPaths(Construct):
             self,
             "ResolverSecurityGroup",
             vpc=vpc,
-            description="Route 53 Resolver outbound endpoint: DNS to the other clouds' private resolvers only",
+            description="Route 53 Resolver outbound endpoint: DNS to the other clouds private resolvers only",
             allow_all_outbound=False,
         )
         for provider in providers:
             assert provider.path is not None
             for address in provider.path.dns_resolvers:
                 for port in (ec2.Port.udp(53), ec2.Port.tcp(53)):
-                    group.add_egress_rule(ec2.Peer.ipv4(f"{address}/32"), port, f"DNS to {provider.name}'s resolver")
+                    group.add_egress_rule(ec2.Peer.ipv4(f"{address}/32"), port, f"DNS to the {provider.name} resolver")
         endpoint = resolver.CfnResolverEndpoint(
             self,
             "ResolverOutbound",
@@ -205,7 +205,7 @@ class CrossCloudPaths(Construct):
                     from_port=443,
                     to_port=443,
                     cidr_ip=f"{address}/32",
-                    description=f"HTTPS to {provider.name}'s private endpoint ({provider.type})",
+                    description=f"HTTPS to the {provider.name} private endpoint ({provider.type})",
                 )
         if provider.addresses is not None:
             port = urlsplit(provider.base_url(region)).port or 443

@@ -34,7 +34,8 @@ def _chat(world: LocalWorld, feature: str, text: str) -> tuple[int, str | None, 
 def test_the_rendered_table_names_the_other_clouds_and_the_world_points_them_at_loopback(world: LocalWorld) -> None:
     backend = world.table_doc["targets"][GEMINI]["backend"]
     assert backend["auth"] == "workload_identity"
-    assert backend["base_url"].startswith("http://127.0.0.1:") and backend["token_url"].startswith("http://127.0.0.1:")
+    assert backend["base_url"].startswith("http://127.0.0.1:")
+    assert backend["token_url"].startswith("http://127.0.0.1:")
     azure = world.table_doc["targets"]["gpt-azure/on_demand/us-east-1"]["backend"]
     assert (azure["auth"], azure["secret_id"]) == ("secret", "spillway/providers/azure/api-key")
 
@@ -73,4 +74,6 @@ def test_with_bedrock_down_azure_serves_with_the_secrets_key_and_survives_a_rota
 @pytest.mark.parametrize("feature", [SUMMARIZE, RECAP])
 def test_healthy_bedrock_still_serves_first(world: LocalWorld, feature: str) -> None:
     status, target, _ = _chat(world, feature, "hello")
-    assert status == 200 and target is not None and world.by_id[target].kind == "bedrock"
+    assert status == 200
+    assert target is not None
+    assert world.by_id[target].kind == "bedrock"

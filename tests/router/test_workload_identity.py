@@ -160,4 +160,5 @@ def test_the_exchange_form_is_rfc_8693_as_google_takes_it() -> None:
     assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:token-exchange"
     assert form["subject_token_type"] == "urn:ietf:params:oauth:token-type:jwt"
     assert form["requested_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
-    assert form["audience"] == AUDIENCE and jwt_audience(AUDIENCE).startswith("https://iam.googleapis.com/")
+    assert form["audience"] == AUDIENCE
+    assert jwt_audience(AUDIENCE).startswith("https://iam.googleapis.com/")

@@ -54,7 +54,14 @@ def _traffic(*, batch: bool = False, goals: Goals = PT_REQUIRED) -> Traffic:
     hours[10] = 3600.0  # one request a second for one hour a week
     cap = ModelCapacity(1_000_000, 2, ttft_ms=1000.0, ms_per_output_token=0.0, on_demand_tokens_per_minute=None)
     feature = FeatureTraffic(FEATURE, tuple(hours), 1000, 100, batch, goals)
-    return Traffic("traffic.yaml", {FEATURE: feature}, {"claude-sonnet": cap, "nova-lite": cap, "gemini-flash": cap, "gpt-azure": cap}, "one_month", 3.0, 7)
+    return Traffic(
+        "traffic.yaml",
+        {FEATURE: feature},
+        {"claude-sonnet": cap, "nova-lite": cap, "gemini-flash": cap, "gpt-azure": cap},
+        "one_month",
+        3.0,
+        7,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from spillway.errors import BackendError  # noqa: E402
 from spillway.health import HealthBoard  # noqa: E402
 
 __all__ = [
-    "Backend",
     "KINDS",
+    "Backend",
     "BackendError",
     "BackendReply",
     "RouteResult",
@@ -44,7 +44,7 @@ def build_engine(table: RoutingTable, backend: Backend, clock: Callable[[], floa
     """An engine whose deadlines, breakers and learned limits all run on `clock` (simulated seconds)."""
     return Engine(
         table,
-        {kind: backend for kind in KINDS},  # every kind of the registry, on the emulated capacity model
+        dict.fromkeys(KINDS, backend),  # every kind of the registry, on the emulated capacity model
         health=HealthBoard(clock),
         clock=clock,
         tracker=InflightTracker(clock),

@@ -29,8 +29,8 @@ JWT_LIFETIME_S = 300  # the web identity token only has to live through the exch
 SIGNING_ALGORITHM = "RS256"
 REFRESH_MARGIN_S = 120.0  # refresh this long before the access token expires: no attempt carries a dying token
 MAX_ANSWER_BYTES = 64 * 1024
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 (a URN, not a secret)
+ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a URN, not a secret)
 JWT = "urn:ietf:params:oauth:token-type:jwt"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
@@ -102,7 +102,7 @@ class FederatedTokens:
         subject = self._web_identity_token(ref.audience, region)
         status, raw = self._post(ref.token_url, exchange_form(ref.audience, subject), TOKEN_TIMEOUT_S)
         if status != 200:
-            if status == 408 or status == 429 or status >= 500:
+            if status in {408, 429} or status >= 500:
                 raise BackendError(ErrorClass.UNAVAILABLE, f"TokenExchangeHttp{status}", status)
             raise BackendError(ErrorClass.OURS, f"TokenExchangeHttp{status}", status)
         access, lifetime = _access_token(raw)
