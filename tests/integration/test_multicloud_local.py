@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from emulator import Fault
-from localrun import LocalWorld
+from local.emulator import Fault
+from local.localrun import LocalWorld
 
 SUMMARIZE, RECAP = "summarize-thread", "nightly-recap"
 GEMINI = "gemini-flash/on_demand/us-east-1"

@@ -26,8 +26,8 @@ os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import handler
-from emulator import Emulator, TargetSpec
-from localrun.providers import LocalProviders
+from local.emulator import Emulator, TargetSpec
+from local.localrun.providers import LocalProviders
 from spillway import telemetry
 from spillway.backends.contract import BackendReply, Usage
 from spillway.backends.kinds import KINDS

@@ -12,10 +12,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from emulator import Emulator, TargetSpec
-from emulator.openai_compat import base_path
-from emulator.targets import Kind
-from localrun.identity import IdentityStandIns
+from local.emulator import Emulator, TargetSpec
+from local.emulator.openai_compat import base_path
+from local.emulator.targets import Kind
+from local.localrun.identity import IdentityStandIns
 from spillway.backends.kinds import OpenAIRef
 from spillway.backends.openai_compat import OpenAICompatBackend, StaticKeys
 from spillway.backends.workload_identity import (
