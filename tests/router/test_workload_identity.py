@@ -95,19 +95,23 @@ def test_a_federated_target_serves_with_a_token_from_the_role_and_caches_it(
     assert (stand_ins.web_identity_tokens, stand_ins.exchanges) == (1, 1)  # one exchange for the three calls
 
 
-def test_a_revoked_token_costs_one_attempt_then_a_fresh_exchange(
-    emulator: Emulator, stand_ins: IdentityStandIns
-) -> None:
+def test_a_revoked_token_is_replaced_within_the_attempt(emulator: Emulator, stand_ins: IdentityStandIns) -> None:
     tokens = FederatedTokens(lambda region: _sts(stand_ins))
     backend = OpenAICompatBackend(keys=StaticKeys({}), tokens=tokens)
     target = _target(_ref(emulator, stand_ins))
     backend.invoke(target, _request(), 5.0)
-    stand_ins.expire_all()
-    with pytest.raises(BackendError) as refused:
-        backend.invoke(target, _request(), 5.0)
-    assert (refused.value.error_class, refused.value.code) == (ErrorClass.OURS, "OpenAIHttp401")
-    backend.invoke(target, _request(), 5.0)  # the 401 dropped the cached token
+    stand_ins.expire_all()  # the provider revokes every token: a 401, a fresh exchange, the same attempt serves
+    backend.invoke(target, _request(), 5.0)
     assert stand_ins.exchanges == 2
+
+
+def test_a_token_refused_twice_is_ours(emulator: Emulator, stand_ins: IdentityStandIns) -> None:
+    emulator.require_bearer((REGION, "openai", WIRE_MODEL), lambda token: False)  # the pool's trust is broken
+    backend = OpenAICompatBackend(keys=StaticKeys({}), tokens=FederatedTokens(lambda region: _sts(stand_ins)))
+    with pytest.raises(BackendError) as refused:
+        backend.invoke(_target(_ref(emulator, stand_ins)), _request(), 5.0)
+    assert (refused.value.error_class, refused.value.code) == (ErrorClass.OURS, "OpenAIHttp401")
+    assert stand_ins.exchanges == 2  # one fresh token was tried, then given up
 
 
 def test_the_token_is_refreshed_before_it_expires(emulator: Emulator, stand_ins: IdentityStandIns) -> None:

@@ -8,7 +8,8 @@ Auth (``OpenAIRef.auth``): ``sigv4`` signs with the function's role through boto
 use, like boto3 elsewhere); ``secret`` sends ``Authorization: Bearer <key>``, the key read through a KeySource
 (Secrets Manager in AWS, cached for KEY_TTL_S so a rotation is picked up; a 401 drops the cached key at once; a
 static mapping locally); ``workload_identity`` sends ``Authorization: Bearer <access token>`` from the provider's
-token exchange (workload_identity.py; a 401 drops it too).
+token exchange (workload_identity.py). A 401 on a cached key or token drops it and sends once more with a fresh one
+within the attempt's budget, so a rotation or a revocation costs no request; a second 401 is ours.
 
 Translation: the Converse request is rendered as chat completions JSON as for SageMaker (sagemaker.to_chat's
 rules) plus what this kind adds: image blocks as base64 data URLs (when the target says ``images``), Converse's
@@ -170,15 +171,21 @@ class OpenAICompatBackend:
         body = json.dumps(payload, separators=(",", ":")).encode()
         url = ref.base_url + "/chat/completions"
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        headers = self._authorize(ref, target.region, url, body, headers)
         t0 = self._clock()
-        status, response_headers, raw = self._post(url, body, headers, timeout_s)
+        status, response_headers, raw = self._post(
+            url, body, self._authorize(ref, target.region, url, body, headers), timeout_s
+        )
+        if status == 401 and self._forget_credential(ref):
+            # A cached key or token the provider no longer takes (rotated, revoked): fetch a fresh one and send
+            # once more, within the attempt's budget, so a rotation costs no request.
+            remaining_s = timeout_s - (self._clock() - t0)
+            if remaining_s > 0:
+                fresh = self._authorize(ref, target.region, url, body, headers)
+                status, response_headers, raw = self._post(url, body, fresh, remaining_s)
+                if status == 401:
+                    self._forget_credential(ref)
         elapsed_ms = (self._clock() - t0) * 1000.0
         if status != 200:
-            if status == 401 and ref.secret_id is not None:
-                self._keys.forget(ref.secret_id)
-            if status == 401 and ref.auth == "workload_identity":
-                self._tokens.forget(ref)
             raise error_for(status, response_headers, raw)
         try:
             answer = json.loads(raw)
@@ -190,6 +197,16 @@ class OpenAICompatBackend:
             if error.error_class is ErrorClass.UNAVAILABLE:
                 raise malformed("OpenAI") from None
             raise
+
+    def _forget_credential(self, ref: OpenAIRef) -> bool:
+        """Drop a cached bearer credential (a key or an access token); False when the auth has none (SigV4)."""
+        if ref.secret_id is not None:
+            self._keys.forget(ref.secret_id)
+            return True
+        if ref.auth == "workload_identity":
+            self._tokens.forget(ref)
+            return True
+        return False
 
     def _authorize(self, ref: OpenAIRef, region: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         if ref.auth == "secret":
