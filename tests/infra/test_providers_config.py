@@ -12,7 +12,7 @@ from spillway.config import parse_routing_table
 from stacks.providers import GOOGLE_TOKEN_URL
 from stacks.routing import render_routing_table
 from stacks.targets import feature_targets, providers_reached_from, router_grants
-from tests.infra.config_documents import assert_names_key, example, parse, rejects
+from tests.infra.config_documents import assert_names_key, example, parse, region_document, rejects
 
 VERTEX = "providers.vertex"
 AZURE = "providers.azure"
@@ -126,6 +126,17 @@ def test_bad_providers_name_the_file_and_key(mutate: Callable[[dict[str, Any]], 
     assert_names_key(rejects(mutate), key, words)
 
 
+def test_a_guardrail_on_a_feature_with_another_clouds_model_is_refused() -> None:
+    def mutate(document: dict[str, Any]) -> None:
+        document["guardrails"] = {
+            "safety": {"blocked_input_message": "no", "blocked_output_message": "no", "words": ["codename"]}
+        }
+        document["features"]["summarize-thread"]["failover_regions"] = []
+        document["features"]["summarize-thread"]["converse"] = {"guardrail": "safety"}
+
+    assert_names_key(rejects(mutate), "features.summarize-thread.models[2]", "applies to Bedrock only")
+
+
 def test_a_self_hosted_model_needs_its_capacity() -> None:
     def mutate(document: dict[str, Any]) -> None:
         _add_provider("vllm", _self_hosted({"us-east-1": ["10.40.160.0/24"]}))(document)
@@ -192,3 +203,19 @@ def test_other_clouds_grant_no_model_arn() -> None:
     assert [t.id for t in targets] == ["gemini-flash/on_demand/us-east-1"]
     assert targets[0].arns == ()
     assert not any("gemini" in arn for arn in router_grants(platform, "us-east-1").bedrock_runtime)
+
+
+def test_a_cell_without_a_path_to_the_other_cloud_serves_the_feature_without_that_model() -> None:
+    document = example()
+    document["regions"]["us-east-2"] = region_document("us-east-2", "10.42.0.0/20", ["us-east-2a", "us-east-2b"])
+    document["router"]["appconfig_extension_layer_arns"]["us-east-2"] = (
+        "arn:aws:lambda:us-east-2:728743619870:layer:AWS-AppConfig-Extension-Arm64:200"
+    )
+    document["models"]["nova-lite"]["regions"]["us-east-2"] = {"on_demand": True}
+    document["features"]["nightly-recap"]["failover_regions"].append("us-east-2")
+    platform = parse(document)
+    table = render_routing_table(platform, "us-east-2")
+    assert table["features"]["nightly-recap"]["models"] == ["nova-lite", "claude-sonnet"]  # no gpt-azure path here
+    assert not any(t["backend"]["kind"] == "openai" for t in table["targets"].values())
+    assert providers_reached_from(platform, "us-east-2") == ()
+    assert "gpt-azure" in render_routing_table(platform, "us-west-2")["features"]["nightly-recap"]["models"]
