@@ -51,7 +51,7 @@ class LocalProviders:
         for secret_id, region in self._secrets(table):
             self.keys.setdefault(secret_id, "local-" + secrets.token_urlsafe(24))
             if secrets_url is not None:
-                self._secrets_client(region).create_secret(Name=secret_id, SecretString=self.keys[secret_id])
+                self._put_secret(region, secret_id, create=True)
         for target_id, backend in self.backends.items():
             key = TargetKey(table["targets"][target_id]["region"], Kind.OPENAI, backend["model"])
             if backend["auth"] == "workload_identity" and self.identity is not None:
@@ -88,8 +88,19 @@ class LocalProviders:
         self.keys[secret_id] = "local-" + secrets.token_urlsafe(24)
         for name, region in self._secrets(table):
             if name == secret_id:
-                self._secrets_client(region).put_secret_value(SecretId=secret_id, SecretString=self.keys[secret_id])
+                self._put_secret(region, secret_id, create=False)
         return self.keys[secret_id]
+
+    def _put_secret(self, region: str, secret_id: str, *, create: bool) -> None:
+        """Create the secret with its key, or give it a new value (moto's state outlives a world in one process)."""
+        client = self._secrets_client(region)
+        if create:
+            try:
+                client.create_secret(Name=secret_id, SecretString=self.keys[secret_id])
+                return
+            except client.exceptions.ResourceExistsException:
+                pass
+        client.put_secret_value(SecretId=secret_id, SecretString=self.keys[secret_id])
 
     def _secrets(self, table: Mapping[str, Any]) -> list[tuple[str, str]]:
         return sorted(
