@@ -253,20 +253,24 @@ def _cidr(read: _Reader, value: object, key: str) -> ipaddress.IPv4Network:
     return network
 
 
+def _address(read: _Reader, value: object, key: str) -> ipaddress.IPv4Address:
+    text = read.string(value, key)
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise read.fail(key, f"{text!r} is not an IPv4 address") from None
+
+
 def _private_path(read: _Reader, key: str, value: object) -> PrivatePath:
     data = read.fields(value, key, ("vpn", "routes", "endpoint_ips", "dns_resolvers"))
     vpn_data = read.fields(data["vpn"], f"{key}.vpn", ("peer_ips", "peer_asn"))
 
     def public_ip(item: object, item_key: str) -> str:
-        text = read.string(item, item_key)
-        try:
-            address = ipaddress.IPv4Address(text)
-        except ValueError:
-            raise read.fail(item_key, f"{text!r} is not an IPv4 address") from None
+        address = _address(read, item, item_key)
         # The provider gateway's public interface (documentation ranges pass: the example's placeholders).
         if any(address in network for network in _NOT_A_PEER) or address.is_multicast:
-            raise read.fail(item_key, f"{text} is not a public address: a VPN peer is the provider gateway's public IP")
-        return text
+            raise read.fail(item_key, f"{address} is not a public address: a VPN peer is the gateway's public IP")
+        return str(address)
 
     peers = read.strings(vpn_data["peer_ips"], f"{key}.vpn.peer_ips", public_ip, min_items=1)
     asn = read.integer(vpn_data["peer_asn"], f"{key}.vpn.peer_asn", 1, 4_294_967_294)
@@ -277,14 +281,10 @@ def _private_path(read: _Reader, key: str, value: object) -> PrivatePath:
             raise read.fail(f"{key}.routes[{i}]", f"{network} is wider than /16: route only the provider's endpoints")
 
     def routed(item: object, item_key: str) -> str:
-        text = read.string(item, item_key)
-        try:
-            address = ipaddress.IPv4Address(text)
-        except ValueError:
-            raise read.fail(item_key, f"{text!r} is not an IPv4 address") from None
+        address = _address(read, item, item_key)
         if not any(address in network for network in networks):
-            raise read.fail(item_key, f"{text} is not in the path's routes ({', '.join(routes)}): unreachable")
-        return text
+            raise read.fail(item_key, f"{address} is not in the path's routes ({', '.join(routes)}): unreachable")
+        return str(address)
 
     endpoints = read.strings(data["endpoint_ips"], f"{key}.endpoint_ips", routed, min_items=1)
     resolvers = read.strings(data["dns_resolvers"], f"{key}.dns_resolvers", routed, min_items=1)
