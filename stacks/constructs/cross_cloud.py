@@ -131,7 +131,7 @@ class CrossCloudPaths(Construct):
                 vpn_tunnel_options_specifications=[_tunnel_options(log_group_arn) for _ in range(2)],
                 tags=[cdk.CfnTag(key="Name", value=f"{provider.name} ({provider.type}) via {peer}")],
             )
-            connection.add_dependency(attachment)
+            connection.node.add_dependency(attachment)
             for j, cidr in enumerate(path.routes):
                 ec2.CfnVPNConnectionRoute(
                     self, f"{name}Vpn{i}Route{j}", destination_cidr_block=cidr, vpn_connection_id=connection.ref
@@ -147,7 +147,7 @@ class CrossCloudPaths(Construct):
                     destination_cidr_block=cidr,
                     gateway_id=gateway.ref,
                 )
-                route.add_dependency(attachment)
+                route.node.add_dependency(attachment)
 
     def _names(self, providers: Sequence[Provider], vpc: ec2.IVpc, subnets: ec2.SubnetSelection) -> None:
         group = ec2.SecurityGroup(
