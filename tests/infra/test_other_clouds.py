@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from spillway.backends.workload_identity import jwt_audience
+from stacks.assembly import SynthResult
 from stacks.platform import Platform
 from stacks.targets import providers_reached_from
 from tests.infra.conftest import Template, resources_of
@@ -190,3 +191,18 @@ def _router_statements(template: Template) -> dict[str, Any]:
         p for p in policies.values() if "may invoke exactly its targets in every" in p["Properties"]["Description"]
     ]
     return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+
+
+def test_the_data_flow_diagram_draws_the_path_to_each_other_cloud(synth: SynthResult, platform: Platform) -> None:
+    from review.cfn import load  # noqa: PLC0415 (the report's reader)
+    from review.dataflow import to_dot  # noqa: PLC0415
+
+    dot = to_dot(load(synth.outdir))
+    for region in REGIONS:
+        for provider in providers_reached_from(platform, region):
+            assert provider.path is not None
+            for peer in provider.path.vpn.peer_ips:
+                assert f"gateway {peer}" in dot, (provider.name, peer)
+    edges = [line for line in dot.splitlines() if "to another cloud: TLS inside IPsec" in line]
+    peers = {p for r in REGIONS for v in providers_reached_from(platform, r) if v.path for p in v.path.vpn.peer_ips}
+    assert len(edges) == len(REGIONS) * len(peers)  # every cell's router to every gateway it tunnels to
