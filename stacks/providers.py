@@ -16,16 +16,20 @@ auth and its private path, so a model names only the provider and its own model 
 - ``self_hosted``: a server in the cell's VPC (vLLM and the like): a base URL, its addresses (inside the cell's VPC,
   outside the subnets the network builds), a key in Secrets Manager; provisioned capacity, sized by max_in_flight.
 
-Every error is a PlatformConfigError naming the file and the key, as in stacks/platform.py.
+`PROVIDER_KINDS` is the registry of provider types: auth mode, parser, endpoint, API names, token exchange. The
+stacks (paths, secrets, grants) and the routing table read only that and the parsed `Provider`, so a third cloud is
+one entry and its parser, plus the platform file's `providers:` entry. Every error is a PlatformConfigError naming
+the file and the key, as in stacks/platform.py.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from spillway.backends.kinds import WORKLOAD_AUDIENCE
 from stacks.naming import provider_secret_name
@@ -33,8 +37,6 @@ from stacks.naming import provider_secret_name
 if TYPE_CHECKING:
     from stacks.platform import Region, _Reader
 
-ProviderType = Literal["vertex", "azure_openai", "bedrock", "self_hosted"]
-PROVIDER_TYPES: tuple[ProviderType, ...] = ("vertex", "azure_openai", "bedrock", "self_hosted")
 GOOGLE_TOKEN_URL = "https://sts.googleapis.com/v1/token"  # noqa: S105 (Google's token exchange, not a secret)
 VPN_TUNNELS_PER_CONNECTION = 2
 
@@ -90,7 +92,7 @@ class ApiKey:
 @dataclass(frozen=True, slots=True)
 class Provider:
     name: str
-    type: ProviderType
+    type: str  # a key of PROVIDER_KINDS
     # vertex
     project: str | None = None
     location: str | None = None
@@ -104,50 +106,32 @@ class Provider:
     path: PrivatePath | None = None
 
     @property
+    def kind(self) -> ProviderKind:
+        return PROVIDER_KINDS[self.type]
+
+    @property
     def auth(self) -> str:
         """The routing table's auth mode for this provider's targets (spillway/backends/kinds.py)."""
-        return {"vertex": "workload_identity", "bedrock": "sigv4"}.get(self.type, "secret")
-
-    def host(self, region: str) -> str:
-        """The API's host name (what the resolver rules forward and TLS verifies)."""
-        if self.type == "vertex":
-            return (
-                "aiplatform.googleapis.com"
-                if self.location == "global"
-                else f"{self.location}-aiplatform.googleapis.com"
-            )
-        if self.type == "azure_openai":
-            return f"{self.resource}.openai.azure.com"
-        if self.type == "bedrock":
-            return f"bedrock-runtime.{region}.amazonaws.com"
-        match = _HOST_URL.match(self.url or "")
-        assert match is not None  # checked by the parser
-        return match["host"]
+        return self.kind.auth
 
     def base_url(self, region: str) -> str:
-        if self.type == "vertex":
-            return f"https://{self.host(region)}/v1/projects/{self.project}/locations/{self.location}/endpoints/openapi"
-        if self.type == "azure_openai":
-            return f"https://{self.host(region)}/openai/v1"
-        if self.type == "bedrock":
-            return f"https://{self.host(region)}/openai/v1"
-        assert self.url is not None
-        return self.url.rstrip("/")
+        """The endpoint up to (not including) /chat/completions, as reached from `region`'s cell."""
+        return self.kind.base_url(self, region)
+
+    def host(self, region: str) -> str:
+        """The API's host name (what TLS verifies)."""
+        return urlsplit(self.base_url(region)).hostname or ""
 
     @property
     def dns_names(self) -> tuple[str, ...]:
         """The names the cell's Route 53 Resolver forwards to the provider's DNS (over the private path)."""
-        if self.type == "vertex":
-            return (self.host(""), "sts.googleapis.com")
-        if self.type == "azure_openai":
-            return (self.host(""),)
-        return ()
+        return self.kind.dns_names(self)
 
     def backend_fields(self, region: str, platform: str) -> dict[str, Any]:
         """The routing table's backend keys beyond kind and model (spillway/backends/kinds.py `parse_openai_ref`)."""
         fields: dict[str, Any] = {"base_url": self.base_url(region), "auth": self.auth}
-        if self.type == "vertex":
-            fields.update(audience=self.audience, token_url=GOOGLE_TOKEN_URL)
+        if self.auth == "workload_identity":
+            fields.update(audience=self.audience, token_url=self.kind.token_url)
         if self.api_key is not None:
             fields["secret_id"] = provider_secret_name(platform, self.name)
         return fields
@@ -170,9 +154,9 @@ def parse_providers(read: _Reader, value: object, regions: Mapping[str, Region],
         key = f"providers.{name}"
         read.string(name, key, _NAME, "provider name (lowercase letters, digits, dashes)")
         kind = read.mapping(body, key).get("type")
-        if kind not in PROVIDER_TYPES:
-            raise read.fail(f"{key}.type", f"expected one of {', '.join(PROVIDER_TYPES)}, got {kind!r}")
-        providers[name] = _PARSERS[kind](read, key, name, body, regions=regions, account=account)
+        if kind not in PROVIDER_KINDS:
+            raise read.fail(f"{key}.type", f"expected one of {', '.join(PROVIDER_KINDS)}, got {kind!r}")
+        providers[name] = PROVIDER_KINDS[kind].parse(read, key, name, body, regions=regions, account=account)
     _check_ranges(read, providers, regions)
     return providers
 
@@ -237,7 +221,41 @@ def _self_hosted(
     return Provider(name, "self_hosted", url=url, addresses=addresses, api_key=api_key)
 
 
-_PARSERS = {"vertex": _vertex, "azure_openai": _azure, "bedrock": _bedrock, "self_hosted": _self_hosted}
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    """One type of provider: how the platform file declares it and what the stacks and the router need of it. A new
+    cloud (or service) is one entry here and its parser; the stacks and the router read nothing else of it."""
+
+    auth: str  # the routing table's auth mode (sigv4, secret, workload_identity)
+    parse: Callable[..., Provider]  # (read, key, name, body, *, regions, account) -> Provider
+    base_url: Callable[[Provider, str], str]  # (provider, the cell's region) -> the endpoint's base URL
+    dns_names: Callable[[Provider], tuple[str, ...]] = lambda _: ()  # names the resolver forwards over the path
+    token_url: str | None = None  # workload_identity: the provider's token exchange
+
+
+def _vertex_host(p: Provider) -> str:
+    return "aiplatform.googleapis.com" if p.location == "global" else f"{p.location}-aiplatform.googleapis.com"
+
+
+PROVIDER_KINDS: Mapping[str, ProviderKind] = {
+    "vertex": ProviderKind(
+        "workload_identity",
+        _vertex,
+        lambda p, _: f"https://{_vertex_host(p)}/v1/projects/{p.project}/locations/{p.location}/endpoints/openapi",
+        lambda p: (_vertex_host(p), "sts.googleapis.com"),
+        GOOGLE_TOKEN_URL,
+    ),
+    "azure_openai": ProviderKind(
+        "secret",
+        _azure,
+        lambda p, _: f"https://{p.resource}.openai.azure.com/openai/v1",
+        lambda p: (f"{p.resource}.openai.azure.com",),
+    ),
+    "bedrock": ProviderKind(
+        "sigv4", _bedrock, lambda _, region: f"https://bedrock-runtime.{region}.amazonaws.com/openai/v1"
+    ),
+    "self_hosted": ProviderKind("secret", _self_hosted, lambda p, _: (p.url or "").rstrip("/")),
+}
 
 
 def _cidr(read: _Reader, value: object, key: str) -> ipaddress.IPv4Network:
