@@ -8,11 +8,17 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk import assertions
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
 
 from spillway.backends.workload_identity import jwt_audience
 from stacks.assembly import SynthResult
+from stacks.constructs.cross_cloud import CrossCloudPaths
 from stacks.platform import Platform
+from stacks.providers import ApiKey, Provider
 from stacks.targets import providers_reached_from
 from tests.infra.conftest import Template, resources_of
 
@@ -206,3 +212,34 @@ def test_the_data_flow_diagram_draws_the_path_to_each_other_cloud(synth: SynthRe
     edges = [line for line in dot.splitlines() if "to another cloud: TLS inside IPsec" in line]
     peers = {p for r in REGIONS for v in providers_reached_from(platform, r) if v.path for p in v.path.vpn.peer_ips}
     assert len(edges) == len(REGIONS) * len(peers)  # every cell's router to every gateway it tunnels to
+
+
+def test_a_self_hosted_server_gets_egress_on_its_port_and_no_tunnel() -> None:
+    """One small stack, not the example's synthesis: the construct alone with a server in the VPC."""
+    stack = cdk.Stack(cdk.App(), "SelfHosted", env=cdk.Environment(account="111122223333", region="us-east-1"))
+    vpc = ec2.Vpc(stack, "Vpc", ip_addresses=ec2.IpAddresses.cidr("10.40.0.0/16"), nat_gateways=0,
+                  subnet_configuration=[ec2.SubnetConfiguration(name="i", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)],
+                  availability_zones=["us-east-1a", "us-east-1b"])  # fmt: skip
+    group = ec2.SecurityGroup(stack, "Router", vpc=vpc, allow_all_outbound=False)
+    key = ApiKey({"us-east-1": "arn:aws:lambda:us-east-1:111122223333:function:rotate"}, 30)
+    vllm = Provider("vllm", "self_hosted", url="https://vllm.escrow.internal:8443/v1",
+                    addresses={"us-east-1": ("10.40.160.0/24",)}, api_key=key)  # fmt: skip
+    CrossCloudPaths(
+        stack,
+        "OtherClouds",
+        platform_name="spillway",
+        providers=[vllm],
+        vpc=vpc,
+        subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+        route_table_ids=[],
+        router_group=group,
+        log_key=kms.Key(stack, "Logs"),
+        retention_days=30,
+    )
+    template = assertions.Template.from_stack(stack)
+    template.resource_count_is("AWS::EC2::VPNConnection", 0)
+    template.resource_count_is("AWS::Route53Resolver::ResolverRule", 0)
+    egress = template.find_resources("AWS::EC2::SecurityGroupEgress")
+    assert [(e["Properties"]["CidrIp"], e["Properties"]["FromPort"]) for e in egress.values()] == [
+        ("10.40.160.0/24", 8443)
+    ]
