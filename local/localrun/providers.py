@@ -4,8 +4,9 @@ The routing table CDK renders names the providers' real endpoints (Vertex AI, Az
 
 - each openai target's ``base_url`` becomes its emulator endpoint (``emulator.openai_compat.base_path``), and a
   Vertex target's ``token_url`` the token exchange of :class:`~localrun.identity.IdentityStandIns`;
-- the router's STS client reaches the same stand-ins (``AWS_ENDPOINT_URL_STS``) and its Secrets Manager client the
-  world's moto server (``AWS_ENDPOINT_URL_SECRETS_MANAGER``), where each provider secret is created with a key;
+- the router's STS client reaches the same stand-ins (``AWS_ENDPOINT_URL_STS``) and its Secrets Manager client a
+  moto server on loopback (``AWS_ENDPOINT_URL_SECRETS_MANAGER``, started only when a provider keeps a key), where
+  each provider secret is created with a key;
 - the emulator accepts, per target, only what the real provider would: a Vertex target a live access token from
   the exchange, an Azure or self-hosted target the key in its secret (``Emulator.require_bearer``). Bedrock's
   OpenAI-compatible targets are signed with SigV4, which the emulator does not check (as for Converse).
@@ -16,6 +17,7 @@ So the whole path (role -> web identity token -> exchange -> bearer; secret -> b
 from __future__ import annotations
 
 import copy
+import logging
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -41,12 +43,16 @@ class LocalProviders:
         self.identity: IdentityStandIns | None = IdentityStandIns(*audiences) if audiences else None
         self.keys: dict[str, str] = {}  # secret id -> the key the secret holds (and the emulator accepts)
         self._secrets_url: str | None = None
+        self._moto: Any = None
 
-    def start(self, emu: Emulator, table: Mapping[str, Any], secrets_url: str | None) -> None:
-        """Start the token exchange, create the secrets in moto (at ``secrets_url``), set the emulator's checks."""
+    def start(self, emu: Emulator, table: Mapping[str, Any], *, secrets: bool = True) -> None:
+        """Start the token exchange and (with ``secrets``, when a provider keeps a key) moto's Secrets Manager with
+        the keys in it, and set the emulator's checks. Without ``secrets`` a key read is refused on loopback."""
         if self.identity is not None:
             self.identity.start()
-        self._secrets_url = secrets_url
+        if secrets and self._secrets(table):
+            self._start_moto()
+        secrets_url = self._secrets_url
         # One secret per cell that uses it, as the stacks create them (the router reads its target's region's).
         for secret_id, region in self._secrets(table):
             self.keys.setdefault(secret_id, "local-" + secrets.token_urlsafe(24))
@@ -62,6 +68,17 @@ class LocalProviders:
     def stop(self) -> None:
         if self.identity is not None:
             self.identity.stop()
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def _start_moto(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: no access log lines
+        from moto.server import ThreadedMotoServer  # noqa: PLC0415 (only where a provider keeps a key)
+
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto.start()
+        self._secrets_url = f"http://127.0.0.1:{self._moto.get_host_and_port()[1]}"
 
     def localize(self, table: Mapping[str, Any], emu: Emulator) -> dict[str, Any]:
         """``table`` with each openai target pointed at its loopback stand-ins."""
