@@ -45,12 +45,12 @@ class LocalProviders:
         self._secrets_url: str | None = None
         self._moto: Any = None
 
-    def start(self, emu: Emulator, table: Mapping[str, Any], *, secrets: bool = True) -> None:
-        """Start the token exchange and (with ``secrets``, when a provider keeps a key) moto's Secrets Manager with
-        the keys in it, and set the emulator's checks. Without ``secrets`` a key read is refused on loopback."""
+    def start(self, emu: Emulator, table: Mapping[str, Any], *, with_secrets: bool = True) -> None:
+        """Start the token exchange and (``with_secrets``, when a provider keeps a key) moto's Secrets Manager with
+        the keys in it, and set the emulator's checks. Without them a key read is refused on loopback."""
         if self.identity is not None:
             self.identity.start()
-        if secrets and self._secrets(table):
+        if with_secrets and self._secrets(table):
             self._start_moto()
         secrets_url = self._secrets_url
         # One secret per cell that uses it, as the stacks create them (the router reads its target's region's).

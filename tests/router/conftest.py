@@ -334,7 +334,7 @@ def emulated_router(table: dict[str, Any], patch: pytest.MonkeyPatch) -> Iterato
     at them (the router is built from the environment on its next use)."""
     providers = LocalProviders(table)  # other clouds' targets: the emulator's, their token exchange on loopback
     with Emulator(_specs(table)) as emu:
-        providers.start(emu, table, secrets=False)
+        providers.start(emu, table, with_secrets=False)
         emu.set_configuration(APP, ENV, PROFILE, providers.localize(table, emu))
         for name, value in {**emulator_environment(emu), **providers.env()}.items():
             patch.setenv(name, value)
