@@ -369,7 +369,13 @@ def test_the_status_shows_the_fleets_view_of_each_target() -> None:
     assert view[PT_E]["state"] == "open"
     assert view[PT_E]["cooldown_remaining_s"] == pytest.approx(5.0)
     assert view[PT_E]["trips"] == 1
-    assert view[OD_E]["window"] == {"total": 3, "failures": 0, "slow": 0}
+    assert view[OD_E]["window"] == {
+        "total": 3,
+        "failures": 0,
+        "slow": 0,
+        "first_tokens": 0,
+        "first_tokens_over_limit": 0,
+    }
     world.clock.advance(5.0)
     assert world.fleets[1].status([PT_E])["targets"][PT_E]["state"] == "half_open"
     world.store.down = True

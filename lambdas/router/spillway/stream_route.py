@@ -27,15 +27,21 @@ from .backends.kinds import request_needs
 from .config import Feature
 from .engine import _ERROR_OUTCOME as ERROR_OUTCOME
 from .engine import _VERDICT as VERDICT
-from .engine import Attempt, Outcome, RouteResult, Status, _unsupported
+from .engine import Attempt, Outcome, RouteResult, Status, _unsupported, ttft_verdict
 from .errors import BackendError, ErrorClass
 from .fleet import RequestHealth
 from .health import Ticket, Verdict
 from .policy import Planner, PlanStep
-from .streaming import TOKEN_EVENTS, Pump, StreamEvent, StreamTimeout, stream_backend_for
+from .streaming import (
+    NO_FIRST_TOKEN,
+    STREAM_STALLED,
+    TOKEN_EVENTS,
+    Pump,
+    StreamEvent,
+    StreamTimeout,
+    stream_backend_for,
+)
 
-NO_FIRST_TOKEN = "NoFirstToken"  # noqa: S105 (an error code, not a password)
-STREAM_STALLED = "StreamStalled"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 
 
@@ -225,7 +231,7 @@ class _Attempt:
         target = self.step.target
         if error is None:
             outcome = Outcome.SLOW if slow else Outcome.OK
-            trace.append(Attempt(target.id, outcome, None, self._elapsed_ms(), self.step.kind))
+            trace.append(Attempt(target.id, outcome, None, self._elapsed_ms(), self.step.kind, self.ttft_ms))
             self.verdict = Verdict.SLOW if slow else Verdict.OK
             result = RouteResult(
                 Status.SERVED, 200, tuple(trace), elapsed_ms, target=target.id, usage=usage,
@@ -256,7 +262,15 @@ class _Attempt:
             target_id = self.step.target.id
             if self.level:
                 self.health.end(target_id, self.level, throttled=self.throttled)
-            self.health.finish(target_id, self.f.breaker, self.verdict, self.ticket, retry_after_s=self.retry_after_s)
+            first_token = ttft_verdict(self.f, self.ttft_ms) if self.pump is not None and self.error is None else None
+            self.health.finish(
+                target_id,
+                self.f.breaker,
+                self.verdict,
+                self.ticket,
+                retry_after_s=self.retry_after_s,
+                ttft_over=first_token,
+            )
 
 
 def _usage(metadata: Mapping[str, Any]) -> Usage | None:

@@ -31,6 +31,9 @@ CONVERSE_STREAM_EVENTS = (
     "messageStop",
     "metadata",
 )
+# Why an attempt was abandoned for want of tokens (both "unavailable": the breaker counts them as failures).
+NO_FIRST_TOKEN = "NoFirstToken"  # noqa: S105 (an error code, not a password)
+STREAM_STALLED = "StreamStalled"
 JOIN_S = 2.0  # how long closing waits for the reader thread once its connection is closed
 
 
