@@ -19,7 +19,7 @@ but for their names; the trace holds ids, codes and timings.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .backends.contract import Usage
@@ -246,6 +246,7 @@ class _Attempt:
             self.traced = Attempt(target.id, Outcome.UNAVAILABLE, error.code, self._elapsed_ms(), self.step.kind)
         else:
             self._fail(error)
+        self.traced = replace(self.traced, ttft_ms=self.ttft_ms)  # it got a first token: the metrics count it
         trace.append(self.traced)
         result = RouteResult(Status.INCOMPLETE, 200, tuple(trace), elapsed_ms, target=target.id, code=error.code)
         yield StreamTail(result, incomplete=True, ttft_ms=self.ttft_ms, gaps_ms=tuple(gaps))
