@@ -204,7 +204,7 @@ def slow_first_token(world: World) -> Figures:
 
 
 def slow_pt(world: World) -> Figures:
-    """PT us-east-1's time to first token rises: a quarter of its answers start 1 s late. The feature holds its p90
+    """PT us-east-1's time to first token rises: one answer in five starts 1 s late. The feature holds its p90
     time to first token to 600 ms; Converse callers (buffered) are served through the streaming APIs, so each of their
     attempts measures it. The fleet's p90 trips PT's breaker (its slow rate stays under the slow_rate rule, so only
     the percentile can), traffic spills to on-demand in the same region, and nothing is dropped."""
@@ -215,7 +215,7 @@ def slow_pt(world: World) -> Figures:
     table["features"][FEATURE]["breaker"] = breaker
     fleet.deploy_table(table)
     fleet.await_config()
-    fleet.set_fault(PT_EAST, Fault.slow_first_token(1.0, probability=0.25, seed=7))
+    fleet.set_fault(PT_EAST, Fault.slow_first_token(1.0, probability=0.2, seed=7))
     since_ms = time.time() * 1000.0
     records = run(fleet, 10.0, 10.0)
     first_tokens = fleet_values(fleet.workdir, "TimeToFirstToken", since_ms=since_ms)  # the router's own metrics
