@@ -18,6 +18,7 @@ from tests.router.conftest import LambdaContext, api_event, body_of, converse_bo
 
 PT = "claude-sonnet/provisioned/us-east-1"
 FEATURE, DIRECT = "summarize-thread", "summarize-thread-converse"
+ESCROW, ESCROW_DIRECT = "redact-escrow", "redact-escrow-invoke"  # SageMaker first: chat completions, streamed or not
 CANARY = "TTFTCANARY-7c1d"
 TTFT_MS, TOKENS = 120.0, 8
 PROMPT = f"{CANARY} two three four five six seven eight"  # the emulator echoes it: 8 words, 8 deltas
@@ -28,6 +29,7 @@ def world(table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterato
     """The example's table plus a twin of summarize-thread that calls the buffered Converse API."""
     doc = copy.deepcopy(table_doc)
     doc["features"][DIRECT] = {**copy.deepcopy(doc["features"][FEATURE]), "buffered_via_stream": False}
+    doc["features"][ESCROW_DIRECT] = {**copy.deepcopy(doc["features"][ESCROW]), "buffered_via_stream": False}
     with emulated_router(doc, monkeypatch) as emu:
         model_id = doc["targets"][PT]["backend"]["model_id"]
         emu.update_target(("us-east-1", "bedrock", model_id), ttft_ms=TTFT_MS, ms_per_token=1.0, output_tokens=TOKENS)
@@ -36,19 +38,27 @@ def world(table_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 def converse(feature: str, text: str) -> dict[str, Any]:
     event = api_event("POST", f"/v1/features/{feature}/converse", body=converse_body(text))
-    return handler.lambda_handler(event, LambdaContext())  # type: ignore[no-any-return]
+    return handler.lambda_handler(event, LambdaContext())
 
 
 def emf_lines(out: str, metric: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if f'"{metric}"' in line and "_aws" in line]
 
 
-def test_a_buffered_answer_assembled_from_the_stream_is_converses_own(world: Emulator) -> None:
-    streamed, direct = converse(FEATURE, "same prompt"), converse(DIRECT, "same prompt")
+@pytest.mark.parametrize(
+    ("feature", "twin", "served_by"),
+    [(FEATURE, DIRECT, PT), (ESCROW, ESCROW_DIRECT, "llama-escrow/provisioned/us-east-1")],
+    ids=["bedrock-converse-stream", "sagemaker-response-stream"],
+)
+def test_a_buffered_answer_assembled_from_the_stream_is_the_buffered_apis_own(
+    world: Emulator, feature: str, twin: str, served_by: str
+) -> None:
+    streamed, direct = converse(feature, "same prompt"), converse(twin, "same prompt")
     assert streamed["statusCode"] == direct["statusCode"] == 200
-    assert header(streamed, "x-spillway-target") == header(direct, "x-spillway-target") == PT
+    assert header(streamed, "x-spillway-target") == header(direct, "x-spillway-target") == served_by
     a, b = body_of(streamed), body_of(direct)
-    assert a["metrics"]["latencyMs"] >= TTFT_MS
+    if served_by == PT:
+        assert a["metrics"]["latencyMs"] >= TTFT_MS
     a["metrics"].pop("latencyMs")
     b["metrics"].pop("latencyMs")
     assert a == b

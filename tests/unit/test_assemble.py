@@ -5,7 +5,7 @@ stream read through the pump. Time is a fake clock; the backends are in-memory s
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import botocore.session  # type: ignore[import-untyped]
@@ -16,8 +16,9 @@ from spillway.assemble import ATTEMPT_TIMEOUT, MALFORMED, assemble, collect
 from spillway.config import Target
 from spillway.errors import BackendError, ErrorClass
 from spillway.streaming import NO_FIRST_TOKEN, STREAM_STALLED, StreamEvent
+from tests.fakes import FakeClock
 
-from .helpers import FakeClock, make_table
+from .helpers import make_table
 
 MODEL = botocore.session.get_session().get_service_model("bedrock-runtime")
 CONVERSE_OUTPUT = MODEL.operation_model("Converse").output_shape
@@ -166,7 +167,7 @@ def test_without_metadata_the_latency_is_the_attempts_own_and_usage_is_zero() ->
 class TimedStream:
     """Yields (seconds to spend before it, event) pairs on a fake clock; "block" waits until closed."""
 
-    def __init__(self, clock: FakeClock, plan: list[tuple[float, StreamEvent | str]]) -> None:
+    def __init__(self, clock: FakeClock, plan: Sequence[tuple[float, StreamEvent | str | BackendError]]) -> None:
         self.clock, self.plan = clock, plan
         self.closed = threading.Event()
 
