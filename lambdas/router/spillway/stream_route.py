@@ -147,6 +147,7 @@ class _Attempt:
         self.pump: Pump | None = None
         self.sent_at = clock()
         self.ttft_ms = 0.0
+        self.first_token = False  # the breaker hears its time to first token (even if the stream fails later)
         self.error: BackendError | None = None
         self.traced = Attempt(step.target.id, Outcome.UNAVAILABLE, kind=step.kind)
         self.verdict = Verdict.NEUTRAL
@@ -189,13 +190,12 @@ class _Attempt:
             except BackendError as error:
                 self._fail(error)
                 return None
-            if event is None:  # a clean end with no content block: an empty answer is still an answer
-                self.ttft_ms = self._elapsed_ms()
+            if event is None or event[0] in TOKEN_EVENTS:  # an empty answer (a clean end) is still an answer
+                self.ttft_ms, self.first_token = self._elapsed_ms(), True
+                if event is not None:
+                    held.append(event)
                 return held
             held.append(event)
-            if event[0] in TOKEN_EVENTS:
-                self.ttft_ms = self._elapsed_ms()
-                return held
 
     def relay(self, f: Feature, trace: list[Attempt], deadline: float, start: float) -> Iterator[StreamItem]:
         """The served stream's remaining events, then its tail (complete or incomplete)."""
@@ -263,7 +263,7 @@ class _Attempt:
             target_id = self.step.target.id
             if self.level:
                 self.health.end(target_id, self.level, throttled=self.throttled)
-            first_token = ttft_verdict(self.f, self.ttft_ms) if self.pump is not None and self.error is None else None
+            first_token = ttft_verdict(self.f, self.ttft_ms) if self.first_token else None
             self.health.finish(
                 target_id,
                 self.f.breaker,
