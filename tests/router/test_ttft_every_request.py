@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import handler
-from emulator import Emulator
+from local.emulator import Emulator
 from tests.router.conftest import LambdaContext, api_event, body_of, converse_body, emulated_router, header
 
 PT = "claude-sonnet/provisioned/us-east-1"

@@ -1,4 +1,4 @@
-"""localrun/emf.py reads the router's EMF lines back per target: value lists flattened, other metrics, other lines
+"""local/localrun/emf.py reads the router's EMF lines back per target: value lists flattened, other metrics, other lines
 and lines before the run's start left out."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from localrun.emf import fleet_values, values_by_target
+from local.localrun.emf import fleet_values, values_by_target
 
 
 def emf(target: str, stamp: int, **metrics: object) -> str:
