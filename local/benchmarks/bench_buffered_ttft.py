@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import platform
 import sys
 import time
@@ -28,22 +27,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "lambdas" / "router"), str(ROOT)]
 
-from local.benchmarks.results import merge_result  # noqa: E402
+from local.benchmarks.results import figures_ms, merge_result  # noqa: E402
+from local.benchmarks.results import nearest_rank as percentile  # noqa: E402
 from local.localrun import FleetWorld, Latency  # noqa: E402
 
 FEATURE, TWIN = "summarize-thread", "summarize-thread-converse"
 PT = "claude-sonnet/provisioned/us-east-1"
 REQUEST = {"messages": [{"role": "user", "content": [{"text": "Summarize the thread, please."}]}]}
 LATENCY = Latency(ttft_ms=20.0, ms_per_token=1.0, output_tokens=20)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
-
-
-def _figures(values: list[float]) -> dict[str, float]:
-    return {"p50": round(percentile(values, 0.5), 3), "p99": round(percentile(values, 0.99), 3)}
 
 
 def _timed(fn: Callable[[], None]) -> float:
@@ -110,7 +101,7 @@ def measure(rounds: int, per_round: int) -> dict[str, Any]:
         for q, p in (("p50", 0.5), ("p99", 0.99))
     }
     return {
-        "latency_ms": {name: _figures(values) for name, values in samples.items()},
+        "latency_ms": {name: figures_ms(values) for name, values in samples.items()},
         "added_by_stream_ms": added,
         "of_which_the_wire_ms": wire,
         "ratio_p50": round(

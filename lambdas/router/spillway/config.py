@@ -146,6 +146,7 @@ class Feature:
     fallback_on_context_overflow: bool = True  # a context-window overflow tries the next model
     # Streams: an attempt with no first token this long after it is sent is abandoned for the next target (None: the
     # attempt's own timeout); after the first token, a gap longer than inter_token_ms ends the stream incomplete.
+    # A buffered request served through a stream (buffered_via_stream) keeps both limits and fails over on either.
     first_token_ms: float | None = None
     inter_token_ms: float = 10000.0
     # A buffered Converse request is served through the backend's streaming API and assembled into Converse's answer

@@ -9,6 +9,9 @@ admitting an attempt and judging it (even an exception), its breaker ticket and 
 A request whose every sent attempt was throttled answers 503 with Retry-After, even when the deadline ran out: a
 throttle never reaches the caller as something it cannot back off from.
 
+A buffered attempt goes through its backend's streaming API and is assembled into Converse's answer
+(spillway.assemble; the feature's buffered_via_stream), so its time to first token feeds the breaker as a stream's does.
+
 With a fleet (spillway.fleet), breakers and provisioned occupancy are decided on the fleet's shared state instead:
 read once before planning, reported after each attempt, each request through its own RequestHealth.
 
