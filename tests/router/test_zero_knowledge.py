@@ -157,8 +157,14 @@ def _raise(exc: BaseException) -> Callable[[dict[str, Any]], Any]:
     return fail
 
 
-@pytest.fixture
-def zk(table_doc: dict[str, Any], logs: io.StringIO) -> Iterator[tuple[Harness, list[Any]]]:
+@pytest.fixture(params=[True, False], ids=["buffered-via-stream", "buffered-apis"])
+def zk(
+    table_doc: dict[str, Any], logs: io.StringIO, request: pytest.FixtureRequest
+) -> Iterator[tuple[Harness, list[Any]]]:
+    """Every test twice: buffered requests served through the streaming APIs (the default) and through the buffered
+    ones (a feature's buffered_via_stream: false)."""
+    for feature in table_doc["features"].values():
+        feature["buffered_via_stream"] = request.param
     h = Harness(table_doc)
     h.logs = logs  # type: ignore[attr-defined]
     behaviour: list[Any] = [_echo]
