@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -380,8 +381,9 @@ def test_a_served_answer_is_converses_output_shape(table_doc: dict[str, Any], vi
     model = botocore.session.get_session().get_service_model("bedrock-runtime")
     shape = model.operation_model("Converse").output_shape
     assert isinstance(shape, StructureShape)
-    table_doc["features"]["summarize-thread"]["buffered_via_stream"] = via_stream
-    harness = Harness(table_doc)
+    doc = copy.deepcopy(table_doc)  # the session's table stays as rendered
+    doc["features"]["summarize-thread"]["buffered_via_stream"] = via_stream
+    harness = Harness(doc)
     harness.router.backends["bedrock"] = BedrockBackend(ClientPool(lambda service, region, config: _ConverseClient()))
     try:
         response = harness.converse()

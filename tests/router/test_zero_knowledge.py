@@ -9,6 +9,7 @@ caller's own completion.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -163,9 +164,10 @@ def zk(
 ) -> Iterator[tuple[Harness, list[Any]]]:
     """Every test twice: buffered requests served through the streaming APIs (the default) and through the buffered
     ones (a feature's buffered_via_stream: false)."""
-    for feature in table_doc["features"].values():
+    doc = copy.deepcopy(table_doc)  # the session's table stays as rendered
+    for feature in doc["features"].values():
         feature["buffered_via_stream"] = request.param
-    h = Harness(table_doc)
+    h = Harness(doc)
     h.logs = logs  # type: ignore[attr-defined]
     behaviour: list[Any] = [_echo]
 
