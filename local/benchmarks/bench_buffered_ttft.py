@@ -44,8 +44,6 @@ def _timed(fn: Callable[[], None]) -> float:
 
 
 def measure(rounds: int, per_round: int) -> dict[str, Any]:
-    import boto3  # noqa: PLC0415
-    from botocore.config import Config  # noqa: PLC0415
 
     with FleetWorld(reserved_concurrency=1, warm=1, latency=LATENCY, config_ttl_s=0.5) as world:
         doc = copy.deepcopy(world.table_doc)
@@ -53,14 +51,7 @@ def measure(rounds: int, per_round: int) -> dict[str, Any]:
         world.deploy_table(doc)
         world.await_config()
         pt = world.target(PT)
-        direct = boto3.session.Session().client(
-            "bedrock-runtime",
-            region_name=pt.region,
-            endpoint_url=world.emu.endpoint_url(pt.region),
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, tcp_keepalive=True),
-        )
+        direct = world.bedrock_runtime(pt.region)
 
         def routed(feature: str) -> Callable[[], None]:
             def call() -> None:

@@ -82,8 +82,6 @@ def _interleaved(
 
 
 def measure(rounds: int, per_round: int) -> dict[str, Any]:
-    import boto3  # noqa: PLC0415
-    from botocore.config import Config  # noqa: PLC0415
     from botocore.credentials import Credentials  # noqa: PLC0415
 
     from local.emulator import Fault  # noqa: PLC0415
@@ -93,14 +91,7 @@ def measure(rounds: int, per_round: int) -> dict[str, Any]:
         reserved_concurrency=1, warm=1, latency=Latency(ttft_ms=20.0, ms_per_token=1.0), config_ttl_s=0.5
     ) as world:
         pt, od = world.target(PT), world.target(OD)
-        direct = boto3.session.Session().client(
-            "bedrock-runtime",
-            region_name=pt.region,
-            endpoint_url=world.emu.endpoint_url(pt.region),
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, tcp_keepalive=True),
-        )
+        direct = world.bedrock_runtime(pt.region)
         for _ in range(10):  # warm-up: clients, connections, config and health caches
             _router_ttft(world, credentials, PT)
             _direct_ttft(direct, pt.invoke_id)

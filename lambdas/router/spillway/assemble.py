@@ -20,15 +20,27 @@ events' content is joined, never logged; errors carry codes only.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.contract import BackendReply, Usage
 from .config import SERVICE_TIERS, Target
-from .errors import BackendError, ErrorClass
-from .streaming import NO_FIRST_TOKEN, STREAM_STALLED, TOKEN_EVENTS, Pump, StreamEvent, StreamingBackend, StreamTimeout
+from .errors import BackendError, ErrorClass, from_exception
+from .streaming import (
+    JOIN_S,
+    NO_FIRST_TOKEN,
+    STREAM_STALLED,
+    TOKEN_EVENTS,
+    BackendStream,
+    StreamEvent,
+    StreamingBackend,
+    reader_pool,
+)
 
 ATTEMPT_TIMEOUT = "AttemptTimeout"
 MALFORMED = "MalformedConverseStream"
@@ -45,50 +57,87 @@ def collect(
     clock: Callable[[], float],
 ) -> BackendReply:
     """One buffered attempt over the backend's stream: the assembled answer with its time to first token and
-    inter-token gaps, or BackendError. The stream is closed (its reader thread joined) before this returns."""
+    inter-token gaps, or BackendError. The stream is closed (its read ended) before this returns."""
     sent_at = clock()
-    stream = backend.open_stream(target, request, timeout_s)
-    pump = Pump(stream)
+    reader = _Reader(backend.open_stream(target, request, timeout_s), clock)
     try:
         end = sent_at + timeout_s
         first_by = end if first_token_s is None else min(end, sent_at + first_token_s)
-        events: list[StreamEvent] = []
-        ttft_ms: float | None = None
-        last = sent_at
-        gaps: list[float] = []
-        while True:
-            now = clock()
-            wait = first_by - now if ttft_ms is None else min(end - now, inter_token_s)
-            try:
-                event = pump.next(wait)
-            except StreamTimeout:
-                if ttft_ms is None:
-                    code = NO_FIRST_TOKEN if first_by < end else ATTEMPT_TIMEOUT
-                else:
-                    code = STREAM_STALLED if wait >= inter_token_s else ATTEMPT_TIMEOUT
-                raise BackendError(ErrorClass.UNAVAILABLE, code) from None
-            if event is None:
-                break
-            now = clock()
-            if ttft_ms is None and event[0] in TOKEN_EVENTS:
-                ttft_ms = (now - sent_at) * 1000.0
-                last = now
-            elif event[0] == "contentBlockDelta":
-                gaps.append((now - last) * 1000.0)
-                last = now
-            events.append(event)
-        elapsed_ms = (clock() - sent_at) * 1000.0
-        answer = assemble(events, elapsed_ms=elapsed_ms)
+        if not reader.first.wait(max(0.0, first_by - clock())):
+            raise BackendError(ErrorClass.UNAVAILABLE, NO_FIRST_TOKEN if first_by < end else ATTEMPT_TIMEOUT)
+        while not reader.done.is_set():  # woken at the end, or once a gap's worth of time has passed
+            last = reader.last_at
+            wait = min(end, last + inter_token_s) - clock()
+            if not reader.done.wait(max(0.0, wait)) and reader.last_at == last:
+                stalled = last + inter_token_s <= end
+                raise BackendError(ErrorClass.UNAVAILABLE, STREAM_STALLED if stalled else ATTEMPT_TIMEOUT)
+        if reader.error is not None:
+            raise reader.error
+        timed = reader.events
     finally:
-        pump.close()
+        reader.close()
+    elapsed_ms = (clock() - sent_at) * 1000.0
+    answer = assemble([event for _, event in timed], elapsed_ms=elapsed_ms)
+    first = next((i for i, (_, event) in enumerate(timed) if event[0] in TOKEN_EVENTS), None)
+    gaps: list[float] = []
+    if first is not None:  # gaps count from the first token, between the deltas after it
+        marks = [timed[first][0]] + [at for at, event in timed[first + 1 :] if event[0] == "contentBlockDelta"]
+        gaps = [(at - before) * 1000.0 for before, at in itertools.pairwise(marks)]
     return BackendReply(
         response=answer.response,
         latency_ms=answer.latency_ms,
-        ttft_ms=elapsed_ms if ttft_ms is None else ttft_ms,  # an empty answer's first token is its end
+        # an empty answer's first token is its end
+        ttft_ms=elapsed_ms if first is None else (timed[first][0] - sent_at) * 1000.0,
         usage=answer.usage,
         service_tier=answer.service_tier,
         gaps_ms=tuple(gaps),
     )
+
+
+class _Reader:
+    """Reads one backend stream on a reader thread, keeping each event with its arrival time on `clock`, and wakes the
+    caller twice: at the first token (``first``) and at the end (``done``, also set on a failure). Unlike the
+    streaming route's Pump, which hands every event over as it comes (the caller relays it), nothing is handed over
+    per event: each handoff between two busy threads can cost the interpreter's switch interval (5 ms), once per
+    event. The caller watches for stalls through ``last_at``. The read never outlives the attempt: closing drops the
+    connection (which ends a blocked read) and waits for the read to end."""
+
+    def __init__(self, stream: BackendStream, clock: Callable[[], float]) -> None:
+        self._stream = stream
+        self._clock = clock
+        self.events: list[tuple[float, StreamEvent]] = []
+        self.error: BackendError | None = None
+        self.last_at = clock()
+        self.first = threading.Event()
+        self.done = threading.Event()
+        self._closed = threading.Event()
+        reader_pool().submit(self._read)
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                if self._closed.is_set():
+                    return
+                at = self._clock()
+                self.events.append((at, event))
+                self.last_at = at
+                if event[0] in TOKEN_EVENTS:
+                    self.first.set()
+        except Exception as exc:  # every failure reaches the caller as a BackendError, message dropped
+            if not self._closed.is_set():
+                self.error = exc if isinstance(exc, BackendError) else from_exception(exc)
+        finally:
+            self.done.set()
+            self.first.set()
+
+    def close(self) -> None:
+        """Drop the connection and wait for the reader to notice (idempotent)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(Exception):  # closing a broken connection may fail; it is closed either way
+            self._stream.close()
+        self.done.wait(JOIN_S)
 
 
 @dataclass(frozen=True, slots=True)
