@@ -48,8 +48,7 @@ from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
 from spillway.settings import Settings
 from spillway.shadow import Shadower
-from spillway.store import HealthStore, default_client_factory
-from spillway.stream_route import StreamHead, StreamTail
+from spillway.stream_route import KeepAlive, StreamHead, StreamItem, StreamTail
 from spillway.telemetry import logger, tracer
 
 JSON = "application/json"
@@ -65,7 +64,6 @@ class Router:
         *,
         region: str,
         health: HealthBoard | None = None,
-        store: HealthStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         deadline_margin_ms: float = 500.0,
         tracker: InflightTracker | None = None,
@@ -75,7 +73,6 @@ class Router:
         self.backends = dict(backends)
         self.region = region
         self.health = health if health is not None else HealthBoard()
-        self.store = store
         self.clock = clock
         self.tracker = tracker if tracker is not None else InflightTracker(clock)
         self.fleet = fleet
@@ -108,8 +105,9 @@ class Router:
     def warm(self) -> int:
         """Do at init what a first request would otherwise pay inside its deadline: load the routing table, build
         each runtime client a first attempt uses (one per service, region and the tier of each feature's attempt
-        maximum; the first client of a service costs ~100 ms), and read the shared breakers. Returns the number of
-        (target, budget) pairs warmed. Failures are left for the requests to meet: init never fails on them."""
+        maximum; the first client of a service costs ~100 ms), and open the fleet store (one read). Returns the
+        number of (target, budget) pairs warmed. Failures are left for the requests to meet: init never fails on
+        them."""
         snapshot, engine = self.current()
         if snapshot.table is None or engine is None:
             return 0
@@ -122,7 +120,6 @@ class Router:
             for budget in sorted(budgets):
                 warm(target, budget)
                 warmed += 1
-        self.sync_health(snapshot)
         if self.fleet is not None:
             self.fleet.warm(snapshot.table.targets.keys())
         return warmed
@@ -131,11 +128,7 @@ class Router:
         if self.fleet is not None:
             targets = snapshot.table.targets.keys() if snapshot is not None and snapshot.table is not None else ()
             return self.fleet.status(targets)
-        return self.store.status() if self.store is not None else {"enabled": False}
-
-    def sync_health(self, snapshot: Snapshot) -> None:
-        if self.store is not None and snapshot.table is not None:
-            self.store.sync(snapshot.table.targets.keys())
+        return {"enabled": False}
 
 
 _router: Router | None = None
@@ -153,8 +146,6 @@ def build_router(settings: Settings | None = None) -> Router:
         backends(settings),
         region=settings.region,
         health=health,
-        # With a fleet store, the fleet's shared state decides and the DynamoDB table is not used.
-        store=health_store(settings, health) if fleet is None else None,
         deadline_margin_ms=settings.deadline_margin_ms,
         tracker=tracker,
         fleet=fleet,
@@ -177,22 +168,6 @@ def routing_source(settings: Settings) -> RoutingSource:
 
 def backends(settings: Settings) -> dict[str, Backend]:
     return make_backends(ClientPool(environ=settings.endpoint_urls))  # one per kind of the registry
-
-
-def health_store(settings: Settings, health: HealthBoard) -> HealthStore | None:
-    """The shared breaker table, when the settings name one; None keeps breakers local."""
-    if settings.health_table is None:
-        return None
-    return HealthStore(
-        settings.health_table,
-        health,
-        default_client_factory(settings.region, settings.health_table_endpoint_url),
-        cache_ttl_s=settings.health_cache_ttl_s,
-        backoff_s=settings.store_backoff_s,
-        writer=settings.writer,
-        on_error=telemetry.store_error,
-        on_write=telemetry.store_write,
-    )
 
 
 def build_fleet(settings: Settings, health: HealthBoard, tracker: InflightTracker) -> Fleet | None:
@@ -375,7 +350,6 @@ def _admit(
     except api.ApiError as error:
         telemetry.record_rejected(feature if known else None, error.status, error.code)
         return error
-    router.sync_health(snapshot)
     return router, snapshot, engine, request
 
 
@@ -470,7 +444,6 @@ def chat_completions() -> Response[str]:
         return _openai_error(error, request_id)
     assert engine is not None  # the checks above raised otherwise
     assert feature is not None
-    router.sync_health(snapshot)
     result = _route_request(router, snapshot, engine, feature=feature, request=request, request_id=request_id)
     headers = _route_headers(result)
     if result.status is Status.SERVED and result.response is not None:
@@ -530,29 +503,70 @@ def stream_chunks(
     route_name = snapshot.route_name(feature, request_id)
     canary = route_name != feature
     stream = engine.stream(route_name, request, deadline_ms=_deadline_ms(router, remaining_ms))
+
+    def tail_seen(tail: StreamTail) -> None:
+        _record(feature, tail.result, canary=canary)
+        telemetry.record_stream(feature, tail)
+
     try:
-        for item in stream:
-            if isinstance(item, StreamHead):
-                yield sse.prelude(200, {**_stream_headers(item), "x-spillway-request-id": request_id})
-            elif isinstance(item, StreamTail):
-                _record(feature, item.result, canary=canary)
-                telemetry.record_stream(feature, item)
-                if item.result.target is None:  # no first token anywhere: an ordinary error answer
-                    yield from _buffered(_failure(item.result, request_id, _route_headers(item.result)))
-                else:
-                    yield sse.event(sse.TRAILER_EVENT, _trailer(item))
-            else:
-                name, members = item
-                yield sse.event(name, members)
+        yield from stream_answer(stream, request_id, tail_seen)
     finally:
         stream.close()
+
+
+def stream_answer(
+    items: Iterator[StreamItem], request_id: str, tail_seen: Callable[[StreamTail], None]
+) -> Iterator[bytes]:
+    """The engine's stream on the wire. The prelude goes out with the first token, or with the first keep-alive
+    when none has come within ``KEEP_ALIVE_S`` (an SSE comment, which clients ignore: API Gateway closes a stream
+    idle for 5 minutes). A request no target served is then an ordinary error answer if nothing has gone out yet,
+    else the ``spillway`` event with ``complete: false`` and the error it would have been (its status among it)."""
+    opened = False
+    for item in items:
+        if isinstance(item, KeepAlive):
+            if not opened:
+                yield sse.prelude(200, {**sse.STREAM_HEADERS, "x-spillway-request-id": request_id})
+                opened = True
+            yield sse.KEEP_ALIVE
+        elif isinstance(item, StreamHead):
+            if not opened:  # once the prelude is out, the route is told by the last event only
+                yield sse.prelude(200, {**_stream_headers(item), "x-spillway-request-id": request_id})
+                opened = True
+        elif isinstance(item, StreamTail):
+            tail_seen(item)
+            if item.result.target is not None:
+                yield sse.event(sse.TRAILER_EVENT, _trailer(item))
+            elif not opened:  # no first token anywhere, nothing sent: an ordinary error answer
+                yield from _buffered(_failure(item.result, request_id, _route_headers(item.result)))
+            else:
+                yield sse.event(sse.TRAILER_EVENT, _unserved_trailer(item.result, request_id))
+        else:
+            name, members = item
+            yield sse.event(name, members)
+
+
+def _unserved_trailer(result: RouteResult, request_id: str) -> dict[str, Any]:
+    """The last event of a stream opened by a keep-alive that no target then served: the error answer's code,
+    message and status, in the trailer's shape."""
+    error = _route_error(result)
+    trailer: dict[str, Any] = {
+        "complete": False,
+        "target": None,
+        "attempts": result.attempts_sent,
+        "route": [{"target": a.target, "outcome": a.outcome.value, "code": a.code} for a in result.attempts],
+        "ttft_ms": None,
+        "error": {"code": error.code, "message": error.message, "request_id": request_id},
+        "status": error.status,
+    }
+    if error.retry_after_s is not None:
+        trailer["retry_after_s"] = error.retry_after_s
+    return trailer
 
 
 def _stream_headers(head: StreamHead) -> dict[str, str]:
     route = [f"{a.target}={a.outcome.value}" for a in head.attempts] + [f"{head.target}=first_token"]
     return {
-        "Content-Type": sse.EVENT_STREAM,
-        "Cache-Control": "no-cache",
+        **sse.STREAM_HEADERS,
         "x-spillway-target": head.target,
         "x-spillway-attempts": str(sum(1 for a in head.attempts if a.sent) + 1),
         "x-spillway-route": ",".join(route),
@@ -604,7 +618,6 @@ def health() -> Response[str]:
     router = get_router()
     snapshot, engine = router.current()
     telemetry.record_info()
-    router.sync_health(snapshot)
     body = views.health_body(
         region=router.region,
         snapshot=snapshot,

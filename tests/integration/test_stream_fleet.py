@@ -23,8 +23,6 @@ def fleet() -> Iterator[FleetWorld]:
         reserved_concurrency=1,
         latency=Latency(ttft_ms=5.0, ms_per_token=40.0),
         config_ttl_s=0.3,
-        health_cache_ttl_s=0.2,
-        store_backoff_s=1.0,
     ) as world:
         yield world
 
@@ -46,3 +44,6 @@ def test_chunks_pass_through_as_they_come(fleet: FleetWorld) -> None:
     # The environment went back to idle: a buffered call after it is served by the same (only) environment.
     reply = fleet.http.converse(FEATURE)
     assert reply.status == 200
+    [environment] = fleet.functions.environments()
+    assert environment.api.nexts == 3  # both events through the Runtime API, streamed and buffered
+    assert environment.api.violations == []

@@ -21,7 +21,7 @@ Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``Spillway``; every
   token without a clean end), and the stream's InterTokenGap and InterTokenMax;
 - dimensions ``feature`` and ``service_tier``: ServedByTier (the Bedrock tier the answer says served);
 - dimension ``target``: BreakerOpens, BreakerCloses, BreakerRemoteOpens (learned from the shared store);
-- dimension ``operation``: StoreErrors, StoreWriteRejected; dimension ``event``: ConfigEvents.
+- dimension ``operation``: StoreErrors; dimension ``event``: ConfigEvents.
 """
 
 from __future__ import annotations
@@ -241,12 +241,6 @@ def breaker_event(event: Transition) -> None:
 def store_error(operation: str, code: str) -> None:
     _group({"operation": operation}, {"StoreErrors": (_COUNT, 1)})
     logger.warning("store_error", extra={"operation": operation, "code": code})
-
-
-def store_write(target: str, accepted: bool) -> None:
-    if not accepted:
-        _group({"operation": "write"}, {"StoreWriteRejected": (_COUNT, 1)})
-    logger.info("store_write", extra={"target": target, "accepted": accepted})
 
 
 def config_event(kind: str, detail: str) -> None:
