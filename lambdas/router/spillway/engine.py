@@ -27,7 +27,7 @@ import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .assemble import collect
 from .backends.contract import Backend, BackendReply, Usage
@@ -38,6 +38,7 @@ from .errors import BackendError, ErrorClass, from_exception
 from .fleet import Fleet, LocalHealth, RequestHealth
 from .health import Admission, Clock, HealthBoard, Ticket, Verdict
 from .policy import Plan, Planner, PlanStep, StepKind
+from .streaming import StreamingBackend
 
 if TYPE_CHECKING:
     from .stream_route import StreamItem
@@ -385,7 +386,7 @@ class Engine:
             if f.buffered_via_stream and callable(getattr(backend, "open_stream", None)):
                 first_token_s = None if f.first_token_ms is None else f.first_token_ms / 1000.0
                 reply = collect(
-                    backend,  # type: ignore[arg-type]  # it streams: checked just above
+                    cast(StreamingBackend, backend),  # it streams: checked just above
                     target,
                     request,
                     timeout_s,
