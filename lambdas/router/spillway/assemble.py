@@ -20,7 +20,6 @@ events' content is joined, never logged; errors carry codes only.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import threading
@@ -30,16 +29,15 @@ from typing import Any
 
 from .backends.contract import BackendReply, Usage
 from .config import SERVICE_TIERS, Target
-from .errors import BackendError, ErrorClass, from_exception
+from .errors import BackendError, ErrorClass
 from .streaming import (
-    JOIN_S,
     NO_FIRST_TOKEN,
     STREAM_STALLED,
     TOKEN_EVENTS,
     BackendStream,
     StreamEvent,
     StreamingBackend,
-    reader_pool,
+    StreamReader,
 )
 
 ATTEMPT_TIMEOUT = "AttemptTimeout"
@@ -94,50 +92,32 @@ def collect(
     )
 
 
-class _Reader:
-    """Reads one backend stream on a reader thread, keeping each event with its arrival time on `clock`, and wakes the
-    caller twice: at the first token (``first``) and at the end (``done``, also set on a failure). Unlike the
-    streaming route's Pump, which hands every event over as it comes (the caller relays it), nothing is handed over
-    per event: each handoff between two busy threads can cost the interpreter's switch interval (5 ms), once per
-    event. The caller watches for stalls through ``last_at``. The read never outlives the attempt: closing drops the
-    connection (which ends a blocked read) and waits for the read to end."""
+class _Reader(StreamReader):
+    """Keeps each event with its arrival time on `clock` and wakes the caller twice: at the first token (``first``)
+    and at the end (``done``, also on a failure). Unlike the streaming route's Pump, which hands every event over as
+    it comes (the caller relays it), nothing is handed over per event: each handoff between two busy threads can cost
+    the interpreter's switch interval (5 ms), once per event. The caller watches for stalls through ``last_at``."""
 
     def __init__(self, stream: BackendStream, clock: Callable[[], float]) -> None:
-        self._stream = stream
         self._clock = clock
         self.events: list[tuple[float, StreamEvent]] = []
         self.error: BackendError | None = None
         self.last_at = clock()
         self.first = threading.Event()
-        self.done = threading.Event()
-        self._closed = threading.Event()
-        reader_pool().submit(self._read)
+        super().__init__(stream)
 
-    def _read(self) -> None:
-        try:
-            for event in self._stream:
-                if self._closed.is_set():
-                    return
-                at = self._clock()
-                self.events.append((at, event))
-                self.last_at = at
-                if event[0] in TOKEN_EVENTS:
-                    self.first.set()
-        except Exception as exc:  # every failure reaches the caller as a BackendError, message dropped
-            if not self._closed.is_set():
-                self.error = exc if isinstance(exc, BackendError) else from_exception(exc)
-        finally:
-            self.done.set()
+    def _event(self, item: StreamEvent) -> None:
+        at = self._clock()
+        self.events.append((at, item))
+        self.last_at = at
+        if item[0] in TOKEN_EVENTS:
             self.first.set()
 
-    def close(self) -> None:
-        """Drop the connection and wait for the reader to notice (idempotent)."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        with contextlib.suppress(Exception):  # closing a broken connection may fail; it is closed either way
-            self._stream.close()
-        self.done.wait(JOIN_S)
+    def _failed(self, error: BackendError) -> None:
+        self.error = error
+
+    def _over(self) -> None:
+        self.first.set()  # a caller waiting for the first token wakes at the end too
 
 
 @dataclass(frozen=True, slots=True)

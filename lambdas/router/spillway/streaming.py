@@ -63,14 +63,16 @@ class _End:
 _END = _End()
 
 
-class Pump:
-    """Reads one backend stream on a thread; :meth:`next` waits for its next event with a timeout."""
+class StreamReader:
+    """Reads one backend stream on a pooled reader thread (:func:`reader_pool`); a subclass says what each event, the
+    clean end and a failure do (set what they use before calling this constructor: the read starts in it). ``done``
+    is set when the read has ended, whatever the way. Closing drops the connection, which ends a blocked read, and
+    waits for the read to end, so the read never outlives its attempt."""
 
     def __init__(self, stream: BackendStream) -> None:
         self._stream = stream
-        self._queue: queue.Queue[StreamEvent | BackendError | _End] = queue.Queue()
         self._closed = threading.Event()
-        self._done = threading.Event()
+        self.done = threading.Event()
         reader_pool().submit(self._read)
 
     def _read(self) -> None:
@@ -78,13 +80,52 @@ class Pump:
             for item in self._stream:
                 if self._closed.is_set():
                     return
-                self._queue.put(item)
-            self._queue.put(_END)
+                self._event(item)
+            self._end()
         except Exception as exc:  # every failure reaches the engine as a BackendError, message dropped
             if not self._closed.is_set():
-                self._queue.put(from_exception(exc))
+                self._failed(from_exception(exc))
         finally:
-            self._done.set()
+            self.done.set()
+            self._over()
+
+    def _event(self, item: StreamEvent) -> None:
+        raise NotImplementedError
+
+    def _end(self) -> None:
+        """The stream's clean end."""
+
+    def _failed(self, error: BackendError) -> None:
+        raise NotImplementedError
+
+    def _over(self) -> None:
+        """After the read, whatever ended it (``done`` is set)."""
+
+    def close(self) -> None:
+        """Drop the connection and wait for the read to end (idempotent)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(Exception):  # closing a broken connection may fail; it is closed either way
+            self._stream.close()
+        self.done.wait(JOIN_S)
+
+
+class Pump(StreamReader):
+    """Hands each event over as it comes: :meth:`next` waits for the next one with a timeout."""
+
+    def __init__(self, stream: BackendStream) -> None:
+        self._queue: queue.Queue[StreamEvent | BackendError | _End] = queue.Queue()
+        super().__init__(stream)
+
+    def _event(self, item: StreamEvent) -> None:
+        self._queue.put(item)
+
+    def _end(self) -> None:
+        self._queue.put(_END)
+
+    def _failed(self, error: BackendError) -> None:
+        self._queue.put(error)
 
     def next(self, timeout_s: float) -> StreamEvent | None:
         """The next event; None at the stream's clean end. Raises BackendError, or StreamTimeout after timeout_s."""
@@ -97,15 +138,6 @@ class Pump:
         if isinstance(item, BackendError):
             raise item
         return item
-
-    def close(self) -> None:
-        """Drop the connection and wait for the reader to notice (idempotent)."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        with contextlib.suppress(Exception):  # closing a broken connection may fail; it is closed either way
-            self._stream.close()
-        self._done.wait(JOIN_S)
 
 
 _pool: ThreadPoolExecutor | None = None
