@@ -12,7 +12,9 @@ instead, quick but not the production shape). Then it drives four phases of traf
 
 Once a second it prints a progress line; at the end a summary table (with each target's time to first token, read
 from the router's own EMF metric lines: every request measures it, buffered ones too), written with a plot of
-traffic per target to reports/demo/. Runs in about a minute.
+traffic per target to reports/demo/, then an image request and a request while Bedrock is out everywhere (Gemini on
+Vertex AI, the example's model in another cloud, serves it through the token exchange's loopback stand-ins). Runs in
+about a minute.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from local.emulator import Fault
 from local.localrun import FleetWorld, Latency, World, iter_classify, make_world
 from local.localrun import figures as ff
 from local.localrun.emf import fleet_values
@@ -216,6 +219,22 @@ def image_request(world: World) -> str:
     return f"\nan image to redact-escrow: HTTP {reply.status}, served by {reply.target}; route {route}\n"
 
 
+def other_cloud_request(world: World) -> str:
+    """Bedrock out in every region for one request to summarize-thread: Gemini on Vertex AI (the example's model in
+    another cloud) serves it, with an access token the router got from its role through the token exchange."""
+    faults = [
+        world.set_fault(t.id, Fault.error_response("unavailable")) for t in world.by_id.values() if t.kind == "bedrock"
+    ]
+    try:
+        reply = world.http.converse(FEATURE, {"messages": [{"role": "user", "content": [{"text": "Summarize: ..."}]}]})
+    finally:
+        for fault in faults:
+            world.emu.remove_fault(fault)
+    route = ", ".join(f"{target}={outcome}" for target, outcome in reply.route)
+    served = f"HTTP {reply.status}, served by {reply.target}"
+    return f"Bedrock out everywhere, one request to {FEATURE}: {served}; route {route}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m local.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -267,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = traffic.now()
         first_tokens = fleet_values(world.workdir, "TimeToFirstToken") if isinstance(world, FleetWorld) else None
         summary = summarize(world, traffic, [p[0] for p in plan], seconds, first_tokens) + image_request(world)
+        summary += other_cloud_request(world)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "summary.txt").write_text(summary)
         plot(world, traffic, bounds, args.out / "traffic.png")
