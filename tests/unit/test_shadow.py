@@ -351,21 +351,24 @@ def test_a_stream_running_past_its_timeout_is_cut_and_recorded_as_an_error() -> 
 def test_the_incumbents_time_to_first_token_and_throttles_are_recorded() -> None:
     attempts = (
         Attempt(INCUMBENT, Outcome.CAPACITY, "ThrottlingException", 3.0),
-        Attempt("claude-sonnet/on_demand/us-east-1", Outcome.OK, None, 8.0),
+        Attempt(INCUMBENT, Outcome.OK, None, 8.0, ttft_ms=4.25),
     )
-    result = replace(served(), attempts=attempts, ttft_ms=4.25)
+    result = replace(served(), attempts=attempts)
     s, records = shadower(Candidate())
     mirror(s, shadow_table(grace_ms=1000), result=result)
     assert (records[0].incumbent_ttft_ms, records[0].incumbent_throttles) == (4.25, 1)
 
 
-def test_the_engine_carries_the_served_replys_time_to_first_token() -> None:
+def test_the_incumbents_time_to_first_token_is_the_served_attempts() -> None:
     class Timed:
         def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
             return BackendReply({"output": {"message": {"content": [{"text": "x"}]}}}, 5.0, ttft_ms=2.5)
 
-    table = shadow_table(share=0.0)
-    assert Engine(table, {"bedrock": Timed()}).handle(FEATURE, {"messages": []}).ttft_ms == 2.5
+    s, records = shadower(Candidate())
+    table = shadow_table(grace_ms=1000)
+    engine = Engine(table, {"bedrock": Timed()})
+    s.mirror(table, FEATURE, {"messages": []}, "r1", lambda: engine.handle(FEATURE, {"messages": []}))
+    assert records[0].incumbent_ttft_ms == 2.5
 
 
 # -- the judge ---------------------------------------------------------------------------------------------------

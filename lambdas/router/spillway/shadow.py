@@ -11,7 +11,7 @@ The shadow is sent through the backend's streaming call where its kind streams (
 stream), so its time to first token is measured as ``Engine.stream`` measures it: from sending to the first event
 that carries the answer (``contentBlockStart`` or ``contentBlockDelta``), or the clean end of an empty answer. The
 incumbent's is the caller's own: a streamed request's first token (the streamed route calls :meth:`Shadower.begin`
-and :meth:`Shadower.end` around its stream), a buffered request's served attempt's when the engine measured one.
+and :meth:`Shadower.end` around its stream), a buffered request's served attempt's (the engine measures it).
 
 What a shadow never does: change the caller's answer, status or headers (:meth:`Shadower.mirror` returns the
 primary's result object itself); reach the caller when it fails (every error of the shadow ends in its record);
@@ -233,7 +233,7 @@ class Shadower:
         if pending is None:
             return
         with contextlib.suppress(Exception):  # a lost record; the caller is answered regardless
-            self._finish(pending, result if incumbent_ttft_ms is None else replace(result, ttft_ms=incumbent_ttft_ms))
+            self._finish(pending, result, served_ttft(result) if incumbent_ttft_ms is None else incumbent_ttft_ms)
 
     def cooling(self, target_id: str) -> bool:
         """Whether `target_id` (a candidate or a judge) is in its throttle cooldown (nothing is sent to it)."""
@@ -340,7 +340,7 @@ class Shadower:
             length = min(MAX_COOLDOWN_S, last * 2 if last else FIRST_COOLDOWN_S)
             self._cooldown[target_id] = (self._clock() + length, length)
 
-    def _finish(self, pending: Pending, result: RouteResult) -> None:
+    def _finish(self, pending: Pending, result: RouteResult, incumbent_ttft_ms: float | None) -> None:
         table, feature, target, policy, run = pending
         finished = run.done.wait(policy.grace_ms / 1000.0)
         usage = result.usage
@@ -355,7 +355,7 @@ class Shadower:
             incumbent_stop=stop_reason(result.response),
             outcome="abandoned",
             candidate_ms=None,
-            incumbent_ttft_ms=_ms(result.ttft_ms),
+            incumbent_ttft_ms=_ms(incumbent_ttft_ms),
             incumbent_throttles=sum(1 for a in result.attempts if a.outcome is Outcome.CAPACITY),
         )
         if not finished:
@@ -467,6 +467,14 @@ class Shadower:
             else:
                 outcome = "scored" if score is not None else "unparsed"
                 self.emit_judge(replace(record, outcome=outcome, score=score, judge_ms=judge_ms))
+
+
+def served_ttft(result: RouteResult) -> float | None:
+    """The time to first token of the attempt that served `result`, when the engine measured one."""
+    for attempt in reversed(result.attempts):
+        if attempt.target == result.target and attempt.outcome in (Outcome.OK, Outcome.SLOW):
+            return attempt.ttft_ms
+    return None
 
 
 def _sampled(policy: JudgePolicy | None, request_id: str) -> bool:
