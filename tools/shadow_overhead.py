@@ -95,7 +95,8 @@ def converse_text(request: Mapping[str, Any]) -> str:
 
 class SleepingModel:
     """Models that take a log-normal time (sigma 0.5), a fifth of it before the first token; thread-safe draws.
-    The incumbent and the judge answer whole (the judge with the emulator's score); the candidate also streams."""
+    Each streams (the engine serves buffered requests through the stream, the shadower streams the candidate) or
+    answers whole (the judge, with the emulator's score)."""
 
     def __init__(self, seed: int) -> None:
         self._random = random.Random(seed)  # noqa: S311 (a benchmark's latencies, not a secret)
@@ -130,7 +131,7 @@ class SleepingModel:
         delay_s, throttled, tokens = self._draw(target)
         if throttled:
             raise BackendError.of("ThrottlingException", 429)
-        words = int(tokens * 1.3)
+        words = tokens if target.id == INCUMBENT else int(tokens * 1.3)
         stop = "end_turn" if words < 380 else "max_tokens"
         text = answer_words(request, target.id)
         return _SleepingStream(delay_s, timeout_s, text, stop, words)
