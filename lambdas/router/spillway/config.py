@@ -147,6 +147,9 @@ class Feature:
     # attempt's own timeout); after the first token, a gap longer than inter_token_ms ends the stream incomplete.
     first_token_ms: float | None = None
     inter_token_ms: float = 10000.0
+    # Opt-in: a stream cut after its first token goes on at the plan's next target able to take the partial answer
+    # as the assistant's prefix (spillway/continuation.py), instead of ending incomplete.
+    continue_with_prefix: bool = False
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     # JSON "invoke_ids": {target id: model id or ARN}: a bedrock target of this feature invoked by another id (its
     # application inference profile, a purchased PT), so spend is attributed per feature. Health, breakers, capacity
@@ -186,6 +189,7 @@ FEATURE_KEYS = Keys(
             "shadow",
             "first_token_ms",
             "inter_token_ms",
+            "continue_with_prefix",
         }
     ),
 )
@@ -328,6 +332,9 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
             f"{path}.first_token_ms", f"{first_token:g} must lie within {MIN_ATTEMPT_MS:g} and the attempt maximum"
         )
     inter_token = _num(obj.get("inter_token_ms", 10000.0), f"{path}.inter_token_ms", low=1, high=_MAX_SECONDS * 1000)
+    continue_with_prefix = obj.get("continue_with_prefix", False)
+    if not isinstance(continue_with_prefix, bool):
+        raise RoutingConfigError(f"{path}.continue_with_prefix", "must be true or false")
     invoke_ids = _invoke_ids(
         obj.get("invoke_ids", {}), f"{path}.invoke_ids", targets, models=models, regions=(home, *failover), first=first
     )
@@ -347,6 +354,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         fallback_on_context_overflow=overflow,
         first_token_ms=first_token,
         inter_token_ms=inter_token,
+        continue_with_prefix=continue_with_prefix,
         breaker=breaker,
         invoke_ids=invoke_ids,
         converse_defaults=defaults,

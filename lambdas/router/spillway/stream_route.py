@@ -9,22 +9,30 @@ feature's ``inter_token_ms`` or the request's deadline ends the stream with an e
 the route), never a clean end. Time to first token is measured on every streamed attempt; over the breaker's
 ``ttft_ms`` the attempt counts as slow.
 
+Where the feature opts in (``continue_with_prefix``), a stream cut after its first token (an error or a stall, not
+the request's deadline) goes on at the plan's next target that can take the partial answer as the assistant's
+prefix (spillway/continuation.py): targets that cannot are passed over (``unsupported``, code NoAssistantPrefix),
+the continuing target is walked like any attempt (first-token deadline, breaker, abandoned unseen if it fails), and a
+:class:`StreamSeam` marks where its events begin. Without a continuing target the stream ends incomplete as before.
+
 What the run yields, in order: a :class:`StreamHead` (the target and the attempts before it: the route headers),
-the served target's ConverseStream events, and a :class:`StreamTail`; or, when no target sends a first token, only
-a tail whose result is the buffered engine's 4xx/503/504. Closing the generator early (the caller left) closes the
+the served target's ConverseStream events (with a seam and the next target's events after each cut it continued),
+and a :class:`StreamTail`; or, when no target sends a first token, only a tail whose result is the buffered engine's
+4xx/503/504. Closing the generator early (the caller left) closes the
 backend's stream and tells its breaker nothing (neutral). Zero knowledge: events pass through untouched and unread
 but for their names; the trace holds ids, codes and timings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.contract import Usage
-from .backends.kinds import request_needs
+from .backends.kinds import request_needs, takes_prefix
 from .config import Feature
+from .continuation import NO_PREFIX, Partial, Splice, StreamSeam, total_usage, with_prefix
 from .engine import _ERROR_OUTCOME as ERROR_OUTCOME
 from .engine import _VERDICT as VERDICT
 from .engine import Attempt, Outcome, RouteResult, Status, _unsupported
@@ -56,11 +64,69 @@ class StreamTail:
     incomplete: bool = False
     ttft_ms: float | None = None
     gaps_ms: tuple[float, ...] = field(default=(), repr=False)  # inter-token gaps, for the metrics
+    seams: tuple[StreamSeam, ...] = ()  # where the stream went on at another target, in order
 
 
-StreamItem = StreamHead | StreamEvent | StreamTail
+StreamItem = StreamHead | StreamEvent | StreamSeam | StreamTail
 Admit = Callable[..., tuple[Ticket, int]]
 Finish = Callable[..., RouteResult]
+
+
+class _Served:
+    """The caller's stream once a target has sent its first token: what was sent, each segment's usage, and, while
+    a cut stream waits for a target to continue it (``continue_with_prefix``), the cut and the request that
+    continues it."""
+
+    def __init__(self, f: Feature, request: Mapping[str, Any]) -> None:
+        self.f, self.request = f, request
+        self.partial = Partial()
+        self.usages: list[Usage | None] = []  # each segment's usage, as its backend reported it
+        self.seams: list[StreamSeam] = []
+        self.started = False
+        self.cut: tuple[str, str] | None = None  # (target, code) of the cut awaiting a continuation
+        self.splice: Splice | None = None
+        self.next_request: Mapping[str, Any] = request
+
+    def passes_over(self, step: PlanStep) -> bool:
+        """While continuing, a target that cannot take the prefix is passed over."""
+        return self.cut is not None and not takes_prefix(step.target.backend)
+
+    def begin(self, target: str, trace: list[Attempt], ttft_ms: float) -> StreamItem:
+        """The head (route headers) for the first segment; a seam for each continuation."""
+        if self.cut is None:
+            self.started = True
+            return StreamHead(target, tuple(trace), ttft_ms)
+        assert self.splice is not None
+        self.seams.append(StreamSeam(self.cut[0], self.cut[1], target, self.splice.offset))
+        self.cut = None
+        return self.seams[-1]
+
+    def cut_off(self, target: str, ending: _Ending) -> bool:
+        """Record a segment's end; True when it was cut and the feature continues it on the next able target."""
+        self.usages.append(ending.usage)
+        error = ending.error
+        if error is None or error.code == DEADLINE_EXCEEDED or not self.f.continue_with_prefix:
+            return False
+        if not self.partial.continuable():
+            return False
+        text = self.partial.text
+        prefix = text.rstrip()
+        self.splice = Splice(self.partial.resume_index(), trim=prefix != text, earlier=self.usage())
+        self.next_request = with_prefix(self.request, prefix)
+        self.cut = (target, error.code)
+        return True
+
+    def usage(self) -> Usage | None:
+        return total_usage(self.usages)
+
+    def incomplete(self, trace: list[Attempt], elapsed_ms: float) -> StreamTail:
+        """No target continued the cut stream: it ends incomplete where it was cut."""
+        assert self.cut is not None
+        target, code = self.cut
+        result = RouteResult(
+            Status.INCOMPLETE, 200, tuple(trace), elapsed_ms, target=target, code=code, usage=self.usage()
+        )
+        return StreamTail(result, incomplete=True, seams=tuple(self.seams))
 
 
 def run(
@@ -89,9 +155,11 @@ def run(
     sent = 0
     last_code: str | None = None
     out_of_time = False
+    served = _Served(f, request)
     for i, step in enumerate(steps):
-        if step.unsupported:  # its backend cannot express the request: passed over, no health signal
-            trace.append(Attempt(step.target.id, Outcome.UNSUPPORTED, kind=step.kind))
+        if step.unsupported or served.passes_over(step):  # it cannot express the request: no health signal
+            code = NO_PREFIX if not step.unsupported else None
+            trace.append(Attempt(step.target.id, Outcome.UNSUPPORTED, code, kind=step.kind))
             continue
         if sent >= f.max_attempts:
             break
@@ -107,21 +175,38 @@ def run(
         sent += 1
         attempt = _Attempt(health, f, step, ticket, level=level, clock=clock)
         try:
-            first = attempt.open(backends, request, timeout_s, deadline)
+            first = attempt.open(backends, served.next_request, timeout_s, deadline)
             if first is None:  # abandoned before its first token: judged, closed, the plan goes on
                 trace.append(attempt.traced)
                 last_code = attempt.traced.code
-                if attempt.error is not None and attempt.error.error_class is ErrorClass.CLIENT:
+                client = attempt.error is not None and attempt.error.error_class is ErrorClass.CLIENT
+                if client and not served.started:  # (refusing a continuation is that target's, not the caller's)
                     yield StreamTail(conclude(trace, last_code, out_of_time=False, client=attempt.error))
                     return
                 continue
-            yield StreamHead(step.target.id, tuple(trace), attempt.ttft_ms)
-            yield from first
-            yield from attempt.relay(f, trace, deadline, start)
+            yield served.begin(step.target.id, trace, attempt.ttft_ms)
+            ending = yield from attempt.relay(
+                first, f=f, trace=trace, deadline=deadline, partial=served.partial, splice=served.splice
+            )
+            if served.cut_off(step.target.id, ending):
+                continue
+            yield attempt.tail(f=f, trace=trace, start=start, ending=ending, served=served)
             return
         finally:
             attempt.close()
+    if served.cut is not None:
+        yield served.incomplete(trace, (clock() - start) * 1000.0)
+        return
     yield StreamTail(conclude(trace, last_code, out_of_time=out_of_time, client=None))
+
+
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """How a relayed stream ended: cleanly (error None) or cut, with what its backend reported."""
+
+    error: BackendError | None
+    usage: Usage | None
+    gaps_ms: tuple[float, ...]
 
 
 class _Attempt:
@@ -191,58 +276,86 @@ class _Attempt:
                 self.ttft_ms = self._elapsed_ms()
                 return held
 
-    def relay(self, f: Feature, trace: list[Attempt], deadline: float, start: float) -> Iterator[StreamItem]:
-        """The served stream's remaining events, then its tail (complete or incomplete)."""
+    def relay(
+        self,
+        first: list[StreamEvent],
+        *,
+        f: Feature,
+        trace: list[Attempt],
+        deadline: float,
+        partial: Partial,
+        splice: Splice | None,
+    ) -> Generator[StreamEvent, None, _Ending]:
+        """The served stream's events (its first ones included), spliced when it continues a cut stream, each one
+        seen by ``partial``; returns how it ended, the attempt judged and traced."""
         assert self.pump is not None
-        slow = f.breaker.ttft_ms is not None and self.ttft_ms > f.breaker.ttft_ms
         usage: Usage | None = None
         gaps: list[float] = []
         last = self.sent_at + self.ttft_ms / 1000.0  # gaps count from the first token
         gap_s = f.inter_token_ms / 1000.0
         error: BackendError | None = None
+        pending = list(first)
         while True:
-            now = self.clock()
-            wait = min(gap_s, deadline - now)
-            try:
-                event = self.pump.next(wait)
-            except StreamTimeout:
-                code = STREAM_STALLED if wait >= gap_s else DEADLINE_EXCEEDED
-                error = BackendError(ErrorClass.UNAVAILABLE, code)
-                break
-            except BackendError as failure:
-                error = failure
-                break
-            if event is None:
-                break
-            now = self.clock()
-            if event[0] == "contentBlockDelta":
-                gaps.append((now - last) * 1000.0)
-                last = now
+            if pending:
+                event = pending.pop(0)
+            else:
+                now = self.clock()
+                wait = min(gap_s, deadline - now)
+                try:
+                    read = self.pump.next(wait)
+                except StreamTimeout:
+                    code = STREAM_STALLED if wait >= gap_s else DEADLINE_EXCEEDED
+                    error = BackendError(ErrorClass.UNAVAILABLE, code)
+                    break
+                except BackendError as failure:
+                    error = failure
+                    break
+                if read is None:
+                    break
+                event = read
+                now = self.clock()
+                if event[0] == "contentBlockDelta":
+                    gaps.append((now - last) * 1000.0)
+                    last = now
             if event[0] == "metadata":
                 usage = _usage(event[1])
-            yield event
-        elapsed_ms = (self.clock() - start) * 1000.0
+            out = event if splice is None else splice(event)
+            if out is not None:
+                partial.observe(out)
+                yield out
         target = self.step.target
         if error is None:
-            outcome = Outcome.SLOW if slow else Outcome.OK
-            trace.append(Attempt(target.id, outcome, None, self._elapsed_ms(), self.step.kind))
+            slow = f.breaker.ttft_ms is not None and self.ttft_ms > f.breaker.ttft_ms
+            trace.append(
+                Attempt(target.id, Outcome.SLOW if slow else Outcome.OK, None, self._elapsed_ms(), self.step.kind)
+            )
             self.verdict = Verdict.SLOW if slow else Verdict.OK
-            result = RouteResult(
-                Status.SERVED, 200, tuple(trace), elapsed_ms, target=target.id, usage=usage,
-                spilled=target.capacity != f.first_capacity, fell_back=target.model != f.models[0],
-                failed_over=target.region != f.home_region,
-                predicted_spill=any(a.outcome is Outcome.PREDICTED_FULL for a in trace),
-            )  # fmt: skip
-            yield StreamTail(result, incomplete=False, ttft_ms=self.ttft_ms, gaps_ms=tuple(gaps))
-            return
-        if error.code == DEADLINE_EXCEEDED:
+        elif error.code == DEADLINE_EXCEEDED:
             self.error = error  # the request ran out of time: not the target's fault
             self.traced = Attempt(target.id, Outcome.UNAVAILABLE, error.code, self._elapsed_ms(), self.step.kind)
+            trace.append(self.traced)
         else:
             self._fail(error)
-        trace.append(self.traced)
-        result = RouteResult(Status.INCOMPLETE, 200, tuple(trace), elapsed_ms, target=target.id, code=error.code)
-        yield StreamTail(result, incomplete=True, ttft_ms=self.ttft_ms, gaps_ms=tuple(gaps))
+            trace.append(self.traced)
+        return _Ending(error, usage, tuple(gaps))
+
+    def tail(self, *, f: Feature, trace: list[Attempt], start: float, ending: _Ending, served: _Served) -> StreamTail:
+        """The end of a stream this attempt served last: complete, or incomplete with the code that cut it."""
+        elapsed_ms = (self.clock() - start) * 1000.0
+        target = self.step.target
+        usage, seams = served.usage(), tuple(served.seams)
+        if ending.error is not None:
+            result = RouteResult(
+                Status.INCOMPLETE, 200, tuple(trace), elapsed_ms, target=target.id, code=ending.error.code, usage=usage
+            )
+            return StreamTail(result, incomplete=True, ttft_ms=self.ttft_ms, gaps_ms=ending.gaps_ms, seams=seams)
+        result = RouteResult(
+            Status.SERVED, 200, tuple(trace), elapsed_ms, target=target.id, usage=usage,
+            spilled=target.capacity != f.first_capacity, fell_back=target.model != f.models[0],
+            failed_over=target.region != f.home_region,
+            predicted_spill=any(a.outcome is Outcome.PREDICTED_FULL for a in trace),
+        )  # fmt: skip
+        return StreamTail(result, incomplete=False, ttft_ms=self.ttft_ms, gaps_ms=ending.gaps_ms, seams=seams)
 
     def close(self) -> None:
         """Close the stream and give the breaker ticket and in-flight level back (once)."""
