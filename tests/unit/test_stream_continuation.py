@@ -1,0 +1,374 @@
+"""Continuing a stream cut after its first token (routing.continue_with_prefix): the engine's streaming walk on a
+fake clock with scripted streaming backends. The partial answer goes to the next able target as the assistant's
+prefix, a seam marks where it goes on, nothing reaches the caller twice, usage adds up, and what cannot be continued
+(a tool use, no able target, the deadline, a feature that did not opt in) ends incomplete as before."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from spillway.backends.contract import Usage
+from spillway.backends.kinds import BedrockRef, SageMakerRef, takes_prefix
+from spillway.capacity import InflightTracker
+from spillway.config import Target, parse_routing_table
+from spillway.continuation import NO_PREFIX, Partial, Splice, StreamSeam, with_prefix
+from spillway.engine import Engine, Outcome, Status
+from spillway.errors import BackendError
+from spillway.health import HealthBoard, Verdict
+from spillway.stream_route import DEADLINE_EXCEEDED, STREAM_STALLED, StreamHead, StreamTail
+from tests.fakes import FakeClock
+
+E, W = "us-east-1", "us-west-2"
+SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+PT = "sonnet/provisioned/us-east-1"
+OD_E, OD_W = "sonnet/on_demand/us-east-1", "sonnet/on_demand/us-west-2"
+LLAMA, NOVA = "llama/provisioned/us-east-1", "nova/on_demand/us-east-1"
+REQUEST = {"messages": [{"role": "user", "content": [{"text": "tell me a story"}]}]}
+STOP = [
+    ("contentBlockStop", {"contentBlockIndex": 0}),
+    ("messageStop", {"stopReason": "end_turn"}),
+]
+
+
+def _target(model: str, capacity: str, region: str, backend: dict[str, str]) -> dict[str, Any]:
+    return {
+        f"{model}/{capacity}/{region}": {"model": model, "capacity": capacity, "region": region, "backend": backend}
+    }
+
+
+def table(**feature: Any) -> dict[str, Any]:
+    """Plan: PT (an ARN: no prefix) -> OD east -> OD west (Claude Sonnet 4.5) -> llama (SageMaker) -> nova."""
+    pt_arn = "arn:aws:bedrock:us-east-1:111122223333:provisioned-model/sonnetpt01"
+    targets = {
+        **_target("sonnet", "provisioned", E, {"kind": "bedrock", "model_id": pt_arn}),
+        **_target("sonnet", "on_demand", E, {"kind": "bedrock", "model_id": SONNET}),
+        **_target("sonnet", "on_demand", W, {"kind": "bedrock", "model_id": SONNET}),
+        **_target("llama", "provisioned", E, {"kind": "sagemaker", "endpoint_name": "llama-escrow"}),
+        **_target("nova", "on_demand", E, {"kind": "bedrock", "model_id": "amazon.nova-lite-v1:0"}),
+    }
+    chat = {
+        "first_capacity": "provisioned",
+        "models": ["sonnet", "llama", "nova"],
+        "home_region": E,
+        "failover_regions": [W],
+        "deadline_ms": 20000,
+        "attempt_timeout_ms": {"min": 300, "max": 5000},
+        "max_attempts": 6,
+        "first_token_ms": 1000,
+        "inter_token_ms": 1000,
+        "continue_with_prefix": True,
+        **feature,
+    }
+    return {"version": 1, "targets": targets, "features": {"chat": chat}}
+
+
+def text(*pieces: str) -> list[tuple[str, dict[str, Any]]]:
+    return [("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in pieces]
+
+
+def answer(*pieces: str, usage: tuple[int, int] = (10, 4)) -> list[tuple[str, dict[str, Any]]]:
+    """A whole answer: messageStart, the text, the closing events and the usage."""
+    meta = {"usage": {"inputTokens": usage[0], "outputTokens": usage[1], "totalTokens": sum(usage)}}
+    return [("messageStart", {"role": "assistant"}), *text(*pieces), *STOP, ("metadata", meta)]
+
+
+class _Stream:
+    def __init__(self, events: list[tuple[str, dict[str, Any]]], end: str | BackendError | None) -> None:
+        self.events, self.end = events, end
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        yield from self.events
+        if isinstance(self.end, BackendError):
+            raise self.end
+        if self.end == "stall":  # nothing more until the router closes the connection
+            self.closed.wait(5)
+            raise BackendError.of("ConnectionClosedError")
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+Script = tuple[list[tuple[str, dict[str, Any]]], "str | BackendError | None"]
+
+
+class StreamingBackend:
+    """Streams per target id from a script: the events, then how the stream ends (None: cleanly, a BackendError
+    raised mid-stream, "stall"), or a BackendError instead of a stream. Records each request it was sent."""
+
+    def __init__(self, script: Mapping[str, Script | BackendError]) -> None:
+        self.script = dict(script)
+        self.requests: list[tuple[str, Mapping[str, Any]]] = []
+
+    def open_stream(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> _Stream:
+        self.requests.append((target.id, request))
+        scripted = self.script.get(target.id, (answer("fine"), None))
+        if isinstance(scripted, BackendError):
+            raise scripted
+        events, end = scripted
+        return _Stream(events, end)
+
+    def sent_to(self) -> list[str]:
+        return [target for target, _ in self.requests]
+
+
+def rig(script: Mapping[str, Script | BackendError], **feature: Any) -> tuple[Engine, StreamingBackend, list[Any]]:
+    clock = FakeClock()
+    backend = StreamingBackend(script)
+    engine = Engine(
+        parse_routing_table(table(**feature)),
+        {"bedrock": backend, "sagemaker": backend},
+        health=HealthBoard(clock),
+        clock=clock,
+        tracker=InflightTracker(clock),
+    )
+    verdicts: list[tuple[str, Verdict]] = []
+    finish = engine.health.finish
+
+    def spy(target_id: str, policy: Any, verdict: Verdict, *args: Any, **kwargs: Any) -> None:
+        verdicts.append((target_id, verdict))
+        finish(target_id, policy, verdict, *args, **kwargs)
+
+    engine.health.finish = spy  # type: ignore[method-assign]
+    return engine, backend, verdicts
+
+
+def caller_text(items: list[Any]) -> str:
+    return "".join(i[1]["delta"]["text"] for i in items if isinstance(i, tuple) and i[0] == "contentBlockDelta")
+
+
+def cut(*pieces: str, code: str = "ModelStreamErrorException") -> Script:
+    """A stream that sends its text, then fails mid-stream."""
+    return [("messageStart", {"role": "assistant"}), *text(*pieces)], BackendError.of(code, 424)
+
+
+def test_a_cut_stream_goes_on_at_the_next_target_with_its_partial_as_prefix() -> None:
+    engine, backend, verdicts = rig({PT: cut("Once ", "upon ", "a"), OD_E: (answer(" time."), None)})
+    items = list(engine.stream("chat", REQUEST))
+    head, *events, tail = items
+    assert isinstance(head, StreamHead)
+    assert head.target == PT
+    assert isinstance(tail, StreamTail)
+    seams = [i for i in events if isinstance(i, StreamSeam)]
+    assert seams == [StreamSeam(PT, "ModelStreamErrorException", OD_E, 0)]
+    names = [i[0] for i in events if isinstance(i, tuple)]
+    assert names.count("messageStart") == 1  # the continuing target's own messageStart is not sent again
+    assert names[-3:] == ["contentBlockStop", "messageStop", "metadata"]
+    assert events.index(seams[0]) == 4  # after messageStart and PT's three deltas, before the continuation's
+    assert caller_text(items) == "Once upon a time."
+    # The continuing target was sent the request with the partial answer as the assistant's prefix.
+    assert backend.requests[1] == (OD_E, with_prefix(REQUEST, "Once upon a"))
+    assert backend.requests[1][1]["messages"][-1] == {"role": "assistant", "content": [{"text": "Once upon a"}]}
+    assert REQUEST["messages"][-1]["role"] == "user"  # the caller's request itself is untouched
+    result = tail.result
+    assert (result.status, result.target, tail.incomplete) == (Status.SERVED, OD_E, False)
+    assert [(a.target, a.outcome, a.code) for a in result.attempts] == [
+        (PT, Outcome.UNAVAILABLE, "ModelStreamErrorException"),
+        (OD_E, Outcome.OK, None),
+    ]
+    assert tail.seams == tuple(seams)
+    assert result.usage == Usage(10, 4)
+    assert verdicts == [(PT, Verdict.FAILURE), (OD_E, Verdict.OK)]
+
+
+def test_without_the_opt_in_a_cut_stream_ends_incomplete() -> None:
+    engine, backend, _ = rig({PT: cut("Once ", "upon")}, continue_with_prefix=False)
+    items = list(engine.stream("chat", REQUEST))
+    tail = items[-1]
+    assert isinstance(tail, StreamTail)
+    assert tail.incomplete
+    assert (tail.result.status, tail.result.target) == (Status.INCOMPLETE, PT)
+    assert not any(isinstance(i, StreamSeam) for i in items)
+    assert backend.sent_to() == [PT]
+
+
+def test_targets_that_cannot_take_a_prefix_are_passed_over_and_failed_ones_unseen() -> None:
+    """OD east and west fail before their first token (abandoned unseen), SageMaker cannot take a prefix (passed
+    over, never sent), Nova continues: one seam, from the cut target to Nova."""
+    script: dict[str, Script | BackendError] = {
+        PT: cut("Dear ", "reader"),
+        OD_E: BackendError.of("ServiceUnavailableException", 503),
+        OD_W: BackendError.of("InternalServerException", 500),
+        NOVA: (answer(", hello.", usage=(12, 3)), None),
+    }
+    engine, backend, _ = rig(script)
+    items = list(engine.stream("chat", REQUEST))
+    assert backend.sent_to() == [PT, OD_E, OD_W, NOVA]
+    assert [i for i in items if isinstance(i, StreamSeam)] == [StreamSeam(PT, "ModelStreamErrorException", NOVA, 0)]
+    assert caller_text(items) == "Dear reader, hello."
+    tail = items[-1]
+    assert isinstance(tail, StreamTail)
+    assert [(a.target, a.outcome, a.code) for a in tail.result.attempts] == [
+        (PT, Outcome.UNAVAILABLE, "ModelStreamErrorException"),
+        (OD_E, Outcome.UNAVAILABLE, "ServiceUnavailableException"),
+        (OD_W, Outcome.UNAVAILABLE, "InternalServerException"),
+        (LLAMA, Outcome.UNSUPPORTED, NO_PREFIX),
+        (NOVA, Outcome.OK, None),
+    ]
+    assert tail.result.fell_back
+
+
+def test_no_target_left_to_continue_ends_incomplete_where_it_was_cut() -> None:
+    failed = BackendError.of("InternalServerException", 500)
+    engine, _, _ = rig({PT: cut("Dear ", "reader"), OD_E: failed, OD_W: failed, NOVA: failed})
+    items = list(engine.stream("chat", REQUEST))
+    tail = items[-1]
+    assert isinstance(tail, StreamTail)
+    assert tail.incomplete
+    assert (tail.result.status, tail.result.target, tail.result.code) == (
+        Status.INCOMPLETE,
+        PT,
+        "ModelStreamErrorException",
+    )
+    assert tail.seams == ()
+    assert caller_text(items) == "Dear reader"
+
+
+def test_a_partial_holding_a_tool_use_is_not_continued() -> None:
+    tool = [
+        ("messageStart", {"role": "assistant"}),
+        *text("Let me look."),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+        ("contentBlockStart", {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "search"}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": '{"q": "wea'}}}),
+    ]
+    engine, backend, _ = rig({PT: (tool, BackendError.of("ModelStreamErrorException", 424))})
+    tail = list(engine.stream("chat", REQUEST))[-1]
+    assert isinstance(tail, StreamTail)
+    assert tail.incomplete
+    assert backend.sent_to() == [PT]
+
+
+def test_a_stall_after_the_first_token_is_continued_too() -> None:
+    start = [("messageStart", {"role": "assistant"}), *text("Slow ", "and")]
+    engine, _, verdicts = rig({PT: (start, "stall"), OD_E: (answer(" steady."), None)}, inter_token_ms=1)
+    items = list(engine.stream("chat", REQUEST))
+    assert [i for i in items if isinstance(i, StreamSeam)] == [StreamSeam(PT, STREAM_STALLED, OD_E, 0)]
+    assert caller_text(items) == "Slow and steady."
+    assert verdicts[0] == (PT, Verdict.FAILURE)
+
+
+def test_trailing_whitespace_leaves_the_prefix_and_is_not_sent_twice() -> None:
+    """Prefill may not end in whitespace: the prefix drops it, and the continuation's leading whitespace (which the
+    caller already has) is dropped, whitespace-only deltas included."""
+    engine, backend, _ = rig({PT: cut("Hello ", "there \n"), OD_E: (answer(" ", "\n general", " Kenobi"), None)})
+    items = list(engine.stream("chat", REQUEST))
+    assert backend.requests[1][1]["messages"][-1]["content"] == [{"text": "Hello there"}]
+    assert caller_text(items) == "Hello there \ngeneral Kenobi"
+
+
+def test_a_caller_prefill_is_extended_not_repeated() -> None:
+    request = {
+        "messages": [
+            {"role": "user", "content": [{"text": "list three colours as JSON"}]},
+            {"role": "assistant", "content": [{"text": '{"colours": ['}]},
+        ]
+    }
+    engine, backend, _ = rig({PT: cut('"red", ', '"gre'), OD_E: (answer('en", "blue"]}'), None)})
+    items = list(engine.stream("chat", request))
+    assert backend.requests[1][1]["messages"] == [
+        request["messages"][0],
+        {"role": "assistant", "content": [{"text": '{"colours": ["red", "gre'}]},
+    ]
+    assert caller_text(items) == '"red", "green", "blue"]}'
+
+
+def test_two_cuts_two_seams_and_the_usage_adds_up() -> None:
+    """A cut stream's continuation is cut in turn and continued again. Each segment's usage that its backend
+    reported is added, in the tail and in the metadata event the caller gets."""
+    od_cut = [("messageStart", {"role": "assistant"}), *text(" b"), ("metadata", {"usage": {"inputTokens": 7}})]
+    script: dict[str, Script | BackendError] = {
+        PT: cut("a"),
+        OD_E: (od_cut, BackendError.of("InternalServerException", 500)),
+        OD_W: (answer(" c", usage=(9, 2)), None),
+    }
+    engine, _, _ = rig(script)
+    items = list(engine.stream("chat", REQUEST))
+    seams = [i for i in items if isinstance(i, StreamSeam)]
+    assert [(s.cut, s.target) for s in seams] == [(PT, OD_E), (OD_E, OD_W)]
+    assert caller_text(items) == "a b c"
+    tail = items[-1]
+    assert isinstance(tail, StreamTail)
+    assert tail.result.usage == Usage(16, 2)
+    metadata = [i[1] for i in items if isinstance(i, tuple) and i[0] == "metadata"]
+    assert metadata[-1]["usage"] == {"inputTokens": 16, "outputTokens": 2, "totalTokens": 18}
+
+
+def test_the_continuation_goes_on_in_the_open_block_or_a_new_one() -> None:
+    stopped = [("messageStart", {"role": "assistant"}), *text("One."), ("contentBlockStop", {"contentBlockIndex": 0})]
+    engine, _, _ = rig({PT: (stopped, BackendError.of("InternalServerException", 500))})
+    items = list(engine.stream("chat", REQUEST))
+    (seam,) = [i for i in items if isinstance(i, StreamSeam)]
+    assert seam.content_block_index == 1  # block 0 was closed: the continuation's text is a new block
+    after = items[items.index(seam) + 1 :]
+    indexes = {i[1]["contentBlockIndex"] for i in after if isinstance(i, tuple) and "contentBlockIndex" in i[1]}
+    assert indexes == {1}
+
+
+def test_a_deadline_cut_is_not_continued() -> None:
+    """Out of time is the request's end, not the target's failure: no continuation is started. (The stall outlasts
+    the 300 ms deadline, well inside the gap limit: the cut is the deadline's.)"""
+    start = [("messageStart", {"role": "assistant"}), *text("x")]
+    engine, backend, _ = rig(
+        {PT: (start, "stall")},
+        deadline_ms=300,
+        attempt_timeout_ms={"min": 250, "max": 5000},
+        first_token_ms=300,
+        inter_token_ms=60_000,
+    )
+    tail = list(engine.stream("chat", REQUEST))[-1]
+    assert isinstance(tail, StreamTail)
+    assert tail.incomplete
+    assert tail.result.code == DEADLINE_EXCEEDED
+    assert backend.sent_to() == [PT]
+
+
+def test_a_whole_answer_missing_only_its_metadata_is_not_continued() -> None:
+    whole = [("messageStart", {"role": "assistant"}), *text("Done."), *STOP]
+    engine, backend, _ = rig({PT: (whole, BackendError.of("InternalServerException", 500))})
+    tail = list(engine.stream("chat", REQUEST))[-1]
+    assert isinstance(tail, StreamTail)
+    assert tail.incomplete
+    assert backend.sent_to() == [PT]
+
+
+@pytest.mark.parametrize(
+    ("model_id", "able"),
+    [
+        ("anthropic.claude-sonnet-4-5-20250929-v1:0", True),
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", True),
+        ("eu.anthropic.claude-3-7-sonnet-20250219-v1:0", True),
+        ("anthropic.claude-opus-4-1-20250805-v1:0", True),
+        ("global.anthropic.claude-haiku-4-5-20251001-v1:0", True),
+        ("amazon.nova-lite-v1:0", True),
+        ("us.amazon.nova-premier-v1:0", True),
+        ("us.anthropic.claude-opus-4-6-v1", False),  # Claude 4.6 and later refuse prefill
+        ("anthropic.claude-sonnet-4-6", False),
+        ("meta.llama3-3-70b-instruct-v1:0", False),
+        ("arn:aws:bedrock:us-east-1:111122223333:provisioned-model/sonnetpt01", False),
+    ],
+)
+def test_which_models_take_a_prefix(model_id: str, able: bool) -> None:
+    assert takes_prefix(BedrockRef(model_id)) is able
+
+
+def test_no_sagemaker_endpoint_takes_a_prefix() -> None:
+    assert not takes_prefix(SageMakerRef("llama-escrow"))
+
+
+def test_partial_and_splice_rules() -> None:
+    partial = Partial()
+    assert not partial.continuable()  # nothing sent yet
+    for event in text("   "):
+        partial.observe(event)
+    assert not partial.continuable()  # whitespace only: nothing to continue from
+    splice = Splice(2, trim=False, earlier=None)
+    assert splice(("messageStart", {"role": "assistant"})) is None
+    assert splice(("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": " x"}})) == (
+        "contentBlockDelta",
+        {"contentBlockIndex": 2, "delta": {"text": " x"}},
+    )
