@@ -112,29 +112,29 @@ lint: $(STAMPS)/venv
 typecheck: $(STAMPS)/venv
 	$(VENV)/bin/mypy lambdas/router
 
-## bench: the benchmarks (benchmarks/README.md); the fleet's figures from the production shape (BENCH_ARGS=--quick).
+## bench: the benchmarks (local/benchmarks/README.md); the fleet's figures from the production shape (BENCH_ARGS=--quick).
 BENCH_ARGS ?=
 bench: $(STAMPS)/venv $(STAMPS)/redis-server
-	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	$(PY) local/benchmarks/run.py $(BENCH_ARGS)
 
 ## demo: the example platform on loopback (emulator, moto, router behind a local API Gateway endpoint) through a
 ## steady load, a 3x PT surge and a home-region outage; summary and plot in reports/demo/. No AWS account.
 demo: $(STAMPS)/venv $(STAMPS)/redis-server
-	$(PY) -m demo
+	$(PY) -m local.demo
 
 ## chaos: the failure scenarios, each with its assertions; ends with `chaos: N passed, N failed`.
 chaos: $(STAMPS)/venv $(STAMPS)/redis-server $(STAMPS)/faketime
-	$(PY) -m chaos
+	$(PY) -m local.chaos
 
 ## load: bounded load through the local endpoint (LOAD_ARGS="--concurrency 8 --duration 20").
 LOAD_ARGS ?=
 load: $(STAMPS)/venv $(STAMPS)/redis-server
-	$(PY) -m load $(LOAD_ARGS)
+	$(PY) -m local.load $(LOAD_ARGS)
 
 ## fuzz: schemathesis against docs/openapi.json on the local endpoint: no 5xx, every error documented.
 FUZZ_ARGS ?=
 fuzz: $(STAMPS)/venv $(STAMPS)/redis-server
-	$(PY) -m fuzz $(FUZZ_ARGS)
+	$(PY) -m local.fuzz $(FUZZ_ARGS)
 
 ## plan: capacity and cost plan per feature (config/traffic.yaml, config/prices.yaml), each replayed through the
 ## router's engine in simulated time; table and plots in reports/plan/ (PLAN_ARGS="--shape lambda-fleet"; docs/operating.md).

@@ -31,8 +31,8 @@ import matplotlib
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from emulator import Emulator, TargetSpec
-from emulator.targets import Kind
+from local.emulator import Emulator, TargetSpec
+from local.emulator.targets import Kind
 from stacks.platform import load_platform
 from tools.planner.inputs import load_traffic
 

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from emulator import Emulator, TargetSpec
+from local.emulator import Emulator, TargetSpec
 from tests.fakes import FakeClock
 
 PT_ARN = "arn:aws:bedrock:us-east-1:111122223333:provisioned-model/abc123def456"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from emulator import Emulator, Fault
+from local.emulator import Emulator, Fault
 from tests.emulator.conftest import FakeClock
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from emulator import Emulator, TargetSpec
+from local.emulator import Emulator, TargetSpec
 from tests.emulator.conftest import FakeClock, chat_body, converse_kwargs, make_factory
 
 REGION = "eu-central-1"

@@ -1,4 +1,4 @@
-"""The HTTP control API, the dict/JSON form and ``python -m emulator``."""
+"""The HTTP control API, the dict/JSON form and ``python -m local.emulator``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from emulator import ControlClient, Emulator, Fault
+from local.emulator import ControlClient, Emulator, Fault
 from tests.emulator.conftest import ENDPOINT, MODEL, WEST, chat_body, converse_kwargs, make_factory
 
 CONFIG = {
@@ -121,7 +121,7 @@ def test_python_dash_m(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--targets", str(config)],
+        [sys.executable, "-m", "local.emulator", "--targets", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -9,7 +9,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from emulator import Emulator, Fault, FaultKind, TargetSpec
+from local.emulator import Emulator, Fault, FaultKind, TargetSpec
 from tests.emulator.conftest import (
     EAST,
     ENDPOINT,

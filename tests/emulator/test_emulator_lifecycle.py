@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from emulator import Emulator, Fault, TargetSpec
+from local.emulator import Emulator, Fault, TargetSpec
 from tests.emulator.conftest import chat_body, converse_kwargs, default_targets, make_factory
 
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from emulator import Emulator, Fault, TargetSpec
-from emulator.openai_compat import base_path
-from emulator.targets import Kind
+from local.emulator import Emulator, Fault, TargetSpec
+from local.emulator.openai_compat import base_path
+from local.emulator.targets import Kind
 from spillway.backends.kinds import OpenAIRef
 from spillway.backends.openai_compat import OpenAICompatBackend, StaticKeys
 from spillway.config import Target

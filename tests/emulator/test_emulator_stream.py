@@ -14,9 +14,9 @@ from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 from urllib3.exceptions import ReadTimeoutError  # botocore does not wrap read errors while iterating a stream
 
-from emulator import Emulator, Fault, TargetSpec
-from emulator.eventstream import encode_message, event, exception
-from emulator.eventstream_replies import tokens_of
+from local.emulator import Emulator, Fault, TargetSpec
+from local.emulator.eventstream import encode_message, event, exception
+from local.emulator.eventstream_replies import tokens_of
 from tests.emulator.conftest import (
     EAST,
     ENDPOINT,

@@ -10,9 +10,9 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from emulator import Emulator, Fault, TargetSpec
-from emulator.targets import Kind
-from emulator.wire import BEDROCK_ERRORS, ERROR_ALIASES, SAGEMAKER_ERRORS, status_of
+from local.emulator import Emulator, Fault, TargetSpec
+from local.emulator.targets import Kind
+from local.emulator.wire import BEDROCK_ERRORS, ERROR_ALIASES, SAGEMAKER_ERRORS, status_of
 from tests.emulator.conftest import (
     ENDPOINT,
     MODEL,

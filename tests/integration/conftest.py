@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from localrun import Latency, LocalWorld
+from local.localrun import Latency, LocalWorld
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """`make bench` works: every benchmark runs end to end in its quick form (figures are not judged here: a timed
-assertion on a shared machine is not a benchmark; benchmarks/README.md gives the method and the figures)."""
+assertion on a shared machine is not a benchmark; local/benchmarks/README.md gives the method and the figures)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_benchmark_runs_in_quick_mode_without_touching_results() -> None:
-    results = ROOT / "benchmarks" / "results.json"
+    results = ROOT / "local" / "benchmarks" / "results.json"
     before = results.read_bytes()
     run = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--no-write"],
+        [sys.executable, "local/benchmarks/run.py", "--quick", "--no-write"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -22,7 +22,7 @@ def test_every_benchmark_runs_in_quick_mode_without_touching_results() -> None:
         check=False,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    benches = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
+    benches = sorted(p.name for p in (ROOT / "local" / "benchmarks").glob("bench_*.py"))
     for bench in benches:
         assert f"== {bench}" in run.stdout
     for key in ("engine:", "http_overhead_ratio", "fleet: one process, failover:", "fleet: done in", "stream_ttft:"):

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from emulator import Fault, TargetSpec
-from emulator.openai_compat import base_path
-from emulator.targets import Kind
-from localrun import LocalWorld
+from local.emulator import Fault, TargetSpec
+from local.emulator.openai_compat import base_path
+from local.emulator.targets import Kind
+from local.localrun import LocalWorld
 
 GPT = "gpt-oss/on_demand/us-east-1"
 WIRE_MODEL = "openai.gpt-oss-120b-1-0"

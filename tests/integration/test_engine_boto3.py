@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from emulator import Fault
-from localrun import LocalWorld
+from local.emulator import Fault
+from local.localrun import LocalWorld
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend

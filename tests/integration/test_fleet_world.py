@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from localrun import FleetWorld, Latency
-from localrun.client import Reply
+from local.localrun import FleetWorld, Latency
+from local.localrun.client import Reply
 
 FEATURE = "summarize-thread"
 RESERVED = 2

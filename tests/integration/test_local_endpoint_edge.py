@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from localrun.server import MAX_BODY, LocalEndpoint
+from local.localrun.server import MAX_BODY, LocalEndpoint
 
 CANARY = "CANARY-7f3e"  # must never come back in an answer
 

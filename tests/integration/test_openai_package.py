@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from localrun import LocalWorld
+from local.localrun import LocalWorld
 
 # requirements-dev.txt pins it; the router's own requirements do not (the Lambda never imports it).
 openai = pytest.importorskip("openai", reason="the openai package is in requirements-dev.txt only")

@@ -7,7 +7,7 @@ import io
 import re
 from pathlib import Path
 
-from localrun import LocalWorld
+from local.localrun import LocalWorld
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from emulator import Fault
-from localrun import LocalWorld, error_body_ok
+from local.emulator import Fault
+from local.localrun import LocalWorld, error_body_ok
 
 FEATURE = "summarize-thread"
 PT_EAST = "claude-sonnet/provisioned/us-east-1"

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-import localrun.world
-from localrun import Latency, LocalWorld
+import local.localrun.world
+from local.localrun import Latency, LocalWorld
 from tools.planner.inputs import load_traffic
 from tools.planner.replay import Arrival, poisson_arrivals, replay
 
@@ -36,7 +36,7 @@ def world(request: pytest.FixtureRequest) -> Iterator[LocalWorld]:
     breakers are decided on the store, as a Lambda fleet decides them. LocalWorld itself queues callers, as one
     Lambda environment would, so as it stands it cannot show a spill."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(localrun.world, "serialized", lambda handler: handler)
+        patch.setattr(local.localrun.world, "serialized", lambda handler: handler)
         with LocalWorld(latency=LATENCY, moto=False, redis=request.param == "fleet store") as w:
             yield w
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from botocore.credentials import Credentials
 
-from localrun import FleetWorld, Latency
+from local.localrun import FleetWorld, Latency
 from tools.stream_router import converse_stream
 
 CREDS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")

@@ -15,9 +15,9 @@ import pytest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from emulator import Fault
-from localrun import LocalWorld
-from localrun.apigw import LocalContext, to_event
+from local.emulator import Fault
+from local.localrun import LocalWorld
+from local.localrun.apigw import LocalContext, to_event
 from tools import stream_router
 from tools.stream_router import converse_stream, events
 

@@ -26,7 +26,7 @@ os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import handler
-from emulator import Emulator, TargetSpec
+from local.emulator import Emulator, TargetSpec
 from spillway import telemetry
 from spillway.backends.contract import BackendReply, Usage
 from spillway.config import Target

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import handler
-from emulator import Emulator
+from local.emulator import Emulator
 from spillway import api
 from spillway.backends.kinds import EVERYTHING, KINDS, request_needs
 from tests.router.conftest import Harness, LambdaContext, api_event, body_of, converse_body, header

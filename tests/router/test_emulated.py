@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import handler
-from emulator import Emulator, Fault
+from local.emulator import Emulator, Fault
 from tests.router.conftest import LambdaContext, api_event, body_of, converse_body, header
 
 PT = "claude-sonnet/provisioned/us-east-1"

@@ -16,9 +16,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 import handler
-from emulator import Emulator, Fault
-from emulator.targets import Kind
-from emulator.wire import COMMON_ERRORS, status_of
+from local.emulator import Emulator, Fault
+from local.emulator.targets import Kind
+from local.emulator.wire import COMMON_ERRORS, status_of
 from spillway.backends import ClientPool
 from spillway.errors import COMMON, GROUPS, ErrorClass, from_exception
 from tests.router.conftest import (

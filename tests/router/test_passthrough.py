@@ -15,7 +15,7 @@ import botocore.session
 import pytest
 
 import handler
-from emulator import Emulator
+from local.emulator import Emulator
 from spillway import api
 from tests.router.conftest import LambdaContext, api_event, body_of, header
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import handler
-from emulator import Emulator
+from local.emulator import Emulator
 from spillway import api
 from tests.router.conftest import Harness, LambdaContext, api_event, body_of, converse_body, header
 

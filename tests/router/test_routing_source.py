@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import handler
-from emulator import AppConfigExtension, Fault
+from local.emulator import AppConfigExtension, Fault
 from spillway.errors import BackendError
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, bucket
 from tests.router.conftest import FakeClock, Harness, LambdaContext, ScriptedBackend, api_event, body_of, header

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from emulator import Emulator, Fault, TargetSpec
+from local.emulator import Emulator, Fault, TargetSpec
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.chat_stream import ChatChunkTranslator, SseLines, translate

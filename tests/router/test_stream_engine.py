@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from emulator import Emulator, Fault, TargetSpec
+from local.emulator import Emulator, Fault, TargetSpec
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend

@@ -111,7 +111,7 @@ def test_an_unreachable_daemon_costs_the_trace_not_the_request(
 
 def test_the_handler_loads_no_tracing_sdk_and_no_build_time_module() -> None:
     """Cold start: a fresh `import handler` (as Lambda's init does) loads no X-Ray or OpenTelemetry SDK, and none of
-    the modules only the stacks and tests use. The figure itself is benchmarks/bench_cold_start.py's."""
+    the modules only the stacks and tests use. The figure itself is local/benchmarks/bench_cold_start.py's."""
     probe = (
         "import sys, handler; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'aws_xray_sdk', 'opentelemetry', 'wrapt'} "

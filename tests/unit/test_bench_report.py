@@ -1,5 +1,5 @@
-"""The fleet figures in README.md and benchmarks/README.md are the ones in benchmarks/results.json, and a goal the
-run missed reads as missed."""
+"""The fleet figures in README.md and local/benchmarks/README.md are the ones in
+local/benchmarks/results.json, and a goal the run missed reads as missed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.report import BEGIN, DOCUMENTS, END, RESULTS, render, splice
+from local.benchmarks.report import BEGIN, DOCUMENTS, END, RESULTS, render, splice
 
 
 def _results() -> dict[str, Any]:
@@ -22,7 +22,7 @@ def test_the_published_table_is_rendered_from_the_results(path: Any) -> None:
     text = path.read_text()
     assert BEGIN in text
     assert END in text
-    assert splice(text, render(_results())) == text, f"{path.name} is stale: run python -m benchmarks.report"
+    assert splice(text, render(_results())) == text, f"{path.name} is stale: run python -m local.benchmarks.report"
 
 
 def test_a_missed_goal_reads_missed_and_a_met_one_met() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.results import merge_result, percentiles
+from local.benchmarks.results import merge_result, percentiles
 
 
 def test_merge_keeps_other_keys(tmp_path: Path) -> None:

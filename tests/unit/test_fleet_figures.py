@@ -4,8 +4,8 @@ still tried at the end of a brownout."""
 
 from __future__ import annotations
 
-from localrun import figures as ff
-from localrun.traffic import Record
+from local.localrun import figures as ff
+from local.localrun.traffic import Record
 
 PT, OD, WEST = "m/provisioned/home", "m/on_demand/home", "m/provisioned/away"
 DEAD = {PT, OD}

@@ -10,7 +10,7 @@ import pytest
 # test environment, where `make test-lambda-runtime` runs tests/unit again on the Lambda's Python.
 pytest.importorskip("greenlet", reason="the planner's dependencies are in requirements-dev.txt only")
 
-from emulator.targets import TargetSpec
+from local.emulator.targets import TargetSpec
 from tools.planner.replay import Arrival, even_arrivals, replay
 
 PT = "claude-sonnet/provisioned/us-east-1"

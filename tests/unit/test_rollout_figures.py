@@ -1,4 +1,5 @@
-"""The rollout benchmark's figures (benchmarks/rollout_figures.py), each against records with a planted weakness."""
+"""The rollout benchmark's figures (local/benchmarks/rollout_figures.py), each against records with a planted
+weakness."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import uuid
 from pathlib import Path
 
-from benchmarks import rollout_figures as rf
+from local.benchmarks import rollout_figures as rf
 from spillway.routing_source import Canary, Snapshot, bucket
 
 SHARE = 0.5
@@ -94,9 +95,10 @@ def test_thaw_figures_flag_a_stale_answer_from_an_expired_cache() -> None:
 
 
 def test_the_published_rollout_figures_are_the_recorded_ones() -> None:
-    """README.md and benchmarks/README.md state results.json's rollout figures (rerun the benchmark, update both)."""
+    """README.md and local/benchmarks/README.md state results.json's rollout figures (rerun the benchmark,
+    update both)."""
     root = Path(__file__).resolve().parents[2]
-    run = json.loads((root / "benchmarks" / "results.json").read_text())["rollout"]
+    run = json.loads((root / "local" / "benchmarks" / "results.json").read_text())["rollout"]
     figures = run["rollout_and_yank"]
     thaw = run["after_thaw"]
     stated = [
@@ -106,13 +108,13 @@ def test_the_published_rollout_figures_are_the_recorded_ones() -> None:
         f"{run['environments']} environments",
         f"{run['config_ttl_s']:g} s",
     ]
-    for document in ("README.md", "benchmarks/README.md"):
+    for document in ("README.md", "local/benchmarks/README.md"):
         text = (root / document).read_text()
         for figure in stated:
             assert figure in text, (document, figure)
     assert (
         f"stale in {thaw['stale']} of {thaw['first_requests_after_thaw']}"
-        in (root / "benchmarks/README.md").read_text()
+        in (root / "local/benchmarks/README.md").read_text()
     )
     for met in (figures["rollout"], figures["yank"], thaw):  # the docs say met
         assert met["meets_goal"]

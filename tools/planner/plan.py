@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from emulator.targets import Kind, TargetSpec
+from local.emulator.targets import Kind, TargetSpec
 from tools.planner.inputs import FeatureTraffic, InputError, Prices, TokenPrice, Traffic
 from tools.planner.replay import Arrival, Tally, poisson_arrivals, replay
 

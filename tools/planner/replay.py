@@ -2,7 +2,7 @@
 
 Each request runs `Engine.handle` unchanged, in a greenlet of its own. The engine's clock, its breakers' clock and
 its in-flight tracker's clock are one simulated clock. The backend is the emulator's capacity model
-(emulator.targets.TargetState: requests in flight, a tokens-per-minute bucket) read on that clock: a request the
+(local.emulator.targets.TargetState: requests in flight, a tokens-per-minute bucket) read on that clock: a request the
 target admits holds its slot for the latency model's time (ttft + ms per output token), during which the greenlet
 yields and the clock moves on to the next event; a request it does not admit is a ThrottlingException after one
 short round trip. So overlapping requests see each other exactly as they would on the wire, and the spill, throttle
@@ -21,7 +21,7 @@ from typing import Any
 
 from greenlet import getcurrent, greenlet
 
-from emulator.targets import TargetSpec, TargetState
+from local.emulator.targets import TargetSpec, TargetState
 from tools.planner.router_adapter import (
     BackendReply,
     Target,

@@ -1,0 +1,132 @@
+"""What a streamed answer says: ConverseStream events, and a serving container's chat-completions chunks.
+
+Bedrock's ConverseStream for a text answer: ``messageStart``, one ``contentBlockDelta`` per token,
+``contentBlockStop``, ``messageStop``, ``metadata`` (text blocks have no ``contentBlockStart``; tool use does).
+SageMaker's InvokeEndpointWithResponseStream carries the container's own stream in ``PayloadPart`` bytes:
+for the messages API (vLLM, LMI, TGI's Messages API) OpenAI-style server-sent events, ``data: {chunk}``
+lines and a last ``data: [DONE]``; for TGI ``inputs``, ``data: {"token": {...}}`` lines.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from local.emulator import eventstream, wire
+
+__all__ = ["Framed", "StreamPlan", "bedrock_framed", "sagemaker_framed", "stream_exception", "stream_plan", "tokens_of"]
+
+
+def tokens_of(text: str, count: int) -> list[str]:
+    """The answer cut into ``count`` pieces (words, spaces kept), so that the deltas join to the text."""
+    words = text.split(" ")
+    if count <= 1 or len(words) <= 1:
+        return [text]
+    pieces = [word + " " for word in words[:-1]] + [words[-1]]
+    if len(pieces) <= count:
+        return pieces
+    head, tail = pieces[: count - 1], "".join(pieces[count - 1 :])
+    return [*head, tail]
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """One streamed answer: its pieces and the figures of its last events."""
+
+    pieces: list[str]
+    input_tokens: int
+    output_tokens: int
+    capped: bool
+
+
+def _sse(chunk: Any) -> bytes:
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
+@dataclass(frozen=True)
+class Framed:
+    """A streamed answer on the wire: what goes out at once, one event per token, and the closing events."""
+
+    opening: list[bytes]
+    tokens: list[bytes]
+    closing: Callable[[int], list[bytes]]
+
+
+def bedrock_framed(plan: StreamPlan) -> Framed:
+    def closing(latency_ms: int) -> list[bytes]:
+        usage = {
+            "inputTokens": plan.input_tokens,
+            "outputTokens": plan.output_tokens,
+            "totalTokens": plan.input_tokens + plan.output_tokens,
+        }
+        return [
+            eventstream.event("contentBlockStop", {"contentBlockIndex": 0}),
+            eventstream.event("messageStop", {"stopReason": "max_tokens" if plan.capped else "end_turn"}),
+            eventstream.event("metadata", {"usage": usage, "metrics": {"latencyMs": latency_ms}}),
+        ]
+
+    deltas = [
+        eventstream.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
+        for piece in plan.pieces
+    ]
+    return Framed([eventstream.event("messageStart", {"role": "assistant"})], deltas, closing)
+
+
+def _part(data: bytes) -> bytes:
+    return eventstream.event("PayloadPart", data, content_type="application/octet-stream")
+
+
+def sagemaker_framed(plan: StreamPlan, style: str, endpoint: str, include_usage: bool) -> Framed:
+    """PayloadPart events: the container says nothing before its first token."""
+    if style == "inputs":
+        tokens = [
+            _part(_sse({"token": {"id": i, "text": piece, "special": False}, "generated_text": None}))
+            for i, piece in enumerate(plan.pieces)
+        ]
+        return Framed([], tokens, lambda _latency: [])
+    base: dict[str, Any] = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk"}
+    base.update(created=int(time.time()), model=endpoint)
+    tokens = []
+    for index, piece in enumerate(plan.pieces):
+        delta: dict[str, Any] = {"content": piece}
+        if index == 0:
+            delta["role"] = "assistant"
+        tokens.append(_part(_sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})))
+
+    def closing(_latency_ms: int) -> list[bytes]:
+        finish = "length" if plan.capped else "stop"
+        parts = [_part(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))]
+        if include_usage:
+            usage = {
+                "prompt_tokens": plan.input_tokens,
+                "completion_tokens": plan.output_tokens,
+                "total_tokens": plan.input_tokens + plan.output_tokens,
+            }
+            parts.append(_part(_sse({**base, "choices": [], "usage": usage})))
+        parts.append(_part(b"data: [DONE]\n\n"))
+        return parts
+
+    return Framed([], tokens, closing)
+
+
+def stream_exception(kind_is_bedrock: bool, error: str | None, message: str | None) -> bytes:
+    """The modeled exception event a STREAM_ERROR fault sends."""
+    name = eventstream.stream_exception_for(error, kind_is_bedrock)
+    text = message or "The model stream was interrupted."
+    if name == "modelStreamErrorException":
+        return eventstream.exception(name, {"message": text, "originalStatusCode": 500, "originalMessage": text})
+    if kind_is_bedrock:
+        return eventstream.exception(name, {"message": text})
+    if name == "ModelStreamError":
+        return eventstream.exception(name, {"Message": text, "ErrorCode": "ModelStreamError"})
+    return eventstream.exception(name, {"Message": text})
+
+
+def stream_plan(prompt: wire.Prompt, output_tokens: int, capped: bool, echo: bool) -> StreamPlan:
+    text = wire.reply_text(prompt, output_tokens, echo)
+    pieces = tokens_of(text, max(1, output_tokens))
+    return StreamPlan(pieces, wire.estimate_tokens(prompt.input_text), output_tokens, capped)
