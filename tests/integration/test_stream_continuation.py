@@ -16,8 +16,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.validate import ParamValidator
 
-from emulator import Fault
-from localrun import LocalWorld
+from local.emulator import Fault
+from local.localrun import LocalWorld
 from tools.stream_router import converse_stream
 
 CREDS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
