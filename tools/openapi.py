@@ -269,10 +269,15 @@ _STREAM_OK = {
         "Server-sent events, sent as they come: `event: <ConverseStream event name>` (messageStart, "
         "contentBlockStart, contentBlockDelta, contentBlockStop, messageStop, metadata) with `data:` the event's "
         "members as Bedrock's ConverseStream gives them; then `event: spillway` with `data:` {complete, target, "
-        "attempts, route: [{target, outcome, code}], usage, ttft_ms, error: {code, message} when complete is false}. "
+        "attempts, route: [{target, outcome, code}], usage, ttft_ms, continuations, error: {code, message} when "
+        "complete is false}. "
         "A stream without a last `spillway` event, or with complete false, was cut: its partial answer is not whole. "
         "The headers go out with the first event: x-spillway-route lists the abandoned attempts and the serving "
-        "target as `=first_token`."
+        "target as `=first_token`. Where the feature continues cut streams (routing `continue_with_prefix`), a "
+        "stream cut after its first token goes on at another target with the partial answer as its prefix: "
+        "`event: spillwayContinuation` with `data:` {from, code, to, contentBlockIndex} marks the seam (the "
+        "continuing target's messageStart is not sent, its content blocks go on at contentBlockIndex), and the last "
+        "event lists the seams as `continuations` and names the continuing target."
     ),
     "headers": {
         "x-spillway-target": {

@@ -5,14 +5,16 @@ prefix, a seam marks where it goes on, nothing reaches the caller twice, usage a
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from spillway.backends.contract import Usage
-from spillway.backends.kinds import BedrockRef, SageMakerRef, takes_prefix
+from spillway.backends.kinds import PREFIX_MODEL_IDS, BedrockRef, SageMakerRef, takes_prefix
 from spillway.capacity import InflightTracker
 from spillway.config import Target, parse_routing_table
 from spillway.continuation import NO_PREFIX, Partial, Splice, StreamSeam, with_prefix
@@ -354,6 +356,24 @@ def test_a_whole_answer_missing_only_its_metadata_is_not_continued() -> None:
 )
 def test_which_models_take_a_prefix(model_id: str, able: bool) -> None:
     assert takes_prefix(BedrockRef(model_id)) is able
+
+
+def _documented() -> list[tuple[str, bool]]:
+    """The rows of docs/models.md's prefix table: (model id, takes a prefix)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
+    table = text.split("<!-- prefix-table")[1].split("<!-- /prefix-table -->")[0]
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| `")]
+    return [(cells[1].strip().strip("`"), cells[2].strip() == "yes") for cells in rows]
+
+
+def test_docs_say_which_models_take_a_prefix_as_the_registry_decides() -> None:
+    rows = _documented()
+    assert len(rows) >= 10
+    for model_id, able in rows:
+        assert takes_prefix(BedrockRef(model_id)) is able, model_id
+    # Every family the registry accepts has a documented example.
+    for pattern in PREFIX_MODEL_IDS:
+        assert any(able and re.search(pattern, model_id) for model_id, able in rows), pattern
 
 
 def test_no_sagemaker_endpoint_takes_a_prefix() -> None:
