@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from spillway.backends.contract import Usage
 from spillway.backends.kinds import PREFIX_MODEL_IDS, BedrockRef, SageMakerRef, takes_prefix
@@ -22,7 +23,10 @@ from spillway.engine import Engine, Outcome, Status
 from spillway.errors import BackendError
 from spillway.health import HealthBoard, Verdict
 from spillway.stream_route import DEADLINE_EXCEEDED, STREAM_STALLED, StreamHead, StreamTail
+from stacks.platform import PlatformConfigError, load_platform
+from stacks.routing import render_routing_table
 from tests.fakes import FakeClock
+from tests.router.conftest import PLATFORM
 
 E, W = "us-east-1", "us-west-2"
 SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -392,3 +396,30 @@ def test_partial_and_splice_rules() -> None:
         "contentBlockDelta",
         {"contentBlockIndex": 2, "delta": {"text": " x"}},
     )
+
+
+def _platform(tmp_path: Path, feature: str, **changes: Any) -> Path:
+    doc = yaml.safe_load(PLATFORM.read_text())
+    doc["features"][feature].update(changes)
+    path = tmp_path / "platform.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_the_platform_file_opts_a_feature_in(tmp_path: Path) -> None:
+    path = _platform(tmp_path, "summarize-thread", routing={"continue_with_prefix": True})
+    rendered = render_routing_table(load_platform(path), E)
+    assert parse_routing_table(rendered).features["summarize-thread"].continue_with_prefix
+    assert not parse_routing_table(rendered).features["nightly-recap"].continue_with_prefix  # off unless opted in
+
+
+def test_the_platform_file_refuses_the_switch_where_no_model_takes_a_prefix(tmp_path: Path) -> None:
+    path = _platform(tmp_path, "redact-escrow", models=["llama-escrow"], routing={"continue_with_prefix": True})
+    with pytest.raises(PlatformConfigError, match=r"features\.redact-escrow\.routing\.continue_with_prefix"):
+        load_platform(path)
+
+
+def test_a_switch_that_is_not_a_boolean_is_refused_at_its_platform_key(tmp_path: Path) -> None:
+    path = _platform(tmp_path, "summarize-thread", routing={"continue_with_prefix": "yes"})
+    with pytest.raises(PlatformConfigError, match=r"features\.summarize-thread\.routing\.continue_with_prefix"):
+        render_routing_table(load_platform(path), E)

@@ -238,7 +238,8 @@ def unexpected(where: str, exc: BaseException) -> None:
 
 
 def record_stream(feature: str, tail: StreamTail) -> None:
-    """A streamed request's own figures, per served target: time to first token, inter-token gaps, incomplete ends."""
+    """A streamed request's own figures, per served target: time to first token, inter-token gaps, incomplete ends,
+    continuations."""
     target = tail.result.target
     if target is None:
         return
@@ -249,4 +250,6 @@ def record_stream(feature: str, tail: StreamTail) -> None:
         values["InterTokenMax"] = (_MS, round(max(tail.gaps_ms), 3))
     if tail.incomplete:
         values["StreamsIncomplete"] = (_COUNT, 1)
+    if tail.seams:  # streams this target finished (or was last cut on) after taking over a cut one
+        values["StreamsContinued"] = (_COUNT, 1)
     _group({"feature": feature, "target": target}, values)
