@@ -18,9 +18,9 @@ the continuing target is walked like any attempt (first-token deadline, breaker,
 What the run yields, in order: a :class:`StreamHead` (the target and the attempts before it: the route headers),
 the served target's ConverseStream events (with a seam and the next target's events after each cut it continued),
 and a :class:`StreamTail`; or, when no target sends a first token, only a tail whose result is the buffered engine's
-4xx/503/504. Closing the generator early (the caller left) closes the
-backend's stream and tells its breaker nothing (neutral). Zero knowledge: events pass through untouched and unread
-but for their names; the trace holds ids, codes and timings.
+4xx/503/504. Closing the generator early (the caller left) closes the backend's stream and tells its breaker nothing
+(neutral). Zero knowledge: events pass through untouched and unread but for their names (and, for a continuation,
+the text the caller was sent, held for the next request only); the trace holds ids, codes and timings.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class _Served:
         self.seams: list[StreamSeam] = []
         self.started = False
         self.cut: tuple[str, str] | None = None  # (target, code) of the cut awaiting a continuation
+        self.cut_timing: tuple[float, tuple[float, ...]] = (0.0, ())  # the cut segment's ttft and gaps (metrics)
         self.splice: Splice | None = None
         self.next_request: Mapping[str, Any] = request
 
@@ -101,9 +102,10 @@ class _Served:
         self.cut = None
         return self.seams[-1]
 
-    def cut_off(self, target: str, ending: _Ending) -> bool:
+    def cut_off(self, target: str, ending: _Ending, ttft_ms: float) -> bool:
         """Record a segment's end; True when it was cut and the feature continues it on the next able target."""
         self.usages.append(ending.usage)
+        self.cut_timing = (ttft_ms, ending.gaps_ms)
         error = ending.error
         if error is None or error.code == DEADLINE_EXCEEDED or not self.f.continue_with_prefix:
             return False
@@ -126,7 +128,8 @@ class _Served:
         result = RouteResult(
             Status.INCOMPLETE, 200, tuple(trace), elapsed_ms, target=target, code=code, usage=self.usage()
         )
-        return StreamTail(result, incomplete=True, seams=tuple(self.seams))
+        ttft_ms, gaps_ms = self.cut_timing
+        return StreamTail(result, incomplete=True, ttft_ms=ttft_ms, gaps_ms=gaps_ms, seams=tuple(self.seams))
 
 
 def run(
@@ -188,7 +191,7 @@ def run(
             ending = yield from attempt.relay(
                 first, f=f, trace=trace, deadline=deadline, partial=served.partial, splice=served.splice
             )
-            if served.cut_off(step.target.id, ending):
+            if served.cut_off(step.target.id, ending, attempt.ttft_ms):
                 continue
             yield attempt.tail(f=f, trace=trace, start=start, ending=ending, served=served)
             return
