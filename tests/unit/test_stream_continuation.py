@@ -25,7 +25,7 @@ from spillway.health import HealthBoard, Verdict
 from spillway.stream_route import DEADLINE_EXCEEDED, STREAM_STALLED, StreamHead, StreamTail
 from stacks.platform import PlatformConfigError, load_platform
 from stacks.routing import render_routing_table
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, spy_verdicts
 from tests.router.conftest import PLATFORM
 
 E, W = "us-east-1", "us-west-2"
@@ -132,15 +132,7 @@ def rig(script: Mapping[str, Script | BackendError], **feature: Any) -> tuple[En
         clock=clock,
         tracker=InflightTracker(clock),
     )
-    verdicts: list[tuple[str, Verdict]] = []
-    finish = engine.health.finish
-
-    def spy(target_id: str, policy: Any, verdict: Verdict, *args: Any, **kwargs: Any) -> None:
-        verdicts.append((target_id, verdict))
-        finish(target_id, policy, verdict, *args, **kwargs)
-
-    engine.health.finish = spy  # type: ignore[method-assign]
-    return engine, backend, verdicts
+    return engine, backend, spy_verdicts(engine.health)
 
 
 def caller_text(items: list[Any]) -> str:
