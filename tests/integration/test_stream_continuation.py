@@ -12,12 +12,14 @@ from typing import Any
 
 import boto3
 import botocore.session
+import pytest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.validate import ParamValidator
 
 from local.emulator import Fault
 from local.localrun import LocalWorld
+from tools import stream_router
 from tools.stream_router import converse_stream
 
 CREDS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
@@ -117,3 +119,18 @@ def test_without_the_opt_in_the_same_fault_ends_incomplete(world: LocalWorld) ->
     assert "spillwayContinuation" not in [name for name, _ in events]
     assert events[-1][1]["complete"] is False
     assert world.emu.received((EAST, "bedrock", _model_id(world, OD))) == []
+
+
+def test_the_command_line_client_reads_a_continued_stream_as_one_answer(
+    world: LocalWorld, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    _opt_in(world)
+    world.emu.set_fault(
+        (EAST, "bedrock", _model_id(world, PT)), Fault.stream_error("model_stream_error", after_tokens=2)
+    )
+    assert stream_router.main([world.url, FEATURE, "stream the summary"]) == 0
+    out, err = capsys.readouterr()
+    assert f"[continued: {PT} -> {OD} after ModelStreamErrorException]" in err
+    assert '"complete": true' in out
