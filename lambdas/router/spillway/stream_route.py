@@ -292,6 +292,7 @@ class _Attempt:
         """The served stream's events (its first ones included), spliced when it continues a cut stream, each one
         seen by ``partial``; returns how it ended, the attempt judged and traced."""
         assert self.pump is not None
+        slow = f.breaker.ttft_ms is not None and self.ttft_ms > f.breaker.ttft_ms
         usage: Usage | None = None
         gaps: list[float] = []
         last = self.sent_at + self.ttft_ms / 1000.0  # gaps count from the first token
@@ -328,18 +329,16 @@ class _Attempt:
                 yield out
         target = self.step.target
         if error is None:
-            slow = f.breaker.ttft_ms is not None and self.ttft_ms > f.breaker.ttft_ms
-            trace.append(
-                Attempt(target.id, Outcome.SLOW if slow else Outcome.OK, None, self._elapsed_ms(), self.step.kind)
-            )
+            outcome = Outcome.SLOW if slow else Outcome.OK
+            trace.append(Attempt(target.id, outcome, None, self._elapsed_ms(), self.step.kind))
             self.verdict = Verdict.SLOW if slow else Verdict.OK
-        elif error.code == DEADLINE_EXCEEDED:
+            return _Ending(None, usage, tuple(gaps))
+        if error.code == DEADLINE_EXCEEDED:
             self.error = error  # the request ran out of time: not the target's fault
             self.traced = Attempt(target.id, Outcome.UNAVAILABLE, error.code, self._elapsed_ms(), self.step.kind)
-            trace.append(self.traced)
         else:
             self._fail(error)
-            trace.append(self.traced)
+        trace.append(self.traced)
         return _Ending(error, usage, tuple(gaps))
 
     def tail(self, *, f: Feature, trace: list[Attempt], start: float, ending: _Ending, served: _Served) -> StreamTail:
