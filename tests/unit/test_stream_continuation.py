@@ -18,7 +18,7 @@ from spillway.backends.contract import Usage
 from spillway.backends.kinds import PREFIX_MODEL_IDS, BedrockRef, SageMakerRef, takes_prefix
 from spillway.capacity import InflightTracker
 from spillway.config import Target, parse_routing_table
-from spillway.continuation import NO_PREFIX, Partial, Splice, StreamSeam, with_prefix
+from spillway.continuation import NO_PREFIX, Partial, Splice, StreamSeam, prefix_targets, with_prefix
 from spillway.engine import Engine, Outcome, Status
 from spillway.errors import BackendError
 from spillway.health import HealthBoard, Verdict
@@ -122,11 +122,13 @@ class StreamingBackend:
         return [target for target, _ in self.requests]
 
 
-def rig(script: Mapping[str, Script | BackendError], **feature: Any) -> tuple[Engine, StreamingBackend, list[Any]]:
+def rig(
+    script: Mapping[str, Script | BackendError], doc: dict[str, Any] | None = None, **feature: Any
+) -> tuple[Engine, StreamingBackend, list[Any]]:
     clock = FakeClock()
     backend = StreamingBackend(script)
     engine = Engine(
-        parse_routing_table(table(**feature)),
+        parse_routing_table(doc or table(**feature)),
         {"bedrock": backend, "sagemaker": backend},
         health=HealthBoard(clock),
         clock=clock,
@@ -225,6 +227,37 @@ def test_no_target_left_to_continue_ends_incomplete_where_it_was_cut() -> None:
     assert tail.seams == ()
     assert tail.ttft_ms is not None  # the cut segment's timing still reaches the metrics
     assert caller_text(items) == "Dear reader"
+
+
+def test_a_provisioned_target_takes_a_prefix_when_its_model_does() -> None:
+    """A PT ARN names no family, but the PT serves its model, whose on-demand target names Claude Sonnet 4.5."""
+    doc = table()
+    pt_w_arn = "arn:aws:bedrock:us-west-2:111122223333:provisioned-model/sonnetpt02"
+    doc["targets"].update(_target("sonnet", "provisioned", W, {"kind": "bedrock", "model_id": pt_w_arn}))
+    pt_w = "sonnet/provisioned/us-west-2"
+    script: dict[str, Script | BackendError] = {
+        PT: cut("Once"),
+        OD_E: BackendError.of("ServiceUnavailableException", 503),
+        pt_w: (answer(" more."), None),
+    }
+    engine, backend, _ = rig(script, doc)
+    items = list(engine.stream("chat", REQUEST))
+    assert backend.sent_to() == [PT, OD_E, pt_w]
+    assert [(i.cut, i.target) for i in items if isinstance(i, StreamSeam)] == [(PT, pt_w)]
+    assert caller_text(items) == "Once more."
+
+
+def test_which_targets_of_a_table_take_a_prefix() -> None:
+    doc = table()
+    doc["targets"].update(
+        _target(
+            "titan",
+            "provisioned",
+            E,
+            {"kind": "bedrock", "model_id": "arn:aws:bedrock:us-east-1:1:provisioned-model/t"},
+        )
+    )
+    assert prefix_targets(parse_routing_table(doc).targets) == {PT, OD_E, OD_W, NOVA}  # not llama, not titan's PT
 
 
 def test_a_partial_holding_a_tool_use_is_not_continued() -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends.contract import Usage
+from .backends.kinds import takes_prefix
+from .config import Target
 from .streaming import StreamEvent
 
 # Trace code of a target passed over for a continuation: it cannot take the partial answer as a prefix.
@@ -37,6 +39,16 @@ class StreamSeam:
     code: str  # why it was cut (the error code, or StreamStalled)
     target: str  # the target that continues it
     content_block_index: int  # the caller's content block the continuation's first text goes on in
+
+
+def prefix_targets(targets: Mapping[str, Target]) -> frozenset[str]:
+    """The targets that can continue a partial answer. A target whose own id names a family able to (the registry's
+    ``takes_prefix``), and a Bedrock target of the same model whose id names none: a Provisioned Throughput ARN
+    serves its model's foundation model (the platform renders every target of a model from its one ``model_id``)."""
+    able = {t.id for t in targets.values() if takes_prefix(t.backend)}
+    models = {targets[tid].model for tid in able if targets[tid].backend.kind == "bedrock"}
+    able |= {t.id for t in targets.values() if t.backend.kind == "bedrock" and t.model in models}
+    return frozenset(able)
 
 
 class Partial:

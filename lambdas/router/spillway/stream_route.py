@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.contract import Usage
-from .backends.kinds import request_needs, takes_prefix
+from .backends.kinds import request_needs
 from .config import Feature
-from .continuation import NO_PREFIX, Partial, Splice, StreamSeam, total_usage, with_prefix
+from .continuation import NO_PREFIX, Partial, Splice, StreamSeam, prefix_targets, total_usage, with_prefix
 from .engine import _ERROR_OUTCOME as ERROR_OUTCOME
 from .engine import _VERDICT as VERDICT
 from .engine import Attempt, Outcome, RouteResult, Status, _unsupported
@@ -77,8 +77,10 @@ class _Served:
     a cut stream waits for a target to continue it (``continue_with_prefix``), the cut and the request that
     continues it."""
 
-    def __init__(self, f: Feature, request: Mapping[str, Any]) -> None:
+    def __init__(self, f: Feature, request: Mapping[str, Any], able: Callable[[], frozenset[str]]) -> None:
         self.f, self.request = f, request
+        self._able = able  # the targets that can take a prefix, asked for only once a stream is cut
+        self._able_ids: frozenset[str] | None = None
         self.partial = Partial()
         self.usages: list[Usage | None] = []  # each segment's usage, as its backend reported it
         self.seams: list[StreamSeam] = []
@@ -90,7 +92,11 @@ class _Served:
 
     def passes_over(self, step: PlanStep) -> bool:
         """While continuing, a target that cannot take the prefix is passed over."""
-        return self.cut is not None and not takes_prefix(step.target.backend)
+        if self.cut is None:
+            return False
+        if self._able_ids is None:
+            self._able_ids = self._able()
+        return step.target.id not in self._able_ids
 
     def begin(self, target: str, trace: list[Attempt], ttft_ms: float) -> StreamItem:
         """The head (route headers) for the first segment; a seam for each continuation."""
@@ -158,7 +164,7 @@ def run(
     sent = 0
     last_code: str | None = None
     out_of_time = False
-    served = _Served(f, request)
+    served = _Served(f, request, lambda: prefix_targets(planner.table.targets))
     for i, step in enumerate(steps):
         if step.unsupported or served.passes_over(step):  # it cannot express the request: no health signal
             code = NO_PREFIX if not step.unsupported else None

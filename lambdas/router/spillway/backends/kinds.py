@@ -155,7 +155,8 @@ CHAT_CAN: frozenset[str] = frozenset(
 # continues; spillway/continuation.py): on Bedrock Converse, the families whose documentation offers prefill. Anthropic
 # Claude up to 4.5 (Claude 4.6 and later answer 400: "This model does not support assistant message prefill") and
 # Amazon Nova. Matched on the model id after an inference profile's geography ("us.", "eu.", "global.", ...); a
-# Provisioned Throughput or application profile ARN names no family and is taken as unable. docs/models.md lists it.
+# Provisioned Throughput or application profile ARN names no family and is taken as unable here (a routing table's PT
+# target goes by its model's other targets: spillway/continuation.py, prefix_targets). docs/models.md lists it.
 PREFIX_MODEL_IDS = (
     r"anthropic\.claude-(v2|instant-v1|3-|3-5-|3-7-)",
     r"anthropic\.claude-(sonnet|opus)-4-(\d{8}|1-\d{8})",
