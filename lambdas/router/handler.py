@@ -41,7 +41,6 @@ from spillway.backends import ClientPool
 from spillway.backends.contract import Backend
 from spillway.backends.kinds import make_backends
 from spillway.capacity import InflightTracker
-from spillway.continuation import StreamSeam
 from spillway.engine import Engine, RouteResult, Status
 from spillway.fleet import Fleet, TargetState
 from spillway.fleet_store import ValkeyFleetStore, iam_credentials
@@ -535,8 +534,6 @@ def stream_chunks(
         for item in stream:
             if isinstance(item, StreamHead):
                 yield sse.prelude(200, {**_stream_headers(item), "x-spillway-request-id": request_id})
-            elif isinstance(item, StreamSeam):
-                yield sse.event(sse.SEAM_EVENT, _seam(item))
             elif isinstance(item, StreamTail):
                 _record(feature, item.result, canary=canary)
                 telemetry.record_stream(feature, item)
@@ -579,14 +576,10 @@ def _trailer(tail: StreamTail) -> dict[str, Any]:
             "totalTokens": usage.input_tokens + usage.output_tokens,
         }
     if tail.seams:
-        trailer["continuations"] = [_seam(seam) for seam in tail.seams]
+        trailer["continuations"] = [seam.data() for seam in tail.seams]
     if tail.incomplete:
         trailer["error"] = {"code": result.code or sse.STREAM_INCOMPLETE, "message": sse.INCOMPLETE_MESSAGE}
     return trailer
-
-
-def _seam(seam: StreamSeam) -> dict[str, Any]:
-    return {"from": seam.cut, "code": seam.code, "to": seam.target, "contentBlockIndex": seam.content_block_index}
 
 
 def _buffered(response: Response[str]) -> Iterator[bytes]:

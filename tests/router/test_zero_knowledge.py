@@ -22,6 +22,7 @@ from spillway import sse
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.sagemaker import SageMakerBackend
+from spillway.continuation import SEAM_EVENT
 from spillway.limits import MAX_REQUEST_BYTES
 from tests.router.conftest import BEDROCK_META, Harness, LambdaContext, XRayDaemon, api_event
 
@@ -445,7 +446,7 @@ def test_a_continued_stream_leaks_nothing(
     prelude, rest = sse.split_prelude(b"".join(h.handler.lambda_stream_handler(event, LambdaContext()))) or ({}, b"")
     assert prelude["statusCode"] == 200
     blocks = rest.decode().split("\n\n")
-    seams = [b for b in blocks if b.startswith(f"event: {sse.SEAM_EVENT}\n")]
+    seams = [b for b in blocks if b.startswith(f"event: {SEAM_EVENT}\n")]
     trailer = [b for b in blocks if b.startswith(f"event: {sse.TRAILER_EVENT}\n")]
     assert len(seams) == 1
     assert len(trailer) == 1

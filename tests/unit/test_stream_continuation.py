@@ -18,7 +18,7 @@ from spillway.backends.contract import Usage
 from spillway.backends.kinds import PREFIX_MODEL_IDS, BedrockRef, SageMakerRef, takes_prefix
 from spillway.capacity import InflightTracker
 from spillway.config import Target, parse_routing_table
-from spillway.continuation import NO_PREFIX, Partial, Splice, StreamSeam, prefix_targets, with_prefix
+from spillway.continuation import NO_PREFIX, SEAM_EVENT, Partial, Splice, StreamSeam, prefix_targets, with_prefix
 from spillway.engine import Engine, Outcome, Status
 from spillway.errors import BackendError
 from spillway.health import HealthBoard, Verdict
@@ -137,6 +137,16 @@ def rig(
     return engine, backend, spy_verdicts(engine.health)
 
 
+def seams_in(items: list[Any]) -> list[StreamSeam]:
+    """The seam events of a stream, read back as seams."""
+    return [
+        StreamSeam(d["from"], d["code"], d["to"], d["contentBlockIndex"])
+        for i in items
+        if isinstance(i, tuple) and i[0] == SEAM_EVENT
+        for d in [i[1]]
+    ]
+
+
 def caller_text(items: list[Any]) -> str:
     return "".join(i[1]["delta"]["text"] for i in items if isinstance(i, tuple) and i[0] == "contentBlockDelta")
 
@@ -153,12 +163,13 @@ def test_a_cut_stream_goes_on_at_the_next_target_with_its_partial_as_prefix() ->
     assert isinstance(head, StreamHead)
     assert head.target == PT
     assert isinstance(tail, StreamTail)
-    seams = [i for i in events if isinstance(i, StreamSeam)]
+    seams = seams_in(events)
     assert seams == [StreamSeam(PT, "ModelStreamErrorException", OD_E, 0)]
     names = [i[0] for i in events if isinstance(i, tuple)]
+    assert names.count(SEAM_EVENT) == 1
     assert names.count("messageStart") == 1  # the continuing target's own messageStart is not sent again
     assert names[-3:] == ["contentBlockStop", "messageStop", "metadata"]
-    assert events.index(seams[0]) == 4  # after messageStart and PT's three deltas, before the continuation's
+    assert events.index(seams[0].event()) == 4  # after messageStart and PT's three deltas, before the continuation's
     assert caller_text(items) == "Once upon a time."
     # The continuing target was sent the request with the partial answer as the assistant's prefix.
     assert backend.requests[1] == (OD_E, with_prefix(REQUEST, "Once upon a"))
@@ -182,7 +193,7 @@ def test_without_the_opt_in_a_cut_stream_ends_incomplete() -> None:
     assert isinstance(tail, StreamTail)
     assert tail.incomplete
     assert (tail.result.status, tail.result.target) == (Status.INCOMPLETE, PT)
-    assert not any(isinstance(i, StreamSeam) for i in items)
+    assert seams_in(items) == []
     assert backend.sent_to() == [PT]
 
 
@@ -198,7 +209,7 @@ def test_targets_that_cannot_take_a_prefix_are_passed_over_and_failed_ones_unsee
     engine, backend, _ = rig(script)
     items = list(engine.stream("chat", REQUEST))
     assert backend.sent_to() == [PT, OD_E, OD_W, NOVA]
-    assert [i for i in items if isinstance(i, StreamSeam)] == [StreamSeam(PT, "ModelStreamErrorException", NOVA, 0)]
+    assert seams_in(items) == [StreamSeam(PT, "ModelStreamErrorException", NOVA, 0)]
     assert caller_text(items) == "Dear reader, hello."
     tail = items[-1]
     assert isinstance(tail, StreamTail)
@@ -243,7 +254,7 @@ def test_a_provisioned_target_takes_a_prefix_when_its_model_does() -> None:
     engine, backend, _ = rig(script, doc)
     items = list(engine.stream("chat", REQUEST))
     assert backend.sent_to() == [PT, OD_E, pt_w]
-    assert [(i.cut, i.target) for i in items if isinstance(i, StreamSeam)] == [(PT, pt_w)]
+    assert [(i.cut, i.target) for i in seams_in(items)] == [(PT, pt_w)]
     assert caller_text(items) == "Once more."
 
 
@@ -279,7 +290,7 @@ def test_a_stall_after_the_first_token_is_continued_too() -> None:
     start = [("messageStart", {"role": "assistant"}), *text("Slow ", "and")]
     engine, _, verdicts = rig({PT: (start, "stall"), OD_E: (answer(" steady."), None)}, inter_token_ms=1)
     items = list(engine.stream("chat", REQUEST))
-    assert [i for i in items if isinstance(i, StreamSeam)] == [StreamSeam(PT, STREAM_STALLED, OD_E, 0)]
+    assert seams_in(items) == [StreamSeam(PT, STREAM_STALLED, OD_E, 0)]
     assert caller_text(items) == "Slow and steady."
     assert verdicts[0] == (PT, Verdict.FAILURE)
 
@@ -320,7 +331,7 @@ def test_two_cuts_two_seams_and_the_usage_adds_up() -> None:
     }
     engine, _, _ = rig(script)
     items = list(engine.stream("chat", REQUEST))
-    seams = [i for i in items if isinstance(i, StreamSeam)]
+    seams = seams_in(items)
     assert [(s.cut, s.target) for s in seams] == [(PT, OD_E), (OD_E, OD_W)]
     assert caller_text(items) == "a b c"
     tail = items[-1]
@@ -334,9 +345,9 @@ def test_the_continuation_goes_on_in_the_open_block_or_a_new_one() -> None:
     stopped = [("messageStart", {"role": "assistant"}), *text("One."), ("contentBlockStop", {"contentBlockIndex": 0})]
     engine, _, _ = rig({PT: (stopped, BackendError.of("InternalServerException", 500))})
     items = list(engine.stream("chat", REQUEST))
-    (seam,) = [i for i in items if isinstance(i, StreamSeam)]
+    (seam,) = seams_in(items)
     assert seam.content_block_index == 1  # block 0 was closed: the continuation's text is a new block
-    after = items[items.index(seam) + 1 :]
+    after = items[items.index(seam.event()) + 1 :]
     indexes = {i[1]["contentBlockIndex"] for i in after if isinstance(i, tuple) and "contentBlockIndex" in i[1]}
     assert indexes == {1}
 

@@ -29,16 +29,26 @@ from .streaming import StreamEvent
 
 # Trace code of a target passed over for a continuation: it cannot take the partial answer as a prefix.
 NO_PREFIX = "NoAssistantPrefix"
+# The router's own event in the stream, where a continuation begins: {"from", "code", "to", "contentBlockIndex"}.
+SEAM_EVENT = "spillwayContinuation"
 
 
 @dataclass(frozen=True, slots=True)
 class StreamSeam:
-    """Where a cut stream goes on at another target; sent to the caller as the ``spillwayContinuation`` event."""
+    """Where a cut stream goes on at another target. The engine's stream carries it as an event of its own
+    (:meth:`event`, named SEAM_EVENT), so whatever relays events by name relays it, and whatever renders only
+    ConverseStream's names passes over it; the tail lists every seam again."""
 
     cut: str  # the target whose stream was cut
     code: str  # why it was cut (the error code, or StreamStalled)
     target: str  # the target that continues it
     content_block_index: int  # the caller's content block the continuation's first text goes on in
+
+    def data(self) -> dict[str, Any]:
+        return {"from": self.cut, "code": self.code, "to": self.target, "contentBlockIndex": self.content_block_index}
+
+    def event(self) -> StreamEvent:
+        return SEAM_EVENT, self.data()
 
 
 def prefix_targets(targets: Mapping[str, Target]) -> frozenset[str]:

@@ -8,7 +8,8 @@ them), then a last ``event: spillway`` whose data is the route trace, the usage 
     {"complete": false, "error": {"code": "ModelStreamErrorException", "message": "..."}, "target": ..., ...}
 
 Where the feature continues cut streams (``continue_with_prefix``), an ``event: spillwayContinuation`` marks each
-seam (``{"from", "code", "to", "contentBlockIndex"}``) and the last event lists them as ``continuations``.
+seam (``{"from", "code", "to", "contentBlockIndex"}``: the engine's own event, spillway/continuation.py) and the last
+event lists them as ``continuations``.
 
 A stream that fails after its first token always ends with ``complete: false``: never a clean end with half an
 answer. The route headers (``x-spillway-target``, ``x-spillway-attempts``, ``x-spillway-route``) go out with the
@@ -28,9 +29,6 @@ from typing import Any
 EVENT_STREAM = "text/event-stream"
 DELIMITER = b"\x00" * 8  # ends the prelude of Lambda's streaming HTTP integration response
 TRAILER_EVENT = "spillway"
-# Marks where a stream cut after its first token goes on at another target, its partial answer as the prefix
-# (spillway/continuation.py): {"from", "code", "to", "contentBlockIndex"}.
-SEAM_EVENT = "spillwayContinuation"
 STREAM_INCOMPLETE = "StreamIncomplete"
 INCOMPLETE_MESSAGE = "The stream ended before the answer was complete; the partial answer must not be used as whole."
 

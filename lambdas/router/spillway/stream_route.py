@@ -12,11 +12,12 @@ the route), never a clean end. Time to first token is measured on every streamed
 Where the feature opts in (``continue_with_prefix``), a stream cut after its first token (an error or a stall, not
 the request's deadline) goes on at the plan's next target that can take the partial answer as the assistant's
 prefix (spillway/continuation.py): targets that cannot are passed over (``unsupported``, code NoAssistantPrefix),
-the continuing target is walked like any attempt (first-token deadline, breaker, abandoned unseen if it fails), and a
-:class:`StreamSeam` marks where its events begin. Without a continuing target the stream ends incomplete as before.
+the continuing target is walked like any attempt (first-token deadline, breaker, abandoned unseen if it fails), and
+a seam event (``spillwayContinuation``, :class:`StreamSeam`) marks where its events begin. Without a continuing
+target the stream ends incomplete as before.
 
 What the run yields, in order: a :class:`StreamHead` (the target and the attempts before it: the route headers),
-the served target's ConverseStream events (with a seam and the next target's events after each cut it continued),
+the served target's ConverseStream events (with a seam event and the next target's events after each continued cut),
 and a :class:`StreamTail`; or, when no target sends a first token, only a tail whose result is the buffered engine's
 4xx/503/504. Closing the generator early (the caller left) closes the backend's stream and tells its breaker nothing
 (neutral). Zero knowledge: events pass through untouched and unread but for their names (and, for a continuation,
@@ -67,7 +68,7 @@ class StreamTail:
     seams: tuple[StreamSeam, ...] = ()  # where the stream went on at another target, in order
 
 
-StreamItem = StreamHead | StreamEvent | StreamSeam | StreamTail
+StreamItem = StreamHead | StreamEvent | StreamTail
 Admit = Callable[..., tuple[Ticket, int]]
 Finish = Callable[..., RouteResult]
 
@@ -106,7 +107,7 @@ class _Served:
         assert self.splice is not None
         self.seams.append(StreamSeam(self.cut[0], self.cut[1], target, self.splice.offset))
         self.cut = None
-        return self.seams[-1]
+        return self.seams[-1].event()
 
     def cut_off(self, target: str, ending: _Ending, ttft_ms: float) -> bool:
         """Record a segment's end; True when it was cut and the feature continues it on the next able target."""
