@@ -268,7 +268,9 @@ def test_which_targets_of_a_table_take_a_prefix() -> None:
             {"kind": "bedrock", "model_id": "arn:aws:bedrock:us-east-1:1:provisioned-model/t"},
         )
     )
-    assert prefix_targets(parse_routing_table(doc).targets) == {PT, OD_E, OD_W, NOVA}  # not llama, not titan's PT
+    # The Claude 4.6 target of a model whose other target takes one is not taken along: only an ARN goes by its model.
+    doc["targets"][OD_W]["backend"]["model_id"] = "us.anthropic.claude-opus-4-6-v1"
+    assert prefix_targets(parse_routing_table(doc).targets) == {PT, OD_E, NOVA}  # not llama, not titan's PT
 
 
 def test_a_partial_holding_a_tool_use_is_not_continued() -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends.contract import Usage
-from .backends.kinds import takes_prefix
+from .backends.kinds import BedrockRef, takes_prefix
 from .config import Target
 from .streaming import StreamEvent
 
@@ -52,13 +52,18 @@ class StreamSeam:
 
 
 def prefix_targets(targets: Mapping[str, Target]) -> frozenset[str]:
-    """The targets that can continue a partial answer. A target whose own id names a family able to (the registry's
-    ``takes_prefix``), and a Bedrock target of the same model whose id names none: a Provisioned Throughput ARN
-    serves its model's foundation model (the platform renders every target of a model from its one ``model_id``)."""
+    """The targets that can continue a partial answer: those whose own id names a family able to (the registry's
+    ``takes_prefix``), and a Bedrock target named by an ARN (Provisioned Throughput, an application profile), which
+    names no family, when an able target serves the same model (the platform renders every target of a model from
+    its one ``model_id``)."""
     able = {t.id for t in targets.values() if takes_prefix(t.backend)}
-    models = {targets[tid].model for tid in able if targets[tid].backend.kind == "bedrock"}
-    able |= {t.id for t in targets.values() if t.backend.kind == "bedrock" and t.model in models}
+    models = {targets[tid].model for tid in able if isinstance(targets[tid].backend, BedrockRef)}
+    able |= {t.id for t in targets.values() if _named_by_arn(t) and t.model in models}
     return frozenset(able)
+
+
+def _named_by_arn(target: Target) -> bool:
+    return isinstance(target.backend, BedrockRef) and target.backend.model_id.startswith("arn:")
 
 
 class Partial:
