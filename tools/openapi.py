@@ -277,7 +277,11 @@ _STREAM_OK = {
         "stream cut after its first token goes on at another target with the partial answer as its prefix: "
         "`event: spillwayContinuation` with `data:` {from, code, to, contentBlockIndex} marks the seam (the "
         "continuing target's messageStart is not sent, its content blocks go on at contentBlockIndex), and the last "
-        "event lists the seams as `continuations` and names the continuing target."
+        "event lists the seams as `continuations` and names the continuing target. "
+        "After 60 s with nothing to send the router sends the comment line "
+        "`: keep-alive` (SSE clients ignore it). One sent before the first token opens the answer without the route "
+        "headers; if no target then serves, the last `spillway` event has complete false, error {code, message, "
+        "request_id}, status and retry_after_s: the error answer it would have been."
     ),
     "headers": {
         "x-spillway-target": {

@@ -82,17 +82,25 @@ def answer(*pieces: str, usage: tuple[int, int] = (10, 4)) -> list[tuple[str, di
     return [("messageStart", {"role": "assistant"}), *text(*pieces), *STOP, ("metadata", meta)]
 
 
+STALL_STEP_S = 0.5  # fake time that passes, while a stream stalls, each time the router may look at the clock
+
+
 class _Stream:
-    def __init__(self, events: list[tuple[str, dict[str, Any]]], end: str | BackendError | None) -> None:
-        self.events, self.end = events, end
+    def __init__(
+        self, events: list[tuple[str, dict[str, Any]]], end: str | BackendError | None, clock: FakeClock
+    ) -> None:
+        self.events, self.end, self.clock = events, end, clock
         self.closed = threading.Event()
 
     def __iter__(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
         yield from self.events
         if isinstance(self.end, BackendError):
             raise self.end
-        if self.end == "stall":  # nothing more until the router closes the connection
-            self.closed.wait(5)
+        if self.end == "stall":  # fake time passes with nothing sent, until the router hangs up
+            for _ in range(1000):
+                if self.closed.wait(0.005):
+                    break
+                self.clock.advance(STALL_STEP_S)
             raise BackendError.of("ConnectionClosedError")
 
     def close(self) -> None:
@@ -106,8 +114,8 @@ class StreamingBackend:
     """Streams per target id from a script: the events, then how the stream ends (None: cleanly, a BackendError
     raised mid-stream, "stall"), or a BackendError instead of a stream. Records each request it was sent."""
 
-    def __init__(self, script: Mapping[str, Script | BackendError]) -> None:
-        self.script = dict(script)
+    def __init__(self, script: Mapping[str, Script | BackendError], clock: FakeClock) -> None:
+        self.script, self.clock = dict(script), clock
         self.requests: list[tuple[str, Mapping[str, Any]]] = []
 
     def open_stream(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> _Stream:
@@ -116,7 +124,7 @@ class StreamingBackend:
         if isinstance(scripted, BackendError):
             raise scripted
         events, end = scripted
-        return _Stream(events, end)
+        return _Stream(events, end, self.clock)
 
     def sent_to(self) -> list[str]:
         return [target for target, _ in self.requests]
@@ -126,7 +134,7 @@ def rig(
     script: Mapping[str, Script | BackendError], doc: dict[str, Any] | None = None, **feature: Any
 ) -> tuple[Engine, StreamingBackend, list[Any]]:
     clock = FakeClock()
-    backend = StreamingBackend(script)
+    backend = StreamingBackend(script, clock)
     engine = Engine(
         parse_routing_table(doc or table(**feature)),
         {"bedrock": backend, "sagemaker": backend},

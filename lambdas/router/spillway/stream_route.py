@@ -16,6 +16,10 @@ the continuing target is walked like any attempt (first-token deadline, breaker,
 a seam event (``spillwayContinuation``, :class:`StreamSeam`) marks where its events begin. Without a continuing
 target the stream ends incomplete as before.
 
+Silence is bounded: API Gateway closes a response stream idle for 5 minutes, so after ``KEEP_ALIVE_S`` with nothing
+yielded (before the first token, across the plan's attempts, or in a gap between tokens) the run yields
+:data:`KEEP_ALIVE`, which the wire renders as an SSE comment (docs/design-notes.md, "Keep-alive").
+
 What the run yields, in order: a :class:`StreamHead` (the target and the attempts before it: the route headers),
 the served target's ConverseStream events (with a seam event and the next target's events after each continued cut),
 and a :class:`StreamTail`; or, when no target sends a first token, only a tail whose result is the buffered engine's
@@ -46,6 +50,8 @@ from .streaming import TOKEN_EVENTS, Pump, StreamEvent, StreamTimeout, stream_ba
 NO_FIRST_TOKEN = "NoFirstToken"  # noqa: S105 (an error code, not a password)
 STREAM_STALLED = "StreamStalled"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
+API_GATEWAY_IDLE_S = 300.0  # API Gateway closes a response stream with no bytes for this long
+KEEP_ALIVE_S = 60.0  # the longest silence the run allows itself: a fifth of API Gateway's idle limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +74,26 @@ class StreamTail:
     seams: tuple[StreamSeam, ...] = ()  # where the stream went on at another target, in order
 
 
-StreamItem = StreamHead | StreamEvent | StreamTail
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """Nothing to send for ``KEEP_ALIVE_S``: the wire sends a comment so that the stream is not idle."""
+
+
+KEEP_ALIVE = KeepAlive()
+
+
+class _Silence:
+    """When the caller last got something (clock seconds), across the run's attempts; when a keep-alive is due."""
+
+    def __init__(self, clock: Callable[[], float], interval_s: float) -> None:
+        self.clock, self.interval_s = clock, interval_s
+        self.due = clock() + interval_s
+
+    def broken(self) -> None:
+        self.due = self.clock() + self.interval_s
+
+
+StreamItem = StreamHead | StreamEvent | StreamTail | KeepAlive
 Admit = Callable[..., tuple[Ticket, int]]
 Finish = Callable[..., RouteResult]
 
@@ -151,8 +176,11 @@ def run(
     clock: Callable[[], float],
     start: float,
     deadline_ms: float | None,
+    keep_alive_s: float | None = None,
 ) -> Iterator[StreamItem]:
-    """The streaming twin of the engine's buffered walk; ``conclude`` builds the result when no target served."""
+    """The streaming twin of the engine's buffered walk; ``conclude`` builds the result when no target served.
+    ``keep_alive_s``: the longest silence (``KEEP_ALIVE_S`` unless given)."""
+    silence = _Silence(clock, KEEP_ALIVE_S if keep_alive_s is None else keep_alive_s)
     budget_ms = f.deadline_ms if deadline_ms is None else min(f.deadline_ms, deadline_ms)
     deadline = start + budget_ms / 1000.0
     min_s, max_s = f.attempt_min_ms / 1000.0, f.attempt_max_ms / 1000.0
@@ -168,8 +196,9 @@ def run(
     served = _Served(f, request, lambda: prefix_targets(planner.table.targets))
     for i, step in enumerate(steps):
         if step.unsupported or served.passes_over(step):  # it cannot express the request: no health signal
-            code = NO_PREFIX if not step.unsupported else None
-            trace.append(Attempt(step.target.id, Outcome.UNSUPPORTED, code, kind=step.kind))
+            trace.append(
+                Attempt(step.target.id, Outcome.UNSUPPORTED, None if step.unsupported else NO_PREFIX, kind=step.kind)
+            )
             continue
         if sent >= f.max_attempts:
             break
@@ -183,9 +212,9 @@ def run(
         if not ticket.admitted:
             continue
         sent += 1
-        attempt = _Attempt(health, f, step, ticket, level=level, clock=clock)
+        attempt = _Attempt(health, f, step, ticket, level=level, clock=clock, silence=silence)
         try:
-            first = attempt.open(backends, served.next_request, timeout_s, deadline)
+            first = yield from attempt.open(backends, served.next_request, timeout_s, deadline)
             if first is None:  # abandoned before its first token: judged, closed, the plan goes on
                 trace.append(attempt.traced)
                 last_code = attempt.traced.code
@@ -231,8 +260,10 @@ class _Attempt:
         *,
         level: int,
         clock: Callable[[], float],
+        silence: _Silence,
     ) -> None:
         self.health, self.f, self.step, self.ticket, self.level, self.clock = health, f, step, ticket, level, clock
+        self.silence = silence
         self.pump: Pump | None = None
         self.sent_at = clock()
         self.ttft_ms = 0.0
@@ -255,8 +286,9 @@ class _Attempt:
 
     def open(
         self, backends: Mapping[str, Any], request: Mapping[str, Any], timeout_s: float, deadline: float
-    ) -> list[StreamEvent] | None:
-        """The events up to and including the first token, or None when the attempt was abandoned before it."""
+    ) -> Generator[KeepAlive, None, list[StreamEvent] | None]:
+        """Keep-alives while it waits; returns the events up to and including the first token, or None when the
+        attempt was abandoned before it."""
         target = self.step.target
         try:
             backend = stream_backend_for(backends, target.backend.kind)
@@ -271,13 +303,16 @@ class _Attempt:
         held: list[StreamEvent] = []
         while True:
             try:
-                event = self.pump.next(first_by - self.clock())
+                event = self._wait(first_by)
             except StreamTimeout:
                 self._fail(BackendError(ErrorClass.UNAVAILABLE, NO_FIRST_TOKEN))
                 return None
             except BackendError as error:
                 self._fail(error)
                 return None
+            if isinstance(event, KeepAlive):
+                yield event
+                continue
             if event is None:  # a clean end with no content block: an empty answer is still an answer
                 self.ttft_ms = self._elapsed_ms()
                 return held
@@ -285,6 +320,32 @@ class _Attempt:
             if event[0] in TOKEN_EVENTS:
                 self.ttft_ms = self._elapsed_ms()
                 return held
+
+    def _wait(self, until: float) -> StreamEvent | KeepAlive | None:
+        """The pump's next event (None at its end) by ``until``, or KEEP_ALIVE if the silence is due first.
+        Raises BackendError, or StreamTimeout at ``until``."""
+        assert self.pump is not None
+        try:
+            return self.pump.next(min(until, self.silence.due) - self.clock())
+        except StreamTimeout:
+            if self.clock() < until:
+                self.silence.broken()  # the keep-alive goes out now
+                return KEEP_ALIVE
+            raise
+
+    def _read(self, gap_by: float, deadline: float) -> StreamEvent | KeepAlive | None:
+        """The next event after the first token, by the gap's end and the deadline: past them, BackendError
+        StreamStalled (the target's failure) or DeadlineExceeded (the request's end)."""
+        try:
+            return self._wait(min(gap_by, deadline))
+        except StreamTimeout:
+            code = STREAM_STALLED if gap_by <= deadline else DEADLINE_EXCEEDED
+            raise BackendError(ErrorClass.UNAVAILABLE, code) from None
+
+    def _sent(self, gap_s: float) -> float:
+        """An event has gone out: the silence starts again; the next event is due by the returned time."""
+        self.silence.broken()
+        return self.clock() + gap_s
 
     def relay(
         self,
@@ -295,9 +356,9 @@ class _Attempt:
         deadline: float,
         partial: Partial,
         splice: Splice | None,
-    ) -> Generator[StreamEvent, None, _Ending]:
+    ) -> Generator[StreamEvent | KeepAlive, None, _Ending]:
         """The served stream's events (its first ones included), spliced when it continues a cut stream, each one
-        seen by ``partial``; returns how it ended, the attempt judged and traced."""
+        seen by ``partial``, with keep-alives in long gaps; returns how it ended, the attempt judged and traced."""
         assert self.pump is not None
         slow = f.breaker.ttft_ms is not None and self.ttft_ms > f.breaker.ttft_ms
         usage: Usage | None = None
@@ -306,21 +367,19 @@ class _Attempt:
         gap_s = f.inter_token_ms / 1000.0
         error: BackendError | None = None
         pending = list(first)
+        gap_by = self._sent(gap_s)  # the first token is going out
         while True:
             if pending:
                 event = pending.pop(0)
             else:
-                now = self.clock()
-                wait = min(gap_s, deadline - now)
                 try:
-                    read = self.pump.next(wait)
-                except StreamTimeout:
-                    code = STREAM_STALLED if wait >= gap_s else DEADLINE_EXCEEDED
-                    error = BackendError(ErrorClass.UNAVAILABLE, code)
-                    break
+                    read = self._read(gap_by, deadline)
                 except BackendError as failure:
                     error = failure
                     break
+                if isinstance(read, KeepAlive):
+                    yield read
+                    continue
                 if read is None:
                     break
                 event = read
@@ -334,6 +393,7 @@ class _Attempt:
             if out is not None:
                 partial.observe(out)
                 yield out
+            gap_by = self._sent(gap_s)
         target = self.step.target
         if error is None:
             outcome = Outcome.SLOW if slow else Outcome.OK
