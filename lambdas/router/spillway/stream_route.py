@@ -40,7 +40,7 @@ from .config import Feature
 from .continuation import NO_PREFIX, Partial, Splice, StreamSeam, prefix_targets, total_usage, with_prefix
 from .engine import _ERROR_OUTCOME as ERROR_OUTCOME
 from .engine import _VERDICT as VERDICT
-from .engine import Attempt, Outcome, RouteResult, Status, _unsupported
+from .engine import Attempt, Outcome, RouteResult, Status, Unreachable, _unsupported
 from .errors import BackendError, ErrorClass
 from .fleet import RequestHealth
 from .health import Ticket, Verdict
@@ -192,6 +192,7 @@ def run(
     trace: list[Attempt] = []
     sent = 0
     last_code: str | None = None
+    unreachable = Unreachable()
     out_of_time = False
     served = _Served(f, request, lambda: prefix_targets(planner.table.targets))
     for i, step in enumerate(steps):
@@ -199,6 +200,8 @@ def run(
             trace.append(
                 Attempt(step.target.id, Outcome.UNSUPPORTED, None if step.unsupported else NO_PREFIX, kind=step.kind)
             )
+            continue
+        if unreachable.passes_over(step, trace):
             continue
         if sent >= f.max_attempts:
             break
@@ -216,11 +219,10 @@ def run(
         try:
             first = yield from attempt.open(backends, served.next_request, timeout_s, deadline)
             if first is None:  # abandoned before its first token: judged, closed, the plan goes on
-                trace.append(attempt.traced)
                 last_code = attempt.traced.code
-                client = attempt.error is not None and attempt.error.error_class is ErrorClass.CLIENT
-                if client and not served.started:  # (refusing a continuation is that target's, not the caller's)
-                    yield StreamTail(conclude(trace, last_code, out_of_time=False, client=attempt.error))
+                client = attempt.abandoned(trace, unreachable)
+                if client is not None and not served.started:  # (a refused continuation is that target's)
+                    yield StreamTail(conclude(trace, last_code, out_of_time=False, client=client))
                     return
                 continue
             yield served.begin(step.target.id, trace, attempt.ttft_ms)
@@ -233,10 +235,12 @@ def run(
             return
         finally:
             attempt.close()
-    if served.cut is not None:
-        yield served.incomplete(trace, (clock() - start) * 1000.0)
-        return
-    yield StreamTail(conclude(trace, last_code, out_of_time=out_of_time, client=None))
+    # A cut stream no target continued ends incomplete where it was cut; else no target served.
+    yield (
+        served.incomplete(trace, (clock() - start) * 1000.0)
+        if served.cut is not None
+        else StreamTail(conclude(trace, last_code, out_of_time=out_of_time, client=None))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +324,15 @@ class _Attempt:
             if event[0] in TOKEN_EVENTS:
                 self.ttft_ms = self._elapsed_ms()
                 return held
+
+    def abandoned(self, trace: list[Attempt], unreachable: Unreachable) -> BackendError | None:
+        """Trace an attempt abandoned before its first token and note an unreachable endpoint; its error when it is
+        the caller's (a client error)."""
+        trace.append(self.traced)
+        error = self.error
+        if error is not None:
+            unreachable.note(self.step, error)
+        return error if error is not None and error.error_class is ErrorClass.CLIENT else None
 
     def _wait(self, until: float) -> StreamEvent | KeepAlive | None:
         """The pump's next event (None at its end) by ``until``, or KEEP_ALIVE if the silence is due first.
