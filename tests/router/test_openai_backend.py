@@ -160,6 +160,8 @@ def test_each_status_has_its_class(  # noqa: PLR0917 (pytest passes parameters b
     server: Scripted, status: int, headers: dict[str, str], body: Any, expected: ErrorClass, retry: float | None
 ) -> None:
     server.answers.append((status, headers, body))
+    if status == 401:
+        server.answers.append((status, headers, body))  # the key is refused again after a fresh read
     ref = OpenAIRef(server.url, "m", "secret", secret_id="s")
     with pytest.raises(BackendError) as caught:
         OpenAICompatBackend(keys=StaticKeys({"s": "k"})).invoke(_target(ref), _request(), 5.0)
@@ -225,6 +227,28 @@ def test_secrets_are_cached_then_reread_after_their_ttl_or_a_401() -> None:
     assert secrets.reads == 3
 
 
+def test_a_rotated_key_costs_no_request_one_fresh_read_and_resend(server: Scripted) -> None:
+    secrets = _Secrets()
+    backend = OpenAICompatBackend(keys=SecretsManagerKeys(lambda region: secrets, clock=FakeClock()))
+    ref = OpenAIRef(server.url, "m", "secret", secret_id="s")
+    backend.invoke(_target(ref), _request(), 5.0)
+    secrets.value = "v2"  # rotated: the provider takes only the new key
+    server.answers.append((401, {}, {"error": {"code": "invalid_api_key"}}))
+    reply = backend.invoke(_target(ref), _request(), 5.0)
+    assert reply.response["output"]["message"]["content"] == [{"text": "hi"}]
+    assert [h["authorization"] for _, h, _ in server.requests] == ["Bearer s:v1", "Bearer s:v1", "Bearer s:v2"]
+    assert secrets.reads == 2
+
+
+def test_sigv4_does_not_resend_on_a_401(server: Scripted) -> None:
+    server.answers.append((401, {}, {}))
+    ref = OpenAIRef(server.url, "m", "sigv4")
+    backend = OpenAICompatBackend(keys=StaticKeys({}), signer=lambda url, body, headers, region, service: headers)
+    with pytest.raises(BackendError):
+        backend.invoke(_target(ref), _request(), 5.0)
+    assert len(server.requests) == 1
+
+
 def test_retry_after_headers() -> None:
     assert retry_after_s({"retry-after-ms": "1500"}) == 1.5
     assert retry_after_s({"x-ratelimit-reset-tokens": "20ms"}) == 0.02
@@ -249,7 +273,8 @@ def _table(backend: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("backend", "path", "problem"),
     [
-        ({"auth": "workload_identity"}, "auth", "not supported yet"),
+        ({"auth": "workload_identity"}, "audience", "required"),
+        ({"auth": "sigv4", "audience": "a"}, "audience", "only with it"),
         ({"auth": "apikey"}, "auth", "must be one of"),
         ({"auth": "secret"}, "secret_id", "required"),
         ({"auth": "sigv4", "secret_id": "s"}, "secret_id", "only with it"),

@@ -7,7 +7,9 @@ connection the server closed meanwhile is reopened once before anything was sent
 Auth (``OpenAIRef.auth``): ``sigv4`` signs with the function's role through botocore's SigV4Auth (imported on first
 use, like boto3 elsewhere); ``secret`` sends ``Authorization: Bearer <key>``, the key read through a KeySource
 (Secrets Manager in AWS, cached for KEY_TTL_S so a rotation is picked up; a 401 drops the cached key at once; a
-static mapping locally).
+static mapping locally); ``workload_identity`` sends ``Authorization: Bearer <access token>`` from the provider's
+token exchange (workload_identity.py). A 401 on a cached key or token drops it and sends once more with a fresh one
+within the attempt's budget, so a rotation or a revocation costs no request; a second 401 is ours.
 
 Translation: the Converse request is rendered as chat completions JSON as for SageMaker (sagemaker.to_chat's
 rules) plus what this kind adds: image blocks as base64 data URLs (when the target says ``images``), Converse's
@@ -38,6 +40,7 @@ from . import MAX_CONNECT_TIMEOUT_S, ClientPool, malformed
 from .chat import from_chat, to_chat
 from .contract import BackendReply
 from .kinds import KINDS, OpenAIRef
+from .workload_identity import FederatedTokens
 
 KEY_TTL_S = 300.0
 SECRET_TIMEOUT_S = 2.0
@@ -141,12 +144,16 @@ class OpenAICompatBackend:
         *,
         keys: KeySource | None = None,
         signer: Signer | None = None,
+        tokens: FederatedTokens | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        shared = pool if pool is not None else ClientPool()
         if keys is None:
-            shared = pool if pool is not None else ClientPool()
             keys = SecretsManagerKeys(lambda region: shared.client("secretsmanager", region, SECRET_TIMEOUT_S)[0])
+        if tokens is None:
+            tokens = FederatedTokens(lambda region: shared.client("sts", region, SECRET_TIMEOUT_S)[0])
         self._keys = keys
+        self._tokens = tokens
         self._signer = signer
         self._clock = clock
         self._local = threading.local()
@@ -164,13 +171,21 @@ class OpenAICompatBackend:
         body = json.dumps(payload, separators=(",", ":")).encode()
         url = ref.base_url + "/chat/completions"
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        headers = self._authorize(ref, target.region, url, body, headers)
         t0 = self._clock()
-        status, response_headers, raw = self._post(url, body, headers, timeout_s)
+        status, response_headers, raw = self._post(
+            url, body, self._authorize(ref, target.region, url, body, headers), timeout_s
+        )
+        if status == 401 and self._forget_credential(ref):
+            # A cached key or token the provider no longer takes (rotated, revoked): fetch a fresh one and send
+            # once more, within the attempt's budget, so a rotation costs no request.
+            remaining_s = timeout_s - (self._clock() - t0)
+            if remaining_s > 0:
+                fresh = self._authorize(ref, target.region, url, body, headers)
+                status, response_headers, raw = self._post(url, body, fresh, remaining_s)
+                if status == 401:
+                    self._forget_credential(ref)
         elapsed_ms = (self._clock() - t0) * 1000.0
         if status != 200:
-            if status == 401 and ref.secret_id is not None:
-                self._keys.forget(ref.secret_id)
             raise error_for(status, response_headers, raw)
         try:
             answer = json.loads(raw)
@@ -183,11 +198,23 @@ class OpenAICompatBackend:
                 raise malformed("OpenAI") from None
             raise
 
+    def _forget_credential(self, ref: OpenAIRef) -> bool:
+        """Drop a cached bearer credential (a key or an access token); False when the auth has none (SigV4)."""
+        if ref.secret_id is not None:
+            self._keys.forget(ref.secret_id)
+            return True
+        if ref.auth == "workload_identity":
+            self._tokens.forget(ref)
+            return True
+        return False
+
     def _authorize(self, ref: OpenAIRef, region: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         if ref.auth == "secret":
             if ref.secret_id is None:
                 raise BackendError(ErrorClass.OURS, "NoSecretId")
             return {**headers, "Authorization": "Bearer " + self._keys.key(ref.secret_id, region)}
+        if ref.auth == "workload_identity":
+            return {**headers, "Authorization": "Bearer " + self._tokens.token(ref, region)}
         if self._signer is None:
             self._signer = sigv4_signer()
         return self._signer(url, body, headers, region, ref.signing_service)
