@@ -9,6 +9,7 @@ caller's own completion.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -159,9 +160,16 @@ def _raise(exc: BaseException) -> Callable[[dict[str, Any]], Any]:
     return fail
 
 
-@pytest.fixture
-def zk(table_doc: dict[str, Any], logs: io.StringIO) -> Iterator[tuple[Harness, list[Any]]]:
-    h = Harness(table_doc)
+@pytest.fixture(params=[True, False], ids=["buffered-via-stream", "buffered-apis"])
+def zk(
+    table_doc: dict[str, Any], logs: io.StringIO, request: pytest.FixtureRequest
+) -> Iterator[tuple[Harness, list[Any]]]:
+    """Every test twice: buffered requests served through the streaming APIs (the default) and through the buffered
+    ones (a feature's buffered_via_stream: false)."""
+    doc = copy.deepcopy(table_doc)  # the session's table stays as rendered
+    for feature in doc["features"].values():
+        feature["buffered_via_stream"] = request.param
+    h = Harness(doc)
     h.logs = logs  # type: ignore[attr-defined]
     behaviour: list[Any] = [_echo]
 
@@ -429,7 +437,6 @@ def test_a_router_failure_mid_stream_ends_incomplete_and_leaks_nothing(
 
 def test_a_continued_stream_leaks_nothing(
     zk: tuple[Harness, list[Any]],
-    table_doc: dict[str, Any],
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     xray: XRayDaemon,
@@ -438,7 +445,7 @@ def test_a_continued_stream_leaks_nothing(
     canary): the canary travels to the continuing model and back to the caller only; the seam event, the last event,
     the logs, metrics and traces carry none of it."""
     h, behaviour = zk
-    table_doc["features"]["summarize-thread"]["continue_with_prefix"] = True  # the harness serves this very document
+    h.doc["features"]["summarize-thread"]["continue_with_prefix"] = True  # the harness serves this document
     failing = _stream_failing("modelStreamErrorException")
 
     def cut_then_continue(params: dict[str, Any]) -> Any:
