@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from spillway.backends.kinds import BedrockRef, takes_prefix
 from stacks.naming import (
     BucketNameTooLong,
     access_logs_bucket_name,
@@ -977,8 +978,26 @@ def _features(
                     f"{first}-first feature may use ({' or '.join(usable)}): add an offer there or drop the region",
                 )
         _check_guardrail(read, feature, key, models, guardrails)
+        _check_continuation(read, feature, key, models)
         features[name] = feature
     return features
+
+
+def _check_continuation(read: _Reader, feature: FeatureSpec, key: str, models: Mapping[str, Model]) -> None:
+    """A feature that continues cut streams (`routing.continue_with_prefix`) needs a model of its hierarchy able to
+    take the partial answer as a prefix (the router's registry, spillway/backends/kinds.py; docs/models.md), or the
+    switch would do nothing."""
+    if feature.routing.get("continue_with_prefix") is not True:
+        return
+    able = [
+        m for m in feature.models if models[m].kind == "bedrock" and takes_prefix(BedrockRef(models[m].model_id or ""))
+    ]
+    if not able:
+        raise read.fail(
+            f"{key}.routing.continue_with_prefix",
+            f"no model of the hierarchy ({', '.join(feature.models)}) can take a partial answer as its prefix "
+            "(docs/models.md lists those that can): a cut stream could never be continued",
+        )
 
 
 def _check_guardrail(

@@ -150,7 +150,17 @@ def validate_routing_table(platform: Platform, table: dict[str, Any]) -> Routing
 
 
 # The feature keys of the routing table that come from a feature's `routing:` block (or its defaults there).
-ROUTING_KEYS = frozenset({"attempt_timeout_ms", "order", "breaker", "fallback_on_context_overflow"})
+ROUTING_KEYS = frozenset(
+    {
+        "attempt_timeout_ms",
+        "order",
+        "breaker",
+        "fallback_on_context_overflow",
+        "first_token_ms",
+        "inter_token_ms",
+        "continue_with_prefix",
+    }
+)
 
 
 def config_key(platform: Platform, path: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 
 class FakeClock:
@@ -21,3 +22,16 @@ class FakeClock:
         assert seconds >= 0, "time does not go backwards"
         with self._lock:
             self.now += seconds
+
+
+def spy_verdicts(board: Any) -> list[tuple[str, Any]]:
+    """Record every (target id, verdict) a health board's `finish` is told, in order, and pass each on."""
+    verdicts: list[tuple[str, Any]] = []
+    finish = board.finish
+
+    def spy(target_id: str, policy: Any, verdict: Any, *args: Any, **kwargs: Any) -> None:
+        verdicts.append((target_id, verdict))
+        finish(target_id, policy, verdict, *args, **kwargs)
+
+    board.finish = spy
+    return verdicts

@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, data in stream:
         if name == "contentBlockDelta" and "text" in data["delta"]:
             print(data["delta"]["text"], end="", flush=True)
+        elif name == "spillwayContinuation":  # the answer goes on at another target: say so beside the text
+            print(f"[continued: {data['from']} -> {data['to']} after {data['code']}]", file=sys.stderr, flush=True)
         elif name in ("spillway", "error"):
             last = data
     print()

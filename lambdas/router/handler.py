@@ -598,6 +598,8 @@ def _trailer(tail: StreamTail) -> dict[str, Any]:
             "outputTokens": usage.output_tokens,
             "totalTokens": usage.input_tokens + usage.output_tokens,
         }
+    if tail.seams:
+        trailer["continuations"] = [seam.data() for seam in tail.seams]
     if tail.incomplete:
         trailer["error"] = {"code": result.code or sse.STREAM_INCOMPLETE, "message": sse.INCOMPLETE_MESSAGE}
     return trailer

@@ -731,6 +731,38 @@ def stream_error_mid_stream(world: World) -> Figures:
     return figures
 
 
+def stream_error_mid_stream_continued(world: World) -> Figures:
+    """The same fault with the feature opted in to continuation (routing.continue_with_prefix): each cut stream goes
+    on at the next target with its partial answer as the prefix, the seam marked; every stream ends complete, none
+    sends anything twice, and 0 end cleanly with a partial answer."""
+    table = world.table_copy()
+    table["features"][FEATURE].update(continue_with_prefix=True)
+    world.deploy_table(table)
+    world.await_config()
+    world.set_fault(PT_EAST, Fault.stream_error("model_stream_error", after_tokens=3, probability=0.5, seed=12))
+    answers = _streams(world, 24)
+    trailers = [ev[-1][1] if ev and ev[-1][0] == "spillway" else None for *_, ev in answers]
+    seams = [[data for name, data in ev if name == "spillwayContinuation"] for *_, ev in answers]
+    figures = {
+        "streams": len(answers),
+        "not_200": sum(1 for status, _, _ in answers if status != 200),
+        "continued": sum(1 for s in seams if s),
+        "continued_from_to": dict(Counter(f"{s[0]['from']} -> {s[0]['to']}" for s in seams if s)),
+        "ended_incomplete": sum(1 for t in trailers if t is None or not t["complete"]),
+        "saw_two_message_starts": sum(1 for *_, ev in answers if [n for n, _ in ev].count("messageStart") != 1),
+        "clean_but_partial": sum(1 for *_, ev in answers if _clean_but_partial(ev)),
+    }
+    assert figures["not_200"] == 0
+    assert figures["continued"] > 0, "the fault never struck"
+    assert all(len(s) <= 1 for s in seams), "a continuation was cut again: the fault is on PT only"
+    assert all(s[0]["from"] == PT_EAST and s[0]["code"] == "ModelStreamErrorException" for s in seams if s)
+    assert figures["ended_incomplete"] == 0, "a cut stream was not continued"
+    assert figures["saw_two_message_starts"] == 0, "the continuing target's messageStart reached a caller"
+    assert figures["clean_but_partial"] == 0
+    assert all(t is not None and t.get("continuations") == s for t, s in zip(trailers, seams, strict=True) if s)
+    return figures
+
+
 SCENARIOS: list[Callable[[World], Figures]] = [
     pt_surge,
     home_region_outage,
@@ -751,6 +783,7 @@ SCENARIOS: list[Callable[[World], Figures]] = [
     clocks_disagree,
     stream_stall_before_first_token,
     stream_error_mid_stream,
+    stream_error_mid_stream_continued,
 ]
 
 

@@ -19,6 +19,7 @@ from spillway.health import Verdict
 from spillway.stream_route import StreamHead, StreamTail
 from stacks.platform import load_platform
 from stacks.routing import render_routing_table
+from tests.fakes import spy_verdicts
 from tests.router.conftest import PLATFORM
 
 EAST = "us-east-1"
@@ -86,15 +87,7 @@ def make_engine(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Any:
         )
         for target in engine.table.targets.values():
             bedrock.warm(target, 5.0)  # as the handler does at init: no attempt pays for building its client
-        verdicts: list[tuple[str, Verdict]] = []
-        finish = engine.health.finish
-
-        def spy(target_id: str, policy: Any, verdict: Verdict, *args: Any, **kwargs: Any) -> None:
-            verdicts.append((target_id, verdict))
-            finish(target_id, policy, verdict, *args, **kwargs)
-
-        engine.health.finish = spy  # type: ignore[method-assign]
-        return engine, verdicts
+        return engine, spy_verdicts(engine.health)
 
     return make
 

@@ -24,6 +24,7 @@ from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.openai_compat import OpenAICompatBackend
 from spillway.backends.sagemaker import SageMakerBackend
+from spillway.continuation import SEAM_EVENT
 from spillway.limits import MAX_REQUEST_BYTES
 from tests.router.conftest import BEDROCK_META, Harness, LambdaContext, XRayDaemon, api_event
 
@@ -432,3 +433,40 @@ def test_a_router_failure_mid_stream_ends_incomplete_and_leaks_nothing(
         .rstrip()
         .endswith('"complete":false,"error":{"code":"RouterError","message":"' + sse.INCOMPLETE_MESSAGE + '"}}')
     )
+
+
+def test_a_continued_stream_leaks_nothing(
+    zk: tuple[Harness, list[Any]],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    xray: XRayDaemon,
+) -> None:
+    """A stream cut after its first token and continued with its partial answer as the prefix (which quotes the
+    canary): the canary travels to the continuing model and back to the caller only; the seam event, the last event,
+    the logs, metrics and traces carry none of it."""
+    h, behaviour = zk
+    h.doc["features"]["summarize-thread"]["continue_with_prefix"] = True  # the harness serves this document
+    failing = _stream_failing("modelStreamErrorException")
+
+    def cut_then_continue(params: dict[str, Any]) -> Any:
+        prefilled = params["messages"][-1]["role"] == "assistant" and params["messages"][-2]["role"] == "user"
+        return _echo(params) if prefilled and len(params["messages"]) == 4 else failing(params)
+
+    behaviour[0] = cut_then_continue
+    caplog.set_level(logging.DEBUG)
+    event = api_event("POST", "/v1/features/summarize-thread/converse-stream", body=_request("continued"))
+    prelude, rest = sse.split_prelude(b"".join(h.handler.lambda_stream_handler(event, LambdaContext()))) or ({}, b"")
+    assert prelude["statusCode"] == 200
+    blocks = rest.decode().split("\n\n")
+    seams = [b for b in blocks if b.startswith(f"event: {SEAM_EVENT}\n")]
+    trailer = [b for b in blocks if b.startswith(f"event: {sse.TRAILER_EVENT}\n")]
+    assert len(seams) == 1
+    assert len(trailer) == 1
+    assert json.loads(trailer[0].split("data: ", 1)[1])["complete"] is True
+    assert CANARY not in seams[0] + trailer[0]
+    out, err = capsys.readouterr()
+    out += h.logs.getvalue()  # type: ignore[attr-defined]
+    emitted = out + err + caplog.text + repr([r.__dict__ for r in caplog.records]) + b"".join(xray.received()).decode()
+    assert '"routed"' in out, "log lines were captured"
+    assert CANARY not in emitted
+    assert rest.decode().count(CANARY) >= 2, "the canary went out before the seam and came back after it"

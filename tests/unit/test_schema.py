@@ -138,6 +138,7 @@ def feature_of(draw: Draw, targets: dict[str, Any], models: list[str], regions: 
         else st.just({}),
         "first_token_ms": st.one_of(st.none(), st.floats(min_value=MIN_ATTEMPT_MS, max_value=high)),
         "inter_token_ms": st.floats(min_value=1, max_value=3_600_000.0),
+        "continue_with_prefix": st.booleans(),
         "buffered_via_stream": st.booleans(),
         "converse": st.fixed_dictionaries(
             {},

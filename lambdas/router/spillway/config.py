@@ -175,6 +175,9 @@ class Feature:
     # A buffered request served through a stream (buffered_via_stream) keeps both limits and fails over on either.
     first_token_ms: float | None = None
     inter_token_ms: float = 10000.0
+    # Opt-in: a stream cut after its first token goes on at the plan's next target able to take the partial answer
+    # as the assistant's prefix (spillway/continuation.py), instead of ending incomplete.
+    continue_with_prefix: bool = False
     # A buffered Converse request is served through the backend's streaming API and assembled into Converse's answer
     # (spillway/assemble.py), so its attempts measure time to first token and keep first_token_ms too; false: the
     # buffered APIs, with no first token to measure.
@@ -218,6 +221,7 @@ FEATURE_KEYS = Keys(
             "shadow",
             "first_token_ms",
             "inter_token_ms",
+            "continue_with_prefix",
             "buffered_via_stream",
         }
     ),
@@ -352,9 +356,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
     if t_min > deadline:
         raise RoutingConfigError(f"{path}.attempt_timeout_ms.min", f"{t_min:g} leaves no attempt in the deadline")
     max_attempts = _int(obj["max_attempts"], f"{path}.max_attempts", low=1, high=32)
-    overflow = obj.get("fallback_on_context_overflow", True)
-    if not isinstance(overflow, bool):
-        raise RoutingConfigError(f"{path}.fallback_on_context_overflow", "must be true or false")
+    overflow = _flag(obj, "fallback_on_context_overflow", path, default=True)
     breaker = _breaker(obj.get("breaker", {}), f"{path}.breaker")
     first_token = _opt_num(obj.get("first_token_ms"), f"{path}.first_token_ms")
     if first_token is not None and not MIN_ATTEMPT_MS <= first_token <= t_max:
@@ -362,9 +364,8 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
             f"{path}.first_token_ms", f"{first_token:g} must lie within {MIN_ATTEMPT_MS:g} and the attempt maximum"
         )
     inter_token = _num(obj.get("inter_token_ms", 10000.0), f"{path}.inter_token_ms", low=1, high=_MAX_SECONDS * 1000)
-    via_stream = obj.get("buffered_via_stream", True)
-    if not isinstance(via_stream, bool):
-        raise RoutingConfigError(f"{path}.buffered_via_stream", "must be true or false")
+    continue_with_prefix = _flag(obj, "continue_with_prefix", path, default=False)
+    via_stream = _flag(obj, "buffered_via_stream", path, default=True)
     invoke_ids = _invoke_ids(
         obj.get("invoke_ids", {}), f"{path}.invoke_ids", targets, models=models, regions=(home, *failover), first=first
     )
@@ -384,6 +385,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         fallback_on_context_overflow=overflow,
         first_token_ms=first_token,
         inter_token_ms=inter_token,
+        continue_with_prefix=continue_with_prefix,
         buffered_via_stream=via_stream,
         breaker=breaker,
         invoke_ids=invoke_ids,
@@ -658,6 +660,13 @@ def _num(raw: object, path: str, *, low: float | None = None, high: float | None
     if high is not None and raw > high:
         raise RoutingConfigError(path, f"{raw:g} is above {high:g}")
     return float(raw)
+
+
+def _flag(obj: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool:
+    value = obj.get(key, default)
+    if not isinstance(value, bool):
+        raise RoutingConfigError(f"{path}.{key}", "must be true or false")
+    return value
 
 
 def _opt_num(raw: object, path: str) -> float | None:

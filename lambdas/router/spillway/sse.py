@@ -7,6 +7,10 @@ them), then a last ``event: spillway`` whose data is the route trace, the usage 
      "ttft_ms": 120}
     {"complete": false, "error": {"code": "ModelStreamErrorException", "message": "..."}, "target": ..., ...}
 
+Where the feature continues cut streams (``continue_with_prefix``), an ``event: spillwayContinuation`` marks each
+seam (``{"from", "code", "to", "contentBlockIndex"}``: the engine's own event, spillway/continuation.py) and the last
+event lists them as ``continuations``.
+
 A stream that fails after its first token always ends with ``complete: false``: never a clean end with half an
 answer. The route headers (``x-spillway-target``, ``x-spillway-attempts``, ``x-spillway-route``) go out with the
 first event: they are known once a target has sent its first token, and not before.

@@ -282,8 +282,8 @@ def gap_values(gaps_ms: Sequence[float]) -> dict[str, tuple[MetricUnit, Value]]:
 
 
 def record_stream(feature: str, tail: StreamTail) -> None:
-    """A streamed request's own figures, per served target: streams, incomplete ends, inter-token gaps (its time to
-    first token is its served attempt's, in record_route)."""
+    """A streamed request's own figures, per served target: streams, incomplete ends, continuations, inter-token gaps
+    (its time to first token is its served attempt's, in record_route)."""
     target = tail.result.target
     if target is None:
         return
@@ -292,6 +292,8 @@ def record_stream(feature: str, tail: StreamTail) -> None:
         values.update(gap_values(tail.gaps_ms))
     if tail.incomplete:
         values["StreamsIncomplete"] = (_COUNT, 1)
+    if tail.seams:  # streams this target finished (or was last cut on) after taking over a cut one
+        values["StreamsContinued"] = (_COUNT, 1)
     _group({"feature": feature, "target": target}, values)
 
 

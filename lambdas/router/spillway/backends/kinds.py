@@ -174,6 +174,31 @@ CHAT_CAN: frozenset[str] = frozenset(
 )
 
 
+# Which models take a partial answer as the assistant's prefix (a last message of role assistant that the answer
+# continues; spillway/continuation.py): on Bedrock Converse, the families whose documentation offers prefill. Anthropic
+# Claude up to 4.5 (Claude 4.6 and later answer 400: "This model does not support assistant message prefill") and
+# Amazon Nova. Matched on the model id after an inference profile's geography ("us.", "eu.", "global.", ...); a
+# Provisioned Throughput or application profile ARN names no family and is taken as unable here (a routing table's PT
+# target goes by its model's other targets: spillway/continuation.py, prefix_targets). docs/models.md lists it.
+PREFIX_MODEL_IDS = (
+    r"anthropic\.claude-(v2|instant-v1|3-|3-5-|3-7-)",
+    r"anthropic\.claude-(sonnet|opus)-4-(\d{8}|1-\d{8})",
+    r"anthropic\.claude-(sonnet|haiku|opus)-4-5-",
+    r"amazon\.nova-(micro|lite|pro|premier|2-lite)-",
+)
+_PREFIX_ID = re.compile(rf"^(?:[a-z]{{2,6}}(?:-gov)?\.)?(?:{'|'.join(PREFIX_MODEL_IDS)})")
+
+
+def bedrock_takes_prefix(ref: BackendRef) -> bool:
+    """A Bedrock model of a family that continues a last assistant message (PREFIX_MODEL_IDS)."""
+    return isinstance(ref, BedrockRef) and _PREFIX_ID.match(ref.model_id) is not None
+
+
+def never_takes_prefix(_ref: BackendRef) -> bool:
+    """Chat Completions has no prefill: a last assistant message is closed and a new answer begins after it."""
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class BackendKind:
     name: str
@@ -190,6 +215,8 @@ class BackendKind:
     parse: Callable[[Mapping[str, Any]], BackendRef] | None = None
     # The platform file can name it: CDK renders its targets, its VPC endpoint and its grants (stacks/).
     in_platform_file: bool = True
+    # Whether a target of this kind continues a partial answer given as the assistant's prefix (its model decides).
+    takes_prefix: Callable[[BackendRef], bool] = never_takes_prefix
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -218,6 +245,7 @@ KINDS: dict[str, BackendKind] = {
         invoke_actions=("bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"),
         implementation="spillway.backends.bedrock:BedrockBackend",
         can=EVERYTHING,  # Converse itself: every member and block passes through
+        takes_prefix=bedrock_takes_prefix,
     ),
     "sagemaker": BackendKind(
         name="sagemaker",
@@ -261,6 +289,11 @@ def kind_of(name: str) -> BackendKind:
         return KINDS[name]
     except KeyError:
         raise KeyError(f"unknown backend kind {name!r}; the kinds are {', '.join(sorted(KINDS))}") from None
+
+
+def takes_prefix(ref: BackendRef) -> bool:
+    """Whether the target behind ``ref`` can continue a partial answer given as the assistant's prefix."""
+    return KINDS[ref.kind].takes_prefix(ref)
 
 
 def endpoint_of(backend: BackendRef, region: str) -> str:
