@@ -59,3 +59,31 @@ def test_with_every_bedrock_target_down_the_openai_target_serves_everything(mixe
     last = mixed.http.converse(FEATURE, {"messages": [{"role": "user", "content": [{"text": "after"}]}]})
     assert last.target == GPT
     assert last.header("x-spillway-attempts") == "1"
+
+
+def test_streams_fail_over_to_the_openai_kind_before_their_first_token(mixed: LocalWorld) -> None:
+    """Engine.stream treats an openai target as any other: with every Bedrock target down, both streaming doors are
+    served from the OpenAI-compatible endpoint's own stream, and the caller sees nothing of the failed attempts."""
+    for target in (t for t in mixed.by_id.values() if t.kind == "bedrock"):
+        mixed.set_fault(target.id, Fault.error_response("unavailable"))
+    openai = pytest.importorskip("openai", reason="the openai package is in requirements-dev.txt only")
+    from tools.openai_client import client  # noqa: PLC0415 (needs the openai package)
+
+    raw = client(mixed.url, "us-east-1").chat.completions.with_raw_response.create(
+        model=FEATURE, messages=[{"role": "user", "content": "stream from the other cloud"}], stream=True
+    )
+    assert raw.headers["x-spillway-target"] == GPT
+    assert raw.headers["x-spillway-route"].endswith(f"{GPT}=first_token")
+    chunks = list(raw.parse())
+    assert isinstance(chunks[0], openai.types.chat.ChatCompletionChunk)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "stream from the other cloud"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    request = {"messages": [{"role": "user", "content": [{"text": "and through converse-stream"}]}]}
+    reply = mixed.http.request("POST", f"/v1/features/{FEATURE}/converse-stream", json.dumps(request).encode(), JSON)
+    assert reply.status == 200
+    assert reply.target == GPT
+    events = [block for block in reply.body.decode().split("\n\n") if block]
+    assert events[0].startswith("event: messageStart")
+    trailer = json.loads(events[-1].split("data: ", 1)[1])
+    assert (trailer["complete"], trailer["target"]) == (True, GPT)
+    assert trailer["usage"]["outputTokens"] > 0  # from the endpoint's include_usage chunk

@@ -14,6 +14,10 @@ rules) plus what this kind adds: image blocks as base64 data URLs (when the targ
 structured output (``outputConfig``) as ``response_format`` json_schema, ``requestMetadata`` as ``metadata``.
 Any other member is this target's client error, never a silent drop.
 
+Streaming (``open_stream``): the same request with ``stream: true`` and ``stream_options.include_usage``, on a
+connection of its own; the server-sent chunks become ConverseStream events by chat_stream's rules (SageMaker's
+containers speak the same chunks), so Engine.stream serves and fails over openai targets as any other.
+
 Error taxonomy, by status: 429 is capacity (Retry-After, retry-after-ms or the x-ratelimit-reset-* headers give the
 cooldown); 408, 5xx, timeouts and connection failures are unavailable; 401/403/404 are ours (a deployment bug);
 other 4xx are the caller's (a context-window overflow said so). The endpoint's message is read for that one
@@ -22,26 +26,32 @@ boolean and dropped.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib
 import json
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..config import Target
 from ..errors import _OVERFLOW, BackendError, ErrorClass
+from ..streaming import BackendStream, StreamEvent
 from . import MAX_CONNECT_TIMEOUT_S, ClientPool, malformed
 from .chat import from_chat, to_chat
+from .chat_stream import translate
 from .contract import BackendReply
 from .kinds import KINDS, OpenAIRef
 
 KEY_TTL_S = 300.0
 SECRET_TIMEOUT_S = 2.0
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+READ_CHUNK = 64 * 1024
+SOURCE = "OpenAI"  # names this kind's stream errors: MalformedOpenAIStream, IncompleteOpenAIStream
 # Converse members this kind renders; any other is refused (UnsupportedRequestMember).
 _RENDERED = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "outputConfig", "requestMetadata"})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -183,6 +193,46 @@ class OpenAICompatBackend:
                 raise malformed("OpenAI") from None
             raise
 
+    def open_stream(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendStream:
+        """The same request with ``stream: true`` (and the usage chunk asked for) on a connection of its own: the
+        engine's pump reads it on another thread, and closing it must cut a blocked read, which a kept connection
+        shared by the thread's buffered calls could not survive. A non-200 answer is the same taxonomy as
+        :meth:`invoke`'s; the chunks become ConverseStream events (chat_stream.translate)."""
+        ref = target.backend
+        if not isinstance(ref, OpenAIRef):
+            raise BackendError(ErrorClass.OURS, "WrongBackendKind")
+        try:
+            payload = to_openai(request, ref)
+        except BackendError:
+            raise
+        except (TypeError, AttributeError, ValueError, KeyError):
+            raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
+        payload.update(stream=True, stream_options={"include_usage": True})
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        url = ref.base_url + "/chat/completions"
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        headers = self._authorize(ref, target.region, url, body, headers)
+        parts = urlsplit(url)
+        conn = _open(parts.scheme, parts.netloc, timeout_s)
+        try:
+            conn.request("POST", parts.path or "/", body=body, headers=headers)
+            response = conn.getresponse()
+            if response.status != 200:
+                raw = response.read(MAX_RESPONSE_BYTES)
+                if response.status == 401 and ref.secret_id is not None:
+                    self._keys.forget(ref.secret_id)
+                raise error_for(response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
+        except BackendError:
+            conn.close()
+            raise
+        except TimeoutError:
+            conn.close()
+            raise BackendError(ErrorClass.UNAVAILABLE, "ReadTimeout") from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+        return ChatHttpStream(conn, response, self._clock)
+
     def _authorize(self, ref: OpenAIRef, region: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         if ref.auth == "secret":
             if ref.secret_id is None:
@@ -230,16 +280,7 @@ class OpenAICompatBackend:
             if conn.sock is not None:
                 conn.sock.settimeout(timeout_s)
             return conn, conn.sock is not None
-        make = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = make(netloc, timeout=min(MAX_CONNECT_TIMEOUT_S, timeout_s))
-        try:
-            conn.connect()
-        except TimeoutError:
-            raise BackendError(ErrorClass.UNAVAILABLE, "ConnectTimeout") from None
-        except OSError as exc:
-            raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
-        assert conn.sock is not None
-        conn.sock.settimeout(timeout_s)
+        conn = _open(scheme, netloc, timeout_s)
         pool[netloc] = conn
         return conn, False
 
@@ -248,6 +289,56 @@ class OpenAICompatBackend:
         conn = pool.pop(netloc, None)
         if conn is not None:
             conn.close()
+
+
+def _open(scheme: str, netloc: str, timeout_s: float) -> http.client.HTTPConnection:
+    """A new connection: connected within the connect bound, its socket timeout the attempt's budget."""
+    make = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    conn = make(netloc, timeout=min(MAX_CONNECT_TIMEOUT_S, timeout_s))
+    try:
+        conn.connect()
+    except TimeoutError:
+        raise BackendError(ErrorClass.UNAVAILABLE, "ConnectTimeout") from None
+    except OSError as exc:
+        raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+    assert conn.sock is not None
+    conn.sock.settimeout(timeout_s)
+    return conn
+
+
+class ChatHttpStream:
+    """An open chat completions stream read as ConverseStream events; close() cuts the connection (never reused)."""
+
+    def __init__(
+        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, clock: Callable[[], float]
+    ) -> None:
+        self._conn = conn
+        self._response = response
+        self._clock = clock
+
+    def _parts(self) -> Iterator[bytes]:
+        try:
+            while True:
+                data = self._response.read1(READ_CHUNK)  # what has arrived, as soon as it has (chunked or not)
+                if not data:
+                    return
+                yield data
+        except TimeoutError:
+            raise BackendError(ErrorClass.UNAVAILABLE, "ReadTimeout") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: read after close
+            raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        return translate(self._parts(), self._clock, source=SOURCE)
+
+    def close(self) -> None:
+        # Closing the response does not wake a read blocked on the socket in the pump's thread: shut the socket
+        # down first, so that read ends now.
+        sock = self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._conn.close()
 
 
 def error_for(status: int, headers: Mapping[str, str], raw: bytes) -> BackendError:
