@@ -9,10 +9,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import aws_cdk as cdk
+import pytest
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 
-from stacks.constructs.router_api import STREAM_RESOURCE, STREAM_TIMEOUT_MAX_S, add_converse_stream, stream_timeout_s
+from stacks.constructs.router_api import (
+    STREAM_RESOURCE,
+    STREAM_TIMEOUT_MAX_S,
+    add_chat_completions,
+    add_converse_stream,
+    stream_timeout_s,
+)
 from stacks.constructs.router_function import RouterFunction
 from stacks.constructs.web_acl import prompt_route_patterns
 from stacks.platform import Platform
@@ -41,6 +48,24 @@ def _stream_method_template(integration_timeout_s: int) -> dict[str, Any]:
     feature = api.root.add_resource("v1").add_resource("features").add_resource("{feature}")
     add_converse_stream(feature, function, validator, model, integration_timeout_s)
     return app.synth().get_stack_by_name("StreamRoute").template  # type: ignore[no-any-return]
+
+
+def _chat_method_template(*, streams: bool) -> dict[str, Any]:
+    """A small stack holding only the chat completions method, with the function streaming or not."""
+    app = cdk.App()
+    stack = cdk.Stack(app, "ChatRoute", env=cdk.Environment(account="111111111111", region="us-east-1"))
+    function = lambda_.Function(
+        stack, "Router", runtime=lambda_.Runtime.PYTHON_3_13, handler="handler.lambda_handler",
+        code=lambda_.Code.from_inline("def lambda_handler(event, context): ..."),
+    )  # fmt: skip
+    api = apigw.RestApi(
+        stack, "Api",
+        default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
+    )  # fmt: skip
+    validator = api.add_request_validator("Validator", validate_request_body=True, validate_request_parameters=True)
+    buffered = apigw.LambdaIntegration(function, proxy=True, allow_test_invoke=False)
+    add_chat_completions(api.root.add_resource("v1"), function, buffered, validator, 125, streams=streams)
+    return app.synth().get_stack_by_name("ChatRoute").template  # type: ignore[no-any-return]
 
 
 def _joined(value: Any) -> str:
@@ -78,6 +103,30 @@ def test_the_stream_method_may_invoke_the_function_on_that_route_only() -> None:
     assert props["Action"] == "lambda:InvokeFunction"
     assert props["Principal"] == "apigateway.amazonaws.com"
     assert _joined(props["SourceArn"]).endswith("/POST/v1/features/*/converse-stream")
+
+
+@pytest.mark.parametrize("streams", [True, False])
+def test_chat_completions_streams_from_the_same_entry_once_the_function_streams(streams: bool) -> None:
+    """API Gateway integrates a method, not a body value: once the function streams, the whole chat completions
+    method is the streaming integration (lambda_stream_handler answers both stream true and false); before, the
+    buffered one."""
+    (method,) = resources_of(_chat_method_template(streams=streams), "AWS::ApiGateway::Method").values()
+    props = method["Properties"]
+    assert (props["HttpMethod"], props["OperationName"], props["AuthorizationType"]) == (
+        "POST",
+        "chatCompletions",
+        "AWS_IAM",
+    )
+    integration = props["Integration"]
+    assert integration["Type"] == "AWS_PROXY"
+    uri = _joined(integration["Uri"])
+    if streams:
+        assert integration["ResponseTransferMode"] == "STREAM"
+        assert integration["TimeoutInMillis"] == 125_000
+        assert uri.endswith("/2021-11-15/functions/<ref>/response-streaming-invocations")
+    else:
+        assert integration.get("ResponseTransferMode") in (None, "BUFFERED")
+        assert uri.endswith("/2015-03-31/functions/<ref>/invocations")
 
 
 def test_the_stream_timeout_is_the_deadline_within_api_gateways_fifteen_minutes() -> None:
