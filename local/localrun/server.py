@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 import uuid
@@ -57,6 +58,12 @@ class _Server(ThreadingHTTPServer):
     lambda_handler: LambdaHandler
     stream_handler: StreamHandler | None = None
     output: RouterOutput | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A caller that hung up between requests (the `openai` package closes a stream at `[DONE]`, before the
+        # chunked body's last bytes) is normal for a gateway: stay quiet about it, report anything else.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
