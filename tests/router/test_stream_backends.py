@@ -210,6 +210,46 @@ def test_the_openai_stream_asks_for_the_stream_and_its_usage(emu: Emulator) -> N
     assert sent["model"] == GPT
 
 
+def test_a_stream_read_to_its_end_leaves_its_connection_for_the_next_one(emu: Emulator) -> None:
+    backend, target = openai_backend(), openai_target(emu)
+    netloc = target.backend.base_url.split("/")[2]  # type: ignore[union-attr]
+    first = backend.open_stream(target, REQUEST, 5.0)
+    list(first)
+    first.close()
+    assert backend._idle.count(netloc) == 1
+    kept = backend._idle._idle[netloc][0]
+    second = backend.open_stream(target, REQUEST, 5.0)
+    assert backend._idle.count(netloc) == 0
+    assert second._conn is kept  # type: ignore[attr-defined]  # no new handshake
+    assert _text(list(second)) == "stream this answer"
+    second.close()
+    assert backend._idle.count(netloc) == 1
+
+
+def test_an_abandoned_stream_does_not_give_its_connection_back(emu: Emulator) -> None:
+    backend, target = openai_backend(), openai_target(emu)
+    netloc = target.backend.base_url.split("/")[2]  # type: ignore[union-attr]
+    stream = backend.open_stream(target, REQUEST, 5.0)
+    events = iter(stream)
+    assert next(events)[0] == "messageStart"
+    stream.close()  # the caller left mid-stream: the rest of the body is unread
+    assert backend._idle.count(netloc) == 0
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_once(emu: Emulator) -> None:
+    backend, target = openai_backend(), openai_target(emu)
+    netloc = target.backend.base_url.split("/")[2]  # type: ignore[union-attr]
+    stream = backend.open_stream(target, REQUEST, 5.0)
+    list(stream)
+    stream.close()
+    emu.close_region(REGION)  # drops every open connection
+    emu.open_region(REGION)
+    again = backend.open_stream(target, REQUEST, 5.0)
+    assert _text(list(again)) == "stream this answer"
+    again.close()
+    assert backend._idle.count(netloc) == 1
+
+
 # The translation, chunk by chunk ----------------------------------------------------------------------------------
 
 

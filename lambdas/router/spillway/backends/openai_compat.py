@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from ..config import Target
 from ..errors import _OVERFLOW, BackendError, ErrorClass
@@ -51,6 +51,7 @@ KEY_TTL_S = 300.0
 SECRET_TIMEOUT_S = 2.0
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 READ_CHUNK = 64 * 1024
+IDLE_PER_HOST = 4  # streams' idle connections kept per host
 SOURCE = "OpenAI"  # names this kind's stream errors: MalformedOpenAIStream, IncompleteOpenAIStream
 # Converse members this kind renders; any other is refused (UnsupportedRequestMember).
 _RENDERED = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "outputConfig", "requestMetadata"})
@@ -160,6 +161,7 @@ class OpenAICompatBackend:
         self._signer = signer
         self._clock = clock
         self._local = threading.local()
+        self._idle = IdleConnections()
 
     def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
         ref = target.backend
@@ -194,10 +196,11 @@ class OpenAICompatBackend:
             raise
 
     def open_stream(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendStream:
-        """The same request with ``stream: true`` (and the usage chunk asked for) on a connection of its own: the
-        engine's pump reads it on another thread, and closing it must cut a blocked read, which a kept connection
-        shared by the thread's buffered calls could not survive. A non-200 answer is the same taxonomy as
-        :meth:`invoke`'s; the chunks become ConverseStream events (chat_stream.translate)."""
+        """The same request with ``stream: true`` (and the usage chunk asked for). The engine's pump reads it on
+        another thread, and abandoning it must cut a blocked read: so a stream has a connection to itself, taken
+        from the connections whose last stream was read to its end (no new handshake) or opened, and given back only
+        when this stream too ends cleanly. A non-200 answer is the same taxonomy as :meth:`invoke`'s; the chunks
+        become ConverseStream events (chat_stream.translate)."""
         ref = target.backend
         if not isinstance(ref, OpenAIRef):
             raise BackendError(ErrorClass.OURS, "WrongBackendKind")
@@ -213,25 +216,45 @@ class OpenAICompatBackend:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         headers = self._authorize(ref, target.region, url, body, headers)
         parts = urlsplit(url)
-        conn = _open(parts.scheme, parts.netloc, timeout_s)
-        try:
-            conn.request("POST", parts.path or "/", body=body, headers=headers)
-            response = conn.getresponse()
-            if response.status != 200:
+        conn, response = self._start_stream(parts, body, headers, timeout_s)
+        if response.status != 200:
+            try:
                 raw = response.read(MAX_RESPONSE_BYTES)
-                if response.status == 401 and ref.secret_id is not None:
-                    self._keys.forget(ref.secret_id)
-                raise error_for(response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
-        except BackendError:
-            conn.close()
-            raise
-        except TimeoutError:
-            conn.close()
-            raise BackendError(ErrorClass.UNAVAILABLE, "ReadTimeout") from None
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
-        return ChatHttpStream(conn, response, self._clock)
+            except (OSError, http.client.HTTPException):
+                raw = b""
+            finally:
+                conn.close()
+            if response.status == 401 and ref.secret_id is not None:
+                self._keys.forget(ref.secret_id)
+            raise error_for(response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
+        keep = None if response.will_close else (lambda c: self._idle.give(parts.netloc, c))
+        return ChatHttpStream(conn, response, self._clock, keep=keep)
+
+    def _start_stream(
+        self, parts: SplitResult, body: bytes, headers: dict[str, str], timeout_s: float
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """The stream's connection and its response's head; a kept connection the server closed meanwhile is
+        replaced once, before anything was sent back."""
+        for attempt in (0, 1):
+            conn = self._idle.take(parts.netloc, timeout_s)
+            reused = conn is not None
+            if conn is None:
+                conn = _open(parts.scheme, parts.netloc, timeout_s)
+            try:
+                conn.request("POST", parts.path or "/", body=body, headers=headers)
+                return conn, conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                conn.close()
+                if reused and attempt == 0:
+                    continue
+                raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+            except TimeoutError:
+                conn.close()
+                raise BackendError(ErrorClass.UNAVAILABLE, "ReadTimeout") from None
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+        raise BackendError(ErrorClass.UNAVAILABLE, "ConnectionClosed")  # pragma: no cover (the loop returns)
 
     def _authorize(self, ref: OpenAIRef, region: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         if ref.auth == "secret":
@@ -306,15 +329,54 @@ def _open(scheme: str, netloc: str, timeout_s: float) -> http.client.HTTPConnect
     return conn
 
 
+class IdleConnections:
+    """Connections whose last stream was read to its end, per host, for the next stream (no handshake): a few only,
+    as a Lambda environment serves one request at a time."""
+
+    def __init__(self, per_host: int = IDLE_PER_HOST) -> None:
+        self._per_host = per_host
+        self._lock = threading.Lock()
+        self._idle: dict[str, list[http.client.HTTPConnection]] = {}
+
+    def take(self, netloc: str, timeout_s: float) -> http.client.HTTPConnection | None:
+        with self._lock:
+            kept = self._idle.get(netloc)
+            conn = kept.pop() if kept else None
+        if conn is not None and conn.sock is not None:
+            conn.timeout = timeout_s
+            conn.sock.settimeout(timeout_s)
+            return conn
+        return None
+
+    def give(self, netloc: str, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            kept = self._idle.setdefault(netloc, [])
+            if len(kept) < self._per_host and conn.sock is not None:
+                kept.append(conn)
+                return
+        conn.close()
+
+    def count(self, netloc: str) -> int:
+        with self._lock:
+            return len(self._idle.get(netloc, ()))
+
+
 class ChatHttpStream:
-    """An open chat completions stream read as ConverseStream events; close() cuts the connection (never reused)."""
+    """An open chat completions stream read as ConverseStream events. close() gives the connection back (``keep``)
+    when the stream was read to its end, and otherwise cuts it, which also ends a read blocked in another thread."""
 
     def __init__(
-        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, clock: Callable[[], float]
+        self,
+        conn: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        clock: Callable[[], float],
+        keep: Callable[[http.client.HTTPConnection], None] | None = None,
     ) -> None:
         self._conn = conn
         self._response = response
         self._clock = clock
+        self._keep = keep
+        self._read_whole = False
 
     def _parts(self) -> Iterator[bytes]:
         try:
@@ -329,9 +391,14 @@ class ChatHttpStream:
             raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
 
     def __iter__(self) -> Iterator[StreamEvent]:
-        return translate(self._parts(), self._clock, source=SOURCE)
+        yield from translate(self._parts(), self._clock, source=SOURCE)
+        self._read_whole = self._response.isclosed()  # [DONE] and the body's end: the connection is reusable
 
     def close(self) -> None:
+        if self._read_whole and self._keep is not None:
+            keep, self._keep = self._keep, None
+            keep(self._conn)
+            return
         # Closing the response does not wake a read blocked on the socket in the pump's thread: shut the socket
         # down first, so that read ends now.
         sock = self._conn.sock
