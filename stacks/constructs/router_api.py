@@ -112,6 +112,12 @@ API_RESOURCES = (
 # mode: the managed Python runtime has no streaming handler and the runtime loop docs/design-notes.md chose is not
 # built, so behind a streaming integration today's function could only fail (`RouterFunction.streams`).
 STREAM_RESOURCE = ("POST", "/v1/features/{feature}/converse-stream")
+# The OpenAI door: integrated in streaming mode too once the function streams (`stream: true` is a body value, and
+# API Gateway picks the integration per method), its whole answers then come from the same streaming entry.
+CHAT_RESOURCE = ("POST", "/v1/chat/completions")
+# Every method behind a STREAM integration once the function streams: the function must answer exactly these in
+# Lambda's streaming mode (its runtime loop's list of streamed routes is this tuple).
+STREAMED_RESOURCES = (STREAM_RESOURCE, CHAT_RESOURCE)
 # API Gateway REST's limits for a response-streaming integration: 15 minutes in all (developer guide, "Stream the
 # integration response for your proxy integrations in API Gateway"); the 5-minute idle limit is theirs to enforce.
 STREAM_TIMEOUT_MAX_S = 15 * 60
@@ -412,8 +418,11 @@ def add_chat_completions(
     whole method is the streaming integration: handler.lambda_stream_handler answers `stream: false` whole and
     `stream: true` chunk by chunk. Until then, the buffered one (the chunks then arrive at the end)."""
     integration = streaming_integration(function, integration_timeout_s) if streams else buffered
-    chat = v1.add_resource("chat").add_resource("completions")
-    return chat.add_method("POST", integration, operation_name="chatCompletions", request_validator=validator)
+    method, path = CHAT_RESOURCE
+    resource = v1
+    for part in path.split("/")[2:]:  # below /v1
+        resource = resource.add_resource(part)
+    return resource.add_method(method, integration, operation_name="chatCompletions", request_validator=validator)
 
 
 def add_converse_stream(

@@ -14,8 +14,10 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 
 from stacks.constructs.router_api import (
+    CHAT_RESOURCE,
     STREAM_RESOURCE,
     STREAM_TIMEOUT_MAX_S,
+    STREAMED_RESOURCES,
     add_chat_completions,
     add_converse_stream,
     stream_timeout_s,
@@ -119,6 +121,13 @@ def test_chat_completions_streams_from_the_same_entry_once_the_function_streams(
     )
     integration = props["Integration"]
     assert integration["Type"] == "AWS_PROXY"
+    (resource,) = [
+        r["Properties"]["PathPart"]
+        for r in resources_of(_chat_method_template(streams=streams), "AWS::ApiGateway::Resource").values()
+        if r["Properties"]["PathPart"] == "completions"
+    ]
+    assert ("POST", "/v1/chat/" + resource) == CHAT_RESOURCE
+    assert CHAT_RESOURCE in STREAMED_RESOURCES  # what the function must answer in streaming mode
     uri = _joined(integration["Uri"])
     if streams:
         assert integration["ResponseTransferMode"] == "STREAM"
