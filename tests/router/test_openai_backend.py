@@ -156,16 +156,47 @@ def test_what_the_target_cannot_express_is_a_client_error_before_any_call(server
         (422, {}, {}, ErrorClass.CLIENT, None),
     ],
 )
+@pytest.mark.parametrize("call", ["invoke", "open_stream"])
 def test_each_status_has_its_class(  # noqa: PLR0917 (pytest passes parameters by position)
-    server: Scripted, status: int, headers: dict[str, str], body: Any, expected: ErrorClass, retry: float | None
+    server: Scripted,
+    status: int,
+    headers: dict[str, str],
+    body: Any,
+    expected: ErrorClass,
+    retry: float | None,
+    call: str,
 ) -> None:
+    """The same taxonomy whether the request is whole or streamed (a stream refused before it starts)."""
     server.answers.append((status, headers, body))
     ref = OpenAIRef(server.url, "m", "secret", secret_id="s")
     with pytest.raises(BackendError) as caught:
-        OpenAICompatBackend(keys=StaticKeys({"s": "k"})).invoke(_target(ref), _request(), 5.0)
+        getattr(OpenAICompatBackend(keys=StaticKeys({"s": "k"})), call)(_target(ref), _request(), 5.0)
     assert caught.value.error_class is expected
     assert caught.value.retry_after_s == retry
     assert "slow down" not in repr(caught.value)
+
+
+class ForgetfulKeys(StaticKeys):
+    def __init__(self) -> None:
+        super().__init__({"s": "k"})
+        self.forgotten: list[str] = []
+
+    def forget(self, secret_id: str, /) -> None:
+        self.forgotten.append(secret_id)
+
+
+@pytest.mark.parametrize(("call", "status", "forgotten"), [("invoke", 401, ["s"]), ("open_stream", 401, ["s"]),
+                                                          ("open_stream", 403, [])])  # fmt: skip
+def test_a_401_drops_the_cached_key_whole_or_streamed(
+    server: Scripted, call: str, status: int, forgotten: list[str]
+) -> None:
+    server.answers.append((status, {}, {}))
+    keys = ForgetfulKeys()
+    with pytest.raises(BackendError):
+        getattr(OpenAICompatBackend(keys=keys), call)(
+            _target(OpenAIRef(server.url, "m", "secret", "s")), _request(), 5.0
+        )
+    assert keys.forgotten == forgotten
 
 
 def test_a_context_overflow_is_a_client_error_that_says_so(server: Scripted) -> None:

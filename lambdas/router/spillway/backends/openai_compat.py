@@ -164,26 +164,12 @@ class OpenAICompatBackend:
         self._idle = IdleConnections()
 
     def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
-        ref = target.backend
-        if not isinstance(ref, OpenAIRef):
-            raise BackendError(ErrorClass.OURS, "WrongBackendKind")
-        try:
-            payload = to_openai(request, ref)
-        except BackendError:
-            raise
-        except (TypeError, AttributeError, ValueError, KeyError):
-            raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        url = ref.base_url + "/chat/completions"
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        headers = self._authorize(ref, target.region, url, body, headers)
+        ref, url, body, headers = self._signed_request(target, request, stream=False)
         t0 = self._clock()
         status, response_headers, raw = self._post(url, body, headers, timeout_s)
         elapsed_ms = (self._clock() - t0) * 1000.0
         if status != 200:
-            if status == 401 and ref.secret_id is not None:
-                self._keys.forget(ref.secret_id)
-            raise error_for(status, response_headers, raw)
+            raise self._refusal(ref, status, response_headers, raw)
         try:
             answer = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -201,20 +187,7 @@ class OpenAICompatBackend:
         from the connections whose last stream was read to its end (no new handshake) or opened, and given back only
         when this stream too ends cleanly. A non-200 answer is the same taxonomy as :meth:`invoke`'s; the chunks
         become ConverseStream events (chat_stream.translate)."""
-        ref = target.backend
-        if not isinstance(ref, OpenAIRef):
-            raise BackendError(ErrorClass.OURS, "WrongBackendKind")
-        try:
-            payload = to_openai(request, ref)
-        except BackendError:
-            raise
-        except (TypeError, AttributeError, ValueError, KeyError):
-            raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
-        payload.update(stream=True, stream_options={"include_usage": True})
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        url = ref.base_url + "/chat/completions"
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        headers = self._authorize(ref, target.region, url, body, headers)
+        ref, url, body, headers = self._signed_request(target, request, stream=True)
         parts = urlsplit(url)
         conn, response = self._start_stream(parts, body, headers, timeout_s)
         if response.status != 200:
@@ -224,9 +197,7 @@ class OpenAICompatBackend:
                 raw = b""
             finally:
                 conn.close()
-            if response.status == 401 and ref.secret_id is not None:
-                self._keys.forget(ref.secret_id)
-            raise error_for(response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
+            raise self._refusal(ref, response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
         keep = None if response.will_close else (lambda c: self._idle.give(parts.netloc, c))
         return ChatHttpStream(conn, response, self._clock, keep=keep)
 
@@ -255,6 +226,34 @@ class OpenAICompatBackend:
                 conn.close()
                 raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
         raise BackendError(ErrorClass.UNAVAILABLE, "ConnectionClosed")  # pragma: no cover (the loop returns)
+
+    def _signed_request(
+        self, target: Target, request: Mapping[str, Any], *, stream: bool
+    ) -> tuple[OpenAIRef, str, bytes, dict[str, str]]:
+        """(the reference, the URL, the body, the authorized headers) of one chat completions POST; a streamed one
+        asks for the stream and its usage chunk."""
+        ref = target.backend
+        if not isinstance(ref, OpenAIRef):
+            raise BackendError(ErrorClass.OURS, "WrongBackendKind")
+        try:
+            payload = to_openai(request, ref)
+        except BackendError:
+            raise
+        except (TypeError, AttributeError, ValueError, KeyError):
+            raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
+        if stream:
+            payload.update(stream=True, stream_options={"include_usage": True})
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        url = ref.base_url + "/chat/completions"
+        accept = "text/event-stream" if stream else "application/json"
+        headers = self._authorize(ref, target.region, url, body, {"Content-Type": "application/json", "Accept": accept})
+        return ref, url, body, headers
+
+    def _refusal(self, ref: OpenAIRef, status: int, headers: Mapping[str, str], raw: bytes) -> BackendError:
+        """A non-200 answer as its BackendError (error_for); a 401 first drops the cached credential (rotated?)."""
+        if status == 401 and ref.secret_id is not None:
+            self._keys.forget(ref.secret_id)
+        return error_for(status, headers, raw)
 
     def _authorize(self, ref: OpenAIRef, region: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         if ref.auth == "secret":
