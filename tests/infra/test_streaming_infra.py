@@ -31,10 +31,11 @@ from tests.infra.test_waf import BODY_RULE_GROUPS, Request, matches
 STREAM_PATH = "/live/v1/features/summarize-thread/converse-stream"
 
 
-def _stream_method_template(integration_timeout_s: int) -> dict[str, Any]:
-    """A small stack holding only the streaming method (the shared synthesis deploys no stream route yet)."""
+def _small_api(stack_name: str) -> tuple[cdk.App, lambda_.Function, apigw.RestApi, apigw.RequestValidator]:
+    """An app with one stack holding a function, an IAM-authorized REST API and its validator: a method's shape is
+    read there, apart from the router's templates."""
     app = cdk.App()
-    stack = cdk.Stack(app, "StreamRoute", env=cdk.Environment(account="111111111111", region="us-east-1"))
+    stack = cdk.Stack(app, stack_name, env=cdk.Environment(account="111111111111", region="us-east-1"))
     function = lambda_.Function(
         stack, "Router", runtime=lambda_.Runtime.PYTHON_3_13, handler="handler.lambda_handler",
         code=lambda_.Code.from_inline("def lambda_handler(event, context): ..."),
@@ -44,6 +45,12 @@ def _stream_method_template(integration_timeout_s: int) -> dict[str, Any]:
         default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
     )  # fmt: skip
     validator = api.add_request_validator("Validator", validate_request_body=True, validate_request_parameters=True)
+    return app, function, api, validator
+
+
+def _stream_method_template(integration_timeout_s: int) -> dict[str, Any]:
+    """A small stack holding only the streaming method (the shared synthesis deploys no stream route yet)."""
+    app, function, api, validator = _small_api("StreamRoute")
     model = api.add_model(
         "ConverseRequest", content_type="application/json", schema=apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT)
     )
@@ -54,17 +61,7 @@ def _stream_method_template(integration_timeout_s: int) -> dict[str, Any]:
 
 def _chat_method_template(*, streams: bool) -> dict[str, Any]:
     """A small stack holding only the chat completions method, with the function streaming or not."""
-    app = cdk.App()
-    stack = cdk.Stack(app, "ChatRoute", env=cdk.Environment(account="111111111111", region="us-east-1"))
-    function = lambda_.Function(
-        stack, "Router", runtime=lambda_.Runtime.PYTHON_3_13, handler="handler.lambda_handler",
-        code=lambda_.Code.from_inline("def lambda_handler(event, context): ..."),
-    )  # fmt: skip
-    api = apigw.RestApi(
-        stack, "Api",
-        default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
-    )  # fmt: skip
-    validator = api.add_request_validator("Validator", validate_request_body=True, validate_request_parameters=True)
+    app, function, api, validator = _small_api("ChatRoute")
     buffered = apigw.LambdaIntegration(function, proxy=True, allow_test_invoke=False)
     add_chat_completions(api.root.add_resource("v1"), function, buffered, validator, 125, streams=streams)
     return app.synth().get_stack_by_name("ChatRoute").template  # type: ignore[no-any-return]

@@ -210,9 +210,14 @@ def test_the_openai_stream_asks_for_the_stream_and_its_usage(emu: Emulator) -> N
     assert sent["model"] == GPT
 
 
+def _netloc(target: Target) -> str:
+    assert isinstance(target.backend, OpenAIRef)
+    return target.backend.base_url.split("/")[2]
+
+
 def test_a_stream_read_to_its_end_leaves_its_connection_for_the_next_one(emu: Emulator) -> None:
     backend, target = openai_backend(), openai_target(emu)
-    netloc = target.backend.base_url.split("/")[2]  # type: ignore[union-attr]
+    netloc = _netloc(target)
     first = backend.open_stream(target, REQUEST, 5.0)
     list(first)
     first.close()
@@ -228,7 +233,7 @@ def test_a_stream_read_to_its_end_leaves_its_connection_for_the_next_one(emu: Em
 
 def test_an_abandoned_stream_does_not_give_its_connection_back(emu: Emulator) -> None:
     backend, target = openai_backend(), openai_target(emu)
-    netloc = target.backend.base_url.split("/")[2]  # type: ignore[union-attr]
+    netloc = _netloc(target)
     stream = backend.open_stream(target, REQUEST, 5.0)
     events = iter(stream)
     assert next(events)[0] == "messageStart"
@@ -238,7 +243,7 @@ def test_an_abandoned_stream_does_not_give_its_connection_back(emu: Emulator) ->
 
 def test_a_kept_connection_the_server_closed_is_replaced_once(emu: Emulator) -> None:
     backend, target = openai_backend(), openai_target(emu)
-    netloc = target.backend.base_url.split("/")[2]  # type: ignore[union-attr]
+    netloc = _netloc(target)
     stream = backend.open_stream(target, REQUEST, 5.0)
     list(stream)
     stream.close()

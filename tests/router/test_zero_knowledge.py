@@ -343,6 +343,29 @@ def _stream_failing(code: str) -> Callable[[dict[str, Any]], Any]:
     return fail
 
 
+def _streamed_without_leaks(
+    h: Harness,
+    event: dict[str, Any],
+    status: int,
+    *,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    xray: XRayDaemon,
+) -> bytes:
+    """The streaming entry's body after its prelude, once the prelude, logs, metrics and traces are proven free of
+    the canary (and the status is `status`)."""
+    caplog.set_level(logging.DEBUG)
+    prelude, rest = sse.split_prelude(b"".join(h.handler.lambda_stream_handler(event, LambdaContext()))) or ({}, b"")
+    assert prelude["statusCode"] == status
+    assert CANARY not in json.dumps(prelude)
+    out, err = capsys.readouterr()
+    out += h.logs.getvalue()  # type: ignore[attr-defined]
+    emitted = out + err + caplog.text + repr([r.__dict__ for r in caplog.records]) + b"".join(xray.received()).decode()
+    assert '"routed"' in out, "log lines were captured"
+    assert CANARY not in emitted
+    return rest
+
+
 STREAM_CASES: list[tuple[str, str, Any, int, bool]] = [
     # (name, feature, backend behaviour, status, complete)
     ("stream_served", "summarize-thread", _echo, 200, True),
@@ -373,17 +396,8 @@ def test_streamed_paths_leak_nothing(
     log line, a metric or a trace, whether the stream completes, fails mid-stream or never starts."""
     h, behaviour = zk
     behaviour[0] = behave
-    caplog.set_level(logging.DEBUG)
     event = api_event("POST", f"/v1/features/{feature}/converse-stream", body=_request(name))
-    chunks = list(h.handler.lambda_stream_handler(event, LambdaContext()))
-    prelude, rest = sse.split_prelude(b"".join(chunks)) or ({}, b"")
-    assert prelude["statusCode"] == status
-    assert CANARY not in json.dumps(prelude)
-    out, err = capsys.readouterr()
-    out += h.logs.getvalue()  # type: ignore[attr-defined]
-    emitted = out + err + caplog.text + repr([r.__dict__ for r in caplog.records]) + b"".join(xray.received()).decode()
-    assert '"routed"' in out, "log lines were captured"
-    assert CANARY not in emitted
+    rest = _streamed_without_leaks(h, event, status, capsys=capsys, caplog=caplog, xray=xray)
     if status != 200:
         assert CANARY not in rest.decode()
         return
@@ -464,16 +478,8 @@ def test_the_openai_doors_stream_leaks_nothing(
     an error answer, the logs, metrics and traces never do."""
     h, behaviour = zk
     behaviour[0] = behave
-    caplog.set_level(logging.DEBUG)
     event = api_event("POST", "/v1/chat/completions", body=_chat_request(name))
-    prelude, rest = sse.split_prelude(b"".join(h.handler.lambda_stream_handler(event, LambdaContext()))) or ({}, b"")
-    assert prelude["statusCode"] == status
-    assert CANARY not in json.dumps(prelude)
-    out, err = capsys.readouterr()
-    out += h.logs.getvalue()  # type: ignore[attr-defined]
-    emitted = out + err + caplog.text + repr([r.__dict__ for r in caplog.records]) + b"".join(xray.received()).decode()
-    assert '"routed"' in out, "log lines were captured"
-    assert CANARY not in emitted
+    rest = _streamed_without_leaks(h, event, status, capsys=capsys, caplog=caplog, xray=xray)
     if status != 200:
         assert CANARY not in rest.decode()
         return
