@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from spillway import openai_stream, sse
+from spillway.backends.chat_stream import translate
 from spillway.backends.contract import BackendReply, Usage
 from spillway.config import Target
 from spillway.errors import BackendError, ErrorClass
@@ -319,3 +320,32 @@ def test_a_router_failure_mid_stream_is_an_error_line_not_a_clean_end(
     lines = _data_lines(b"".join(chunks))
     assert json.loads(lines[-1])["error"]["code"] == "RouterError"
     assert "[DONE]" not in lines
+
+
+def test_an_openai_targets_chunks_come_out_of_the_door_as_they_went_in() -> None:
+    """An OpenAI-compatible target's stream (text, two tool calls in fragments, usage) translated to ConverseStream
+    events by the backend and rendered again by the door: the caller reads the deltas the target sent."""
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    call = {"index": 0, "id": "call_a", "type": "function", "function": {"name": "lookup", "arguments": ""}}
+    sent = [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Let me "}),
+        chunk({"content": "check."}),
+        chunk({"tool_calls": [call]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"q":'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]}),
+        chunk({"tool_calls": [{**call, "index": 1, "id": "call_b", "function": {"name": "fetch", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}),
+        chunk({}, "tool_calls"),
+        {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}},
+    ]
+    wire = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in sent) + b"data: [DONE]\n\n"
+    events = list(translate(iter([wire[:50], wire[50:]]), source="OpenAI"))
+    metadata = dict(events)["metadata"]
+    usage = Usage(metadata["usage"]["inputTokens"], metadata["usage"]["outputTokens"])
+    out = _write(events, include_usage=True, usage=usage)
+    assert [c["choices"][0]["delta"] for c in out if c["choices"]] == [c["choices"][0]["delta"] for c in sent[:-1]]
+    assert [c["choices"][0]["finish_reason"] for c in out if c["choices"]][-1] == "tool_calls"
+    assert out[-1]["usage"] == sent[-1]["usage"]
