@@ -325,6 +325,7 @@ def test_a_router_failure_mid_stream_is_an_error_line_not_a_clean_end(
 def test_an_openai_targets_chunks_come_out_of_the_door_as_they_went_in() -> None:
     """An OpenAI-compatible target's stream (text, two tool calls in fragments, usage) translated to ConverseStream
     events by the backend and rendered again by the door: the caller reads the deltas the target sent."""
+
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
