@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                 for choice in chunk.choices:
                     print(choice.delta.content or "", end="", flush=True)
                     finish = choice.finish_reason or finish
+    except openai.APIStatusError as error:  # no target sent a first token: an ordinary error answer
+        print(f"refused: {error.status_code} {error.code}")
+        return 1
     except openai.APIError as error:  # the router's error line: the stream failed after its first token
         print(f"\nthe stream failed: {error.code}")
         return 1
