@@ -8,6 +8,11 @@ Routes (docs/openapi.json is generated from spillway/api.py, which these follow)
   (model/capacity/region), ``x-spillway-attempts``, ``x-spillway-route`` and ``x-spillway-request-id``.
 - ``GET /v1/features``: the features this deployment serves. ``GET /v1/health``: this instance's view of its
   targets (no ARNs, no secrets).
+- ``POST /v1/features/{feature}/converse-stream``: the same request, answered as server-sent events
+  (spillway/sse.py). ``POST /v1/chat/completions`` and ``GET /v1/models``: the OpenAI-compatible door
+  (spillway/openai_api.py; ``stream: true`` answers chat.completion.chunk events, spillway/openai_stream.py), errors
+  in OpenAI's shape. Both streaming routes run through :func:`lambda_stream_handler` in Lambda's streaming mode, and
+  through :func:`lambda_handler` (the chunks delivered at the end) behind a buffered integration.
 
 Statuses: 200; 400 BadRequest / InvalidJson / a model's client-error code (its message withheld); 404
 UnknownFeature / NotFound; 405 MethodNotAllowed; 413 PayloadTooLarge; 415 UnsupportedMediaType; 503 NoCapacity
