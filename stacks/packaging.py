@@ -63,7 +63,9 @@ def stage_router_code(table: Mapping[str, Any], *, source: Path = ROUTER_ROOT, s
     files = _code_files(source)
     digest = hashlib.sha256()
     for path in files:
-        digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes() + b"\0")
+        # The mode's execute bits count: runtime-wrapper is Lambda's AWS_LAMBDA_EXEC_WRAPPER, which must be executable.
+        executable = b"x" if path.stat().st_mode & 0o111 else b"-"
+        digest.update(str(path.relative_to(source)).encode() + b"\0" + executable + path.read_bytes() + b"\0")
     digest.update(ROUTING_FILE.encode() + b"\0" + rendered)
     target = staging / digest.hexdigest()[:24]
     if target.is_dir():
@@ -73,7 +75,7 @@ def stage_router_code(table: Mapping[str, Any], *, source: Path = ROUTER_ROOT, s
     for path in files:
         destination = temporary / path.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, destination)
+        shutil.copy(path, destination)  # content and permission bits
     (temporary / ROUTING_FILE).write_bytes(rendered)
     try:
         temporary.rename(target)

@@ -108,9 +108,10 @@ API_RESOURCES = (
     ("POST", "/v1/chat/completions"),  # the OpenAI-compatible front door: prompt-carrying too (the WAF's scope-down)
     ("GET", "/v1/models"),
 )
-# The streaming route (handler.lambda_stream_handler), deployed only once the function answers in Lambda's streaming
-# mode: the managed Python runtime has no streaming handler and the runtime loop docs/design-notes.md chose is not
-# built, so behind a streaming integration today's function could only fail (`RouterFunction.streams`).
+# The streaming route (handler.lambda_stream_handler), deployed when the function answers in Lambda's streaming mode
+# (`RouterFunction.streams`: its runtime loop, lambdas/router/runtime_loop.py, streams the methods named here, which
+# the function's environment lists; the managed Python runtime alone would buffer, and behind a STREAM integration
+# could only fail).
 STREAM_RESOURCE = ("POST", "/v1/features/{feature}/converse-stream")
 # The OpenAI door: integrated in streaming mode too once the function streams (`stream: true` is a body value, and
 # API Gateway picks the integration per method), its whole answers then come from the same streaming entry.

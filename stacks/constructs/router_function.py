@@ -1,11 +1,14 @@
 """The router Lambda with its role and layers.
 
-Python 3.13 on arm64 in the cell's isolated subnets with the network's router security group, reserved concurrency,
-its environment encrypted with the cell's router key, X-Ray active, logs to a CMK-encrypted group. Code: the asset
-stacks/packaging.py stages (lambdas/router plus that cell's routing.json); dependencies: the layer `make` builds; the
-AWS AppConfig Agent extension layer from the config. Its role attaches customer-managed policies only: the models
-stacks' invoke policies (the only invoke permissions) and `RouterRuntime` (its own table, configuration, logs, key,
-traces); the function gets the role through `without_policy_updates()`, so CDK's grants never add an inline policy.
+Python 3.13 on arm64, started through the router's own Runtime API loop (lambdas/router/runtime_loop.py, run by its
+`AWS_LAMBDA_EXEC_WRAPPER` script), which answers the buffered routes as the managed runtime would and the streaming
+route in Lambda's response-streaming mode; in the cell's isolated subnets with the network's router security group,
+reserved concurrency, its environment encrypted with the cell's router key, X-Ray active, logs to a CMK-encrypted
+group. Code: the asset stacks/packaging.py stages (lambdas/router plus that cell's routing.json); dependencies: the
+layer `make` builds; the AWS AppConfig Agent extension layer from the config. Its role attaches customer-managed
+policies only: the models stacks' invoke policies (the only invoke permissions) and `RouterRuntime` (its own table,
+configuration, logs, key, traces); the function gets the role through `without_policy_updates()`, so CDK's grants
+never add an inline policy.
 """
 
 from __future__ import annotations
@@ -21,17 +24,28 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_signer as signer
 from constructs import Construct
+from runtime_loop import (
+    STREAM_HANDLER_VAR,
+    STREAM_ROUTES_VAR,
+    WRAPPER,
+    WRAPPER_VAR,
+    render_routes,
+)
 
 from stacks.constructs.concern import Concern
 from stacks.constructs.encrypted_log_group import EncryptedLogGroup
 from stacks.constructs.monitoring import METRICS_NAMESPACE, METRICS_SERVICE
+from stacks.constructs.router_api import STREAMED_RESOURCES
 from stacks.constructs.routing_config import APPCONFIG_FLAGS_PROFILE, APPCONFIG_PROFILE, RoutingConfig
 from stacks.eni import ENI_ACTIONS, eni_guard
 from stacks.naming import function_arn, function_name
 from stacks.packaging import ASSET_EXCLUDES
-from stacks.platform import Platform
+from stacks.platform import Platform, PlatformConfigError
 
-HANDLER = "handler.lambda_handler"
+HANDLER = "handler.lambda_handler"  # also the managed runtime's, should the wrapper ever be taken away
+STREAM_HANDLER = "handler.lambda_stream_handler"
+LAMBDA_MAX_TIMEOUT_S = 15 * 60  # a function's longest timeout (Lambda quotas); a stream cannot outlive it either
+TASK_ROOT = "/var/task"  # where Lambda unpacks the function's code (LAMBDA_TASK_ROOT)
 RUNTIME = lambda_.Runtime.PYTHON_3_13  # the interpreter the router's tests run on (TOOLCHAIN.md)
 
 
@@ -48,11 +62,10 @@ class FunctionNetwork:
 class RouterFunction(Concern):
     """`function`, `role`, `runtime_policy`, `log_group`, `dependencies_layer`."""
 
-    # Whether the function answers InvokeWithResponseStream in Lambda's streaming mode. The managed Python runtime
-    # calls `handler.lambda_handler` and buffers its answer; `handler.lambda_stream_handler` needs the runtime loop
-    # docs/design-notes.md chose ("Python has no native streaming handler"), not built yet. Until it is, the API
-    # deploys no streaming route (stacks/constructs/router_api.py, STREAM_RESOURCE).
-    streams = False
+    # Whether the function answers InvokeWithResponseStream in Lambda's streaming mode: the managed Python runtime
+    # cannot (it buffers what the handler returns); runtime_loop.py, which replaces its bootstrap, can. The API
+    # deploys the streaming integrations only when this is true (stacks/constructs/router_api.py, STREAMED_RESOURCES).
+    streams = True
 
     def __init__(
         self, scope: Construct, construct_id: str, *, platform: Platform, region: str, network: FunctionNetwork,
@@ -62,6 +75,13 @@ class RouterFunction(Concern):
         store_environment: Mapping[str, str] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(scope, construct_id)
+        if timeout_s > LAMBDA_MAX_TIMEOUT_S:
+            raise PlatformConfigError(
+                platform.source,
+                "features",
+                f"the longest deadline served in {region} needs a {timeout_s} s function timeout with the router's "
+                f"margins, over Lambda's {LAMBDA_MAX_TIMEOUT_S} s: shorten it",
+            )
         self.function_name = function_name(platform, region)
         self.function_arn = function_arn(platform, region)
         self.log_group = EncryptedLogGroup(
@@ -130,10 +150,11 @@ class RouterFunction(Concern):
         )
         self.function.node.add_dependency(self.runtime_policy, *store_policies)
 
-    @staticmethod
-    def _environment(health_table_name: str, config: RoutingConfig) -> Mapping[str, str]:
+    @classmethod
+    def _environment(cls, health_table_name: str, config: RoutingConfig) -> Mapping[str, str]:
         # Read by lambdas/router/handler.py (its docstring lists them); routing.json is bundled beside it.
         return {
+            **cls.runtime_environment(),
             "SPILLWAY_HEALTH_TABLE": health_table_name,
             "SPILLWAY_APPCONFIG_APPLICATION": config.application_name,
             "SPILLWAY_APPCONFIG_ENVIRONMENT": config.environment_name,
@@ -143,6 +164,18 @@ class RouterFunction(Concern):
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "AWS_APPCONFIG_EXTENSION_PREFETCH_LIST": config.prefetch,
             "AWS_APPCONFIG_EXTENSION_POLL_INTERVAL_SECONDS": "15",
+        }
+
+    @classmethod
+    def runtime_environment(cls) -> Mapping[str, str]:
+        """What starts the router's runtime loop instead of the managed bootstrap, and which methods it streams:
+        those the API integrates with `responseTransferMode: STREAM` (lambdas/router/runtime_loop.py)."""
+        if not cls.streams:
+            return {}
+        return {
+            WRAPPER_VAR: f"{TASK_ROOT}/{WRAPPER}",
+            STREAM_HANDLER_VAR: STREAM_HANDLER,
+            STREAM_ROUTES_VAR: render_routes(STREAMED_RESOURCES),
         }
 
     def _role(

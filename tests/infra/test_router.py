@@ -199,15 +199,16 @@ def test_function_code_cannot_use_the_eni_actions(platform: Platform, routers: M
 def test_every_method_requires_iam_and_an_api_key(platform: Platform, routers: Mapping[str, Template]) -> None:
     for template in routers.values():
         methods = resources_of(template, "AWS::ApiGateway::Method")
-        assert len(methods) == len(API_RESOURCES)
+        assert len(methods) == len(API_RESOURCES) + 1  # and converse-stream (STREAM_RESOURCE)
         for method in methods.values():
             assert method["Properties"]["AuthorizationType"] == "AWS_IAM"
             assert method["Properties"]["ApiKeyRequired"] is bool(platform.router.calling_services)
         post = [m["Properties"] for m in methods.values() if m["Properties"]["HttpMethod"] == "POST"]
-        assert len(post) == 2  # converse (the gateway checks its body's shape) and chat completions
+        assert len(post) == 3  # converse and converse-stream (the gateway checks their body's shape), chat completions
         assert all(p["RequestValidatorId"] for p in post)
-        converse = [p for p in post if p.get("OperationName") == "converse"]
-        assert "application/json" in converse[0]["RequestModels"]
+        converse = [p for p in post if p.get("OperationName") in ("converse", "converseStream")]
+        assert len(converse) == 2
+        assert all("application/json" in p["RequestModels"] for p in converse)
 
 
 def test_private_api_resource_policy(platform: Platform, routers: Mapping[str, Template]) -> None:

@@ -1,18 +1,22 @@
-"""The streaming route's infrastructure (issue 12): its API Gateway method, kept out of the template while the
-function cannot answer in streaming mode, and the WAF treating it as prompt-carrying."""
+"""The streaming route's infrastructure (issue 12): its API Gateway method, the router function's runtime loop that
+answers it in streaming mode, and the WAF treating it as prompt-carrying."""
 
 from __future__ import annotations
 
 import copy
+import importlib
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
 import pytest
+import runtime_loop
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 
+from stacks.assembly import SynthResult, build
 from stacks.constructs.router_api import (
     CHAT_RESOURCE,
     STREAM_RESOURCE,
@@ -22,9 +26,10 @@ from stacks.constructs.router_api import (
     add_converse_stream,
     stream_timeout_s,
 )
-from stacks.constructs.router_function import RouterFunction
+from stacks.constructs.router_function import HANDLER, LAMBDA_MAX_TIMEOUT_S, RouterFunction
 from stacks.constructs.web_acl import prompt_route_patterns
-from stacks.platform import Platform
+from stacks.platform import Platform, PlatformConfigError
+from tests.infra.config_documents import SOURCE, example, parse
 from tests.infra.conftest import Template, resources_of
 from tests.infra.test_waf import BODY_RULE_GROUPS, Request, matches
 
@@ -142,17 +147,53 @@ def test_the_stream_timeout_is_the_deadline_within_api_gateways_fifteen_minutes(
     assert method["Properties"]["Integration"]["TimeoutInMillis"] == 900_000
 
 
-def test_no_stream_route_is_deployed_while_the_function_cannot_stream(
-    platform: Platform, templates: Mapping[str, Template]
+def _router_function(template: Template) -> tuple[str, Mapping[str, Any]]:
+    """The router function's logical id and properties."""
+    functions = {
+        logical_id: f["Properties"]
+        for logical_id, f in resources_of(template, "AWS::Lambda::Function").items()
+        if f["Properties"].get("Handler") == HANDLER
+    }
+    assert len(functions) == 1
+    return next(iter(functions.items()))
+
+
+def test_the_router_templates_stream_converse_stream_from_the_functions_runtime_loop(
+    platform: Platform, templates: Mapping[str, Template], synth: SynthResult
 ) -> None:
+    """The methods integrated with STREAM are converse-stream and chat completions, on the router function, whose
+    environment starts the runtime loop that streams exactly those methods (the rest stay buffered, on the same
+    function)."""
+    assert RouterFunction.streams
+    assert set(STREAMED_RESOURCES) == {STREAM_RESOURCE, CHAT_RESOURCE}
     for region in platform.region_names:
         template = templates[f"{platform.name}-router-{region}"]
         paths = {r["Properties"].get("PathPart") for r in resources_of(template, "AWS::ApiGateway::Resource").values()}
-        assert "converse" in paths
-        # Behind a STREAM integration today's buffered function could only fail: the route waits for the loop.
-        assert ("converse-stream" in paths) is RouterFunction.streams
-        for method in resources_of(template, "AWS::ApiGateway::Method").values():
-            assert method["Properties"]["Integration"].get("ResponseTransferMode") != "STREAM"
+        assert {"converse", "converse-stream", "completions"} <= paths
+        methods = resources_of(template, "AWS::ApiGateway::Method").values()
+        streamed = [m["Properties"] for m in methods if m["Properties"]["Integration"].get("ResponseTransferMode")]
+        assert sorted(m["OperationName"] for m in streamed) == ["chatCompletions", "converseStream"]
+        _, function = _router_function(template)
+        assert function["Runtime"] == "python3.13"
+        for stream in streamed:
+            assert stream["HttpMethod"] == "POST"
+            assert stream["AuthorizationType"] == "AWS_IAM"
+            assert stream["Integration"]["ResponseTransferMode"] == "STREAM"
+            assert _joined(stream["Integration"]["Uri"]).endswith("/response-streaming-invocations")
+            # The integration ends no later than the function: a stream is not cut by the function's own timeout.
+            assert stream["Integration"]["TimeoutInMillis"] <= function["Timeout"] * 1000
+        env = function["Environment"]["Variables"]
+        assert env[runtime_loop.WRAPPER_VAR] == f"/var/task/{runtime_loop.WRAPPER}"
+        assert runtime_loop.parse_routes(env[runtime_loop.STREAM_ROUTES_VAR]) == set(STREAMED_RESOURCES)
+        module, _, name = env[runtime_loop.STREAM_HANDLER_VAR].partition(".")
+        assert callable(getattr(importlib.import_module(module), name))
+        # The function's code asset ships the wrapper executable and the loop beside it.
+        key = function["Code"]["S3Key"]  # "<asset hash>.zip", staged as asset.<hash> beside the templates
+        code = synth.outdir / f"asset.{key.removesuffix('.zip')}"
+        wrapper = code / runtime_loop.WRAPPER
+        assert wrapper.is_file()
+        assert wrapper.stat().st_mode & 0o111 == 0o111
+        assert (code / "runtime_loop.py").is_file()
 
 
 def _body_groups(template: Template) -> list[Mapping[str, Any]]:
@@ -180,3 +221,19 @@ def test_the_waf_treats_converse_stream_as_prompt_carrying(
         ]
         assert len(planted["AndStatement"]["Statements"]) < len(statements)
         assert matches(planted, empty)
+
+
+def test_a_deadline_the_function_cannot_outlive_is_refused_by_name(tmp_path: Path) -> None:
+    """Lambda's 15 minutes bound the function, and so every stream: a served deadline that needs a longer function
+    timeout with the router's margins is a configuration error, not a template CloudFormation would refuse."""
+    document = example()
+    document["features"]["summarize-thread"]["deadline_ms"] = 899_000
+    # The one rate Little's law allows such a deadline within the reserved concurrency's range.
+    document["router"]["api"].update(rate_limit=1, burst_limit=1)
+    document["router"]["calling_services"] = {"support-desk": {"rate_limit": 1, "burst_limit": 1, "quota_per_day": 10}}
+    document["router"]["reserved_concurrency"] = 999
+    platform = parse(document)  # the file itself is consistent
+    with pytest.raises(PlatformConfigError, match=f"over Lambda's {LAMBDA_MAX_TIMEOUT_S} s") as caught:
+        build(platform, outdir=tmp_path, cloudformation_validation=False)
+    assert caught.value.source == SOURCE
+    assert "903 s function timeout" in str(caught.value)

@@ -35,6 +35,8 @@ Read elsewhere, because they are set per invocation or belong to a library: ``_X
 ``AWS_XRAY_DAEMON_ADDRESS`` (spillway/tracing.py), ``POWERTOOLS_SERVICE_NAME`` (default spillway-router),
 ``POWERTOOLS_METRICS_NAMESPACE`` (default Spillway) and ``POWERTOOLS_LOG_LEVEL`` (spillway/telemetry.py).
 ``POWERTOOLS_LOGGER_LOG_EVENT`` and ``POWERTOOLS_DEV`` are ignored on purpose: the event holds the prompt.
+``AWS_LAMBDA_EXEC_WRAPPER``, ``SPILLWAY_STREAM_HANDLER`` and ``SPILLWAY_STREAM_ROUTES`` start the router's runtime loop
+and name what it streams: runtime_loop.py reads them, before the router exists.
 """
 
 from __future__ import annotations
