@@ -1,17 +1,17 @@
 """The OpenAI-compatible door's added latency: the `openai` package calling the router's POST /v1/chat/completions
 (local API Gateway-shaped endpoint -> the fleet's execution environment -> handler -> translation -> engine -> the
 openai backend kind) against the same call made directly with the `openai` package to the emulator's
-OpenAI-compatible endpoint the router's target names, in the same run. Production shape: a fleet (of one
-environment, as the requests are sequential) frozen between events.
+OpenAI-compatible endpoint the router's target names, in the same run. Production shape: a fleet (of two
+environments; the requests are sequential) frozen between events.
 
 Interleaved rounds (the order alternates each round), sequential requests, medians of all rounds; the emulator
 answers at once (0 ms model time), so the difference is the router's own cost. Prints JSON and writes it to
 local/benchmarks/results.json under `openai_door` (not with --no-write). Part of `make bench`; --quick is a smoke run.
 
-With --stream, the same two paths with ``stream=True``: time to the first chunk with content (the router's path is
+Then the same two paths with ``stream=True``: time to the first chunk with content (the router's path is
 Engine.stream over the openai kind's own stream, rendered as chat.completion.chunk lines), written under
-`openai_door_stream`.
-Usage: python local/benchmarks/bench_openai_door.py [--quick] [--no-write] [--stream] [--rounds N] [--per-round N]
+`openai_door_stream`. --only buffered|stream takes one of the two figures.
+Usage: python local/benchmarks/bench_openai_door.py [--quick] [--no-write] [--only W] [--rounds N] [--per-round N]
 (any credentials: the client signs, the local endpoint does not check; local ones are set when none are).
 """
 
@@ -43,13 +43,17 @@ FEATURE = "summarize-thread"
 TARGET = "gpt-oss/on_demand/us-east-1"
 WIRE_MODEL = "gpt-oss-120b"
 GOAL_MS = 5.0
+# Two environments: the package stops reading a stream at [DONE], so its next request can arrive while the last
+# stream's environment is still ending its invocation (busy, as in Lambda); with one, that request is throttled.
+ENVIRONMENTS = 2
+SHAPE = f"fleet of {ENVIRONMENTS} frozen-between-events environments (localrun.FleetWorld)"
 
 
 MESSAGES = [{"role": "user", "content": "Summarize the thread, please."}]
 
 
 @contextmanager
-def door_world(environments: int = 1) -> Iterator[tuple[Any, Any, str]]:
+def door_world(environments: int = ENVIRONMENTS) -> Iterator[tuple[Any, Any, str]]:
     """The fleet world with the feature's only target on the emulator's OpenAI-compatible endpoint: (the routed
     client, the direct client, the target's base URL). Both paths reach the same endpoint."""
     import openai  # noqa: PLC0415
@@ -91,7 +95,7 @@ def _interleaved(
     return via_router, straight
 
 
-def measure(rounds: int, per_round: int) -> dict[str, Any]:
+def measure(routed: Any, direct: Any, rounds: int, per_round: int) -> dict[str, Any]:
     def timed(oa: Any, model: str) -> float:
         t0 = time.perf_counter()
         completion = oa.chat.completions.create(model=model, messages=MESSAGES, max_completion_tokens=16)
@@ -99,11 +103,10 @@ def measure(rounds: int, per_round: int) -> dict[str, Any]:
         assert completion.choices[0].message.content
         return elapsed * 1000.0
 
-    with door_world() as (routed, direct, _):
-        via_router, straight = _interleaved(timed, routed, direct, rounds, per_round)
+    via_router, straight = _interleaved(timed, routed, direct, rounds, per_round)
     router_p50, direct_p50 = statistics.median(via_router), statistics.median(straight)
     return {
-        "shape": "fleet of one frozen-between-events environment (localrun.FleetWorld), sequential requests",
+        "shape": SHAPE + ", sequential requests",
         "requests_each": len(via_router),
         "router_p50_ms": round(router_p50, 2),
         "direct_p50_ms": round(direct_p50, 2),
@@ -113,7 +116,7 @@ def measure(rounds: int, per_round: int) -> dict[str, Any]:
     }
 
 
-def measure_stream(rounds: int, per_round: int) -> dict[str, Any]:
+def measure_stream(routed: Any, direct: Any, rounds: int, per_round: int) -> dict[str, Any]:
     """Time to the first content chunk with ``stream=True``: through the router's door (Engine.stream, the openai
     kind's own stream) against the `openai` package straight to the endpoint; each stream read to its end."""
 
@@ -133,14 +136,11 @@ def measure_stream(rounds: int, per_round: int) -> dict[str, Any]:
         assert finish is not None  # read whole: a cut stream would not count
         return ttft
 
-    # Two environments: the package stops reading at [DONE], so its next request can arrive while the last stream's
-    # environment is still ending its invocation (busy, as in Lambda); with one, that request would be throttled.
-    with door_world(environments=2) as (routed, direct, _):
-        via_router, straight = _interleaved(timed, routed, direct, rounds, per_round)
+    via_router, straight = _interleaved(timed, routed, direct, rounds, per_round)
     router_p50, direct_p50 = percentile(via_router, 0.5), percentile(straight, 0.5)
     router_p99, direct_p99 = percentile(via_router, 0.99), percentile(straight, 0.99)
     return {
-        "shape": "fleet of two frozen-between-events environments (localrun.FleetWorld), sequential streams",
+        "shape": SHAPE + ", sequential streams",
         "method": "interleaved rounds; time to the first chunk with content; nearest-rank percentiles",
         "streams_each": len(via_router),
         "router_ttft_p50_ms": round(router_p50, 2),
@@ -160,21 +160,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
 
 
+MEASURES: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
+    "buffered": ("openai_door", measure),
+    "stream": ("openai_door_stream", measure_stream),
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="2 rounds of 5: a smoke run")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results.json alone")
-    parser.add_argument("--stream", action="store_true", help="time to first token with stream=True instead")
+    parser.add_argument("--only", choices=sorted(MEASURES), help="one figure: whole completions or stream=True")
     args = parser.parse_args()
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(name, "local")  # the client signs; nothing leaves loopback
-    run = measure_stream if args.stream else measure
-    result = run(2, 5) if args.quick else run(args.rounds, args.per_round)
-    print(json.dumps(result, indent=2))
-    if not args.no_write:
-        merge_result("openai_door_stream" if args.stream else "openai_door", result)
+    rounds, per_round = (2, 5) if args.quick else (args.rounds, args.per_round)
+    with door_world() as (routed, direct, _):
+        for which in [args.only] if args.only else sorted(MEASURES):
+            key, run = MEASURES[which]
+            result = run(routed, direct, rounds, per_round)
+            print(f"{key}: {json.dumps(result, indent=2)}")
+            if not args.no_write:
+                merge_result(key, result)
     return 0
 
 
