@@ -202,6 +202,17 @@ def test_an_openai_stall_times_the_pump_out_and_close_ends_the_read(emu: Emulato
     assert not pump._thread.is_alive()  # the blocked read ended with the connection
 
 
+def test_an_openai_slow_first_token_holds_the_first_chunk_not_the_answers_head(emu: Emulator) -> None:
+    """The emulator's time to first token applies to this kind too: the stream opens (status and headers) at once,
+    and its first chunk waits for the fault's 10 s, past which the pump gives up first."""
+    emu.set_fault((REGION, "openai", GPT), Fault.slow_first_token(10.0, count=1))
+    pump = Pump(openai_backend().open_stream(openai_target(emu), REQUEST, 20.0))  # open_stream returned: 200 came
+    with pytest.raises(StreamTimeout):
+        pump.next(0.3)
+    pump.close()
+    assert not pump._thread.is_alive()
+
+
 def test_the_openai_stream_asks_for_the_stream_and_its_usage(emu: Emulator) -> None:
     list(openai_backend().open_stream(openai_target(emu), REQUEST, 5.0))
     sent = json.loads(emu.received((REGION, "openai", GPT))[-1])
