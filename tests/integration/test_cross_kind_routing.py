@@ -87,3 +87,29 @@ def test_streams_fail_over_to_the_openai_kind_before_their_first_token(mixed: Lo
     trailer = json.loads(events[-1].split("data: ", 1)[1])
     assert (trailer["complete"], trailer["target"]) == (True, GPT)
     assert trailer["usage"]["outputTokens"] > 0  # from the endpoint's include_usage chunk
+
+
+def test_an_openai_target_that_fails_mid_stream_ends_the_callers_stream_explicitly(mixed: LocalWorld) -> None:
+    """After its first token the openai target's own error chunk cannot fail over: the door's last line is the
+    error object (the package raises it), never a finish_reason or [DONE]."""
+    for target in (t for t in mixed.by_id.values() if t.kind == "bedrock"):
+        mixed.set_fault(target.id, Fault.error_response("unavailable"))
+    mixed.emu.set_fault(("us-east-1", "openai", WIRE_MODEL), Fault.stream_error("internal", after_tokens=2))
+    openai = pytest.importorskip("openai", reason="the openai package is in requirements-dev.txt only")
+    from tools.openai_client import client  # noqa: PLC0415 (needs the openai package)
+
+    words = "one two three four five"
+    stream = client(mixed.url, "us-east-1").chat.completions.create(
+        model=FEATURE, messages=[{"role": "user", "content": words}], stream=True
+    )
+    received: list[Any] = []
+    with pytest.raises(openai.APIError) as caught:
+        _drain(stream, received)
+    assert caught.value.code == "ModelStreamError"  # the backend's code for the endpoint's error chunk
+    assert "".join(c.choices[0].delta.content or "" for c in received) == "one two "
+    assert all(c.choices[0].finish_reason is None for c in received)
+
+
+def _drain(stream: Any, into: list[Any]) -> None:
+    for chunk in stream:
+        into.append(chunk)
