@@ -117,7 +117,7 @@ BENCH_ARGS ?=
 bench: $(STAMPS)/venv $(STAMPS)/redis-server
 	$(PY) local/benchmarks/run.py $(BENCH_ARGS)
 
-## demo: the example platform on loopback (emulator, moto, router behind a local API Gateway endpoint) through a
+## demo: the example platform on loopback (emulator, redis-server, router behind a local API Gateway endpoint) through a
 ## steady load, a 3x PT surge and a home-region outage; summary and plot in reports/demo/. No AWS account.
 demo: $(STAMPS)/venv $(STAMPS)/redis-server
 	$(PY) -m local.demo

@@ -1,17 +1,15 @@
 """The data-flow diagram a reviewer reads at a glance, drawn from the templates: trust boundaries (callers, API
 Gateway, the escrow VPC of each cell, the AWS services, the other region), the path of a prompt from caller to model
-and back, what crosses regions (peering to the other cell's runtime endpoints, global table replication) and the key
-that protects each store.
+and back, what crosses regions (peering to the other cell's runtime endpoints) and the key that protects each store.
 
 Everything is found through resource types and references: the API's routes and the function they invoke, the
 caller principals of the API's resource policy, the endpoints whose security groups admit the function's security
 group, the endpoints whose policies allow invoke actions (they carry prompts), the private hosted zones that send
-another cell's runtime names over peering, the global table's replicas, and the encryption inventory's keys.
+another cell's runtime names over peering, and the encryption inventory's keys.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,16 +27,15 @@ CAPTION = (
     "the execute-api endpoint, 2 the private API (behind the WAF), 3 the Lambda proxy integration to the router, "
     "4 the router's call through a model runtime endpoint (an endpoint whose policy allows invoke actions), 5 the "
     "model. Red dashed arrows are prompts crossing to another cell's runtime endpoints over VPC peering (a private "
-    "hosted zone answers that cell's VPC with this cell's endpoint); the blue dashed arrow is global table "
-    "replication; grey arrows carry no prompt: the other endpoints the router's security group may reach, the stores "
-    "its role's policies name, and its logs. Each store names the KMS key that protects it."
+    "hosted zone answers that cell's VPC with this cell's endpoint); grey arrows carry no prompt: the other "
+    "endpoints the router's security group may reach, the stores its role's policies name, and its logs. Each store "
+    "names the KMS key that protects it."
 )
 PROMPT = 'color="#b91c1c", penwidth=2.4, fontcolor="#b91c1c", dir=both, arrowtail=odot'
 CROSS = 'color="#b91c1c", penwidth=1.8, style=dashed, fontcolor="#b91c1c", dir=both, arrowtail=odot'
 QUIET = 'color="#94a3b8", fontcolor="#64748b"'
 # Stores sit in the models' column: one column fewer, so the picture stays readable at a page's width.
 TO_STORE = f"{QUIET}, minlen=2"
-REPLICATION = 'color="#1d4ed8", style=dashed, dir=both, fontcolor="#1d4ed8", constraint=false'
 FILL = {
     "caller": "#f1f5f9",
     "api": "#fce7f3",
@@ -314,7 +311,6 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
         g.close()
 
     _cross_region(g, a, runtime_nodes, router_nodes)
-    _replication(g, a)
     g.lines += g.edges
     g.lines.append("}")
     return "\n".join(g.lines) + "\n"
@@ -406,8 +402,8 @@ def _granted(resource: Resource, role_text: str) -> bool:
 
 
 def _stores(g: Graph, a: CloudAssembly, encryption: list[inv.Encrypted], region: str, routers: list[Resource]) -> None:
-    """Per cell: each global-table replica (they cross regions), the other stores folded into one node, the log
-    groups in another; the router points at a store its role's policies name."""
+    """Per cell: the stores folded into one node, the log groups in another; the router points at a store its
+    role's policies name."""
     role_texts = [(g.ids[fn.key], _role_text(a, fn)) for fn in routers]
     folded: dict[tuple[str, str], int] = {}
     granted_folded: set[str] = set()
@@ -415,16 +411,6 @@ def _stores(g: Graph, a: CloudAssembly, encryption: list[inv.Encrypted], region:
         if e.resource.type in SKIPPED_STORES or _store_region(e) != region:
             continue
         grantees = [node for node, text in role_texts if _granted(e.resource, text)]
-        if e.resource.type == "AWS::DynamoDB::GlobalTable":
-            name = pol.text(e.resource.properties.get("TableName", e.resource.logical_id))
-            node = g.node(
-                ("replica", e.resource.key, region),
-                f"DynamoDB global table {name}\n(replica in {region})\nkey: {_key_name(e)}",
-                "store",
-            )
-            for router in grantees:
-                g.edge(router, node, TO_STORE)
-            continue
         folded[(e.what, _key_name(e))] = folded.get((e.what, _key_name(e)), 0) + 1
         granted_folded.update(grantees)
     if folded:
@@ -474,13 +460,3 @@ def _cross_region(
             for region in sorted(peers - {endpoint.region}):
                 for router in router_nodes.get(region, []):
                     g.edge(router, node, CROSS, "failover")
-
-
-def _replication(g: Graph, a: CloudAssembly) -> None:
-    for table in a.resources("AWS::DynamoDB::GlobalTable"):
-        regions = [
-            pol.text(r.get("Region")) for r in as_list(table.properties.get("Replicas")) if isinstance(r, Mapping)
-        ]
-        nodes = [n for region in regions if (n := g.ids.get(("replica", table.key, region)))]
-        for first, second in itertools.pairwise(nodes):
-            g.edge(first, second, REPLICATION, "replication")

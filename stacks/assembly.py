@@ -15,7 +15,6 @@ import aws_cdk as cdk
 
 from stacks import compliance
 from stacks.compliance import ComplianceGate, Finding, read_findings
-from stacks.constructs.health_table import health_table_owner
 from stacks.links import LinksStack
 from stacks.models import ModelsStack
 from stacks.network import NetworkStack
@@ -138,11 +137,6 @@ def _routers(
         for other in platform.region_names:
             if other != region:
                 router.add_stack_dependency(models[other], "fails over onto their deploy-time ARNs")
-    # The global health table's owner creates replicas encrypted with the other cells' router keys: those first.
-    owner = routers[health_table_owner(platform)]
-    for router in routers.values():
-        if router is not owner:
-            owner.add_stack_dependency(router, "its router key encrypts a replica of the health table")
     return routers
 
 

@@ -292,12 +292,12 @@ def _provisioned_throughput(gate: ComplianceGate, stack: ModelsStack) -> None:
 
 
 def router(gate: ComplianceGate, stack: RouterStack) -> None:
-    """Router cell: the Lambda, its API, the health table and its backups, AppConfig, alarms.
+    """Router cell: the Lambda, its API, the fleet store, AppConfig, alarms.
 
     Fixed in the resources, so not acknowledged: IAM auth, request validation, access logs and X-Ray on the API;
     a WAF web ACL on the stage; the Lambda in the isolated subnets with reserved concurrency and a CMK-encrypted
     environment; customer-managed policies only on its role (CDK's grants are dropped: `without_policy_updates`);
-    the table with PITR, a CMK and a backup plan; CMK-encrypted log groups, topic, vault and configuration.
+    CMK-encrypted log groups, topic and configuration.
     The fleet store needs none either: cdk-nag 3.0.2 has no rule for ElastiCache serverless caches, users or user
     groups (its six ElastiCache rules read CfnCacheCluster and CfnReplicationGroup only), so what those rules ask
     (in the VPC, encrypted, multi-AZ, authenticated) is proven by tests/infra/test_fleet_store.py instead.
@@ -309,7 +309,7 @@ def router(gate: ComplianceGate, stack: RouterStack) -> None:
         "actions Lambda performs with the function's role to attach it to the VPC. The same policy denies the ENI "
         "create/delete/assign/unassign actions whenever lambda:SourceFunctionArn is the router function's ARN, i.e. "
         "to any call made from inside the function (AWS's documented guard), so only the Lambda service can use "
-        "them. Table, config, logs and key are exact ARNs; invoke permissions come only from the models' policies, "
+        "them. Config, logs and key are exact ARNs; invoke permissions come only from the models' policies, "
         "which name exact model and endpoint ARNs.",
     )
     gate.acknowledge(
@@ -351,15 +351,6 @@ def router(gate: ComplianceGate, stack: RouterStack) -> None:
     )
     if stack.router_api.account_role is not None:
         _account_cloudwatch_role(gate, stack.router_api.account_role.role)
-    backup_role = stack.health.backup_selection.node.find_child("Role")
-    gate.acknowledge(
-        backup_role,
-        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup]",
-        "AWS Backup's own service policy, maintained by AWS for the backup jobs it runs; only AWS Backup acting "
-        "for this account (aws:SourceAccount) can assume the role, the selection names the health table alone, "
-        "and the vault is CMK-encrypted with "
-        "recovery-point deletion blocked.",
-    )
 
 
 def _account_cloudwatch_role(gate: ComplianceGate, role: IConstruct) -> None:

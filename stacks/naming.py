@@ -1,16 +1,14 @@
 """Every physical name and name-derived ARN the stacks give a resource, in one module.
 
 Names are deterministic so that one stack can name another's resource without a cross-stack (or cross-region)
-reference: the router's role names its function, the health table's owner names the other cells' keys by alias,
-a router attaches the models stacks' invoke policies by name. The gateway endpoints (stacks/network.py) allow only
-the table and bucket names built here.
+reference: the router's role names its function, a router attaches the models stacks' invoke policies by name. The
+S3 gateway endpoint (stacks/network.py) allows only the bucket names built here.
 
 - Stacks:           ``<platform>-<kind>-<region>`` (`stack_name`).
-- DynamoDB tables:  ``<platform>-<purpose>`` (`table_name`); the DynamoDB gateway allows ``table/<platform>-*``.
 - S3 buckets:       ``<platform>-<purpose>-<account>-<region>`` (`bucket_name`, length-checked: stacks/platform.py
                     validates the config's artifact and access-log bucket names with it).
-- Router resources: ``<platform>-router-<region>`` for the function, API, web ACL, dashboard, backup vault and plan
-                    and alarm prefix (`router_name`); the key alias ``alias/<platform>-router-<region>``.
+- Router resources: ``<platform>-router-<region>`` for the function, API, web ACL, dashboard and alarm prefix
+                    (`router_name`); the key alias ``alias/<platform>-router-<region>``.
 """
 
 from __future__ import annotations
@@ -58,7 +56,6 @@ def provisioned_model_name(platform: str, model: str, region: str) -> str:
     return f"{platform}-{model}-{region}"
 
 
-HEALTH_PURPOSE = "health"
 PT_HANDLER_ENTRIES = {"on_event": "event", "is_complete": "check"}
 
 
@@ -66,16 +63,11 @@ def stack_name(platform: Platform, kind: str, region: str) -> str:
     return f"{platform.name}-{kind}-{region}"
 
 
-def table_name(platform: Platform, purpose: str) -> str:
-    """The name a project table must have to pass the DynamoDB gateway endpoint of its region."""
-    return f"{platform.name}-{purpose}"
-
-
 # --- the router -------------------------------------------------------------------------------------------------
 
 
 def router_name(platform: Platform, region: str) -> str:
-    """The router's function, API, web ACL, dashboard, backup vault and plan of one cell, and its alarms' prefix."""
+    """The router's function, API, web ACL and dashboard of one cell, and its alarms' prefix."""
     return f"{platform.name}-router-{region}"
 
 
@@ -94,19 +86,6 @@ def function_arn(platform: Platform, region: str) -> str:
 
 def router_key_alias(platform: Platform, region: str) -> str:
     return f"alias/{platform.name}-router-{region}"
-
-
-def router_key_alias_arn(platform: Platform, region: str) -> str:
-    return f"arn:{partition_of(region)}:kms:{region}:{platform.account}:{router_key_alias(platform, region)}"
-
-
-def health_table_name(platform: Platform) -> str:
-    return table_name(platform, HEALTH_PURPOSE)
-
-
-def health_table_arn(platform: Platform, region: str) -> str:
-    name = health_table_name(platform)
-    return f"arn:{partition_of(region)}:dynamodb:{region}:{platform.account}:table/{name}"
 
 
 def appconfig_application_name(platform: Platform) -> str:

@@ -2,16 +2,14 @@
 all but the security groups that need them, endpoint policies naming exact ARNs, and encrypted flow logs.
 
 Nothing here can reach or be reached from the internet: there is no internet gateway, NAT, egress-only gateway,
-elastic IP or public IP. The route tables hold the VPC's local route, the S3 and DynamoDB gateway endpoints'
-prefix lists and (added by stacks/links.py) the peered cells' CIDRs, so traffic can go nowhere else.
+elastic IP or public IP. The route tables hold the VPC's local route, the S3 gateway endpoint's prefix list and
+(added by stacks/links.py) the peered cells' CIDRs, so traffic can go nowhere else.
 
-Naming convention (the gateway endpoint policies allow only these names; later stacks MUST follow it)
----------------------------------------------------------------------------------------------------
-- DynamoDB tables:  ``<platform>-<purpose>`` in the cell's region and account, e.g. ``spillway-health``;
-  the DynamoDB gateway allows ``arn:<partition>:dynamodb:<region>:<account>:table/<platform>-*`` and its indexes.
+Naming convention (the gateway endpoint policy allows only these names; later stacks MUST follow it)
+--------------------------------------------------------------------------------------------------
 - S3 buckets:       ``<platform>-<purpose>-<account>-<region>``, e.g. ``spillway-artifacts-111122223333-us-east-1``;
   the S3 gateway allows ``arn:<partition>:s3:::<platform>-*-<account>-<region>`` and its objects.
-  ``bucket_name(platform, region, purpose)`` and ``table_name(platform, purpose)`` (stacks/naming.py) build them.
+  ``bucket_name(platform, region, purpose)`` (stacks/naming.py) builds them.
 - SageMaker model artifacts: each escrow model's ``model_data_url`` in the region is allowed read-only by its exact
   object ARN, wherever the bucket is (configs may point to a bucket outside the convention).
 - Every statement that covers project resources requires ``aws:PrincipalAccount`` = the platform account.
@@ -29,10 +27,12 @@ internet access). Every other endpoint's policy names its service's actions (`SE
 resources, with the resource perimeter ``aws:ResourceAccount`` and ``aws:PrincipalAccount`` = the platform account;
 ECR names the configured images' repositories in their registries' accounts. The ECR layers themselves are served
 from the regional ``prod-<region>-starport-layer-bucket`` bucket through the S3 gateway.
-Security groups send HTTPS only to their endpoints' security groups, to the prefix list of the gateway they use (the
-router: DynamoDB; the models: S3; ids from ``regions.<r>.gateway_prefix_lists``, no lookup) and, for the router, to
-the peer cells' isolated subnets (their runtime endpoints, through the peering). No rule reaches 0.0.0.0/0.
-Gateway endpoints (free): S3 (model artifacts, ECR layers, project buckets) and DynamoDB (the router's health table).
+Security groups send HTTPS only to their endpoints' security groups, the models' also to the S3 gateway's prefix list
+(its id from ``regions.<r>.gateway_prefix_lists``, no lookup), and the router's also to the peer cells' isolated
+subnets (their runtime endpoints, through the peering); the fleet store adds the router's one non-HTTPS rule, to its
+own security group (stacks/constructs/fleet_store.py). No rule reaches 0.0.0.0/0.
+Gateway endpoint (free): S3 (model artifacts, ECR layers, project buckets). There is no DynamoDB gateway endpoint:
+nothing in the VPC uses DynamoDB (the router's shared state is the fleet store, in the VPC).
 The SageMaker control-plane API (``api.sagemaker``) is not needed at run time: deployment goes through
 CloudFormation outside the VPC.
 """
@@ -68,18 +68,6 @@ BEDROCK_INVOKE_ACTIONS = KINDS["bedrock"].invoke_actions
 APPLY_GUARDRAIL = "bedrock:ApplyGuardrail"  # Converse with a guardrailConfig (stacks/constructs/guardrail.py)
 PLATFORM_TAG = "spillway:platform"  # on every application inference profile and purchased PT (stacks/models.py)
 SAGEMAKER_INVOKE_ACTIONS = KINDS["sagemaker"].invoke_actions
-DYNAMODB_DATA_ACTIONS = (
-    "dynamodb:BatchGetItem",
-    "dynamodb:BatchWriteItem",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:DescribeTable",
-    "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "dynamodb:Query",
-    "dynamodb:Scan",
-    "dynamodb:UpdateItem",
-)
 S3_PROJECT_ACTIONS = (
     "s3:AbortMultipartUpload",
     "s3:GetBucketLocation",
@@ -244,6 +232,8 @@ class NetworkStack(CellStack):
             subnet.route_table.route_table_id for subnet in self.vpc.isolated_subnets
         )
 
+        # The description predates the fleet store and is kept: changing it replaces the group, whose id other
+        # stacks import (CloudFormation refuses to change an export in use). The rules say what the group allows.
         self.router_security_group = self._client_group(
             "RouterSecurityGroup", "Router Lambda: HTTPS out to the endpoints, gateways and peered cells only"
         )
@@ -298,21 +288,18 @@ class NetworkStack(CellStack):
         return vpc
 
     def _client_group(self, construct_id: str, description: str) -> ec2.SecurityGroup:
-        # No rule yet: egress is added per destination (endpoints, a gateway's prefix list, peer cells).
+        # No rule yet: egress is added per destination (endpoints, the S3 gateway's prefix list, peer cells, store).
         return ec2.SecurityGroup(self, construct_id, vpc=self.vpc, description=description, allow_all_outbound=False)
 
     def _client_egress(self) -> None:
         """HTTPS out of the client groups only to what each uses: its interface endpoints' security groups (added
-        with the endpoints), the prefix list of the gateway it needs (the router: DynamoDB, its health table; the
-        models: S3, their artifacts and image layers) and, for the router, the peer cells' isolated subnets where
-        their runtime endpoints live (failover through the peering). No rule reaches 0.0.0.0/0."""
-        prefix_lists = self.platform.regions[self.region_name].prefix_lists
-        for group, service in ((self.router_security_group, "dynamodb"), (self.model_security_group, "s3")):
-            group.add_egress_rule(
-                ec2.Peer.prefix_list(prefix_lists[service]),
-                ec2.Port.tcp(443),
-                f"HTTPS to the {service} gateway endpoint (prefix list {prefix_lists[service]})",
-            )
+        with the endpoints), for the models the S3 gateway's prefix list (their artifacts and image layers) and, for
+        the router, the peer cells' isolated subnets where their runtime endpoints live (failover through the
+        peering). The router uses no gateway. No rule reaches 0.0.0.0/0."""
+        s3 = self.platform.regions[self.region_name].prefix_lists["s3"]
+        self.model_security_group.add_egress_rule(
+            ec2.Peer.prefix_list(s3), ec2.Port.tcp(443), f"HTTPS to the s3 gateway endpoint (prefix list {s3})"
+        )
         for peer in self.platform.region_names:
             if peer == self.region_name:
                 continue
@@ -550,11 +537,7 @@ class NetworkStack(CellStack):
         s3 = self.vpc.add_gateway_endpoint("S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=subnets)
         for statement in self._s3_policy():
             s3.add_to_policy(statement)
-        dynamodb = self.vpc.add_gateway_endpoint(
-            "DynamoDbEndpoint", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB, subnets=subnets
-        )
-        dynamodb.add_to_policy(self._dynamodb_policy())
-        return {"s3": s3, "dynamodb": dynamodb}
+        return {"s3": s3}
 
     def _s3_policy(self) -> list[iam.PolicyStatement]:
         partition = self.platform.regions[self.region_name].partition
@@ -603,14 +586,3 @@ class NetworkStack(CellStack):
                 )
             )
         return statements
-
-    def _dynamodb_policy(self) -> iam.PolicyStatement:
-        partition = self.platform.regions[self.region_name].partition
-        table = f"arn:{partition}:dynamodb:{self.region_name}:{self.platform.account}:table/{self.platform.name}-*"
-        return iam.PolicyStatement(
-            sid="ProjectTables",
-            principals=[iam.AnyPrincipal()],
-            actions=list(DYNAMODB_DATA_ACTIONS),
-            resources=[table, f"{table}/index/*"],
-            conditions=self._principal_account,
-        )

@@ -67,7 +67,7 @@ _SCHEDULE = re.compile(
 _TIMEZONE = re.compile(r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+-]+){1,2})$")
 _COST_CENTER = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{1,256}$")
 _PREFIX_LIST = re.compile(r"^pl-[0-9a-f]{8,17}$")
-GATEWAY_SERVICES = ("s3", "dynamodb")
+GATEWAY_SERVICES = ("s3",)  # the models' artifacts and image layers; the router uses no gateway
 # Bedrock's commitment terms for Provisioned Throughput, as the config spells them, and as the API spells them.
 COMMITMENTS: Mapping[str, str | None] = {"NO_COMMITMENT": None, "ONE_MONTH": "OneMonth", "SIX_MONTHS": "SixMonths"}
 _RETENTION_DAYS = frozenset(
@@ -97,7 +97,7 @@ class Region:
     name: str
     vpc_cidr: str
     availability_zones: tuple[str, ...]
-    # AWS-managed prefix list id of each gateway service (s3, dynamodb) in the region: the security groups' egress
+    # AWS-managed prefix list id of each gateway service (s3) in the region: the security groups' egress
     # to the gateway endpoints. Synthesis makes no lookup, so the platform file names them.
     prefix_lists: Mapping[str, str] = field(default_factory=dict)
 
@@ -624,7 +624,14 @@ def _regions(read: _Reader, value: object) -> dict[str, Region]:
         for i, zone in enumerate(zones):
             if not re.fullmatch(re.escape(name) + r"[a-z]", zone):
                 raise read.fail(f"{key}.availability_zones[{i}]", f"{zone!r} is not a zone of {name}")
-        prefix_lists = read.fields(data["gateway_prefix_lists"], f"{key}.gateway_prefix_lists", GATEWAY_SERVICES)
+        lists_key = f"{key}.gateway_prefix_lists"
+        if isinstance(data["gateway_prefix_lists"], Mapping) and "dynamodb" in data["gateway_prefix_lists"]:
+            raise read.fail(
+                f"{lists_key}.dynamodb",
+                "no longer used: the router keeps its shared state in the fleet store (ElastiCache), so the VPC has "
+                "no DynamoDB gateway endpoint; delete this key",
+            )
+        prefix_lists = read.fields(data["gateway_prefix_lists"], lists_key, GATEWAY_SERVICES)
         for service in GATEWAY_SERVICES:
             read.string(
                 prefix_lists[service],
@@ -632,8 +639,6 @@ def _regions(read: _Reader, value: object) -> dict[str, Region]:
                 _PREFIX_LIST,
                 f"the AWS-managed prefix list id of com.amazonaws.{name}.{service} (aws ec2 describe-prefix-lists)",
             )
-        if prefix_lists["s3"] == prefix_lists["dynamodb"]:
-            raise read.fail(f"{key}.gateway_prefix_lists.dynamodb", "S3 and DynamoDB have different prefix lists")
         regions[name] = Region(name, str(network), zones, {s: prefix_lists[s] for s in GATEWAY_SERVICES})
     return regions
 

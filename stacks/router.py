@@ -2,7 +2,6 @@
 
 - `RouterKey`: the cell's CMK for the router's data.
 - `RouterMonitoring`: the alarm topic, alarms and dashboard (the 5xx alarm is AppConfig's rollback monitor).
-- `HealthTable`: the global health table (owned by the first region's stack) and this cell's backups of it.
 - `RoutingConfig`: AppConfig delivery of the routing table and the canary flags, validated by the JSON Schemas below.
 - `RouterFunction`: the Lambda, its role (customer-managed policies only) and layers.
 - `RouterApi`: the REST API with its resource policy, validation, gateway responses, usage plans and logs.
@@ -24,7 +23,6 @@ from constructs import Construct
 
 from stacks.cell import CellStack
 from stacks.constructs.fleet_store import FleetStore
-from stacks.constructs.health_table import HealthTable
 from stacks.constructs.monitoring import RouterMonitoring
 from stacks.constructs.router_api import RouterApi
 from stacks.constructs.router_function import FunctionNetwork, RouterFunction
@@ -104,7 +102,7 @@ class RouterStack(CellStack):
             platform=platform,
             region=region,
             kind="router",
-            description=f"{platform.name} router in {region}: Lambda, private API, health, config",
+            description=f"{platform.name} router in {region}: Lambda, private API, fleet store, config",
             **kwargs,
         )
         self.network = network
@@ -132,7 +130,6 @@ class RouterStack(CellStack):
         self.monitoring = RouterMonitoring(
             self, "Monitoring", platform=platform, region=region, key=self.key, features=self.features
         )
-        self.health = HealthTable(self, "Health", platform=platform, region=region, key=self.key)
         self.config = RoutingConfig(
             self, "RoutingConfig", platform=platform, region=region, key=self.key,
             rollback_alarm=self.monitoring.rollback_alarm, hosted_table=self.hosted_table,
@@ -153,7 +150,7 @@ class RouterStack(CellStack):
             ),
             key=self.key, invoke_policies=[models.router_invoke_policy],
             failover_policy_names=router_invoke_policy_names(platform, region)[1:],
-            health_table_name=self.health.table_name, health_table_arn=self.health.table_arn, config=self.config,
+            config=self.config,
             code_dir=self.code_dir, deps_dir=deps, extension_layer_arn=layer_arn,
             timeout_s=deadline_s + INTEGRATION_MARGIN_S + FUNCTION_MARGIN_S,
             store_policies=[self.fleet_store.connect_policy], store_environment=self.fleet_store.environment,

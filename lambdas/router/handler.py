@@ -53,7 +53,6 @@ from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
 from spillway.settings import Settings
 from spillway.shadow import Shadower
-from spillway.store import HealthStore, default_client_factory
 from spillway.stream_route import StreamHead, StreamTail
 from spillway.telemetry import logger, tracer
 
@@ -70,7 +69,6 @@ class Router:
         *,
         region: str,
         health: HealthBoard | None = None,
-        store: HealthStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         deadline_margin_ms: float = 500.0,
         tracker: InflightTracker | None = None,
@@ -80,7 +78,6 @@ class Router:
         self.backends = dict(backends)
         self.region = region
         self.health = health if health is not None else HealthBoard()
-        self.store = store
         self.clock = clock
         self.tracker = tracker if tracker is not None else InflightTracker(clock)
         self.fleet = fleet
@@ -113,8 +110,9 @@ class Router:
     def warm(self) -> int:
         """Do at init what a first request would otherwise pay inside its deadline: load the routing table, build
         each runtime client a first attempt uses (one per service, region and the tier of each feature's attempt
-        maximum; the first client of a service costs ~100 ms), and read the shared breakers. Returns the number of
-        (target, budget) pairs warmed. Failures are left for the requests to meet: init never fails on them."""
+        maximum; the first client of a service costs ~100 ms), and open the fleet store (one read). Returns the
+        number of (target, budget) pairs warmed. Failures are left for the requests to meet: init never fails on
+        them."""
         snapshot, engine = self.current()
         if snapshot.table is None or engine is None:
             return 0
@@ -127,7 +125,6 @@ class Router:
             for budget in sorted(budgets):
                 warm(target, budget)
                 warmed += 1
-        self.sync_health(snapshot)
         if self.fleet is not None:
             self.fleet.warm(snapshot.table.targets.keys())
         return warmed
@@ -136,11 +133,7 @@ class Router:
         if self.fleet is not None:
             targets = snapshot.table.targets.keys() if snapshot is not None and snapshot.table is not None else ()
             return self.fleet.status(targets)
-        return self.store.status() if self.store is not None else {"enabled": False}
-
-    def sync_health(self, snapshot: Snapshot) -> None:
-        if self.store is not None and snapshot.table is not None:
-            self.store.sync(snapshot.table.targets.keys())
+        return {"enabled": False}
 
 
 _router: Router | None = None
@@ -158,8 +151,6 @@ def build_router(settings: Settings | None = None) -> Router:
         backends(settings),
         region=settings.region,
         health=health,
-        # With a fleet store, the fleet's shared state decides and the DynamoDB table is not used.
-        store=health_store(settings, health) if fleet is None else None,
         deadline_margin_ms=settings.deadline_margin_ms,
         tracker=tracker,
         fleet=fleet,
@@ -182,22 +173,6 @@ def routing_source(settings: Settings) -> RoutingSource:
 
 def backends(settings: Settings) -> dict[str, Backend]:
     return make_backends(ClientPool(environ=settings.endpoint_urls))  # one per kind of the registry
-
-
-def health_store(settings: Settings, health: HealthBoard) -> HealthStore | None:
-    """The shared breaker table, when the settings name one; None keeps breakers local."""
-    if settings.health_table is None:
-        return None
-    return HealthStore(
-        settings.health_table,
-        health,
-        default_client_factory(settings.region, settings.health_table_endpoint_url),
-        cache_ttl_s=settings.health_cache_ttl_s,
-        backoff_s=settings.store_backoff_s,
-        writer=settings.writer,
-        on_error=telemetry.store_error,
-        on_write=telemetry.store_write,
-    )
 
 
 def build_fleet(settings: Settings, health: HealthBoard, tracker: InflightTracker) -> Fleet | None:
@@ -380,7 +355,6 @@ def _admit(
     except api.ApiError as error:
         telemetry.record_rejected(feature if known else None, error.status, error.code)
         return error
-    router.sync_health(snapshot)
     return router, snapshot, engine, request
 
 
@@ -492,7 +466,6 @@ def _admit_chat(
     except api.ApiError as error:
         telemetry.record_rejected(feature, error.status, error.code)
         return error
-    router.sync_health(snapshot)
     return router, snapshot, engine, chat
 
 
@@ -715,7 +688,6 @@ def health() -> Response[str]:
     router = get_router()
     snapshot, engine = router.current()
     telemetry.record_info()
-    router.sync_health(snapshot)
     body = views.health_body(
         region=router.region,
         snapshot=snapshot,

@@ -118,7 +118,7 @@ QUICK = Spec(
 
 def world_settings(latency: Latency) -> dict[str, Any]:
     """The router's production cache settings (config 5 s, shared health 2 s), as the stacks set them."""
-    return {"latency": latency, "config_ttl_s": 5.0, "health_cache_ttl_s": 2.0, "store_backoff_s": 5.0}
+    return {"latency": latency, "config_ttl_s": 5.0}
 
 
 def drive(

@@ -35,13 +35,12 @@ def measure(model_ms: float, rounds: int, per_round: int) -> dict[str, Any]:
     from botocore.config import Config  # noqa: PLC0415
 
     body = converse_body()
-    # The router's production cache settings (config 5 s, shared health 2 s), as in Lambda.
+    # The router's production config cache (5 s), as in Lambda.
     with FleetWorld(
         reserved_concurrency=1,
         warm=1,
         latency=Latency(ttft_ms=model_ms, ms_per_token=0.0),
         config_ttl_s=5.0,
-        health_cache_ttl_s=2.0,
     ) as world:
         target = world.target(PT)
         direct = boto3.session.Session().client(

@@ -4,8 +4,10 @@ operations, with the real clients, against real servers on loopback.
 - Valkey: Debian's redis-server (the RESP protocol ElastiCache Serverless for Valkey speaks), reached with the
   router's own store (``spillway.fleet_store.ValkeyFleetStore`` on ``spillway.resp``): its scripts, one round trip
   per operation.
-- DynamoDB: moto's ThreadedMotoServer, reached with boto3 (retries off, as the router's clients), a table of the
-  health table's schema (``pk``: S); conditional updates as that alternative design would run them.
+- DynamoDB: moto's ThreadedMotoServer, reached with boto3 (retries off, as the router's clients), a table this
+  benchmark creates (``pk``: S, the schema of the health table the router had before the fleet store; the router
+  no longer has a DynamoDB store, so this arm is the benchmark's own); conditional updates as that alternative
+  design would run them.
 
 Operations (what a request does to the store; docs/design-notes.md has the request mix and the costs):
 - ``read``: the fleet state of the feature's targets (4 here): Valkey, the store's read script; DynamoDB, one
@@ -64,7 +66,7 @@ PT_TARGET = TARGETS[0]
 MAX_IN_FLIGHT = 1_000_000  # never full here: the benchmark times the uncontended path
 LEASE_S = 30.0
 WINDOW_S = 10.0
-TABLE = "spillway-health"
+TABLE = "spillway-health"  # the benchmark's own table, named as the removed health table was
 
 
 def free_port() -> int:
@@ -295,10 +297,11 @@ HOURS_PER_MONTH = 730
 def costs(replica_regions: int = 2, targets_read: int = len(TARGETS)) -> dict[str, Any]:
     """USD per million requests of each kind, one attempt each (and per further attempt), for both designs.
 
-    DynamoDB: the existing health table (a global table of `replica_regions` replicas: every write is also a
-    replicated write in each other region); the read is a strongly consistent BatchGetItem of the feature's targets
-    (1 RRU each, items under 4 KB); writes are under 1 KB (1 WRU); the lease is a consistent GetItem and a
-    conditional UpdateItem, the release an UpdateItem (a failed conditional write is billed too).
+    DynamoDB: a global table like the health table the router had before the fleet store (`replica_regions`
+    replicas: every write is also a replicated write in each other region); the read is a strongly consistent
+    BatchGetItem of the feature's targets (1 RRU each, items under 4 KB); writes are under 1 KB (1 WRU); the lease
+    is a consistent GetItem and a conditional UpdateItem, the release an UpdateItem (a failed conditional write is
+    billed too).
     Valkey: the ECPU budget the platform schema sizes the usage limit with (stacks/platform.py: a read, an evidence
     write per attempt, two lease operations), plus the cache's minimum metered storage, a fixed monthly floor.
     """

@@ -6,7 +6,7 @@ processes that take one event each and are frozen between events. ``--world proc
 process instead (quick, not the production shape); the fleet-only scenarios are skipped there.
 
 Each scenario drives traffic through the local API Gateway-shaped endpoint, injects its fault into the emulator,
-moto, redis-server, the AppConfig stand-in or the fleet itself, prints its figures and asserts on the outcome. The
+redis-server, the AppConfig stand-in or the fleet itself, prints its figures and asserts on the outcome. The
 suite ends with ``chaos: N passed, N failed`` and exits 1 if any failed. Rule everywhere a healthy target exists:
 zero dropped.
 """
@@ -241,34 +241,6 @@ def malformed_bodies(world: World) -> Figures:
         }
         assert figures[variant]["dropped"] == 0, variant
         assert figures[variant]["served_by_broken"] == 0, variant
-    return figures
-
-
-def dynamodb_unreachable(world: World) -> Figures:
-    """DynamoDB (moto) goes away, then us-east-1 fails: nothing dropped, the home region left, latency barely moves.
-    With the fleet store configured (as here) the router does not use the table at all; an environment that reports
-    a DynamoDB store must have seen it fail."""
-    before = run(world, STEADY, 2.0)
-    world.dynamodb_down()
-    records = run(world, STEADY, 6.0, [(2.0, lambda: world.region_down(HOME))])
-    health = world.environment_health()
-    tables = [doc["store"] for doc in health if doc.get("store", {}).get("kind", "dynamodb") == "dynamodb"]
-    errors = [store.get("last_error") for store in tables if store.get("enabled")]
-    tail = [r for r in records if r.sent_s >= records[-1].sent_s - 2.0]
-    figures = {
-        "requests": len(before) + len(records),
-        "dropped": dropped(before) + dropped(records),
-        "p99_ms_before": lat(before, 99),
-        "p99_ms_dynamodb_down": lat(records, 99),
-        "environments_that_saw_the_store_fail": sum(1 for e in errors if e is not None),
-        "pt_east_breakers": dict(Counter(states_of(world, PT_EAST))),
-        "pt_east_first_share_last_2s": round(ff.first_attempt_share(tail, PT_EAST), 2),
-    }
-    assert figures["dropped"] == 0, f"{figures['dropped']} of {figures['requests']} dropped"
-    if errors:  # environments sharing through DynamoDB (no fleet store): they noticed
-        assert figures["environments_that_saw_the_store_fail"] >= 1, "the store never noticed DynamoDB was gone"
-    assert figures["pt_east_first_share_last_2s"] <= 0.1, "breakers did not open without DynamoDB"
-    assert figures["p99_ms_dynamodb_down"] < figures["p99_ms_before"] + 150
     return figures
 
 
@@ -637,7 +609,6 @@ SCENARIOS: list[Callable[[World], Figures]] = [
     slow_first_token,
     throttle_storm,
     malformed_bodies,
-    dynamodb_unreachable,
     appconfig_unreachable,
     every_target_down,
     deadline_pressure,
@@ -663,8 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     passed = failed = skipped = 0
     started = time.monotonic()
-    settings: dict[str, Any] = {"latency": LATENCY, "config_ttl_s": 1.0, "health_cache_ttl_s": 0.5}
-    settings.update(store_backoff_s=2.0, reserved_concurrency=RESERVED_CONCURRENCY, warm=WARM)
+    settings: dict[str, Any] = {"latency": LATENCY, "config_ttl_s": 1.0}
+    settings.update(reserved_concurrency=RESERVED_CONCURRENCY, warm=WARM)
     with make_world(args.world, **settings) as world:
         print(f"world: {args.world}" + (f", {WARM} environments warm" if args.world == "fleet" else ""), flush=True)
         for scenario in chosen:

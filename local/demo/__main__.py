@@ -1,7 +1,7 @@
 """`python -m local.demo`: Spillway on your machine, no AWS account.
 
-It starts the emulator for config/platform.yaml (Bedrock and SageMaker in us-east-1 and us-west-2), DynamoDB on
-moto, redis-server (the fleet store) and the router behind a local API Gateway-shaped endpoint, as Lambda runs it: a
+It starts the emulator for config/platform.yaml (Bedrock and SageMaker in us-east-1 and us-west-2), redis-server
+(the fleet store) and the router behind a local API Gateway-shaped endpoint, as Lambda runs it: a
 fleet of execution environments, one request each, frozen between requests (``--world process``: one process
 instead, quick but not the production shape). Then it drives four phases of traffic:
 
@@ -201,13 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     print(
-        "Starting the emulator (Bedrock + SageMaker, us-east-1 and us-west-2), DynamoDB (moto), redis-server and the "
+        "Starting the emulator (Bedrock + SageMaker, us-east-1 and us-west-2), redis-server (the fleet store) and the "
         f"router ({'a fleet of execution environments' if args.world == 'fleet' else 'one process'})..."
     )
     warm = args.environments  # every environment warm before the phases: cold starts here share the CPU
-    with make_world(
-        args.world, latency=LATENCY, health_cache_ttl_s=1.0, reserved_concurrency=args.environments, warm=warm
-    ) as world:
+    with make_world(args.world, latency=LATENCY, reserved_concurrency=args.environments, warm=warm) as world:
         pt_rps = pt_capacity_rps(world)
         steady = round(pt_rps * 0.7)
         surge = round(pt_rps * 3)

@@ -1,6 +1,6 @@
 """`python -m local.fuzz [--max-examples N] [--max-time S]`: schemathesis against docs/openapi.json, on loopback.
 
-Starts a LocalWorld (emulator with every target healthy, moto, router behind the local API Gateway-shaped
+Starts a LocalWorld (emulator with every target healthy, redis, router behind the local API Gateway-shaped
 endpoint) and runs schemathesis' examples, coverage and fuzzing phases over every operation with the checks:
 not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
 response_schema_conformance, negative_data_rejection, plus ours (local/fuzz/hooks.py): no_server_error (no 5xx at all)

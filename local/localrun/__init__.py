@@ -1,4 +1,4 @@
-"""Spillway on loopback: the router behind a local API Gateway-shaped HTTP endpoint, the emulator, moto and redis.
+"""Spillway on loopback: the router behind a local API Gateway-shaped HTTP endpoint, the emulator and redis.
 
 from local.localrun import make_world
 

@@ -1,6 +1,6 @@
 """FleetWorld: the router as Lambda runs it, on loopback.
 
-The services of :class:`~local.localrun.world.World` (emulator, moto's DynamoDB, redis-server) and, behind the API
+The services of :class:`~local.localrun.world.World` (emulator, redis-server) and, behind the API
 Gateway-shaped endpoint, a :class:`~local.localrun.fleet.Fleet` of execution environments: separate Python processes
 started fresh (each pays its own cold start, measured), one API Gateway event at a time each, frozen between events,
 dispatched as Lambda does up to the function's reserved concurrency, throttled beyond it. Every environment gets the

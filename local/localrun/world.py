@@ -1,4 +1,4 @@
-# ruff: noqa: PLC0415  (the router is imported after its environment is set; stacks/moto only when used)
+# ruff: noqa: PLC0415  (the router is imported after its environment is set; stacks only when used)
 """The example platform on loopback: the services every local world starts, and the one-process world.
 
 :class:`World` starts, in this process:
@@ -6,7 +6,6 @@
 - the emulator (local/emulator/): Bedrock Converse and SageMaker InvokeEndpoint of every region of config/platform.yaml,
   one target per target the platform uses (stacks/targets.py ``used_targets``), with capacity and latency; and its
   AppConfig Lambda-extension stand-in, serving the routing table CDK renders for the router's region;
-- moto's ThreadedMotoServer for DynamoDB, with the health table created in the store's schema (pk: S);
 - a redis-server on a free loopback port, the fleet's shared store (``SPILLWAY_FLEET_STORE_URL``);
 - :class:`~localrun.server.LocalEndpoint`, which speaks the API Gateway REST event shape, in front of the router
   configured through its own environment variables (:meth:`World.router_env`).
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -56,7 +54,6 @@ from local.localrun.sink import RouterOutput  # noqa: E402
 APPLICATION = "spillway"
 ROUTING_PROFILE = "routing"
 FLAGS_PROFILE = "flags"
-HEALTH_TABLE = "spillway-health-local"
 FUNCTION_NAME = "spillway-router-local"  # AWS_LAMBDA_FUNCTION_NAME of the fleet's environments
 
 # Set before the router's modules are imported: no X-Ray, no EMF lines on stdout, quiet logs, fake credentials
@@ -135,10 +132,7 @@ class World:
         latency: Latency = Latency(),
         on_demand_max_in_flight: int | None = 64,
         pt_headroom: int = 0,
-        moto: bool = True,
         config_ttl_s: float = 1.0,
-        health_cache_ttl_s: float = 0.5,
-        store_backoff_s: float = 2.0,
         redis: bool = True,
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
@@ -146,12 +140,9 @@ class World:
         self.latency = latency
         self.on_demand_max_in_flight = on_demand_max_in_flight
         self.pt_headroom = pt_headroom
-        self.use_moto = moto
         self.use_redis = redis
         self.redis: RedisServer | None = None
         self.config_ttl_s = config_ttl_s
-        self.health_cache_ttl_s = health_cache_ttl_s
-        self.store_backoff_s = store_backoff_s
         self.extra_env = dict(extra_env or {})
         self.platform, self.targets = load_platform_targets(platform_path)
         from stacks.routing import render_routing_table
@@ -160,8 +151,6 @@ class World:
         self.by_id = {t.id: t for t in self.targets if t.id in self.table_doc["targets"]}
         self.emulator: Emulator | None = None
         self.endpoint: LocalEndpoint | None = None
-        self.moto: Any = None
-        self.moto_port: int | None = None
         self.client: Client | None = None
         self.blackholes: dict[str, Blackhole] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -201,14 +190,10 @@ class World:
         raise NotImplementedError
 
     def _start_services(self) -> dict[str, str]:
-        """Emulator, moto, redis; the router's environment variables to reach them."""
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: no access log lines
+        """Emulator and redis; the router's environment variables to reach them."""
         self._tmp = tempfile.TemporaryDirectory(prefix="spillway-local-")
         self.emulator = Emulator(self.emulator_specs(), appconfig=True).start()
         self.emulator.set_configuration(APPLICATION, self.region, ROUTING_PROFILE, self.table_doc)
-        if self.use_moto:
-            self._start_moto()
-            self._create_health_table()
         if self.use_redis:
             self.redis = RedisServer().start()
         return self.router_env()
@@ -236,15 +221,10 @@ class World:
                 "SPILLWAY_CONFIG_TTL_S": str(self.config_ttl_s),
                 "SPILLWAY_CONFIG_TIMEOUT_S": "0.5",
                 "SPILLWAY_BUNDLED_TABLE": str(bundled),
-                "SPILLWAY_HEALTH_CACHE_TTL_S": str(self.health_cache_ttl_s),
-                "SPILLWAY_STORE_BACKOFF_S": str(self.store_backoff_s),
             }
         )
         for region, url in self.emu.endpoint_urls().items():
             env[_env_key(region)] = url
-        if self.use_moto:
-            env["SPILLWAY_HEALTH_TABLE"] = HEALTH_TABLE
-            env["SPILLWAY_HEALTH_TABLE_ENDPOINT_URL"] = self.dynamodb_url
         if self.redis is not None:
             env["SPILLWAY_FLEET_STORE_URL"] = self.redis.url
         env.update(self.extra_env)
@@ -270,9 +250,6 @@ class World:
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
-        if self.moto is not None:
-            self.moto.stop()
-            self.moto = None
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
@@ -291,74 +268,11 @@ class World:
     ) -> None:
         self.stop()
 
-    # -- DynamoDB (moto server) ---------------------------------------------------------------------------------
-
-    def _start_moto(self, port: int = 0) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        self.moto.start()
-        self.moto_port = self.moto.get_host_and_port()[1]
-
-    @property
-    def dynamodb_url(self) -> str:
-        if self.moto_port is None:
-            raise RuntimeError("moto is not running")
-        return f"http://127.0.0.1:{self.moto_port}"
-
-    def dynamodb(self) -> Any:
-        import boto3
-
-        return boto3.session.Session().client(
-            "dynamodb",
-            region_name=self.region,
-            endpoint_url=self.dynamodb_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106
-        )
-
-    def _create_health_table(self) -> None:
-        client = self.dynamodb()
-        existing = client.list_tables().get("TableNames", [])
-        if HEALTH_TABLE in existing:  # moto's state is per process: a second world finds the first one's table
-            self.clear_health_table()
-            return
-        client.create_table(
-            TableName=HEALTH_TABLE,
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-
-    def flush_store(self, timeout_s: float = 5.0) -> None:
-        """Wait for the router's queued writes to the shared table, where the shape allows it (one process)."""
-
-    def health_items(self) -> list[dict[str, Any]]:
-        self.flush_store()
-        items: list[dict[str, Any]] = self.dynamodb().scan(TableName=HEALTH_TABLE).get("Items", [])
-        return items
-
-    def clear_health_table(self) -> None:
-        self.flush_store()  # a write still queued by the previous router must not land after the clean-up
-        client = self.dynamodb()
-        for item in client.scan(TableName=HEALTH_TABLE).get("Items", []):
-            client.delete_item(TableName=HEALTH_TABLE, Key={"pk": item["pk"]})
-
-    def dynamodb_down(self) -> None:
-        """DynamoDB unreachable: the moto server stops; its port refuses connections until dynamodb_up()."""
-        if self.moto is not None:
-            self.moto.stop()
-            self.moto = None
-
-    def dynamodb_up(self) -> None:
-        if self.moto is None and self.moto_port is not None:
-            self._start_moto(self.moto_port)
-
     # -- between scenarios ---------------------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Between scenarios: no faults, every region open, the rendered table deployed, counters zeroed,
-        the shared health table and store emptied and a fresh router."""
+        the fleet store emptied and a fresh router."""
         emu = self.emu
         emu.clear_faults()
         assert emu.appconfig is not None
@@ -376,9 +290,6 @@ class World:
         self.deploy_table(self.table_doc)
         self.set_flags(None)
         self._quiesce_router()
-        if self.use_moto:
-            self.dynamodb_up()
-            self.clear_health_table()
         if self.redis is not None:
             self.redis.up()
             self.redis.fast()
@@ -569,21 +480,12 @@ class LocalWorld(World):
                 os.environ[key] = value
         self._saved_env.clear()
 
-    def flush_store(self, timeout_s: float = 5.0) -> None:
-        """Wait for the router's queued breaker writes (the store writes in the background) to reach the table."""
-        store = getattr(self.router, "store", None)
-        if store is not None:
-            store.flush(timeout_s)
-
     def new_router(self) -> Any:
         """A fresh router from the environment (new breakers, caches and clients), installed in the handler."""
         assert self.handler is not None
         self.router = self.handler.build_router()
         self.handler.set_router(self.router)
         return self.router
-
-    def _quiesce_router(self) -> None:
-        self.flush_store()
 
     def _fresh_router(self) -> None:
         self.new_router()

@@ -70,7 +70,7 @@ class RouterFunction(Concern):
     def __init__(
         self, scope: Construct, construct_id: str, *, platform: Platform, region: str, network: FunctionNetwork,
         key: kms.IKey, invoke_policies: Sequence[iam.IManagedPolicy], failover_policy_names: Sequence[str],
-        health_table_name: str, health_table_arn: str, config: RoutingConfig, code_dir: Path, deps_dir: Path,
+        config: RoutingConfig, code_dir: Path, deps_dir: Path,
         extension_layer_arn: str, timeout_s: int, store_policies: Sequence[iam.IManagedPolicy] = (),
         store_environment: Mapping[str, str] | None = None,
     ) -> None:  # fmt: skip
@@ -93,7 +93,7 @@ class RouterFunction(Concern):
         ).log_group
         self.role, self.runtime_policy = self._role(
             key=key, invoke_policies=invoke_policies, failover_policy_names=failover_policy_names,
-            health_table_arn=health_table_arn, config=config,
+            config=config,
         )  # fmt: skip
         for policy in store_policies:  # the fleet store's connect grant (stacks/constructs/fleet_store.py)
             self.role.add_managed_policy(policy)
@@ -146,16 +146,15 @@ class RouterFunction(Concern):
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             code_signing_config=self.code_signing,
-            environment={**self._environment(health_table_name, config), **(store_environment or {})},
+            environment={**self._environment(config), **(store_environment or {})},
         )
         self.function.node.add_dependency(self.runtime_policy, *store_policies)
 
     @classmethod
-    def _environment(cls, health_table_name: str, config: RoutingConfig) -> Mapping[str, str]:
+    def _environment(cls, config: RoutingConfig) -> Mapping[str, str]:
         # Read by lambdas/router/handler.py (its docstring lists them); routing.json is bundled beside it.
         return {
             **cls.runtime_environment(),
-            "SPILLWAY_HEALTH_TABLE": health_table_name,
             "SPILLWAY_APPCONFIG_APPLICATION": config.application_name,
             "SPILLWAY_APPCONFIG_ENVIRONMENT": config.environment_name,
             "SPILLWAY_APPCONFIG_PROFILE": APPCONFIG_PROFILE,
@@ -180,13 +179,13 @@ class RouterFunction(Concern):
 
     def _role(
         self, *, key: kms.IKey, invoke_policies: Sequence[iam.IManagedPolicy], failover_policy_names: Sequence[str],
-        health_table_arn: str, config: RoutingConfig,
+        config: RoutingConfig,
     ) -> tuple[iam.Role, iam.ManagedPolicy]:  # fmt: skip
         role = iam.Role(
             self,
             "FunctionRole",
             role_name=self.function_name,
-            description="The router Lambda: invoke the configured targets, its health table, config, logs, traces",
+            description="The router Lambda: invoke the configured targets, its fleet store, config, logs, traces",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
         )
         # The invoke permissions: the models stacks' customer-managed policies, and nothing else grants an invoke.
@@ -197,14 +196,8 @@ class RouterFunction(Concern):
         runtime = iam.ManagedPolicy(
             self,
             "RouterRuntime",
-            description="The router's own resources: health table, routing configuration, logs, key, traces, ENIs",
+            description="The router's own resources: routing configuration, logs, key, traces, ENIs",
             statements=[
-                iam.PolicyStatement(
-                    sid="HealthTable",
-                    # lambdas/router/spillway/store.py: one BatchGetItem per sync, conditional UpdateItem per write.
-                    actions=["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],
-                    resources=[health_table_arn],
-                ),
                 iam.PolicyStatement(
                     sid="RoutingConfiguration",
                     actions=["appconfig:GetLatestConfiguration", "appconfig:StartConfigurationSession"],
@@ -217,8 +210,9 @@ class RouterFunction(Concern):
                 ),
                 iam.PolicyStatement(
                     sid="RouterKey",
-                    # Environment and configuration (decrypt); the health table replica (DynamoDB, on our behalf).
-                    actions=["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
+                    # Decrypt only: the function's environment and the routing configuration. The router writes
+                    # nothing under this key (its shared state is the fleet store, under the store's own key).
+                    actions=["kms:Decrypt"],
                     resources=[key.key_arn],
                 ),
                 iam.PolicyStatement(

@@ -1,5 +1,5 @@
-"""The cell's router key: one CMK for the router's data (environment, health table replica, backups, routing
-configuration, alarm topic), with a deterministic alias so other cells can name it without a reference."""
+"""The cell's router key: one CMK for the router's data (environment, routing configuration, alarm topic), with a
+deterministic alias (stacks/naming.py). The fleet store has its own key (stacks/constructs/fleet_store.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from constructs import Construct
 
 from stacks.constructs.concern import Concern
 from stacks.constructs.key_policy import ServiceUse, restricted_key
-from stacks.naming import alarm_topic_name, function_arn, health_table_name, partition_of, router_key_alias
+from stacks.naming import alarm_topic_name, function_arn, partition_of, router_key_alias
 from stacks.platform import Platform
 
 
@@ -27,17 +27,13 @@ class RouterKey(Concern):
             self,
             "RouterKey",
             alias=router_key_alias(platform, region),
-            description=f"{platform.name} router data in {region}: environment, health table, "
-            "backups, routing configuration, alarm topic",
+            description=f"{platform.name} router data in {region}: environment, routing configuration, alarm topic",
             uses=[
-                # The health table replica: DynamoDB sets the table name in every cryptographic call.
-                ServiceUse("dynamodb", {"aws:dynamodb:tableName": health_table_name(platform)}),
                 # The function's environment.
                 ServiceUse("lambda", {"aws:lambda:FunctionArn": function_arn(platform, region)}),
                 # The alarm topic.
                 ServiceUse("sns", {"aws:sns:topicArn": topic_arn}),
                 ServiceUse("appconfig"),  # the routing configuration and its deployments
-                ServiceUse("backup"),  # the vault's recovery points
                 *extra_uses,
             ],
             service_statements=[

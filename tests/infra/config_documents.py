@@ -26,10 +26,7 @@ def example() -> dict[str, Any]:
 
 def region_document(region: str, vpc_cidr: str, zones: list[str]) -> dict[str, Any]:
     """A `regions:` entry for a cell the example lacks; its prefix list ids are well-formed placeholders."""
-    ids = {
-        service: "pl-" + hashlib.sha256(f"{region}/{service}".encode()).hexdigest()[:8]
-        for service in ("s3", "dynamodb")
-    }
+    ids = {service: "pl-" + hashlib.sha256(f"{region}/{service}".encode()).hexdigest()[:8] for service in ("s3",)}
     return {"vpc_cidr": vpc_cidr, "availability_zones": zones, "gateway_prefix_lists": ids}
 
 

@@ -462,13 +462,13 @@ def test_gateway_endpoints_are_scoped_to_project_resources(
             for e in resources_of(template, "AWS::EC2::VPCEndpoint").values()
             if e["Properties"]["VpcEndpointType"] == "Gateway"
         }
-        assert set(gateways) == {"s3", "dynamodb"}, region
+        assert set(gateways) == {"s3"}, region  # no DynamoDB gateway: nothing in the VPC uses DynamoDB
         for gateway in gateways.values():
             assert len(gateway["RouteTableIds"]) == len(platform.regions[region].availability_zones)
             for statement in gateway["PolicyDocument"]["Statement"]:
                 assert statement["Effect"] == "Allow"
                 assert "*" not in as_list(statement["Resource"])
-                assert not {"*", "s3:*", "dynamodb:*"} & set(as_list(statement["Action"]))
+                assert not {"*", "s3:*"} & set(as_list(statement["Action"]))
         s3 = [r for s in gateways["s3"]["PolicyDocument"]["Statement"] for r in as_list(s["Resource"])]
         assert f"arn:aws:s3:::{platform.name}-*-{platform.account}-{region}/*" in s3
         for url in escrow_artifacts(platform, region):
@@ -477,8 +477,6 @@ def test_gateway_endpoints_are_scoped_to_project_resources(
         for statement in gateways["s3"]["PolicyDocument"]["Statement"]:
             if statement.get("Sid") in ("ProjectBuckets", "EscrowModelArtifacts"):
                 assert statement["Condition"]["StringEquals"]["aws:ResourceAccount"] == platform.account
-        (ddb,) = gateways["dynamodb"]["PolicyDocument"]["Statement"]
-        assert f"arn:aws:dynamodb:{region}:{platform.account}:table/{platform.name}-*" in as_list(ddb["Resource"])
 
 
 def test_flow_logs_capture_all_traffic_of_every_vpc(platform: Platform, templates: Mapping[str, Template]) -> None:
@@ -534,7 +532,7 @@ def test_subnet_plan_leaves_room_and_fits_small_vpcs() -> None:
 platform: {name: tiny, account: "111122223333"}
 regions:
   eu-west-1: {vpc_cidr: 10.9.0.0/24, availability_zones: [eu-west-1a, eu-west-1b, eu-west-1c],
-              gateway_prefix_lists: {s3: pl-6da54004, dynamodb: pl-6fa54006}}
+              gateway_prefix_lists: {s3: pl-6da54004}}
 models:
   nova: {kind: bedrock, model_id: amazon.nova-lite-v1:0, regions: {eu-west-1: {on_demand: true}}}
 features:

@@ -182,9 +182,11 @@ def test_the_router_key_is_used_only_through_its_services(
         template = templates[f"{platform.name}-router-{region}"]
         (key,) = [k for i, k in resources_of(template, "AWS::KMS::Key").items() if i.startswith("RouterKey")]
         statements = {s["Sid"]: s for s in key["Properties"]["KeyPolicy"]["Statement"]}
-        dynamodb = statements["UseThroughDynamodb"]["Condition"]
-        assert dynamodb["StringEquals"]["kms:ViaService"] == f"dynamodb.{region}.amazonaws.com"
-        assert dynamodb["StringLike"] == {"kms:EncryptionContext:aws:dynamodb:tableName": f"{platform.name}-health"}
+        uses = {sid for sid in statements if sid.startswith("UseThrough")}
+        assert uses == {"UseThroughLambda", "UseThroughSns", "UseThroughAppconfig"}  # no table, no backup vault
+        function = statements["UseThroughLambda"]["Condition"]
+        assert function["StringEquals"]["kms:ViaService"] == f"lambda.{region}.amazonaws.com"
+        assert f"{platform.name}-router-{region}" in json.dumps(function)  # only with the function's ARN as context
         assert set(ADMIN_ACTIONS).isdisjoint({"kms:Decrypt", "kms:Encrypt"})
 
 

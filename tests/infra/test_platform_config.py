@@ -55,6 +55,18 @@ def test_example_platform_is_valid() -> None:
             id="feature-region-without-cell",
         ),
         pytest.param(
+            lambda d: d["regions"]["us-east-1"]["gateway_prefix_lists"].__setitem__("dynamodb", "pl-02cd2c6b"),
+            "regions.us-east-1.gateway_prefix_lists.dynamodb",
+            "no longer used: the router keeps its shared state in the fleet store",
+            id="dynamodb-prefix-list-of-the-removed-health-table",
+        ),
+        pytest.param(
+            lambda d: d["regions"]["us-east-1"]["gateway_prefix_lists"].pop("s3"),
+            "regions.us-east-1.gateway_prefix_lists.s3",
+            "missing required field",
+            id="s3-prefix-list-missing",
+        ),
+        pytest.param(
             lambda d: d["regions"]["us-east-1"].pop("vpc_cidr"),
             "regions.us-east-1.vpc_cidr",
             "missing required field",

@@ -1,5 +1,5 @@
-"""The router stacks (stacks/router.py), asserted on the session's templates: Lambda, API, health table,
-AppConfig, alarms, dashboard, and the assets they ship."""
+"""The router stacks (stacks/router.py), asserted on the session's templates: Lambda, API, AppConfig, alarms,
+dashboard, and the assets they ship; and that no stack keeps the DynamoDB health table the fleet store replaced."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from stacks import ROUTER_ROOT, packaging
-from stacks.constructs.health_table import HEALTH_TTL_ATTRIBUTE, health_table_owner
+from stacks.constructs.fleet_store import ENV_URL
 from stacks.constructs.router_api import ACCESS_LOG_FIELDS, API_RESOURCES
 from stacks.constructs.routing_config import APPCONFIG_PROFILE
 from stacks.eni import ENI_ACTIONS
@@ -103,7 +103,8 @@ def test_function_environment_names_its_own_resources(platform: Platform, router
     settings_doc = (ROUTER_ROOT / "spillway" / "settings.py").read_text(encoding="utf-8")
     for region, template in routers.items():
         env = _function(template)["Environment"]["Variables"]
-        assert env["SPILLWAY_HEALTH_TABLE"] == f"{platform.name}-health"  # the network's DynamoDB naming rule
+        assert ENV_URL in env  # every cell's router shares its state through the fleet store
+        assert not {name for name in env if name.startswith("SPILLWAY_HEALTH")}  # the DynamoDB store is gone
         assert env["SPILLWAY_APPCONFIG_ENVIRONMENT"] == region
         assert env["SPILLWAY_APPCONFIG_PROFILE"] == APPCONFIG_PROFILE
         prefetch = env["AWS_APPCONFIG_EXTENSION_PREFETCH_LIST"]
@@ -161,16 +162,15 @@ def test_no_invoke_action_on_a_wildcard_resource_anywhere(templates: Mapping[str
     assert checked > 0
 
 
-def test_runtime_policy_names_exact_resources(platform: Platform, routers: Mapping[str, Template]) -> None:
-    for region, template in routers.items():
+def test_runtime_policy_names_exact_resources(routers: Mapping[str, Template]) -> None:
+    for template in routers.values():
         runtime = resources_of(template, "AWS::IAM::ManagedPolicy")[
             _logical_id(template, "AWS::IAM::ManagedPolicy", "RouterRuntime")
         ]["Properties"]["PolicyDocument"]["Statement"]
         by_sid = {s["Sid"]: s for s in runtime}
-        table = f"arn:aws:dynamodb:{region}:{platform.account}:table/{platform.name}-health"
-        assert by_sid["HealthTable"]["Resource"] == table
         assert len(_as_list(by_sid["RoutingConfiguration"]["Resource"])) == 2  # the table and the flags profiles
         assert "Fn::GetAtt" in json.dumps(by_sid["RouterKey"]["Resource"])
+        assert by_sid["RouterKey"]["Action"] == "kms:Decrypt"  # environment and configuration: it writes nothing
         wildcard = {s["Sid"] for s in runtime if "*" in _as_list(s["Resource"]) and s["Effect"] == "Allow"}
         assert wildcard == {"Traces", "VpcNetworkInterfaces"}  # what IAM cannot scope (acknowledged, with reasons)
 
@@ -309,58 +309,16 @@ def test_waf_on_the_stage_with_managed_rules_rate_limit_and_redacted_logs(router
         assert {"authorization", "x-amz-security-token", "x-api-key"} <= redacted
 
 
-# --- health table and backups ----------------------------------------------------------------------------------
+# --- no DynamoDB -----------------------------------------------------------------------------------------------
 
 
-def test_one_global_health_table_with_a_cmk_replica_per_cell(
-    platform: Platform, routers: Mapping[str, Template]
-) -> None:
-    owner = health_table_owner(platform)
-    for region, template in routers.items():
-        tables = resources_of(template, "AWS::DynamoDB::GlobalTable")
-        assert resources_of(template, "AWS::DynamoDB::Table") == {}
-        assert len(tables) == (1 if region == owner else 0)
-    table = _one(routers[owner], "AWS::DynamoDB::GlobalTable")
-    assert table["TableName"] == f"{platform.name}-health"
-    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
-    assert table["TimeToLiveSpecification"] == {"AttributeName": HEALTH_TTL_ATTRIBUTE, "Enabled": True}
-    assert table["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS"}
-    replicas = {r["Region"]: r for r in table["Replicas"]}
-    assert set(replicas) == set(platform.region_names)
-    for region, replica in replicas.items():
-        assert replica["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-        assert replica["DeletionProtectionEnabled"] is True
-        key = replica["SSESpecification"]["KMSMasterKeyId"]
-        if region == owner:
-            assert key == {"Fn::GetAtt": [_logical_id(routers[owner], "AWS::KMS::Key", "RouterKey"), "Arn"]}
-        else:  # the replica cell's own router key, by its deterministic alias
-            assert key == f"arn:aws:kms:{region}:{platform.account}:alias/{platform.name}-router-{region}"
-            alias = resources_of(routers[region], "AWS::KMS::Alias")[
-                _logical_id(routers[region], "AWS::KMS::Alias", "RouterKeyAlias")
-            ]["Properties"]
-            assert alias["AliasName"] == f"alias/{platform.name}-router-{region}"
-
-
-def test_every_cell_backs_up_its_replica_to_a_cmk_vault(platform: Platform, routers: Mapping[str, Template]) -> None:
-    owner = health_table_owner(platform)
-    for region, template in routers.items():
-        selection = _one(template, "AWS::Backup::BackupSelection")["BackupSelection"]
-        (resource,) = selection["Resources"]
-        if region == owner:
-            table = _logical_id(template, "AWS::DynamoDB::GlobalTable", "HealthTable")
-            assert resource == {"Fn::GetAtt": [table, "Arn"]}
-        else:
-            assert resource == f"arn:aws:dynamodb:{region}:{platform.account}:table/{platform.name}-health"
-        vault = _one(template, "AWS::Backup::BackupVault")
-        assert "EncryptionKeyArn" in vault
-        plan = _one(template, "AWS::Backup::BackupPlan")["BackupPlan"]
-        assert plan["BackupPlanRule"][0]["Lifecycle"]["DeleteAfterDays"] >= 35
-
-
-def test_global_table_owner_deploys_after_the_other_cells(platform: Platform, assembly: Any) -> None:
-    owner = assembly.routers[health_table_owner(platform)]
-    others = {r for region, r in assembly.routers.items() if region != health_table_owner(platform)}
-    assert others <= set(owner.dependencies)
+def test_no_stack_has_a_dynamodb_table_grant_endpoint_or_backup(templates: Mapping[str, Template]) -> None:
+    """The router's shared state is the fleet store: no table, replica, backup of one, IAM or endpoint statement,
+    key use through DynamoDB or gateway endpoint for it is left in any template (docs/design-notes.md)."""
+    for name, template in templates.items():
+        types = {r["Type"] for r in template.get("Resources", {}).values()}
+        assert not {t for t in types if t.startswith(("AWS::DynamoDB::", "AWS::Backup::"))}, name
+        assert "dynamodb" not in json.dumps(template).lower(), name
 
 
 # --- AppConfig -------------------------------------------------------------------------------------------------

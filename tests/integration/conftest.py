@@ -1,4 +1,4 @@
-"""The router against the emulator through real boto3 clients, moto in server mode for DynamoDB, and the
+"""The router against the emulator through real boto3 clients, redis-server as the fleet store, and the
 emulator's AppConfig extension stand-in: one LocalWorld per module, reset before every test."""
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from local.localrun import Latency, LocalWorld
 
 @pytest.fixture(scope="module")
 def world_started() -> Iterator[LocalWorld]:
-    with LocalWorld(
-        latency=Latency(ttft_ms=5.0, ms_per_token=0.0), config_ttl_s=0.3, health_cache_ttl_s=0.2, store_backoff_s=1.0
-    ) as world:
+    with LocalWorld(latency=Latency(ttft_ms=5.0, ms_per_token=0.0), config_ttl_s=0.3) as world:
         yield world
 
 

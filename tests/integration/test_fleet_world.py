@@ -25,8 +25,6 @@ def fleet_started() -> Iterator[FleetWorld]:
         reserved_concurrency=RESERVED,
         latency=Latency(ttft_ms=5.0, ms_per_token=0.0),
         config_ttl_s=0.3,
-        health_cache_ttl_s=0.2,
-        store_backoff_s=1.0,
     ) as world:
         yield world
 

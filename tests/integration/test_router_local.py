@@ -1,5 +1,5 @@
 """Through the local API Gateway-shaped endpoint: the router's real handler, real boto3 runtime clients against the
-emulator, DynamoDB on moto's server, routing tables from the AppConfig extension stand-in."""
+emulator, the fleet store on redis-server, routing tables from the AppConfig extension stand-in."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def world(request: pytest.FixtureRequest) -> Iterator[LocalWorld]:
     Lambda environment would, so as it stands it cannot show a spill."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(local.localrun.world, "serialized", lambda handler: handler)
-        with LocalWorld(latency=LATENCY, moto=False, redis=request.param == "fleet store") as w:
+        with LocalWorld(latency=LATENCY, redis=request.param == "fleet store") as w:
             yield w
 
 

@@ -23,8 +23,6 @@ def fleet() -> Iterator[FleetWorld]:
         reserved_concurrency=1,
         latency=Latency(ttft_ms=5.0, ms_per_token=40.0),
         config_ttl_s=0.3,
-        health_cache_ttl_s=0.2,
-        store_backoff_s=1.0,
     ) as world:
         yield world
 

@@ -556,10 +556,8 @@ def test_the_handler_wires_the_fleet_from_the_environment(
 ) -> None:
     url = f"redis://127.0.0.1:{redis_port}/0"
     monkeypatch.setenv("SPILLWAY_FLEET_STORE_URL", url)
-    monkeypatch.setenv("SPILLWAY_HEALTH_TABLE", "spillway-health")
     built = handler.build_router()
     assert built.fleet is not None
-    assert built.store is None  # the fleet store supersedes the DynamoDB health table
     assert parse_url(url) == built.fleet.store.address  # type: ignore[attr-defined]
     h = Harness(table_doc)
     try:

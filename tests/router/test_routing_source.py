@@ -237,12 +237,11 @@ def test_handler_survives_a_dead_extension_on_the_bundled_table(
     monkeypatch.setenv("SPILLWAY_APPCONFIG_PROFILE", PROFILE)
     monkeypatch.setenv("SPILLWAY_APPCONFIG_URL", "http://127.0.0.1:9")  # refuses
     monkeypatch.setenv("SPILLWAY_BUNDLED_TABLE", str(bundled))
-    monkeypatch.setenv("SPILLWAY_HEALTH_TABLE", "spillway-health")
-    monkeypatch.setenv("SPILLWAY_HEALTH_TABLE_ENDPOINT_URL", "http://127.0.0.1:9")  # refuses too
+    monkeypatch.setenv("SPILLWAY_FLEET_STORE_URL", "redis://127.0.0.1:9/0")  # refuses too
     handler.set_router(None)
     try:
         router = handler.get_router()
-        assert router.store is not None
+        assert router.fleet is not None
         router.backends.update({"bedrock": ScriptedBackend(), "sagemaker": ScriptedBackend()})
         response = handler.lambda_handler(
             api_event("POST", "/v1/features/summarize-thread/converse", body={"messages": [
@@ -251,6 +250,6 @@ def test_handler_survives_a_dead_extension_on_the_bundled_table(
         assert response["statusCode"] == 200
         health = body_of(handler.lambda_handler(api_event("GET", "/v1/health", content_type=None), LambdaContext()))
         assert health["config"]["source"] == "bundled"
-        assert health["store"]["last_error"] == "EndpointConnectionError"
+        assert health["store"]["last_error"] == "ConnectionRefusedError"  # the store failed open: still served
     finally:
         handler.set_router(None)

@@ -308,7 +308,7 @@ def test_unexpected_router_failure_leaks_nothing(
     def broken(*args: Any, **kw: Any) -> Any:
         raise ValueError(f"could not route {args!r} {CANARY}")
 
-    monkeypatch.setattr(h.router, "sync_health", broken)
+    monkeypatch.setattr(h.router.shadower, "mirror", broken)  # its arguments hold the prompt
     response = h.converse(body=_request("bug"))
     assert response["statusCode"] == 502
     out, err = capsys.readouterr()

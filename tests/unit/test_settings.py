@@ -16,7 +16,7 @@ def test_defaults_outside_lambda() -> None:
     assert settings.appconfig_url == "http://localhost:2772"
     assert settings.bundled_table == ROUTER_DIR / "routing.json"
     assert (settings.in_lambda, settings.warm_at_init) == (False, True)
-    assert settings.health_table is None
+    assert settings.fleet_store_url is None  # local state only
 
 
 def test_every_variable_is_read() -> None:
@@ -31,14 +31,14 @@ def test_every_variable_is_read() -> None:
         "SPILLWAY_CONFIG_TTL_S": "0",
         "SPILLWAY_CONFIG_TIMEOUT_S": "0.25",
         "SPILLWAY_BUNDLED_TABLE": "/tmp/table.json",
-        "SPILLWAY_HEALTH_TABLE": "health",
-        "SPILLWAY_HEALTH_TABLE_ENDPOINT_URL": "http://127.0.0.1:8000",
-        "SPILLWAY_HEALTH_CACHE_TTL_S": "1.5",
-        "SPILLWAY_STORE_BACKOFF_S": "7",
+        "SPILLWAY_FLEET_STORE_URL": "rediss://cache.example:6379",
+        "SPILLWAY_FLEET_STORE_USER": "spillway-router",
+        "SPILLWAY_FLEET_STORE_CACHE": "spillway-fleet",
+        "SPILLWAY_FLEET_STORE_TIMEOUT_S": "0.5",
+        "SPILLWAY_FLEET_STORE_BACKOFF_S": "7",
         "SPILLWAY_ENDPOINT_URL": "http://127.0.0.1:9000",
         "SPILLWAY_ENDPOINT_URL_EU_WEST_1": "http://127.0.0.1:9001",
         "SPILLWAY_DEADLINE_MARGIN_MS": "250",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "2026/12/04/[$LATEST]abc",
         "AWS_LAMBDA_FUNCTION_NAME": "spillway-router",
         "SPILLWAY_WARM_AT_INIT": "0",
     }
@@ -52,16 +52,16 @@ def test_every_variable_is_read() -> None:
         config_ttl_s=0.0,
         config_timeout_s=0.25,
         bundled_table=Path("/tmp/table.json"),
-        health_table="health",
-        health_table_endpoint_url="http://127.0.0.1:8000",
-        health_cache_ttl_s=1.5,
-        store_backoff_s=7.0,
+        fleet_store_url="rediss://cache.example:6379",
+        fleet_store_user="spillway-router",
+        fleet_store_cache="spillway-fleet",
+        fleet_store_timeout_s=0.5,
+        fleet_store_backoff_s=7.0,
         endpoint_urls={
             "SPILLWAY_ENDPOINT_URL": "http://127.0.0.1:9000",
             "SPILLWAY_ENDPOINT_URL_EU_WEST_1": "http://127.0.0.1:9001",
         },
         deadline_margin_ms=250.0,
-        writer="2026/12/04/[$LATEST]abc",
         in_lambda=True,
         warm_at_init=False,
     )
@@ -73,7 +73,7 @@ def test_explicit_appconfig_url_and_default_region() -> None:
 
 
 def test_empty_means_unset() -> None:
-    assert Settings.from_environ({"SPILLWAY_CONFIG_TTL_S": "", "SPILLWAY_HEALTH_TABLE": " "}) == Settings()
+    assert Settings.from_environ({"SPILLWAY_CONFIG_TTL_S": "", "SPILLWAY_FLEET_STORE_URL": " "}) == Settings()
 
 
 @pytest.mark.parametrize(
@@ -83,14 +83,14 @@ def test_empty_means_unset() -> None:
         ("SPILLWAY_CONFIG_TTL_S", "-1", "must be a number >= 0"),
         ("SPILLWAY_CONFIG_TTL_S", "nan", "must be a number >= 0"),
         ("SPILLWAY_CONFIG_TIMEOUT_S", "0", "must be a number >= 0.001"),
-        ("SPILLWAY_HEALTH_CACHE_TTL_S", "inf", "must be a number >= 0"),
-        ("SPILLWAY_STORE_BACKOFF_S", "1s", "not a number"),
+        ("SPILLWAY_FLEET_STORE_TIMEOUT_S", "inf", "must be a number >= 0.001"),
+        ("SPILLWAY_FLEET_STORE_BACKOFF_S", "1s", "not a number"),
         ("SPILLWAY_DEADLINE_MARGIN_MS", "-5", "must be a number >= 0"),
         ("AWS_APPCONFIG_EXTENSION_HTTP_PORT", "27.5", "not an integer"),
         ("AWS_APPCONFIG_EXTENSION_HTTP_PORT", "0", "must be an integer >= 1"),
         ("SPILLWAY_WARM_AT_INIT", "false", "must be 0 or 1"),
         ("SPILLWAY_APPCONFIG_URL", "localhost:2772", "must be an http:// or https:// URL"),
-        ("SPILLWAY_HEALTH_TABLE_ENDPOINT_URL", "127.0.0.1:8000", "must be an http:// or https:// URL"),
+        ("SPILLWAY_FLEET_STORE_URL", "http://127.0.0.1:6379", "must be a redis:// or rediss:// URL"),
         ("SPILLWAY_ENDPOINT_URL_US_EAST_1", "emulator", "must be an http:// or https:// URL"),
     ],
 )

@@ -90,7 +90,7 @@ AVAILABLE, COOLING, BUSY, OPEN = 0, 1, 2, 3
 
 @dataclass(frozen=True, slots=True)
 class BreakerRecord:
-    """The shareable part of a breaker (what a DynamoDB item would hold)."""
+    """The shareable part of a breaker (what another instance may learn of it: HealthBoard.merge)."""
 
     target: str
     state: BreakerState

@@ -13,22 +13,17 @@ router is built (at Lambda init), never a silent default. Unset or empty means t
 - ``SPILLWAY_CONFIG_TIMEOUT_S`` (default 0.5, > 0): one fetch from the extension.
 - ``SPILLWAY_BUNDLED_TABLE``: the routing table bundled in the asset (default ``routing.json`` beside handler.py).
 - ``SPILLWAY_FLEET_STORE_URL``: the fleet store (Valkey): ``redis://127.0.0.1:PORT/0`` locally, ``rediss://HOST:PORT``
-  in AWS. Set, breakers and provisioned occupancy are decided on the fleet's shared state (spillway/fleet.py) and the
-  DynamoDB health table below is not used. ``SPILLWAY_FLEET_STORE_USER`` and ``SPILLWAY_FLEET_STORE_CACHE``: the
-  ElastiCache IAM user id and cache name (rediss:// with IAM authentication). ``SPILLWAY_FLEET_STORE_TIMEOUT_S``
+  in AWS. Set, breakers and provisioned occupancy are decided on the fleet's shared state (spillway/fleet.py); unset,
+  each instance keeps its own (local state only). ``SPILLWAY_FLEET_STORE_USER`` and ``SPILLWAY_FLEET_STORE_CACHE``:
+  the ElastiCache IAM user id and cache name (rediss:// with IAM authentication). ``SPILLWAY_FLEET_STORE_TIMEOUT_S``
   (default 0.25, > 0): connect and read timeouts; ``SPILLWAY_FLEET_STORE_BACKOFF_S`` (default 5, >= 0): local state
   only for this long after a store error.
-- ``SPILLWAY_HEALTH_TABLE``: the DynamoDB table of shared breaker state. Unset: breakers stay local.
-- ``SPILLWAY_HEALTH_TABLE_ENDPOINT_URL``: a DynamoDB endpoint override (local testing only).
-- ``SPILLWAY_HEALTH_CACHE_TTL_S`` (default 2, >= 0): how often an instance reads the shared breakers.
-- ``SPILLWAY_STORE_BACKOFF_S`` (default 5, >= 0): how long the store stays quiet after a DynamoDB error.
 - ``SPILLWAY_ENDPOINT_URL_<REGION>`` (e.g. ``SPILLWAY_ENDPOINT_URL_US_EAST_1``) and ``SPILLWAY_ENDPOINT_URL``: model
   runtime endpoint overrides (the local emulator), handed to the backends' client pool. Unset in AWS.
 - ``SPILLWAY_DEADLINE_MARGIN_MS`` (default 500, >= 0): kept back from the Lambda's remaining time to answer in. Keep
   the Lambda timeout at or under API Gateway's integration timeout (29 s by default), so the router answers 504.
-- ``AWS_LAMBDA_LOG_STREAM_NAME`` (set by Lambda): this instance's ``writer`` in the health table.
 - ``AWS_LAMBDA_FUNCTION_NAME`` (set by Lambda): when present, the router is built at init (so a bad setting fails
-  the init) and warmed (routing table, runtime clients, shared breakers) so the first request does not pay for it;
+  the init) and warmed (routing table, runtime clients, fleet store) so the first request does not pay for it;
   ``SPILLWAY_WARM_AT_INIT=0`` turns the warming off (``1``, the default, leaves it on; anything else is an error).
 
 Read elsewhere, because they are set per invocation or belong to a library: ``_X_AMZN_TRACE_ID`` and
@@ -71,13 +66,8 @@ class Settings:
     fleet_store_cache: str | None = None
     fleet_store_timeout_s: float = 0.25
     fleet_store_backoff_s: float = 5.0
-    health_table: str | None = None
-    health_table_endpoint_url: str | None = None
-    health_cache_ttl_s: float = 2.0
-    store_backoff_s: float = 5.0
     endpoint_urls: Mapping[str, str] = field(default_factory=dict)
     deadline_margin_ms: float = 500.0
-    writer: str | None = None
     in_lambda: bool = False
     warm_at_init: bool = True
 
@@ -102,13 +92,8 @@ class Settings:
                 "SPILLWAY_FLEET_STORE_TIMEOUT_S", cls.fleet_store_timeout_s, minimum=0.001
             ),
             fleet_store_backoff_s=env.number("SPILLWAY_FLEET_STORE_BACKOFF_S", cls.fleet_store_backoff_s, minimum=0.0),
-            health_table=env.text("SPILLWAY_HEALTH_TABLE"),
-            health_table_endpoint_url=env.url("SPILLWAY_HEALTH_TABLE_ENDPOINT_URL"),
-            health_cache_ttl_s=env.number("SPILLWAY_HEALTH_CACHE_TTL_S", cls.health_cache_ttl_s, minimum=0.0),
-            store_backoff_s=env.number("SPILLWAY_STORE_BACKOFF_S", cls.store_backoff_s, minimum=0.0),
             endpoint_urls=env.endpoint_urls(),
             deadline_margin_ms=env.number("SPILLWAY_DEADLINE_MARGIN_MS", cls.deadline_margin_ms, minimum=0.0),
-            writer=env.text("AWS_LAMBDA_LOG_STREAM_NAME"),
             in_lambda=env.text("AWS_LAMBDA_FUNCTION_NAME") is not None,
             warm_at_init=env.flag("SPILLWAY_WARM_AT_INIT", default=True),
         )

@@ -16,7 +16,7 @@ Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``Spillway``; every
   No time to first token yet: the backends do not stream, so there is none to measure;
 - dimensions ``feature`` and ``service_tier``: ServedByTier (the Bedrock tier the answer says served);
 - dimension ``target``: BreakerOpens, BreakerCloses, BreakerRemoteOpens (learned from the shared store);
-- dimension ``operation``: StoreErrors, StoreWriteRejected; dimension ``event``: ConfigEvents.
+- dimension ``operation``: StoreErrors; dimension ``event``: ConfigEvents.
 """
 
 from __future__ import annotations
@@ -219,12 +219,6 @@ def breaker_event(event: Transition) -> None:
 def store_error(operation: str, code: str) -> None:
     _group({"operation": operation}, {"StoreErrors": (_COUNT, 1)})
     logger.warning("store_error", extra={"operation": operation, "code": code})
-
-
-def store_write(target: str, accepted: bool) -> None:
-    if not accepted:
-        _group({"operation": "write"}, {"StoreWriteRejected": (_COUNT, 1)})
-    logger.info("store_write", extra={"target": target, "accepted": accepted})
 
 
 def config_event(kind: str, detail: str) -> None:
