@@ -272,7 +272,10 @@ _STREAM_OK = {
         "attempts, route: [{target, outcome, code}], usage, ttft_ms, error: {code, message} when complete is false}. "
         "A stream without a last `spillway` event, or with complete false, was cut: its partial answer is not whole. "
         "The headers go out with the first event: x-spillway-route lists the abandoned attempts and the serving "
-        "target as `=first_token`."
+        "target as `=first_token`. After 60 s with nothing to send the router sends the comment line "
+        "`: keep-alive` (SSE clients ignore it). One sent before the first token opens the answer without the route "
+        "headers; if no target then serves, the last `spillway` event has complete false, error {code, message, "
+        "request_id}, status and retry_after_s: the error answer it would have been."
     ),
     "headers": {
         "x-spillway-target": {

@@ -53,7 +53,7 @@ from spillway.health import HealthBoard
 from spillway.routing_source import CANARY_SUFFIX, RoutingSource, Snapshot
 from spillway.settings import Settings
 from spillway.shadow import Shadower
-from spillway.stream_route import StreamHead, StreamTail
+from spillway.stream_route import KeepAlive, StreamHead, StreamItem, StreamTail
 from spillway.telemetry import logger, tracer
 
 JSON = "application/json"
@@ -578,6 +578,9 @@ class _ConverseEvents:
     def failure(self, result: RouteResult) -> Response[str]:
         return _failure(result, self.request_id, _route_headers(result))
 
+    def unserved(self, result: RouteResult) -> bytes:
+        return sse.event(sse.TRAILER_EVENT, _unserved_trailer(result, self.request_id))
+
 
 class _ChatChunks:
     """How the OpenAI door writes a stream: chat.completion.chunk lines, then [DONE]; an error line if it broke."""
@@ -600,6 +603,10 @@ class _ChatChunks:
     def failure(self, result: RouteResult) -> Response[str]:
         return _openai_error(_route_error(result), self.request_id, _route_headers(result))
 
+    def unserved(self, result: RouteResult) -> bytes:
+        """After a keep-alive opened the answer: the error answer it would have been, as OpenAI's error line."""
+        return openai_stream.line(openai_api.error_body(_route_error(result)))
+
 
 StreamRender = _ConverseEvents | _ChatChunks
 
@@ -613,30 +620,76 @@ def _relay(
     route_name = snapshot.route_name(feature, request_id)
     canary = route_name != feature
     stream = engine.stream(route_name, request, deadline_ms=_deadline_ms(router, remaining_ms))
+
+    def tail_seen(tail: StreamTail) -> None:
+        _record(feature, tail.result, canary=canary)
+        telemetry.record_stream(feature, tail)
+
     try:
-        for item in stream:
-            if isinstance(item, StreamHead):
-                yield sse.prelude(200, {**_stream_headers(item), "x-spillway-request-id": request_id})
-            elif isinstance(item, StreamTail):
-                _record(feature, item.result, canary=canary)
-                telemetry.record_stream(feature, item)
-                if item.result.target is None:  # no first token anywhere: an ordinary error answer
-                    yield from _buffered(render.failure(item.result))
-                else:
-                    yield render.tail(item)
-            else:
-                data = render.event(*item)
-                if data:
-                    yield data
+        yield from stream_answer(stream, request_id, tail_seen, render)
     finally:
         stream.close()
+
+
+def stream_answer(
+    items: Iterator[StreamItem],
+    request_id: str,
+    tail_seen: Callable[[StreamTail], None],
+    render: StreamRender | None = None,
+) -> Iterator[bytes]:
+    """The engine's stream on the wire, written by ``render`` (default: converse-stream's events). The prelude goes
+    out with the first token, or with the first keep-alive when none has come within ``KEEP_ALIVE_S`` (an SSE
+    comment, which clients ignore: API Gateway closes a stream idle for 5 minutes). A request no target served is
+    then an ordinary error answer if nothing has gone out yet, else the render's in-band end with the error it would
+    have been (converse-stream: the ``spillway`` event, complete false, its status among it)."""
+    render = _ConverseEvents(request_id) if render is None else render
+    opened = False
+    for item in items:
+        if isinstance(item, KeepAlive):
+            if not opened:
+                yield sse.prelude(200, {**sse.STREAM_HEADERS, "x-spillway-request-id": request_id})
+                opened = True
+            yield sse.KEEP_ALIVE
+        elif isinstance(item, StreamHead):
+            if not opened:  # once the prelude is out, the route is told by the last event only
+                yield sse.prelude(200, {**_stream_headers(item), "x-spillway-request-id": request_id})
+                opened = True
+        elif isinstance(item, StreamTail):
+            tail_seen(item)
+            if item.result.target is not None:
+                yield render.tail(item)
+            elif not opened:  # no first token anywhere, nothing sent: an ordinary error answer
+                yield from _buffered(render.failure(item.result))
+            else:
+                yield render.unserved(item.result)
+        else:
+            data = render.event(*item)
+            if data:
+                yield data
+
+
+def _unserved_trailer(result: RouteResult, request_id: str) -> dict[str, Any]:
+    """The last event of a stream opened by a keep-alive that no target then served: the error answer's code,
+    message and status, in the trailer's shape."""
+    error = _route_error(result)
+    trailer: dict[str, Any] = {
+        "complete": False,
+        "target": None,
+        "attempts": result.attempts_sent,
+        "route": [{"target": a.target, "outcome": a.outcome.value, "code": a.code} for a in result.attempts],
+        "ttft_ms": None,
+        "error": {"code": error.code, "message": error.message, "request_id": request_id},
+        "status": error.status,
+    }
+    if error.retry_after_s is not None:
+        trailer["retry_after_s"] = error.retry_after_s
+    return trailer
 
 
 def _stream_headers(head: StreamHead) -> dict[str, str]:
     route = [f"{a.target}={a.outcome.value}" for a in head.attempts] + [f"{head.target}=first_token"]
     return {
-        "Content-Type": sse.EVENT_STREAM,
-        "Cache-Control": "no-cache",
+        **sse.STREAM_HEADERS,
         "x-spillway-target": head.target,
         "x-spillway-attempts": str(sum(1 for a in head.attempts if a.sent) + 1),
         "x-spillway-route": ",".join(route),

@@ -13,6 +13,9 @@ STAGE = "prod"
 API_ID = "local00001"
 ACCOUNT = "111122223333"
 CONVERSE_RESOURCE = "/v1/features/{feature}/converse"
+STREAM_RESOURCE = "/v1/features/{feature}/converse-stream"  # integrated with responseTransferMode: STREAM
+FEATURE_RESOURCES = {"converse": CONVERSE_RESOURCE, "converse-stream": STREAM_RESOURCE}
+CHAT_RESOURCE = "/v1/chat/completions"  # the OpenAI door: integrated with responseTransferMode: STREAM too
 # Test-only header: the Lambda's remaining time for this request (deadline pressure). API Gateway never sends it.
 REMAINING_HEADER = "x-local-remaining-ms"
 DEFAULT_REMAINING_MS = 29_000.0  # API Gateway's integration timeout: what a Lambda has left at most
@@ -20,8 +23,8 @@ DEFAULT_REMAINING_MS = 29_000.0  # API Gateway's integration timeout: what a Lam
 
 def _resource(path: str) -> tuple[str, dict[str, str] | None]:
     parts = path.strip("/").split("/")
-    if len(parts) == 4 and parts[0] == "v1" and parts[1] == "features" and parts[3] == "converse":
-        return CONVERSE_RESOURCE, {"feature": unquote(parts[2])}
+    if len(parts) == 4 and parts[0] == "v1" and parts[1] == "features" and parts[3] in FEATURE_RESOURCES:
+        return FEATURE_RESOURCES[parts[3]], {"feature": unquote(parts[2])}
     return path, None
 
 

@@ -1,30 +1,37 @@
 """One execution environment of the fleet world: ``python -m local.localrun.environment FD_IN FD_OUT``.
 
-A fresh Python process, as Lambda starts one: it imports the router's handler (its init: the routing table, the
-runtime clients and the shared state are warmed there, as ``AWS_LAMBDA_FUNCTION_NAME`` is set), says how long that
-took, then serves one event at a time from its dispatcher (local/localrun/fleet.py) over a pipe. Between events the
-dispatcher freezes it (SIGSTOP), so nothing of it runs until the next event, as in Lambda.
+A fresh Python process, as Lambda starts one, that runs the router's own runtime loop (lambdas/router/runtime_loop.py,
+the entry ``runtime-wrapper`` starts in AWS) as a script, against the Runtime API its dispatcher serves for it
+(``AWS_LAMBDA_RUNTIME_API``, local/localrun/runtime_api.py): the loop imports ``_HANDLER``'s module (the router's
+init: routing table, runtime clients and shared state are warmed there, as ``AWS_LAMBDA_FUNCTION_NAME`` is set), then
+takes one event at a time from ``next`` and answers it buffered or streamed, exactly as in Lambda. The dispatcher
+(local/localrun/fleet.py) freezes the process (SIGSTOP) once it asks for its next event.
 
-Frames both ways: a 4-byte big-endian length, then JSON. In: ``{"op": "invoke", "event", "request_id",
-"remaining_ms"}``, ``{"op": "stats"}`` or ``{"op": "rebuild"}`` (a fresh router in this process, for the
-world's reset). Out: ``{"ready": true, "init_ms", "pid"}`` once, then one answer per
-frame in: ``{"result": ...}`` or ``{"stats": ...}``. The router's stdout (EMF metric lines and logs, CloudWatch's in
-Lambda) goes wherever the dispatcher pointed stdout; the pipe carries nothing but frames.
+Beside the loop, a control thread serves the world's own look inside over a pipe (never traffic, never during an
+event: the dispatcher sends a frame only to an idle environment): ``{"op": "stats"}`` (what the shared-state
+clients report) and ``{"op": "rebuild"}`` (a fresh router in this process, for the world's reset). Frames both ways:
+a 4-byte big-endian length, then JSON. Out first, once: ``{"pid", "started"}`` (``time.monotonic()`` before the
+init, so the dispatcher can tell the init's own time from the process start). The router's stdout and stderr
+(EMF metric lines and logs, CloudWatch's in Lambda) go wherever the dispatcher pointed them.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
+import runpy
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTER_ROOT = ROOT / "lambdas" / "router"
+RUNTIME_LOOP = ROUTER_ROOT / "runtime_loop.py"
+HANDLER = "handler.lambda_handler"
+STREAM_HANDLER = "handler.lambda_stream_handler"
 HEADER = struct.Struct(">I")
 
 
@@ -74,41 +81,29 @@ def store_stats(handler: Any) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str]) -> int:
-    fd_in, fd_out = int(argv[1]), int(argv[2])
-    started = time.perf_counter()
-    for path in (str(ROUTER_ROOT), str(ROOT)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    import handler  # noqa: PLC0415 (the import is the measured init)
-    from local.localrun.apigw import LocalContext  # noqa: PLC0415
-
-    init_ms = (time.perf_counter() - started) * 1000.0
-    write_frame(fd_out, {"ready": True, "init_ms": round(init_ms, 1), "pid": os.getpid()})
-    while True:
-        frame = read_frame(fd_in)
-        if frame is None:
-            return 0
-        if frame.get("op") == "stats":
+def control(fd_in: int, fd_out: int) -> None:
+    """The world's look inside, between events (the handler module is the one the loop imported)."""
+    while (frame := read_frame(fd_in)) is not None:
+        handler = sys.modules.get(HANDLER.partition(".")[0])
+        if handler is None:
+            write_frame(fd_out, {"error": "the handler is not loaded"})
+        elif frame.get("op") == "stats":
             write_frame(fd_out, {"stats": store_stats(handler)})
-            continue
-        if frame.get("op") == "rebuild":  # the world's reset: fresh router state without a new cold start
+        elif frame.get("op") == "rebuild":  # the world's reset: fresh router state without a new cold start
             handler.set_router(None)
             handler.get_router().warm()
             write_frame(fd_out, {"rebuilt": True})
-            continue
-        context = LocalContext(frame["request_id"], float(frame["remaining_ms"]))
-        if frame.get("op") == "stream":  # the streaming integration: each chunk leaves as the function yields it
-            try:
-                for chunk in handler.lambda_stream_handler(frame["event"], context):
-                    write_frame(fd_out, {"chunk": base64.b64encode(chunk).decode()})
-            finally:
-                sys.stdout.flush()
-                write_frame(fd_out, {"end": True})
-            continue
-        result = handler.lambda_handler(frame["event"], context)
-        sys.stdout.flush()
-        write_frame(fd_out, {"result": result})
+        else:
+            write_frame(fd_out, {"error": f"unknown op {frame.get('op')!r}"})
+
+
+def main(argv: list[str]) -> int:
+    fd_in, fd_out = int(argv[1]), int(argv[2])
+    write_frame(fd_out, {"pid": os.getpid(), "started": time.monotonic()})
+    threading.Thread(target=control, args=(fd_in, fd_out), name="local-control", daemon=True).start()
+    sys.argv = [str(RUNTIME_LOOP)]
+    runpy.run_path(str(RUNTIME_LOOP), run_name="__main__")  # exits with the loop's status (sys.exit)
+    return 1
 
 
 if __name__ == "__main__":

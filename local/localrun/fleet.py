@@ -19,7 +19,6 @@ Gateway's integration timeout. Either way Lambda replaces it with a fresh one on
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -34,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from local.localrun.environment import HEADER, ROOT
+from local.localrun.apigw import CHAT_RESOURCE, STREAM_RESOURCE
+from local.localrun.environment import HANDLER, HEADER, ROOT, ROUTER_ROOT, STREAM_HANDLER
+from local.localrun.runtime_api import Answer, NoAnswer, RuntimeApiStandIn
 from local.localrun.server import InvocationError
 
 JSON_HEADERS = [("content-type", "application/json")]
@@ -44,6 +45,16 @@ GATEWAY_504 = (504, b'{"message": "Endpoint request timed out"}')
 DEFAULT_TIMEOUT_MS = 29_000.0  # API Gateway's integration timeout, the router Lambda's timeout at most
 ENVIRONMENT_HEADER = "x-local-environment"
 READY_TIMEOUT_S = 60.0  # a cold start on a loaded 2-core machine, with room
+PARK_TIMEOUT_S = 10.0  # from an answer to the runtime's next `next`: its few lines after the handler returns
+# What the function's configuration sets in AWS to start the router's runtime loop (stacks/constructs/
+# router_function.py, RouterFunction.runtime_environment; a test holds the two equal), but the wrapper: the
+# environment runs runtime_loop.py itself, as runtime-wrapper does.
+RUNTIME_ENVIRONMENT = {
+    "_HANDLER": HANDLER,
+    "SPILLWAY_STREAM_HANDLER": STREAM_HANDLER,
+    "SPILLWAY_STREAM_ROUTES": f"POST {STREAM_RESOURCE},POST {CHAT_RESOURCE}",
+    "LAMBDA_TASK_ROOT": str(ROUTER_ROOT),
+}
 
 
 class EnvironmentGone(Exception):
@@ -56,16 +67,17 @@ class EnvironmentGone(Exception):
 
 @dataclass(eq=False)  # identity: environments live in sets
 class Environment:
-    """One execution environment: a process, the two pipe ends to it, and its life so far."""
+    """One execution environment: a process, its Runtime API, the control pipe's two ends, and its life so far."""
 
     index: int
     proc: subprocess.Popen[bytes]
+    api: RuntimeApiStandIn
     to_env: int
     from_env: int
     log: IO[bytes]
     spawned_s: float
-    cold_start_ms: float = 0.0  # spawn to ready, measured here: interpreter, import, init
-    init_ms: float = 0.0  # the import and init alone, measured inside
+    cold_start_ms: float = 0.0  # spawn to its first `next`, measured here: interpreter, import, init
+    init_ms: float = 0.0  # the runtime loop's init alone: from the process's first line to its first `next`
     invocations: int = 0
     frozen: bool = False
     alive: bool = True
@@ -74,6 +86,10 @@ class Environment:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def running(self) -> bool:
+        """Whether the process still runs (Lambda knows when its runtime exits)."""
+        return self.alive and self.proc.poll() is None
 
     def freeze(self) -> None:
         """SIGSTOP, and wait until the kernel has stopped it: once this returns, none of its threads runs."""
@@ -101,7 +117,7 @@ class Environment:
             raise EnvironmentGone(timed_out=False) from None
 
     def receive(self, deadline: float) -> Any:
-        """The next frame, waiting until `deadline` (monotonic) at most."""
+        """The next control frame, waiting until `deadline` (monotonic) at most."""
         while True:
             if len(self._buffer) >= HEADER.size:
                 size = HEADER.unpack(self._buffer[: HEADER.size])[0]
@@ -123,14 +139,30 @@ class Environment:
                 raise EnvironmentGone(timed_out=False)
             self._buffer += chunk
 
+    def progress(self, request_id: str, deadline: float) -> Iterator[bytes | Answer]:
+        """The invocation's streamed chunks as they arrive, then its answer; raises EnvironmentGone."""
+        try:
+            yield from self.api.progress(request_id, deadline=deadline, alive=self.running)
+        except NoAnswer as none:
+            raise EnvironmentGone(none.timed_out) from None
+
+    def park(self, deadline: float) -> None:
+        """Wait for the runtime's next `next` (where Lambda freezes an environment), then freeze it."""
+        try:
+            if not self.api.wait_parked(deadline=deadline, alive=self.running):
+                raise EnvironmentGone(timed_out=False)  # an init error
+        except NoAnswer as none:
+            raise EnvironmentGone(none.timed_out) from None
+        self.freeze()
+
     def crash(self) -> None:
         """SIGKILL, as a crash, an out-of-memory kill or a host failure ends an environment; the thread waiting on
-        its event sees the pipe close and cleans up (:meth:`kill`)."""
+        its event sees the process gone and cleans up (:meth:`kill`)."""
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
 
     def kill(self) -> None:
-        """End the environment and release its pipes and log."""
+        """End the environment and release its Runtime API, pipes and log."""
         if self.alive:
             self.alive = False
             with contextlib.suppress(ProcessLookupError):
@@ -138,6 +170,7 @@ class Environment:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGCONT)  # a stopped process dies on SIGKILL too; this just reaps faster
             self.proc.wait()
+            self.api.close_soon()
             for fd in (self.to_env, self.from_env):
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -198,10 +231,12 @@ class Fleet:
         with self._lock:
             index = self._next_index
             self._next_index += 1
-        env = dict(self.env)
+        env = {**RUNTIME_ENVIRONMENT, **self.env}  # the router's entry, unless `env` names another function
         env["AWS_LAMBDA_LOG_STREAM_NAME"] = f"local/[$LATEST]env-{index:03d}"
         if self.per_environment is not None:
             env.update(self.per_environment(index))
+        api = RuntimeApiStandIn().__enter__()
+        env["AWS_LAMBDA_RUNTIME_API"] = api.address
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         log = (self.log_dir / f"env-{index:03d}.log").open("wb")
@@ -216,17 +251,24 @@ class Fleet:
                 stderr=subprocess.STDOUT,
                 pass_fds=(to_child_r, from_child_w),
             )
+        except BaseException:
+            api.__exit__(None, None, None)
+            raise
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
-        environment = Environment(index, proc, to_child_w, from_child_r, log, spawned)
+        environment = Environment(index, proc, api, to_child_w, from_child_r, log, spawned)
+        deadline = spawned + READY_TIMEOUT_S
         try:
-            ready = environment.receive(time.monotonic() + READY_TIMEOUT_S)
-        except EnvironmentGone:
+            hello = environment.receive(deadline)
+            if not api.wait_parked(deadline=deadline, alive=environment.running):
+                raise EnvironmentGone(timed_out=False)  # it reported an init error
+        except (EnvironmentGone, NoAnswer):
             environment.kill()
             raise RuntimeError(f"environment {index} failed its init (see {log.name})") from None
-        environment.cold_start_ms = round((time.monotonic() - spawned) * 1000.0, 1)
-        environment.init_ms = float(ready.get("init_ms", 0.0))
+        ready = api.first_next_at or time.monotonic()
+        environment.cold_start_ms = round((ready - spawned) * 1000.0, 1)
+        environment.init_ms = round((ready - float(hello["started"])) * 1000.0, 1)
         with self._lock:
             self.cold_starts.append(ColdStart(index, environment.cold_start_ms, environment.init_ms, on_request))
         return environment
@@ -254,7 +296,7 @@ class Fleet:
                     with lock:
                         errors.append(exc)
                     return
-                environment.freeze()
+                environment.freeze()  # parked in `next`, as Lambda leaves an initialised environment
                 with lock:
                     started.append(environment)
 
@@ -319,40 +361,77 @@ class Fleet:
 
     def invoke_stream(self, event: dict[str, Any], context: Any) -> Iterator[bytes]:
         """One event through the fleet's streaming integration (InvokeWithResponseStream): the chunks as the
-        environment writes them. The environment stays busy (thawed) until its stream ends; a caller that leaves
-        early does not stop it (Lambda's function also runs to its end), its chunks are read and dropped."""
+        runtime posts them. A caller that leaves early does not stop the function (Lambda's runs to its end too):
+        the rest is read and dropped before the environment is frozen."""
+        parts = self._run(event, context)
+        try:
+            for part in parts:
+                if isinstance(part, bytes):
+                    yield part
+                elif part.kind != "response" or not part.streamed or part.trailers:
+                    # Before the first chunk: a failed invocation, API Gateway's 502. After it: the stream is cut.
+                    raise InvocationError(*GATEWAY_502, JSON_HEADERS)
+        finally:
+            parts.close()
+
+    def invoke(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """One API Gateway event through the fleet (Invoke): the Lambda handler's signature."""
+        answer = list(self._run(event, context))[-1]
+        assert isinstance(answer, Answer)  # the run's last part, after any chunks
+        if answer.kind != "response" or answer.streamed:  # a function error, or a stream on a buffered integration
+            raise InvocationError(*GATEWAY_502, JSON_HEADERS)
+        try:
+            result: dict[str, Any] = json.loads(answer.body)
+        except ValueError:
+            raise InvocationError(*GATEWAY_502, JSON_HEADERS) from None
+        return result
+
+    def _run(self, event: dict[str, Any], context: Any) -> Iterator[bytes | Answer]:
+        """The one path of every invocation, buffered or streamed: an environment (warm first), the event queued
+        on its Runtime API, its chunks as they arrive and its answer; then, once the runtime asks for its next
+        event, the environment frozen and idle again. A process that exits or overruns costs the event API
+        Gateway's 502 or 504 and the environment."""
         environment = self._environment()
         remaining = float(getattr(context, "get_remaining_time_in_millis", lambda: DEFAULT_TIMEOUT_MS)())
-        request_id = str(getattr(context, "aws_request_id", ""))
+        request_id = str(getattr(context, "aws_request_id", "") or "") or None
         deadline = time.monotonic() + remaining / 1000.0
-        frame = {"op": "stream", "event": event, "request_id": request_id, "remaining_ms": remaining}
-        finished = gone = False
+        finished = False
         try:
             environment.thaw()
-            environment.send(frame)
-            while True:
-                answer = environment.receive(deadline)
-                if answer.get("end"):
+            rid = environment.api.invoke(event, timeout_s=remaining / 1000.0, request_id=request_id)
+            for part in environment.progress(rid, deadline):
+                if isinstance(part, Answer):
                     finished = True
-                    return
-                yield base64.b64decode(answer["chunk"])
+                    if part.kind == "response" and not part.streamed:
+                        _tag_environment(part, environment.index)
+                yield part
         except EnvironmentGone as error:
-            gone = True
             self._discard(environment)
             raise InvocationError(*(GATEWAY_504 if error.timed_out else GATEWAY_502), JSON_HEADERS) from None
-        finally:
-            if not gone:
-                self._end_stream(environment, deadline, drain=not finished)
+        except GeneratorExit:  # the caller left: the function runs on to its end, unread
+            if not finished:
+                self._drain(environment, rid, deadline)
+            else:
+                self._settle(environment)
+            raise
+        self._settle(environment)  # answered: whatever happens to the process now, the event has its answer
 
-    def _end_stream(self, environment: Environment, deadline: float, *, drain: bool) -> None:
-        """Back to idle once its stream has ended (read to the end first if the caller left early)."""
+    def _drain(self, environment: Environment, rid: str, deadline: float) -> None:
         try:
-            while drain and not environment.receive(deadline).get("end"):
+            for _ in environment.progress(rid, deadline):
                 pass
         except EnvironmentGone:
             self._discard(environment)
             return
-        environment.freeze()
+        self._settle(environment)
+
+    def _settle(self, environment: Environment) -> None:
+        """Once its runtime asks for the next event: frozen and idle again (or dropped, if it ended instead)."""
+        try:
+            environment.park(time.monotonic() + PARK_TIMEOUT_S)
+        except EnvironmentGone:
+            self._discard(environment)
+            return
         environment.invocations += 1
         self._release(environment)
 
@@ -372,25 +451,8 @@ class Fleet:
                 self._busy.add(environment)
         return environment
 
-    def invoke(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        """One API Gateway event through the fleet: the Lambda handler's signature."""
-        environment = self._environment()
-        remaining = float(getattr(context, "get_remaining_time_in_millis", lambda: DEFAULT_TIMEOUT_MS)())
-        request_id = str(getattr(context, "aws_request_id", ""))
-        frame = {"op": "invoke", "event": event, "request_id": request_id, "remaining_ms": remaining}
-        try:
-            answer = self._call(environment, frame, remaining / 1000.0)
-        except EnvironmentGone as gone:
-            self._discard(environment)
-            raise InvocationError(*(GATEWAY_504 if gone.timed_out else GATEWAY_502), JSON_HEADERS) from None
-        environment.invocations += 1
-        self._release(environment)
-        result: dict[str, Any] = answer["result"]
-        # Harness only (API Gateway sends no such header): which environment answered, for per-environment figures.
-        result.setdefault("headers", {})[ENVIRONMENT_HEADER] = str(environment.index)
-        return result
-
     def _call(self, environment: Environment, frame: Mapping[str, Any], timeout_s: float) -> Any:
+        """A control frame to an idle environment (thawed, answered, frozen again)."""
         environment.thaw()
         environment.send(frame)
         answer = environment.receive(time.monotonic() + timeout_s)
@@ -409,21 +471,45 @@ class Fleet:
             self._busy.discard(environment)
             self.failures += 1
 
-    def each_idle(self, frame: Mapping[str, Any], timeout_s: float = 10.0) -> list[tuple[int, Any]]:
-        """Send `frame` to every idle environment in turn (thawed, answered, frozen again): the world's own look
-        inside, not traffic. Busy environments are skipped."""
+    def each_idle(self, look: Callable[[Environment], Any]) -> list[tuple[int, Any]]:
+        """``look`` at every idle environment in turn, taken out of dispatch meanwhile: the world's own look
+        inside, not traffic. Busy environments are skipped; one that ends meanwhile is dropped."""
         with self._lock:
             taken, self._idle = list(self._idle), []
             self._busy.update(taken)
         out: list[tuple[int, Any]] = []
-        for environment in taken:
+        for at, environment in enumerate(taken):
             try:
-                out.append((environment.index, self._call(environment, frame, timeout_s)))
+                out.append((environment.index, look(environment)))
             except EnvironmentGone:
                 self._discard(environment)
                 continue
+            except BaseException:
+                for untouched in taken[at:]:  # back to dispatch, whatever the look said
+                    self._release(untouched)
+                raise
             self._release(environment)
         return out
+
+    def control(self, frame: Mapping[str, Any], timeout_s: float = 10.0) -> list[tuple[int, Any]]:
+        """A control frame (``stats``, ``rebuild``: local/localrun/environment.py) to every idle environment."""
+        return self.each_idle(lambda environment: self._call(environment, frame, timeout_s))
+
+    def invoke_each_idle(self, event: dict[str, Any], timeout_s: float = 10.0) -> list[tuple[int, dict[str, Any]]]:
+        """``event`` through each idle environment's Runtime API in turn (the world's look inside: a health check
+        per environment); the answer's proxy result."""
+
+        def call(environment: Environment) -> dict[str, Any]:
+            environment.thaw()
+            rid = environment.api.invoke(event, timeout_s=timeout_s)
+            answer = list(environment.progress(rid, time.monotonic() + timeout_s))[-1]
+            environment.park(time.monotonic() + PARK_TIMEOUT_S)
+            if not isinstance(answer, Answer) or answer.kind != "response" or answer.streamed:
+                raise RuntimeError(f"environment {environment.index} failed the world's look inside")
+            result: dict[str, Any] = json.loads(answer.body)
+            return result
+
+        return self.each_idle(call)
 
     def retire(self, environments: list[Environment]) -> int:
         """End these environments if idle (Lambda recycles environments too); returns how many ended."""
@@ -442,3 +528,14 @@ class Fleet:
             return None
         busy[0].crash()
         return busy[0]
+
+
+def _tag_environment(answer: Answer, index: int) -> None:
+    """Harness only (API Gateway sends no such header): which environment answered, for per-environment figures."""
+    try:
+        result = json.loads(answer.body)
+    except ValueError:
+        return
+    if isinstance(result, dict):
+        result.setdefault("headers", {})[ENVIRONMENT_HEADER] = str(index)
+        answer.body = json.dumps(result).encode()

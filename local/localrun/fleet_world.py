@@ -125,7 +125,7 @@ class FleetWorld(World):
         if self._cold_reset:
             self._warm_up()
         else:
-            fleet.each_idle({"op": "rebuild"}, timeout_s=30.0)
+            fleet.control({"op": "rebuild"}, timeout_s=30.0)
             self._warm_up()  # tops the fleet up to `warm` if an environment was lost
 
     @property
@@ -139,10 +139,9 @@ class FleetWorld(World):
     def environment_health(self) -> list[dict[str, Any]]:
         """``GET /v1/health`` as each idle environment answers it (its own breakers, store and config), in turn."""
         event = to_event("GET", "/v1/health", {}, b"", request_id="world-look")
-        frame = {"op": "invoke", "event": event, "request_id": "world-look", "remaining_ms": 5000.0}
         out = []
-        for index, answer in self.functions.each_idle(frame):
-            doc = json.loads(answer["result"]["body"])
+        for index, result in self.functions.invoke_each_idle(event, timeout_s=5.0):
+            doc = json.loads(result["body"])
             doc["environment"] = index
             out.append(doc)
         return out
@@ -156,7 +155,7 @@ class FleetWorld(World):
 
     def store_stats(self) -> list[tuple[int, Any]]:
         """Per idle environment: what its shared-state clients report (round trips among it)."""
-        return [(index, answer.get("stats")) for index, answer in self.functions.each_idle({"op": "stats"})]
+        return [(index, answer.get("stats")) for index, answer in self.functions.control({"op": "stats"})]
 
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         return self.wait_for(lambda: not self.functions.busy(), timeout_s)

@@ -70,6 +70,8 @@ def test_a_first_request_pays_a_cold_start_and_the_environment_is_frozen_after_i
     [environment] = functions.environments()
     assert environment.pid != os.getpid()
     assert _state(environment.pid) == "T"  # stopped between events: none of its threads run
+    assert environment.api.nexts == 2  # through the Runtime API: the init's `next`, then the one it is frozen in
+    assert environment.api.violations == []
 
 
 def test_a_warm_environment_is_reused_before_a_new_one_starts(fleet: FleetWorld) -> None:
@@ -120,4 +122,22 @@ def test_every_environment_is_given_the_fleet_store(fleet: FleetWorld) -> None:
     for environment in fleet.functions.environments():
         environ = Path(f"/proc/{environment.pid}/environ").read_bytes().split(b"\0")
         assert f"SPILLWAY_FLEET_STORE_URL={fleet.redis.url}".encode() in environ
+        # The router runs through its runtime loop, against this environment's own Runtime API.
+        assert f"AWS_LAMBDA_RUNTIME_API={environment.api.address}".encode() in environ
+        assert b"_HANDLER=handler.lambda_handler" in environ
     assert fleet.redis.command("PING") == b"PONG"
+
+
+def test_the_worlds_look_inside_asks_each_idle_environment_and_leaves_it_idle(fleet: FleetWorld) -> None:
+    fleet.functions.prewarm(RESERVED)
+    health = fleet.environment_health()  # GET /v1/health through each environment's Runtime API
+    assert sorted(doc["environment"] for doc in health) == sorted(e.index for e in fleet.functions.environments())
+    assert all(doc["targets"] for doc in health)
+    stats = fleet.store_stats()  # over the control pipe, beside the loop
+    assert sorted(index for index, _ in stats) == sorted(doc["environment"] for doc in health)
+    assert all(isinstance(doc, dict) for _, doc in stats)
+    assert fleet.functions.busy() == []
+    for environment in fleet.functions.environments():
+        assert _state(environment.pid) == "T"
+        assert environment.api.parked
+    assert fleet.http.converse(FEATURE).status == 200

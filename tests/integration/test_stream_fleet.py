@@ -44,6 +44,9 @@ def test_chunks_pass_through_as_they_come(fleet: FleetWorld) -> None:
     # The environment went back to idle: a buffered call after it is served by the same (only) environment.
     reply = fleet.http.converse(FEATURE)
     assert reply.status == 200
+    [environment] = fleet.functions.environments()
+    assert environment.api.nexts == 3  # both events through the Runtime API, streamed and buffered
+    assert environment.api.violations == []
 
 
 def test_the_openai_doors_chunks_pass_through_as_they_come(fleet: FleetWorld) -> None:

@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 
-from spillway import openai_stream, sse
+import handler
+from spillway import openai_api, openai_stream, sse
 from spillway.backends.chat_stream import translate
 from spillway.backends.contract import BackendReply, Usage
 from spillway.config import Target
+from spillway.engine import RouteResult, Status
 from spillway.errors import BackendError, ErrorClass
+from spillway.stream_route import KEEP_ALIVE, StreamHead, StreamTail
 from tests.router.conftest import Harness, LambdaContext, api_event, ok_reply
 
 PT = "claude-sonnet/provisioned/us-east-1"
@@ -350,3 +353,35 @@ def test_an_openai_targets_chunks_come_out_of_the_door_as_they_went_in() -> None
     assert [c["choices"][0]["delta"] for c in out if c["choices"]] == [c["choices"][0]["delta"] for c in sent[:-1]]
     assert [c["choices"][0]["finish_reason"] for c in out if c["choices"]][-1] == "tool_calls"
     assert out[-1]["usage"] == sent[-1]["usage"]
+
+
+# -- keep-alives (spillway/stream_route.py: a comment after KEEP_ALIVE_S of silence) ------------------------------
+
+
+def _chat_wire(items: list[Any]) -> tuple[dict[str, Any], list[str]]:
+    chat = openai_api.ChatRequest("summarize-thread", {"messages": []}, stream=True)
+    data = b"".join(handler.stream_answer(iter(items), "req-1", lambda _tail: None, handler._ChatChunks(chat, "req-1")))
+    split = sse.split_prelude(data)
+    assert split is not None
+    prelude, body = split
+    return prelude, [block for block in body.decode().split("\n\n") if block]
+
+
+def test_a_keep_alive_opens_the_door_and_is_a_comment_the_chunks_follow() -> None:
+    served = RouteResult(Status.SERVED, 200, (), 5.0, target=PT, usage=Usage(3, 2))
+    items: list[Any] = [KEEP_ALIVE, KEEP_ALIVE, StreamHead(PT, (), 61_000.0), *text_stream("late"), StreamTail(served)]
+    prelude, blocks = _chat_wire(items)
+    assert (prelude["statusCode"], prelude["headers"]["Content-Type"]) == (200, "text/event-stream")
+    assert blocks[:2] == [": keep-alive"] * 2  # SSE comments: the openai package's decoder passes over them
+    assert blocks[-1] == "data: [DONE]"
+    assert json.loads(blocks[3].removeprefix("data: "))["choices"][0]["delta"] == {"content": "late"}
+
+
+def test_after_a_keep_alive_a_request_no_target_serves_ends_with_openais_error_line() -> None:
+    unserved = RouteResult(Status.EXHAUSTED, 503, (), 300_000.0, code="NoFirstToken", retry_after_s=3)
+    prelude, blocks = _chat_wire([KEEP_ALIVE, StreamTail(unserved)])
+    assert prelude["statusCode"] == 200  # the keep-alive had opened the answer
+    assert blocks[0] == ": keep-alive"
+    error = json.loads(blocks[-1].removeprefix("data: "))["error"]
+    assert (error["code"], error["type"]) == ("NoCapacity", "service_unavailable")
+    assert "data: [DONE]" not in blocks

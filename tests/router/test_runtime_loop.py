@@ -1,5 +1,6 @@
-"""The router's runtime loop (lambdas/router/runtime_loop.py) in its own process, against a Runtime API stand-in on
-loopback (tests/router/runtime_api.py) that checks the documented framing, headers and trailers."""
+"""The router's runtime loop (lambdas/router/runtime_loop.py) in its own process, against the Runtime API on loopback
+that the fleet world serves too (local/localrun/runtime_api.py), which checks the documented framing, headers and
+trailers."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import runtime_loop
 from botocore.config import Config
 
 from local.emulator import Emulator, Fault
+from local.localrun.runtime_api import Answer, RuntimeApiStandIn
 from spillway import sse
 from tests.router.conftest import APP, ENV, PROFILE, _specs, api_event, converse_body, emulator_environment
-from tests.router.runtime_api import Answer, RuntimeApiStandIn
 from tests.router.runtime_fixture.fake_function import SECRET
 
 ROUTER = Path(runtime_loop.__file__).resolve().parent

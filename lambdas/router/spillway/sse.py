@@ -23,6 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 EVENT_STREAM = "text/event-stream"
+STREAM_HEADERS = {"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache"}
+# A comment line (the SSE grammar's ":"), which every SSE client ignores: sent so a stream is never idle for long.
+KEEP_ALIVE = b": keep-alive\n\n"
 DELIMITER = b"\x00" * 8  # ends the prelude of Lambda's streaming HTTP integration response
 TRAILER_EVENT = "spillway"
 STREAM_INCOMPLETE = "StreamIncomplete"

@@ -9,6 +9,10 @@ feature's ``inter_token_ms`` or the request's deadline ends the stream with an e
 the route), never a clean end. Time to first token is measured on every streamed attempt; over the breaker's
 ``ttft_ms`` the attempt counts as slow.
 
+Silence is bounded: API Gateway closes a response stream idle for 5 minutes, so after ``KEEP_ALIVE_S`` with nothing
+yielded (before the first token, across the plan's attempts, or in a gap between tokens) the run yields
+:data:`KEEP_ALIVE`, which the wire renders as an SSE comment (docs/design-notes.md, "Keep-alive").
+
 What the run yields, in order: a :class:`StreamHead` (the target and the attempts before it: the route headers),
 the served target's ConverseStream events, and a :class:`StreamTail`; or, when no target sends a first token, only
 a tail whose result is the buffered engine's 4xx/503/504. Closing the generator early (the caller left) closes the
@@ -18,7 +22,7 @@ but for their names; the trace holds ids, codes and timings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +41,8 @@ from .streaming import TOKEN_EVENTS, Pump, StreamEvent, StreamTimeout, stream_ba
 NO_FIRST_TOKEN = "NoFirstToken"  # noqa: S105 (an error code, not a password)
 STREAM_STALLED = "StreamStalled"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
+API_GATEWAY_IDLE_S = 300.0  # API Gateway closes a response stream with no bytes for this long
+KEEP_ALIVE_S = 60.0  # the longest silence the run allows itself: a fifth of API Gateway's idle limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +64,26 @@ class StreamTail:
     gaps_ms: tuple[float, ...] = field(default=(), repr=False)  # inter-token gaps, for the metrics
 
 
-StreamItem = StreamHead | StreamEvent | StreamTail
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """Nothing to send for ``KEEP_ALIVE_S``: the wire sends a comment so that the stream is not idle."""
+
+
+KEEP_ALIVE = KeepAlive()
+
+
+class _Silence:
+    """When the caller last got something (clock seconds), across the run's attempts; when a keep-alive is due."""
+
+    def __init__(self, clock: Callable[[], float], interval_s: float) -> None:
+        self.clock, self.interval_s = clock, interval_s
+        self.due = clock() + interval_s
+
+    def broken(self) -> None:
+        self.due = self.clock() + self.interval_s
+
+
+StreamItem = StreamHead | StreamEvent | StreamTail | KeepAlive
 Admit = Callable[..., tuple[Ticket, int]]
 Finish = Callable[..., RouteResult]
 
@@ -75,8 +100,11 @@ def run(
     clock: Callable[[], float],
     start: float,
     deadline_ms: float | None,
+    keep_alive_s: float | None = None,
 ) -> Iterator[StreamItem]:
-    """The streaming twin of the engine's buffered walk; ``conclude`` builds the result when no target served."""
+    """The streaming twin of the engine's buffered walk; ``conclude`` builds the result when no target served.
+    ``keep_alive_s``: the longest silence (``KEEP_ALIVE_S`` unless given)."""
+    silence = _Silence(clock, KEEP_ALIVE_S if keep_alive_s is None else keep_alive_s)
     budget_ms = f.deadline_ms if deadline_ms is None else min(f.deadline_ms, deadline_ms)
     deadline = start + budget_ms / 1000.0
     min_s, max_s = f.attempt_min_ms / 1000.0, f.attempt_max_ms / 1000.0
@@ -105,9 +133,9 @@ def run(
         if not ticket.admitted:
             continue
         sent += 1
-        attempt = _Attempt(health, f, step, ticket, level=level, clock=clock)
+        attempt = _Attempt(health, f, step, ticket, level=level, clock=clock, silence=silence)
         try:
-            first = attempt.open(backends, request, timeout_s, deadline)
+            first = yield from attempt.open(backends, request, timeout_s, deadline)
             if first is None:  # abandoned before its first token: judged, closed, the plan goes on
                 trace.append(attempt.traced)
                 last_code = attempt.traced.code
@@ -136,8 +164,10 @@ class _Attempt:
         *,
         level: int,
         clock: Callable[[], float],
+        silence: _Silence,
     ) -> None:
         self.health, self.f, self.step, self.ticket, self.level, self.clock = health, f, step, ticket, level, clock
+        self.silence = silence
         self.pump: Pump | None = None
         self.sent_at = clock()
         self.ttft_ms = 0.0
@@ -160,8 +190,9 @@ class _Attempt:
 
     def open(
         self, backends: Mapping[str, Any], request: Mapping[str, Any], timeout_s: float, deadline: float
-    ) -> list[StreamEvent] | None:
-        """The events up to and including the first token, or None when the attempt was abandoned before it."""
+    ) -> Generator[KeepAlive, None, list[StreamEvent] | None]:
+        """Keep-alives while it waits; returns the events up to and including the first token, or None when the
+        attempt was abandoned before it."""
         target = self.step.target
         try:
             backend = stream_backend_for(backends, target.backend.kind)
@@ -176,13 +207,16 @@ class _Attempt:
         held: list[StreamEvent] = []
         while True:
             try:
-                event = self.pump.next(first_by - self.clock())
+                event = self._wait(first_by)
             except StreamTimeout:
                 self._fail(BackendError(ErrorClass.UNAVAILABLE, NO_FIRST_TOKEN))
                 return None
             except BackendError as error:
                 self._fail(error)
                 return None
+            if isinstance(event, KeepAlive):
+                yield event
+                continue
             if event is None:  # a clean end with no content block: an empty answer is still an answer
                 self.ttft_ms = self._elapsed_ms()
                 return held
@@ -190,6 +224,23 @@ class _Attempt:
             if event[0] in TOKEN_EVENTS:
                 self.ttft_ms = self._elapsed_ms()
                 return held
+
+    def _wait(self, until: float) -> StreamEvent | KeepAlive | None:
+        """The pump's next event (None at its end) by ``until``, or KEEP_ALIVE if the silence is due first.
+        Raises BackendError, or StreamTimeout at ``until``."""
+        assert self.pump is not None
+        try:
+            return self.pump.next(min(until, self.silence.due) - self.clock())
+        except StreamTimeout:
+            if self.clock() < until:
+                self.silence.broken()  # the keep-alive goes out now
+                return KEEP_ALIVE
+            raise
+
+    def _sent(self, gap_s: float) -> float:
+        """An event has gone out: the silence starts again; the next event is due by the returned time."""
+        self.silence.broken()
+        return self.clock() + gap_s
 
     def relay(self, f: Feature, trace: list[Attempt], deadline: float, start: float) -> Iterator[StreamItem]:
         """The served stream's remaining events, then its tail (complete or incomplete)."""
@@ -200,18 +251,20 @@ class _Attempt:
         last = self.sent_at + self.ttft_ms / 1000.0  # gaps count from the first token
         gap_s = f.inter_token_ms / 1000.0
         error: BackendError | None = None
+        gap_by = self._sent(gap_s)  # the first token has just gone out
         while True:
-            now = self.clock()
-            wait = min(gap_s, deadline - now)
             try:
-                event = self.pump.next(wait)
+                event = self._wait(min(gap_by, deadline))
             except StreamTimeout:
-                code = STREAM_STALLED if wait >= gap_s else DEADLINE_EXCEEDED
+                code = STREAM_STALLED if gap_by <= deadline else DEADLINE_EXCEEDED
                 error = BackendError(ErrorClass.UNAVAILABLE, code)
                 break
             except BackendError as failure:
                 error = failure
                 break
+            if isinstance(event, KeepAlive):
+                yield event
+                continue
             if event is None:
                 break
             now = self.clock()
@@ -221,6 +274,7 @@ class _Attempt:
             if event[0] == "metadata":
                 usage = _usage(event[1])
             yield event
+            gap_by = self._sent(gap_s)
         elapsed_ms = (self.clock() - start) * 1000.0
         target = self.step.target
         if error is None:

@@ -29,6 +29,8 @@ def _seen(context: Any) -> dict[str, Any]:
 def buffered(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if event.get("do") == "raise":
         raise RuntimeError(SECRET)
+    if event.get("do") == "sleep":
+        time.sleep(float(event["seconds"]))
     return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps(_seen(context))}
 
 
