@@ -9,6 +9,7 @@ that stacks get: frozen, typed, and already cross-checked (references resolve, C
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -533,6 +534,13 @@ def served_deadline_s(platform: Platform, region: str) -> int:
     return -(-max(deadlines) // 1000)
 
 
+def executions_needed(rate_per_s: float, deadline_s: float) -> int:
+    """Little's law: the executions `rate_per_s` requests/s can hold at once when each may hold one for `deadline_s`
+    (requests in flight = arrival rate x time in the system), rounded up. The local fleet's benchmarks size their
+    reserved concurrency with it too."""
+    return math.ceil(rate_per_s * deadline_s)
+
+
 def _check_concurrency(read: _Reader, platform: Platform) -> None:
     """The stage's throttle, the usage plans and the reserved concurrency must agree, or Lambda throttles first.
 
@@ -546,7 +554,7 @@ def _check_concurrency(read: _Reader, platform: Platform) -> None:
         return
     for region in platform.region_names:
         deadline = served_deadline_s(platform, region)
-        needed = settings.rate_limit * deadline
+        needed = executions_needed(settings.rate_limit, deadline)
         if needed > settings.reserved_concurrency:
             raise read.fail(
                 "router.reserved_concurrency",

@@ -172,7 +172,8 @@ def routing_source(settings: Settings) -> RoutingSource:
 
 
 def backends(settings: Settings) -> dict[str, Backend]:
-    return make_backends(ClientPool(environ=settings.endpoint_urls))  # one per kind of the registry
+    pool = ClientPool(environ=settings.endpoint_urls, home_region=settings.region)
+    return make_backends(pool)  # one per kind of the registry
 
 
 def build_fleet(settings: Settings, health: HealthBoard, tracker: InflightTracker) -> Fleet | None:

@@ -93,12 +93,12 @@ def measure(python: str, rounds: int) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="7 rounds instead of 31")
+    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 31 (a smoke run)")
     default = str(LAMBDA_PYTHON) if LAMBDA_PYTHON.exists() else sys.executable
     parser.add_argument("--python", default=default, help="the interpreter to measure (default: %(default)s)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results.json alone")
     args = parser.parse_args()
-    result = measure(args.python, 7 if args.quick else 31)
+    result = measure(args.python, 3 if args.quick else 31)
     if not args.no_write:
         merge_result("cold_start", result)
     print(

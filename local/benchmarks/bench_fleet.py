@@ -19,8 +19,19 @@ request, two at a time. Then, per fleet size:
   (counted at redis-server) and round trips (as the router's store counts them, where it does), PT and on-demand
   requests apart, and the p50/p99 latency the store adds.
 
-Merges the key "fleet" into local/benchmarks/results.json.
-Usage: python local/benchmarks/bench_fleet.py [--quick] [--no-write]
+Sizing, as the stacks size the router (stacks/platform.py ``executions_needed``, Little's law): a fleet's reserved
+concurrency is each driven feature's rate times its deadline, since a request may hold an environment that long; the
+N environments of a figure are the warm ones, started before any request, and Lambda starts more on demand (each a
+cold start paid by a request, counted) up to the reservation.
+
+The caller retries as an AWS SDK client in standard retry mode does (local/localrun/retry.py: 3 attempts, 429 and 5xx,
+Retry-After honoured). "lost" counts the requests that finally failed; a request served after its first answer was
+a Lambda throttle is counted apart (``retried_after_lambda_throttle``), and the throttles themselves are counted
+where they happen (``lambda_throttles``, the fleet's own count).
+
+Merges the key "fleet" into local/benchmarks/results.json; ``--scenario`` runs only the named parts and merges them
+into the key's last full run (each rerun part says when and on what router it ran, under ``reruns``).
+Usage: python local/benchmarks/bench_fleet.py [--quick] [--no-write] [--scenario failover ...] [--size N ...]
 """
 
 from __future__ import annotations
@@ -40,11 +51,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "lambdas" / "router"), str(ROOT)]
 
-from local.benchmarks.results import merge_result  # noqa: E402
+from local.benchmarks.results import RESULTS, merge_result  # noqa: E402
 from local.emulator import Fault  # noqa: E402
 from local.localrun import FleetWorld, Latency, LocalWorld, World, iter_classify  # noqa: E402
 from local.localrun import figures as ff  # noqa: E402
+from local.localrun.retry import StandardRetry  # noqa: E402
 from local.localrun.traffic import Record, Traffic, percentile  # noqa: E402
+from stacks.platform import executions_needed  # noqa: E402
 
 FEATURE = "summarize-thread"
 OD_FEATURE = "nightly-recap"  # starts on on-demand (nova-lite, us-west-2)
@@ -52,6 +65,7 @@ HOME = "us-east-1"
 PT_EAST = "claude-sonnet/provisioned/us-east-1"
 OD_EAST = "claude-sonnet/on_demand/us-east-1"
 HOME_TARGETS = {PT_EAST, OD_EAST}
+SCENARIOS = ("one_process", "failover", "brownout", "spillover", "recovery", "price")
 GOALS = {
     "failover": "0 lost; every environment stops sending ordinary traffic to the dead targets within 1.5 s of the "
     "first failure; at most 10 failed attempts per dead target in total, whatever the environment count",
@@ -102,8 +116,8 @@ QUICK = Spec(
     latency=Latency(ttft_ms=200.0, ms_per_token=0.0),
     rate_per_env=2.0,
     before_s=1.0,
-    outage_s=2.5,
-    brownout_s=2.5,
+    outage_s=1.5,
+    brownout_s=1.5,
     spill_size=3,
     spill_s=2.0,
     recovery_cooldown_s=1.0,
@@ -111,14 +125,23 @@ QUICK = Spec(
     recovery_window_s=2.0,
     price_size=2,
     price_rate=6.0,
-    price_s=2.0,
+    price_s=1.0,
     process_rate=3.0,
 )
 
 
-def world_settings(latency: Latency) -> dict[str, Any]:
-    """The router's production cache settings (config 5 s, shared health 2 s), as the stacks set them."""
-    return {"latency": latency, "config_ttl_s": 5.0}
+def world_settings(latency: Latency, *, quick: bool = False) -> dict[str, Any]:
+    """The router's production cache settings (config 5 s), as the stacks set them; the quick (smoke) run reads a
+    new table after 1 s, so its two table changes do not wait 5 s each."""
+    return {"latency": latency, "config_ttl_s": 1.0 if quick else 5.0}
+
+
+def reserved_for(world_table: dict[str, Any], rates: dict[str, float]) -> int:
+    """The reserved concurrency the stacks would give this traffic: Little's law on each feature's deadline."""
+    return sum(
+        executions_needed(rate, world_table["features"][feature]["deadline_ms"] / 1000.0)
+        for feature, rate in rates.items()
+    )
 
 
 def drive(
@@ -128,7 +151,7 @@ def drive(
     hooks: Sequence[tuple[float, Callable[[], None]]] = (),
 ) -> tuple[list[Record], dict[str, float]]:
     """Open-loop traffic; returns the records and the traffic-clock time of each named hook."""
-    traffic = Traffic(world.http, max_in_flight=256)
+    traffic = Traffic(world.http, max_in_flight=256, retry=StandardRetry())
     marks: dict[str, float] = {}
     started: list[threading.Thread] = []
 
@@ -176,6 +199,9 @@ def failover(world: World, rate: float, spec: Spec, *, blackhole: bool) -> dict[
         "lost": sum(1 for r in records if not r.served),
         "lost_by_status": ff.lost(records),
         "lost_before_outage": sum(1 for r in records if not r.served and r.sent_s < down_s),
+        **caller_retries(world, records),
+        "concurrency_peak_before": ff.peak_in_flight([r for r in records if r.sent_s < down_s]),
+        "concurrency_peak_during": ff.peak_in_flight([r for r in records if r.sent_s >= down_s]),
         "ordinary_traffic_to_dead_targets_stopped_after_s": stop_s,
         "failed_attempts_per_dead_target": per_target,
         "probe_attempts_after_first_cooldown": ff.probe_attempts(attempts, cooldown),
@@ -189,6 +215,23 @@ def failover(world: World, rate: float, spec: Spec, *, blackhole: bool) -> dict[
         result["lost"] == 0 and stop_s is not None and stop_s <= 1.5 and all(n <= 10 for n in per_target.values())
     )
     return result
+
+
+def caller_retries(world: World, records: list[Record]) -> dict[str, Any]:
+    """What the caller's retries hid, said apart from "lost": the Lambda throttles (the fleet's count), the requests
+    served after a throttled first answer, every request that needed a retry, and where the fleet grew."""
+    out: dict[str, Any] = {
+        "retried_after_lambda_throttle": sum(1 for r in records if r.served and r.retried_after_lambda_throttle),
+        "retried_then_served": sum(1 for r in records if r.served and r.earlier),
+        "caller_attempts": sum(1 + len(r.earlier) for r in records),
+    }
+    if isinstance(world, FleetWorld):
+        fleet = world.functions
+        out["lambda_throttles"] = fleet.throttles
+        out["reserved_concurrency"] = fleet.reserved_concurrency
+        out["environments_peak"] = fleet.max_concurrency
+        out["environments_started_on_request"] = len([c for c in fleet.cold_starts if c.on_request])
+    return out
 
 
 BROWNOUT_ERROR_RATE = 0.2  # the feature's error-rate threshold in the brownout: under the 30% the issue trips on
@@ -226,14 +269,18 @@ def brownout(world: World, rate: float, spec: Spec) -> dict[str, Any]:
     return result
 
 
+def spill_rate(world: World, spec: Spec, *, quick: bool) -> float:
+    """Three times the PT capacity of summarize-thread in us-east-1 (requests/s)."""
+    slots = 1 if quick else (world.target(PT_EAST).max_in_flight or 1)
+    per_request_s = (spec.latency.ttft_ms + spec.latency.ms_per_token * spec.latency.output_tokens) / 1000.0
+    return 3 * slots / per_request_s
+
+
 def spillover(world: World, spec: Spec, *, quick: bool) -> dict[str, Any]:
     pt = world.target(PT_EAST)
-    slots = pt.max_in_flight or 1
     if quick:  # a few environments cannot fill 8 slots: a smaller PT in the emulator only (a smoke run)
-        slots = 1
-        world.emu.update_target(pt.key, max_in_flight=slots)
-    per_request_s = (spec.latency.ttft_ms + spec.latency.ms_per_token * spec.latency.output_tokens) / 1000.0
-    pt_rps = slots / per_request_s
+        world.emu.update_target(pt.key, max_in_flight=1)
+    pt_rps = spill_rate(world, spec, quick=quick) / 3
     records, _ = drive(world, {FEATURE: 3 * pt_rps}, spec.spill_s)
     spilled = [r for r in records if r.served and "spilled" in set(iter_classify(world.table_doc, FEATURE, r.target))]
     result = {
@@ -371,14 +418,63 @@ def machine() -> dict[str, Any]:
     return {"cores": os.cpu_count(), "load_average_1m": round(load1, 2), "load_average_5m": round(load5, 2)}
 
 
+def fleet_world(size: int, spec: Spec, settings: dict[str, Any], *, quick: bool) -> FleetWorld:
+    """`size` warm environments; the reserved concurrency as the stacks would size it (Little's law) for the
+    heaviest traffic this fleet is given: `size` x rate_per_env requests/s, or the spillover's 3x PT."""
+    world = FleetWorld(reserved_concurrency=size, warm=size, **settings)
+    rate = size * spec.rate_per_env
+    if size == spec.spill_size:
+        rate = max(rate, spill_rate(world, spec, quick=quick))
+    world.reserved_concurrency = max(size, reserved_for(world.table_doc, {FEATURE: rate}))
+    return world
+
+
+def fleet_parts(size: int, spec: Spec, settings: dict[str, Any], chosen: set[str], *, quick: bool) -> dict[str, Any]:
+    """The chosen scenarios on one fleet of `size` warm environments."""
+    rate = size * spec.rate_per_env
+    with fleet_world(size, spec, settings, quick=quick) as world:
+        part: dict[str, Any] = {"cold_start": cold_starts(world), "reserved_concurrency": world.reserved_concurrency}
+        print(f"fleet: {size} environments, setup: {json.dumps(part['cold_start'])}", flush=True)
+        runs: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+        if "failover" in chosen:
+            runs.append(("failover_refused", lambda: failover(world, rate, spec, blackhole=False)))
+            runs.append(("failover_blackholed", lambda: failover(world, rate, spec, blackhole=True)))
+        if "brownout" in chosen and size == min(spec.sizes):
+            runs.append(("brownout", lambda: brownout(world, rate, spec)))
+        if "spillover" in chosen and size == spec.spill_size:
+            runs.append(("spillover", lambda: spillover(world, spec, quick=quick)))
+        if "recovery" in chosen and size == max(spec.sizes):
+            runs.append(("recovery", lambda: recovery(world, rate, spec)))
+        for key, scenario in runs:
+            world.reset()
+            part[key] = scenario()
+            print(f"fleet: {size} environments, {key}: {json.dumps(part[key])}", flush=True)
+        part["on_request_cold_starts"] = len([c for c in world.functions.cold_starts if c.on_request])
+        part["throttled_invocations_last_scenario"] = world.functions.throttles
+    return part
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--key", default="fleet", help="the key of results.json to write (default fleet)")
     parser.add_argument("--label", default="", help="what router was measured (for example a commit)")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=SCENARIOS,
+        help="run only these parts (repeatable), merged into the key's last full run; default: all",
+    )
+    parser.add_argument("--size", type=int, action="append", help="only these fleet sizes (repeatable)")
     args = parser.parse_args()
     spec = QUICK if args.quick else FULL
+    if args.size:
+        unknown = set(args.size) - set(spec.sizes)
+        if unknown:
+            parser.error(f"--size: the sizes are {', '.join(map(str, spec.sizes))}")
+    sizes = [size for size in spec.sizes if not args.size or size in args.size]
+    chosen = set(args.scenario or SCENARIOS)
     started = time.monotonic()
     result: dict[str, Any] = {
         "shape": "fleet of execution environments (local/localrun/fleet_world.py)",
@@ -387,51 +483,51 @@ def main() -> int:
     result["router"] = args.label or git_head()
     result["machine_before"] = machine()
     result["model_latency_ms"] = spec.latency.ttft_ms
-    settings = world_settings(spec.latency)
+    settings = world_settings(spec.latency, quick=args.quick)
 
-    with LocalWorld(**settings) as one:
-        for _ in range(3):
-            one.http.converse(FEATURE)
-        result["one_process"] = {
-            "shape": "one process, one event at a time (not the production shape)",
-            "failover_refused": failover(one, spec.process_rate, spec, blackhole=False),
-        }
-    print(f"fleet: one process, failover: {json.dumps(result['one_process']['failover_refused'])}", flush=True)
+    if "one_process" in chosen:
+        with LocalWorld(**settings) as one:
+            for _ in range(3):
+                one.http.converse(FEATURE)
+            result["one_process"] = {
+                "shape": "one process, one event at a time (not the production shape)",
+                "failover_refused": failover(one, spec.process_rate, spec, blackhole=False),
+            }
+        print(f"fleet: one process, failover: {json.dumps(result['one_process']['failover_refused'])}", flush=True)
 
-    for size in spec.sizes:
-        rate = size * spec.rate_per_env
-        with FleetWorld(reserved_concurrency=size, warm=size, **settings) as world:
-            part: dict[str, Any] = {"cold_start": cold_starts(world)}
-            print(f"fleet: {size} environments, setup: {json.dumps(part['cold_start'])}", flush=True)
-            for blackhole in (False, True):
-                world.reset()
-                key = "failover_blackholed" if blackhole else "failover_refused"
-                part[key] = failover(world, rate, spec, blackhole=blackhole)
-                print(f"fleet: {size} environments, {key}: {json.dumps(part[key])}", flush=True)
-            if size == min(spec.sizes):
-                world.reset()
-                part["brownout"] = brownout(world, rate, spec)
-                print(f"fleet: {size} environments, brownout: {json.dumps(part['brownout'])}", flush=True)
-            if size == spec.spill_size:
-                world.reset()
-                part["spillover"] = spillover(world, spec, quick=args.quick)
-                print(f"fleet: {size} environments, spillover: {json.dumps(part['spillover'])}", flush=True)
-            if size == max(spec.sizes):
-                world.reset()
-                part["recovery"] = recovery(world, rate, spec)
-                print(f"fleet: {size} environments, recovery: {json.dumps(part['recovery'])}", flush=True)
-            part["on_request_cold_starts"] = len([c for c in world.functions.cold_starts if c.on_request])
-            part["throttled_invocations_last_scenario"] = world.functions.throttles
-        result[f"environments_{size}"] = part
+    if chosen & {"failover", "brownout", "spillover", "recovery"}:
+        for size in sizes:
+            result[f"environments_{size}"] = fleet_parts(size, spec, settings, chosen, quick=args.quick)
 
-    result["price_of_sharing"] = store_price(spec)
-    print(f"fleet: price of sharing: {json.dumps(result['price_of_sharing'])}", flush=True)
+    if "price" in chosen:
+        result["price_of_sharing"] = store_price(spec)
+        print(f"fleet: price of sharing: {json.dumps(result['price_of_sharing'])}", flush=True)
     result["machine_after"] = machine()
     result["seconds"] = round(time.monotonic() - started, 1)
     print(f"fleet: done in {result['seconds']} s", flush=True)
     if not args.no_write:
-        merge_result(args.key, result)
+        merge_result(args.key, result if args.scenario is None else merged(args.key, result, chosen))
     return 0
+
+
+SCENARIO_KEYS = ("failover_refused", "failover_blackholed", "brownout", "spillover", "recovery")
+
+
+def merged(key: str, part: dict[str, Any], chosen: set[str]) -> dict[str, Any]:
+    """The key's last full run with the scenario results of this partial run put in (the full run's setup figures
+    stay), and a note of the rerun per scenario and fleet size."""
+    doc: dict[str, Any] = json.loads(RESULTS.read_text(encoding="utf-8")).get(key) or {}
+    for name, value in part.items():
+        if name.startswith("environments_"):
+            doc.setdefault(name, {}).update({k: v for k, v in value.items() if k in SCENARIO_KEYS})
+        elif name in ("one_process", "price_of_sharing"):
+            doc[name] = value
+    note = {n: part[n] for n in ("router", "machine_before", "machine_after", "seconds", "model_latency_ms")}
+    sizes = [name.rsplit("_", 1)[1] for name in part if name.startswith("environments_")]
+    for scenario in sorted(chosen):
+        label = f"{scenario}, {' and '.join(sizes)} environments" if sizes else scenario
+        doc.setdefault("reruns", {})[label] = note
+    return doc
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ FEATURE = "summarize-thread"
 GOAL = 1.3
 
 
-def measure(model_ms: float, rounds: int, per_round: int) -> dict[str, Any]:
+def measure(model_ms: float, rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
     import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
@@ -65,7 +65,7 @@ def measure(model_ms: float, rounds: int, per_round: int) -> dict[str, Any]:
             direct.converse(modelId=target.invoke_id, **body)
             return (time.perf_counter() - t0) * 1000.0
 
-        for _ in range(20):  # warm-up: clients, connections, config and health caches
+        for _ in range(warmup):  # warm-up: clients, connections, config and health caches
             via_router()
             via_boto3()
         routed: list[float] = []
@@ -91,9 +91,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    rounds, per_round = (4, 25) if args.quick else (10, 100)
-    zero = measure(0.0, rounds, per_round)
-    fast = measure(200.0, rounds // 2 or 1, max(10, per_round // 5))
+    rounds, per_round, warmup = (4, 25, 3) if args.quick else (10, 100, 20)
+    zero = measure(0.0, rounds, per_round, warmup)
+    fast = measure(200.0, rounds // 2 or 1, max(10, per_round // 5), warmup)
     result = {
         "ratio": zero["ratio"],
         "goal": GOAL,

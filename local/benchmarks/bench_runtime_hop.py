@@ -150,6 +150,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="2 rounds of 5: a smoke run")
+    # make bench (run.py) passes every benchmark the same arguments; this one writes nothing to results.json anyway.
+    parser.add_argument("--no-write", action="store_true", help="accepted: nothing is written in any case")
     args = parser.parse_args()
     result = measure(2, 5) if args.quick else measure(args.rounds, args.per_round)
     print(json.dumps(result, indent=2))

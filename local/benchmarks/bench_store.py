@@ -412,7 +412,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results.json alone")
     args = parser.parse_args()
-    warmup, iterations = (10, 100) if args.quick else (100, 1000)
+    warmup, iterations = (5, 30) if args.quick else (100, 1000)
     figures = run(warmup, iterations)
     print(f"fleet_store: {figures}")
     if not args.no_write:

@@ -23,17 +23,30 @@ def _failover(run: Mapping[str, Any]) -> str:
     per_target = run["failed_attempts_per_dead_target"]
     stop = run["ordinary_traffic_to_dead_targets_stopped_after_s"]
     lost = run["lost"]
-    throttled = run["lost_by_status"].get("500", 0)
-    lost_text = f"{lost} of {run['requests']} lost" + (f" ({throttled} throttled by Lambda)" if throttled else "")
-    if "lost_before_outage" in run:
+    lost_text = f"{lost} of {run['requests']} lost"
+    if "lambda_throttles" in run:  # the caller retried as an SDK does; the fleet counted its throttles
+        lost_text += (
+            f" ({_count(run['lambda_throttles'], 'Lambda throttle')}; "
+            f"{run['retried_after_lambda_throttle']} served on a retry after one)"
+        )
+    else:
+        throttled = run["lost_by_status"].get("500", 0)
+        lost_text += f" ({throttled} throttled by Lambda)" if throttled else ""
+    if lost and "lost_before_outage" in run:
         lost_text += f", {run['lost_before_outage']} of them before the outage"
     stop_text = "never" if stop is None else f"{stop} s"
     attempts = max(per_target.values(), default=0)
     paid = run["environments_that_paid_a_failure"]
-    return (
+    text = (
         f"{lost_text}; stopped after {stop_text}; {_count(attempts, 'failed attempt')} per dead target at most "
         f"({_count(paid, 'environment')} paid one)"
     )
+    if "environments_peak" in run:
+        text += (
+            f"; {run['environments_peak']} environments at the peak of {run['reserved_concurrency']} reserved "
+            f"({run['environments_started_on_request']} started on request)"
+        )
+    return text
 
 
 def _count(n: int, noun: str) -> str:
@@ -151,6 +164,10 @@ def render(doc: Mapping[str, Any]) -> str:
         f"{'/'.join(str(c) for c in sorted(cores))} cores, 1-minute load average {' and '.join(loads)} at the start "
         "and end of the runs (other engineers' jobs shared it)."
     )
+    for key, title in present:
+        for scenario, note in sorted((doc[key].get("reruns") or {}).items()):
+            machine = f"{note['machine_before']['load_average_1m']:g}-{note['machine_after']['load_average_1m']:g}"
+            lines.append(f"Rerun alone ({title}): {scenario}, on {note['router']}, load average {machine}.")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ FAILED = frozenset({"unavailable", "ours"})  # an attempt sent that failed (engi
 
 @dataclass(frozen=True)
 class DeadAttempt:
-    sent_s: float  # when the request that made it was sent (an attempt leaves at that time or later)
+    sent_s: float  # when the router began the request's attempts (Record.attempts_from_s): it left then or later
     target: str
     environment: int | None
 
@@ -25,7 +25,7 @@ class DeadAttempt:
 def dead_attempts(records: Iterable[Record], dead: set[str], since_s: float = 0.0) -> list[DeadAttempt]:
     """Every failed attempt on a dead target by a request sent at or after `since_s`, in time order."""
     out = [
-        DeadAttempt(r.sent_s, target, r.environment)
+        DeadAttempt(r.attempts_from_s, target, r.environment)
         for r in records
         if r.sent_s >= since_s
         for target, outcome in r.route
@@ -106,3 +106,14 @@ def latency_ms(records: Sequence[Record]) -> dict[str, float]:
 def lost(records: Sequence[Record]) -> dict[str, int]:
     """Answers other than 200, by status (0: no HTTP answer at all)."""
     return dict(sorted(Counter(r.status for r in records if not r.served).items()))
+
+
+def peak_in_flight(records: Sequence[Record]) -> int:
+    """The most requests in flight at once, from each request's send to its final answer (its retries included):
+    the concurrency the caller's traffic asked of the fleet."""
+    edges = sorted([(r.sent_s, 1) for r in records] + [(r.done_s, -1) for r in records], key=lambda e: (e[0], e[1]))
+    peak = level = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak

@@ -7,14 +7,15 @@ the local endpoint calls it as it would call the handler). Per invocation it doe
 - else a new environment, if the function's reserved concurrency allows one more: a fresh process that pays its
   own cold start (interpreter, ``import handler``, the router's warm-up) before the event runs;
 - else the invocation is throttled. Lambda answers API Gateway 429 TooManyRequestsException before any code runs,
-  and API Gateway (REST, Lambda proxy) turns a failed invocation into its own 500 ``{"message": "Internal server
-  error"}`` (AWS's "troubleshoot 500 errors from API Gateway with Lambda" article: throttling is one cause);
-  a stack's DEFAULT_5XX gateway response may reshape that answer: ``throttle_answer`` says what the caller gets.
+  and API Gateway answers with its INTEGRATION_FAILURE gateway response: the router stack's (503 NoCapacity with
+  Retry-After, in the router's error shape), rendered from the definition the stack deploys
+  (stacks/gateway_responses.py), not a copy of it.
 
 After the answer the environment is frozen (SIGSTOP): none of its threads run until the next event. An environment
 that dies in the middle of an event (killed, crashed) costs that event a 502, as API Gateway answers a failed
-invocation; one that overruns the function's timeout (the event's remaining time) is killed and costs a 504, API
-Gateway's integration timeout. Either way Lambda replaces it with a fresh one on demand.
+invocation; one that overruns the function's timeout (the event's remaining time) is killed and costs API Gateway's
+INTEGRATION_TIMEOUT gateway response (the stack's 504 DeadlineExceeded). Either way Lambda replaces it with a fresh
+one on demand.
 """
 
 from __future__ import annotations
@@ -37,13 +38,18 @@ from local.localrun.apigw import CHAT_RESOURCE, STREAM_RESOURCE
 from local.localrun.environment import HANDLER, HEADER, ROOT, ROUTER_ROOT, STREAM_HANDLER
 from local.localrun.runtime_api import Answer, NoAnswer, RuntimeApiStandIn
 from local.localrun.server import InvocationError
+from stacks.gateway_responses import REQUEST_ID_HEADER, GatewayResponse, by_type, render
 
 JSON_HEADERS = [("content-type", "application/json")]
-GATEWAY_500 = (500, b'{"message": "Internal server error"}')
+# A function that fails in the middle of an event: API Gateway's own 502 for a Lambda proxy integration.
 GATEWAY_502 = (502, b'{"message": "Internal server error"}')
-GATEWAY_504 = (504, b'{"message": "Endpoint request timed out"}')
+THROTTLED = by_type("INTEGRATION_FAILURE")  # Lambda refused the invoke (reserved concurrency reached)
+TIMED_OUT = by_type("INTEGRATION_TIMEOUT")
 DEFAULT_TIMEOUT_MS = 29_000.0  # API Gateway's integration timeout, the router Lambda's timeout at most
 ENVIRONMENT_HEADER = "x-local-environment"
+# Harness only too: time.monotonic() when the environment was handed the event, so a caller in this process can time
+# a request's attempts from when the router began them rather than from when it sent the request.
+INVOKED_AT_HEADER = "x-local-invoked-at"
 READY_TIMEOUT_S = 60.0  # a cold start on a loaded 2-core machine, with room
 PARK_TIMEOUT_S = 10.0  # from an answer to the runtime's next `next`: its few lines after the handler returns
 # What the function's configuration sets in AWS to start the router's runtime loop (stacks/constructs/
@@ -199,7 +205,6 @@ class Fleet:
         reserved_concurrency: int,
         log_dir: Path,
         per_environment: Callable[[int], Mapping[str, str]] | None = None,
-        throttle_answer: tuple[int, bytes] = GATEWAY_500,
         reuse: str = "lru",
         python: str = sys.executable,
     ) -> None:
@@ -211,7 +216,6 @@ class Fleet:
         self.reserved_concurrency = reserved_concurrency
         self.log_dir = log_dir
         self.per_environment = per_environment
-        self.throttle_answer = throttle_answer
         self.python = python
         self.reuse = reuse
         self._lock = threading.Lock()
@@ -342,8 +346,9 @@ class Fleet:
 
     # -- invocations ----------------------------------------------------------------------------------------------
 
-    def _acquire(self) -> Environment | None:
-        """An idle environment (thawed), or None when a new one may start; raises when throttled."""
+    def _acquire(self, request_id: str) -> Environment | None:
+        """An idle environment (thawed), or None when a new one may start; raises API Gateway's answer for a
+        throttled Lambda (`request_id`: API Gateway's) when the reserved concurrency is reached."""
         with self._lock:
             self.invocations += 1
             if self._idle:
@@ -356,8 +361,7 @@ class Fleet:
                 self.max_concurrency = max(self.max_concurrency, len(self._busy) + self._starting)
                 return None
             self.throttles += 1
-        status, body = self.throttle_answer
-        raise InvocationError(status, body, [*JSON_HEADERS, ("x-amzn-errortype", "InternalServerErrorException")])
+        raise InvocationError(*_gateway_answer(THROTTLED, request_id))
 
     def invoke_stream(self, event: dict[str, Any], context: Any) -> Iterator[bytes]:
         """One event through the fleet's streaming integration (InvokeWithResponseStream): the chunks as the
@@ -391,23 +395,26 @@ class Fleet:
         on its Runtime API, its chunks as they arrive and its answer; then, once the runtime asks for its next
         event, the environment frozen and idle again. A process that exits or overruns costs the event API
         Gateway's 502 or 504 and the environment."""
-        environment = self._environment()
+        environment = self._environment(_api_request_id(event))
         remaining = float(getattr(context, "get_remaining_time_in_millis", lambda: DEFAULT_TIMEOUT_MS)())
         request_id = str(getattr(context, "aws_request_id", "") or "") or None
         deadline = time.monotonic() + remaining / 1000.0
         finished = False
         try:
             environment.thaw()
+            invoked_at = time.monotonic()
             rid = environment.api.invoke(event, timeout_s=remaining / 1000.0, request_id=request_id)
             for part in environment.progress(rid, deadline):
                 if isinstance(part, Answer):
                     finished = True
                     if part.kind == "response" and not part.streamed:
-                        _tag_environment(part, environment.index)
+                        _tag_environment(part, environment.index, invoked_at)
                 yield part
         except EnvironmentGone as error:
             self._discard(environment)
-            raise InvocationError(*(GATEWAY_504 if error.timed_out else GATEWAY_502), JSON_HEADERS) from None
+            if error.timed_out:
+                raise InvocationError(*_gateway_answer(TIMED_OUT, _api_request_id(event))) from None
+            raise InvocationError(*GATEWAY_502, JSON_HEADERS) from None
         except GeneratorExit:  # the caller left: the function runs on to its end, unread
             if not finished:
                 self._drain(environment, rid, deadline)
@@ -435,9 +442,9 @@ class Fleet:
         environment.invocations += 1
         self._release(environment)
 
-    def _environment(self) -> Environment:
+    def _environment(self, request_id: str) -> Environment:
         """An environment for one event: an idle one, or a new one (a cold start) when the fleet may grow."""
-        environment = self._acquire()
+        environment = self._acquire(request_id)
         if environment is None:
             try:
                 environment = self._spawn(on_request=True)
@@ -530,12 +537,36 @@ class Fleet:
         return busy[0]
 
 
-def _tag_environment(answer: Answer, index: int) -> None:
+def _tag_environment(answer: Answer, index: int, invoked_at: float) -> None:
     """Harness only (API Gateway sends no such header): which environment answered, for per-environment figures."""
     try:
         result = json.loads(answer.body)
     except ValueError:
         return
     if isinstance(result, dict):
-        result.setdefault("headers", {})[ENVIRONMENT_HEADER] = str(index)
+        headers = result.setdefault("headers", {})
+        headers[ENVIRONMENT_HEADER] = str(index)
+        headers[INVOKED_AT_HEADER] = f"{invoked_at:.6f}"
         answer.body = json.dumps(result).encode()
+
+
+def is_throttle_answer(status: int, headers: Mapping[str, str], body: bytes) -> bool:
+    """Whether an answer is API Gateway's for a throttled Lambda (`headers` by lower-case name), exactly as
+    rendered for its request id."""
+    expected_status, expected_body, expected_headers = _gateway_answer(THROTTLED, headers.get(REQUEST_ID_HEADER, ""))
+    return (
+        status == expected_status
+        and body == expected_body
+        and all(headers.get(name) == value for name, value in expected_headers)
+    )
+
+
+def _api_request_id(event: Mapping[str, Any]) -> str:
+    """API Gateway's request id ($context.requestId), which its own answers carry."""
+    return str((event.get("requestContext") or {}).get("requestId", ""))
+
+
+def _gateway_answer(response: GatewayResponse, request_id: str) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """(status, body, headers) of a gateway response for one request, in InvocationError's order."""
+    status, headers, body = render(response, {"requestId": request_id, "error.responseType": response.response_type})
+    return status, body, headers

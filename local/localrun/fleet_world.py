@@ -9,7 +9,7 @@ router's configuration, ``SPILLWAY_FLEET_STORE_URL`` among it.
 Parameters beyond the world's: ``reserved_concurrency`` (environments at most), ``warm`` (environments started
 in the setup phase, before any request, and again after each :meth:`reset`), ``skewed_clock`` (environment index
 -> seconds its wall clock is off, applied with Debian's libfaketime: a real process-wide clock, not a patched
-module), ``throttle_answer`` (what API Gateway answers when Lambda throttles), ``reuse`` (which idle environment
+module), ``reuse`` (which idle environment
 takes the next event: ``lru``, the one idle longest, so every warm environment serves, or ``mru``; AWS does not
 document Lambda's choice, and ``lru`` is the harder case for state kept per environment).
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from local.localrun.apigw import to_event
-from local.localrun.fleet import GATEWAY_500, ColdStart, Fleet
+from local.localrun.fleet import ColdStart, Fleet
 from local.localrun.world import FUNCTION_NAME, LocalWorld, World
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -58,7 +58,6 @@ class FleetWorld(World):
         reserved_concurrency: int = 16,
         warm: int = 0,
         skewed_clock: Mapping[int, float] | None = None,
-        throttle_answer: tuple[int, bytes] = GATEWAY_500,
         prewarm_parallel: int = 2,
         reuse: str = "lru",
         **kwargs: Any,
@@ -67,7 +66,6 @@ class FleetWorld(World):
         self.reserved_concurrency = reserved_concurrency
         self.warm = warm
         self.skewed_clock = dict(skewed_clock or {})
-        self.throttle_answer = throttle_answer
         self.prewarm_parallel = prewarm_parallel
         self.reuse = reuse
         self.fleet: Fleet | None = None
@@ -85,7 +83,6 @@ class FleetWorld(World):
             reserved_concurrency=self.reserved_concurrency,
             log_dir=self.workdir,
             per_environment=self._per_environment,
-            throttle_answer=self.throttle_answer,
             reuse=self.reuse,
         )
         self._serve(self.fleet.invoke, stream_handler=self.fleet.invoke_stream)
@@ -167,7 +164,7 @@ def make_world(shape: str, **kwargs: Any) -> World:
     if shape == "fleet":
         return FleetWorld(**kwargs)
     if shape == "process":
-        for key in ("reserved_concurrency", "warm", "skewed_clock", "throttle_answer", "prewarm_parallel", "reuse"):
+        for key in ("reserved_concurrency", "warm", "skewed_clock", "prewarm_parallel", "reuse"):
             kwargs.pop(key, None)
         return LocalWorld(**kwargs)
     raise ValueError(f"unknown world shape {shape!r} (fleet or process)")

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from local.localrun.client import Client, converse_body
+from local.localrun.fleet import ENVIRONMENT_HEADER, INVOKED_AT_HEADER, is_throttle_answer
+from local.localrun.retry import StandardRetry
 
 if TYPE_CHECKING:
     from local.localrun.world import LocalWorld
@@ -31,6 +33,21 @@ class Record:
     retry_after: str | None = None
     error: str | None = None  # a transport failure (no HTTP answer at all)
     environment: int | None = None  # the fleet's environment that answered (fleet world only)
+    # The answers before this one, when the caller retried (Traffic.retry): "lambda_throttle" for API Gateway's
+    # answer to a throttled Lambda, else the status ("0": no answer). sent_s is the first attempt's.
+    earlier: tuple[str, ...] = ()
+    lambda_throttle: bool = False  # this answer is API Gateway's for a throttled Lambda
+    invoked_s: float | None = None  # when the fleet handed this answer's event to an environment (fleet world only)
+
+    @property
+    def attempts_from_s(self) -> float:
+        """When the router began this answer's attempts: the fleet's hand-over, else the send (the caller's
+        clock lags the router's by the HTTP hop and any wait for an environment, more on a loaded machine)."""
+        return self.sent_s if self.invoked_s is None else self.invoked_s
+
+    @property
+    def throttle_label(self) -> str:
+        return "lambda_throttle" if self.lambda_throttle else str(self.status)
 
     @property
     def latency_ms(self) -> float:
@@ -39,6 +56,10 @@ class Record:
     @property
     def served(self) -> bool:
         return self.status == 200
+
+    @property
+    def retried_after_lambda_throttle(self) -> bool:
+        return "lambda_throttle" in self.earlier
 
     @property
     def throttled_first(self) -> bool:
@@ -55,6 +76,7 @@ class Traffic:
     seed: int = 7
     body: Mapping[str, Any] = field(default_factory=converse_body)
     remaining_ms: float | None = None
+    retry: StandardRetry | None = None  # None: one attempt per request (the caller never retries)
     records: list[Record] = field(default_factory=list)
     in_flight: int = 0
     sent: int = 0
@@ -72,24 +94,49 @@ class Traffic:
 
     def _one(self, phase: str, feature: str) -> None:
         sent = self.now()
-        try:
-            reply = self.client.converse(feature, dict(self.body), remaining_ms=self.remaining_ms)
-            rec = Record(
-                phase,
-                feature,
-                sent,
-                self.now(),
-                reply.status,
-                reply.target,
-                tuple(reply.route),
-                reply.header("retry-after"),
-                environment=_environment(reply.header("x-local-environment")),
-            )
-        except Exception as exc:  # no answer at all: a dropped request, recorded as such
-            rec = Record(phase, feature, sent, self.now(), 0, None, (), None, type(exc).__name__)
+        earlier: list[str] = []
+        while True:
+            rec = self._attempt(phase, feature, sent, tuple(earlier))
+            delay = None
+            if self.retry is not None:
+                if rec.served:
+                    self.retry.succeeded(_status_of(earlier[-1]) if earlier else None)
+                else:
+                    delay = self.retry.next_delay_s(len(earlier) + 1, rec.status, rec.retry_after)
+            if delay is None:
+                break
+            earlier.append(rec.throttle_label)
+            time.sleep(delay)
         with self._lock:
             self.records.append(rec)
             self.in_flight -= 1
+
+    def _since_start(self, monotonic: str | None) -> float | None:
+        """A time.monotonic() value from the fleet (the same process's clock) on this traffic's clock."""
+        try:
+            return None if monotonic is None else float(monotonic) - self._t0
+        except ValueError:
+            return None
+
+    def _attempt(self, phase: str, feature: str, sent: float, earlier: tuple[str, ...]) -> Record:
+        try:
+            reply = self.client.converse(feature, dict(self.body), remaining_ms=self.remaining_ms)
+        except Exception as exc:  # no answer at all: a dropped request, recorded as such
+            return Record(phase, feature, sent, self.now(), 0, None, (), None, type(exc).__name__, earlier=earlier)
+        return Record(
+            phase,
+            feature,
+            sent,
+            self.now(),
+            reply.status,
+            reply.target,
+            tuple(reply.route),
+            reply.header("retry-after"),
+            environment=_environment(reply.header(ENVIRONMENT_HEADER)),
+            earlier=earlier,
+            invoked_s=self._since_start(reply.header(INVOKED_AT_HEADER)),
+            lambda_throttle=is_throttle_answer(reply.status, reply.headers, reply.body),
+        )
 
     def phase(
         self,
@@ -151,6 +198,10 @@ class Traffic:
     def of(self, phase: str | None = None) -> list[Record]:
         with self._lock:
             return [r for r in self.records if phase is None or r.phase == phase]
+
+
+def _status_of(label: str) -> int:
+    return 503 if label == "lambda_throttle" else int(label)
 
 
 def _environment(raw: str | None) -> int | None:

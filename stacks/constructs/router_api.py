@@ -28,79 +28,12 @@ from stacks.constructs.concern import Concern, flat_unique_id
 from stacks.constructs.encrypted_log_group import EncryptedLogGroup
 from stacks.constructs.monitoring import STAGE
 from stacks.constructs.private_endpoint import PrivateInterfaceEndpoint
+from stacks.gateway_responses import GATEWAY_RESPONSES
 from stacks.naming import access_log_group_name, api_name
 from stacks.platform import Platform
 
-# API Gateway's own answers (before or instead of the router): (type, HTTP status or None to keep the default, code,
-# message, Retry-After seconds or None). `$context.error.responseType` names the gateway's reason without quoting
-# anything the caller sent.
-#
-# A throttled router Lambda (reserved concurrency exhausted): Lambda refuses the invoke with 429
-# TooManyRequestsException before the router runs, so the proxy integration gets no answer to pass on, and API
-# Gateway REST answers "Internal server error" (AWS Knowledge Center, "How do I troubleshoot issues for API Gateway
-# endpoints that integrate with Lambda?", Throttling occurs). That Lambda 429 is the INTEGRATION_FAILURE gateway
-# response (default 504; if unset it falls back to DEFAULT_5XX; API Gateway developer guide, "Gateway response types
-# for API Gateway"). Both answer 503 with Retry-After in the router's error shape, the code the router itself uses
-# when no capacity is left, so a caller backs off the same way whichever layer ran out.
-RETRY_AFTER_THROTTLED_S = 1
-GATEWAY_RESPONSES: dict[str, tuple[apigw.ResponseType, str | None, str, str, int | None]] = {
-    "BadRequestBody": (
-        apigw.ResponseType.BAD_REQUEST_BODY,
-        "400",
-        "BadRequest",
-        "the body does not match the Converse request schema",
-        None,
-    ),
-    "BadRequestParameters": (
-        apigw.ResponseType.BAD_REQUEST_PARAMETERS,
-        "400",
-        "BadRequest",
-        "a required path parameter is missing",
-        None,
-    ),
-    "Throttled": (
-        apigw.ResponseType.THROTTLED,
-        "429",
-        "TooManyRequests",
-        "the calling service is over its rate limit",
-        RETRY_AFTER_THROTTLED_S,
-    ),
-    "QuotaExceeded": (
-        apigw.ResponseType.QUOTA_EXCEEDED,
-        "429",
-        "QuotaExceeded",
-        "the calling service is over its daily quota",
-        None,
-    ),
-    "IntegrationTimeout": (
-        apigw.ResponseType.INTEGRATION_TIMEOUT,
-        "504",
-        "DeadlineExceeded",
-        "the router did not answer within the integration timeout",
-        None,
-    ),
-    "IntegrationFailure": (
-        apigw.ResponseType.INTEGRATION_FAILURE,
-        "503",
-        "NoCapacity",
-        "the router is at its concurrency limit; retry after the Retry-After seconds",
-        RETRY_AFTER_THROTTLED_S,
-    ),
-    "Default4xx": (
-        apigw.ResponseType.DEFAULT_4_XX,
-        None,
-        "$context.error.responseType",
-        "request refused by the gateway",
-        None,
-    ),
-    "Default5xx": (
-        apigw.ResponseType.DEFAULT_5_XX,
-        "503",
-        "$context.error.responseType",
-        "the gateway could not reach the router; retry after the Retry-After seconds",
-        RETRY_AFTER_THROTTLED_S,
-    ),
-}
+# API Gateway's own answers, in the router's error shape: stacks/gateway_responses.py (the local world renders the
+# same definitions).
 API_RESOURCES = (
     ("POST", "/v1/features/{feature}/converse"),
     ("GET", "/v1/features"),
@@ -346,17 +279,13 @@ class RouterApi(Concern):
     def _gateway_responses(api: apigw.RestApi) -> None:
         """Answers API Gateway gives itself, in the router's error shape. The defaults would echo the validator's
         error string, which quotes the caller's keys: zero knowledge forbids it, so these messages are fixed."""
-        for response_id, (response_type, status, code, message, retry_after) in GATEWAY_RESPONSES.items():
-            body = {"error": {"code": code, "message": message, "request_id": "$context.requestId"}}
-            headers = {"x-spillway-request-id": "context.requestId"}
-            if retry_after is not None:
-                headers["Retry-After"] = f"'{retry_after}'"
+        for response_id, response in GATEWAY_RESPONSES.items():
             api.add_gateway_response(
                 response_id,
-                type=response_type,
-                status_code=status,
-                templates={"application/json": json.dumps(body)},
-                response_headers=headers,
+                type=apigw.ResponseType.of(response.response_type),
+                status_code=response.status,
+                templates={"application/json": response.body_template()},
+                response_headers=response.header_parameters(),
             )
 
     def _usage_plans(self) -> tuple[dict[str, apigw.UsagePlan], dict[str, apigw.IApiKey]]:

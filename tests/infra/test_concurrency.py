@@ -109,3 +109,38 @@ def test_a_lambda_throttle_answers_503_with_retry_after_in_the_router_shape(rout
     assert lambda_throttle_problems(planted) == [
         "INTEGRATION_FAILURE: status None (API Gateway's default is a bare 5xx)"
     ]
+
+
+def rendered_from_template(template: Template, response_type: str, context: Mapping[str, str]) -> Any:
+    """(status, headers, body) API Gateway sends from the template's gateway response of `response_type`."""
+    for response in resources_of(template, "AWS::ApiGateway::GatewayResponse").values():
+        props = response["Properties"]
+        if props["ResponseType"] != response_type:
+            continue
+        body = re.sub(
+            r"\$context\.([A-Za-z.]+)", lambda m: context[m.group(1)], props["ResponseTemplates"]["application/json"]
+        )
+        headers = {}
+        for key, mapping in props.get("ResponseParameters", {}).items():
+            static = re.fullmatch(r"'(.*)'", mapping)
+            headers[key.removeprefix("gatewayresponse.header.").lower()] = (
+                static.group(1) if static else context[mapping.removeprefix("context.")]
+            )
+        return int(props["StatusCode"]), headers, body.encode()
+    return None
+
+
+def test_the_local_fleet_answers_a_throttled_lambda_as_the_template_does(routers: Mapping[str, Template]) -> None:
+    """The fleet world's throttle answer (local/localrun/fleet.py) is the deployed gateway response, byte for byte."""
+    from local.localrun.fleet import is_throttle_answer  # noqa: PLC0415 (the local world, only here)
+
+    context = {"requestId": "c0ffee00-0000-4000-8000-000000000001", "error.responseType": "INTEGRATION_FAILURE"}
+    for region, template in routers.items():
+        status, headers, body = rendered_from_template(template, "INTEGRATION_FAILURE", context)
+        assert is_throttle_answer(status, {**headers, "content-type": "application/json"}, body), region
+    planted = copy.deepcopy(next(iter(routers.values())))
+    for response in resources_of(planted, "AWS::ApiGateway::GatewayResponse").values():
+        if response["Properties"]["ResponseType"] == "INTEGRATION_FAILURE":
+            response["Properties"]["ResponseParameters"]["gatewayresponse.header.Retry-After"] = "'5'"
+    status, headers, body = rendered_from_template(planted, "INTEGRATION_FAILURE", context)
+    assert not is_throttle_answer(status, headers, body)

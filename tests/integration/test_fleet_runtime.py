@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from local.localrun.apigw import STREAM_RESOURCE, LocalContext
-from local.localrun.fleet import GATEWAY_502, GATEWAY_504, RUNTIME_ENVIRONMENT, Fleet
+from local.localrun.fleet import GATEWAY_502, RUNTIME_ENVIRONMENT, Fleet
 from local.localrun.server import InvocationError
+from stacks.gateway_responses import by_type, render
 
 FIXTURE = Path(__file__).resolve().parents[1] / "router" / "runtime_fixture"
 BUFFERED_RESOURCE = "/v1/features/{feature}/converse"
@@ -111,9 +112,15 @@ def test_a_buffered_answer_on_a_streaming_integration_is_a_502(fleet: Fleet) -> 
 
 
 def test_an_overrun_is_a_504_and_costs_the_environment(fleet: Fleet) -> None:
+    event = {**_event(BUFFERED_RESOURCE, do="sleep", seconds=5), "requestContext": {"requestId": "api-req-8"}}
     with pytest.raises(InvocationError) as raised:
-        fleet.invoke(_event(BUFFERED_RESOURCE, do="sleep", seconds=5), LocalContext("req-8", 300))
-    assert (raised.value.status, raised.value.body) == GATEWAY_504
+        fleet.invoke(event, LocalContext("req-8", 300))
+    # The stacks' INTEGRATION_TIMEOUT gateway response, for API Gateway's request id.
+    timed_out = by_type("INTEGRATION_TIMEOUT")
+    context = {"requestId": "api-req-8", "error.responseType": "INTEGRATION_TIMEOUT"}
+    status, headers, body = render(timed_out, context)
+    assert (raised.value.status, raised.value.body, raised.value.headers) == (status, body, headers)
+    assert json.loads(raised.value.body)["error"]["code"] == "DeadlineExceeded"
     assert fleet.environments() == []
     assert fleet.failures == 1
     assert fleet.invoke(_event(BUFFERED_RESOURCE), LocalContext("req-9"))["statusCode"] == 200

@@ -1,7 +1,7 @@
 """The fleet world behaves as Lambda does: separate processes that pay their own cold start, one event each, frozen
-between events, a warm environment reused before a new one starts, throttled beyond the reserved concurrency (API
-Gateway's 500 for a throttled Lambda), a killed environment costing its own event only, and every environment told
-where the fleet's store is."""
+between events, a warm environment reused before a new one starts, throttled beyond the reserved concurrency (the
+stack's gateway response for a throttled Lambda: 503 NoCapacity with Retry-After), a killed environment costing its
+own event only, and every environment told where the fleet's store is."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ import pytest
 
 from local.localrun import FleetWorld, Latency
 from local.localrun.client import Reply
+from local.localrun.fleet import is_throttle_answer
+from local.localrun.retry import StandardRetry
+from local.localrun.traffic import Traffic
+from stacks.gateway_responses import GATEWAY_RESPONSES
 
 FEATURE = "summarize-thread"
 RESERVED = 2
@@ -88,9 +92,17 @@ def test_beyond_the_reserved_concurrency_api_gateway_answers_for_the_throttled_l
         fleet.emu.update_target(spec.key, ttft_ms=1500.0)
     replies = _concurrently(fleet, RESERVED + 2)
     statuses = sorted(r.status for r in replies)
-    assert statuses == [200] * RESERVED + [500] * 2
-    throttled = [r for r in replies if r.status == 500]
-    assert all(r.json() == {"message": "Internal server error"} for r in throttled)
+    assert statuses == [200] * RESERVED + [503] * 2
+    throttled = [r for r in replies if r.status == 503]
+    for reply in throttled:  # the router stack's INTEGRATION_FAILURE response, rendered for this request
+        request_id = reply.header("x-spillway-request-id")
+        assert request_id
+        assert reply.header("retry-after") == "1"
+        assert reply.json() == {
+            "error": {"code": "NoCapacity", "message": GATEWAY_RESPONSES["IntegrationFailure"].message,
+                      "request_id": request_id}
+        }  # fmt: skip
+        assert is_throttle_answer(reply.status, reply.headers, reply.body)
     assert fleet.functions.throttles == 2
     assert len(fleet.functions.environments()) == RESERVED
     assert fleet.functions.max_concurrency == RESERVED
@@ -126,6 +138,26 @@ def test_every_environment_is_given_the_fleet_store(fleet: FleetWorld) -> None:
         assert f"AWS_LAMBDA_RUNTIME_API={environment.api.address}".encode() in environ
         assert b"_HANDLER=handler.lambda_handler" in environ
     assert fleet.redis.command("PING") == b"PONG"
+
+
+def test_a_caller_retrying_as_the_sdk_does_is_served_after_a_lambda_throttle(fleet: FleetWorld) -> None:
+    fleet.functions.prewarm(RESERVED)
+    for spec in fleet.emulator_specs():  # each answer holds its environment long enough for the next to find none
+        fleet.emu.update_target(spec.key, ttft_ms=1000.0)
+    traffic = Traffic(fleet.http, max_in_flight=8, retry=StandardRetry())
+    try:
+        traffic.phase("burst", {FEATURE: 4.0}, 1.0)
+    finally:
+        traffic.close()
+    records = traffic.of()
+    assert len(records) == 4
+    assert all(r.served for r in records), [(r.status, r.earlier) for r in records]
+    assert fleet.functions.throttles >= 2  # two environments, four requests within 0.75 s of 1 s each
+    # Every throttle the fleet counted is one of the caller's earlier answers, each recognised as the gateway's.
+    assert sum(r.earlier.count("lambda_throttle") for r in records) == fleet.functions.throttles
+    assert sum(1 for r in records if r.retried_after_lambda_throttle) >= 2
+    # Each answer says when the fleet handed its event over: after the request first left, never before.
+    assert all(r.invoked_s is not None and r.invoked_s >= r.sent_s for r in records)
 
 
 def test_the_worlds_look_inside_asks_each_idle_environment_and_leaves_it_idle(fleet: FleetWorld) -> None:

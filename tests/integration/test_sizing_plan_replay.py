@@ -1,7 +1,11 @@
 """The planner's replay against the router itself: a slice of the traffic profile, scaled down, sent in real time
 through the one-process local world (the router's handler, real boto3 clients, the emulator), and the same slice
 replayed in simulated time on the same routing table and the same emulated capacity. Their spill and drop shares
-must agree within a few percent: the plan's figures are the router's."""
+must agree within a few percent: the plan's figures are the router's.
+
+What the machine's load changes is given to the replay as measured, not assumed: each request's arrival is the
+instant it actually left (a busy sender leaves late and in bunches, and the router sees those bunches), and each PT
+attempt holds its slot for the mean time the router's attempts actually held theirs (send to release)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import pytest
 
 import local.localrun.world
 from local.localrun import Latency, LocalWorld
+from spillway.engine import Engine
 from tools.planner.inputs import load_traffic
 from tools.planner.replay import Arrival, poisson_arrivals, replay
 
@@ -57,39 +62,42 @@ def _slice_rate() -> float:
 class Answer:
     status: int
     target: str | None
+    sent_s: float  # when the request actually left, seconds from the start of the schedule
 
 
 def send_schedule(world: LocalWorld, times: list[float]) -> list[Answer]:
     """Send one request at each instant of `times` (seconds from now), whatever the answers do, as callers do."""
 
-    def one() -> Answer:
+    def one(start: float) -> Answer:
+        sent = time.monotonic() - start
         reply = world.http.converse(FEATURE)
-        return Answer(reply.status, reply.target)
+        return Answer(reply.status, reply.target, sent)
 
     with ThreadPoolExecutor(max_workers=64, thread_name_prefix="slice") as pool:
         start = time.monotonic()
         futures = []
         for t in times:
             time.sleep(max(0.0, start + t - time.monotonic()))
-            futures.append(pool.submit(one))
+            futures.append(pool.submit(one, start))
         return [f.result(timeout=60) for f in futures]
 
 
 def timed_pt_calls(world: LocalWorld, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """How long each call to the PT takes inside the router (its slot in the router's count), as they happen."""
-    backend = world.router.backends["bedrock"]
-    invoke = backend.invoke
+    """How long each attempt on the PT holds its slot in the router's count, as they happen: from the send to the
+    release (the in-flight count's end and, with the fleet store, the lease given back with the attempt's report).
+    On a loaded machine that is longer than the backend call alone, and it is what the router decides on."""
+    attempt = Engine._attempt
     holds: list[float] = []
 
-    def timed(target: Any, request: Any, timeout_s: float) -> Any:
+    def timed(engine: Engine, health: Any, f: Any, step: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = time.monotonic()
         try:
-            return invoke(target, request, timeout_s)
+            return attempt(engine, health, f, step, *args, **kwargs)
         finally:
-            if target.id == PT_EAST:
+            if step.target.id == PT_EAST:
                 holds.append((time.monotonic() - t0) * 1000.0)
 
-    monkeypatch.setattr(backend, "invoke", timed)
+    monkeypatch.setattr(Engine, "_attempt", timed)
     return holds
 
 
@@ -104,7 +112,8 @@ def test_replay_matches_the_router_in_real_time(world: LocalWorld, monkeypatch: 
     real_drop = 1 - len(served) / len(answers)
 
     # The replay holds each PT answer for as long as the router held its slot on average: the emulator's latency
-    # plus the router's own call (boto3, the HTTP hop: tens to hundreds of ms on a loaded machine). The mean is what
+    # plus the router's own call and release (boto3, the HTTP hop, the report: tens to hundreds of ms on a loaded
+    # machine). The mean is what
     # matters: how many requests a full target turns away depends on the mean hold time, not its spread (Erlang's
     # loss formula).
     overhead_ms = max(0.0, statistics.fmean(holds_ms) - MODEL_MS)
@@ -113,7 +122,7 @@ def test_replay_matches_the_router_in_real_time(world: LocalWorld, monkeypatch: 
         for spec in world.emulator_specs()
         if spec.name is not None
     }
-    arrivals = [Arrival(t, FEATURE, 8, LATENCY.output_tokens) for t in times]
+    arrivals = [Arrival(t, FEATURE, 8, LATENCY.output_tokens) for t in sorted(a.sent_s for a in answers)]
     tally = replay(world.table_doc, specs, arrivals)[0]
     replay_spill = tally.spilled / tally.requests
     replay_drop = tally.dropped / tally.requests

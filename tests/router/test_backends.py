@@ -12,7 +12,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from spillway.backends import ClientPool, endpoint_url_for, tier_for
+from spillway.backends import ClientPool, connect_timeout_for, endpoint_url_for, tier_for
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.chat import from_chat, to_chat
 from spillway.backends.kinds import BedrockRef, SageMakerRef
@@ -47,10 +47,10 @@ _SESSION = boto3.session.Session()  # one session: its loaded service models are
 class StubbedPool(ClientPool):
     """Real boto3 clients (configured as the router configures them), each wrapped in a Stubber."""
 
-    def __init__(self) -> None:
+    def __init__(self, home_region: str = "us-west-2") -> None:
         self.configs: list[Any] = []
         self.stubbers: dict[str, Stubber] = {}
-        super().__init__(self._make)
+        super().__init__(self._make, home_region=home_region)
 
     def _make(self, service: str, region: str, config: Any) -> Any:
         self.configs.append(config)
@@ -105,11 +105,20 @@ def test_clients_are_reused_with_retries_off_and_timeouts_from_the_budget(pool: 
     config = pool.configs[0]
     assert config.retries == {"total_max_attempts": 1, "mode": "standard"}
     assert config.read_timeout == 5.0
-    assert config.connect_timeout == 2.0
+    assert config.connect_timeout == 2.0  # us-east-1 from a function in us-west-2: another region
     pool.stub("bedrock-runtime", 0.35).add_response("converse", CONVERSE_OK)
     backend.invoke(BEDROCK_TARGET, REQUEST, 0.35)
     assert len(pool) == 2
     assert (pool.configs[1].read_timeout, pool.configs[1].connect_timeout) == (0.3, 0.3)
+
+
+def test_a_connect_in_the_functions_own_region_times_out_sooner() -> None:
+    home = StubbedPool(home_region="us-east-1")
+    home.stub("bedrock-runtime", 5.0).add_response("converse", CONVERSE_OK)
+    BedrockBackend(home).invoke(BEDROCK_TARGET, REQUEST, 5.0)
+    assert (home.configs[0].read_timeout, home.configs[0].connect_timeout) == (5.0, 0.5)
+    assert connect_timeout_for("us-east-1", 0.3, "us-east-1") == 0.3  # never over the read timeout
+    assert connect_timeout_for("us-west-2", 8.0, None) == 2.0  # no AWS_REGION: every region is another
 
 
 @pytest.mark.parametrize("budget", [0.01, 0.25, 0.31, 1.0, 7.99, 8.0, 19.0, 1000.0])
@@ -416,3 +425,11 @@ def test_a_request_the_container_api_cannot_express_is_a_client_error() -> None:
 def test_missing_credentials_are_ours_not_the_targets(name: str) -> None:
     error = backend_error(type(name, (Exception,), {})())
     assert error.error_class is ErrorClass.OURS
+
+
+def test_the_handler_builds_its_clients_knowing_its_own_region() -> None:
+    import handler  # noqa: PLC0415 (the composition root, only here)
+    from spillway.settings import Settings  # noqa: PLC0415
+
+    built = handler.backends(Settings(region="eu-west-1"))
+    assert built["bedrock"].pool.home_region == "eu-west-1"  # type: ignore[attr-defined]

@@ -247,3 +247,17 @@ def test_the_platform_file_sets_the_stream_knobs(tmp_path: Any) -> None:
     path.write_text(yaml.safe_dump(doc))
     feature = parse_routing_table(render_routing_table(load_platform(path), EAST)).features["summarize-thread"]
     assert (feature.first_token_ms, feature.inter_token_ms) == (1500, 5000)
+
+
+def test_a_refused_connect_passes_over_the_other_target_behind_that_endpoint(make_engine: Any, emu: Emulator) -> None:
+    engine, verdicts = make_engine()
+    emu.close_region(EAST)  # connects to the region's port are refused
+    try:
+        head, _, tail = _split(list(engine.stream("chat", REQUEST)))
+    finally:
+        emu.open_region(EAST)
+    assert head is None
+    attempts = [(a.target, a.outcome, a.code) for a in tail.result.attempts]
+    # PT and on-demand share bedrock-runtime.us-east-1: the second is not sent after the first could not connect.
+    assert attempts == [(PT_ID, Outcome.UNAVAILABLE, "EndpointConnectionError"), (OD_ID, Outcome.UNREACHABLE, None)]
+    assert verdicts == [(PT_ID, Verdict.FAILURE)]

@@ -439,3 +439,43 @@ def test_many_threads_random_outcomes_keep_the_books_straight() -> None:
     assert not failures
     assert len(counts) == 1200
     assert all(engine.tracker.in_flight(t) == 0 for t in table.targets)
+
+
+class ConnectFailing(ScriptedBackend):
+    """Bedrock in us-east-1 cannot be connected to: each attempt there waits out a 2 s connect timeout (or, with
+    `read_timeout`, connects and then times out reading: the endpoint is up, the model is not)."""
+
+    def __init__(self, clock: FakeClock, *, read_timeout: bool = False) -> None:
+        super().__init__(clock, {})
+        self.read_timeout = read_timeout
+
+    def invoke(self, target: Target, request: Any, timeout_s: float) -> BackendReply:
+        if target.region != "us-east-1":
+            return super().invoke(target, request, timeout_s)
+        self.calls.append((target.id, timeout_s))
+        self.clock.advance(2.0)
+        if self.read_timeout:
+            raise BackendError(ErrorClass.UNAVAILABLE, "ReadTimeoutError")
+        raise BackendError(ErrorClass.UNAVAILABLE, "ConnectTimeoutError")
+
+
+def test_a_connect_that_failed_passes_over_the_other_targets_behind_that_endpoint_in_this_request() -> None:
+    clock = FakeClock()
+    backend = ConnectFailing(clock)
+    engine = Engine(make_table(), {"bedrock": backend}, health=HealthBoard(clock), clock=clock)
+    result = engine.handle(FEATURE, REQUEST)
+    # PT and on-demand in us-east-1 share bedrock-runtime.us-east-1: one connect timeout, not two.
+    assert trace(result) == [(PT_E, "unavailable"), (OD_E, "unreachable"), (PT_W, "ok")]
+    assert [t for t, _ in backend.calls] == [PT_E, PT_W]
+    assert result.elapsed_ms == pytest.approx(2000)
+    assert not result.attempts[1].sent
+    # Per request only: the next request's plan is the breakers' (one failure trips nothing yet).
+    assert trace(engine.handle(FEATURE, REQUEST))[:2] == [(PT_E, "unavailable"), (OD_E, "unreachable")]
+
+
+def test_a_read_timeout_is_not_an_unreachable_endpoint() -> None:
+    clock = FakeClock()
+    backend = ConnectFailing(clock, read_timeout=True)
+    engine = Engine(make_table(), {"bedrock": backend}, health=HealthBoard(clock), clock=clock)
+    result = engine.handle(FEATURE, REQUEST)
+    assert trace(result) == [(PT_E, "unavailable"), (OD_E, "unavailable"), (PT_W, "ok")]

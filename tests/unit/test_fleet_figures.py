@@ -4,6 +4,8 @@ still tried at the end of a brownout."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from local.localrun import figures as ff
 from local.localrun.traffic import Record
 
@@ -76,3 +78,22 @@ def test_trip_time_is_when_home_stops_being_tried_first_and_none_while_it_goes_o
 def test_lost_counts_every_answer_but_200_by_status() -> None:
     records = [rec(0.0, ((WEST, "ok"),)), rec(0.1, (), status=500), rec(0.2, (), status=500), rec(0.3, (), status=0)]
     assert ff.lost(records) == {0: 1, 500: 2}
+
+
+def test_peak_in_flight_counts_overlapping_requests_and_not_back_to_back_ones() -> None:
+    back_to_back = [rec(0.5 * i, ((WEST, "ok"),)) for i in range(4)]  # each ends as the next starts
+    assert ff.peak_in_flight(back_to_back) == 1
+    overlapping = [*back_to_back, rec(0.25, ((WEST, "ok"),)), rec(0.3, ((WEST, "ok"),))]
+    assert ff.peak_in_flight(overlapping) == 3
+    assert ff.peak_in_flight([]) == 0
+
+
+def test_an_attempt_is_timed_from_when_the_router_began_it_not_from_the_send() -> None:
+    # The last request left 4.99 s after the first failure but reached the router after the 5 s cooldown: a probe.
+    first = rec(0.0, ((PT, "unavailable"), (WEST, "ok")))
+    late = rec(4.99, ((PT, "unavailable"), (WEST, "ok")))
+    assert ff.ordinary_traffic_stop_s(ff.dead_attempts([first, late], DEAD), cooldown_s=5.0) == 4.99
+    reached = replace(late, invoked_s=5.02)
+    attempts = ff.dead_attempts([first, reached], DEAD)
+    assert ff.ordinary_traffic_stop_s(attempts, cooldown_s=5.0) == 0.0
+    assert ff.probe_attempts(attempts, cooldown_s=5.0) == 1

@@ -27,10 +27,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from .backends.contract import Backend, BackendReply, Usage
-from .backends.kinds import request_needs
+from .backends.kinds import endpoint_of, request_needs
 from .capacity import InflightTracker
 from .config import Feature, RoutingTable, Target
-from .errors import BackendError, ErrorClass, from_exception
+from .errors import NO_CONNECTION, BackendError, ErrorClass, from_exception
 from .fleet import Fleet, LocalHealth, RequestHealth
 from .health import Admission, Clock, HealthBoard, Ticket, Verdict
 from .policy import Plan, Planner, PlanStep, StepKind
@@ -51,6 +51,7 @@ class Outcome(StrEnum):
     PREDICTED_FULL = "predicted_full"  # not sent: provisioned target estimated full
     REFUSED = "refused"  # not sent: its breaker turned it away (half-open slot taken, ramp share, cooldown)
     UNSUPPORTED = "unsupported"  # not sent: its backend cannot express the request (no health signal)
+    UNREACHABLE = "unreachable"  # not sent: this request could not connect to its endpoint (no health signal)
 
 
 class Status(StrEnum):
@@ -74,7 +75,31 @@ class Attempt:
         return self.outcome not in _UNSENT
 
 
-_UNSENT = (Outcome.PREDICTED_FULL, Outcome.REFUSED, Outcome.UNSUPPORTED)
+_UNSENT = (Outcome.PREDICTED_FULL, Outcome.REFUSED, Outcome.UNSUPPORTED, Outcome.UNREACHABLE)
+
+
+class Unreachable:
+    """The endpoints one request could not connect to. A connect that was refused or timed out says the endpoint
+    is down for every target behind it (Bedrock's provisioned and on-demand targets of a region share one), so the
+    rest of the request passes over them instead of waiting out the same connect timeout again: an outage costs a
+    request one connect timeout per dead endpoint, not one per dead target. Per request: the breakers, not this,
+    decide for the next ones."""
+
+    def __init__(self) -> None:
+        self._endpoints: set[str] = set()
+
+    def passes_over(self, step: PlanStep, trace: list[Attempt]) -> bool:
+        """True (and traced) when `step`'s endpoint already failed to connect in this request."""
+        if endpoint_of(step.target.backend, step.target.region) not in self._endpoints:
+            return False
+        trace.append(Attempt(step.target.id, Outcome.UNREACHABLE, kind=step.kind))
+        return True
+
+    def note(self, step: PlanStep, error: BackendError) -> None:
+        if error.code in NO_CONNECTION:
+            self._endpoints.add(endpoint_of(step.target.backend, step.target.region))
+
+
 UNSUPPORTED_CONTENT = "UnsupportedContent"  # no target of the feature can express the request: 400
 
 
@@ -244,13 +269,14 @@ class Engine:
         sent = 0
         last_code: str | None = None
         skip_model: str | None = None  # after a context-window overflow: a model too small for this request
+        unreachable = Unreachable()
         out_of_time = False
         overflow: BackendError | None = None
         for i, step in enumerate(steps):
             if step.unsupported:
                 trace.append(Attempt(step.target.id, Outcome.UNSUPPORTED, kind=step.kind))
                 continue
-            if step.target.model == skip_model:
+            if step.target.model == skip_model or unreachable.passes_over(step, trace):
                 continue
             if sent >= f.max_attempts:
                 break
@@ -272,6 +298,7 @@ class Engine:
                 return answer
             error = answer
             last_code = error.code
+            unreachable.note(step, error)
             overflow = error if error.context_overflow and f.fallback_on_context_overflow else None
             if overflow is not None:
                 skip_model = step.target.model

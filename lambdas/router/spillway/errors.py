@@ -242,6 +242,13 @@ class BackendError(Exception):
         )
 
 
+# Codes of an attempt that never connected (refused, timed out or unresolvable: botocore's, and the OpenAI-compatible
+# backend's): its endpoint is unreachable, so every target behind the same endpoint would wait out the same connect.
+NO_CONNECTION: frozenset[str] = frozenset(
+    {"EndpointConnectionError", "ConnectTimeoutError", "ConnectTimeout", "ConnectionRefusedError", "gaierror"}
+)
+
+
 def from_exception(exc: BaseException) -> BackendError:
     """Translate any exception a runtime client raised, by duck typing (no botocore import).
 

@@ -31,7 +31,7 @@ from .backends.kinds import request_needs
 from .config import Feature
 from .engine import _ERROR_OUTCOME as ERROR_OUTCOME
 from .engine import _VERDICT as VERDICT
-from .engine import Attempt, Outcome, RouteResult, Status, _unsupported
+from .engine import Attempt, Outcome, RouteResult, Status, Unreachable, _unsupported
 from .errors import BackendError, ErrorClass
 from .fleet import RequestHealth
 from .health import Ticket, Verdict
@@ -116,10 +116,13 @@ def run(
     trace: list[Attempt] = []
     sent = 0
     last_code: str | None = None
+    unreachable = Unreachable()
     out_of_time = False
     for i, step in enumerate(steps):
         if step.unsupported:  # its backend cannot express the request: passed over, no health signal
             trace.append(Attempt(step.target.id, Outcome.UNSUPPORTED, kind=step.kind))
+            continue
+        if unreachable.passes_over(step, trace):
             continue
         if sent >= f.max_attempts:
             break
@@ -139,6 +142,8 @@ def run(
             if first is None:  # abandoned before its first token: judged, closed, the plan goes on
                 trace.append(attempt.traced)
                 last_code = attempt.traced.code
+                if attempt.error is not None:
+                    unreachable.note(step, attempt.error)
                 if attempt.error is not None and attempt.error.error_class is ErrorClass.CLIENT:
                     yield StreamTail(conclude(trace, last_code, out_of_time=False, client=attempt.error))
                     return

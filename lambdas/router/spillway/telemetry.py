@@ -69,6 +69,7 @@ _OUTCOME_METRIC = {
     Outcome.PREDICTED_FULL: "TargetRefused",
     Outcome.REFUSED: "TargetRefused",
     Outcome.UNSUPPORTED: "TargetUnsupported",
+    Outcome.UNREACHABLE: "TargetRefused",  # not sent: the request's own connect to its endpoint had failed
 }
 
 

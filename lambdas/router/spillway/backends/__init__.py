@@ -34,6 +34,11 @@ TIERS: tuple[float, ...] = (
     0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.4, 8.0, 10.0, 12.5, 16.0, 20.0,
     25.0, 32.0, 40.0, 50.0, 64.0, 80.0, 100.0, 128.0, 160.0, 200.0, 256.0, 320.0, 400.0, 512.0, 640.0, 800.0, 900.0,
 )  # fmt: skip
+# Connect timeouts (TCP and TLS). An endpoint in the function's own region is a VPC interface endpoint in its own VPC:
+# a connect takes milliseconds, so 0.5 s is a wide margin, and it bounds what a blackholed region costs: every request
+# sent before the first connect times out is held that long (docs/design-notes.md, "What sharing cannot do").
+# Another region's endpoints are a peering round trip or more away (tens to hundreds of ms, TLS on top): 2 s.
+HOME_CONNECT_TIMEOUT_S = 0.5
 MAX_CONNECT_TIMEOUT_S = 2.0
 
 ClientMaker = Callable[[str, str, Any], Any]  # (service, region, botocore Config) -> client
@@ -55,11 +60,26 @@ def tier_for(timeout_s: float) -> float:
     return chosen
 
 
-class ClientPool:
-    """boto3 clients per (service, region, tier), created on first use. Thread-safe; boto3 clients are too."""
+def connect_timeout_for(region: str, read_timeout_s: float, home_region: str | None) -> float:
+    """The connect timeout to `region`'s endpoints from a function in `home_region` (None: unknown, every region is
+    another), never over the read timeout."""
+    ceiling = HOME_CONNECT_TIMEOUT_S if region == home_region else MAX_CONNECT_TIMEOUT_S
+    return min(ceiling, read_timeout_s)
 
-    def __init__(self, make: ClientMaker | None = None, *, environ: Mapping[str, str] | None = None) -> None:
+
+class ClientPool:
+    """boto3 clients per (service, region, tier), created on first use. Thread-safe; boto3 clients are too.
+    `home_region` is the function's own (the cell's): its endpoints get the shorter connect timeout."""
+
+    def __init__(
+        self,
+        make: ClientMaker | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        home_region: str | None = None,
+    ) -> None:
         self._make = make or _default_maker(environ)
+        self.home_region = home_region
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str, float], Any] = {}
 
@@ -72,7 +92,8 @@ class ClientPool:
             with self._lock:
                 client = self._clients.get(key)
                 if client is None:
-                    client = self._make(service, region, client_config(tier))
+                    connect_s = connect_timeout_for(region, tier, self.home_region)
+                    client = self._make(service, region, client_config(tier, connect_s))
                     self._clients[key] = client
         return client, tier
 
@@ -97,12 +118,12 @@ class PooledBackend:
         return self.pool.client(self.SERVICE, target.region, timeout_s)[0]
 
 
-def client_config(read_timeout_s: float) -> Any:
+def client_config(read_timeout_s: float, connect_timeout_s: float) -> Any:
     # Deferred: boto3/botocore cost ~400 ms to import, paid on first use (and untyped: no stubs in the asset).
     config_module: Any = importlib.import_module("botocore.config")
     return config_module.Config(
         retries={"total_max_attempts": 1, "mode": "standard"},  # the engine owns retries
-        connect_timeout=min(MAX_CONNECT_TIMEOUT_S, read_timeout_s),
+        connect_timeout=connect_timeout_s,
         read_timeout=read_timeout_s,
         tcp_keepalive=True,
         max_pool_connections=32,

@@ -17,6 +17,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from ..api import CONTENT_BLOCKS, REQUEST_FIELDS, SYSTEM_BLOCKS, TOOL_KINDS, TOOL_RESULT_BLOCKS
 
@@ -235,6 +236,14 @@ def kind_of(name: str) -> BackendKind:
         return KINDS[name]
     except KeyError:
         raise KeyError(f"unknown backend kind {name!r}; the kinds are {', '.join(sorted(KINDS))}") from None
+
+
+def endpoint_of(backend: BackendRef, region: str) -> str:
+    """Where a target's requests connect: its kind's runtime service in its region (Bedrock's provisioned and
+    on-demand targets of a region share bedrock-runtime), or an OpenAI-compatible endpoint's host."""
+    if isinstance(backend, OpenAIRef):
+        return urlsplit(backend.base_url).netloc
+    return f"{kind_of(backend.kind).service}.{region}"
 
 
 def make_backends(*args: Any, **kwargs: Any) -> dict[str, Any]:
