@@ -18,6 +18,7 @@ OPEN_PEERS = ("0.0.0.0/0", "::/0")
 NO_RESOURCE_ACTIONS = frozenset(
     {
         "sts:getcalleridentity",
+        "sts:getwebidentitytoken",  # bound by sts:IdentityTokenAudience instead (stacks/network.py)
         "ecr:getauthorizationtoken",
         "xray:puttracesegments",
         "xray:puttelemetryrecords",
@@ -232,15 +233,42 @@ def _rule_groups(a: CloudAssembly, rule: inv.SgRule) -> list[Resource]:
     return [g for g in (own, *peers) if g is not None]
 
 
+def _resolver_groups(a: CloudAssembly) -> set[tuple[str, str]]:
+    """Security groups of Route 53 Resolver outbound endpoints (forwarding another cloud's API names)."""
+    return {
+        group.key
+        for endpoint in a.resources("AWS::Route53Resolver::ResolverEndpoint")
+        if endpoint.properties.get("Direction") == "OUTBOUND"
+        for group in inv.security_groups_of(a, endpoint, endpoint.properties.get("SecurityGroupIds"))
+    }
+
+
+def _resolver_dns(x: inv.SgRule, resolvers: set[tuple[str, str]], a: CloudAssembly) -> bool:
+    """DNS out of an outbound resolver endpoint's own group: what forwarding is (the peer is a /32, the provider's
+    resolver; sg_no_open_egress judges the peer)."""
+    own = _rule_groups(a, x)[:1]
+    return (
+        x.direction == "egress"
+        and x.ports == "53"
+        and x.protocol in ("udp", "tcp", "17", "6")
+        and bool(own)
+        and own[0].key in resolvers
+    )
+
+
 @predicate
 def sg_ports_limited(a: CloudAssembly, params: Mapping[str, Any]) -> Check:
     """Every security-group rule is TCP on the allowed ports only (HTTPS), or on a TLS-only store's port the platform
-    uses, between the store's security group and its clients (ElastiCache Serverless always encrypts in transit)."""
+    uses, between the store's security group and its clients (ElastiCache Serverless always encrypts in transit), or
+    DNS out of a Route 53 Resolver outbound endpoint's own group (forwarding to another cloud's resolvers)."""
     allowed = {str(p) for p in params.get("ports", ["443"])}
     store_ports = {str(p) for p in params.get("tls_cache_ports", ["6379", "6380"])}
     stores = _tls_store_groups(a)
+    resolvers = _resolver_groups(a)
 
     def good(x: inv.SgRule) -> bool:
+        if _resolver_dns(x, resolvers, a):
+            return True
         if x.protocol not in ("tcp", "6"):
             return False
         return x.ports in allowed or (x.ports in store_ports and any(g.key in stores for g in _rule_groups(a, x)))

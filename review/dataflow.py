@@ -29,7 +29,9 @@ CAPTION = (
     "model. Red dashed arrows are prompts crossing to another cell's runtime endpoints over VPC peering (a private "
     "hosted zone answers that cell's VPC with this cell's endpoint); grey arrows carry no prompt: the other "
     "endpoints the router's security group may reach, the stores its role's policies name, and its logs. Each store "
-    "names the KMS key that protects it."
+    "names the KMS key that protects it. Where the platform uses a model in another cloud, red dashed arrows also "
+    "leave a cell's router for that cloud's VPN gateway: TLS to the provider's private endpoint inside the IPsec "
+    "tunnels, to the private ranges the connection routes."
 )
 PROMPT = 'color="#b91c1c", penwidth=2.4, fontcolor="#b91c1c", dir=both, arrowtail=odot'
 CROSS = 'color="#b91c1c", penwidth=1.8, style=dashed, fontcolor="#b91c1c", dir=both, arrowtail=odot'
@@ -311,6 +313,7 @@ def to_dot(a: CloudAssembly) -> str:  # noqa: PLR0912, PLR0915 - one pass, bound
         g.close()
 
     _cross_region(g, a, runtime_nodes, router_nodes)
+    _other_clouds(g, a, router_nodes)
     g.lines += g.edges
     g.lines.append("}")
     return "\n".join(g.lines) + "\n"
@@ -460,3 +463,33 @@ def _cross_region(
             for region in sorted(peers - {endpoint.region}):
                 for router in router_nodes.get(region, []):
                     g.edge(router, node, CROSS, "failover")
+
+
+def _other_clouds(g: Graph, a: CloudAssembly, router_nodes: dict[str, list[str]]) -> None:
+    """Site-to-Site VPN connections to another cloud's gateway: the router's prompts cross there (TLS to the provider's
+    private endpoint, inside the IPsec tunnels), to the ranges the connection's static routes name."""
+    connections = list(a.resources("AWS::EC2::VPNConnection"))
+    if not connections:
+        return
+    g.open(
+        "otherclouds",
+        "Other clouds (outside these stacks; their data-use terms are the reviewer's)",
+        'style="rounded,dashed";',
+    )
+    for connection in connections:
+        gateway = a.resolve(connection.stack, connection.properties.get("CustomerGatewayId"))
+        if gateway is None:
+            continue
+        name = next(
+            (pol.text(t.get("Value")) for t in as_list(gateway.properties.get("Tags")) if t.get("Key") == "Name"),
+            gateway.label,
+        )
+        routes = sorted(
+            pol.text(r.properties.get("DestinationCidrBlock"))
+            for r in a.resources("AWS::EC2::VPNConnectionRoute")
+            if r.stack == connection.stack and connection.logical_id in references(r.properties)
+        )
+        node = g.node(("other-cloud", pol.text(gateway.properties.get("IpAddress"))), name, "model", "    ")
+        for router in router_nodes.get(connection.region, []):
+            g.edge(router, node, CROSS, f"to another cloud: TLS inside IPsec\n{', '.join(routes)}")
+    g.close()

@@ -8,6 +8,7 @@ that names a KMS key anywhere lands in the encryption inventory. Configuration o
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -357,14 +358,40 @@ def private_dns(a: CloudAssembly) -> list[list[str]]:
 
 
 def internet_paths(a: CloudAssembly) -> list[Resource]:
-    found = list(a.resources(*INTERNET_TYPES))
+    """Whatever gives a VPC a way to or from the internet. A virtual private gateway (a Site-to-Site VPN to another
+    cloud) is not one when only private ranges are routed to it (`private_vpn_path`)."""
+    found = [r for r in a.resources(*INTERNET_TYPES) if not private_vpn_path(a, r)]
     found += [r for r in a.resources("AWS::EC2::Subnet") if r.properties.get("MapPublicIpOnLaunch")]
     found += [
         r
         for r in a.resources("AWS::EC2::Route")
         if any(k in r.properties for k in ("GatewayId", "NatGatewayId", "EgressOnlyInternetGatewayId"))
+        and not private_vpn_path(a, r)
     ]
     return found
+
+
+def private_vpn_path(a: CloudAssembly, r: Resource) -> bool:
+    """A VPN gateway's attachment, or a route to a VPN gateway whose destination is a private range (RFC 1918):
+    the tunnels to another cloud's private endpoints, not a path to the internet."""
+    if r.type == "AWS::EC2::VPCGatewayAttachment":
+        gateway = a.resolve(r.stack, r.properties.get("VpnGatewayId"))
+        vpn = gateway is not None and gateway.type == "AWS::EC2::VPNGateway"
+        return vpn and "InternetGatewayId" not in r.properties
+    if r.type == "AWS::EC2::Route":
+        gateway = a.resolve(r.stack, r.properties.get("GatewayId"))
+        destination = r.properties.get("DestinationCidrBlock")
+        if gateway is None or gateway.type != "AWS::EC2::VPNGateway" or not isinstance(destination, str):
+            return False
+        try:
+            network = ipaddress.IPv4Network(destination)
+        except ValueError:
+            return False
+        return any(
+            network.subnet_of(ipaddress.IPv4Network(private))
+            for private in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+        )
+    return False
 
 
 def other_network(a: CloudAssembly) -> list[list[str]]:

@@ -167,6 +167,18 @@ def models(gate: ComplianceGate, stack: ModelsStack) -> None:
         )
     if stack.provisioned is not None:
         _provisioned_throughput(gate, stack)
+    from stacks.network import web_identity_audiences  # noqa: PLC0415 (stacks import this module's gate)
+
+    if web_identity_audiences(stack.platform, stack.region_name):
+        gate.acknowledge(
+            stack.router_invoke_policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "sts:GetWebIdentityToken has no resource type (IAM's service authorization reference), so its one "
+            "statement names '*'. Its conditions bound it: the token's audiences must all be the platform file's "
+            "workload identity providers (ForAllValues sts:IdentityTokenAudience), RS256, at most 300 s; the STS "
+            "endpoint's policy admits only this account's principals for the same audiences. Every other statement "
+            "of the policy names exact ARNs.",
+        )
 
 
 def escrow_prefix(stack: ModelsStack, escrow: object) -> str:

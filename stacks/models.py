@@ -46,10 +46,12 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from spillway.backends.workload_identity import JWT_LIFETIME_S, SIGNING_ALGORITHM
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, PrivateInterfaceEndpoint
 from stacks.constructs.guardrail import PlatformGuardrail
 from stacks.constructs.key_policy import ServiceUse, restricted_key
+from stacks.constructs.provider_secret import ProviderSecret
 from stacks.eni import ENI_ACTIONS, eni_guard
 from stacks.naming import (
     access_logs_bucket_name,
@@ -60,14 +62,21 @@ from stacks.naming import (
     pt_handler_name,
     router_policy_name,
 )
-from stacks.network import APPLY_GUARDRAIL, BEDROCK_INVOKE_ACTIONS, PLATFORM_TAG, SAGEMAKER_INVOKE_ACTIONS
+from stacks.network import (
+    APPLY_GUARDRAIL,
+    BEDROCK_INVOKE_ACTIONS,
+    GET_WEB_IDENTITY_TOKEN,
+    PLATFORM_TAG,
+    SAGEMAKER_INVOKE_ACTIONS,
+    web_identity_audiences,
+)
 from stacks.platform import (
     EscrowEndpoint,
     Model,
     Platform,
     ProvisionedPurchase,
 )
-from stacks.targets import router_grants
+from stacks.targets import providers_reached_from, router_grants
 
 if TYPE_CHECKING:
     from stacks.network import NetworkStack
@@ -757,6 +766,20 @@ class ModelsStack(CellStack):
             for name in platform.guardrails_in(region)
         }
 
+        # Keys of the other clouds' providers this cell's router reaches (stacks/constructs/provider_secret.py).
+        self.provider_secrets: dict[str, ProviderSecret] = {
+            provider.name: ProviderSecret(
+                self,
+                f"ProviderSecret{_camel(provider.name)}",
+                platform=platform.name,
+                account=platform.account,
+                provider=provider.name,
+                api_key=provider.api_key,
+            )
+            for provider in providers_reached_from(platform, region)
+            if provider.api_key is not None
+        }
+
         # The router's invoke policies.
         self.router_invoke_policy = self._invoke_policy(region)
         self.failover_invoke_policies: dict[str, iam.ManagedPolicy] = {
@@ -781,7 +804,7 @@ class ModelsStack(CellStack):
         sagemaker_arns: Sequence[str] = ()
         if own:
             grants = router_grants(self.platform, router_region)
-            bedrock_arns = [*grants.bedrock, *bedrock_arns]
+            bedrock_arns = [*grants.bedrock_runtime, *bedrock_arns]
             sagemaker_arns = grants.sagemaker
         if bedrock_arns:
             statements.append(
@@ -811,6 +834,8 @@ class ModelsStack(CellStack):
                     sid="InvokeEscrowEndpoints", actions=list(SAGEMAKER_INVOKE_ACTIONS), resources=list(sagemaker_arns)
                 )
             )
+        if own:
+            statements.extend(self._other_cloud_statements())
         if not statements:
             # The router serves no feature (an empty policy cannot be deployed): say so with a deny, never a "*" grant.
             statements.append(
@@ -829,6 +854,43 @@ class ModelsStack(CellStack):
             description=f"The {router_region} router may invoke exactly its targets in {where}",
             statements=statements,
         )
+
+    def _other_cloud_statements(self) -> list[iam.PolicyStatement]:
+        """What the router needs for its providers in other clouds: their secrets (exact ARNs) and keys (through
+        Secrets Manager only), and web identity tokens for exactly its workload identity providers' audiences."""
+        statements: list[iam.PolicyStatement] = []
+        secrets = sorted(self.provider_secrets.items())
+        if secrets:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="ReadProviderKeys",
+                    actions=["secretsmanager:GetSecretValue"],
+                    resources=[secret.secret_arn for _, secret in secrets],
+                )
+            )
+            statements.append(
+                iam.PolicyStatement(
+                    sid="DecryptProviderKeys",
+                    actions=["kms:Decrypt"],
+                    resources=[secret.key_arn for _, secret in secrets],
+                    conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{self.region_name}.amazonaws.com"}},
+                )
+            )
+        audiences = web_identity_audiences(self.platform, self.region_name)
+        if audiences:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="WebIdentityTokensForProviders",
+                    actions=[GET_WEB_IDENTITY_TOKEN],
+                    resources=["*"],  # the action has no resource: the conditions bound what may be asked for
+                    conditions={
+                        "ForAllValues:StringEquals": {"sts:IdentityTokenAudience": audiences},
+                        "NumericLessThanEquals": {"sts:DurationSeconds": JWT_LIFETIME_S},
+                        "StringEquals": {"sts:SigningAlgorithm": SIGNING_ALGORITHM},
+                    },
+                )
+            )
+        return statements
 
     def _access_logs_bucket(self) -> s3.Bucket:
         # S3 server access logs can only be delivered to SSE-S3 buckets; this one holds request metadata, no data.

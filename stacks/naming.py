@@ -51,6 +51,11 @@ def access_logs_bucket_name(platform: str, account: str, region: str) -> str:
     return bucket_name(platform, ACCESS_LOGS_PURPOSE, account, region)
 
 
+def provider_secret_name(platform: str, provider: str) -> str:
+    """The Secrets Manager secret holding an OpenAI-compatible provider's key, in each cell that reaches it."""
+    return f"{platform}/providers/{provider}/api-key"
+
+
 def provisioned_model_name(platform: str, model: str, region: str) -> str:
     """The name a purchased Provisioned Throughput gets in Bedrock (unique per account and region)."""
     return f"{platform}-{model}-{region}"

@@ -52,18 +52,20 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from spillway.backends.workload_identity import jwt_audience
 from stacks.cell import CellStack
 from stacks.constructs import EncryptedLogGroup, LogsKey, PrivateInterfaceEndpoint
+from stacks.constructs.cross_cloud import CrossCloudPaths
 from stacks.cross_region import confine_provider, contain_cross_region_providers
 from stacks.naming import bucket_name, partition_of
 from stacks.platform import Platform
-from stacks.targets import KINDS, endpoint_grants, used_targets
+from stacks.targets import KINDS, endpoint_grants, providers_reached_from, used_targets
 
 # Each backend kind's runtime endpoint service and invoke actions, from the registry (spillway/backends/kinds.py).
 BEDROCK_RUNTIME = KINDS["bedrock"].endpoint_service
 SAGEMAKER_RUNTIME = KINDS["sagemaker"].endpoint_service
-# The kinds the platform file can name (an openai target is written into a routing table by hand, for now).
-RUNTIME_SERVICES = tuple(kind.endpoint_service for kind in KINDS.values() if kind.in_platform_file)
+# The runtime endpoints of the kinds that have one (an openai target is reached on its provider's path).
+RUNTIME_SERVICES = tuple(k.endpoint_service for k in KINDS.values() if k.in_platform_file and k.endpoint_service)
 BEDROCK_INVOKE_ACTIONS = KINDS["bedrock"].invoke_actions
 APPLY_GUARDRAIL = "bedrock:ApplyGuardrail"  # Converse with a guardrailConfig (stacks/constructs/guardrail.py)
 PLATFORM_TAG = "spillway:platform"  # on every application inference profile and purchased PT (stacks/models.py)
@@ -104,6 +106,8 @@ INTERFACE_ENDPOINTS: tuple[_Interface, ...] = (
     _Interface("kms", (MODEL,), escrow_only=True),
     _Interface("ecr.api", (MODEL,), escrow_only=True),
     _Interface("ecr.dkr", (MODEL,), escrow_only=True),
+    # The router's keys for providers in other clouds (Azure OpenAI, self-hosted): only in cells that use one.
+    _Interface("secretsmanager", ()),
 )
 
 
@@ -143,6 +147,14 @@ SERVICE_GRANTS: Mapping[str, tuple[_Grant, ...]] = {
         ),
     ),
     "monitoring": (_Grant("OwnMetrics", ("cloudwatch:PutMetricData",), ("*",)),),
+    # The providers' keys (stacks/constructs/provider_secret.py): read only, this platform's provider secrets only.
+    "secretsmanager": (
+        _Grant(
+            "ProviderKeys",
+            ("secretsmanager:GetSecretValue",),
+            ("arn:{p}:secretsmanager:{r}:{a}:secret:{n}/providers/*",),
+        ),
+    ),
     "kms": (
         _Grant(
             "OwnKeys",
@@ -152,6 +164,26 @@ SERVICE_GRANTS: Mapping[str, tuple[_Grant, ...]] = {
     ),
 }
 ECR_IMAGE_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
+
+
+GET_WEB_IDENTITY_TOKEN = "sts:GetWebIdentityToken"  # noqa: S105 (an IAM action)
+
+
+def router_endpoint_needs(platform: Platform, region: str) -> frozenset[str]:
+    """The interface endpoints `region`'s router needs for the other clouds it reaches: STS for workload identity
+    federation (GetWebIdentityToken), Secrets Manager for provider keys."""
+    reached = providers_reached_from(platform, region)
+    needs = set()
+    if any(p.type == "vertex" for p in reached):
+        needs.add("sts")
+    if any(p.api_key is not None for p in reached):
+        needs.add("secretsmanager")
+    return frozenset(needs)
+
+
+def web_identity_audiences(platform: Platform, region: str) -> list[str]:
+    """The JWT audiences `region`'s router may ask AWS STS for: its workload identity providers', exactly."""
+    return sorted(jwt_audience(p.audience) for p in providers_reached_from(platform, region) if p.audience is not None)
 
 
 def deploy_time_resource_types(platform: Platform, region: str) -> tuple[str, ...]:
@@ -258,6 +290,24 @@ class NetworkStack(CellStack):
         }
         self.gateway_endpoints: dict[str, ec2.GatewayVpcEndpoint] = self._gateway_endpoints()
         self._client_egress()
+        # Other clouds reached from this cell: tunnels, routes, resolver rules, the router's egress to them.
+        reached = providers_reached_from(platform, region)
+        self.cross_cloud: CrossCloudPaths | None = (
+            CrossCloudPaths(
+                self,
+                "OtherClouds",
+                platform_name=platform.name,
+                providers=reached,
+                vpc=self.vpc,
+                subnets=self.isolated_subnets,
+                route_table_ids=self.isolated_route_table_ids,
+                router_group=self.router_security_group,
+                log_key=self.log_key,
+                retention_days=platform.log_retention_days,
+            )
+            if reached
+            else None
+        )
         # Peer region -> VPC peering connection id; filled by the links stack that owns each peering (stacks/links.py).
         self.peering_connections: dict[str, str] = {}
         self._contain_provider_logs()
@@ -371,8 +421,12 @@ class NetworkStack(CellStack):
         hosts_escrow = bool(escrow_artifacts(self.platform, self.region_name))
         groups = {ROUTER: self.router_security_group, MODEL: self.model_security_group}
         endpoints: dict[str, PrivateInterfaceEndpoint] = {}
+        router_needs = router_endpoint_needs(self.platform, self.region_name)
         for spec in INTERFACE_ENDPOINTS:
-            if spec.escrow_only and not hosts_escrow:
+            clients = () if spec.escrow_only and not hosts_escrow else spec.clients
+            if spec.name in router_needs and ROUTER not in clients:
+                clients = (*clients, ROUTER)
+            if not clients:
                 continue
             construct_id = "".join(part.capitalize() for part in spec.name.replace("-", ".").split("."))
             endpoint = PrivateInterfaceEndpoint(
@@ -382,9 +436,9 @@ class NetworkStack(CellStack):
                 service=ec2.InterfaceVpcEndpointAwsService(spec.name),
                 subnets=self.isolated_subnets,
                 policy=self._interface_policy(spec.name),
-                description=f"{spec.name} endpoint: HTTPS from the {' and '.join(spec.clients)} security groups only",
+                description=f"{spec.name} endpoint: HTTPS from the {' and '.join(clients)} security groups only",
             )
-            for client in spec.clients:
+            for client in clients:
                 endpoint.security_group.add_ingress_rule(
                     ec2.Peer.security_group_id(groups[client].security_group_id),
                     ec2.Port.tcp(443),
@@ -407,12 +461,17 @@ class NetworkStack(CellStack):
     def _interface_policy(self, service: str) -> list[iam.PolicyStatement]:
         grants = endpoint_grants(self.platform, self.region_name)
         if service == BEDROCK_RUNTIME:
-            policy = self._invoke_policy(BEDROCK_INVOKE_ACTIONS, grants.bedrock)
+            policy = self._invoke_policy(BEDROCK_INVOKE_ACTIONS, grants.bedrock_runtime)
             return policy + self._deploy_time_invoke_policy() + self._guardrail_policy() if grants.bedrock else policy
         if service == SAGEMAKER_RUNTIME:
             return self._invoke_policy(SAGEMAKER_INVOKE_ACTIONS, grants.sagemaker)
         if service in ("ecr.api", "ecr.dkr"):
             return self._ecr_policy()
+        if service == "sts" and "sts" in router_endpoint_needs(self.platform, self.region_name):
+            return self._grant_policy(service) + self._web_identity_policy()
+        return self._grant_policy(service)
+
+    def _grant_policy(self, service: str) -> list[iam.PolicyStatement]:
         partition = partition_of(self.region_name)
         perimeter = {
             "StringEquals": {**self._principal_account["StringEquals"], "aws:ResourceAccount": self.platform.account}
@@ -422,10 +481,31 @@ class NetworkStack(CellStack):
                 sid=grant.sid,
                 principals=[iam.AnyPrincipal()],
                 actions=list(grant.actions),
-                resources=[r.format(p=partition, r=self.region_name, a=self.platform.account) for r in grant.resources],
+                resources=[
+                    r.format(p=partition, r=self.region_name, a=self.platform.account, n=self.platform.name)
+                    for r in grant.resources
+                ],
                 conditions=perimeter,
             )
             for grant in SERVICE_GRANTS[service]
+        ]
+
+    def _web_identity_policy(self) -> list[iam.PolicyStatement]:
+        """GetWebIdentityToken (workload identity federation to another cloud) has no resource: the account's own
+        principals only, for the audiences of the providers this cell reaches (the router's policy says the same)."""
+        return [
+            iam.PolicyStatement(
+                sid="WebIdentityTokensForProviders",
+                principals=[iam.AnyPrincipal()],
+                actions=[GET_WEB_IDENTITY_TOKEN],
+                resources=["*"],
+                conditions={
+                    **self._principal_account,
+                    "ForAllValues:StringEquals": {
+                        "sts:IdentityTokenAudience": web_identity_audiences(self.platform, self.region_name)
+                    },
+                },
+            )
         ]
 
     def _ecr_policy(self) -> list[iam.PolicyStatement]:

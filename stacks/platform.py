@@ -25,10 +25,11 @@ from stacks.naming import (
     partition_of,
     provisioned_model_name,
 )
+from stacks.providers import OpenAIModel, Provider, parse_openai_model, parse_providers
 
 Capacity = Literal["provisioned", "on_demand"]
 CAPACITIES: tuple[Capacity, ...] = ("provisioned", "on_demand")
-ModelKind = Literal["bedrock", "sagemaker"]
+ModelKind = Literal["bedrock", "sagemaker", "openai"]
 
 # Regions a cell may be placed in: AWS commercial regions with Bedrock runtime and SageMaker, plus GovCloud.
 KNOWN_REGIONS: frozenset[str] = frozenset(
@@ -184,6 +185,8 @@ class ModelRegion:
     on_demand: bool
     provisioned: Provisioned | None
     endpoint: EscrowEndpoint | None
+    # An openai model's capacity here: on_demand (a managed provider) or provisioned (a self-hosted server we size).
+    served_as: Capacity | None = None
 
     @property
     def purchase(self) -> ProvisionedPurchase | None:
@@ -191,6 +194,8 @@ class ModelRegion:
 
     @property
     def capacities(self) -> tuple[Capacity, ...]:
+        if self.served_as is not None:
+            return (self.served_as,)
         offered: list[Capacity] = []
         if self.provisioned is not None or self.endpoint is not None:
             offered.append("provisioned")
@@ -206,6 +211,7 @@ class Model:
     model_id: str | None
     inference_profile: InferenceProfile | None
     regions: Mapping[str, ModelRegion]
+    openai: OpenAIModel | None = None  # kind openai: its provider and the endpoint's model name (stacks/providers.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +349,7 @@ class Platform:
     artifact_publishers: tuple[str, ...] = ()
     router: RouterSettings = field(default_factory=RouterSettings)
     guardrails: Mapping[str, Guardrail] = field(default_factory=dict)
+    providers: Mapping[str, Provider] = field(default_factory=dict)  # OpenAI-compatible providers (`providers:`)
 
     def guardrails_in(self, region: str) -> tuple[str, ...]:
         """The guardrails `region`'s models stack builds: those of the features homed there (a guarded feature has
@@ -462,7 +469,10 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
     _reject_duplicate_keys(text, source)
     read = _Reader(source)
     top = read.fields(
-        document, "", required=("platform", "regions", "models", "features"), optional=("router", "guardrails")
+        document,
+        "",
+        required=("platform", "regions", "models", "features"),
+        optional=("router", "guardrails", "providers"),
     )
     settings = read.fields(top["platform"], "platform", ("name", "account"),
                            ("log_retention_days", "allow_provisioned_purchase", "cost_center",
@@ -487,7 +497,8 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
     )
 
     regions = _regions(read, top["regions"])
-    models = _models(read, top["models"], regions, account, name)
+    providers = parse_providers(read, top.get("providers") or {}, regions, account)
+    models = _models(read, top["models"], regions, account, name, providers=providers)
     guardrails = _guardrails(read, top.get("guardrails") or {})
     features = _features(read, top["features"], regions, models, guardrails)
     purchases = [
@@ -519,6 +530,7 @@ def parse_platform(text: str, source: str = "<platform>") -> Platform:
         artifact_publishers=publishers,
         router=_router(read, top.get("router"), regions, features, name),
         guardrails=guardrails,
+        providers=providers,
     )
     _check_concurrency(read, platform)
     return platform
@@ -652,7 +664,13 @@ def _regions(read: _Reader, value: object) -> dict[str, Region]:
 
 
 def _models(
-    read: _Reader, value: object, regions: Mapping[str, Region], account: str, platform: str
+    read: _Reader,
+    value: object,
+    regions: Mapping[str, Region],
+    account: str,
+    platform: str,
+    *,
+    providers: Mapping[str, Provider],
 ) -> dict[str, Model]:
     raw = read.mapping(value, "models")
     if not raw:
@@ -666,7 +684,7 @@ def _models(
         if parse is None:
             known = " or ".join(f"'{k}'" for k in MODEL_PARSERS)
             raise read.fail(f"{key}.kind", f"expected {known}, got {kind!r}")
-        models[name] = parse(read, name, body, regions, account=account, platform=platform)
+        models[name] = parse(read, name, body, regions, account=account, platform=platform, providers=providers)
     return models
 
 
@@ -682,7 +700,7 @@ def _model_regions(read: _Reader, key: str, value: object, regions: Mapping[str,
 
 
 def _bedrock_model(
-    read: _Reader, name: str, body: object, regions: Mapping[str, Region], *, account: str, platform: str
+    read: _Reader, name: str, body: object, regions: Mapping[str, Region], *, account: str, platform: str, **_: Any
 ) -> Model:
     key = f"models.{name}"
     data = read.fields(body, key, ("kind", "model_id", "regions"), ("inference_profile",))
@@ -748,7 +766,7 @@ def _purchase(read: _Reader, key: str, value: object, *, model_id: str, region: 
 
 
 def _sagemaker_model(
-    read: _Reader, name: str, body: object, regions: Mapping[str, Region], *, account: str, platform: str
+    read: _Reader, name: str, body: object, regions: Mapping[str, Region], *, account: str, platform: str, **_: Any
 ) -> Model:
     key = f"models.{name}"
     data = read.fields(body, key, ("kind", "regions"))
@@ -871,8 +889,27 @@ def _converse_settings(read: _Reader, value: object, key: str) -> dict[str, Any]
     return data
 
 
+def _openai_model(
+    read: _Reader,
+    name: str,
+    body: object,
+    regions: Mapping[str, Region],
+    *,
+    providers: Mapping[str, Provider],
+    **_: Any,
+) -> Model:
+    """A model behind an OpenAI-compatible endpoint of a declared provider (stacks/providers.py), in the cells that
+    reach it: `regions` is a list, the provider's path is per cell."""
+    key = f"models.{name}"
+    data = read.fields(body, key, ("kind", "provider", "model", "regions"), ("images", "max_in_flight"))
+    openai, cells = parse_openai_model(read, key, data, providers, regions)
+    served: Capacity = "provisioned" if providers[openai.provider].type == "self_hosted" else "on_demand"
+    per_region = {region: ModelRegion(False, None, None, served) for region in cells}
+    return Model(name, "openai", None, None, per_region, openai)
+
+
 # The platform file's model parser per backend kind: every kind of the router's registry has one (a test checks).
-MODEL_PARSERS = {"bedrock": _bedrock_model, "sagemaker": _sagemaker_model}
+MODEL_PARSERS = {"bedrock": _bedrock_model, "sagemaker": _sagemaker_model, "openai": _openai_model}
 
 
 def _features(

@@ -43,8 +43,13 @@ def render_routing_table(
         guardrail = _guardrail_config(platform, region, feature.name, guardrails)
         if feature.guardrail is not None and guardrail is None:
             continue
-        for target in feature_targets(platform, feature.name):
-            backend = {"kind": target.kind, KINDS[target.kind].ref_field: target.invoke_id}  # the registry's form
+        reachable = feature_targets(platform, feature.name, region)
+        for target in reachable:
+            backend = {
+                "kind": target.kind,
+                KINDS[target.kind].ref_field: target.invoke_id,
+                **dict(target.backend_fields),
+            }
             entry: dict[str, Any] = {
                 "model": target.model,
                 "capacity": target.capacity,
@@ -58,7 +63,8 @@ def render_routing_table(
             "attempt_timeout_ms": {"min": int(MIN_ATTEMPT_MS), "max": feature.deadline_ms},
             **feature.routing,
             "first_capacity": feature.first_capacity,
-            "models": list(feature.models),
+            # A model this cell's router cannot reach (another cloud without a path from this cell) is left out.
+            "models": [m for m in feature.models if any(t.model == m for t in reachable)],
             "home_region": feature.home_region,
             "failover_regions": list(feature.failover_regions),
             "deadline_ms": feature.deadline_ms,

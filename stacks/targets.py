@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from spillway.backends.kinds import KINDS, BackendKind, kind_of
 from stacks.naming import endpoint_name, partition_of
 from stacks.platform import Capacity, Model, Platform, usable_capacities
+from stacks.providers import Provider
 
 __all__ = ["KINDS", "BackendKind", "DeployedTarget", "InvokeGrants", "endpoint_grants", "router_grants", "used_targets"]
 
@@ -29,6 +31,8 @@ class DeployedTarget:
     invoke_id: str  # what the runtime call names: model id, inference profile id, PT ARN or endpoint name
     arns: tuple[str, ...]  # every resource the call may touch, for endpoint and IAM policies
     max_in_flight: int | None
+    # The routing table's other backend keys, for a kind of several (openai: base_url, auth, secret_id...).
+    backend_fields: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         kind_of(self.kind)  # an unregistered kind fails here, never falls into another kind's grants
@@ -52,8 +56,44 @@ class InvokeGrants:
     def sagemaker(self) -> tuple[str, ...]:
         return self.by_kind.get("sagemaker", ())
 
+    @property
+    def bedrock_runtime(self) -> tuple[str, ...]:
+        """What enters through bedrock-runtime: Converse targets and Bedrock's OpenAI-compatible ones (an openai
+        target has ARNs only when its provider is Bedrock: stacks/providers.py)."""
+        return tuple(sorted({*self.bedrock, *self.by_kind.get("openai", ())}))
+
+
+def openai_targets(platform: Platform, model: Model) -> list[DeployedTarget]:
+    """A `kind: openai` model's targets: one per cell that reaches its provider."""
+    assert model.openai is not None  # schema: every openai model names its provider and model
+    provider = platform.providers[model.openai.provider]
+    targets: list[DeployedTarget] = []
+    for region, offer in sorted(model.regions.items()):
+        arns: tuple[str, ...] = ()
+        if provider.type == "bedrock":  # bedrock-runtime's /openai/v1: authorized on the foundation model
+            arns = (f"arn:{partition_of(region)}:bedrock:{region}::foundation-model/{model.openai.wire_model}",)
+        fields = provider.backend_fields(region, platform.name)
+        if model.openai.images:
+            fields["images"] = True
+        (capacity,) = offer.capacities
+        targets.append(
+            DeployedTarget(
+                model.name,
+                capacity,
+                region,
+                "openai",
+                model.openai.wire_model,
+                arns,
+                model.openai.max_in_flight,
+                tuple(sorted(fields.items())),
+            )
+        )
+    return targets
+
 
 def model_targets(platform: Platform, model: Model) -> list[DeployedTarget]:
+    if model.kind == "openai":
+        return openai_targets(platform, model)
     targets: list[DeployedTarget] = []
     for region, offer in sorted(model.regions.items()):
         partition = partition_of(region)
@@ -101,17 +141,42 @@ def model_targets(platform: Platform, model: Model) -> list[DeployedTarget]:
     return targets
 
 
-def feature_targets(platform: Platform, feature_name: str) -> list[DeployedTarget]:
+def feature_targets(platform: Platform, feature_name: str, router_region: str | None = None) -> list[DeployedTarget]:
     """Every target a feature may use: its models, in its regions. A feature that starts on on-demand never
-    spills onto provisioned capacity (that is bought for the features that ask for it), so it gets none."""
+    spills onto provisioned capacity (that is bought for the features that ask for it), so it gets none. Given the
+    router's region, only what that router can reach (`reachable_from`)."""
     feature = platform.features[feature_name]
     capacities = usable_capacities(feature.first_capacity)
     return [
         target
         for model in feature.models
         for target in model_targets(platform, platform.models[model])
-        if target.region in feature.regions and target.capacity in capacities
+        if target.region in feature.regions
+        and target.capacity in capacities
+        and (router_region is None or reachable_from(platform, target, router_region))
     ]
+
+
+def reachable_from(platform: Platform, target: DeployedTarget, router_region: str) -> bool:
+    """Whether `router_region`'s router can reach `target`. Another cloud (or a server in a VPC) is reached over the
+    private path of the router's own cell only (its VPN, its resolver rules, its secret and STS endpoints): the other
+    cells' targets of that model are theirs. AWS runtimes in other regions are reached through the peering."""
+    if target.kind != "openai":
+        return True
+    model = platform.models[target.model]
+    assert model.openai is not None
+    return platform.providers[model.openai.provider].type == "bedrock" or target.region == router_region
+
+
+def providers_reached_from(platform: Platform, region: str) -> tuple[Provider, ...]:
+    """The providers `region`'s router uses over its own cell's path (their VPN, resolver rules, secret, STS)."""
+    names = {
+        model.openai.provider
+        for f in platform.features_served_in(region)
+        for t in feature_targets(platform, f.name, region)
+        if t.kind == "openai" and (model := platform.models[t.model]).openai is not None
+    }
+    return tuple(platform.providers[name] for name in sorted(names) if platform.providers[name].type != "bedrock")
 
 
 def used_targets(platform: Platform) -> list[DeployedTarget]:
@@ -138,4 +203,4 @@ def endpoint_grants(platform: Platform, region: str) -> InvokeGrants:
 def router_grants(platform: Platform, region: str) -> InvokeGrants:
     """What `region`'s router may invoke: every target of the features it serves, failover regions included."""
     served = {f.name for f in platform.features_served_in(region)}
-    return _grants(t for name in sorted(served) for t in feature_targets(platform, name))
+    return _grants(t for name in sorted(served) for t in feature_targets(platform, name, region))

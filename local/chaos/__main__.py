@@ -189,6 +189,51 @@ def home_region_outage(world: World) -> Figures:
     return figures
 
 
+def provider_outage(world: World) -> Figures:
+    """Bedrock is out in every region for 8 s (every Bedrock target answers 503) while Gemini on Vertex AI, in
+    another cloud, serves through its stand-ins (workload identity: the role's web identity token exchanged for an
+    access token the emulated endpoint checks). Nothing dropped, the fleet stops sending to Bedrock within a second,
+    and traffic returns to Bedrock once it recovers."""
+    bedrock = {t.id for t in world.by_id.values() if t.kind == "bedrock"}
+    other_cloud = {t.id for t in world.by_id.values() if t.kind == "openai" and t.model == "gemini-flash"}
+    assert other_cloud, "the platform has no model of summarize-thread in another cloud"
+    identity = world.providers.identity
+    exchanges_before = identity.exchanges if identity is not None else 0
+    faults: list[str] = []
+
+    def down() -> None:
+        faults.extend(world.set_fault(target, Fault.error_response("unavailable")) for target in sorted(bedrock))
+
+    def up() -> None:
+        for fault in faults:
+            world.emu.remove_fault(fault)
+
+    records = run(world, STEADY, 24.0, [(2.0, down), (10.0, up)])
+    t0 = records[0].sent_s
+    attempts = ff.dead_attempts([r for r in records if r.sent_s - t0 < 10.0], bedrock, since_s=t0 + 2.0)
+    stopped = ff.ordinary_traffic_stop_s(attempts, cooldown_s=5.0)
+    during = [r for r in records if 3.0 <= r.sent_s - t0 < 10.0]
+    tail = [r for r in records if r.sent_s - t0 >= 21.0]
+    figures = {
+        "requests": len(records),
+        "dropped": dropped(records),
+        "bedrock_traffic_stopped_after_s": stopped,
+        "failed_attempts_per_bedrock_target": ff.failed_attempts_per_target(attempts),
+        "served_by_other_cloud_during_outage": sum(1 for r in during if r.target in other_cloud),
+        "requests_during_outage": len(during),
+        "token_exchanges": (identity.exchanges if identity is not None else 0) - exchanges_before,
+        "bedrock_share_last_3s": round(sum(1 for r in tail if r.target in bedrock) / max(1, len(tail)), 2),
+        "p99_ms": lat(records, 99),
+    }
+    assert figures["dropped"] == 0, f"{figures['dropped']} of {figures['requests']} dropped"
+    assert stopped is not None, "no request ever met the outage"
+    assert stopped < 1.0, f"the fleet went on sending to the dead Bedrock targets for {stopped} s"
+    assert figures["served_by_other_cloud_during_outage"] == len(during), "a request was not served by the other cloud"
+    assert figures["token_exchanges"] >= 1, "the other cloud served without a token from the exchange"
+    assert figures["bedrock_share_last_3s"] >= 0.8, "traffic did not return to Bedrock"
+    return figures
+
+
 def flapping_region(world: World) -> Figures:
     """us-east-1 goes down and up every second for 8 s: nothing dropped, and the breaker's cooldown grows instead of
     letting the flapping region back in at full weight each time it answers."""
@@ -640,6 +685,7 @@ def stream_error_mid_stream(world: World) -> Figures:
 SCENARIOS: list[Callable[[World], Figures]] = [
     pt_surge,
     home_region_outage,
+    provider_outage,
     flapping_region,
     slow_first_token,
     throttle_storm,

@@ -11,7 +11,8 @@ instead, quick but not the production shape). Then it drives four phases of traf
 4. recovery  us-east-1 comes back: breakers probe, ramp up and close; traffic returns home.
 
 Once a second it prints a progress line; at the end a summary table, written with a plot of traffic per target
-to reports/demo/. Runs in about a minute.
+to reports/demo/, then an image request and a request while Bedrock is out everywhere (Gemini on Vertex AI, the
+example's model in another cloud, serves it through the token exchange's loopback stand-ins). Runs in about a minute.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from local.emulator import Fault
 from local.localrun import Latency, World, iter_classify, make_world
 from local.localrun import figures as ff
 from local.localrun.traffic import Record, Traffic, percentile
@@ -189,6 +191,22 @@ def image_request(world: World) -> str:
     return f"\nan image to redact-escrow: HTTP {reply.status}, served by {reply.target}; route {route}\n"
 
 
+def other_cloud_request(world: World) -> str:
+    """Bedrock out in every region for one request to summarize-thread: Gemini on Vertex AI (the example's model in
+    another cloud) serves it, with an access token the router got from its role through the token exchange."""
+    faults = [
+        world.set_fault(t.id, Fault.error_response("unavailable")) for t in world.by_id.values() if t.kind == "bedrock"
+    ]
+    try:
+        reply = world.http.converse(FEATURE, {"messages": [{"role": "user", "content": [{"text": "Summarize: ..."}]}]})
+    finally:
+        for fault in faults:
+            world.emu.remove_fault(fault)
+    route = ", ".join(f"{target}={outcome}" for target, outcome in reply.route)
+    served = f"HTTP {reply.status}, served by {reply.target}"
+    return f"Bedrock out everywhere, one request to {FEATURE}: {served}; route {route}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m local.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -239,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         traffic.close()
         seconds = traffic.now()
         summary = summarize(world, traffic, [p[0] for p in plan], seconds) + image_request(world)
+        summary += other_cloud_request(world)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "summary.txt").write_text(summary)
         plot(world, traffic, bounds, args.out / "traffic.png")

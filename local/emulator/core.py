@@ -301,6 +301,12 @@ class Emulator:
         self._regions[spec.region].update(spec)
         return spec
 
+    def require_bearer(self, target: ScopeLike, check: Callable[[str], bool] | None) -> None:
+        """An openai target answers 401 (OpenAI's invalid_api_key) unless ``check`` accepts the request's bearer
+        token: a stand-in provider's key or access token (localrun/identity.py). None: no check (the default)."""
+        state = self._state(target)
+        self._regions[state.spec.region].set_bearer_check(state.spec.kind, state.spec.id, check)
+
     def remove_target(self, target: ScopeLike) -> None:
         state = self._state(target)
         self._regions[state.spec.region].remove(state.spec.kind, state.spec.id)

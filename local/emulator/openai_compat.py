@@ -11,9 +11,9 @@ OpenAI-compatible server gives that condition.
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
-__all__ = ["OPENAI_ERRORS", "base_path", "error_body", "headers_for", "target_of"]
+__all__ = ["OPENAI_ERRORS", "base_path", "error_body", "headers_for", "target_of", "unauthorized_body"]
 
 PREFIX = "openai"
 # Bedrock's error codes (the emulator's fault vocabulary for this kind) -> (HTTP status, OpenAI error type).
@@ -34,7 +34,7 @@ RETRY_AFTER_S = 1
 
 
 def base_path(target_id: str) -> str:
-    return f"/{PREFIX}/{target_id}/v1"
+    return f"/{PREFIX}/{quote(target_id, safe='')}/v1"  # a model name may hold "/" (google/gemini-2.5-flash)
 
 
 def target_of(parts: list[str]) -> str | None:
@@ -51,6 +51,12 @@ def status_of(code: str) -> int:
 def error_body(code: str, message: str) -> dict[str, object]:
     kind = OPENAI_ERRORS.get(code, (500, "server_error"))[1]
     return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+
+
+def unauthorized_body() -> dict[str, object]:
+    """What an OpenAI-compatible server answers (401) to a missing, wrong or expired key or token."""
+    message = "Incorrect API key provided."
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
 
 
 def headers_for(status: int) -> dict[str, str]:

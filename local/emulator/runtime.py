@@ -82,6 +82,7 @@ class RegionEndpoint:
         self.states: dict[tuple[Kind, str], TargetState] = {}
         self._by_wire_id: dict[tuple[Kind, str], TargetState] = {}
         self.unrouted = 0
+        self._bearer_checks: dict[tuple[Kind, str], Callable[[str], bool]] = {}
 
     # Targets ------------------------------------------------------------------------------
     def add(self, spec: TargetSpec) -> TargetState:
@@ -108,6 +109,20 @@ class RegionEndpoint:
             for wire_id in spec.aliases:
                 self._by_wire_id[(spec.kind, wire_id)] = state
             state.update(spec)
+
+    def set_bearer_check(self, kind: Kind, target_id: str, check: Callable[[str], bool] | None) -> None:
+        with self._lock:
+            if check is None:
+                self._bearer_checks.pop((kind, target_id), None)
+            else:
+                self._bearer_checks[(kind, target_id)] = check
+
+    def _authorized(self, h: RequestHandler, state: TargetState) -> bool:
+        check = self._bearer_checks.get((state.spec.kind, state.spec.id))
+        if check is None:
+            return True
+        scheme, _, token = (h.headers.get("Authorization") or "").partition(" ")
+        return scheme == "Bearer" and bool(token) and check(token)
 
     def remove(self, kind: Kind, target_id: str) -> None:
         with self._lock:
@@ -139,6 +154,9 @@ class RegionEndpoint:
         if state is None:
             self._unrouted()
             self._send_error(h, kind, self._not_found(kind, wire_id))
+            return
+        if not self._authorized(h, state):
+            self._send_error(h, kind, wire.WireError(401, "invalid_api_key", openai_compat.unauthorized_body()))
             return
         if streamed:
             self._serve_stream(h, kind, state, body)

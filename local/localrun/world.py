@@ -47,6 +47,7 @@ from local.emulator import Emulator, Fault, TargetKey, TargetSpec  # noqa: E402
 from local.emulator.targets import Kind  # noqa: E402
 from local.localrun.blackhole import Blackhole  # noqa: E402
 from local.localrun.client import Client  # noqa: E402
+from local.localrun.providers import LocalProviders  # noqa: E402
 from local.localrun.redis_server import RedisServer  # noqa: E402
 from local.localrun.server import LambdaHandler, LocalEndpoint, StreamHandler  # noqa: E402
 from local.localrun.sink import RouterOutput  # noqa: E402
@@ -149,6 +150,7 @@ class World:
 
         self.table_doc: dict[str, Any] = render_routing_table(self.platform, region)
         self.by_id = {t.id: t for t in self.targets if t.id in self.table_doc["targets"]}
+        self.providers = LocalProviders(self.table_doc)  # other clouds' stand-ins (localrun/providers.py)
         self.emulator: Emulator | None = None
         self.endpoint: LocalEndpoint | None = None
         self.client: Client | None = None
@@ -193,9 +195,11 @@ class World:
         """Emulator and redis; the router's environment variables to reach them."""
         self._tmp = tempfile.TemporaryDirectory(prefix="spillway-local-")
         self.emulator = Emulator(self.emulator_specs(), appconfig=True).start()
-        self.emulator.set_configuration(APPLICATION, self.region, ROUTING_PROFILE, self.table_doc)
         if self.use_redis:
             self.redis = RedisServer().start()
+        self.providers.start(self.emulator, self.table_doc)
+        self.table_doc = self.providers.localize(self.table_doc, self.emulator)
+        self.emulator.set_configuration(APPLICATION, self.region, ROUTING_PROFILE, self.table_doc)
         return self.router_env()
 
     @property
@@ -227,6 +231,7 @@ class World:
             env[_env_key(region)] = url
         if self.redis is not None:
             env["SPILLWAY_FLEET_STORE_URL"] = self.redis.url
+        env.update(self.providers.env())
         env.update(self.extra_env)
         return env
 
@@ -253,6 +258,7 @@ class World:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        self.providers.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -68,7 +68,11 @@ def test_a_guardrail_on_a_feature_with_a_sagemaker_model_is_refused() -> None:
 
 
 def test_a_guarded_feature_does_not_fail_over() -> None:
-    error = rejects(lambda d: _guard(d, "summarize-thread"))  # it fails over to us-west-2
+    def mutate(document: dict[str, Any]) -> None:
+        document["features"]["summarize-thread"]["models"] = ["claude-sonnet", "nova-lite"]  # Bedrock only
+        _guard(document, "summarize-thread")  # it fails over to us-west-2
+
+    error = rejects(mutate)
     assert_names_key(error, "features.summarize-thread.failover_regions", "does not fail over")
 
 

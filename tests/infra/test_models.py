@@ -41,6 +41,9 @@ INVOKE_ACTIONS = {
     "sagemaker:InvokeEndpointWithResponseStream",
 }
 
+# The router's statements for other clouds (stacks/models.py `_other_cloud_statements`), checked apart.
+OTHER_CLOUD_SIDS = {"ReadProviderKeys", "DecryptProviderKeys", "WebIdentityTokensForProviders"}
+
 
 def models_template(templates: Mapping[str, Template], region: str) -> Template:
     return templates[f"spillway-models-{region}"]
@@ -347,7 +350,7 @@ def test_router_policy_names_exact_arns(templates: Mapping[str, Template], platf
         assert set(names) <= set(policies)
         static, tokens = _router_arns(policies, names)
         grants = router_grants(platform, region)
-        assert static == set(grants.bedrock) | set(grants.sagemaker)
+        assert static == set(grants.bedrock_runtime) | set(grants.sagemaker)
         # Application inference profiles of every region the router may use, by their attribute token.
         expected = sum(
             1
@@ -366,6 +369,8 @@ def _router_arns(
     tokens: set[tuple[str, str]] = set()
     for name in names:
         for statement in statements(policies[name]):
+            if statement.get("Sid") in OTHER_CLOUD_SIDS:
+                continue  # the providers' secrets and web identity tokens: tests/infra/test_other_clouds.py
             assert set(as_list(statement["Action"])) <= INVOKE_ACTIONS
             for resource in as_list(statement["Resource"]):
                 token = getatt(resource)
@@ -411,7 +416,7 @@ def test_endpoint_and_router_policies_come_from_the_same_grants(
     router_arns = {r: _router_arns(policies, router_invoke_policy_names(platform, r))[0] for r in platform.region_names}
     for region in platform.region_names:
         grants = endpoint_grants(platform, region)
-        assert endpoint_arns[region] == set(grants.bedrock) | set(grants.sagemaker)
+        assert endpoint_arns[region] == set(grants.bedrock_runtime) | set(grants.sagemaker)
     # In the example every feature is served in both cells, so each router covers every endpoint grant.
     for router in platform.region_names:
         assert set().union(*endpoint_arns.values()) <= router_arns[router]

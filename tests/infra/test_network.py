@@ -71,7 +71,9 @@ def internet_exposure(template: Template) -> list[str]:
     problems = []
     for logical_id, resource in template.get("Resources", {}).items():
         kind, props = resource["Type"], resource.get("Properties", {})
-        if kind in INTERNET_TYPES:
+        if kind in INTERNET_TYPES and not (
+            kind == "AWS::EC2::VPCGatewayAttachment" and _to_vpn_gateway(template, props.get("VpnGatewayId"))
+        ):
             problems.append(f"{logical_id}: {kind}")
         if kind == "AWS::EC2::Subnet" and props.get("MapPublicIpOnLaunch", False) is not False:
             problems.append(f"{logical_id}: MapPublicIpOnLaunch")
@@ -80,13 +82,28 @@ def internet_exposure(template: Template) -> list[str]:
         if kind == "AWS::EC2::Route":
             if props.get("DestinationCidrBlock") in ANYWHERE or props.get("DestinationIpv6CidrBlock") in ANYWHERE:
                 problems.append(f"{logical_id}: default route")
-            if any(key in props for key in ("GatewayId", "NatGatewayId", "EgressOnlyInternetGatewayId")):
+            if any(key in props for key in ("GatewayId", "NatGatewayId", "EgressOnlyInternetGatewayId")) and not (
+                _to_vpn_gateway(template, props.get("GatewayId")) and _private(props.get("DestinationCidrBlock"))
+            ):
                 problems.append(f"{logical_id}: route to a gateway")
         if kind == "AWS::EC2::Instance" and any(
             ni.get("AssociatePublicIpAddress") for ni in props.get("NetworkInterfaces", [])
         ):
             problems.append(f"{logical_id}: public IP")
     return problems
+
+
+def _to_vpn_gateway(template: Template, reference: Any) -> bool:
+    """Whether `reference` is a Ref to this template's virtual private gateway (the VPN to another cloud)."""
+    target = reference.get("Ref") if isinstance(reference, dict) else None
+    return template.get("Resources", {}).get(target, {}).get("Type") == "AWS::EC2::VPNGateway"
+
+
+def _private(cidr: Any) -> bool:
+    if not isinstance(cidr, str):
+        return False
+    network = ipaddress.IPv4Network(cidr)
+    return any(network.subnet_of(ipaddress.IPv4Network(p)) for p in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
 def ingress_rules(template: Template) -> Iterator[tuple[str, Any, Mapping[str, Any]]]:
@@ -319,8 +336,10 @@ def test_vpc_cidr_and_isolated_subnets_in_the_configured_zones(
             tags = {t["Key"]: t["Value"] for t in subnet.get("Tags", [])}
             assert tags.get("aws-cdk:subnet-type") == "Isolated"
             assert ipaddress.IPv4Network(subnet["CidrBlock"]).subnet_of(ipaddress.IPv4Network(config.vpc_cidr))
-        # Isolated route tables hold no route of their own here (links add only peer CIDRs).
-        assert resources_of(template, "AWS::EC2::Route") == {}
+        # Isolated route tables hold no route of their own here but the other clouds' private ranges, to the VPN
+        # gateway (links add only peer CIDRs; tests/infra/test_other_clouds.py checks those ranges).
+        routes = resources_of(template, "AWS::EC2::Route").values()
+        assert all(_to_vpn_gateway(template, r["Properties"].get("GatewayId")) for r in routes)
 
 
 def test_default_security_group_is_restricted(platform: Platform, templates: Mapping[str, Template]) -> None:

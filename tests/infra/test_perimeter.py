@@ -15,6 +15,7 @@ from typing import Any
 from stacks.constructs.key_policy import ADMIN_ACTIONS
 from stacks.network import isolated_subnet_cidrs
 from stacks.platform import Platform
+from stacks.targets import providers_reached_from
 from tests.infra.conftest import Template, resources_of
 
 RUNTIME_SERVICES = ("bedrock-runtime", "sagemaker.runtime")
@@ -57,17 +58,25 @@ def endpoint_policy_problems(template: Template, account: str) -> list[str]:
                 problems.append(f"{logical_id}: no aws:PrincipalAccount")
             if actions == ["ecr:GetAuthorizationToken"]:
                 continue  # a token for the caller's own registry access: no resource to scope
+            if actions == ["sts:GetWebIdentityToken"]:  # no resource either: bound to the providers' audiences
+                audiences = statement.get("Condition", {}).get("ForAllValues:StringEquals", {})
+                if not audiences.get("sts:IdentityTokenAudience"):
+                    problems.append(f"{logical_id}: web identity tokens for any audience")
+                continue
             if "aws:ResourceAccount" not in conditions:
                 problems.append(f"{logical_id}: no resource perimeter (aws:ResourceAccount)")
     return problems
 
 
-def egress_problems(template: Template, allowed_cidrs: set[str]) -> list[str]:
-    """Every egress rule of the template: tcp/443 to a security group, a prefix list, or an allowed literal CIDR."""
+def egress_problems(template: Template, allowed_cidrs: set[str], dns_cidrs: frozenset[str] = frozenset()) -> list[str]:
+    """Every egress rule of the template: tcp/443 to a security group, a prefix list, or an allowed literal CIDR;
+    DNS (53) only to `dns_cidrs` (the other clouds' resolvers, from the Route 53 Resolver endpoint)."""
     problems = []
     for logical_id, rule in _egress_rules(template):
         ports = (rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort"))
         if rule.get("CidrIp") == "255.255.255.255/32":  # CDK's "no egress" placeholder
+            continue
+        if ports in {("udp", 53, 53), ("tcp", 53, 53)} and rule.get("CidrIp") in dns_cidrs:
             continue
         to_store = ports in TLS_STORE_PORTS and "DestinationSecurityGroupId" in rule
         if ports != ("tcp", 443, 443) and not to_store:
@@ -143,9 +152,13 @@ def test_egress_goes_only_to_endpoints_gateways_and_peer_cells(
 ) -> None:
     for region in platform.region_names:
         peers = {c for p in platform.region_names if p != region for c in isolated_subnet_cidrs(platform, p)}
+        # Another cloud's private endpoints (HTTPS) and resolvers (DNS), over the cell's VPN.
+        paths = [p.path for p in providers_reached_from(platform, region) if p.path is not None]
+        endpoints = {f"{ip}/32" for path in paths for ip in path.endpoint_ips}
+        resolvers = frozenset(f"{ip}/32" for path in paths for ip in path.dns_resolvers)
         for kind in ("network", "models", "router", "links"):
             template = templates[f"{platform.name}-{kind}-{region}"]
-            assert egress_problems(template, peers) == [], (kind, region)
+            assert egress_problems(template, peers | endpoints, resolvers) == [], (kind, region)
         network = templates[f"{platform.name}-network-{region}"]
         prefix_lists = {
             r["DestinationPrefixListId"] for _, r in _egress_rules(network) if "DestinationPrefixListId" in r
@@ -159,6 +172,10 @@ def test_egress_goes_only_to_endpoints_gateways_and_peer_cells(
         {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0"}
     )
     assert any("egress to 0.0.0.0/0" in p for p in egress_problems(planted, set()))
+    group["Properties"]["SecurityGroupEgress"].append(
+        {"IpProtocol": "udp", "FromPort": 53, "ToPort": 53, "CidrIp": "8.8.8.8/32"}
+    )  # DNS to anyone but the providers' resolvers
+    assert any("egress other than tcp/443" in p for p in egress_problems(planted, set(), frozenset({"10.200.0.10/32"})))
 
 
 def test_every_key_separates_administration_from_use(platform: Platform, templates: Mapping[str, Template]) -> None:

@@ -44,7 +44,7 @@ def test_example_platform_is_valid() -> None:
         ),
         pytest.param(
             lambda d: d["features"]["summarize-thread"]["models"].append("gpt-9"),
-            "features.summarize-thread.models[2]",
+            "features.summarize-thread.models[3]",
             "unknown model 'gpt-9'",
             id="unresolved-model",
         ),
@@ -157,9 +157,12 @@ def _rename_model(document: dict[str, Any], old: str, new: str) -> None:
 
 
 def _no_on_demand_in(document: dict[str, Any], region: str) -> None:
-    """Leaves only provisioned capacity (sonnet's PT, the escrow endpoint) in `region`."""
+    """Leaves only provisioned capacity (sonnet's PT, the escrow endpoint) in `region`: no Bedrock on demand there,
+    and the other clouds' models not offered there."""
     document["models"]["nova-lite"]["regions"].pop(region)
     document["models"]["claude-sonnet"]["regions"][region]["on_demand"] = False
+    for model in ("gemini-flash", "gpt-azure"):
+        document["models"][model]["regions"].remove(region)
 
 
 @pytest.mark.parametrize(
@@ -186,7 +189,7 @@ def _no_on_demand_in(document: dict[str, Any], region: str) -> None:
         pytest.param(
             lambda d: _no_on_demand_in(d, "us-west-2"),
             "features.nightly-recap.home_region",
-            "us-west-2 offers no model of the hierarchy (nova-lite, claude-sonnet)",
+            "us-west-2 offers no model of the hierarchy (nova-lite, claude-sonnet, gpt-azure)",
             id="on-demand-first-home-without-on-demand",
         ),
         pytest.param(
@@ -264,7 +267,7 @@ def test_app_prints_one_line_without_traceback(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert (
         run.stderr.strip() == f"error: {config}: features.summarize-thread.models[1]: unknown model 'ghost' "
-        "(models: claude-sonnet, llama-escrow, nova-lite)"
+        "(models: claude-sonnet, gemini-flash, gpt-azure, llama-escrow, nova-lite)"
     )
     assert "Traceback" not in run.stdout + run.stderr
 

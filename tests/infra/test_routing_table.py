@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from spillway.backends.kinds import BedrockRef
+from spillway.backends.kinds import KINDS, BedrockRef
 from spillway.config import parse_routing_table
 from spillway.policy import Planner
 from stacks.platform import PlatformConfigError, load_platform, parse_platform
@@ -26,10 +26,9 @@ def test_round_trip_keeps_every_feature_and_target(region: str) -> None:
         assert feature.models == source.models
         assert (feature.home_region, feature.failover_regions) == (source.home_region, source.failover_regions)
         assert feature.deadline_ms == source.deadline_ms
-        for target in feature_targets(platform, name):
+        for target in feature_targets(platform, name, region):  # what this cell's router reaches
             rendered = table.targets[target.id]
-            ref = getattr(rendered.backend, "model_id", None) or getattr(rendered.backend, "endpoint_name", None)
-            assert ref == target.invoke_id
+            assert getattr(rendered.backend, KINDS[target.kind].ref_field) == target.invoke_id
 
 
 def test_routing_knobs_reach_the_router() -> None:

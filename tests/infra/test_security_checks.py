@@ -879,6 +879,26 @@ PLANTED: dict[str, tuple[Callable[[Resources], None], str, str, str]] = {
         "no_internet_path",
         "Igw",
     ),
+    # A VPN gateway to another cloud is a private path only while its routes name private ranges.
+    "VPN route to a public range": (
+        _both(
+            _add("Vgw", {"Type": "AWS::EC2::VPNGateway", "Properties": {"Type": "ipsec.1"}}),
+            _add(
+                "PublicRoute",
+                {
+                    "Type": "AWS::EC2::Route",
+                    "Properties": {
+                        "RouteTableId": "rtb-1",
+                        "DestinationCidrBlock": "8.8.8.0/24",
+                        "GatewayId": {"Ref": "Vgw"},
+                    },
+                },
+            ),
+        ),
+        "AC-4",
+        "no_internet_path",
+        "PublicRoute",
+    ),
     "IAM user": (
         _add("Person", {"Type": "AWS::IAM::User", "Properties": {}}),
         "IA-5",

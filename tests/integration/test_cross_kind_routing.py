@@ -29,7 +29,10 @@ def _with_openai_target(world: LocalWorld) -> dict[str, Any]:
     backend = {"kind": "openai", "base_url": base_url, "model": WIRE_MODEL, "auth": "sigv4"}
     table["targets"][GPT] = {"model": "gpt-oss", "capacity": "on_demand", "region": "us-east-1", "backend": backend}
     feature = table["features"][FEATURE]
-    feature["models"] = [*feature["models"], "gpt-oss"]
+    # The example's Bedrock models, then this echoing target (the example's own model in another cloud is
+    # tests/integration/test_multicloud_local.py's).
+    bedrock = {t["model"] for t in table["targets"].values() if t["backend"]["kind"] == "bedrock"}
+    feature["models"] = [*(m for m in feature["models"] if m in bedrock), "gpt-oss"]
     feature["max_attempts"] = len(table["targets"])  # room to try every Bedrock target, then the other kind
     return table
 

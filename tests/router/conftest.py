@@ -27,8 +27,10 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import handler
 from local.emulator import Emulator, TargetSpec
+from local.localrun.providers import LocalProviders
 from spillway import telemetry
 from spillway.backends.contract import BackendReply, Usage
+from spillway.backends.kinds import KINDS
 from spillway.config import Target
 from spillway.errors import BackendError
 from spillway.health import HealthBoard
@@ -215,7 +217,9 @@ class Harness:
         self.health = HealthBoard(clock=self.epoch)
         self.router = handler.Router(
             self.source,
-            {"bedrock": self.bedrock, "sagemaker": self.sagemaker},
+            # The example's models in other clouds (kind openai) answer as the Bedrock script says: a test that
+            # throttles every managed model throttles them too.
+            {"bedrock": self.bedrock, "sagemaker": self.sagemaker, "openai": self.bedrock},
             region="us-east-1",
             health=self.health,
             clock=self.clock,
@@ -307,7 +311,7 @@ def _specs(table: dict[str, Any]) -> list[TargetSpec]:
     for target in table["targets"].values():
         backend = target["backend"]
         kind = backend["kind"]
-        wire_id = backend.get("model_id") or backend["endpoint_name"]
+        wire_id = backend[KINDS[kind].ref_field]  # what the kind invokes (model id, endpoint name, model name)
         specs[(target["region"], kind, wire_id)] = TargetSpec(target["region"], kind, wire_id, echo=True)
     return list(specs.values())
 
@@ -328,13 +332,18 @@ def emulator_environment(emu: Emulator) -> dict[str, str]:
 def emulated_router(table: dict[str, Any], patch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """An emulator serving every target of `table` and its AppConfig stand-in, the router's environment pointing
     at them (the router is built from the environment on its next use)."""
+    providers = LocalProviders(table)  # other clouds' targets: the emulator's, their token exchange on loopback
     with Emulator(_specs(table)) as emu:
-        emu.set_configuration(APP, ENV, PROFILE, table)
-        for name, value in emulator_environment(emu).items():
+        providers.start(emu, table, with_secrets=False)
+        emu.set_configuration(APP, ENV, PROFILE, providers.localize(table, emu))
+        for name, value in {**emulator_environment(emu), **providers.env()}.items():
             patch.setenv(name, value)
         handler.set_router(None)
-        yield emu
-        handler.set_router(None)
+        try:
+            yield emu
+        finally:
+            handler.set_router(None)
+            providers.stop()
 
 
 @pytest.fixture

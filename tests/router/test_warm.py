@@ -9,6 +9,7 @@ import pytest
 from handler import Router
 from spillway.backends import ClientPool, tier_for
 from spillway.backends.bedrock import BedrockBackend
+from spillway.backends.openai_compat import OpenAICompatBackend
 from spillway.backends.sagemaker import SageMakerBackend
 from spillway.settings import Settings, SettingsError
 from tests.router.conftest import Harness
@@ -29,7 +30,9 @@ def _wired(table_doc: dict[str, Any]) -> tuple[Harness, RecordingMaker, ClientPo
     h = Harness(table_doc)
     maker = RecordingMaker()
     pool = ClientPool(maker)
-    h.router.backends.update({"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool)})
+    h.router.backends.update(
+        {"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool), "openai": OpenAICompatBackend(pool)}
+    )
     return h, maker, pool
 
 
@@ -41,10 +44,11 @@ def test_warm_builds_each_first_attempt_client_once(table_doc: dict[str, Any]) -
         assert table is not None
         tiers = {tier_for(f.attempt_max_ms / 1000.0) for f in table.features.values()}
         services = {"bedrock": "bedrock-runtime", "sagemaker": "sagemaker-runtime"}
-        expected = {(services[t.backend.kind], t.region, tier) for t in table.targets.values() for tier in tiers}
+        pooled = [t for t in table.targets.values() if t.backend.kind in services]  # the boto3 runtimes' targets
+        expected = {(services[t.backend.kind], t.region, tier) for t in pooled for tier in tiers}
         assert set(maker.built) == expected
         assert len(maker.built) == len(expected)  # each client once, however many targets share it
-        assert warmed == len(table.targets) * len({f.attempt_max_ms for f in table.features.values()})
+        assert warmed == len(pooled) * len({f.attempt_max_ms for f in table.features.values()})
         # A first attempt with a feature's full budget now finds its client built.
         before = len(pool)
         target = next(iter(table.targets.values()))
@@ -97,7 +101,9 @@ def test_warm_failure_never_breaks_init(table_doc: dict[str, Any], monkeypatch: 
         raise RuntimeError("no credentials yet")
 
     pool = ClientPool(broken)
-    h.router.backends.update({"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool)})
+    h.router.backends.update(
+        {"bedrock": BedrockBackend(pool), "sagemaker": SageMakerBackend(pool), "openai": OpenAICompatBackend(pool)}
+    )
     try:
         h.handler.init_in_lambda({"AWS_LAMBDA_FUNCTION_NAME": "spillway-router"})  # must not raise
         assert h.converse()["statusCode"] in (503, 504)  # requests meet the failure and answer cleanly

@@ -35,7 +35,11 @@ def _price(i: float, o: float) -> TokenPrice:
 PRICES = Prices(
     "prices.yaml",
     "USD",
-    on_demand={"claude-sonnet": {"standard": _price(3.0, 15.0)}, "nova-lite": {"standard": _price(0.06, 0.24)}},
+    on_demand={
+        "claude-sonnet": {"standard": _price(3.0, 15.0)},
+        "nova-lite": {"standard": _price(0.06, 0.24)},
+        "gemini-flash": {"standard": _price(0.3, 2.5)},
+    },
     batch={"claude-sonnet": _price(1.5, 7.5)},
     provisioned={"claude-sonnet": {"one_month": UnitPrice(24.0, "test", "2026-12-04", True)}},
     reserved={},
@@ -50,7 +54,14 @@ def _traffic(*, batch: bool = False, goals: Goals = PT_REQUIRED) -> Traffic:
     hours[10] = 3600.0  # one request a second for one hour a week
     cap = ModelCapacity(1_000_000, 2, ttft_ms=1000.0, ms_per_output_token=0.0, on_demand_tokens_per_minute=None)
     feature = FeatureTraffic(FEATURE, tuple(hours), 1000, 100, batch, goals)
-    return Traffic("traffic.yaml", {FEATURE: feature}, {"claude-sonnet": cap, "nova-lite": cap}, "one_month", 3.0, 7)
+    return Traffic(
+        "traffic.yaml",
+        {FEATURE: feature},
+        {"claude-sonnet": cap, "nova-lite": cap, "gemini-flash": cap, "gpt-azure": cap},
+        "one_month",
+        3.0,
+        7,
+    )
 
 
 @pytest.fixture(scope="module")

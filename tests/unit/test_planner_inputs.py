@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAFFIC = ROOT / "config" / "traffic.yaml"
 PRICES = ROOT / "config" / "prices.yaml"
 FEATURES = {"summarize-thread": None, "nightly-recap": None, "redact-escrow": None}
-MODELS = {"claude-sonnet", "nova-lite", "llama-escrow"}
+MODELS = {"claude-sonnet", "nova-lite", "llama-escrow", "gemini-flash", "gpt-azure"}  # config/platform.yaml's
 
 
 def _write(tmp_path: Path, name: str, doc: object) -> Path:

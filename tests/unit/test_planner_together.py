@@ -34,7 +34,14 @@ def test_two_features_on_one_pt_pool_its_units() -> None:
     goals = Goals(min_pt_share=0.5, max_spill_share=1.0)
     features = {name: FeatureTraffic(name, tuple(hours), 1000, 100, False, goals) for name in (A, B)}
     cap = ModelCapacity(1_000_000, 2, ttft_ms=1000.0, ms_per_output_token=0.0, on_demand_tokens_per_minute=None)
-    traffic = Traffic("traffic.yaml", features, {"claude-sonnet": cap, "nova-lite": cap}, "one_month", 5.0, 7)
+    traffic = Traffic(
+        "traffic.yaml",
+        features,
+        {"claude-sonnet": cap, "nova-lite": cap, "gemini-flash": cap, "gpt-azure": cap},
+        "one_month",
+        5.0,
+        7,
+    )
     plans = [plan_feature(name, table, traffic, PRICES) for name in (A, B)]
     assert [p.cheapest.units if p.cheapest else None for p in plans] == [1, 1]
     together = check_together(plans, table, traffic, PRICES)

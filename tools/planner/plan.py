@@ -21,6 +21,7 @@ from typing import Any
 from local.emulator.targets import Kind, TargetSpec
 from tools.planner.inputs import FeatureTraffic, InputError, Prices, TokenPrice, Traffic
 from tools.planner.replay import Arrival, Tally, poisson_arrivals, replay
+from tools.planner.router_adapter import KINDS
 
 HOURS_PER_MONTH = 730.0
 WEEKS_PER_MONTH = HOURS_PER_MONTH / 168.0
@@ -163,7 +164,7 @@ def scenario_specs(doc: Mapping[str, Any], traffic: Traffic, units: Mapping[str,
         specs[tid] = TargetSpec(
             t["region"],
             Kind(backend["kind"]),
-            backend.get("model_id") or backend.get("endpoint_name"),
+            backend[KINDS[backend["kind"]].ref_field],  # what the kind invokes (model id, endpoint, model name)
             name=tid,
             max_in_flight=n * cap.max_in_flight_per_unit if provisioned else None,
             tokens_per_minute=n * cap.tokens_per_minute_per_unit if provisioned else cap.on_demand_tokens_per_minute,

@@ -14,6 +14,7 @@ if str(_ROUTER_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROUTER_ROOT))
 
 from spillway.backends.contract import Backend, BackendReply, Usage  # noqa: E402
+from spillway.backends.kinds import KINDS  # noqa: E402
 from spillway.capacity import InflightTracker  # noqa: E402
 from spillway.config import RoutingTable, Target, parse_routing_table  # noqa: E402
 from spillway.engine import Engine, Outcome, RouteResult, Status  # noqa: E402
@@ -21,6 +22,7 @@ from spillway.errors import BackendError  # noqa: E402
 from spillway.health import HealthBoard  # noqa: E402
 
 __all__ = [
+    "KINDS",
     "Backend",
     "BackendError",
     "BackendReply",
@@ -42,7 +44,7 @@ def build_engine(table: RoutingTable, backend: Backend, clock: Callable[[], floa
     """An engine whose deadlines, breakers and learned limits all run on `clock` (simulated seconds)."""
     return Engine(
         table,
-        {"bedrock": backend, "sagemaker": backend},
+        dict.fromkeys(KINDS, backend),  # every kind of the registry, on the emulated capacity model
         health=HealthBoard(clock),
         clock=clock,
         tracker=InflightTracker(clock),

@@ -8,7 +8,9 @@ Clients are created once per (service, region, timeout tier) and reused across i
 off (the engine owns retries). A botocore client's timeouts are fixed when it is created, so an attempt's budget is
 rounded down to a tier of a short geometric ladder: an attempt never waits longer than its budget, loses at most a
 fifth of it, and a region needs only a handful of clients. ``endpoint_url`` per region (the local emulator) comes
-from ``SPILLWAY_ENDPOINT_URL_<REGION>`` (``us-east-1`` -> ``US_EAST_1``) or ``SPILLWAY_ENDPOINT_URL``.
+from ``SPILLWAY_ENDPOINT_URL_<REGION>`` (``us-east-1`` -> ``US_EAST_1``) or ``SPILLWAY_ENDPOINT_URL``, for the model
+runtimes only; the other services a backend calls (Secrets Manager, STS) take botocore's own configuration, whose
+``AWS_ENDPOINT_URL_<SERVICE>`` the local worlds set to their stand-ins.
 
 Zero knowledge: failures leave here as spillway.errors.BackendError (errors.from_exception), which carries a code
 and a class only; the service's message is read to classify the error and dropped.
@@ -40,6 +42,9 @@ TIERS: tuple[float, ...] = (
 # Another region's endpoints are a peering round trip or more away (tens to hundreds of ms, TLS on top): 2 s.
 HOME_CONNECT_TIMEOUT_S = 0.5
 MAX_CONNECT_TIMEOUT_S = 2.0
+
+# The services the emulator stands in for (SPILLWAY_ENDPOINT_URL_*): the registry's boto3 runtimes.
+MODEL_RUNTIMES = frozenset({"bedrock-runtime", "sagemaker-runtime"})
 
 ClientMaker = Callable[[str, str, Any], Any]  # (service, region, botocore Config) -> client
 
@@ -141,7 +146,7 @@ def _default_maker(environ: Mapping[str, str] | None) -> ClientMaker:
                 boto3: Any = importlib.import_module("boto3")
                 session_holder.append(boto3.session.Session())
             session = session_holder[0]
-        url = endpoint_url_for(region, environ)
+        url = endpoint_url_for(region, environ) if service in MODEL_RUNTIMES else None
         return session.client(service, region_name=region, config=config, endpoint_url=url)
 
     return make

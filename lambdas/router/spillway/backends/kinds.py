@@ -14,6 +14,7 @@ a message content block (``image``), a system block (``system.guardContent``), a
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,10 +39,15 @@ class SageMakerRef:
 
 
 # How an OpenAI-compatible endpoint is authenticated: the function's role (SigV4: Bedrock's OpenAI-compatible
-# endpoints) or a bearer key read from Secrets Manager. Workload identity (another cloud's token exchanged from the
-# function's role) is declared so that a table naming it fails with "not supported yet", not an unknown word.
-OPENAI_AUTH_MODES = ("sigv4", "secret")
-OPENAI_AUTH_PLANNED = ("workload_identity",)
+# endpoints), a bearer key read from Secrets Manager (Azure OpenAI, self-hosted servers), or workload identity
+# federation: an AWS STS web identity token for the function's role, exchanged at the provider's security token
+# service for a short-lived access token (Google Cloud's Vertex AI; spillway/backends/workload_identity.py).
+OPENAI_AUTH_MODES = ("sigv4", "secret", "workload_identity")
+# Google's workload identity pool provider, the audience of the token exchange (its JWT audience is "https:" + this).
+WORKLOAD_AUDIENCE = re.compile(
+    r"^//iam\.googleapis\.com/projects/[0-9]{1,20}/locations/global/workloadIdentityPools/[a-z0-9-]{4,32}"
+    r"/providers/[a-z0-9-]{4,32}$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,8 @@ class OpenAIRef:
     secret_id: str | None = None  # auth "secret": the Secrets Manager secret holding the key
     signing_service: str = "bedrock"  # auth "sigv4": the service the signature is scoped to
     images: bool = False  # the model takes image parts (else an image is this target's client error)
+    audience: str | None = None  # auth "workload_identity": the workload identity pool provider (WORKLOAD_AUDIENCE)
+    token_url: str | None = None  # auth "workload_identity": the provider's token exchange (Google: sts.googleapis.com)
     kind: Literal["openai"] = "openai"
 
 
@@ -76,25 +84,40 @@ def _text(obj: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _url(obj: Mapping[str, Any], key: str) -> str:
+    url = _text(obj, key).rstrip("/")
+    loopback = url.startswith(("http://127.0.0.1:", "http://localhost:"))  # the local stand-ins only
+    if not (url.startswith("https://") or loopback) or any(c in url for c in "?# "):
+        raise RefError(key, "must be an https:// URL without query (plain http: loopback only)")
+    return url
+
+
 def parse_openai_ref(obj: Mapping[str, Any]) -> OpenAIRef:
     """An ``openai`` backend object (its keys already checked against the kind's fields)."""
-    base_url = _text(obj, "base_url").rstrip("/")
-    loopback = base_url.startswith(("http://127.0.0.1:", "http://localhost:"))  # the local emulator only
-    if not (base_url.startswith("https://") or loopback) or any(c in base_url for c in "?# "):
-        raise RefError("base_url", "must be an https:// URL without query (plain http: loopback only)")
+    base_url = _url(obj, "base_url")
     auth = _text(obj, "auth")
-    if auth in OPENAI_AUTH_PLANNED:
-        raise RefError("auth", f"'{auth}' is not supported yet; use one of {OPENAI_AUTH_MODES}")
     if auth not in OPENAI_AUTH_MODES:
         raise RefError("auth", f"must be one of {OPENAI_AUTH_MODES}, not {auth!r}")
     secret_id = _text(obj, "secret_id") if "secret_id" in obj else None
     if (auth == "secret") != (secret_id is not None):
         raise RefError("secret_id", "is required with auth 'secret' and only with it")
+    federated = auth == "workload_identity"
+    for key in ("audience", "token_url"):
+        if federated != (key in obj):
+            raise RefError(key, "is required with auth 'workload_identity' and only with it")
+    audience = _text(obj, "audience") if federated else None
+    if audience is not None and not WORKLOAD_AUDIENCE.match(audience):
+        raise RefError(
+            "audience",
+            "must name a workload identity pool provider: //iam.googleapis.com/projects/<number>/locations/global/"
+            "workloadIdentityPools/<pool>/providers/<provider>",
+        )
+    token_url = _url(obj, "token_url") if federated else None
     images = obj.get("images", False)
     if not isinstance(images, bool):
         raise RefError("images", "must be true or false")
     service = _text(obj, "signing_service") if "signing_service" in obj else "bedrock"
-    return OpenAIRef(base_url, _text(obj, "model"), auth, secret_id, service, images)
+    return OpenAIRef(base_url, _text(obj, "model"), auth, secret_id, service, images, audience, token_url)
 
 
 # Everything a request can ask of a backend, in the names `request_needs` gives.
@@ -157,7 +180,7 @@ class BackendKind:
     ref_field: str  # the routing table's backend key naming what is invoked
     ref: type[BedrockRef] | type[SageMakerRef] | type[OpenAIRef]  # built with that key's value
     service: str  # the boto3 runtime service
-    endpoint_service: str  # the interface VPC endpoint's service name (com.amazonaws.<region>.<this>)
+    endpoint_service: str  # the interface VPC endpoint's service name (com.amazonaws.<region>.<this>); "": none
     invoke_actions: tuple[str, ...]  # IAM actions a call is authorized as
     implementation: str  # "module:Class" of the runtime backend, imported when the router is built
     can: frozenset[str]  # what it can express, from EVERYTHING
@@ -215,17 +238,19 @@ KINDS: dict[str, BackendKind] = {
         ref=OpenAIRef,
         # The service a SigV4-signed call is scoped to (Bedrock's OpenAI-compatible endpoints); http.client, not boto3.
         service="bedrock",
-        endpoint_service="bedrock-mantle",
-        # What Bedrock authorizes its OpenAI-compatible Chat Completions as (bedrock-runtime /openai/v1).
-        invoke_actions=("bedrock:InvokeModel",),
+        # No endpoint of its own: each provider's path (stacks/providers.py) says how it is reached. Bedrock's
+        # OpenAI-compatible Chat Completions (bedrock-runtime /openai/v1) go through the bedrock kind's endpoint.
+        endpoint_service="",
+        # What Bedrock authorizes its OpenAI-compatible Chat Completions as (bedrock-runtime /openai/v1; streamed:
+        # InvokeModelWithResponseStream), granted on the exact foundation models of a bedrock provider's targets.
+        invoke_actions=("bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"),
         implementation="spillway.backends.openai_compat:OpenAICompatBackend",
         # Chat completions (spillway/backends/openai_compat.py): what SageMaker's containers take, plus images as
         # data URLs (on a target with images: true), structured output and request metadata.
         can=CHAT_CAN | {"outputConfig", "requestMetadata", "image"},
         required_fields=("base_url", "model", "auth"),
-        optional_fields=frozenset({"secret_id", "signing_service", "images"}),
+        optional_fields=frozenset({"secret_id", "signing_service", "images", "audience", "token_url"}),
         parse=parse_openai_ref,
-        in_platform_file=False,  # not yet: routing tables name it by hand (docs/models.md)
     ),
 }
 

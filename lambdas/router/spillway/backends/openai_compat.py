@@ -7,7 +7,9 @@ connection the server closed meanwhile is reopened once before anything was sent
 Auth (``OpenAIRef.auth``): ``sigv4`` signs with the function's role through botocore's SigV4Auth (imported on first
 use, like boto3 elsewhere); ``secret`` sends ``Authorization: Bearer <key>``, the key read through a KeySource
 (Secrets Manager in AWS, cached for KEY_TTL_S so a rotation is picked up; a 401 drops the cached key at once; a
-static mapping locally).
+static mapping locally); ``workload_identity`` sends ``Authorization: Bearer <access token>`` from the provider's
+token exchange (workload_identity.py). A 401 on a cached key or token drops it and sends once more with a fresh one
+within the attempt's budget, so a rotation or a revocation costs no request; a second 401 is ours.
 
 Translation: the Converse request is rendered as chat completions JSON as for SageMaker (sagemaker.to_chat's
 rules) plus what this kind adds: image blocks as base64 data URLs (when the target says ``images``), Converse's
@@ -46,6 +48,7 @@ from .chat import from_chat, to_chat
 from .chat_stream import translate
 from .contract import BackendReply
 from .kinds import KINDS, OpenAIRef
+from .workload_identity import FederatedTokens
 
 KEY_TTL_S = 300.0
 SECRET_TIMEOUT_S = 2.0
@@ -152,24 +155,39 @@ class OpenAICompatBackend:
         *,
         keys: KeySource | None = None,
         signer: Signer | None = None,
+        tokens: FederatedTokens | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        shared = pool if pool is not None else ClientPool()
         if keys is None:
-            shared = pool if pool is not None else ClientPool()
             keys = SecretsManagerKeys(lambda region: shared.client("secretsmanager", region, SECRET_TIMEOUT_S)[0])
+        if tokens is None:
+            tokens = FederatedTokens(lambda region: shared.client("sts", region, SECRET_TIMEOUT_S)[0])
         self._keys = keys
+        self._tokens = tokens
         self._signer = signer
         self._clock = clock
         self._local = threading.local()
         self._idle = IdleConnections()
 
     def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
-        ref, url, body, headers = self._signed_request(target, request, stream=False)
+        ref, url, body, headers = self._chat_request(target, request, stream=False)
         t0 = self._clock()
-        status, response_headers, raw = self._post(url, body, headers, timeout_s)
+        status, response_headers, raw = self._post(
+            url, body, self._authorize(ref, target.region, url, body, headers), timeout_s
+        )
+        if status == 401 and self._forget_credential(ref):
+            # A cached key or token the provider no longer takes (rotated, revoked): fetch a fresh one and send
+            # once more, within the attempt's budget, so a rotation costs no request.
+            remaining_s = timeout_s - (self._clock() - t0)
+            if remaining_s > 0:
+                fresh = self._authorize(ref, target.region, url, body, headers)
+                status, response_headers, raw = self._post(url, body, fresh, remaining_s)
+                if status == 401:
+                    self._forget_credential(ref)
         elapsed_ms = (self._clock() - t0) * 1000.0
         if status != 200:
-            raise self._refusal(ref, status, response_headers, raw)
+            raise error_for(status, response_headers, raw)
         try:
             answer = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -187,17 +205,25 @@ class OpenAICompatBackend:
         from the connections whose last stream was read to its end (no new handshake) or opened, and given back only
         when this stream too ends cleanly. A non-200 answer is the same taxonomy as :meth:`invoke`'s; the chunks
         become ConverseStream events (chat_stream.translate)."""
-        ref, url, body, headers = self._signed_request(target, request, stream=True)
+        ref, url, body, headers = self._chat_request(target, request, stream=True)
         parts = urlsplit(url)
-        conn, response = self._start_stream(parts, body, headers, timeout_s)
+        t0 = self._clock()
+        conn, response = self._start_stream(
+            parts, body, self._authorize(ref, target.region, url, body, headers), timeout_s
+        )
+        if response.status == 401 and self._forget_credential(ref):
+            # As invoke does: a cached key or token the provider no longer takes is fetched afresh and the stream
+            # asked for once more, within the attempt's budget.
+            remaining_s = timeout_s - (self._clock() - t0)
+            if remaining_s > 0:
+                _read_and_close(conn, response)
+                fresh = self._authorize(ref, target.region, url, body, headers)
+                conn, response = self._start_stream(parts, body, fresh, remaining_s)
+                if response.status == 401:
+                    self._forget_credential(ref)
         if response.status != 200:
-            try:
-                raw = response.read(MAX_RESPONSE_BYTES)
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            finally:
-                conn.close()
-            raise self._refusal(ref, response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
+            raw = _read_and_close(conn, response)
+            raise error_for(response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
         keep = None if response.will_close else (lambda c: self._idle.give(parts.netloc, c))
         return ChatHttpStream(conn, response, self._clock, keep=keep)
 
@@ -227,11 +253,11 @@ class OpenAICompatBackend:
                 raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
         raise BackendError(ErrorClass.UNAVAILABLE, "ConnectionClosed")  # pragma: no cover (the loop returns)
 
-    def _signed_request(
+    def _chat_request(
         self, target: Target, request: Mapping[str, Any], *, stream: bool
     ) -> tuple[OpenAIRef, str, bytes, dict[str, str]]:
-        """(the reference, the URL, the body, the authorized headers) of one chat completions POST; a streamed one
-        asks for the stream and its usage chunk."""
+        """(the reference, the URL, the body, the headers before authorization) of one chat completions POST; a
+        streamed one asks for the stream and its usage chunk."""
         ref = target.backend
         if not isinstance(ref, OpenAIRef):
             raise BackendError(ErrorClass.OURS, "WrongBackendKind")
@@ -244,22 +270,26 @@ class OpenAICompatBackend:
         if stream:
             payload.update(stream=True, stream_options={"include_usage": True})
         body = json.dumps(payload, separators=(",", ":")).encode()
-        url = ref.base_url + "/chat/completions"
         accept = "text/event-stream" if stream else "application/json"
-        headers = self._authorize(ref, target.region, url, body, {"Content-Type": "application/json", "Accept": accept})
-        return ref, url, body, headers
+        return ref, ref.base_url + "/chat/completions", body, {"Content-Type": "application/json", "Accept": accept}
 
-    def _refusal(self, ref: OpenAIRef, status: int, headers: Mapping[str, str], raw: bytes) -> BackendError:
-        """A non-200 answer as its BackendError (error_for); a 401 first drops the cached credential (rotated?)."""
-        if status == 401 and ref.secret_id is not None:
+    def _forget_credential(self, ref: OpenAIRef) -> bool:
+        """Drop a cached bearer credential (a key or an access token); False when the auth has none (SigV4)."""
+        if ref.secret_id is not None:
             self._keys.forget(ref.secret_id)
-        return error_for(status, headers, raw)
+            return True
+        if ref.auth == "workload_identity":
+            self._tokens.forget(ref)
+            return True
+        return False
 
     def _authorize(self, ref: OpenAIRef, region: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         if ref.auth == "secret":
             if ref.secret_id is None:
                 raise BackendError(ErrorClass.OURS, "NoSecretId")
             return {**headers, "Authorization": "Bearer " + self._keys.key(ref.secret_id, region)}
+        if ref.auth == "workload_identity":
+            return {**headers, "Authorization": "Bearer " + self._tokens.token(ref, region)}
         if self._signer is None:
             self._signer = sigv4_signer()
         return self._signer(url, body, headers, region, ref.signing_service)
@@ -311,6 +341,16 @@ class OpenAICompatBackend:
         conn = pool.pop(netloc, None)
         if conn is not None:
             conn.close()
+
+
+def _read_and_close(conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> bytes:
+    """A refused stream's body (for its error's class), and its connection closed: it is not kept."""
+    try:
+        return response.read(MAX_RESPONSE_BYTES)
+    except (OSError, http.client.HTTPException):
+        return b""
+    finally:
+        conn.close()
 
 
 def _open(scheme: str, netloc: str, timeout_s: float) -> http.client.HTTPConnection:
