@@ -31,9 +31,6 @@ GOAL = 1.3
 
 
 def measure(model_ms: float, rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
-    import boto3  # noqa: PLC0415
-    from botocore.config import Config  # noqa: PLC0415
-
     body = converse_body()
     # The router's production config cache (5 s), as in Lambda.
     with FleetWorld(
@@ -43,14 +40,7 @@ def measure(model_ms: float, rounds: int, per_round: int, warmup: int) -> dict[s
         config_ttl_s=5.0,
     ) as world:
         target = world.target(PT)
-        direct = boto3.session.Session().client(
-            "bedrock-runtime",
-            region_name=target.region,
-            endpoint_url=world.emu.endpoint_url(target.region),
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, tcp_keepalive=True),
-        )
+        direct = world.bedrock_runtime(target.region)
 
         def via_router() -> float:
             t0 = time.perf_counter()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import platform
 import sys
 import time
@@ -31,7 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "lambdas" / "router"), str(ROOT)]
 
-from local.benchmarks.results import merge_result  # noqa: E402
+from local.benchmarks.results import figures_ms, merge_result  # noqa: E402
+from local.benchmarks.results import nearest_rank as percentile  # noqa: E402
 from local.localrun import FleetWorld, Latency  # noqa: E402
 
 FEATURE = "summarize-thread"
@@ -39,11 +39,6 @@ PT, OD = "claude-sonnet/provisioned/us-east-1", "claude-sonnet/on_demand/us-east
 REQUEST = {"messages": [{"role": "user", "content": [{"text": "Summarize the thread, please."}]}]}
 GOAL_ADDED_P50_MS, GOAL_ADDED_P99_MS, STALL_MARGIN_MS = 5.0, 20.0, 50.0
 FIRST_TOKEN_MS = 300.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
 
 
 def _router_ttft(world: FleetWorld, credentials: Any, expected: str) -> float:
@@ -86,13 +81,7 @@ def _interleaved(
     return first, second
 
 
-def _figures(values: list[float]) -> dict[str, float]:
-    return {"p50": round(percentile(values, 0.5), 3), "p99": round(percentile(values, 0.99), 3)}
-
-
 def measure(rounds: int, per_round: int) -> dict[str, Any]:
-    import boto3  # noqa: PLC0415
-    from botocore.config import Config  # noqa: PLC0415
     from botocore.credentials import Credentials  # noqa: PLC0415
 
     from local.emulator import Fault  # noqa: PLC0415
@@ -102,14 +91,7 @@ def measure(rounds: int, per_round: int) -> dict[str, Any]:
         reserved_concurrency=1, warm=1, latency=Latency(ttft_ms=20.0, ms_per_token=1.0), config_ttl_s=0.5
     ) as world:
         pt, od = world.target(PT), world.target(OD)
-        direct = boto3.session.Session().client(
-            "bedrock-runtime",
-            region_name=pt.region,
-            endpoint_url=world.emu.endpoint_url(pt.region),
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, tcp_keepalive=True),
-        )
+        direct = world.bedrock_runtime(pt.region)
         for _ in range(10):  # warm-up: clients, connections, config and health caches
             _router_ttft(world, credentials, PT)
             _direct_ttft(direct, pt.invoke_id)
@@ -133,16 +115,16 @@ def measure(rounds: int, per_round: int) -> dict[str, Any]:
     }
     stall_bound = FIRST_TOKEN_MS + percentile(od_direct, 0.5) + STALL_MARGIN_MS
     return {
-        "router_ttft_ms": _figures(routed),
-        "direct_ttft_ms": _figures(plain),
+        "router_ttft_ms": figures_ms(routed),
+        "direct_ttft_ms": figures_ms(plain),
         "added_ms": {k: round(v, 3) for k, v in added.items()},
         "meets_goal": added["p50"] <= GOAL_ADDED_P50_MS and added["p99"] <= GOAL_ADDED_P99_MS,
         "goal": {"added_p50_ms": GOAL_ADDED_P50_MS, "added_p99_ms": GOAL_ADDED_P99_MS},
         "requests_each": len(routed),
         "stall": {
             "first_token_ms": FIRST_TOKEN_MS,
-            "caller_ttft_ms": _figures(stalled),
-            "second_target_direct_ttft_ms": _figures(od_direct),
+            "caller_ttft_ms": figures_ms(stalled),
+            "second_target_direct_ttft_ms": figures_ms(od_direct),
             "bound_p50_ms": round(stall_bound, 3),
             "meets_goal": percentile(stalled, 0.5) <= stall_bound,
             "requests": len(stalled),

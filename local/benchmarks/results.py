@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +26,17 @@ def merge_result(key: str, value: Any, path: Path = RESULTS) -> dict[str, Any]:
         handle.write("\n")
     os.replace(tmp, path)
     return data
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    """The q-quantile (0 < q <= 1) by nearest rank: the ceil(q n)-th smallest value."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
+def figures_ms(values: list[float]) -> dict[str, float]:
+    """p50 and p99 (nearest rank) of milliseconds, rounded to the microsecond."""
+    return {"p50": round(nearest_rank(values, 0.5), 3), "p99": round(nearest_rank(values, 0.99), 3)}
 
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:

@@ -27,6 +27,7 @@ from typing import Any
 from local.emulator import Fault
 from local.localrun import FleetWorld, Latency, World, error_body_ok, iter_classify, make_world
 from local.localrun import figures as ff
+from local.localrun.emf import fleet_values
 from local.localrun.fleet import is_throttle_answer
 from local.localrun.traffic import Record, Traffic, percentile
 
@@ -281,6 +282,54 @@ def slow_first_token(world: World) -> Figures:
     assert figures["dropped"] == 0, f"{figures['dropped']} of {figures['requests']} dropped"
     assert moved is not None, "slow answers never moved the fleet off the slow target"
     assert figures["p50_ms_after_4s"] < 600, "traffic stayed on the slow target"
+    return figures
+
+
+def slow_pt(world: World) -> Figures:
+    """PT us-east-1's time to first token rises: one answer in five starts 1 s late. The feature holds its p90
+    time to first token to 600 ms; Converse callers (buffered) are served through the streaming APIs, so each of their
+    attempts measures it. The fleet's p90 trips PT's breaker (its slow rate stays under the slow_rate rule, so only
+    the percentile can), traffic spills to on-demand in the same region, and nothing is dropped."""
+    fleet = fleet_only(world)
+    table = fleet.table_copy()
+    breaker = {**table["features"][FEATURE].get("breaker", {}), "ttft_ms": 600, "ttft_percentile": 90}
+    breaker.update(slow_rate=0.5, min_requests=20, cooldown_s=30)  # the cooldown outlasts the run: one trip to see
+    table["features"][FEATURE]["breaker"] = breaker
+    fleet.deploy_table(table)
+    fleet.await_config()
+    fleet.set_fault(PT_EAST, Fault.slow_first_token(1.0, probability=0.2, seed=7))
+    since_ms = time.time() * 1000.0
+    records = run(fleet, 10.0, 10.0)
+    first_tokens = fleet_values(fleet.workdir, "TimeToFirstToken", since_ms=since_ms)  # the router's own metrics
+    t0 = records[0].sent_s
+    moved = ff.trip_time_s(records, {PT_EAST}, t0)
+    pt_outcomes = [outcome for r in records for target, outcome in r.route if target == PT_EAST]
+    late = [r for r in records if r.sent_s - t0 >= 6.0]
+    trips = [
+        t.get("trips", 0)
+        for doc in fleet.environment_health()[:1]
+        for tid, t in doc.get("store", {}).get("targets", {}).items()
+        if tid == PT_EAST
+    ]
+    figures = {
+        "requests": len(records),
+        "dropped": dropped(records),
+        "pt_attempts": len(pt_outcomes),
+        "pt_slow_share": round(pt_outcomes.count("slow") / max(1, len(pt_outcomes)), 3),
+        "pt_left_after_s": moved,
+        "ttft_p90_ms": {t: round(percentile(v, 90), 1) for t, v in sorted(first_tokens.items()) if v},
+        "fleet_trips_of_pt": trips[0] if trips else None,
+        "served_after_6s": dict(by_target(late)),
+        "p50_ms_after_6s": lat(late, 50),
+    }
+    assert figures["dropped"] == 0, f"{figures['dropped']} of {figures['requests']} dropped"
+    assert moved is not None, "PT's slow first tokens never moved the fleet off it"
+    assert figures["fleet_trips_of_pt"] == 1, "the fleet store did not record one trip of PT"
+    # Slow answers were under the slow_rate rule's 50%: the trip was the p90 rule's (20 outcomes with 3 late suffice).
+    assert 0 < figures["pt_slow_share"] < 0.5, figures["pt_slow_share"]
+    assert figures["ttft_p90_ms"].get(PT_EAST, 0.0) > 600, "PT's late first tokens are missing from its metrics"
+    assert late, "no traffic after the trip"
+    assert by_target(late)[OD_EAST] == len(late), "traffic after the trip did not move on-demand in the home region"
     return figures
 
 
@@ -688,6 +737,7 @@ SCENARIOS: list[Callable[[World], Figures]] = [
     provider_outage,
     flapping_region,
     slow_first_token,
+    slow_pt,
     throttle_storm,
     malformed_bodies,
     appconfig_unreachable,

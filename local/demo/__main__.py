@@ -10,9 +10,11 @@ instead, quick but not the production shape). Then it drives four phases of traf
 3. outage    us-east-1 (the home region) stops answering: breakers open, traffic fails over to us-west-2;
 4. recovery  us-east-1 comes back: breakers probe, ramp up and close; traffic returns home.
 
-Once a second it prints a progress line; at the end a summary table, written with a plot of traffic per target
-to reports/demo/, then an image request and a request while Bedrock is out everywhere (Gemini on Vertex AI, the
-example's model in another cloud, serves it through the token exchange's loopback stand-ins). Runs in about a minute.
+Once a second it prints a progress line; at the end a summary table (with each target's time to first token, read
+from the router's own EMF metric lines: every request measures it, buffered ones too), written with a plot of
+traffic per target to reports/demo/, then an image request and a request while Bedrock is out everywhere (Gemini on
+Vertex AI, the example's model in another cloud, serves it through the token exchange's loopback stand-ins). Runs in
+about a minute.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from local.emulator import Fault
-from local.localrun import Latency, World, iter_classify, make_world
+from local.localrun import FleetWorld, Latency, World, iter_classify, make_world
 from local.localrun import figures as ff
+from local.localrun.emf import fleet_values
 from local.localrun.traffic import Record, Traffic, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +83,31 @@ class Progress:
         )
 
 
-def summarize(world: World, traffic: Traffic, phases: list[str], seconds: float) -> str:
+def ttft_table(world: World, first_tokens: dict[str, list[float]] | None) -> list[str]:
+    """Time to first token per target, as the router's metrics report it (the TimeToFirstToken values of its EMF
+    lines: p50, p90 (what breakers hold to a feature's ttft_ms), p99 of every attempt that got a first token)."""
+    header = f"{'time to first token by target':<36}{'attempts':>9}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
+    if first_tokens is None:
+        return ["", header, "(fleet world only: read from its environments' EMF metric lines)"]
+    lines = ["", header]
+    for target_id in sorted(first_tokens, key=lambda t: (-len(first_tokens[t]), t)):
+        values = first_tokens[target_id]
+        if target_id not in world.by_id or not values:
+            continue
+        lines.append(
+            f"{target_id:<36}{len(values):>9}{percentile(values, 50):>8.0f}{percentile(values, 90):>8.0f}"
+            f"{percentile(values, 99):>8.0f}"
+        )
+    return lines
+
+
+def summarize(
+    world: World,
+    traffic: Traffic,
+    phases: list[str],
+    seconds: float,
+    first_tokens: dict[str, list[float]] | None = None,
+) -> str:
     records = traffic.of()
     table = world.table_doc
     lines = [
@@ -113,13 +140,14 @@ def summarize(world: World, traffic: Traffic, phases: list[str], seconds: float)
     for target_id in sorted(world.by_id, key=lambda t: (-per_target.get(t, 0), t)):
         n = per_target.get(target_id, 0)
         lines.append(f"{target_id:<36}{n:>9}{n / total_served:>8.1%}")
+    lines += ttft_table(world, first_tokens)
     features = Counter(r.feature for r in records)
     lines += [
         "",
         "features: " + ", ".join(f"{f} {n}" for f, n in sorted(features.items())),
         "spilled: served on on-demand although the feature starts on provisioned; fell back: served by a model",
         "after the first of its hierarchy; failed over: served outside the home region; dropped: any answer",
-        "other than 200.",
+        "other than 200. Time to first token: the emulated model's own (200 ms) plus the router's and the wire's.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -256,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             bounds.append((name, begin, traffic.now()))
         traffic.close()
         seconds = traffic.now()
-        summary = summarize(world, traffic, [p[0] for p in plan], seconds) + image_request(world)
+        first_tokens = fleet_values(world.workdir, "TimeToFirstToken") if isinstance(world, FleetWorld) else None
+        summary = summarize(world, traffic, [p[0] for p in plan], seconds, first_tokens) + image_request(world)
         summary += other_cloud_request(world)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "summary.txt").write_text(summary)

@@ -52,6 +52,7 @@ class StreamPlan:
     input_tokens: int
     output_tokens: int
     capped: bool
+    service_tier: str = "default"  # the tier that served, as Converse's answer says it (metadata.serviceTier)
 
 
 def _sse(chunk: Any) -> bytes:
@@ -80,7 +81,10 @@ def bedrock_framed(plan: StreamPlan) -> Framed:
         return [
             eventstream.event("contentBlockStop", {"contentBlockIndex": 0}),
             eventstream.event("messageStop", {"stopReason": "max_tokens" if plan.capped else "end_turn"}),
-            eventstream.event("metadata", {"usage": usage, "metrics": {"latencyMs": latency_ms}}),
+            eventstream.event(
+                "metadata",
+                {"usage": usage, "metrics": {"latencyMs": latency_ms}, "serviceTier": {"type": plan.service_tier}},
+            ),
         ]
 
     deltas = [
@@ -160,4 +164,4 @@ def stream_exception(kind_is_bedrock: bool, error: str | None, message: str | No
 def stream_plan(prompt: wire.Prompt, output_tokens: int, capped: bool, echo: bool) -> StreamPlan:
     text = wire.reply_text(prompt, output_tokens, echo)
     pieces = tokens_of(text, max(1, output_tokens))
-    return StreamPlan(pieces, wire.estimate_tokens(prompt.input_text), output_tokens, capped)
+    return StreamPlan(pieces, wire.estimate_tokens(prompt.input_text), output_tokens, capped, prompt.service_tier)

@@ -274,6 +274,21 @@ class World:
     ) -> None:
         self.stop()
 
+    def bedrock_runtime(self, region: str) -> Any:
+        """boto3's bedrock-runtime straight to the emulator in `region`, one attempt, connections kept: the direct
+        path the benchmarks set beside the router's."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "bedrock-runtime",
+            region_name=region,
+            endpoint_url=self.emu.endpoint_url(region),
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, tcp_keepalive=True),
+        )
+
     # -- between scenarios ---------------------------------------------------------------------------------------
 
     def reset(self) -> None:

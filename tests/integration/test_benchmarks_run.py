@@ -25,7 +25,14 @@ def test_every_benchmark_runs_in_quick_mode_without_touching_results() -> None:
     benches = sorted(p.name for p in (ROOT / "local" / "benchmarks").glob("bench_*.py"))
     for bench in benches:
         assert f"== {bench}" in run.stdout
-    for key in ("engine:", "http_overhead_ratio", "fleet: one process, failover:", "fleet: done in", "stream_ttft:"):
+    for key in (
+        "engine:",
+        "http_overhead_ratio",
+        "fleet: one process, failover:",
+        "fleet: done in",
+        "stream_ttft:",
+        "buffered_ttft:",
+    ):
         assert key in run.stdout, key
     for figure in ("failover_refused", "failover_blackholed", "brownout", "spillover", "recovery", "price of sharing"):
         assert f"{figure}:" in run.stdout, figure

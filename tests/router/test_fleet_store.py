@@ -159,6 +159,26 @@ def test_reports_fill_the_window_and_the_run_and_a_stale_epoch_counts_nothing(st
     assert state.total == 4
 
 
+def test_first_tokens_are_counted_beside_the_window_and_only_where_measured(
+    store: ValkeyFleetStore, raw: Connection
+) -> None:
+    report(store, Verdict.OK, ttft_over=False)
+    report(store, Verdict.SLOW, ttft_over=True)
+    report(store, Verdict.FAILURE)  # no first token: counted in the window, not among first tokens
+    _, state = report(store, Verdict.OK)  # buffered API: nothing measured
+    assert (state.total, state.ttft, state.ttft_over) == (4, 2, 1)
+    _, stale = report(store, Verdict.SLOW, epoch=3, ttft_over=True)
+    assert (stale.ttft, stale.ttft_over) == (2, 1)
+    # The w<n> buckets keep their old form, so a router of the release before reads them during a rolling deploy.
+    fields = raw.call("HGETALL", f"{{spillway}}:b:{PT_E}")
+    assert isinstance(fields, list)
+    buckets = {k.decode(): v.decode() for k, v in zip(fields[::2], fields[1::2], strict=True) if k.startswith(b"w")}
+    assert [len(v.split(":")) for v in buckets.values()] == [5]
+    assert store.transition(PT_E, epoch=0, change=Change("open", cooldown_s=5.0))
+    fresh = store.read([PT_E], 30.0).targets[PT_E]
+    assert (fresh.ttft, fresh.ttft_over) == (0, 0)  # a new epoch's window holds no first tokens
+
+
 def test_a_transition_starts_a_new_epoch_with_an_empty_window(store: ValkeyFleetStore) -> None:
     for _ in range(3):
         report(store, Verdict.FAILURE)
@@ -595,7 +615,8 @@ def test_the_unit_tests_fake_store_and_the_scripts_agree_on_a_breakers_life(stor
     steps: list[tuple[str, dict[str, Any]]] = [
         ("report", {"verdict": Verdict.OK}),
         ("report", {"verdict": Verdict.FAILURE}),
-        ("report", {"verdict": Verdict.SLOW}),
+        ("report", {"verdict": Verdict.SLOW, "ttft_over": True}),
+        ("report", {"verdict": Verdict.OK, "ttft_over": False}),
         ("report", {"verdict": Verdict.FAILURE}),
         ("report", {"verdict": Verdict.CAPACITY, "capacity_pause_s": 2.0}),
         ("lease", {"token": "a", "limit": 2}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -362,15 +363,45 @@ class _ConverseClient:
     def converse(self, **params: Any) -> dict[str, Any]:
         return {**ok_reply().response, "ResponseMetadata": {"HTTPStatusCode": 200}, "someFutureMember": {}}
 
+    def converse_stream(self, **params: Any) -> dict[str, Any]:
+        """The same answer as ConverseStream's events (what a buffered request is served through by default)."""
+        events = [
+            {"messageStart": {"role": "assistant"}},
+            {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "fine "}}},
+            {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "answer"}}},
+            {"contentBlockStop": {"contentBlockIndex": 0}},
+            {"messageStop": {"stopReason": "end_turn"}},
+            {
+                "metadata": {
+                    "usage": {"inputTokens": 11, "outputTokens": 7, "totalTokens": 18},
+                    "metrics": {"latencyMs": 42},
+                }
+            },
+        ]
+        return {"stream": _Events(events), "ResponseMetadata": {"HTTPStatusCode": 200}}
 
-def test_a_served_answer_is_converses_output_shape(harness: Harness) -> None:
+
+class _Events(list[dict[str, Any]]):
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("via_stream", [True, False], ids=["assembled-from-converse-stream", "converse"])
+def test_a_served_answer_is_converses_output_shape(table_doc: dict[str, Any], via_stream: bool) -> None:
     """The 200 body against botocore's own model of Converse's output, through the real Bedrock backend: Converse's
-    members, its required ones present, nothing else (no ResponseMetadata, nothing botocore does not model)."""
+    members, its required ones present, nothing else (no ResponseMetadata, nothing botocore does not model); the same
+    whether the router called ConverseStream and assembled the answer (the default) or called Converse."""
     model = botocore.session.get_session().get_service_model("bedrock-runtime")
     shape = model.operation_model("Converse").output_shape
     assert isinstance(shape, StructureShape)
+    doc = copy.deepcopy(table_doc)  # the session's table stays as rendered
+    doc["features"]["summarize-thread"]["buffered_via_stream"] = via_stream
+    harness = Harness(doc)
     harness.router.backends["bedrock"] = BedrockBackend(ClientPool(lambda service, region, config: _ConverseClient()))
-    response = harness.converse()
+    try:
+        response = harness.converse()
+    finally:
+        harness.handler.set_router(None)
     assert response["statusCode"] == 200
     body = body_of(response)
     assert set(shape.required_members) <= set(body)

@@ -194,6 +194,54 @@ def test_a_slow_first_token_over_the_breakers_ttft_is_slow(make_engine: Any, emu
     assert verdicts == [(PT_ID, Verdict.SLOW)]
 
 
+def _hear_first_tokens(engine: Engine) -> list[tuple[str, Verdict, bool | None]]:
+    """What the breaker is told of each attempt's first token (the ttft_over of its finish)."""
+    heard: list[tuple[str, Verdict, bool | None]] = []
+    inner = engine.health.finish
+
+    def spy(target_id: str, policy: Any, verdict: Verdict, *args: Any, **kwargs: Any) -> None:
+        heard.append((target_id, verdict, kwargs.get("ttft_over")))
+        inner(target_id, policy, verdict, *args, **kwargs)
+
+    engine.health.finish = spy  # type: ignore[method-assign]
+    return heard
+
+
+def test_the_breaker_hears_the_first_token_of_a_stream_that_fails_after_it(make_engine: Any, emu: Emulator) -> None:
+    emu.set_fault((EAST, "bedrock", PT), Fault.stream_error("model_stream_error", after_tokens=3, count=1))
+    engine, _ = make_engine(breaker={"ttft_ms": 1})
+    heard = _hear_first_tokens(engine)
+    *_, tail = _split(list(engine.stream("chat", REQUEST)))
+    assert tail.incomplete
+    assert heard == [(PT_ID, Verdict.FAILURE, True)]  # failed, and its first token was late: both count
+    assert tail.result.attempts[-1].ttft_ms is not None  # the metrics see it too
+
+
+def test_a_stream_with_no_first_token_tells_the_breaker_none(make_engine: Any, emu: Emulator) -> None:
+    emu.set_fault((EAST, "bedrock", PT), Fault.slow_first_token(30.0, count=1))
+    engine, _ = make_engine(first_token_ms=300, breaker={"ttft_ms": 100})
+    heard = _hear_first_tokens(engine)
+    head, *_ = _split(list(engine.stream("chat", REQUEST)))
+    assert head is not None
+    assert head.target == OD_ID
+    assert heard == [(PT_ID, Verdict.FAILURE, None), (OD_ID, Verdict.OK, False)]
+
+
+def test_a_buffered_request_measures_its_first_token_through_the_stream(make_engine: Any, emu: Emulator) -> None:
+    emu.set_fault((EAST, "bedrock", PT), Fault.slow_first_token(0.15, count=1))
+    engine, _ = make_engine(breaker={"ttft_ms": 100})
+    heard = _hear_first_tokens(engine)
+    result = engine.handle("chat", REQUEST)
+    assert result.status is Status.SERVED
+    (attempt,) = result.attempts
+    assert attempt.outcome is Outcome.SLOW
+    assert attempt.ttft_ms is not None
+    assert attempt.ttft_ms >= 150
+    assert heard == [(PT_ID, Verdict.SLOW, True)]
+    assert result.response is not None
+    assert result.response["output"]["message"]["content"][0]["text"]
+
+
 def test_no_target_starts_only_a_tail(make_engine: Any, emu: Emulator) -> None:
     emu.set_fault((EAST, "bedrock", PT), Fault.error_response("internal"))
     emu.set_fault((EAST, "bedrock", OD), Fault.error_response("unavailable"))

@@ -9,6 +9,7 @@ caller's own completion.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -158,9 +159,16 @@ def _raise(exc: BaseException) -> Callable[[dict[str, Any]], Any]:
     return fail
 
 
-@pytest.fixture
-def zk(table_doc: dict[str, Any], logs: io.StringIO) -> Iterator[tuple[Harness, list[Any]]]:
-    h = Harness(table_doc)
+@pytest.fixture(params=[True, False], ids=["buffered-via-stream", "buffered-apis"])
+def zk(
+    table_doc: dict[str, Any], logs: io.StringIO, request: pytest.FixtureRequest
+) -> Iterator[tuple[Harness, list[Any]]]:
+    """Every test twice: buffered requests served through the streaming APIs (the default) and through the buffered
+    ones (a feature's buffered_via_stream: false)."""
+    doc = copy.deepcopy(table_doc)  # the session's table stays as rendered
+    for feature in doc["features"].values():
+        feature["buffered_via_stream"] = request.param
+    h = Harness(doc)
     h.logs = logs  # type: ignore[attr-defined]
     behaviour: list[Any] = [_echo]
 

@@ -17,7 +17,8 @@ from spillway.health import Verdict
 @dataclass
 class _Target:
     state: TargetState = field(default_factory=TargetState)
-    buckets: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (second, epoch) -> total, fail, slow
+    # (second, epoch) -> total, fail, slow, first tokens measured, first tokens over ttft_ms
+    buckets: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     probe: tuple[str, float] | None = None  # holder, expiry
     leases: dict[str, float] = field(default_factory=dict)  # token -> expiry
     learned: tuple[int, float] = (0, 0.0)  # limit, when it was learned
@@ -44,16 +45,25 @@ class FakeFleetStore:
         st = t.state
         sec = int(now)
         window = min(math.ceil(window_s), 120)
-        total = fails = slow = 0
+        total = fails = slow = ttft = over = 0
         for s in range(sec - window + 1, sec + 1):
             b = t.buckets.get((s, st.epoch))
             if b:
                 total, fails, slow = total + b[0], fails + b[1], slow + b[2]
+                ttft, over = ttft + b[3], over + b[4]
         probe = t.probe is not None and t.probe[1] > now
         leases = sum(1 for exp in t.leases.values() if exp > now)
         learned = self._learned(t, now)
         return replace(
-            st, total=total, failures=fails, slow=slow, probe_held=probe, leases=leases, learned_limit=learned
+            st,
+            total=total,
+            failures=fails,
+            slow=slow,
+            ttft=ttft,
+            ttft_over=over,
+            probe_held=probe,
+            leases=leases,
+            learned_limit=learned,
         )
 
     @staticmethod
@@ -92,10 +102,13 @@ class FakeFleetStore:
             t.state = replace(st, capacity_until=max(st.capacity_until, now + outcome.capacity_pause_s))
         elif verdict is not Verdict.NEUTRAL and epoch == st.epoch:
             if st.state is FleetState.CLOSED:
-                bucket = t.buckets.setdefault((int(now), st.epoch), [0, 0, 0])
+                bucket = t.buckets.setdefault((int(now), st.epoch), [0, 0, 0, 0, 0])
                 bucket[0] += 1
                 bucket[1] += verdict is Verdict.FAILURE
                 bucket[2] += verdict is Verdict.SLOW
+                if outcome.ttft_over is not None:
+                    bucket[3] += 1
+                    bucket[4] += outcome.ttft_over
                 t.state = replace(st, run=st.run + 1 if verdict is Verdict.FAILURE else 0)
             elif st.state is FleetState.RAMPING and verdict is Verdict.OK:
                 t.state = replace(st, ramp_ok=st.ramp_ok + 1)

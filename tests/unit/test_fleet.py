@@ -369,8 +369,56 @@ def test_the_status_shows_the_fleets_view_of_each_target() -> None:
     assert view[PT_E]["state"] == "open"
     assert view[PT_E]["cooldown_remaining_s"] == pytest.approx(5.0)
     assert view[PT_E]["trips"] == 1
-    assert view[OD_E]["window"] == {"total": 3, "failures": 0, "slow": 0}
+    assert view[OD_E]["window"] == {
+        "total": 3,
+        "failures": 0,
+        "slow": 0,
+        "first_tokens": 0,
+        "first_tokens_over_limit": 0,
+    }
     world.clock.advance(5.0)
     assert world.fleets[1].status([PT_E])["targets"][PT_E]["state"] == "half_open"
     world.store.down = True
     assert "targets" not in world.fleets[1].status([PT_E])
+
+
+# -- time to first token: the window's percentile, fleet-wide -------------------------------------------------------
+
+TTFT_BREAKER = {"ttft_ms": 1000, "min_requests": 20, "ttft_percentile": 90}
+
+
+def first_tokens(over: set[int], n: int) -> list[tuple[str, float, float | None]]:
+    """n served answers, those numbered in `over` with a first token after 1000 ms (the rest at 200 ms)."""
+    return [("ok", 0.01, 1500.0 if i in over else 200.0) for i in range(n)] + [("ok", 0.01, 1500.0)]
+
+
+def test_the_fleets_p90_time_to_first_token_trips_a_target_no_environment_could_judge_alone() -> None:
+    world = World(4, make_table(breaker=TTFT_BREAKER), {PT_E: first_tokens({3, 11}, 20)})
+    for i in range(20):  # 2 of 20 late: the fleet's p90 is within the limit
+        assert world.engines[i % 4].handle(FEATURE, REQUEST).target == PT_E
+    stored = world.store.targets[PT_E]
+    assert stored.state.state is FleetState.CLOSED
+    assert world.store.read([PT_E], 30.0).targets[PT_E].ttft == 20
+    world.engines[0].handle(FEATURE, REQUEST)  # a third late first token of 21: the p90 is over 1000 ms
+    assert world.store.targets[PT_E].state.state is FleetState.OPEN
+    for engine in world.engines:  # every environment moves on at its next read: on-demand serves
+        assert engine.handle(FEATURE, REQUEST).target == OD_E
+
+
+def test_without_the_fleet_no_environment_holds_enough_first_tokens_to_judge() -> None:
+    """The planted weakness the test above must catch: each environment's own window never reaches min_requests."""
+    world = World(4, make_table(breaker=TTFT_BREAKER), {PT_E: first_tokens({3, 11, 20}, 20)})
+    for engine in world.engines:
+        engine.fleet = None
+    for i in range(21):
+        world.engines[i % 4].handle(FEATURE, REQUEST)
+    assert all(board.state(PT_E) is BreakerState.CLOSED for board in world.boards)
+
+
+def test_first_tokens_after_a_lenient_features_limit_do_not_count_against_a_strict_one_s_window() -> None:
+    """Each report says over or not by its own feature's ttft_ms: the same 1500 ms is within a 2000 ms limit."""
+    world = World(2, make_table(breaker={**TTFT_BREAKER, "ttft_ms": 2000}), {PT_E: first_tokens(set(range(21)), 21)})
+    for i in range(30):
+        world.engines[i % 2].handle(FEATURE, REQUEST)
+    state = world.store.read([PT_E], 30.0).targets[PT_E]
+    assert (state.state, state.ttft, state.ttft_over) == (FleetState.CLOSED, 30, 0)

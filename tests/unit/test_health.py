@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -20,6 +21,7 @@ from spillway.health import (
     HealthBoard,
     Transition,
     Verdict,
+    ttft_percentile_over,
 )
 
 from .helpers import FakeClock
@@ -460,3 +462,61 @@ def test_property_cooldown_until_never_decreases_while_open(
 def test_record_round_trip_for_every_state(state: BreakerState) -> None:
     record = BreakerRecord(T, state, 1.0, 2.0, 3.0, 4.0, 5, 6.0)
     assert BreakerRecord.from_dict(record.to_dict()) == record
+
+
+# -- the time-to-first-token percentile ---------------------------------------------------------------------------
+
+
+def nearest_rank(values: list[float], percentile: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(round(percentile * len(ordered) / 100.0, 9)) - 1)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    samples=st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=200),
+    limit=st.integers(min_value=1, max_value=3000),
+    percentile=st.sampled_from([50.0, 75.0, 90.0, 95.0, 99.0, 99.9]),
+    min_requests=st.integers(min_value=1, max_value=50),
+)
+def test_two_counts_decide_what_the_samples_percentile_would(
+    samples: list[int], limit: int, percentile: float, min_requests: int
+) -> None:
+    """The store keeps counts, not samples: over-the-limit count against the window's size gives the same verdict as
+    the nearest-rank percentile of the samples themselves."""
+    policy = BreakerPolicy(ttft_ms=limit, ttft_percentile=percentile, min_requests=min_requests)
+    over = sum(1 for s in samples if s > limit)
+    expected = len(samples) >= min_requests and nearest_rank([float(s) for s in samples], percentile) > limit
+    assert ttft_percentile_over(len(samples), over, policy) is expected
+
+
+def test_no_limit_no_verdict() -> None:
+    assert not ttft_percentile_over(100, 100, BreakerPolicy(ttft_ms=None, min_requests=1))
+
+
+def test_the_local_board_trips_on_its_windows_p90_time_to_first_token() -> None:
+    clock = FakeClock()
+    board = HealthBoard(clock)
+    policy = BreakerPolicy(ttft_ms=1000, ttft_percentile=90, min_requests=20, slow_rate=1.0)
+    for i in range(20):
+        late = i in (4, 9)
+        board.finish("t", policy, Verdict.SLOW if late else Verdict.OK, ttft_over=late)
+        clock.advance(0.1)
+    assert board.state("t") is BreakerState.CLOSED  # 2 of 20: p90 within the limit
+    board.finish("t", policy, Verdict.OK)  # no first token measured (a buffered API): not counted among them
+    assert board.state("t") is BreakerState.CLOSED
+    board.finish("t", policy, Verdict.SLOW, ttft_over=True)  # 3 of 21
+    assert board.state("t") is BreakerState.OPEN
+
+
+def test_first_tokens_leave_the_window_with_their_second() -> None:
+    clock = FakeClock()
+    board = HealthBoard(clock)
+    policy = BreakerPolicy(ttft_ms=1000, ttft_percentile=90, min_requests=10, slow_rate=1.0, window_s=10)
+    for _ in range(2):
+        board.finish("t", policy, Verdict.SLOW, ttft_over=True)
+    clock.advance(11.0)  # the two late ones have left the window
+    for _ in range(9):
+        board.finish("t", policy, Verdict.OK, ttft_over=False)
+    board.finish("t", policy, Verdict.SLOW, ttft_over=True)  # 1 of 10: nearest-rank p90 is the 9th, within
+    assert board.state("t") is BreakerState.CLOSED

@@ -51,6 +51,7 @@ BREAKER_KNOBS: dict[str, st.SearchStrategy[Any]] = {
     "consecutive_failures": counts,
     "latency_ms": st.none() | st.floats(min_value=1.0, max_value=60000.0),
     "ttft_ms": st.none() | st.integers(min_value=1, max_value=60000),
+    "ttft_percentile": st.floats(min_value=50.0, max_value=99.9),
     "half_open_trickle": counts,
     "ramp_steps": st.lists(unit, max_size=4, unique=True).map(sorted),
     "ramp_successes": counts,
@@ -137,6 +138,7 @@ def feature_of(draw: Draw, targets: dict[str, Any], models: list[str], regions: 
         else st.just({}),
         "first_token_ms": st.one_of(st.none(), st.floats(min_value=MIN_ATTEMPT_MS, max_value=high)),
         "inter_token_ms": st.floats(min_value=1, max_value=3_600_000.0),
+        "buffered_via_stream": st.booleans(),
         "converse": st.fixed_dictionaries(
             {},
             optional={

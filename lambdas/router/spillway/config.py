@@ -108,7 +108,8 @@ class BreakerPolicy:
     min_requests: int = 5  # no rate verdict on fewer outcomes than this
     consecutive_failures: int = 3
     latency_ms: float | None = None  # over it, a served answer counts as slow
-    ttft_ms: float | None = None
+    ttft_ms: float | None = None  # time to first token: the breaker trips when the window's percentile is over it
+    ttft_percentile: float = 90.0  # which percentile of the window's first tokens is held to ttft_ms (p90)
     cooldown_s: float = 5.0  # first cooldown; doubles on each failed recovery
     max_cooldown_s: float = 120.0  # so a breaker never stays open forever
     half_open_trickle: int = 1  # probes in flight at once while half-open
@@ -145,8 +146,13 @@ class Feature:
     fallback_on_context_overflow: bool = True  # a context-window overflow tries the next model
     # Streams: an attempt with no first token this long after it is sent is abandoned for the next target (None: the
     # attempt's own timeout); after the first token, a gap longer than inter_token_ms ends the stream incomplete.
+    # A buffered request served through a stream (buffered_via_stream) keeps both limits and fails over on either.
     first_token_ms: float | None = None
     inter_token_ms: float = 10000.0
+    # A buffered Converse request is served through the backend's streaming API and assembled into Converse's answer
+    # (spillway/assemble.py), so its attempts measure time to first token and keep first_token_ms too; false: the
+    # buffered APIs, with no first token to measure.
+    buffered_via_stream: bool = True
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     # JSON "invoke_ids": {target id: model id or ARN}: a bedrock target of this feature invoked by another id (its
     # application inference profile, a purchased PT), so spend is attributed per feature. Health, breakers, capacity
@@ -186,6 +192,7 @@ FEATURE_KEYS = Keys(
             "shadow",
             "first_token_ms",
             "inter_token_ms",
+            "buffered_via_stream",
         }
     ),
 )
@@ -328,6 +335,9 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
             f"{path}.first_token_ms", f"{first_token:g} must lie within {MIN_ATTEMPT_MS:g} and the attempt maximum"
         )
     inter_token = _num(obj.get("inter_token_ms", 10000.0), f"{path}.inter_token_ms", low=1, high=_MAX_SECONDS * 1000)
+    via_stream = obj.get("buffered_via_stream", True)
+    if not isinstance(via_stream, bool):
+        raise RoutingConfigError(f"{path}.buffered_via_stream", "must be true or false")
     invoke_ids = _invoke_ids(
         obj.get("invoke_ids", {}), f"{path}.invoke_ids", targets, models=models, regions=(home, *failover), first=first
     )
@@ -347,6 +357,7 @@ def _feature(name: str, raw: object, targets: Mapping[str, Target]) -> Feature:
         fallback_on_context_overflow=overflow,
         first_token_ms=first_token,
         inter_token_ms=inter_token,
+        buffered_via_stream=via_stream,
         breaker=breaker,
         invoke_ids=invoke_ids,
         converse_defaults=defaults,
@@ -483,6 +494,7 @@ def _breaker(raw: object, path: str) -> BreakerPolicy:
         ),
         latency_ms=_opt_num(obj.get("latency_ms"), f"{p}latency_ms"),
         ttft_ms=_opt_num(obj.get("ttft_ms"), f"{p}ttft_ms"),
+        ttft_percentile=_num(obj.get("ttft_percentile", d.ttft_percentile), f"{p}ttft_percentile", low=50, high=99.9),
         cooldown_s=_num(obj.get("cooldown_s", d.cooldown_s), f"{p}cooldown_s", low=0.001, high=_MAX_SECONDS),
         max_cooldown_s=_num(
             obj.get("max_cooldown_s", d.max_cooldown_s), f"{p}max_cooldown_s", low=0.001, high=_MAX_SECONDS

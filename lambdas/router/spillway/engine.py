@@ -9,6 +9,9 @@ admitting an attempt and judging it (even an exception), its breaker ticket and 
 A request whose every sent attempt was throttled answers 503 with Retry-After, even when the deadline ran out: a
 throttle never reaches the caller as something it cannot back off from.
 
+A buffered attempt goes through its backend's streaming API and is assembled into Converse's answer
+(spillway.assemble; the feature's buffered_via_stream), so its time to first token feeds the breaker as a stream's does.
+
 With a fleet (spillway.fleet), breakers and provisioned occupancy are decided on the fleet's shared state instead:
 read once before planning, reported after each attempt, each request through its own RequestHealth.
 
@@ -24,8 +27,9 @@ import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from .assemble import collect
 from .backends.contract import Backend, BackendReply, Usage
 from .backends.kinds import endpoint_of, request_needs
 from .capacity import InflightTracker
@@ -34,6 +38,7 @@ from .errors import NO_CONNECTION, BackendError, ErrorClass, from_exception
 from .fleet import Fleet, LocalHealth, RequestHealth
 from .health import Admission, Clock, HealthBoard, Ticket, Verdict
 from .policy import Plan, Planner, PlanStep, StepKind
+from .streaming import StreamingBackend
 
 if TYPE_CHECKING:
     from .stream_route import StreamItem
@@ -69,6 +74,7 @@ class Attempt:
     code: str | None = None
     latency_ms: float = 0.0
     kind: StepKind = StepKind.PRIMARY
+    ttft_ms: float | None = None  # time to first token, when the attempt streamed and got one
 
     @property
     def sent(self) -> bool:
@@ -122,6 +128,7 @@ class RouteResult:
     unsupported: tuple[str, ...] = ()  # with UnsupportedContent: what no target could express (names, no content)
     store_round_trips: int = 0  # round trips to the fleet store this request made (0 without a store)
     store_ms: float = 0.0  # the time they took
+    gaps_ms: tuple[float, ...] = field(default=(), repr=False)  # the served attempt's inter-token gaps (metrics)
 
     @property
     def attempts_sent(self) -> int:
@@ -370,11 +377,14 @@ class Engine:
         verdict = Verdict.NEUTRAL
         retry_after_s: float | None = None
         throttled = False
+        ttft_over: bool | None = None
         try:
-            reply, error, latency_ms = self._send(target, request, timeout_s)
+            reply, error, latency_ms = self._send(f, target, request, timeout_s)
             if reply is not None:
                 slow = _is_slow(f, latency_ms, reply)
-                trace.append(Attempt(target.id, Outcome.SLOW if slow else Outcome.OK, None, latency_ms, step.kind))
+                ttft_over = ttft_verdict(f, reply.ttft_ms)
+                outcome = Outcome.SLOW if slow else Outcome.OK
+                trace.append(Attempt(target.id, outcome, None, latency_ms, step.kind, reply.ttft_ms))
                 served = self._served(f, target, reply, trace, self._clock() - start)
                 verdict = Verdict.SLOW if slow else Verdict.OK
                 return served
@@ -387,18 +397,32 @@ class Engine:
         finally:
             if level:
                 health.end(target.id, level, throttled=throttled)
-            health.finish(target.id, f.breaker, verdict, ticket, retry_after_s=retry_after_s)
+            health.finish(target.id, f.breaker, verdict, ticket, retry_after_s=retry_after_s, ttft_over=ttft_over)
 
     def _send(
-        self, target: Target, request: Mapping[str, Any], timeout_s: float
+        self, f: Feature, target: Target, request: Mapping[str, Any], timeout_s: float
     ) -> tuple[BackendReply, None, float] | tuple[None, BackendError, float]:
+        """One buffered attempt: through the backend's streaming API, assembled (the feature's default, so its time to
+        first token is measured), or through its buffered API (the feature opts out, or the kind does not stream)."""
         clock = self._clock
         t0 = clock()
         try:
             backend = self._backends.get(target.backend.kind)
             if backend is None:
                 return None, BackendError(ErrorClass.OURS, "NoBackendForKind"), 0.0
-            reply = backend.invoke(target, request, timeout_s)
+            if f.buffered_via_stream and callable(getattr(backend, "open_stream", None)):
+                first_token_s = None if f.first_token_ms is None else f.first_token_ms / 1000.0
+                reply = collect(
+                    cast(StreamingBackend, backend),  # it streams: checked just above
+                    target,
+                    request,
+                    timeout_s,
+                    first_token_s=first_token_s,
+                    inter_token_s=f.inter_token_ms / 1000.0,
+                    clock=clock,
+                )
+            else:
+                reply = backend.invoke(target, request, timeout_s)
             return reply, None, (clock() - t0) * 1000.0
         except Exception as exc:  # a backend's bug is that attempt's failure, never the caller's
             return None, from_exception(exc), (clock() - t0) * 1000.0
@@ -418,6 +442,7 @@ class Engine:
             fell_back=target.model != f.models[0],
             failed_over=target.region != f.home_region,
             predicted_spill=any(a.outcome is Outcome.PREDICTED_FULL for a in trace),
+            gaps_ms=reply.gaps_ms,
         )
 
     @staticmethod
@@ -443,6 +468,13 @@ def _client_error(error: BackendError, trace: list[Attempt], elapsed_s: float) -
     status = error.http_status
     http = status if status is not None and 400 <= status < 500 and status != 429 else 400
     return RouteResult(Status.CLIENT_ERROR, http, tuple(trace), elapsed_s * 1000.0, code=error.code)
+
+
+def ttft_verdict(f: Feature, ttft_ms: float | None) -> bool | None:
+    """What one first token tells the breaker's time-to-first-token percentile: later than the feature's ttft_ms, or
+    not; None when none was measured or the feature sets no limit (nothing to count)."""
+    limit = f.breaker.ttft_ms
+    return None if limit is None or ttft_ms is None else ttft_ms > limit
 
 
 def _is_slow(f: Feature, latency_ms: float, reply: BackendReply) -> bool:

@@ -8,8 +8,9 @@ each attempt's outcome before the handler returns. What the store keeps per targ
 - the breaker: state (closed, open, ramping; half-open is "open and its cooldown over"), the server time its
   cooldown ends, the cooldown's length (it doubles on each failed recovery), trips, the ramp step and its
   successes, an epoch bumped on every transition;
-- the evidence of the current epoch: one-second buckets of outcomes (total, failures, slow) and the run of
-  consecutive failures, so the rules of BreakerPolicy are applied to the whole fleet's window;
+- the evidence of the current epoch: one-second buckets of outcomes (total, failures, slow; and first tokens
+  measured, with how many came after the reporting feature's ttft_ms) and the run of consecutive failures, so the
+  rules of BreakerPolicy, the time-to-first-token percentile included, are applied to the whole fleet's window;
 - the capacity cooldown after a throttle;
 - the half-open probe: a key one environment sets (NX, expiring with its attempt) while it probes;
 - the leases of requests in flight on a provisioned target, each expiring with its attempt.
@@ -55,6 +56,7 @@ from .health import (
     HealthBoard,
     Ticket,
     Verdict,
+    ttft_percentile_over,
 )
 
 LEASE_MARGIN_S = 1.0  # a lease outlives its attempt's timeout by this much (the answer may arrive just at it)
@@ -93,6 +95,8 @@ class TargetState:
     total: int = 0  # the window of the current epoch
     failures: int = 0
     slow: int = 0
+    ttft: int = 0  # first tokens measured in the window
+    ttft_over: int = 0  # of them, later than the reporting feature's ttft_ms
     probe_held: bool = False
     leases: int = 0  # live leases (provisioned targets)
     learned_limit: int = 0  # a lower concurrency learned from throttles, while fresh (0: none)
@@ -119,6 +123,7 @@ class Report:
     lease: str | None = None  # the PT lease to release
     probe: str | None = None  # the half-open probe to release
     level: int = 0  # the live leases when the lease was taken (0: no lease)
+    ttft_over: bool | None = None  # a first token measured: after ttft_ms (True) or within it; None: not measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +174,9 @@ class FleetStore(Protocol):
 
 
 def should_trip(state: TargetState, policy: BreakerPolicy) -> bool:
-    """health.py's closed-state rules on the fleet's window: a run of consecutive failures, or an error or slow
-    rate over the window once it holds at least min_requests outcomes."""
+    """health.py's closed-state rules on the fleet's window: a run of consecutive failures, an error or slow rate
+    over the window once it holds at least min_requests outcomes, or the window's time-to-first-token percentile
+    over ttft_ms once it holds at least min_requests first tokens."""
     if state.state is not FleetState.CLOSED:
         return False
     if state.run >= policy.consecutive_failures:
@@ -178,7 +184,11 @@ def should_trip(state: TargetState, policy: BreakerPolicy) -> bool:
     total = state.total
     if total < policy.min_requests:
         return False
-    return state.failures >= policy.error_rate * total or state.slow >= policy.slow_rate * total
+    return (
+        state.failures >= policy.error_rate * total
+        or state.slow >= policy.slow_rate * total
+        or ttft_percentile_over(state.ttft, state.ttft_over, policy)
+    )
 
 
 def cooldown_for(state: TargetState, policy: BreakerPolicy, *, escalate: bool) -> float:
@@ -250,6 +260,7 @@ class RequestHealth(Protocol):
         ticket: Ticket | None,
         *,
         retry_after_s: float | None = None,
+        ttft_over: bool | None = None,
     ) -> None: ...
 
     def try_start(self, target: Target, *, force: bool, timeout_s: float) -> int | None: ...
@@ -287,8 +298,9 @@ class LocalHealth:
         ticket: Ticket | None,
         *,
         retry_after_s: float | None = None,
+        ttft_over: bool | None = None,
     ) -> None:
-        self.board.finish(target_id, policy, verdict, ticket, retry_after_s=retry_after_s)
+        self.board.finish(target_id, policy, verdict, ticket, retry_after_s=retry_after_s, ttft_over=ttft_over)
 
     def try_start(self, target: Target, *, force: bool, timeout_s: float) -> int | None:  # noqa: ARG002
         return self.tracker.try_start(target.id, target.max_in_flight, force=force)
@@ -481,10 +493,11 @@ class FleetRequest:
         ticket: Ticket | None,
         *,
         retry_after_s: float | None = None,
+        ttft_over: bool | None = None,
     ) -> None:
         lease, level = self._leases.pop(target_id, (None, 0))
         if not isinstance(ticket, FleetTicket):
-            self._local.finish(target_id, policy, verdict, ticket, retry_after_s=retry_after_s)
+            self._local.finish(target_id, policy, verdict, ticket, retry_after_s=retry_after_s, ttft_over=ttft_over)
             return
         if ticket._spent or not ticket.admitted:
             return
@@ -498,15 +511,15 @@ class FleetRequest:
             if retry_after_s is not None:
                 pause = max(pause, min(retry_after_s, policy.max_cooldown_s))
         if self._degraded:
-            self._local.finish(target_id, policy, verdict, None, retry_after_s=retry_after_s)
+            self._local.finish(target_id, policy, verdict, None, retry_after_s=retry_after_s, ttft_over=ttft_over)
             return
         answer = self._call(
             lambda: self._fleet.store.report(
-                target_id, Report(ticket.epoch, verdict, policy.window_s, pause, lease, probe, level)
+                target_id, Report(ticket.epoch, verdict, policy.window_s, pause, lease, probe, level, ttft_over)
             )
         )
         if answer is None:  # the lease and the probe expire by themselves
-            self._local.finish(target_id, policy, verdict, None, retry_after_s=retry_after_s)
+            self._local.finish(target_id, policy, verdict, None, retry_after_s=retry_after_s, ttft_over=ttft_over)
             return
         now, state = answer
         self._server_at_read, self._local_at_read = now, self._fleet._perf()
@@ -653,7 +666,13 @@ def _target_view(state: TargetState, now: float) -> dict[str, Any]:
         "probes": state.probes,
         "probe_out": state.probe_held,
         "ramp_step": state.ramp_step,
-        "window": {"total": state.total, "failures": state.failures, "slow": state.slow},
+        "window": {
+            "total": state.total,
+            "failures": state.failures,
+            "slow": state.slow,
+            "first_tokens": state.ttft,
+            "first_tokens_over_limit": state.ttft_over,
+        },
         "consecutive_failures": state.run,
         "leases": state.leases,
         "learned_limit": state.learned_limit,

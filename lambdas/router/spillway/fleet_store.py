@@ -8,7 +8,10 @@ them: ElastiCache Serverless runs in cluster mode)::
                             step, rok (ramp successes), run (consecutive failures), cap (capacity cooldown end, ms),
                             probes (half-open probes taken so far: one per cooldown, whatever the fleet's size),
                             lim and limat (a PT concurrency learned from throttles, and when: capacity.py's rule),
-                            and w<n>, a ring of RING one-second buckets "second:epoch:total:failures:slow"
+                            and w<n>, a ring of RING one-second buckets "second:epoch:total:failures:slow",
+                            beside t<n>, the same seconds' first tokens "second:epoch:measured:over" (over: later
+                            than the reporting feature's ttft_ms; a field of its own, so a router of the release
+                            before, which reads w<n> only, keeps reading its buckets during a rolling deploy)
     {spillway}:p:<target>   string: the half-open probe's holder (SET NX PX: expires with its attempt)
     {spillway}:l:<target>   sorted set: the leases in flight on a provisioned target, scored by their expiry (ms)
 
@@ -78,27 +81,40 @@ local function bucket(v)
   if not s then return nil end
   return tonumber(s), tonumber(e), tonumber(t), tonumber(f), tonumber(sl)
 end
+local function firsts(v)
+  if not v then return nil end
+  local s, e, n, o = string.match(v, '^(%d+):(%d+):(%d+):(%d+)$')
+  if not s then return nil end
+  return tonumber(s), tonumber(e), tonumber(n), tonumber(o)
+end
 local function state(b, p, l, now, window)
   local h = redis.call('HMGET', b, 'epoch', 'state', 'until', 'cool', 'trips', 'step', 'rok', 'run', 'cap', 'probes')
   local epoch = tonumber(h[1]) or 0
   local sec = math.floor(now / 1000)
-  local total, fails, slow = 0, 0, 0
+  local total, fails, slow, ttft, over = 0, 0, 0, 0, 0
   if window > RING then window = RING end
   if window > 0 then
     local fields = {}
-    for i = 0, window - 1 do fields[#fields + 1] = 'w' .. ((sec - i) % RING) end
+    for i = 0, window - 1 do
+      fields[#fields + 1] = 'w' .. ((sec - i) % RING)
+      fields[#fields + 1] = 't' .. ((sec - i) % RING)
+    end
     local values = redis.call('HMGET', b, unpack(fields))
-    for i = 1, #values do
-      local s, e, t, f, sl = bucket(values[i])
+    for i = 1, window do
+      local s, e, t, f, sl = bucket(values[2 * i - 1])
       if s == sec - (i - 1) and e == epoch then
         total = total + t; fails = fails + f; slow = slow + sl
+      end
+      local s2, e2, n, o = firsts(values[2 * i])
+      if s2 == sec - (i - 1) and e2 == epoch then
+        ttft = ttft + n; over = over + o
       end
     end
   end
   return {epoch, tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0, tonumber(h[5]) or 0,
           tonumber(h[6]) or 0, tonumber(h[7]) or 0, tonumber(h[8]) or 0, tonumber(h[9]) or 0,
           total, fails, slow, redis.call('EXISTS', p), redis.call('ZCOUNT', l, '(' .. now, '+inf'), learned(b, now),
-          tonumber(h[10]) or 0}
+          tonumber(h[10]) or 0, ttft, over}
 end
 """
 for _name, _value in (("@RING@", RING), ("@RETAIN@", RETAIN_S), ("@LEARN@", int(LEARN_TTL_S * 1000))):
@@ -117,7 +133,8 @@ return out
 )
 
 # KEYS: b, p, l. ARGV: epoch, verdict (o f s c n), window (s), capacity pause (ms), lease token, probe token,
-# level (the live leases when this attempt's lease was taken; 0 without one).
+# level (the live leases when this attempt's lease was taken; 0 without one), first token ('o' after the feature's
+# ttft_ms, 'u' within it, '' not measured).
 REPORT = (
     _LIB
     + """
@@ -153,6 +170,14 @@ elseif verdict ~= 'n' and epoch == current then
     if verdict == 'f' then f = f + 1; redis.call('HINCRBY', b, 'run', 1) else redis.call('HSET', b, 'run', 0) end
     if verdict == 's' then sl = sl + 1 end
     redis.call('HSET', b, field, sec .. ':' .. current .. ':' .. t .. ':' .. f .. ':' .. sl)
+    if ARGV[8] == 'o' or ARGV[8] == 'u' then
+      local tfield = 't' .. (sec % RING)
+      local s2, e2, n, o = firsts(redis.call('HGET', b, tfield))
+      if s2 ~= sec or e2 ~= current then n, o = 0, 0 end
+      n = n + 1
+      if ARGV[8] == 'o' then o = o + 1 end
+      redis.call('HSET', b, tfield, sec .. ':' .. current .. ':' .. n .. ':' .. o)
+    end
     redis.call('EXPIRE', b, RETAIN)
   elseif st == 2 and verdict == 'o' then
     redis.call('HINCRBY', b, 'rok', 1)
@@ -306,6 +331,7 @@ class ValkeyFleetStore:
             outcome.lease or "",
             outcome.probe or "",
             outcome.level,
+            "" if outcome.ttft_over is None else ("o" if outcome.ttft_over else "u"),
         ]
 
         def parse(reply: Reply) -> tuple[float, TargetState]:
@@ -435,9 +461,12 @@ def _int(reply: Reply) -> int:
 
 def _state(row: Reply) -> TargetState:
     values = [_int(v) for v in _list(row)]
-    if len(values) != 16:
+    if len(values) != 18:
         raise FleetUnavailable("BadReply")
-    epoch, state, until, cool, trips, step, rok, run, cap, total, fails, slow, probe, leases, learned, probes = values
+    (epoch, state, until, cool, trips, step, rok, run, cap, total, fails, slow, probe, leases, learned, probes) = (
+        values[:16]
+    )
+    ttft, ttft_over = values[16:]
     return TargetState(
         epoch=epoch,
         state=FleetState(state) if state in (0, 1, 2) else FleetState.CLOSED,
@@ -451,6 +480,8 @@ def _state(row: Reply) -> TargetState:
         total=total,
         failures=fails,
         slow=slow,
+        ttft=ttft,
+        ttft_over=ttft_over,
         probe_held=bool(probe),
         leases=leases,
         learned_limit=learned,

@@ -6,8 +6,9 @@ with a doubled cooldown (capped by max_cooldown_s, so no breaker stays open fore
 remote, ever shortens a running cooldown.
 
 Signals: unavailable (and "ours") outcomes count as failures, both consecutively and in the error rate of a sliding
-window; slow answers count in the window's slow rate. Capacity errors are not failures: they only set a short
-capacity cooldown. Client errors are neutral.
+window; slow answers count in the window's slow rate; and every first token measured counts in the window's time to
+first token, whose `ttft_percentile` (p90 by default) may not exceed `ttft_ms` (:func:`ttft_percentile_over`).
+Capacity errors are not failures: they only set a short capacity cooldown. Client errors are neutral.
 
 The thresholds come from the policy of the feature whose request produced the outcome: two features sharing a
 target judge it by their own limits.
@@ -25,6 +26,7 @@ record in without ever shortening a local cooldown.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections import deque
@@ -154,11 +156,14 @@ class _Breaker:
     ramp_step: int = 0
     ramp_ok: int = 0
     ramp_credit: float = 0.0
-    # Sliding window of one-second buckets: [second, total, failures, slow], with running sums.
+    # Sliding window of one-second buckets: [second, total, failures, slow, first tokens, first tokens over ttft_ms],
+    # with running sums.
     buckets: deque[list[float]] = field(default_factory=deque)
     w_total: float = 0.0
     w_fail: float = 0.0
     w_slow: float = 0.0
+    w_ttft: float = 0.0
+    w_ttft_over: float = 0.0
 
     def record(self) -> BreakerRecord:
         return BreakerRecord(
@@ -172,29 +177,36 @@ class _Breaker:
             self.updated_at,
         )
 
-    def add(self, now: float, window_s: float, fail: int, slow: int) -> None:
+    def add(self, now: float, window_s: float, fail: int, slow: int, ttft_over: bool | None = None) -> None:
         second = float(int(now))
         buckets = self.buckets
+        ttft, over = (0, 0) if ttft_over is None else (1, int(ttft_over))
         if buckets and buckets[-1][0] == second:
             last = buckets[-1]
             last[1] += 1
             last[2] += fail
             last[3] += slow
+            last[4] += ttft
+            last[5] += over
         else:
-            buckets.append([second, 1.0, float(fail), float(slow)])
+            buckets.append([second, 1.0, float(fail), float(slow), float(ttft), float(over)])
         self.w_total += 1
         self.w_fail += fail
         self.w_slow += slow
+        self.w_ttft += ttft
+        self.w_ttft_over += over
         horizon = now - window_s
         while buckets and buckets[0][0] + 1 <= horizon:
-            _, total, failed, slowed = buckets.popleft()
+            _, total, failed, slowed, ttfts, overs = buckets.popleft()
             self.w_total -= total
             self.w_fail -= failed
             self.w_slow -= slowed
+            self.w_ttft -= ttfts
+            self.w_ttft_over -= overs
 
     def reset_window(self) -> None:
         self.buckets.clear()
-        self.w_total = self.w_fail = self.w_slow = 0.0
+        self.w_total = self.w_fail = self.w_slow = self.w_ttft = self.w_ttft_over = 0.0
         self.consecutive = 0
 
 
@@ -263,9 +275,11 @@ class HealthBoard:
         ticket: Ticket | None = None,
         *,
         retry_after_s: float | None = None,
+        ttft_over: bool | None = None,
     ) -> None:
         """Feed the outcome of an attempt that `begin` admitted, with its ticket. Without a ticket the outcome
-        counts as a plain (not probe) request of the current epoch."""
+        counts as a plain (not probe) request of the current epoch. `ttft_over`: the attempt's first token came after
+        the feature's ttft_ms (True) or within it (False); None when none was measured or the feature sets no limit."""
         now = self._clock()
         with self._lock:
             if ticket is not None:
@@ -286,6 +300,7 @@ class HealthBoard:
                 retry_after_s=retry_after_s,
                 now=now,
                 events=events,
+                ttft_over=ttft_over,
             )
         self._emit(events)
 
@@ -386,6 +401,7 @@ class HealthBoard:
         retry_after_s: float | None,
         now: float,
         events: list[Transition],
+        ttft_over: bool | None = None,
     ) -> None:
         state = b.state
         stale = epoch != b.epoch  # admitted before the last open or half-open: it speaks for a state now gone
@@ -401,7 +417,7 @@ class HealthBoard:
         elif verdict is Verdict.NEUTRAL or stale:
             pass
         elif state is BreakerState.CLOSED:
-            self._feed_closed(b, policy, verdict, now, events)
+            self._feed_closed(b, policy, verdict, now, events, ttft_over=ttft_over)
         elif state is BreakerState.RAMPING:
             self._feed_ramping(b, policy, verdict, now, events)
         elif probe:
@@ -409,10 +425,17 @@ class HealthBoard:
             self._feed_probe(b, policy, verdict, now, events)
 
     def _feed_closed(
-        self, b: _Breaker, policy: BreakerPolicy, verdict: Verdict, now: float, events: list[Transition]
+        self,
+        b: _Breaker,
+        policy: BreakerPolicy,
+        verdict: Verdict,
+        now: float,
+        events: list[Transition],
+        *,
+        ttft_over: bool | None = None,
     ) -> None:
         fail = verdict is Verdict.FAILURE
-        b.add(now, policy.window_s, int(fail), int(verdict is Verdict.SLOW))
+        b.add(now, policy.window_s, int(fail), int(verdict is Verdict.SLOW), ttft_over)
         b.consecutive = b.consecutive + 1 if fail else 0
         if verdict is Verdict.OK:
             return
@@ -421,6 +444,7 @@ class HealthBoard:
             b.consecutive >= policy.consecutive_failures
             or (total >= policy.min_requests and b.w_fail >= policy.error_rate * total)
             or (total >= policy.min_requests and b.w_slow >= policy.slow_rate * total)
+            or ttft_percentile_over(b.w_ttft, b.w_ttft_over, policy)
         ):
             self._open(b, policy, now, escalate=False, cause="trip", events=events)
 
@@ -499,6 +523,19 @@ class HealthBoard:
                 # A store or metrics hook must never break routing; it reports its own failures.
                 with contextlib.suppress(Exception):
                     listener(event)
+
+
+def ttft_percentile_over(measured: float, over: float, policy: BreakerPolicy) -> bool:
+    """Whether the window's `ttft_percentile` of time to first token (nearest rank) is over `ttft_ms`, from two
+    counts: `measured` first tokens, `over` of them later than ttft_ms. Of n sorted values the q-th percentile is the
+    ceil(q n / 100)-th, so it is over the limit exactly when at least n - ceil(q n / 100) + 1 values are: a window needs
+    no samples, only the count over the feature's own limit (a store can share two integers per second). No verdict
+    on fewer than `min_requests` first tokens, as for the rates."""
+    if policy.ttft_ms is None or measured < policy.min_requests:
+        return False
+    n = int(measured)
+    rank = math.ceil(round(policy.ttft_percentile * n / 100.0, 9))
+    return over >= n - rank + 1
 
 
 def _ramp_admit(b: _Breaker, policy: BreakerPolicy) -> Admission:

@@ -23,7 +23,7 @@ but for their names; the trace holds ids, codes and timings.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .backends.contract import Usage
@@ -31,15 +31,21 @@ from .backends.kinds import request_needs
 from .config import Feature
 from .engine import _ERROR_OUTCOME as ERROR_OUTCOME
 from .engine import _VERDICT as VERDICT
-from .engine import Attempt, Outcome, RouteResult, Status, Unreachable, _unsupported
+from .engine import Attempt, Outcome, RouteResult, Status, Unreachable, _unsupported, ttft_verdict
 from .errors import BackendError, ErrorClass
 from .fleet import RequestHealth
 from .health import Ticket, Verdict
 from .policy import Planner, PlanStep
-from .streaming import TOKEN_EVENTS, Pump, StreamEvent, StreamTimeout, stream_backend_for
+from .streaming import (
+    NO_FIRST_TOKEN,
+    STREAM_STALLED,
+    TOKEN_EVENTS,
+    Pump,
+    StreamEvent,
+    StreamTimeout,
+    stream_backend_for,
+)
 
-NO_FIRST_TOKEN = "NoFirstToken"  # noqa: S105 (an error code, not a password)
-STREAM_STALLED = "StreamStalled"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 API_GATEWAY_IDLE_S = 300.0  # API Gateway closes a response stream with no bytes for this long
 KEEP_ALIVE_S = 60.0  # the longest silence the run allows itself: a fifth of API Gateway's idle limit
@@ -176,6 +182,7 @@ class _Attempt:
         self.pump: Pump | None = None
         self.sent_at = clock()
         self.ttft_ms = 0.0
+        self.first_token = False  # the breaker hears its time to first token (even if the stream fails later)
         self.error: BackendError | None = None
         self.traced = Attempt(step.target.id, Outcome.UNAVAILABLE, kind=step.kind)
         self.verdict = Verdict.NEUTRAL
@@ -222,13 +229,12 @@ class _Attempt:
             if isinstance(event, KeepAlive):
                 yield event
                 continue
-            if event is None:  # a clean end with no content block: an empty answer is still an answer
-                self.ttft_ms = self._elapsed_ms()
+            if event is None or event[0] in TOKEN_EVENTS:  # an empty answer (a clean end) is still an answer
+                self.ttft_ms, self.first_token = self._elapsed_ms(), True
+                if event is not None:
+                    held.append(event)
                 return held
             held.append(event)
-            if event[0] in TOKEN_EVENTS:
-                self.ttft_ms = self._elapsed_ms()
-                return held
 
     def _wait(self, until: float) -> StreamEvent | KeepAlive | None:
         """The pump's next event (None at its end) by ``until``, or KEEP_ALIVE if the silence is due first.
@@ -284,7 +290,7 @@ class _Attempt:
         target = self.step.target
         if error is None:
             outcome = Outcome.SLOW if slow else Outcome.OK
-            trace.append(Attempt(target.id, outcome, None, self._elapsed_ms(), self.step.kind))
+            trace.append(Attempt(target.id, outcome, None, self._elapsed_ms(), self.step.kind, self.ttft_ms))
             self.verdict = Verdict.SLOW if slow else Verdict.OK
             result = RouteResult(
                 Status.SERVED, 200, tuple(trace), elapsed_ms, target=target.id, usage=usage,
@@ -299,6 +305,7 @@ class _Attempt:
             self.traced = Attempt(target.id, Outcome.UNAVAILABLE, error.code, self._elapsed_ms(), self.step.kind)
         else:
             self._fail(error)
+        self.traced = replace(self.traced, ttft_ms=self.ttft_ms)  # it got a first token: the metrics count it
         trace.append(self.traced)
         result = RouteResult(Status.INCOMPLETE, 200, tuple(trace), elapsed_ms, target=target.id, code=error.code)
         yield StreamTail(result, incomplete=True, ttft_ms=self.ttft_ms, gaps_ms=tuple(gaps))
@@ -315,7 +322,15 @@ class _Attempt:
             target_id = self.step.target.id
             if self.level:
                 self.health.end(target_id, self.level, throttled=self.throttled)
-            self.health.finish(target_id, self.f.breaker, self.verdict, self.ticket, retry_after_s=self.retry_after_s)
+            first_token = ttft_verdict(self.f, self.ttft_ms) if self.first_token else None
+            self.health.finish(
+                target_id,
+                self.f.breaker,
+                self.verdict,
+                self.ticket,
+                retry_after_s=self.retry_after_s,
+                ttft_over=first_token,
+            )
 
 
 def _usage(metadata: Mapping[str, Any]) -> Usage | None:

@@ -12,8 +12,13 @@ Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``Spillway``; every
 - per attempt, dimensions ``feature`` and ``target``: TargetAttempts, TargetServed, Throttles, TargetFailures,
   DeploymentFaults ("ours": a missing or misnamed target, denied access, bad credentials; alarmed),
   TargetClientErrors, TargetRefused, TargetUnsupported (passed over: the backend cannot express the request),
-  AttemptLatency (ms), InputTokens, OutputTokens (of the target that served).
-  No time to first token yet: the backends do not stream, so there is none to measure;
+  AttemptLatency (ms), InputTokens, OutputTokens (of the target that served); TimeToFirstToken (ms, one value per
+  attempt that got a first token, streamed or buffered: buffered requests are served through the streaming APIs),
+  InterTokenGap (ms, the served answer's gaps between deltas: all of them, or 100 evenly spaced order statistics of
+  a longer answer, its largest included) and InterTokenMax (ms). EMF carries them as value lists, so CloudWatch
+  gives their p50, p90 and p99 (``TimeToFirstToken`` at p90 is what the breakers hold to ``ttft_ms``);
+- per streamed request, dimensions ``feature`` and ``target``: Streams, StreamsIncomplete (ended after its first
+  token without a clean end), and the stream's InterTokenGap and InterTokenMax;
 - dimensions ``feature`` and ``service_tier``: ServedByTier (the Bedrock tier the answer says served);
 - dimension ``target``: BreakerOpens, BreakerCloses, BreakerRemoteOpens (learned from the shared store);
 - dimension ``operation``: StoreErrors; dimension ``event``: ConfigEvents.
@@ -24,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -52,6 +57,8 @@ tracer = tracing.Tracer(SERVICE)
 
 _COUNT = MetricUnit.Count
 _MS = MetricUnit.Milliseconds
+MAX_VALUES = 100  # EMF's limit of values per metric in one line
+Value = float | Sequence[float]
 _STATUS_METRIC = {
     Status.SERVED: "Served",
     Status.CLIENT_ERROR: "ClientErrors",
@@ -87,14 +94,16 @@ def _group_provider() -> AmazonCloudWatchEMFProvider:
     return provider
 
 
-def _group(dimensions: Mapping[str, str], values: Mapping[str, tuple[MetricUnit, float]]) -> None:
-    """One EMF line with its own dimensions (Powertools' Metrics shares one dimension set per flush)."""
+def _group(dimensions: Mapping[str, str], values: Mapping[str, tuple[MetricUnit, Value]]) -> None:
+    """One EMF line with its own dimensions (Powertools' Metrics shares one dimension set per flush). A metric given
+    a list of values carries them all (EMF's value list: CloudWatch computes percentiles over them)."""
     provider = _group_provider()
     try:
         for name, value in dimensions.items():
             provider.add_dimension(name, value)
         for name, (unit, number) in values.items():
-            provider.add_metric(name=name, unit=unit, value=number)
+            for one in [number] if isinstance(number, int | float) else number:
+                provider.add_metric(name=name, unit=unit, value=one)
         provider.flush_metrics()
     finally:
         # Empty for the next line, also when the flush did not clear it (POWERTOOLS_METRICS_DISABLED) or a line
@@ -105,7 +114,7 @@ def _group(dimensions: Mapping[str, str], values: Mapping[str, tuple[MetricUnit,
 def record_route(feature: str, result: RouteResult, *, canary: bool) -> None:
     """Request and per-target metrics of one routed request, each an EMF line of its own: nothing is held in
     Powertools' shared metric set between calls, so concurrent calls (the local world) cannot mix or break it."""
-    request: dict[str, tuple[MetricUnit, float]] = {
+    request: dict[str, tuple[MetricUnit, Value]] = {
         "Requests": (_COUNT, 1),
         _STATUS_METRIC[result.status]: (_COUNT, 1),
         "Latency": (_MS, round(result.elapsed_ms, 3)),
@@ -126,18 +135,25 @@ def record_route(feature: str, result: RouteResult, *, canary: bool) -> None:
     _group({"feature": feature}, request)
     if result.service_tier is not None:  # which Bedrock tier served (priority, default, flex, reserved)
         _group({"feature": feature, "service_tier": result.service_tier}, {"ServedByTier": (_COUNT, 1)})
-    per_target: dict[str, dict[str, tuple[MetricUnit, float]]] = {}
+    per_target: dict[str, dict[str, tuple[MetricUnit, Value]]] = {}
+    first_tokens: dict[str, list[float]] = {}
     for attempt in result.attempts:
         values = per_target.setdefault(attempt.target, {})
         name = _OUTCOME_METRIC[attempt.outcome]
-        values[name] = (_COUNT, values.get(name, (_COUNT, 0.0))[1] + 1)
+        values[name] = (_COUNT, _count(values, name) + 1)
         if attempt.sent:
-            values["TargetAttempts"] = (_COUNT, values.get("TargetAttempts", (_COUNT, 0.0))[1] + 1)
+            values["TargetAttempts"] = (_COUNT, _count(values, "TargetAttempts") + 1)
             values["AttemptLatency"] = (_MS, round(attempt.latency_ms, 3))
+        if attempt.ttft_ms is not None:
+            first_tokens.setdefault(attempt.target, []).append(round(attempt.ttft_ms, 3))
+    for target, ttfts in first_tokens.items():
+        per_target[target]["TimeToFirstToken"] = (_MS, ttfts)
     if result.target is not None and result.usage is not None:
         served = per_target.setdefault(result.target, {})
         served["InputTokens"] = (_COUNT, result.usage.input_tokens)
         served["OutputTokens"] = (_COUNT, result.usage.output_tokens)
+    if result.target is not None and result.gaps_ms:
+        per_target.setdefault(result.target, {}).update(gap_values(result.gaps_ms))
     for target, values in per_target.items():
         _group({"feature": feature, "target": target}, values)
 
@@ -164,7 +180,13 @@ def route_fields(feature: str, result: RouteResult, *, canary: bool) -> dict[str
         "code": result.code,
         "attempts": result.attempts_sent,
         "route": [
-            {"target": a.target, "outcome": a.outcome.value, "code": a.code, "ms": round(a.latency_ms, 1)}
+            {
+                "target": a.target,
+                "outcome": a.outcome.value,
+                "code": a.code,
+                "ms": round(a.latency_ms, 1),
+                **({} if a.ttft_ms is None else {"ttft_ms": round(a.ttft_ms, 1)}),
+            }
             for a in result.attempts
         ],
         "elapsed_ms": round(result.elapsed_ms, 1),
@@ -232,16 +254,33 @@ def unexpected(where: str, exc: BaseException) -> None:
     logger.error("unexpected_exception", extra={"where": where, "exception_type": type(exc).__name__})
 
 
+def _count(values: Mapping[str, tuple[MetricUnit, Value]], name: str) -> float:
+    number = values.get(name, (_COUNT, 0.0))[1]
+    return float(number) if isinstance(number, int | float) else float(len(number))
+
+
+def gap_values(gaps_ms: Sequence[float]) -> dict[str, tuple[MetricUnit, Value]]:
+    """InterTokenGap as EMF values (every gap, or MAX_VALUES evenly spaced order statistics from the smallest to
+    the largest: the distribution's shape within one line) and InterTokenMax."""
+    ordered = sorted(gaps_ms)
+    n = len(ordered)
+    if n > MAX_VALUES:
+        ordered = [ordered[round(i * (n - 1) / (MAX_VALUES - 1))] for i in range(MAX_VALUES)]
+    return {
+        "InterTokenGap": (_MS, [round(g, 3) for g in ordered]),
+        "InterTokenMax": (_MS, round(ordered[-1], 3)),
+    }
+
+
 def record_stream(feature: str, tail: StreamTail) -> None:
-    """A streamed request's own figures, per served target: time to first token, inter-token gaps, incomplete ends."""
+    """A streamed request's own figures, per served target: streams, incomplete ends, inter-token gaps (its time to
+    first token is its served attempt's, in record_route)."""
     target = tail.result.target
     if target is None:
         return
-    values: dict[str, tuple[MetricUnit, float]] = {"Streams": (_COUNT, 1)}
-    if tail.ttft_ms is not None:
-        values["TimeToFirstToken"] = (_MS, round(tail.ttft_ms, 3))
+    values: dict[str, tuple[MetricUnit, Value]] = {"Streams": (_COUNT, 1)}
     if tail.gaps_ms:
-        values["InterTokenMax"] = (_MS, round(max(tail.gaps_ms), 3))
+        values.update(gap_values(tail.gaps_ms))
     if tail.incomplete:
         values["StreamsIncomplete"] = (_COUNT, 1)
     _group({"feature": feature, "target": target}, values)

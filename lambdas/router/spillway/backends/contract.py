@@ -26,6 +26,7 @@ class BackendReply:
     ttft_ms: float | None = None  # time to first token, when streamed
     usage: Usage | None = None
     service_tier: str | None = None  # the tier that served, when the answer says (Bedrock's serviceTier.type)
+    gaps_ms: tuple[float, ...] = field(default=(), repr=False)  # inter-token gaps, when streamed (for the metrics)
 
 
 class Backend(Protocol):
