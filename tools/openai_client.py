@@ -1,11 +1,13 @@
 """Call the router's OpenAI-compatible front door with the official `openai` package, signed with SigV4.
 
-    python -m tools.openai_client URL FEATURE "your prompt" [--region us-east-1] [--max-tokens 256]
+    python -m tools.openai_client URL FEATURE "your prompt" [--region us-east-1] [--max-tokens 256] [--stream]
 
 URL is the stage's base URL (https://<api-id>.execute-api.<region>.amazonaws.com/prod) or a local router's address
 (localrun). The feature is the request's ``model``. The `openai` client sends ``Authorization: Bearer <api_key>``;
 the SigV4 hook below replaces it with an IAM signature for execute-api (credentials from botocore's usual chain:
-environment, profile, role), so no key exists anywhere. See docs/calling-the-router.md.
+environment, profile, role), so no key exists anywhere. With --stream the answer is printed as it arrives
+(``stream=True``); the exit status is 1 when the stream fails or is cut before its ``finish_reason``.
+See docs/calling-the-router.md.
 """
 
 from __future__ import annotations
@@ -61,13 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("prompt")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     args = parser.parse_args(argv)
-    completion = client(args.url, args.region).chat.completions.create(
-        model=args.feature,
-        messages=[{"role": "user", "content": args.prompt}],
-        max_completion_tokens=args.max_tokens,
-    )
-    print(completion.choices[0].message.content)
+    request: dict[str, Any] = {
+        "model": args.feature,
+        "messages": [{"role": "user", "content": args.prompt}],
+        "max_completion_tokens": args.max_tokens,
+    }
+    completions = client(args.url, args.region).chat.completions
+    if not args.stream:
+        print(completions.create(**request).choices[0].message.content)
+        return 0
+    finish = None
+    try:
+        with completions.create(**request, stream=True) as stream:
+            for chunk in stream:
+                for choice in chunk.choices:
+                    print(choice.delta.content or "", end="", flush=True)
+                    finish = choice.finish_reason or finish
+    except openai.APIStatusError as error:  # no target sent a first token: an ordinary error answer
+        print(f"refused: {error.status_code} {error.code}")
+        return 1
+    except openai.APIError as error:  # the router's error line: the stream failed after its first token
+        print(f"\nthe stream failed: {error.code}")
+        return 1
+    print()
+    if finish is None:
+        print("the stream was cut before its finish_reason")
+        return 1
     return 0
 
 

@@ -299,6 +299,15 @@ _STREAM_OK = {
 }
 
 
+_CHAT_STREAM_TEXT = (
+    "A chat.completion (application/json); with stream true, server-sent `data:` lines of chat.completion.chunk "
+    "objects (role first, content and tool-call deltas, a finish_reason, the usage chunk when "
+    "stream_options.include_usage), then `data: [DONE]`. A stream that fails after its first token has no "
+    "finish_reason and no [DONE]: its last line is an OpenAIError object. The headers go out with the first chunk."
+)
+_CHAT_STREAM = {"schema": {"type": "string"}}
+
+
 def _error_schema(route: Any) -> str:
     return "OpenAIError" if route.operation_id in OPENAI_OPERATIONS else "Error"
 
@@ -311,7 +320,7 @@ def _openai_schemas() -> dict[str, Any]:
             "type": "object",
             "description": (
                 "OpenAI's chat completions request; members Converse cannot express are refused (400, param "
-                "names the member). Non-streaming: stream true is refused."
+                "names the member). stream true answers chat.completion.chunk server-sent events."
             ),
             "required": ["model", "messages"],
             "additionalProperties": False,
@@ -327,7 +336,16 @@ def _openai_schemas() -> dict[str, Any]:
                 "tool_choice": {"oneOf": [{"type": "string", "enum": ["auto", "required"]}, any_obj]},
                 "response_format": any_obj,
                 "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-                "stream": {"type": "boolean", "enum": [False]},
+                "stream": {"type": "boolean"},
+                "stream_options": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "only with stream true",
+                    "properties": {
+                        "include_usage": {"type": "boolean"},
+                        "include_obfuscation": {"type": "boolean", "enum": [False]},
+                    },
+                },
                 "n": {"type": "integer", "enum": [1]},
                 "parallel_tool_calls": {"type": "boolean", "enum": [True]},
             },
@@ -408,10 +426,15 @@ def openapi_document() -> dict[str, Any]:
                 responses["200"] = _STREAM_OK
                 continue
             if status == 200:
+                content: dict[str, Any] = {
+                    "application/json": {"schema": {"$ref": _REF + ok_schema[route.operation_id]}}
+                }
+                if route.operation_id == "chatCompletions":
+                    content["text/event-stream"] = _CHAT_STREAM
                 responses["200"] = {
-                    "description": "OK",
+                    "description": "OK" if route.operation_id != "chatCompletions" else _CHAT_STREAM_TEXT,
                     "headers": _ROUTE_HEADERS if route.operation_id in routed_operations else _ERROR_HEADERS,
-                    "content": {"application/json": {"schema": {"$ref": _REF + ok_schema[route.operation_id]}}},
+                    "content": content,
                 }
                 continue
             # A converse answer after routing (a model's 400, no capacity, the deadline) says where it went too.

@@ -8,6 +8,11 @@ Routes (docs/openapi.json is generated from spillway/api.py, which these follow)
   (model/capacity/region), ``x-spillway-attempts``, ``x-spillway-route`` and ``x-spillway-request-id``.
 - ``GET /v1/features``: the features this deployment serves. ``GET /v1/health``: this instance's view of its
   targets (no ARNs, no secrets).
+- ``POST /v1/features/{feature}/converse-stream``: the same request, answered as server-sent events
+  (spillway/sse.py). ``POST /v1/chat/completions`` and ``GET /v1/models``: the OpenAI-compatible door
+  (spillway/openai_api.py; ``stream: true`` answers chat.completion.chunk events, spillway/openai_stream.py), errors
+  in OpenAI's shape. Both streaming routes run through :func:`lambda_stream_handler` in Lambda's streaming mode, and
+  through :func:`lambda_handler` (the chunks delivered at the end) behind a buffered integration.
 
 Statuses: 200; 400 BadRequest / InvalidJson / a model's client-error code (its message withheld); 404
 UnknownFeature / NotFound; 405 MethodNotAllowed; 413 PayloadTooLarge; 415 UnsupportedMediaType; 503 NoCapacity
@@ -36,7 +41,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
-from spillway import api, openai_api, sse, telemetry, views
+from spillway import api, openai_api, openai_stream, sse, telemetry, views
 from spillway.backends import ClientPool
 from spillway.backends.contract import Backend
 from spillway.backends.kinds import make_backends
@@ -365,12 +370,20 @@ def _record(feature: str, result: RouteResult, *, canary: bool) -> None:
 
 
 def _route_request(
-    router: Router, snapshot: Snapshot, engine: Engine, *, feature: str, request: Mapping[str, Any], request_id: str
+    router: Router,
+    snapshot: Snapshot,
+    engine: Engine,
+    *,
+    feature: str,
+    request: Mapping[str, Any],
+    request_id: str,
+    remaining_ms: float | None = None,
 ) -> RouteResult:
-    """Route one admitted Converse request of a known feature (either front door), shadow and telemetry included."""
+    """Route one admitted Converse request of a known feature (either front door), shadow and telemetry included;
+    ``remaining_ms`` is the invocation's time left (default: the resolver's Lambda context)."""
     route_name = snapshot.route_name(feature, request_id)
     canary = route_name != feature
-    deadline_ms = _deadline_ms(router, _remaining_ms())
+    deadline_ms = _deadline_ms(router, _remaining_ms() if remaining_ms is None else remaining_ms)
     serve = lambda: engine.handle(route_name, request, deadline_ms=deadline_ms)  # noqa: E731
     result = router.shadower.mirror(engine.table, feature, request, request_id, serve)  # the snapshot's table
     _record(feature, result, canary=canary)
@@ -421,35 +434,73 @@ def _openai_error(error: api.ApiError, request_id: str, headers: Mapping[str, st
 
 @app.post(openai_api.CHAT_PATH)
 def chat_completions() -> Response[str]:
-    request_id = _request_id()
+    """The OpenAI door behind a buffered integration: a whole completion, or (``stream: true``) the same chunks a
+    streaming integration sends, delivered at the end."""
+    event = app.current_event
+    return _collapse(
+        chat_chunks(
+            event.headers.get("content-type"),
+            _body_bytes,
+            bool(event.is_base64_encoded),
+            request_id=_request_id(),
+            remaining_ms=_remaining_ms(),
+        )
+    )
+
+
+def _admit_chat(
+    content_type: str | None, body: Callable[[], bytes], base64_encoded: bool
+) -> tuple[Router, Snapshot, Engine, openai_api.ChatRequest] | api.ApiError:
+    """The checks of the OpenAI door before routing, or the refusal (answered in OpenAI's error shape)."""
     router = get_router()
     snapshot, engine = router.current()
     feature: str | None = None
     try:
         if engine is None or snapshot.table is None:
             raise api.ApiError(503, api.CONFIG_UNAVAILABLE, retry_after_s=5)
-        if not api.is_json_content_type(app.current_event.headers.get("content-type")):
+        if not api.is_json_content_type(content_type):
             raise api.ApiError(415, api.UNSUPPORTED_MEDIA_TYPE)
-        name, stream, request = openai_api.parse(
-            _body_bytes(),
-            snapshot.table.limits.max_request_bytes,
-            base64_encoded=bool(app.current_event.is_base64_encoded),
-        )
-        if not _is_feature(snapshot, name):
+        chat = openai_api.parse(body(), snapshot.table.limits.max_request_bytes, base64_encoded=base64_encoded)
+        if not _is_feature(snapshot, chat.feature):
             raise openai_api.ChatError("model", api.MESSAGES[api.UNKNOWN_FEATURE], 404, api.UNKNOWN_FEATURE)
-        feature = name
-        if stream:
-            raise openai_api.ChatError("stream", "this router answers whole completions only: send stream false")
+        feature = chat.feature
     except api.ApiError as error:
         telemetry.record_rejected(feature, error.status, error.code)
-        return _openai_error(error, request_id)
-    assert engine is not None  # the checks above raised otherwise
-    assert feature is not None
-    result = _route_request(router, snapshot, engine, feature=feature, request=request, request_id=request_id)
+        return error
+    return router, snapshot, engine, chat
+
+
+def chat_chunks(
+    content_type: str | None,
+    body: Callable[[], bytes],
+    base64_encoded: bool,
+    *,
+    request_id: str,
+    remaining_ms: float | None,
+) -> Generator[bytes, None, None]:
+    """``POST /v1/chat/completions`` in Lambda's streaming response format: a whole answer (or refusal) after its
+    prelude, or with ``stream: true`` the chunks of spillway/openai_stream.py as the engine's stream goes."""
+    admitted = _admit_chat(content_type, body, base64_encoded)
+    if isinstance(admitted, api.ApiError):
+        yield from _buffered(_openai_error(admitted, request_id))
+        return
+    router, snapshot, engine, chat = admitted
+    if chat.stream:
+        yield from _relay(
+            router, snapshot, engine, _ChatChunks(chat, request_id), feature=chat.feature, request=chat.request,
+            request_id=request_id, remaining_ms=remaining_ms,
+        )  # fmt: skip
+        return
+    result = _route_request(
+        router, snapshot, engine, feature=chat.feature, request=chat.request, request_id=request_id,
+        remaining_ms=remaining_ms,
+    )  # fmt: skip
     headers = _route_headers(result)
     if result.status is Status.SERVED and result.response is not None:
-        return _json(200, openai_api.completion(result.response, feature, request_id), request_id, headers)
-    return _openai_error(_route_error(result), request_id, headers)
+        body_out = openai_api.completion(result.response, chat.feature, request_id)
+        yield from _buffered(_json(200, body_out, request_id, headers))
+    else:
+        yield from _buffered(_openai_error(_route_error(result), request_id, headers))
 
 
 @app.get(openai_api.MODELS_PATH)
@@ -467,16 +518,22 @@ def list_models() -> Response[str]:
 def converse_stream(feature: str) -> Response[str]:
     """The streaming route behind a buffered integration: the same server-sent events, delivered at the end."""
     event = app.current_event
-    chunks = stream_chunks(
-        feature,
-        event.headers.get("content-type"),
-        _body_bytes,
-        bool(event.is_base64_encoded),
-        request_id=_request_id(),
-        remaining_ms=_remaining_ms(),
+    return _collapse(
+        stream_chunks(
+            feature,
+            event.headers.get("content-type"),
+            _body_bytes,
+            bool(event.is_base64_encoded),
+            request_id=_request_id(),
+            remaining_ms=_remaining_ms(),
+        )
     )
+
+
+def _collapse(chunks: Iterator[bytes]) -> Response[str]:
+    """A streaming-format answer (prelude, then body chunks) as one buffered response."""
     split = sse.split_prelude(next(chunks))
-    assert split is not None  # stream_chunks yields the whole prelude first
+    assert split is not None  # every streaming-format answer yields its whole prelude first
     head, first = split
     body = first + b"".join(chunks)
     headers = {str(k): str(v) for k, v in head["headers"].items()}
@@ -501,6 +558,66 @@ def stream_chunks(
         yield from _buffered(_error(admitted, request_id))
         return
     router, snapshot, engine, request = admitted
+    yield from _relay(
+        router, snapshot, engine, _ConverseEvents(request_id), feature=feature, request=request,
+        request_id=request_id, remaining_ms=remaining_ms,
+    )  # fmt: skip
+
+
+class _ConverseEvents:
+    """How the converse-stream route writes a stream: ConverseStream events by name, then the ``spillway`` event."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+
+    def event(self, name: str, members: Mapping[str, Any]) -> bytes:
+        return sse.event(name, members)
+
+    def tail(self, tail: StreamTail) -> bytes:
+        return sse.event(sse.TRAILER_EVENT, _trailer(tail))
+
+    def failure(self, result: RouteResult) -> Response[str]:
+        return _failure(result, self.request_id, _route_headers(result))
+
+    def unserved(self, result: RouteResult) -> bytes:
+        return sse.event(sse.TRAILER_EVENT, _unserved_trailer(result, self.request_id))
+
+
+class _ChatChunks:
+    """How the OpenAI door writes a stream: chat.completion.chunk lines, then [DONE]; an error line if it broke."""
+
+    def __init__(self, chat: openai_api.ChatRequest, request_id: str) -> None:
+        self.request_id = request_id
+        self.writer = openai_stream.ChunkWriter(
+            request_id=request_id, feature=chat.feature, include_usage=chat.include_usage
+        )
+
+    def event(self, name: str, members: Mapping[str, Any]) -> bytes:
+        return b"".join(openai_stream.line(chunk) for chunk in self.writer.event(name, members))
+
+    def tail(self, tail: StreamTail) -> bytes:
+        if tail.incomplete:
+            return openai_stream.line(openai_stream.error(tail.result.code or sse.STREAM_INCOMPLETE))
+        chunks = self.writer.end(tail.result.usage)
+        return b"".join(openai_stream.line(chunk) for chunk in chunks) + openai_stream.DONE
+
+    def failure(self, result: RouteResult) -> Response[str]:
+        return _openai_error(_route_error(result), self.request_id, _route_headers(result))
+
+    def unserved(self, result: RouteResult) -> bytes:
+        """After a keep-alive opened the answer: the error answer it would have been, as OpenAI's error line."""
+        return openai_stream.line(openai_api.error_body(_route_error(result)))
+
+
+StreamRender = _ConverseEvents | _ChatChunks
+
+
+def _relay(
+    router: Router, snapshot: Snapshot, engine: Engine, render: StreamRender, *, feature: str,
+    request: Mapping[str, Any], request_id: str, remaining_ms: float | None,
+) -> Generator[bytes, None, None]:  # fmt: skip
+    """An admitted request's stream, written by ``render``: the prelude once a target sent its first token (or the
+    error answer when none does), its events, its tail. Closing it early abandons the served attempt."""
     route_name = snapshot.route_name(feature, request_id)
     canary = route_name != feature
     shadow = router.shadower.begin(engine.table, feature, request, request_id)  # before the primary sends
@@ -514,7 +631,7 @@ def stream_chunks(
         tails.append(tail)
 
     try:
-        yield from stream_answer(stream, request_id, tail_seen)
+        yield from stream_answer(stream, request_id, tail_seen, render)
         # The caller has the whole answer: the shadow gets at most its grace (a caller that leaves early gets no
         # record of it; the shadow still ends on its own).
         for tail in tails:
@@ -524,12 +641,17 @@ def stream_chunks(
 
 
 def stream_answer(
-    items: Iterator[StreamItem], request_id: str, tail_seen: Callable[[StreamTail], None]
+    items: Iterator[StreamItem],
+    request_id: str,
+    tail_seen: Callable[[StreamTail], None],
+    render: StreamRender | None = None,
 ) -> Iterator[bytes]:
-    """The engine's stream on the wire. The prelude goes out with the first token, or with the first keep-alive
-    when none has come within ``KEEP_ALIVE_S`` (an SSE comment, which clients ignore: API Gateway closes a stream
-    idle for 5 minutes). A request no target served is then an ordinary error answer if nothing has gone out yet,
-    else the ``spillway`` event with ``complete: false`` and the error it would have been (its status among it)."""
+    """The engine's stream on the wire, written by ``render`` (default: converse-stream's events). The prelude goes
+    out with the first token, or with the first keep-alive when none has come within ``KEEP_ALIVE_S`` (an SSE
+    comment, which clients ignore: API Gateway closes a stream idle for 5 minutes). A request no target served is
+    then an ordinary error answer if nothing has gone out yet, else the render's in-band end with the error it would
+    have been (converse-stream: the ``spillway`` event, complete false, its status among it)."""
+    render = _ConverseEvents(request_id) if render is None else render
     opened = False
     for item in items:
         if isinstance(item, KeepAlive):
@@ -544,14 +666,15 @@ def stream_answer(
         elif isinstance(item, StreamTail):
             tail_seen(item)
             if item.result.target is not None:
-                yield sse.event(sse.TRAILER_EVENT, _trailer(item))
+                yield render.tail(item)
             elif not opened:  # no first token anywhere, nothing sent: an ordinary error answer
-                yield from _buffered(_failure(item.result, request_id, _route_headers(item.result)))
+                yield from _buffered(render.failure(item.result))
             else:
-                yield sse.event(sse.TRAILER_EVENT, _unserved_trailer(item.result, request_id))
+                yield render.unserved(item.result)
         else:
-            name, members = item
-            yield sse.event(name, members)
+            data = render.event(*item)
+            if data:
+                yield data
 
 
 def _unserved_trailer(result: RouteResult, request_id: str) -> dict[str, Any]:
@@ -719,14 +842,18 @@ def _answer(event: dict[str, Any], context: Any, request_id: str) -> dict[str, A
 
 
 _STREAM_PATH = re.compile(r"^/v1/features/(?P<feature>[^/]+)/converse-stream/?$")
+_CHAT_PATH = re.compile(r"^" + re.escape(openai_api.CHAT_PATH) + r"/?$")
 
 
 def lambda_stream_handler(event: dict[str, Any], context: Any) -> Iterator[bytes]:
-    """The entry point for a streaming integration (InvokeWithResponseStream): the streaming route's chunks as they
-    come (spillway/sse.py's prelude first); any other request answered whole, in the same format."""
+    """The entry point for a streaming integration (InvokeWithResponseStream): the streaming routes' chunks as they
+    come (spillway/sse.py's prelude first): converse-stream, and chat completions (streamed when the body says
+    ``stream: true``, else answered whole); any other request answered whole, in the same format."""
     request_id = request_id_of(event, context)
-    match = _STREAM_PATH.match(str(event.get("path") or "")) if is_proxy_event(event) else None
-    if match is None or event.get("httpMethod") != "POST":
+    path = str(event.get("path") or "") if is_proxy_event(event) else ""
+    match = _STREAM_PATH.match(path)
+    chat = _CHAT_PATH.match(path) is not None
+    if (match is None and not chat) or event.get("httpMethod") != "POST":
         answer = lambda_handler(event, context)
         headers = {str(k): str(v) for k, v in (answer.get("headers") or {}).items()}
         yield sse.prelude(int(answer.get("statusCode", 502)), headers)
@@ -746,14 +873,16 @@ def lambda_stream_handler(event: dict[str, Any], context: Any) -> Iterator[bytes
             raise api.ApiError(400, api.INVALID_JSON) from None
 
     remaining = getattr(context, "get_remaining_time_in_millis", None)
-    chunks = stream_chunks(
-        match["feature"],
-        headers.get("content-type"),
-        read_body,
-        base64_encoded,
-        request_id=request_id,
-        remaining_ms=float(remaining()) if callable(remaining) else None,
-    )
+    remaining_ms = float(remaining()) if callable(remaining) else None
+    content_type = headers.get("content-type")
+    if match is not None:
+        chunks = stream_chunks(
+            match["feature"], content_type, read_body, base64_encoded, request_id=request_id, remaining_ms=remaining_ms
+        )
+        refuse, broken = _error, _broken_converse_stream
+    else:
+        chunks = chat_chunks(content_type, read_body, base64_encoded, request_id=request_id, remaining_ms=remaining_ms)
+        refuse, broken = _openai_error, _broken_chat_stream
     with tracer.invocation() as span:  # one span per invocation, as lambda_handler (annotations only)
         if span is not None:
             span.annotate("Service", telemetry.SERVICE)
@@ -766,12 +895,20 @@ def lambda_stream_handler(event: dict[str, Any], context: Any) -> Iterator[bytes
         except Exception as exc:  # never a 500, and never a clean end: a 502 before the prelude, else an error event
             telemetry.unexpected("stream", exc)
             if not started:
-                yield from _buffered(_error(api.ApiError(502, api.ROUTER_ERROR), request_id))
+                yield from _buffered(refuse(api.ApiError(502, api.ROUTER_ERROR), request_id))
             else:
-                error = {"code": api.ROUTER_ERROR, "message": sse.INCOMPLETE_MESSAGE}
-                yield sse.event(sse.TRAILER_EVENT, {"complete": False, "error": error})
+                yield broken()
         finally:
             chunks.close()
+
+
+def _broken_converse_stream() -> bytes:
+    error = {"code": api.ROUTER_ERROR, "message": sse.INCOMPLETE_MESSAGE}
+    return sse.event(sse.TRAILER_EVENT, {"complete": False, "error": error})
+
+
+def _broken_chat_stream() -> bytes:
+    return openai_stream.line(openai_stream.error(api.ROUTER_ERROR))
 
 
 init_in_lambda()

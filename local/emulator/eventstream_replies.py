@@ -4,7 +4,8 @@ Bedrock's ConverseStream for a text answer: ``messageStart``, one ``contentBlock
 ``contentBlockStop``, ``messageStop``, ``metadata`` (text blocks have no ``contentBlockStart``; tool use does).
 SageMaker's InvokeEndpointWithResponseStream carries the container's own stream in ``PayloadPart`` bytes:
 for the messages API (vLLM, LMI, TGI's Messages API) OpenAI-style server-sent events, ``data: {chunk}``
-lines and a last ``data: [DONE]``; for TGI ``inputs``, ``data: {"token": {...}}`` lines.
+lines and a last ``data: [DONE]``; for TGI ``inputs``, ``data: {"token": {...}}`` lines. An OpenAI-compatible
+endpoint (the openai kind) sends those same chat completions events as plain chunked HTTP, unframed.
 """
 
 from __future__ import annotations
@@ -16,9 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from local.emulator import eventstream, wire
+from local.emulator import eventstream, openai_compat, wire
 
-__all__ = ["Framed", "StreamPlan", "bedrock_framed", "sagemaker_framed", "stream_exception", "stream_plan", "tokens_of"]
+__all__ = [
+    "Framed",
+    "StreamPlan",
+    "bedrock_framed",
+    "chat_framed",
+    "chat_stream_error",
+    "sagemaker_framed",
+    "stream_exception",
+    "stream_plan",
+    "tokens_of",
+]
 
 
 def tokens_of(text: str, count: int) -> list[str]:
@@ -46,6 +57,9 @@ class StreamPlan:
 
 def _sse(chunk: Any) -> bytes:
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
 
 
 @dataclass(frozen=True)
@@ -84,37 +98,54 @@ def _part(data: bytes) -> bytes:
     return eventstream.event("PayloadPart", data, content_type="application/octet-stream")
 
 
-def sagemaker_framed(plan: StreamPlan, style: str, endpoint: str, include_usage: bool) -> Framed:
-    """PayloadPart events: the container says nothing before its first token."""
-    if style == "inputs":
-        tokens = [
-            _part(_sse({"token": {"id": i, "text": piece, "special": False}, "generated_text": None}))
-            for i, piece in enumerate(plan.pieces)
-        ]
-        return Framed([], tokens, lambda _latency: [])
+def chat_framed(plan: StreamPlan, model: str, include_usage: bool) -> Framed:
+    """A chat completions stream as its server-sent events, unframed (the openai kind's wire): the server says
+    nothing before its first token; the first chunk carries the role, the last a finish_reason, then the usage
+    chunk when asked for (``stream_options.include_usage``) and ``data: [DONE]``."""
     base: dict[str, Any] = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk"}
-    base.update(created=int(time.time()), model=endpoint)
+    base.update(created=int(time.time()), model=model)
     tokens = []
     for index, piece in enumerate(plan.pieces):
         delta: dict[str, Any] = {"content": piece}
         if index == 0:
             delta["role"] = "assistant"
-        tokens.append(_part(_sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})))
+        tokens.append(_sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
 
     def closing(_latency_ms: int) -> list[bytes]:
         finish = "length" if plan.capped else "stop"
-        parts = [_part(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))]
+        events = [_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})]
         if include_usage:
             usage = {
                 "prompt_tokens": plan.input_tokens,
                 "completion_tokens": plan.output_tokens,
                 "total_tokens": plan.input_tokens + plan.output_tokens,
             }
-            parts.append(_part(_sse({**base, "choices": [], "usage": usage})))
-        parts.append(_part(b"data: [DONE]\n\n"))
-        return parts
+            events.append(_sse({**base, "choices": [], "usage": usage}))
+        events.append(DONE)
+        return events
 
     return Framed([], tokens, closing)
+
+
+def sagemaker_framed(plan: StreamPlan, style: str, endpoint: str, include_usage: bool) -> Framed:
+    """PayloadPart events: the container says nothing before its first token. For the messages API, the chat
+    completions stream of :func:`chat_framed`, each event in its own part."""
+    if style == "inputs":
+        tokens = [
+            _part(_sse({"token": {"id": i, "text": piece, "special": False}, "generated_text": None}))
+            for i, piece in enumerate(plan.pieces)
+        ]
+        return Framed([], tokens, lambda _latency: [])
+    chat = chat_framed(plan, endpoint, include_usage)
+    return Framed([], [_part(t) for t in chat.tokens], lambda latency: [_part(e) for e in chat.closing(latency)])
+
+
+def chat_stream_error(error: str | None, message: str | None) -> bytes:
+    """What an OpenAI-compatible server (vLLM's serving_chat) sends when generation fails mid-stream: an error
+    object as a data line (then ``[DONE]``); the fault's ``error`` names it as on a Bedrock stream."""
+    name = eventstream.stream_exception_for(error, bedrock=True)
+    code = name[0].upper() + name[1:]
+    return _sse(openai_compat.error_body(code, message or "The model stream was interrupted."))
 
 
 def stream_exception(kind_is_bedrock: bool, error: str | None, message: str | None) -> bytes:

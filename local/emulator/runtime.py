@@ -1,4 +1,5 @@
-"""The regional runtime endpoint: Bedrock Converse and SageMaker InvokeEndpoint on one listener."""
+"""The regional runtime endpoint: Bedrock Converse, SageMaker InvokeEndpoint and OpenAI-compatible chat completions
+(buffered, or streamed when the body says ``stream: true``) on one listener."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ def _route(raw_path: str) -> tuple[Kind, str, bool] | None:
         return kind, unquote(parts[2]), streamed
     target = openai_compat.target_of(parts)
     return (Kind.OPENAI, target, False) if target is not None else None
+
+
+def _asks_stream(raw: bytes) -> bool:
+    """Whether a chat completions body says ``stream: true`` (a body that is not JSON is refused later, whole)."""
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and payload.get("stream") is True
 
 
 class _Admitted(NamedTuple):
@@ -139,6 +149,8 @@ class RegionEndpoint:
             self._send_error(h, Kind.BEDROCK, unknown)
             return
         kind, wire_id, streamed = route
+        if kind is Kind.OPENAI:
+            streamed = _asks_stream(body)  # one path for both: the body's ``stream`` decides
         state = self.lookup(kind, wire_id)
         if state is None:
             self._unrouted()
@@ -365,6 +377,9 @@ class RegionEndpoint:
         payload = json.loads(raw)
         options = payload.get("stream_options") if isinstance(payload, dict) else None
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        if kind is Kind.OPENAI:
+            model = payload.get("model")
+            return replies.chat_framed(plan, model if isinstance(model, str) else state.spec.id, include_usage)
         return replies.sagemaker_framed(plan, style, state.spec.id, include_usage)
 
     def _stream(
@@ -373,6 +388,8 @@ class RegionEndpoint:
         """Headers and opening events at once; tokens after the time to first token, one per ms_per_token."""
         spec, kind = state.spec, state.spec.kind
         headers = {"Content-Type": "application/vnd.amazon.eventstream", "x-amzn-RequestId": _request_id()}
+        if kind is Kind.OPENAI:  # plain server-sent events over chunked HTTP, as OpenAI-compatible servers send
+            headers = {"Content-Type": "text/event-stream", "x-request-id": _request_id()}
         if kind is Kind.SAGEMAKER:
             headers["X-Amzn-SageMaker-Content-Type"] = "text/event-stream"
             headers["x-Amzn-Invoked-Production-Variant"] = "AllTraffic"
@@ -396,7 +413,7 @@ class RegionEndpoint:
                 h.abort()
                 return
             if fault is not None and fault.kind is FaultKind.MALFORMED and index == 0:
-                h.send_chunk(message[:-1] + bytes([message[-1] ^ 0xFF]))  # the message CRC no longer matches
+                h.send_chunk(_broken(kind, message))
             else:
                 h.send_chunk(message)
         for message in framed.closing(int((time.monotonic() - started) * 1000)):
@@ -420,8 +437,18 @@ class RegionEndpoint:
             state.outcome("dropped")
             h.abort()
             return False
-        exception = replies.stream_exception(state.spec.kind is Kind.BEDROCK, fault.error, fault.message)
         state.outcome("stream_error")
-        h.send_chunk(exception)
+        if state.spec.kind is Kind.OPENAI:
+            h.send_chunk(replies.chat_stream_error(fault.error, fault.message) + replies.DONE)
+        else:
+            h.send_chunk(replies.stream_exception(state.spec.kind is Kind.BEDROCK, fault.error, fault.message))
         h.send_chunk(b"")
         return False
+
+
+def _broken(kind: Kind, message: bytes) -> bytes:
+    """A first token that its reader cannot read: a chat chunk whose JSON is cut, or an event-stream message whose
+    CRC no longer matches."""
+    if kind is Kind.OPENAI:
+        return message.rstrip(b"\n")[:-1] + b"\n\n"
+    return message[:-1] + bytes([message[-1] ^ 0xFF])

@@ -15,6 +15,7 @@ ACCOUNT = "111122223333"
 CONVERSE_RESOURCE = "/v1/features/{feature}/converse"
 STREAM_RESOURCE = "/v1/features/{feature}/converse-stream"  # integrated with responseTransferMode: STREAM
 FEATURE_RESOURCES = {"converse": CONVERSE_RESOURCE, "converse-stream": STREAM_RESOURCE}
+CHAT_RESOURCE = "/v1/chat/completions"  # the OpenAI door: integrated with responseTransferMode: STREAM too
 # Test-only header: the Lambda's remaining time for this request (deadline pressure). API Gateway never sends it.
 REMAINING_HEADER = "x-local-remaining-ms"
 DEFAULT_REMAINING_MS = 29_000.0  # API Gateway's integration timeout: what a Lambda has left at most

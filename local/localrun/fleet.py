@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from local.localrun.apigw import STREAM_RESOURCE
+from local.localrun.apigw import CHAT_RESOURCE, STREAM_RESOURCE
 from local.localrun.environment import HANDLER, HEADER, ROOT, ROUTER_ROOT, STREAM_HANDLER
 from local.localrun.runtime_api import Answer, NoAnswer, RuntimeApiStandIn
 from local.localrun.server import InvocationError
@@ -58,7 +58,7 @@ PARK_TIMEOUT_S = 10.0  # from an answer to the runtime's next `next`: its few li
 RUNTIME_ENVIRONMENT = {
     "_HANDLER": HANDLER,
     "SPILLWAY_STREAM_HANDLER": STREAM_HANDLER,
-    "SPILLWAY_STREAM_ROUTES": f"POST {STREAM_RESOURCE}",
+    "SPILLWAY_STREAM_ROUTES": f"POST {STREAM_RESOURCE},POST {CHAT_RESOURCE}",
     "LAMBDA_TASK_ROOT": str(ROUTER_ROOT),
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 import uuid
@@ -29,7 +30,9 @@ LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 # A streaming function: Lambda's streaming HTTP integration format (a JSON prelude, eight NUL bytes, the body).
 StreamHandler = Callable[[dict[str, Any], Any], Iterator[bytes]]
 PRELUDE_END = b"\x00" * 8
-STREAMED = re.compile(r"^/v1/features/[^/]+/converse-stream/?$")
+# The paths API Gateway integrates in streaming mode: converse-stream, and chat completions (whose answer streams when
+# the body says `stream: true` and comes whole otherwise, from the same entry).
+STREAMED = re.compile(r"^/v1/(features/[^/]+/converse-stream|chat/completions)/?$")
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 # An oversized body is drained (read and discarded) up to this much, within DRAIN_S, before the connection closes.
 DRAIN_MAX = 64 * 1024 * 1024
@@ -55,6 +58,12 @@ class _Server(ThreadingHTTPServer):
     lambda_handler: LambdaHandler
     stream_handler: StreamHandler | None = None
     output: RouterOutput | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A caller that hung up between requests (the `openai` package closes a stream at `[DONE]`, before the
+        # chunked body's last bytes) is normal for a gateway: stay quiet about it, report anything else.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

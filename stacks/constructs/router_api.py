@@ -46,6 +46,12 @@ API_RESOURCES = (
 # the function's environment lists; the managed Python runtime alone would buffer, and behind a STREAM integration
 # could only fail).
 STREAM_RESOURCE = ("POST", "/v1/features/{feature}/converse-stream")
+# The OpenAI door: integrated in streaming mode too once the function streams (`stream: true` is a body value, and
+# API Gateway picks the integration per method), its whole answers then come from the same streaming entry.
+CHAT_RESOURCE = ("POST", "/v1/chat/completions")
+# Every method behind a STREAM integration once the function streams: the function must answer exactly these in
+# Lambda's streaming mode (its runtime loop's list of streamed routes is this tuple).
+STREAMED_RESOURCES = (STREAM_RESOURCE, CHAT_RESOURCE)
 # API Gateway REST's limits for a response-streaming integration: 15 minutes in all (developer guide, "Stream the
 # integration response for your proxy integrations in API Gateway"); the 5-minute idle limit is theirs to enforce.
 STREAM_TIMEOUT_MAX_S = 15 * 60
@@ -238,9 +244,7 @@ class RouterApi(Concern):
             add_converse_stream(feature, function, validator, model, integration_timeout_s)
         features.add_method("GET", integration, operation_name="listFeatures", request_validator=validator)
         v1.add_resource("health").add_method("GET", integration, operation_name="health", request_validator=validator)
-        # The OpenAI-compatible front door (spillway/openai_api.py): the handler checks its body, field by field.
-        chat = v1.add_resource("chat").add_resource("completions")
-        chat.add_method("POST", integration, operation_name="chatCompletions", request_validator=validator)
+        add_chat_completions(v1, function, integration, validator, integration_timeout_s, streams=streams)
         v1.add_resource("models").add_method(
             "GET", integration, operation_name="listModels", request_validator=validator
         )
@@ -323,6 +327,34 @@ def stream_timeout_s(integration_timeout_s: int) -> int:
     return min(integration_timeout_s, STREAM_TIMEOUT_MAX_S)
 
 
+def streaming_integration(function: lambda_.IFunction, integration_timeout_s: int) -> apigw.LambdaIntegration:
+    """AWS_PROXY to the function's response-streaming invocation (`responseTransferMode: STREAM`, URI
+    `/2021-11-15/functions/{arn}/response-streaming-invocations`), answered by handler.lambda_stream_handler."""
+    return apigw.LambdaIntegration(
+        function,
+        proxy=True,
+        allow_test_invoke=False,
+        response_transfer_mode=apigw.ResponseTransferMode.STREAM,
+        timeout=cdk.Duration.seconds(stream_timeout_s(integration_timeout_s)),
+    )
+
+
+def add_chat_completions(
+    v1: apigw.IResource, function: lambda_.IFunction, buffered: apigw.Integration,
+    validator: apigw.IRequestValidator, integration_timeout_s: int, *, streams: bool,
+) -> apigw.Method:  # fmt: skip
+    """`POST /v1/chat/completions`, the OpenAI-compatible door (spillway/openai_api.py; the handler checks its body
+    field by field). API Gateway picks an integration per method, not per body, so once the function streams the
+    whole method is the streaming integration: handler.lambda_stream_handler answers `stream: false` whole and
+    `stream: true` chunk by chunk. Until then, the buffered one (the chunks then arrive at the end)."""
+    integration = streaming_integration(function, integration_timeout_s) if streams else buffered
+    method, path = CHAT_RESOURCE
+    resource = v1
+    for part in path.split("/")[2:]:  # below /v1
+        resource = resource.add_resource(part)
+    return resource.add_method(method, integration, operation_name="chatCompletions", request_validator=validator)
+
+
 def add_converse_stream(
     feature: apigw.IResource, function: lambda_.IFunction, validator: apigw.IRequestValidator, model: apigw.IModel,
     integration_timeout_s: int,
@@ -331,13 +363,7 @@ def add_converse_stream(
     response-streaming invocation (`responseTransferMode: STREAM`, URI `/2021-11-15/functions/{arn}/
     response-streaming-invocations`). The integration's lambda:InvokeFunction permission also authorises
     InvokeWithResponseStream (Lambda has no separate action for it)."""
-    integration = apigw.LambdaIntegration(
-        function,
-        proxy=True,
-        allow_test_invoke=False,
-        response_transfer_mode=apigw.ResponseTransferMode.STREAM,
-        timeout=cdk.Duration.seconds(stream_timeout_s(integration_timeout_s)),
-    )
+    integration = streaming_integration(function, integration_timeout_s)
     return add_converse_method(feature.add_resource("converse-stream"), "converseStream", integration, validator, model)
 
 

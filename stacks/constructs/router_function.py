@@ -35,7 +35,7 @@ from runtime_loop import (
 from stacks.constructs.concern import Concern
 from stacks.constructs.encrypted_log_group import EncryptedLogGroup
 from stacks.constructs.monitoring import METRICS_NAMESPACE, METRICS_SERVICE
-from stacks.constructs.router_api import STREAM_RESOURCE
+from stacks.constructs.router_api import STREAMED_RESOURCES
 from stacks.constructs.routing_config import APPCONFIG_FLAGS_PROFILE, APPCONFIG_PROFILE, RoutingConfig
 from stacks.eni import ENI_ACTIONS, eni_guard
 from stacks.naming import function_arn, function_name
@@ -64,7 +64,7 @@ class RouterFunction(Concern):
 
     # Whether the function answers InvokeWithResponseStream in Lambda's streaming mode: the managed Python runtime
     # cannot (it buffers what the handler returns); runtime_loop.py, which replaces its bootstrap, can. The API
-    # deploys the streaming route only when this is true (stacks/constructs/router_api.py, STREAM_RESOURCE).
+    # deploys the streaming integrations only when this is true (stacks/constructs/router_api.py, STREAMED_RESOURCES).
     streams = True
 
     def __init__(
@@ -174,7 +174,7 @@ class RouterFunction(Concern):
         return {
             WRAPPER_VAR: f"{TASK_ROOT}/{WRAPPER}",
             STREAM_HANDLER_VAR: STREAM_HANDLER,
-            STREAM_ROUTES_VAR: render_routes([STREAM_RESOURCE]),
+            STREAM_ROUTES_VAR: render_routes(STREAMED_RESOURCES),
         }
 
     def _role(

@@ -1,9 +1,11 @@
 """The emulator's OpenAI-compatible kind, through the router's own openai backend: served answers, capacity (429
-with Retry-After when full), 5xx faults, hangs and unknown targets, each reaching the router as its error class."""
+with Retry-After when full), 5xx faults, hangs and unknown targets, each reaching the router as its error class;
+and its streamed answer (``stream: true``) as the official `openai` package reads it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -70,3 +72,61 @@ def test_an_unknown_model_is_ours(emu: Emulator) -> None:
 def test_a_validation_fault_is_the_callers(emu: Emulator) -> None:
     emu.set_fault(SCOPE, Fault.error_response("validation"))
     assert _error(emu).error_class is ErrorClass.CLIENT
+
+
+# -- stream: true, read by the official `openai` package (httpx on loopback) --------------------------------------
+
+
+def _openai() -> Any:
+    return pytest.importorskip("openai", reason="the openai package is in requirements-dev.txt only")
+
+
+def _openai_client(emu: Emulator) -> Any:
+    base_url = emu.endpoint_url("us-east-1").rstrip("/") + base_path(MODEL)
+    return _openai().OpenAI(base_url=base_url, api_key="local-key", max_retries=0)
+
+
+def test_the_openai_package_reads_the_emulators_stream(emu: Emulator) -> None:
+    stream = _openai_client(emu).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "one two three four"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three four"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+    assert {c.model for c in chunks} == {MODEL}
+    assert emu.target_stats(SCOPE)["served"] == 1
+
+
+def test_a_mid_stream_fault_is_an_error_chunk_the_package_raises(emu: Emulator) -> None:
+    openai = _openai()
+    emu.set_fault(SCOPE, Fault.stream_error("internal", after_tokens=2))
+    stream = _openai_client(emu).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "one two three four"}], stream=True
+    )
+    seen: list[Any] = []
+    with pytest.raises(openai.APIError) as caught:
+        _drain(stream, seen)
+    assert caught.value.code == "server_error"  # OpenAI's error object: its code is the error type
+    assert [c.choices[0].delta.content for c in seen] == ["one ", "two "]
+
+
+def test_a_stream_over_capacity_is_refused_before_it_starts(emu: Emulator) -> None:
+    openai = _openai()
+    client = _openai_client(emu)
+    _call(emu, "one")
+    _call(emu, "two")
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True)
+    assert caught.value.response.headers["retry-after"] == "1"
+
+
+def _drain(stream: Any, into: list[Any]) -> None:
+    for chunk in stream:
+        into.append(chunk)

@@ -47,3 +47,22 @@ def test_chunks_pass_through_as_they_come(fleet: FleetWorld) -> None:
     [environment] = fleet.functions.environments()
     assert environment.api.nexts == 3  # both events through the Runtime API, streamed and buffered
     assert environment.api.violations == []
+
+
+def test_the_openai_doors_chunks_pass_through_as_they_come(fleet: FleetWorld) -> None:
+    """The `openai` package with stream=True in the production shape: its first content chunk arrives while the
+    model is still streaming, and the stream ends with its finish_reason."""
+    pytest.importorskip("openai", reason="the openai package is in requirements-dev.txt only")
+    from tools.openai_client import client  # noqa: PLC0415 (needs the openai package)
+
+    model_id = fleet.table_doc["targets"][PT]["backend"]["model_id"]
+    key = ("us-east-1", "bedrock", model_id)
+    stream = client(fleet.url, "us-east-1", credentials=CREDS).chat.completions.create(
+        model=FEATURE, messages=[{"role": "user", "content": "stream through the fleet"}], stream=True
+    )
+    chunks = iter(stream)
+    assert next(chunks).choices[0].delta.role == "assistant"
+    assert next(chunks).choices[0].delta.content
+    assert fleet.emu.target_stats(key)["in_flight"] == 1  # nothing waited for the end
+    rest = list(chunks)
+    assert rest[-1].choices[0].finish_reason == "stop"

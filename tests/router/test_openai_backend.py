@@ -156,15 +156,23 @@ def test_what_the_target_cannot_express_is_a_client_error_before_any_call(server
         (422, {}, {}, ErrorClass.CLIENT, None),
     ],
 )
+@pytest.mark.parametrize("call", ["invoke", "open_stream"])
 def test_each_status_has_its_class(  # noqa: PLR0917 (pytest passes parameters by position)
-    server: Scripted, status: int, headers: dict[str, str], body: Any, expected: ErrorClass, retry: float | None
+    server: Scripted,
+    status: int,
+    headers: dict[str, str],
+    body: Any,
+    expected: ErrorClass,
+    retry: float | None,
+    call: str,
 ) -> None:
+    """The same taxonomy whether the request is whole or streamed (a stream refused before it starts)."""
     server.answers.append((status, headers, body))
     if status == 401:
         server.answers.append((status, headers, body))  # the key is refused again after a fresh read
     ref = OpenAIRef(server.url, "m", "secret", secret_id="s")
     with pytest.raises(BackendError) as caught:
-        OpenAICompatBackend(keys=StaticKeys({"s": "k"})).invoke(_target(ref), _request(), 5.0)
+        getattr(OpenAICompatBackend(keys=StaticKeys({"s": "k"})), call)(_target(ref), _request(), 5.0)
     assert caught.value.error_class is expected
     assert caught.value.retry_after_s == retry
     assert "slow down" not in repr(caught.value)
@@ -237,6 +245,20 @@ def test_a_rotated_key_costs_no_request_one_fresh_read_and_resend(server: Script
     reply = backend.invoke(_target(ref), _request(), 5.0)
     assert reply.response["output"]["message"]["content"] == [{"text": "hi"}]
     assert [h["authorization"] for _, h, _ in server.requests] == ["Bearer s:v1", "Bearer s:v1", "Bearer s:v2"]
+    assert secrets.reads == 2
+
+
+def test_a_rotated_key_costs_no_stream_either(server: Scripted) -> None:
+    """open_stream as invoke: a 401 on the cached key drops it, reads the new one and asks for the stream again."""
+    secrets = _Secrets()
+    backend = OpenAICompatBackend(keys=SecretsManagerKeys(lambda region: secrets, clock=FakeClock()))
+    ref = OpenAIRef(server.url, "m", "secret", secret_id="s")
+    backend.open_stream(_target(ref), _request(), 5.0).close()
+    secrets.value = "v2"
+    server.answers.append((401, {}, {"error": {"code": "invalid_api_key"}}))
+    backend.open_stream(_target(ref), _request(), 5.0).close()  # 200: the stream opened with the new key
+    assert [h["authorization"] for _, h, _ in server.requests] == ["Bearer s:v1", "Bearer s:v1", "Bearer s:v2"]
+    assert all(body["stream"] is True for _, _, body in server.requests)
     assert secrets.reads == 2
 
 

@@ -339,6 +339,29 @@ def _delta_text(body: bytes) -> str:
     )
 
 
+def _router_process(stand_in: RuntimeApiStandIn, emu: Emulator, out: Any, routes: str) -> subprocess.Popen[bytes]:
+    """The real router, started as Lambda starts it: the wrapper given the runtime's own command line (whose first
+    word is its interpreter), against the emulator, streaming ``routes``; its output to ``out``."""
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_LAMBDA_FUNCTION_NAME": "spillway-router-us-east-1",
+        "AWS_LAMBDA_RUNTIME_API": stand_in.address,
+        "LAMBDA_TASK_ROOT": str(ROUTER),
+        "_HANDLER": "handler.lambda_handler",
+        "SPILLWAY_STREAM_HANDLER": "handler.lambda_stream_handler",
+        "SPILLWAY_STREAM_ROUTES": routes,
+        **emulator_environment(emu),
+    }
+    return subprocess.Popen(
+        [str(ROUTER / runtime_loop.WRAPPER), sys.executable, "/var/runtime/bootstrap.py"],
+        env=environ, stdout=out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
 def test_the_router_answers_both_ways_through_its_wrapper_and_loop(table_doc: dict[str, Any], tmp_path: Path) -> None:
     """runtime-wrapper, given the managed runtime's command line, runs the loop with the real handler (built and
     warmed at init against the emulator): Converse answered whole, ConverseStream streamed as API Gateway reads it,
@@ -348,25 +371,7 @@ def test_the_router_answers_both_ways_through_its_wrapper_and_loop(table_doc: di
     log = tmp_path / "function.log"
     with Emulator(_specs(table_doc)) as emu, RuntimeApiStandIn() as stand_in, log.open("wb") as out:
         emu.set_configuration(APP, ENV, PROFILE, table_doc)
-        environ = {
-            "PATH": os.environ.get("PATH", ""),
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_LAMBDA_FUNCTION_NAME": "spillway-router-us-east-1",
-            "AWS_LAMBDA_RUNTIME_API": stand_in.address,
-            "LAMBDA_TASK_ROOT": str(ROUTER),
-            "_HANDLER": "handler.lambda_handler",
-            "SPILLWAY_STREAM_HANDLER": "handler.lambda_stream_handler",
-            "SPILLWAY_STREAM_ROUTES": ROUTES,
-            **emulator_environment(emu),
-        }
-        # Lambda runs the wrapper with the runtime's own command line, whose first word is its interpreter.
-        process = subprocess.Popen(
-            [str(ROUTER / runtime_loop.WRAPPER), sys.executable, "/var/runtime/bootstrap.py"],
-            env=environ, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        process = _router_process(stand_in, emu, out, ROUTES)
         try:
             whole = stand_in.answer(
                 stand_in.invoke(_router_event("/v1/features/summarize-thread/converse", words, "r-1")), timeout_s=90
@@ -415,3 +420,45 @@ def test_the_router_answers_both_ways_through_its_wrapper_and_loop(table_doc: di
     output = log.read_text()
     assert '"routed"' in output  # the router's log lines did go there
     assert words not in output
+
+
+def test_the_openai_door_streams_through_the_loop_and_answers_whole_from_the_same_entry(
+    table_doc: dict[str, Any], tmp_path: Path
+) -> None:
+    """Chat completions is a streamed method (API Gateway integrates the method, not the body's `stream`): through
+    the wrapper and loop, `stream: true` is chat.completion.chunk lines ending with [DONE], and `stream: false` the
+    whole chat.completion after the same prelude."""
+    chat = "/v1/chat/completions"
+
+    def chat_event(request_id: str, **extra: Any) -> dict[str, Any]:
+        body = {"model": "summarize-thread", "messages": [{"role": "user", "content": "the caller's words"}], **extra}
+        event = api_event("POST", chat, body=body, request_id=request_id)
+        event["resource"] = event["requestContext"]["resourcePath"] = chat
+        return event
+
+    log = tmp_path / "function.log"
+    with Emulator(_specs(table_doc)) as emu, RuntimeApiStandIn() as stand_in, log.open("wb") as out:
+        emu.set_configuration(APP, ENV, PROFILE, table_doc)
+        routes = runtime_loop.render_routes([("POST", STREAM_RESOURCE), ("POST", chat)])
+        process = _router_process(stand_in, emu, out, routes)
+        try:
+            streamed = stand_in.answer(stand_in.invoke(chat_event("c-1", stream=True)), timeout_s=90)
+            whole = stand_in.answer(stand_in.invoke(chat_event("c-2")))
+        finally:
+            stand_in.shut_down()
+            process.communicate(timeout=30)
+    assert stand_in.violations == []
+    prelude, body = _api_gateway_stream(streamed)
+    assert (prelude["statusCode"], prelude["headers"]["Content-Type"]) == (200, sse.EVENT_STREAM)
+    lines = [block.removeprefix("data: ") for block in body.decode().split("\n\n") if block]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(line) for line in lines[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "the caller's words"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    prelude, body = _api_gateway_stream(whole)
+    assert (prelude["statusCode"], prelude["headers"]["Content-Type"]) == (200, "application/json")
+    completion = json.loads(body)
+    assert completion["object"] == "chat.completion"
+    assert completion["choices"][0]["message"]["content"] == "the caller's words"
+    assert "the caller's words" not in log.read_text()

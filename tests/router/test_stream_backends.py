@@ -1,5 +1,6 @@
 """Streaming backends: Bedrock ConverseStream and SageMaker InvokeEndpointWithResponseStream on the emulator, read
-with the router's own boto3 clients; the chat-chunk translation on its own, chunk by chunk."""
+with the router's own boto3 clients, and the openai kind's chat completions stream over http.client; the chat-chunk
+translation on its own, chunk by chunk."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 import pytest
 
 from local.emulator import Emulator, Fault, TargetSpec
+from local.emulator.openai_compat import base_path
 from spillway.backends import ClientPool
 from spillway.backends.bedrock import BedrockBackend
 from spillway.backends.chat_stream import ChatChunkTranslator, SseLines, translate
-from spillway.backends.kinds import BedrockRef, SageMakerRef
+from spillway.backends.kinds import BedrockRef, OpenAIRef, SageMakerRef
+from spillway.backends.openai_compat import OpenAICompatBackend, StaticKeys
 from spillway.backends.sagemaker import SageMakerBackend
 from spillway.config import Target
 from spillway.errors import BackendError, ErrorClass
@@ -24,6 +27,7 @@ MODEL = "anthropic.claude-sonnet-4-v1:0"
 ENDPOINT = "llama-escrow"
 BEDROCK = Target(f"sonnet/on_demand/{REGION}", "sonnet", "on_demand", REGION, BedrockRef(MODEL))
 SAGEMAKER = Target(f"llama/provisioned/{REGION}", "llama", "provisioned", REGION, SageMakerRef(ENDPOINT))
+GPT = "gpt-oss-120b"
 REQUEST = {"messages": [{"role": "user", "content": [{"text": "stream this answer"}]}]}
 
 
@@ -32,6 +36,7 @@ def emu() -> Iterator[Emulator]:
     targets = [
         TargetSpec(REGION, "bedrock", MODEL, echo=True),
         TargetSpec(REGION, "sagemaker", ENDPOINT, echo=True),
+        TargetSpec(REGION, "openai", GPT, echo=True),
     ]
     with Emulator(targets, appconfig=False) as emulator:
         yield emulator
@@ -54,9 +59,24 @@ def _text(events: list[StreamEvent]) -> str:
     return "".join(m["delta"].get("text", "") for n, m in events if n == "contentBlockDelta")
 
 
-@pytest.mark.parametrize(("backend_class", "target"), [(BedrockBackend, BEDROCK), (SageMakerBackend, SAGEMAKER)])
-def test_both_backends_stream_the_same_converse_events(backend_class: Any, target: Target, pool: ClientPool) -> None:
-    stream = backend_class(pool).open_stream(target, REQUEST, 5.0)
+def openai_target(emu: Emulator, model: str = GPT) -> Target:
+    base_url = emu.endpoint_url(REGION).rstrip("/") + base_path(model)
+    return Target(f"gpt/on_demand/{REGION}", "gpt", "on_demand", REGION, OpenAIRef(base_url, model, "secret", "k"))
+
+
+def openai_backend(_pool: ClientPool | None = None) -> OpenAICompatBackend:
+    return OpenAICompatBackend(keys=StaticKeys({"k": "local-key"}))
+
+
+@pytest.mark.parametrize(
+    ("backend_class", "target"),
+    [(BedrockBackend, BEDROCK), (SageMakerBackend, SAGEMAKER), (openai_backend, None)],
+    ids=["bedrock", "sagemaker", "openai"],
+)
+def test_every_kind_streams_the_same_converse_events(
+    backend_class: Any, target: Target | None, pool: ClientPool, emu: Emulator
+) -> None:
+    stream = backend_class(pool).open_stream(target or openai_target(emu), REQUEST, 5.0)
     events = list(stream)
     stream.close()
     names = _names(events)
@@ -124,6 +144,126 @@ def test_pump_times_out_on_a_stall_and_close_drops_the_connection(emu: Emulator,
         pump.next(0.2)
     pump.close()
     assert pump.done.is_set()  # the blocked read ended with the connection (close waited for it)
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        (Fault.stream_error("model_stream_error", after_tokens=1, count=1), "ModelStreamError"),
+        (Fault.drop(after_tokens=1, count=1), None),  # a reset: its code is the socket's (ConnectionResetError...)
+        (Fault.malformed_body(count=1), "MalformedOpenAIStream"),
+    ],
+    ids=["error-chunk", "drop", "malformed"],
+)
+def test_an_openai_stream_that_breaks_is_unavailable(emu: Emulator, fault: Fault, code: str | None) -> None:
+    emu.set_fault((REGION, "openai", GPT), fault)
+    stream = openai_backend().open_stream(openai_target(emu), REQUEST, 5.0)
+    with pytest.raises(BackendError) as caught:
+        list(stream)
+    stream.close()
+    assert caught.value.error_class is ErrorClass.UNAVAILABLE
+    assert code is None or caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_class", "status"),
+    [
+        (Fault.throttle(count=1), ErrorClass.CAPACITY, 429),
+        (Fault.error_response("unavailable", count=1), ErrorClass.UNAVAILABLE, 503),
+        (Fault.error_response("access_denied", count=1), ErrorClass.OURS, 403),
+        (Fault.error_response("validation", count=1), ErrorClass.CLIENT, 400),
+    ],
+)
+def test_an_openai_stream_refused_before_it_starts_is_raised_by_open(
+    emu: Emulator, fault: Fault, error_class: ErrorClass, status: int
+) -> None:
+    emu.set_fault((REGION, "openai", GPT), fault)
+    with pytest.raises(BackendError) as caught:
+        openai_backend().open_stream(openai_target(emu), REQUEST, 5.0)
+    assert (caught.value.error_class, caught.value.http_status) == (error_class, status)
+    if error_class is ErrorClass.CAPACITY:
+        assert caught.value.retry_after_s == 1.0  # from Retry-After, as for a buffered call
+
+
+def test_an_openai_stream_of_an_unknown_model_is_ours(emu: Emulator) -> None:
+    with pytest.raises(BackendError) as caught:
+        openai_backend().open_stream(openai_target(emu, "no-such-model"), REQUEST, 5.0)
+    assert (caught.value.error_class, caught.value.http_status) == (ErrorClass.OURS, 404)
+
+
+def test_an_openai_stall_times_the_pump_out_and_close_ends_the_read(emu: Emulator) -> None:
+    emu.set_fault((REGION, "openai", GPT), Fault.stall(seconds=10, after_tokens=1, count=1))
+    pump = Pump(openai_backend().open_stream(openai_target(emu), REQUEST, 20.0))
+    assert pump.next(5.0) == ("messageStart", {"role": "assistant"})
+    assert pump.next(5.0) is not None  # the first token
+    with pytest.raises(StreamTimeout):
+        pump.next(0.2)
+    pump.close()
+    assert pump.done.is_set()  # the blocked read ended with the connection (close waited for it)
+
+
+def test_an_openai_slow_first_token_holds_the_first_chunk_not_the_answers_head(emu: Emulator) -> None:
+    """The emulator's time to first token applies to this kind too: the stream opens (status and headers) at once,
+    and its first chunk waits for the fault's 10 s, past which the pump gives up first."""
+    emu.set_fault((REGION, "openai", GPT), Fault.slow_first_token(10.0, count=1))
+    pump = Pump(openai_backend().open_stream(openai_target(emu), REQUEST, 20.0))  # open_stream returned: 200 came
+    with pytest.raises(StreamTimeout):
+        pump.next(0.3)
+    pump.close()
+    assert pump.done.is_set()
+
+
+def test_the_openai_stream_asks_for_the_stream_and_its_usage(emu: Emulator) -> None:
+    list(openai_backend().open_stream(openai_target(emu), REQUEST, 5.0))
+    sent = json.loads(emu.received((REGION, "openai", GPT))[-1])
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["model"] == GPT
+
+
+def _netloc(target: Target) -> str:
+    assert isinstance(target.backend, OpenAIRef)
+    return target.backend.base_url.split("/")[2]
+
+
+def test_a_stream_read_to_its_end_leaves_its_connection_for_the_next_one(emu: Emulator) -> None:
+    backend, target = openai_backend(), openai_target(emu)
+    netloc = _netloc(target)
+    first = backend.open_stream(target, REQUEST, 5.0)
+    list(first)
+    first.close()
+    assert backend._idle.count(netloc) == 1
+    kept = backend._idle._idle[netloc][0]
+    second = backend.open_stream(target, REQUEST, 5.0)
+    assert backend._idle.count(netloc) == 0
+    assert second._conn is kept  # type: ignore[attr-defined]  # no new handshake
+    assert _text(list(second)) == "stream this answer"
+    second.close()
+    assert backend._idle.count(netloc) == 1
+
+
+def test_an_abandoned_stream_does_not_give_its_connection_back(emu: Emulator) -> None:
+    backend, target = openai_backend(), openai_target(emu)
+    netloc = _netloc(target)
+    stream = backend.open_stream(target, REQUEST, 5.0)
+    events = iter(stream)
+    assert next(events)[0] == "messageStart"
+    stream.close()  # the caller left mid-stream: the rest of the body is unread
+    assert backend._idle.count(netloc) == 0
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_once(emu: Emulator) -> None:
+    backend, target = openai_backend(), openai_target(emu)
+    netloc = _netloc(target)
+    stream = backend.open_stream(target, REQUEST, 5.0)
+    list(stream)
+    stream.close()
+    emu.close_region(REGION)  # drops every open connection
+    emu.open_region(REGION)
+    again = backend.open_stream(target, REQUEST, 5.0)
+    assert _text(list(again)) == "stream this answer"
+    again.close()
+    assert backend._idle.count(netloc) == 1
 
 
 # The translation, chunk by chunk ----------------------------------------------------------------------------------

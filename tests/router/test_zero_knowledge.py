@@ -357,6 +357,29 @@ def _stream_failing(code: str) -> Callable[[dict[str, Any]], Any]:
     return fail
 
 
+def _streamed_without_leaks(
+    h: Harness,
+    event: dict[str, Any],
+    status: int,
+    *,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    xray: XRayDaemon,
+) -> bytes:
+    """The streaming entry's body after its prelude, once the prelude, logs, metrics and traces are proven free of
+    the canary (and the status is `status`)."""
+    caplog.set_level(logging.DEBUG)
+    prelude, rest = sse.split_prelude(b"".join(h.handler.lambda_stream_handler(event, LambdaContext()))) or ({}, b"")
+    assert prelude["statusCode"] == status
+    assert CANARY not in json.dumps(prelude)
+    out, err = capsys.readouterr()
+    out += h.logs.getvalue()  # type: ignore[attr-defined]
+    emitted = out + err + caplog.text + repr([r.__dict__ for r in caplog.records]) + b"".join(xray.received()).decode()
+    assert '"routed"' in out, "log lines were captured"
+    assert CANARY not in emitted
+    return rest
+
+
 STREAM_CASES: list[tuple[str, str, Any, int, bool]] = [
     # (name, feature, backend behaviour, status, complete)
     ("stream_served", "summarize-thread", _echo, 200, True),
@@ -387,17 +410,8 @@ def test_streamed_paths_leak_nothing(
     log line, a metric or a trace, whether the stream completes, fails mid-stream or never starts."""
     h, behaviour = zk
     behaviour[0] = behave
-    caplog.set_level(logging.DEBUG)
     event = api_event("POST", f"/v1/features/{feature}/converse-stream", body=_request(name))
-    chunks = list(h.handler.lambda_stream_handler(event, LambdaContext()))
-    prelude, rest = sse.split_prelude(b"".join(chunks)) or ({}, b"")
-    assert prelude["statusCode"] == status
-    assert CANARY not in json.dumps(prelude)
-    out, err = capsys.readouterr()
-    out += h.logs.getvalue()  # type: ignore[attr-defined]
-    emitted = out + err + caplog.text + repr([r.__dict__ for r in caplog.records]) + b"".join(xray.received()).decode()
-    assert '"routed"' in out, "log lines were captured"
-    assert CANARY not in emitted
+    rest = _streamed_without_leaks(h, event, status, capsys=capsys, caplog=caplog, xray=xray)
     if status != 200:
         assert CANARY not in rest.decode()
         return
@@ -470,3 +484,59 @@ def test_a_continued_stream_leaks_nothing(
     assert '"routed"' in out, "log lines were captured"
     assert CANARY not in emitted
     assert rest.decode().count(CANARY) >= 2, "the canary went out before the seam and came back after it"
+
+
+def _chat_request(where: str) -> dict[str, Any]:
+    """A streamed chat completions body with the canary in every place a caller puts text."""
+    return {
+        "model": "summarize-thread",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [
+            {"role": "system", "content": _canary(f"{where}-system")},
+            {"role": "user", "content": _canary(f"{where}-user")},
+            {"role": "assistant", "content": _canary(f"{where}-assistant")},
+            {"role": "user", "content": _canary(f"{where}-again")},
+        ],
+        "stop": [_canary(f"{where}-stop")],
+        "metadata": {"note": _canary(f"{where}-metadata")},
+    }
+
+
+CHAT_STREAM_CASES: list[tuple[str, Any, int, bool]] = [
+    # (name, backend behaviour, status, complete)
+    ("chat_stream_served", _echo, 200, True),
+    ("chat_stream_error_mid_stream", _stream_failing("modelStreamErrorException"), 200, False),
+    ("chat_stream_refused_before", _quoting("ValidationException", 400), 400, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "behave", "status", "complete"), CHAT_STREAM_CASES, ids=[c[0] for c in CHAT_STREAM_CASES]
+)
+def test_the_openai_doors_stream_leaks_nothing(
+    *,
+    zk: tuple[Harness, list[Any]],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    xray: XRayDaemon,
+    name: str,
+    behave: Any,
+    status: int,
+    complete: bool,
+) -> None:
+    """The OpenAI door's chunks may carry the canary back (the caller's own answer); its headers, its error line,
+    an error answer, the logs, metrics and traces never do."""
+    h, behaviour = zk
+    behaviour[0] = behave
+    event = api_event("POST", "/v1/chat/completions", body=_chat_request(name))
+    rest = _streamed_without_leaks(h, event, status, capsys=capsys, caplog=caplog, xray=xray)
+    if status != 200:
+        assert CANARY not in rest.decode()
+        return
+    lines = [block.removeprefix("data: ") for block in rest.decode().split("\n\n") if block]
+    assert (lines[-1] == "[DONE]") is complete
+    if not complete:
+        assert CANARY not in lines[-1]
+        assert json.loads(lines[-1])["error"]["code"] == "ModelStreamErrorException"
+    assert CANARY in rest.decode(), "the canary did travel to the model and back"

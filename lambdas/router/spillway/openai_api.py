@@ -15,6 +15,8 @@ What maps to what:
 - ``response_format`` json_schema -> ``outputConfig.textFormat`` (Converse's structured output); text -> nothing.
 - ``max_tokens``/``max_completion_tokens``, ``temperature``, ``top_p``, ``stop`` -> ``inferenceConfig``;
   ``metadata`` -> ``requestMetadata``.
+- ``stream`` and ``stream_options.include_usage`` say how to answer (spillway/openai_stream.py renders the chunks);
+  they are not part of the Converse request.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from . import api
@@ -47,6 +50,7 @@ _ACCEPTED = frozenset(
         "response_format",
         "metadata",
         "stream",
+        "stream_options",
         "n",
         "parallel_tool_calls",
     }
@@ -70,7 +74,6 @@ _OPENAI_MEMBERS = frozenset(
         "seed",
         "service_tier",
         "store",
-        "stream_options",
         "top_logprobs",
         "user",
         "verbosity",
@@ -121,16 +124,26 @@ def error_body(error: api.ApiError) -> dict[str, Any]:
     return {"error": {"message": error.message, "type": kind, "param": param, "code": error.code}}
 
 
-def parse(raw: bytes, max_bytes: int, *, base64_encoded: bool = False) -> tuple[str, bool, dict[str, Any]]:
-    """(feature, stream, Converse request) from a chat completions body, or ChatError/ApiError."""
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A chat completions request, parsed: its feature, its Converse form and how the answer goes back."""
+
+    feature: str
+    request: dict[str, Any]
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
+
+
+def parse(raw: bytes, max_bytes: int, *, base64_encoded: bool = False) -> ChatRequest:
+    """The chat completions body as a ChatRequest, or ChatError/ApiError."""
     body = api.load_json(raw, max_bytes, base64_encoded=base64_encoded)
     if not isinstance(body, dict):
         _bad("$", "the body must be a JSON object")
-    feature, stream, request = to_converse(body)
-    return feature, stream, api.validate_request(request)
+    chat = to_converse(body)
+    return ChatRequest(chat.feature, api.validate_request(chat.request), chat.stream, chat.include_usage)
 
 
-def to_converse(body: Mapping[str, Any]) -> tuple[str, bool, dict[str, Any]]:
+def to_converse(body: Mapping[str, Any]) -> ChatRequest:
     for key in body:
         if key not in _ACCEPTED:
             if key in _OPENAI_MEMBERS:
@@ -139,7 +152,7 @@ def to_converse(body: Mapping[str, Any]) -> tuple[str, bool, dict[str, Any]]:
     feature = body.get("model")
     if not isinstance(feature, str) or not api.FEATURE_NAME.match(feature):
         _bad("model", "must be the name of a feature (GET /v1/models lists them)")
-    stream = _flags(body)
+    stream, include_usage = _flags(body)
     request: dict[str, Any] = {}
     system, messages = _messages(body.get("messages"))
     request["messages"] = messages
@@ -161,19 +174,40 @@ def to_converse(body: Mapping[str, Any]) -> tuple[str, bool, dict[str, Any]]:
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             _bad("metadata", "must be an object of strings")
         request["requestMetadata"] = dict(metadata)
-    return feature, stream, request
+    return ChatRequest(feature, request, stream, include_usage)
 
 
-def _flags(body: Mapping[str, Any]) -> bool:
-    """The members that must keep their defaults but ``stream``; returns ``stream``."""
+def _flags(body: Mapping[str, Any]) -> tuple[bool, bool]:
+    """The members that must keep their defaults, ``stream`` and its options; returns (stream, include_usage)."""
     stream = body.get("stream", False)
+    if stream is None:
+        stream = False
     if not isinstance(stream, bool):
         _bad("stream", "must be a boolean")
+    include_usage = _stream_options(body.get("stream_options"), stream)
     if body.get("n", 1) != 1:
         _bad("n", "only one choice per request (n: 1)")
     if body.get("parallel_tool_calls", True) is not True:
         _bad("parallel_tool_calls", "Converse cannot forbid parallel tool calls; leave it out")
-    return stream
+    return stream, include_usage
+
+
+def _stream_options(options: object, stream: bool) -> bool:
+    """``stream_options.include_usage`` (OpenAI allows the options only with ``stream: true``)."""
+    if options is None:
+        return False
+    if not stream:
+        _bad("stream_options", "only allowed when stream is true")
+    if not isinstance(options, dict):
+        _bad("stream_options", "must be an object")
+    for key, value in options.items():
+        if key not in ("include_usage", "include_obfuscation"):
+            _bad("stream_options", "has a member the router cannot express")
+        if not isinstance(value, bool):
+            _bad(f"stream_options.{key}", "must be a boolean")
+    if options.get("include_obfuscation"):  # the router sends no padding: refused rather than silently not done
+        _bad("stream_options.include_obfuscation", "the router adds no obfuscation padding; send false or leave out")
+    return bool(options.get("include_usage", False))
 
 
 def _messages(raw: object) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -440,7 +474,7 @@ def completion(response: Mapping[str, Any], feature: str, request_id: str, now: 
             {
                 "index": 0,
                 "message": answer,
-                "finish_reason": _FINISH.get(stop, "stop") if isinstance(stop, str) else "stop",
+                "finish_reason": finish_reason(stop),
                 "logprobs": None,
             }
         ],
@@ -450,6 +484,11 @@ def completion(response: Mapping[str, Any], feature: str, request_id: str, now: 
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def finish_reason(stop: object) -> str:
+    """Converse's stopReason as OpenAI's finish_reason (an unknown or missing one is ``stop``)."""
+    return _FINISH.get(stop, "stop") if isinstance(stop, str) else "stop"
 
 
 def _count(raw: object) -> int:

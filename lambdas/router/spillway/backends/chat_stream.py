@@ -1,4 +1,5 @@
-"""A serving container's streamed chat completions (OpenAI-style server-sent events) as ConverseStream events.
+"""Streamed chat completions (OpenAI-style server-sent events) as ConverseStream events: a SageMaker serving
+container's, or an OpenAI-compatible endpoint's (the openai kind).
 
 SageMaker's InvokeEndpointWithResponseStream hands over the container's bytes in PayloadPart events, cut wherever
 the container flushed: a ``data:`` line may span parts, and one part may hold several lines. :class:`SseLines`
@@ -14,7 +15,8 @@ joins them; :class:`ChatChunkTranslator` turns each chunk into the events Bedroc
 - a ``usage`` chunk (``stream_options.include_usage``) and the end (``data: [DONE]``) -> ``metadata``.
 
 Nothing is dropped silently: a line that is not ``data:`` JSON, a chunk of the wrong shape, or an ``error`` object
-from the container ends the stream with a BackendError, as a malformed buffered answer does.
+from the server ends the stream with a BackendError, as a malformed buffered answer does. The codes name the source
+(``MalformedSageMakerStream``, ``IncompleteOpenAIStream``...).
 """
 
 from __future__ import annotations
@@ -29,18 +31,20 @@ from ..streaming import StreamEvent
 from . import usage_int
 from .chat import _FINISH as FINISH  # one mapping of finish reasons, buffered or streamed
 
-MALFORMED = "MalformedSageMakerStream"
+SAGEMAKER = "SageMaker"
+MALFORMED = f"Malformed{SAGEMAKER}Stream"
 
 
-def _malformed() -> BackendError:
-    return BackendError(ErrorClass.UNAVAILABLE, MALFORMED, 200)
+def _malformed(source: str = SAGEMAKER) -> BackendError:
+    return BackendError(ErrorClass.UNAVAILABLE, f"Malformed{source}Stream", 200)
 
 
 class SseLines:
     """Bytes in, complete server-sent-event ``data`` values out (comments and other fields are passed over)."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: str = SAGEMAKER) -> None:
         self._pending = b""
+        self._source = source
 
     def feed(self, data: bytes) -> list[str]:
         self._pending += data
@@ -52,7 +56,7 @@ class SseLines:
                 try:
                     out.append(line[5:].strip().decode())
                 except UnicodeDecodeError:
-                    raise _malformed() from None
+                    raise _malformed(self._source) from None
         return out
 
     def leftover(self) -> bool:
@@ -63,8 +67,9 @@ class SseLines:
 class ChatChunkTranslator:
     """One stream's state: which blocks are open, whether the message started and stopped, the usage seen."""
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter, source: str = SAGEMAKER) -> None:
         self._clock = clock
+        self._source = source
         self._started_at = clock()
         self._started = False
         self._stopped = False
@@ -78,17 +83,17 @@ class ChatChunkTranslator:
     def data(self, value: str) -> list[StreamEvent]:
         """The events of one ``data:`` value."""
         if self.done:
-            raise _malformed()  # nothing may follow [DONE]
+            raise self._bad()  # nothing may follow [DONE]
         if value == "[DONE]":
             self.done = True
             return self.finish()
         try:
             chunk = json.loads(value)
         except ValueError:
-            raise _malformed() from None
+            raise self._bad() from None
         if not isinstance(chunk, Mapping) or "error" in chunk:
             raise (
-                BackendError(ErrorClass.UNAVAILABLE, "ModelStreamError") if isinstance(chunk, Mapping) else _malformed()
+                BackendError(ErrorClass.UNAVAILABLE, "ModelStreamError") if isinstance(chunk, Mapping) else self._bad()
             )
         events: list[StreamEvent] = []
         if not self._started:
@@ -99,17 +104,20 @@ class ChatChunkTranslator:
             self._usage = (usage_int(usage.get("prompt_tokens")), usage_int(usage.get("completion_tokens")))
         choices = chunk.get("choices")
         if not isinstance(choices, list):
-            raise _malformed()
+            raise self._bad()
         for choice in choices:
             if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
-                raise _malformed()  # one answer only: the router never asks for n > 1
+                raise self._bad()  # one answer only: the router never asks for n > 1
             events.extend(self._choice(choice))
         return events
+
+    def _bad(self) -> BackendError:
+        return _malformed(self._source)
 
     def _choice(self, choice: Mapping[str, Any]) -> list[StreamEvent]:
         delta = choice.get("delta") or {}
         if not isinstance(delta, Mapping):
-            raise _malformed()
+            raise self._bad()
         events: list[StreamEvent] = []
         reasoning = delta.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
@@ -121,7 +129,7 @@ class ChatChunkTranslator:
             )
         text = delta.get("content")
         if text is not None and not isinstance(text, str):
-            raise _malformed()
+            raise self._bad()
         if text:
             if self._text_block is None:
                 self._text_block = self._open()
@@ -140,11 +148,11 @@ class ChatChunkTranslator:
 
     def _tool_call(self, call: Any) -> list[StreamEvent]:
         if not isinstance(call, Mapping):
-            raise _malformed()
+            raise self._bad()
         position = call.get("index", 0)
         function = call.get("function") or {}
         if not isinstance(position, int) or not isinstance(function, Mapping):
-            raise _malformed()
+            raise self._bad()
         events: list[StreamEvent] = []
         block = self._tool_blocks.get(position)
         if block is None:
@@ -174,7 +182,7 @@ class ChatChunkTranslator:
     def finish(self) -> list[StreamEvent]:
         """The closing events at ``[DONE]``: a stop if the container sent none, then the metadata."""
         if not self._started:
-            raise _malformed()  # [DONE] with no chunk at all: no answer
+            raise self._bad()  # [DONE] with no chunk at all: no answer
         events = self._stop("end_turn")
         in_tokens, out_tokens = self._usage or (0, 0)
         usage = {"inputTokens": in_tokens, "outputTokens": out_tokens, "totalTokens": in_tokens + out_tokens}
@@ -183,12 +191,14 @@ class ChatChunkTranslator:
         return events
 
 
-def translate(parts: Iterator[bytes], clock: Callable[[], float] = time.perf_counter) -> Iterator[StreamEvent]:
-    """ConverseStream events from the container's raw bytes, part by part. A stream cut before ``[DONE]`` fails."""
-    lines = SseLines()
-    translator = ChatChunkTranslator(clock)
+def translate(
+    parts: Iterator[bytes], clock: Callable[[], float] = time.perf_counter, source: str = SAGEMAKER
+) -> Iterator[StreamEvent]:
+    """ConverseStream events from the server's raw bytes, part by part. A stream cut before ``[DONE]`` fails."""
+    lines = SseLines(source)
+    translator = ChatChunkTranslator(clock, source)
     for part in parts:
         for value in lines.feed(part):
             yield from translator.data(value)
     if not translator.done or lines.leftover():
-        raise BackendError(ErrorClass.UNAVAILABLE, "IncompleteSageMakerStream")
+        raise BackendError(ErrorClass.UNAVAILABLE, f"Incomplete{source}Stream")

@@ -16,6 +16,10 @@ rules) plus what this kind adds: image blocks as base64 data URLs (when the targ
 structured output (``outputConfig``) as ``response_format`` json_schema, ``requestMetadata`` as ``metadata``.
 Any other member is this target's client error, never a silent drop.
 
+Streaming (``open_stream``): the same request with ``stream: true`` and ``stream_options.include_usage``, on a
+connection of its own; the server-sent chunks become ConverseStream events by chat_stream's rules (SageMaker's
+containers speak the same chunks), so Engine.stream serves and fails over openai targets as any other.
+
 Error taxonomy, by status: 429 is capacity (Retry-After, retry-after-ms or the x-ratelimit-reset-* headers give the
 cooldown); 408, 5xx, timeouts and connection failures are unavailable; 401/403/404 are ours (a deployment bug);
 other 4xx are the caller's (a context-window overflow said so). The endpoint's message is read for that one
@@ -24,20 +28,24 @@ boolean and dropped.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib
 import json
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from ..config import Target
 from ..errors import _OVERFLOW, BackendError, ErrorClass
+from ..streaming import BackendStream, StreamEvent
 from . import MAX_CONNECT_TIMEOUT_S, ClientPool, malformed
 from .chat import from_chat, to_chat
+from .chat_stream import translate
 from .contract import BackendReply
 from .kinds import KINDS, OpenAIRef
 from .workload_identity import FederatedTokens
@@ -45,6 +53,9 @@ from .workload_identity import FederatedTokens
 KEY_TTL_S = 300.0
 SECRET_TIMEOUT_S = 2.0
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+READ_CHUNK = 64 * 1024
+IDLE_PER_HOST = 4  # streams' idle connections kept per host
+SOURCE = "OpenAI"  # names this kind's stream errors: MalformedOpenAIStream, IncompleteOpenAIStream
 # Converse members this kind renders; any other is refused (UnsupportedRequestMember).
 _RENDERED = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "outputConfig", "requestMetadata"})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -157,20 +168,10 @@ class OpenAICompatBackend:
         self._signer = signer
         self._clock = clock
         self._local = threading.local()
+        self._idle = IdleConnections()
 
     def invoke(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendReply:
-        ref = target.backend
-        if not isinstance(ref, OpenAIRef):
-            raise BackendError(ErrorClass.OURS, "WrongBackendKind")
-        try:
-            payload = to_openai(request, ref)
-        except BackendError:
-            raise
-        except (TypeError, AttributeError, ValueError, KeyError):
-            raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        url = ref.base_url + "/chat/completions"
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        ref, url, body, headers = self._chat_request(target, request, stream=False)
         t0 = self._clock()
         status, response_headers, raw = self._post(
             url, body, self._authorize(ref, target.region, url, body, headers), timeout_s
@@ -197,6 +198,80 @@ class OpenAICompatBackend:
             if error.error_class is ErrorClass.UNAVAILABLE:
                 raise malformed("OpenAI") from None
             raise
+
+    def open_stream(self, target: Target, request: Mapping[str, Any], timeout_s: float) -> BackendStream:
+        """The same request with ``stream: true`` (and the usage chunk asked for). The engine's pump reads it on
+        another thread, and abandoning it must cut a blocked read: so a stream has a connection to itself, taken
+        from the connections whose last stream was read to its end (no new handshake) or opened, and given back only
+        when this stream too ends cleanly. A non-200 answer is the same taxonomy as :meth:`invoke`'s; the chunks
+        become ConverseStream events (chat_stream.translate)."""
+        ref, url, body, headers = self._chat_request(target, request, stream=True)
+        parts = urlsplit(url)
+        t0 = self._clock()
+        conn, response = self._start_stream(
+            parts, body, self._authorize(ref, target.region, url, body, headers), timeout_s
+        )
+        if response.status == 401 and self._forget_credential(ref):
+            # As invoke does: a cached key or token the provider no longer takes is fetched afresh and the stream
+            # asked for once more, within the attempt's budget.
+            remaining_s = timeout_s - (self._clock() - t0)
+            if remaining_s > 0:
+                _read_and_close(conn, response)
+                fresh = self._authorize(ref, target.region, url, body, headers)
+                conn, response = self._start_stream(parts, body, fresh, remaining_s)
+                if response.status == 401:
+                    self._forget_credential(ref)
+        if response.status != 200:
+            raw = _read_and_close(conn, response)
+            raise error_for(response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
+        keep = None if response.will_close else (lambda c: self._idle.give(parts.netloc, c))
+        return ChatHttpStream(conn, response, self._clock, keep=keep)
+
+    def _start_stream(
+        self, parts: SplitResult, body: bytes, headers: dict[str, str], timeout_s: float
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """The stream's connection and its response's head; a kept connection the server closed meanwhile is
+        replaced once, before anything was sent back."""
+        for attempt in (0, 1):
+            conn = self._idle.take(parts.netloc, timeout_s)
+            reused = conn is not None
+            if conn is None:
+                conn = _open(parts.scheme, parts.netloc, timeout_s)
+            try:
+                conn.request("POST", parts.path or "/", body=body, headers=headers)
+                return conn, conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                conn.close()
+                if reused and attempt == 0:
+                    continue
+                raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+            except TimeoutError:
+                conn.close()
+                raise BackendError(ErrorClass.UNAVAILABLE, "ReadTimeout") from None
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+        raise BackendError(ErrorClass.UNAVAILABLE, "ConnectionClosed")  # pragma: no cover (the loop returns)
+
+    def _chat_request(
+        self, target: Target, request: Mapping[str, Any], *, stream: bool
+    ) -> tuple[OpenAIRef, str, bytes, dict[str, str]]:
+        """(the reference, the URL, the body, the headers before authorization) of one chat completions POST; a
+        streamed one asks for the stream and its usage chunk."""
+        ref = target.backend
+        if not isinstance(ref, OpenAIRef):
+            raise BackendError(ErrorClass.OURS, "WrongBackendKind")
+        try:
+            payload = to_openai(request, ref)
+        except BackendError:
+            raise
+        except (TypeError, AttributeError, ValueError, KeyError):
+            raise BackendError(ErrorClass.CLIENT, "InvalidRequestForTarget", 400) from None
+        if stream:
+            payload.update(stream=True, stream_options={"include_usage": True})
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        accept = "text/event-stream" if stream else "application/json"
+        return ref, ref.base_url + "/chat/completions", body, {"Content-Type": "application/json", "Accept": accept}
 
     def _forget_credential(self, ref: OpenAIRef) -> bool:
         """Drop a cached bearer credential (a key or an access token); False when the auth has none (SigV4)."""
@@ -257,16 +332,7 @@ class OpenAICompatBackend:
             if conn.sock is not None:
                 conn.sock.settimeout(timeout_s)
             return conn, conn.sock is not None
-        make = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = make(netloc, timeout=min(MAX_CONNECT_TIMEOUT_S, timeout_s))
-        try:
-            conn.connect()
-        except TimeoutError:
-            raise BackendError(ErrorClass.UNAVAILABLE, "ConnectTimeout") from None
-        except OSError as exc:
-            raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
-        assert conn.sock is not None
-        conn.sock.settimeout(timeout_s)
+        conn = _open(scheme, netloc, timeout_s)
         pool[netloc] = conn
         return conn, False
 
@@ -275,6 +341,110 @@ class OpenAICompatBackend:
         conn = pool.pop(netloc, None)
         if conn is not None:
             conn.close()
+
+
+def _read_and_close(conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> bytes:
+    """A refused stream's body (for its error's class), and its connection closed: it is not kept."""
+    try:
+        return response.read(MAX_RESPONSE_BYTES)
+    except (OSError, http.client.HTTPException):
+        return b""
+    finally:
+        conn.close()
+
+
+def _open(scheme: str, netloc: str, timeout_s: float) -> http.client.HTTPConnection:
+    """A new connection: connected within the connect bound, its socket timeout the attempt's budget."""
+    make = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    conn = make(netloc, timeout=min(MAX_CONNECT_TIMEOUT_S, timeout_s))
+    try:
+        conn.connect()
+    except TimeoutError:
+        raise BackendError(ErrorClass.UNAVAILABLE, "ConnectTimeout") from None
+    except OSError as exc:
+        raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+    assert conn.sock is not None
+    conn.sock.settimeout(timeout_s)
+    return conn
+
+
+class IdleConnections:
+    """Connections whose last stream was read to its end, per host, for the next stream (no handshake): a few only,
+    as a Lambda environment serves one request at a time."""
+
+    def __init__(self, per_host: int = IDLE_PER_HOST) -> None:
+        self._per_host = per_host
+        self._lock = threading.Lock()
+        self._idle: dict[str, list[http.client.HTTPConnection]] = {}
+
+    def take(self, netloc: str, timeout_s: float) -> http.client.HTTPConnection | None:
+        with self._lock:
+            kept = self._idle.get(netloc)
+            conn = kept.pop() if kept else None
+        if conn is not None and conn.sock is not None:
+            conn.timeout = timeout_s
+            conn.sock.settimeout(timeout_s)
+            return conn
+        return None
+
+    def give(self, netloc: str, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            kept = self._idle.setdefault(netloc, [])
+            if len(kept) < self._per_host and conn.sock is not None:
+                kept.append(conn)
+                return
+        conn.close()
+
+    def count(self, netloc: str) -> int:
+        with self._lock:
+            return len(self._idle.get(netloc, ()))
+
+
+class ChatHttpStream:
+    """An open chat completions stream read as ConverseStream events. close() gives the connection back (``keep``)
+    when the stream was read to its end, and otherwise cuts it, which also ends a read blocked in another thread."""
+
+    def __init__(
+        self,
+        conn: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        clock: Callable[[], float],
+        keep: Callable[[http.client.HTTPConnection], None] | None = None,
+    ) -> None:
+        self._conn = conn
+        self._response = response
+        self._clock = clock
+        self._keep = keep
+        self._read_whole = False
+
+    def _parts(self) -> Iterator[bytes]:
+        try:
+            while True:
+                data = self._response.read1(READ_CHUNK)  # what has arrived, as soon as it has (chunked or not)
+                if not data:
+                    return
+                yield data
+        except TimeoutError:
+            raise BackendError(ErrorClass.UNAVAILABLE, "ReadTimeout") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: read after close
+            raise BackendError(ErrorClass.UNAVAILABLE, type(exc).__name__) from None
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        yield from translate(self._parts(), self._clock, source=SOURCE)
+        self._read_whole = self._response.isclosed()  # [DONE] and the body's end: the connection is reusable
+
+    def close(self) -> None:
+        if self._read_whole and self._keep is not None:
+            keep, self._keep = self._keep, None
+            keep(self._conn)
+            return
+        # Closing the response does not wake a read blocked on the socket in the pump's thread: shut the socket
+        # down first, so that read ends now.
+        sock = self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._conn.close()
 
 
 def error_for(status: int, headers: Mapping[str, str], raw: bytes) -> BackendError:
