@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from review import checks_api, checks_audit, checks_data, checks_iam, checks_network  # noqa: F401 - they register
+from review import checks_api, checks_audit, checks_cross_cloud, checks_data, checks_iam, checks_network  # noqa: F401 - they register
 from review.cfn import CloudAssembly
 from review.check import PREDICATES, Check
 from review.checks_iam import wildcard_invoke

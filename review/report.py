@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from review import checks_network, dataflow, diagram, nist
+from review import checks_cross_cloud, checks_network, dataflow, diagram, nist
 from review import inventory as inv
 from review.cfn import CloudAssembly, load
 
@@ -21,6 +21,7 @@ SECTIONS = (
     ("summary", "Summary"),
     ("diagram", "Architecture diagram"),
     ("network", "Network, per cell"),
+    ("cross-cloud", "Paths to other clouds, per cell"),
     ("iam", "IAM matrix"),
     ("encryption", "Encryption inventory"),
     ("logging", "Logging and retention"),
@@ -79,6 +80,7 @@ def build(a: CloudAssembly, figures: list[Figure]) -> list[Section]:
         _summary(a, controls),
         _diagram(figures),
         *_network(a, checks),
+        *_cross_cloud(a, checks),
         _iam(a, checks),
         _encryption(a, checks),
         _logging(a, checks),
@@ -203,6 +205,73 @@ def _network(a: CloudAssembly, checks: dict[str, nist.Check]) -> list[Section]:
         for title, (headers, rows, _) in tables.items():
             section.blocks.append(Table(headers, [row[1:] for row in rows if row[0] == region], caption=title))
         out.append(section)
+    return out
+
+
+def _cross_cloud(a: CloudAssembly, checks: dict[str, nist.Check]) -> list[Section]:
+    found = checks_cross_cloud.paths(a)
+    if not found:
+        return [Section("cross-cloud", "Paths to other clouds, per cell", [Para("No path to another cloud.")])]
+    out = [
+        Section(
+            "cross-cloud",
+            "Paths to other clouds, per cell",
+            [
+                verdict(checks.get("cross_cloud_paths_private")),
+                Para(
+                    "NOT SHOWN BY THE TEMPLATES: each provider's data-use and retention terms for prompts and "
+                    "completions (whether they are logged, kept, or used for training) are for the reviewer to "
+                    "confirm with the provider: "
+                    + ", ".join(sorted({f"{p.provider} ({p.kind})" for p in found}))
+                    + ".",
+                    warn=True,
+                ),
+            ],
+        )
+    ]
+    for region in a.regions:
+        rows = []
+        for p in (p for p in found if p.region == region):
+            egress = [
+                f"{e.properties.get('IpProtocol')} {e.properties.get('FromPort')}-{e.properties.get('ToPort')} "
+                f"to {e.properties.get('CidrIp')}"
+                for e in p.egress
+            ]
+            rows.append(
+                [
+                    f"{p.provider} ({p.kind})",
+                    "; ".join(f"{c.logical_id} ({checks_cross_cloud.name_tag(c)})" for c in p.connections),
+                    ", ".join(p.routes),
+                    "; ".join(f"{domain} -> {', '.join(targets)}" for domain, targets in p.rules) or "none",
+                    ", ".join(egress) or "none",
+                    "prompts and completions over TLS (HTTPS, tcp 443) to the provider's private endpoint; "
+                    + checks_cross_cloud.credential(a, p),
+                    "no route to the internet, no other destination"
+                    if not p.shortfalls
+                    else "FALLS SHORT: " + "; ".join(p.shortfalls),
+                ]
+            )
+        out.append(
+            Section(
+                f"cross-cloud-{region}",
+                f"Cell {region}: other clouds",
+                [
+                    Table(
+                        [
+                            "provider",
+                            "VPN connections",
+                            "routed ranges",
+                            "Resolver rules (name -> resolvers)",
+                            "router egress",
+                            "what crosses",
+                            "what does not",
+                        ],
+                        rows,
+                    )
+                ],
+                level=3,
+            )
+        )
     return out
 
 
