@@ -71,7 +71,7 @@ synth: $(STAMPS)/venv $(STAMPS)/cdk-cli $(STAMPS)/router-deps $(STAMPS)/graphviz
 
 ## test: the whole suite (unit, infra, integration); slow suites have their own targets
 test: $(STAMPS)/venv $(STAMPS)/router-deps $(STAMPS)/cdk-cli $(STAMPS)/graphviz $(STAMPS)/chromium $(STAMPS)/redis-server
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 	$(MAKE) --no-print-directory test-lambda-runtime
 
 # The router's own tests again on the interpreter the Lambda runs (3.13), in a venv of its own. python3.13 from
